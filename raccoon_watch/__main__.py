@@ -1,0 +1,3 @@
+from raccoon_watch.cli import main
+
+raise SystemExit(main())

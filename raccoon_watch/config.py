@@ -1,0 +1,346 @@
+"""Strict, typed configuration.
+
+Every section is a pydantic model with ``extra="forbid"``: a typo in YAML is an error that names the
+key and its line. Secrets come from ``${ENV_VAR}`` placeholders or from systemd credentials
+(``${cred:NAME}`` reads ``$CREDENTIALS_DIRECTORY/NAME``) and are held as ``SecretStr`` so they never
+print. ``load_config`` is the one entry point; it raises ``ConfigError`` (the CLI exits with 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "raccoon"
+
+Point = tuple[float, float]
+"""A polygon vertex (x, y), normalised to [0, 1] of the frame width and height."""
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` names the key (and line) at fault."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_polygon(poly: list[Point]) -> list[Point]:
+    if len(poly) < 3:
+        raise ValueError(f"a polygon needs at least 3 points, got {len(poly)}")
+    for x, y in poly:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"polygon points are normalised (0..1), got ({x}, {y})")
+    return poly
+
+
+class MotionConfig(_Strict):
+    enabled: bool = Field(True, description="Run the detector only when something moves (plus a periodic check).")
+    threshold: int = Field(25, ge=1, le=255, description="Per-pixel grey-level change that counts as motion.")
+    min_area: float = Field(0.002, ge=0.0, le=1.0, description="Changed fraction of the frame that counts as motion.")
+    recheck_s: float = Field(2.0, ge=0.0, description="Run the detector at least this often even without motion (0: never).")
+    hold_s: float = Field(3.0, ge=0.0, description="Keep detecting for this long after motion stops.")
+
+
+class CameraConfig(_Strict):
+    source: str = Field(description="Webcam index ('0'), device (/dev/video0), rtsp:// or http:// URL, or a video file.")
+    enabled: bool = True
+    detect_fps: float = Field(5.0, gt=0, le=60, description="Detector runs per second for this camera.")
+    realtime: bool = Field(True, description="Pace file sources at their native fps (false: as fast as possible).")
+    loop: bool = Field(False, description="Restart a file source from the beginning when it ends.")
+    open_timeout_s: float = Field(5.0, gt=0, le=120, description="CAP_PROP_OPEN_TIMEOUT_MSEC, in seconds.")
+    read_timeout_s: float = Field(5.0, gt=0, le=120, description="CAP_PROP_READ_TIMEOUT_MSEC, in seconds.")
+    reconnect_max_s: float = Field(30.0, gt=0, le=600, description="Cap of the reconnect back-off.")
+    labels: list[str] | None = Field(None, description="Labels to watch on this camera (default: detector.labels).")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Score threshold (default: detector.threshold).")
+    min_area: float = Field(0.0, ge=0.0, le=1.0, description="Smallest box, as a fraction of the frame area.")
+    max_area: float = Field(1.0, gt=0.0, le=1.0, description="Largest box, as a fraction of the frame area.")
+    zones: list[list[Point]] = Field(
+        default_factory=list,
+        description="Polygons (normalised x, y) a box's bottom centre must be in; empty: anywhere.",
+    )
+    masks: list[list[Point]] = Field(
+        default_factory=list,
+        description="Polygons (normalised x, y) where a box's bottom centre is ignored.",
+    )
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+
+    @field_validator("zones", "masks")
+    @classmethod
+    def _polygons(cls, value: list[list[Point]]) -> list[list[Point]]:
+        return [_check_polygon(p) for p in value]
+
+    @model_validator(mode="after")
+    def _area_range(self) -> "CameraConfig":
+        if self.min_area >= self.max_area:
+            raise ValueError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
+        return self
+
+
+class DetectorConfig(_Strict):
+    model: Path | None = Field(None, description="Model directory or file; null: the bundled raccoon model.")
+    backend: Literal["auto", "tflite", "tensorflow"] = Field(
+        "auto", description="auto: TensorFlow when a GPU is visible, else TFLite."
+    )
+    labelmap: Path | None = Field(None, description="Label map (.pbtxt or one label per line); default: beside the model.")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum score for a detection to count.")
+    workers: int = Field(2, ge=1, le=32, description="Detector worker threads.")
+    num_threads: int = Field(2, ge=1, le=64, description="TFLite interpreter threads per worker.")
+    batch_size: int = Field(1, ge=1, le=64, description="TensorFlow backend: frames per call across cameras.")
+    batch_wait_ms: float = Field(5.0, ge=0.0, le=1000.0, description="How long a worker waits to fill a batch.")
+    labels: list[str] = Field(default_factory=lambda: ["raccoon"], min_length=1, description="Labels that raise events.")
+    queue_size: int = Field(8, ge=1, le=1000, description="Frame queue capacity; when full the oldest frame is dropped.")
+
+
+class EventsConfig(_Strict):
+    min_frames: int = Field(3, ge=1, description="Counting frames needed within the window to start an event.")
+    window: int = Field(5, ge=1, description="Processed frames looked at for min_frames.")
+    end_after: float = Field(10.0, gt=0, description="Seconds without a counting detection that end an event.")
+    cooldown: float = Field(300.0, ge=0, description="A new event within this many seconds of the last is flagged in_cooldown.")
+    update_interval: float = Field(5.0, ge=0, description="Minimum seconds between UPDATE messages of one event (0: none).")
+
+    @model_validator(mode="after")
+    def _window(self) -> "EventsConfig":
+        if self.min_frames > self.window:
+            raise ValueError(f"min_frames ({self.min_frames}) cannot exceed window ({self.window})")
+        return self
+
+
+class StorageConfig(_Strict):
+    path: Path = Field(Path("./var"), description="Directory for the SQLite event store and snapshots.")
+    snapshot_retention_days: float = Field(14.0, ge=0, description="Delete snapshots older than this (0: keep).")
+    snapshot_retention_mb: float = Field(500.0, ge=0, description="Keep snapshots under this total size (0: no limit).")
+    outbox_max: int = Field(10000, ge=10, description="Pending deliveries kept; beyond this the oldest are dropped (logged).")
+
+
+class TlsConfig(_Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="Skip hostname verification (self-signed certs on an IP).")
+
+
+class MqttConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = None
+    keepalive: int = Field(60, ge=5, le=3600)
+    tls: TlsConfig | None = None
+    topic_prefix: str = "raccoon_watch"
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    qos: int = Field(1, ge=0, le=2)
+    stats_interval: float = Field(60.0, gt=0)
+
+    @field_validator("topic_prefix", "discovery_prefix")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not value or any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
+            raise ValueError(f"not a valid topic prefix: {value!r}")
+        return value
+
+
+class QuietHours(_Strict):
+    start: str = Field(description="HH:MM local time")
+    end: str = Field(description="HH:MM local time")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"expected HH:MM, got {value!r}")
+        return value
+
+
+class PushoverConfig(_Strict):
+    enabled: bool = True
+    token: SecretStr
+    user: SecretStr
+    api_url: str = Field("https://api.pushover.net/1/", description="Base URL (trailing slash).")
+    priority: int = Field(0, ge=-2, le=2)
+    retry: int = Field(60, ge=30, description="Emergency priority: seconds between retries.")
+    expire: int = Field(3600, ge=30, le=10800, description="Emergency priority: stop retrying after this.")
+    sound: str | None = None
+    device: str | None = None
+    url: str | None = None
+    url_title: str | None = None
+    quiet_hours: QuietHours | None = None
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    labels: list[str] | None = Field(None, description="Labels that push (default: all event labels).")
+
+    @field_validator("api_url")
+    @classmethod
+    def _slash(cls, value: str) -> str:
+        if not re.match(r"https?://", value):
+            raise ValueError(f"api_url must be http(s)://..., got {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+
+class HttpConfig(_Strict):
+    enabled: bool = False
+    host: str = Field("127.0.0.1", description="Bind address; keep 127.0.0.1 unless behind a firewall.")
+    port: int = Field(8765, ge=1, le=65535)
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Strict):
+    cameras: dict[str, CameraConfig] = Field(min_length=1)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    mqtt: MqttConfig | None = None
+    pushover: PushoverConfig | None = None
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, value: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9_]{1,64}", name):
+                raise ValueError(f"camera name {name!r} must be lowercase letters, digits and _")
+        return value
+
+    @property
+    def model_dir(self) -> Path:
+        return self.detector.model or DEFAULT_MODEL_DIR
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+
+
+def _substitute(text: str, where: str) -> str:
+    """Replace ``${NAME}`` with the environment and ``${cred:NAME}`` with a systemd credential."""
+
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        if name.startswith("cred:"):
+            return _read_credential(name[5:], where)
+        default = None
+        if ":-" in name:
+            name, default = name.split(":-", 1)
+        value = os.environ.get(name, default)
+        if value is None:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return value
+
+    return _PLACEHOLDER.sub(repl, text)
+
+
+def _read_credential(name: str, where: str) -> str:
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ConfigError(f"{where}: ${{cred:{name}}} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)")
+    path = Path(directory) / name
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read credential {name!r}: {exc.strerror}") from None
+
+
+def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
+    """Turn a composed YAML node into Python values, recording each key path's line (1-based)."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            if key in out:
+                raise ConfigError(f"{_fmt(path + (key,))} (line {key_node.start_mark.line + 1}): duplicate key")
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _walk(value_node, path + (key,), lines)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(item, path + (i,), lines) for i, item in enumerate(node.value)]
+    value = yaml.safe_load(yaml.serialize(node))
+    if isinstance(value, str) and "${" in value:
+        value = _substitute(value, _fmt(path))
+    return value
+
+
+def _fmt(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path) or "<root>"
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Parse and validate YAML text; raise ConfigError naming the key and line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if root is None:
+        raise ConfigError(f"{source}: the file is empty; at least 'cameras' is required")
+    lines: dict[tuple[Any, ...], int] = {}
+    data = _walk(root, (), lines)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, lines, source)) from None
+
+
+def _explain(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        line = _nearest_line(loc, lines)
+        where = f"{_fmt(loc)}" + (f" (line {line})" if line else "")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(f"{where}: {msg}")
+    return f"{source}: invalid configuration:\n  " + "\n  ".join(problems)
+
+
+def _nearest_line(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines and (end > 0 or loc == ()):
+            return lines[loc[:end]]
+    return None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, substitute secrets, validate. Relative storage/model paths stay relative to the CWD."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc}") from None
+    return parse_config(text, str(p))
+
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.I)
+
+
+def redact_url(url: str) -> str:
+    """rtsp://user:secret@host/... -> rtsp://user:***@host/...; anything else unchanged."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+def effective_config(cfg: Config) -> dict[str, Any]:
+    """The validated config as plain data, with every secret masked (for check-config)."""
+    data = cfg.model_dump(mode="json")  # SecretStr dumps as '**********'
+    for cam in data["cameras"].values():
+        cam["source"] = redact_url(cam["source"])
+    return data

@@ -1,0 +1,135 @@
+"""Typed, frozen values that travel between the stages of the flow.
+
+camera -> capture -> frame queue -> detector workers -> debounce -> event store/outbox -> sinks
+
+Box convention used everywhere inside the daemon (``Box``):
+    (xmin, ymin, xmax, ymax), normalised to the frame: 0 <= xmin < xmax <= 1, 0 <= ymin < ymax <= 1.
+Detector backends convert from their model's order (TF OD API: ymin, xmin, ymax, xmax) once, at
+the backend boundary; pixels appear only where a box leaves the daemon (``detect --json``,
+drawing on snapshots), through ``box_to_pixels``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+"""(xmin, ymin, xmax, ymax), normalised to [0, 1] of the frame's width and height."""
+
+
+def box_to_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """Normalised (xmin, ymin, xmax, ymax) -> integer pixels (xmin, ymin, xmax, ymax), clipped."""
+    xmin, ymin, xmax, ymax = box
+    return (
+        int(round(min(max(xmin, 0.0), 1.0) * width)),
+        int(round(min(max(ymin, 0.0), 1.0) * height)),
+        int(round(min(max(xmax, 0.0), 1.0) * width)),
+        int(round(min(max(ymax, 0.0), 1.0) * height)),
+    )
+
+
+def box_area(box: Box) -> float:
+    """Area of a normalised box as a fraction of the frame (0..1)."""
+    xmin, ymin, xmax, ymax = box
+    return max(0.0, xmax - xmin) * max(0.0, ymax - ymin)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Frame:
+    """One decoded camera frame.
+
+    image: BGR uint8 array of shape (H, W, 3), as OpenCV decodes it; never mutated after capture.
+    ts: wall-clock capture time (time.time()), mono: time.monotonic() at capture.
+    seq: per-camera frame counter, starting at 0 for each capture thread.
+    """
+
+    camera: str
+    seq: int
+    ts: float
+    mono: float
+    image: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One object found by a detector. ``box`` is normalised (xmin, ymin, xmax, ymax)."""
+
+    label: str
+    score: float
+    box: Box
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FrameResult:
+    """A frame with what the detector found in it (all detections, before any filtering)."""
+
+    frame: Frame
+    detections: tuple[Detection, ...]
+    inference_ms: float
+
+
+class EventKind(str, enum.Enum):
+    START = "new"  # values match Frigate's <prefix>/events "type"
+    UPDATE = "update"
+    END = "end"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Event:
+    """A debounced occurrence: a raccoon arrived (START), is still there (UPDATE), left (END).
+
+    id: stable across START/UPDATE/END of one occurrence, e.g. "1732640000.123456-3fa2c1".
+    box: normalised (xmin, ymin, xmax, ymax) of the best detection so far.
+    snapshot_jpeg: the best frame so far, JPEG bytes, box drawn; None if it could not be encoded.
+    in_cooldown: True when this occurrence started within ``events.cooldown`` seconds of the
+        previous one of the same camera and label; sinks that push to a phone skip it.
+    frame_ts: wall-clock capture time of the frame that caused this message (for latency metrics).
+    first_seen_ts: capture time of the first counting frame of this occurrence.
+    count: number of counting detections of this label in the latest frame.
+    """
+
+    id: str
+    kind: EventKind
+    camera: str
+    label: str
+    start_time: float
+    end_time: float | None
+    score: float
+    top_score: float
+    box: Box
+    snapshot_jpeg: bytes | None = field(default=None, repr=False)
+    in_cooldown: bool = False
+    frame_ts: float = 0.0
+    first_seen_ts: float = 0.0
+    count: int = 1
+
+    @property
+    def has_snapshot(self) -> bool:
+        return self.snapshot_jpeg is not None
+
+    def to_dict(self) -> dict[str, object]:
+        """Frigate-style event body (no snapshot bytes); box in normalised xyxy."""
+        return {
+            "id": self.id,
+            "camera": self.camera,
+            "label": self.label,
+            "score": round(self.score, 4),
+            "top_score": round(self.top_score, 4),
+            "box": [round(v, 4) for v in self.box],
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "has_snapshot": self.has_snapshot,
+            "in_cooldown": self.in_cooldown,
+            "count": self.count,
+        }
