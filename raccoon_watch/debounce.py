@@ -1,0 +1,180 @@
+"""Debounce counting detections into events. Pure functions over immutable state.
+
+    state, events = step(state, observation, now)   # after each processed frame of one camera
+    state, events = tick(state, now)                # periodically, ends events when frames stop
+
+Rules (per camera and label):
+- an event STARTs when at least ``min_frames`` of the last ``window`` processed frames counted;
+- it ENDs once ``end_after`` seconds pass with no counting detection (end_time = last seen);
+- while it runs, an UPDATE is emitted when the top score improves or the count changes, at most
+  every ``update_interval`` seconds;
+- a START within ``cooldown`` seconds of the previous event's end is flagged ``in_cooldown``.
+
+Times are wall-clock seconds (frame capture times). Events leave here without snapshot bytes; the
+best frame is kept in the state (``Track.best_frame``) and the event router encodes it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+from raccoon_watch.types import Box, Detection, Event, EventKind, Frame
+
+
+@dataclass(frozen=True, slots=True)
+class DebounceParams:
+    min_frames: int = 3
+    window: int = 5
+    end_after: float = 10.0
+    cooldown: float = 300.0
+    update_interval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Observation:
+    """What one processed frame of one camera contributed: only its counting detections."""
+
+    camera: str
+    ts: float
+    detections: tuple[Detection, ...]
+    frame: Frame | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Track:
+    """A running event of one label."""
+
+    event_id: str
+    start_time: float
+    first_seen: float
+    last_seen: float
+    score: float
+    top_score: float
+    box: Box
+    count: int
+    in_cooldown: bool
+    last_update: float
+    best_frame: Frame | None = None
+    dirty: bool = False  # score/count changed since the last START/UPDATE message
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LabelState:
+    history: tuple[bool, ...] = ()  # counted?, for the last `window` processed frames, oldest first
+    first_hit: float | None = None  # ts of the oldest counting frame still in the history
+    track: Track | None = None
+    last_end: float | None = None  # end time of the previous event (for cooldown)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CameraState:
+    camera: str
+    labels: dict[str, LabelState] = field(default_factory=dict)  # never mutated; copied on change
+
+
+def make_event_id(camera: str, label: str, start: float) -> str:
+    """Stable id, e.g. '1732640000.123456-3fa2c1' (Frigate style, deterministic for tests)."""
+    digest = hashlib.sha1(f"{camera}|{label}|{start:.6f}".encode()).hexdigest()[:6]
+    return f"{start:.6f}-{digest}"
+
+
+def _best(dets: tuple[Detection, ...]) -> Detection:
+    return max(dets, key=lambda d: d.score)
+
+
+def _event(kind: EventKind, camera: str, label: str, t: Track, frame_ts: float, end: float | None) -> Event:
+    return Event(
+        id=t.event_id, kind=kind, camera=camera, label=label, start_time=t.start_time, end_time=end,
+        score=t.score, top_score=t.top_score, box=t.box, in_cooldown=t.in_cooldown,
+        frame_ts=frame_ts, first_seen_ts=t.first_seen, count=t.count,
+    )
+
+
+def _start(camera: str, label: str, ls: LabelState, obs: Observation, hits: tuple[Detection, ...],
+           p: DebounceParams) -> Track:
+    best = _best(hits)
+    first = ls.first_hit if ls.first_hit is not None else obs.ts
+    cooled = ls.last_end is not None and obs.ts - ls.last_end < p.cooldown
+    return Track(
+        event_id=make_event_id(camera, label, obs.ts), start_time=obs.ts, first_seen=first,
+        last_seen=obs.ts, score=best.score, top_score=best.score, box=best.box, count=len(hits),
+        in_cooldown=cooled, last_update=obs.ts, best_frame=obs.frame,
+    )
+
+
+def _continue(t: Track, obs: Observation, hits: tuple[Detection, ...], p: DebounceParams) -> tuple[Track, bool]:
+    """Fold one counting frame into a running track; say whether an UPDATE is due."""
+    best = _best(hits)
+    improved = best.score > t.top_score
+    dirty = t.dirty or improved or len(hits) != t.count
+    t = replace(
+        t, last_seen=obs.ts, score=best.score, count=len(hits),
+        top_score=max(t.top_score, best.score),
+        box=best.box if improved else t.box,
+        best_frame=obs.frame if improved and obs.frame is not None else t.best_frame,
+    )
+    due = dirty and p.update_interval > 0 and obs.ts - t.last_update >= p.update_interval
+    return replace(t, last_update=obs.ts if due else t.last_update, dirty=dirty and not due), due
+
+
+def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
+                p: DebounceParams) -> tuple[LabelState, list[Event]]:
+    hits = tuple(d for d in obs.detections if d.label == label)
+    history = (ls.history + (bool(hits),))[-p.window:]
+    first_hit = ls.first_hit if ls.first_hit is not None and any(history) else (obs.ts if hits else None)
+    ls = replace(ls, history=history, first_hit=first_hit)
+    if ls.track is None:
+        if hits and sum(history) >= p.min_frames:
+            track = _start(camera, label, ls, obs, hits, p)
+            return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts, None)]
+        return ls, []
+    if not hits:
+        return _maybe_end(camera, label, ls, obs.ts, p)
+    track, due = _continue(ls.track, obs, hits, p)
+    events = [_event(EventKind.UPDATE, camera, label, track, obs.ts, None)] if due else []
+    return replace(ls, track=track), events
+
+
+def _maybe_end(camera: str, label: str, ls: LabelState, now: float,
+               p: DebounceParams) -> tuple[LabelState, list[Event]]:
+    t = ls.track
+    if t is None or now - t.last_seen < p.end_after:
+        return ls, []
+    ended = replace(t, count=0)
+    event = _event(EventKind.END, camera, label, ended, now, t.last_seen)
+    return LabelState(history=(), first_hit=None, track=None, last_end=t.last_seen), [event]
+
+
+def step(state: CameraState, obs: Observation, labels: tuple[str, ...],
+         p: DebounceParams) -> tuple[CameraState, list[Event]]:
+    """Fold one processed frame of ``state.camera`` into the state; return the events it causes."""
+    if obs.camera != state.camera:
+        raise ValueError(f"observation of camera {obs.camera!r} given to state of {state.camera!r}")
+    new_labels = dict(state.labels)
+    events: list[Event] = []
+    for label in labels:
+        new_labels[label], evs = _step_label(state.camera, label, state.labels.get(label, LabelState()), obs, p)
+        events.extend(evs)
+    return replace(state, labels=new_labels), events
+
+
+def tick(state: CameraState, now: float, p: DebounceParams) -> tuple[CameraState, list[Event]]:
+    """End events whose label has not been seen for ``end_after`` seconds (no frame needed)."""
+    new_labels = dict(state.labels)
+    events: list[Event] = []
+    for label, ls in state.labels.items():
+        new_labels[label], evs = _maybe_end(state.camera, label, ls, now, p)
+        events.extend(evs)
+    return replace(state, labels=new_labels), events
+
+
+def end_all(state: CameraState, now: float) -> tuple[CameraState, list[Event]]:
+    """End every running event now (detection switched off, camera removed, shutdown)."""
+    forced = DebounceParams(end_after=0.0)
+    return tick(state, now, forced)
+
+
+def best_frame(state: CameraState, label: str) -> Frame | None:
+    ls = state.labels.get(label)
+    return ls.track.best_frame if ls and ls.track else None

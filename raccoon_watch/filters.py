@@ -1,0 +1,61 @@
+"""Which detections count: label, score, box area, zones and masks. Pure functions.
+
+Boxes are normalised (xmin, ymin, xmax, ymax); polygons are lists of normalised (x, y) points.
+A box is "in" a polygon when its bottom-centre point (where an animal touches the ground) is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from raccoon_watch.types import Box, Detection, box_area
+
+Polygon = Sequence[tuple[float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionFilter:
+    labels: frozenset[str]
+    threshold: float
+    min_area: float = 0.0
+    max_area: float = 1.0
+    zones: tuple[tuple[tuple[float, float], ...], ...] = ()
+    masks: tuple[tuple[tuple[float, float], ...], ...] = ()
+
+
+def point_in_polygon(x: float, y: float, polygon: Polygon) -> bool:
+    """Even-odd ray casting; points exactly on an edge may fall either way."""
+    inside = False
+    n = len(polygon)
+    for i in range(n):
+        x1, y1 = polygon[i]
+        x2, y2 = polygon[(i + 1) % n]
+        if (y1 > y) != (y2 > y):
+            x_cross = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+            if x < x_cross:
+                inside = not inside
+    return inside
+
+
+def anchor_point(box: Box) -> tuple[float, float]:
+    """Bottom centre (x, y) of a normalised (xmin, ymin, xmax, ymax) box."""
+    xmin, _, xmax, ymax = box
+    return (xmin + xmax) / 2.0, ymax
+
+
+def counts(det: Detection, f: DetectionFilter) -> bool:
+    """True when this detection may raise or keep an event."""
+    if det.label not in f.labels or det.score < f.threshold:
+        return False
+    area = box_area(det.box)
+    if not (f.min_area <= area <= f.max_area):
+        return False
+    x, y = anchor_point(det.box)
+    if f.zones and not any(point_in_polygon(x, y, z) for z in f.zones):
+        return False
+    return not any(point_in_polygon(x, y, m) for m in f.masks)
+
+
+def counting(detections: Iterable[Detection], f: DetectionFilter) -> tuple[Detection, ...]:
+    return tuple(d for d in detections if counts(d, f))
