@@ -1,0 +1,136 @@
+"""FrameQueue: drop-oldest, counters, batching across cameras, and threads hammering it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.types import Frame
+
+_IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+def frame(camera: str, seq: int) -> Frame:
+    return Frame(camera=camera, seq=seq, ts=0.0, mono=0.0, image=_IMAGE)
+
+
+def ids(frames: list[Frame | None]) -> list[str | None]:
+    return [None if f is None else f"{f.camera}{f.seq}" for f in frames]
+
+
+@pytest.mark.parametrize(
+    "maxsize, puts, evicted, remaining, dropped",
+    [
+        (3, ["a0", "a1"], [None, None], ["a0", "a1"], 0),
+        (3, ["a0", "a1", "a2"], [None, None, None], ["a0", "a1", "a2"], 0),
+        (3, ["a0", "a1", "a2", "a3"], [None, None, None, "a0"], ["a1", "a2", "a3"], 1),
+        (1, ["a0", "b0", "a1"], [None, "a0", "b0"], ["a1"], 2),
+        (2, ["a0", "b0", "a1", "b1", "a2"], [None, None, "a0", "b0", "a1"], ["b1", "a2"], 3),
+    ],
+)
+def test_put_drops_oldest(maxsize, puts, evicted, remaining, dropped):
+    q = FrameQueue(maxsize)
+    got = [q.put(frame(p[0], int(p[1:]))) for p in puts]
+    assert ids(got) == evicted
+    assert q.dropped == dropped
+    assert q.qsize() == len(remaining)
+    assert ids([q.get(timeout=0) for _ in remaining]) == remaining
+    assert q.get(timeout=0) is None
+
+
+def test_dropped_by_camera_counts_the_evicted_frames_camera():
+    q = FrameQueue(2)
+    for p in ["a0", "a1", "b0", "b1", "a2"]:
+        q.put(frame(p[0], int(p[1:])))
+    assert q.dropped_by_camera() == {"a": 2, "b": 1}
+
+
+def test_bad_sizes_are_errors():
+    with pytest.raises(ValueError, match="maxsize"):
+        FrameQueue(0)
+    with pytest.raises(ValueError, match="max_n"):
+        FrameQueue(1).get_batch(0, 0.0)
+
+
+def test_get_times_out_empty():
+    q = FrameQueue(2)
+    start = time.monotonic()
+    assert q.get(timeout=0.1) is None
+    assert time.monotonic() - start < 2.0
+
+
+def test_get_wakes_on_put_from_another_thread():
+    q = FrameQueue(2)
+    threading.Timer(0.05, q.put, args=(frame("a", 7),)).start()
+    got = q.get(timeout=5.0)
+    assert got is not None and got.seq == 7
+
+
+@pytest.mark.parametrize(
+    "queued, max_n, batch, left",
+    [
+        (["a0", "a1", "b0", "c0"], 3, ["a0", "b0", "c0"], ["a1"]),  # one per camera first
+        (["a0", "a1", "a2", "b0"], 3, ["a0", "a1", "b0"], ["a2"]),  # then oldest of the rest
+        (["a0", "a1", "a2"], 2, ["a0", "a1"], ["a2"]),
+        (["a0", "b0"], 4, ["a0", "b0"], []),  # short batch after wait_s
+        (["b0", "a0", "b1", "a1", "c0"], 2, ["b0", "a0"], ["b1", "a1", "c0"]),
+    ],
+)
+def test_get_batch_prefers_different_cameras(queued, max_n, batch, left):
+    q = FrameQueue(10)
+    for p in queued:
+        q.put(frame(p[0], int(p[1:])))
+    assert ids(q.get_batch(max_n, wait_s=0.01)) == batch
+    assert ids([q.get(timeout=0) for _ in left]) == left
+    assert q.qsize() == 0
+
+
+def test_get_batch_empty_returns_empty_list():
+    assert FrameQueue(2).get_batch(4, wait_s=0.01, timeout=0.05) == []
+
+
+def test_get_batch_waits_to_fill():
+    q = FrameQueue(10)
+    q.put(frame("a", 0))
+    threading.Timer(0.05, q.put, args=(frame("b", 0),)).start()
+    assert ids(q.get_batch(2, wait_s=5.0)) == ["a0", "b0"]  # returned once full, not after 5 s
+
+
+def test_threads_hammering_lose_nothing_unaccounted():
+    """4 producers x 2000 frames, 2 consumers: every frame is either consumed or counted dropped."""
+    q = FrameQueue(16)
+    producers_done = threading.Event()
+    consumed: list[Frame] = []
+    lock = threading.Lock()
+
+    def produce(cam: str) -> None:
+        for i in range(2000):
+            q.put(frame(cam, i))
+
+    def consume() -> None:
+        while True:
+            got = q.get_batch(4, wait_s=0.0, timeout=0.05)
+            with lock:
+                consumed.extend(got)
+            if not got and producers_done.is_set():
+                return
+
+    consumers = [threading.Thread(target=consume) for _ in range(2)]
+    producers = [threading.Thread(target=produce, args=(c,)) for c in "abcd"]
+    for t in consumers + producers:
+        t.start()
+    for t in producers:
+        t.join(timeout=30)
+    producers_done.set()
+    for t in consumers:
+        t.join(timeout=30)
+    assert q.qsize() == 0
+    assert len(consumed) + q.dropped == 4 * 2000
+    assert sum(q.dropped_by_camera().values()) == q.dropped
+    for cam in "abcd":  # no frame comes out twice
+        seqs = [f.seq for f in consumed if f.camera == cam]
+        assert len(set(seqs)) == len(seqs)
