@@ -89,7 +89,10 @@ class DetectorConfig(_Strict):
         "auto", description="auto: TensorFlow when a GPU is visible, else TFLite."
     )
     labelmap: Path | None = Field(None, description="Label map (.pbtxt or one label per line); default: beside the model.")
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum score for a detection to count.")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Minimum score for a detection to count; null: the model card's deployed threshold (else 0.5).",
+    )
     workers: int = Field(2, ge=1, le=32, description="Detector worker threads.")
     num_threads: int = Field(2, ge=1, le=64, description="TFLite interpreter threads per worker.")
     batch_size: int = Field(1, ge=1, le=64, description="TensorFlow backend: frames per call across cameras.")

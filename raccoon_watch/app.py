@@ -1,0 +1,191 @@
+"""The one place that wires the stages together.
+
+    cameras --CaptureThread--> FrameQueue --DetectorWorker xN--> results --EventRouter--> store + sinks
+
+``start()`` reads like a table of contents and ``stop()`` undoes it in reverse order. Every thread
+watches ``self.stop_event`` and waits on queues with timeouts, so shutdown takes well under 5 s.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from raccoon_watch.capture import CaptureThread
+from raccoon_watch.config import CameraConfig, Config
+from raccoon_watch.debounce import DebounceParams
+from raccoon_watch.detectors import create_detector, resolve_default_model
+from raccoon_watch.detectors.base import Detector
+from raccoon_watch.filters import DetectionFilter
+from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.router import EventRouter
+from raccoon_watch.sinks.base import Sink
+from raccoon_watch.sinks.factory import build_sinks
+from raccoon_watch.store import EventStore
+from raccoon_watch.types import Event, FrameResult
+from raccoon_watch.workers import DetectorWorker
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+RETENTION_SWEEP_S = 3600.0
+
+
+def camera_filter(cam: CameraConfig, cfg: Config, threshold: float) -> DetectionFilter:
+    return DetectionFilter(
+        labels=frozenset(cam.labels or cfg.detector.labels),
+        threshold=cam.threshold if cam.threshold is not None else threshold,
+        min_area=cam.min_area,
+        max_area=cam.max_area,
+        zones=tuple(tuple(p) for p in cam.zones),
+        masks=tuple(tuple(p) for p in cam.masks),
+    )
+
+
+def debounce_params(cfg: Config) -> DebounceParams:
+    e = cfg.events
+    return DebounceParams(e.min_frames, e.window, e.end_after, e.cooldown, e.update_interval)
+
+
+class App:
+    """Owns every thread and resource of one daemon run. All attributes are set here."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.model_path: Path = cfg.detector.model or resolve_default_model()
+        self.stop_event = threading.Event()
+        self.frames = FrameQueue(cfg.detector.queue_size)
+        self.results: "queue.Queue[FrameResult]" = queue.Queue(maxsize=256)
+        self.store: EventStore | None = None
+        self.sinks: list[Sink] = []
+        self.workers: list[DetectorWorker] = []
+        self.router: EventRouter | None = None
+        self.cameras: dict[str, CaptureThread] = {}
+        self.threshold = DEFAULT_THRESHOLD
+        self.started_mono = time.monotonic()
+        self._last_sweep = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._load_model()
+        self._open_store()
+        self._start_sinks()
+        self._start_workers()
+        self._start_router()
+        self._start_cameras()
+        log.info("daemon_started", cameras=list(self.cameras), workers=len(self.workers), model=str(self.model_path))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in [*self.cameras.values(), *self.workers, *([self.router] if self.router else [])]:
+            thread.join(timeout=3.0)
+        for sink in reversed(self.sinks):
+            try:
+                sink.stop()
+            except Exception as exc:
+                log.error("sink_stop_failed", sink=getattr(sink, "name", "?"), error=repr(exc))
+        if self.store is not None:
+            self.store.close()
+        log.info("daemon_stopped")
+
+    def _make_detector(self) -> Detector:
+        return create_detector(self.cfg.detector, self.model_path)
+
+    def _load_model(self) -> None:
+        """Load once in the main thread so a missing/corrupt model fails before anything starts."""
+        probe = self._make_detector()
+        card_threshold = getattr(probe, "threshold", None)
+        self.threshold = self.cfg.detector.threshold or card_threshold or DEFAULT_THRESHOLD
+        log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=self.threshold)
+        probe.close()
+
+    def _open_store(self) -> None:
+        s = self.cfg.storage
+        self.store = EventStore(s.path, s.snapshot_retention_days, s.snapshot_retention_mb, s.outbox_max)
+
+    def _start_sinks(self) -> None:
+        assert self.store is not None
+        self.sinks = build_sinks(self.cfg, self.store, commands=self.set_detect, stats=self.stats)
+        for sink in self.sinks:
+            sink.start()
+
+    def _start_workers(self) -> None:
+        wait_s = self.cfg.detector.batch_wait_ms / 1000.0
+        for i in range(self.cfg.detector.workers):
+            worker = DetectorWorker(i, self._make_detector, self.frames, self.results, self.stop_event, wait_s)
+            worker.start()
+            self.workers.append(worker)
+
+    def _start_router(self) -> None:
+        assert self.store is not None
+        filters = {
+            name: camera_filter(cam, self.cfg, self.threshold)
+            for name, cam in self.cfg.cameras.items() if cam.enabled
+        }
+        self.router = EventRouter(
+            self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
+        )
+        self.router.start()
+
+    def _start_cameras(self) -> None:
+        for name, cam in self.cfg.cameras.items():
+            if not cam.enabled:
+                continue
+            thread = CaptureThread(name, cam, self.frames, self.stop_event)
+            thread.start()
+            self.cameras[name] = thread
+
+    # --- runtime -------------------------------------------------------------------------------
+    def _record(self, event: Event) -> None:
+        if self.store is not None:
+            self.store.record(event)
+
+    def set_detect(self, camera: str, enabled: bool) -> None:
+        if self.router is not None:
+            self.router.set_detect(camera, enabled)
+
+    def housekeeping(self) -> None:
+        """Called about once a second from the main thread."""
+        now = time.monotonic()
+        if self.store is not None and now - self._last_sweep >= RETENTION_SWEEP_S:
+            self._last_sweep = now
+            self.store.sweep()
+
+    def stats(self) -> dict[str, Any]:
+        """Plain numbers for MQTT stats, health and bench (no secrets, no URLs)."""
+        cameras = {}
+        for name, thread in self.cameras.items():
+            st = thread.stats
+            cameras[name] = {
+                "state": st.state,
+                "frames_read": st.frames_read,
+                "frames_queued": st.frames_queued,
+                "frames_dropped": st.frames_dropped,
+                "frames_bad": st.frames_bad,
+                "reconnects": st.reconnects,
+                "last_frame_age_s": (round(time.monotonic() - st.last_frame_mono, 3) if st.last_frame_mono else None),
+                "detect_enabled": self.router.is_enabled(name) if self.router else False,
+            }
+        frames = sum(w.stats.frames for w in self.workers)
+        uptime = max(time.monotonic() - self.started_mono, 1e-6)
+        return {
+            "uptime_s": round(uptime, 1),
+            "cameras": cameras,
+            "detector": {
+                "fps": round(frames / uptime, 2),
+                "frames": frames,
+                "inference_ms": round(max((w.stats.last_inference_ms for w in self.workers), default=0.0), 2),
+                "errors": sum(w.stats.errors for w in self.workers),
+            },
+            "queue_depth": self.frames.qsize(),
+            "queue_dropped": self.frames.dropped,
+            "events": self.router.events_emitted if self.router else 0,
+        }
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.stop_event.wait(timeout)

@@ -1,0 +1,145 @@
+"""raccoon-watch command line: run, check-config, detect.
+
+Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key);
+3 model missing or not a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import structlog
+
+from raccoon_watch import __version__
+from raccoon_watch.config import Config, ConfigError, effective_config, load_config, redact_url
+
+EXIT_CONFIG = 2
+EXIT_MODEL = 3
+
+log = structlog.get_logger("raccoon_watch")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raccoon-watch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
+    run.add_argument("--demo-if-no-camera", action="store_true",
+                     help="when no camera opens, watch a demo clip built from ../shared instead")
+
+    check = sub.add_parser("check-config", help="validate a config and print it with secrets masked")
+    check.add_argument("config", type=Path)
+
+    from raccoon_watch import detect_cmd
+
+    detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "detect":
+        from raccoon_watch import detect_cmd
+
+        return detect_cmd.main(args)
+    return 1
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"raccoon-watch: {exc}", file=sys.stderr)
+        return None
+
+
+def _check_config(path: Path) -> int:
+    cfg = _load(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    print(json.dumps(effective_config(cfg), indent=2, default=str))
+    print(f"{path}: configuration OK ({len(cfg.cameras)} camera(s))", file=sys.stderr)
+    return 0
+
+
+def _register_secrets(cfg: Config) -> None:
+    from raccoon_watch.logs import register_secret
+
+    if cfg.pushover is not None:
+        register_secret(cfg.pushover.token.get_secret_value())
+        register_secret(cfg.pushover.user.get_secret_value())
+    if cfg.mqtt is not None and cfg.mqtt.password is not None:
+        register_secret(cfg.mqtt.password.get_secret_value())
+
+
+def _with_demo_cameras(cfg: Config) -> Config:
+    """Swap every camera that cannot open for the demo clip (so `make run` shows events anywhere)."""
+    from raccoon_watch.capture import probe_source
+    from raccoon_watch.demo import ensure_demo_clip
+
+    dead = [name for name, cam in cfg.cameras.items() if cam.enabled and not probe_source(cam)]
+    if len(dead) < sum(c.enabled for c in cfg.cameras.values()):
+        return cfg
+    clip = ensure_demo_clip()
+    log.warning("no_camera_opened_using_demo", cameras=dead, demo_clip=str(clip))
+    cams = {name: cam.model_copy(update={"source": str(clip), "loop": True, "realtime": True})
+            for name, cam in cfg.cameras.items()}
+    return cfg.model_copy(update={"cameras": cams})
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    from raccoon_watch.logs import setup_logging
+
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    _register_secrets(cfg)
+    for name, cam in cfg.cameras.items():
+        log.info("camera_configured", camera=name, source=redact_url(cam.source), detect_fps=cam.detect_fps)
+    if args.demo_if_no_camera:
+        cfg = _with_demo_cameras(cfg)
+
+    from raccoon_watch.app import App
+    from raccoon_watch.detectors.base import ModelError
+
+    app = App(cfg)
+    try:
+        app.start()
+    except ModelError as exc:
+        log.error("model_unusable", error=str(exc))
+        print(f"raccoon-watch: cannot load the model: {exc}", file=sys.stderr)
+        app.stop()
+        return EXIT_MODEL
+    _install_signal_handlers(app)
+    try:
+        while not app.wait(1.0):
+            app.housekeeping()
+    finally:
+        app.stop()
+    return 0
+
+
+def _install_signal_handlers(app) -> None:  # type: ignore[no-untyped-def]
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        app.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Event router: detector results -> filters -> debounce -> snapshot -> store -> sinks.
+
+One thread owns all debounce state, so the pure ``debounce.step`` needs no locks. Snapshots are
+encoded once per best frame (at START, and again only when a better frame arrives) and reused by
+UPDATE/END messages. Events leave for the sinks as soon as the confirming frame is folded in: no
+periodic loop sits between detection and alert.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import replace
+from typing import Callable, Iterable, Mapping, Sequence
+
+import structlog
+
+from raccoon_watch import debounce
+from raccoon_watch.debounce import CameraState, DebounceParams, Observation
+from raccoon_watch.filters import DetectionFilter, counting
+from raccoon_watch.sinks.base import Sink
+from raccoon_watch.snapshot import draw_detections, encode_jpeg
+from raccoon_watch.types import Detection, Event, EventKind, FrameResult
+
+log = structlog.get_logger(__name__)
+
+TICK_S = 0.25
+
+
+class EventRouter(threading.Thread):
+    def __init__(
+        self,
+        results: "queue.Queue[FrameResult]",
+        filters: Mapping[str, DetectionFilter],
+        params: DebounceParams,
+        record: Callable[[Event], None],
+        sinks: Sequence[Sink],
+        stop: threading.Event,
+        clock: Callable[[], float] = time.time,
+        on_event: Callable[[Event], None] | None = None,
+        on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None,
+    ) -> None:
+        super().__init__(name="event-router", daemon=True)
+        self._results = results
+        self._filters = dict(filters)
+        self._params = params
+        self._record = record
+        self._sinks = list(sinks)
+        self._stop = stop
+        self._clock = clock
+        self._on_event = on_event
+        self._on_result = on_result
+        self._states = {cam: CameraState(cam) for cam in self._filters}
+        self._snapshots: dict[str, tuple[tuple[int, float], bytes | None]] = {}  # event id -> (frame key, jpeg)
+        self._enabled = {cam: True for cam in self._filters}
+        self._commands: "queue.SimpleQueue[tuple[str, bool]]" = queue.SimpleQueue()
+        self.heartbeat = time.monotonic()
+        self.events_emitted = 0
+
+    # --- thread-safe controls ------------------------------------------------------------------
+    def set_detect(self, camera: str, enabled: bool) -> None:
+        """Switch detection for one camera (from MQTT); applied in the router thread."""
+        self._commands.put((camera, enabled))
+
+    def is_enabled(self, camera: str) -> bool:
+        return self._enabled.get(camera, False)
+
+    # --- loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        next_tick = time.monotonic() + TICK_S
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            self._apply_commands()
+            try:
+                result = self._results.get(timeout=TICK_S)
+            except queue.Empty:
+                result = None
+            if result is not None:
+                self._handle(result)
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_S
+                self._tick(self._clock())
+        self._end_all(self._clock())
+
+    def _apply_commands(self) -> None:
+        while True:
+            try:
+                camera, enabled = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if camera not in self._states:
+                log.warning("detect_switch_unknown_camera", camera=camera)
+                continue
+            self._enabled[camera] = enabled
+            log.info("detect_switched", camera=camera, enabled=enabled)
+            if not enabled:
+                state, events = debounce.end_all(self._states[camera], self._clock())
+                self._states[camera] = state
+                self._emit(events)
+
+    def _handle(self, result: FrameResult) -> None:
+        cam = result.frame.camera
+        flt = self._filters.get(cam)
+        if flt is None or not self._enabled[cam]:
+            return
+        hits = counting(result.detections, flt)
+        if self._on_result:
+            self._on_result(result, hits)
+        obs = Observation(cam, result.frame.ts, hits, result.frame)
+        state, events = debounce.step(self._states[cam], obs, tuple(sorted(flt.labels)), self._params)
+        self._states[cam] = state
+        self._emit(events, state)
+
+    def _tick(self, now: float) -> None:
+        for cam, state in list(self._states.items()):
+            state, events = debounce.tick(state, now, self._params)
+            self._states[cam] = state
+            self._emit(events)
+
+    def _end_all(self, now: float) -> None:
+        for cam, state in list(self._states.items()):
+            state, events = debounce.end_all(state, now)
+            self._states[cam] = state
+            self._emit(events)
+
+    # --- output --------------------------------------------------------------------------------
+    def _emit(self, events: Iterable[Event], state: CameraState | None = None) -> None:
+        for event in events:
+            event = replace(event, snapshot_jpeg=self._snapshot(event, state))
+            if event.kind is EventKind.END:
+                self._snapshots.pop(event.id, None)
+            self.events_emitted += 1
+            self._record(event)
+            for sink in self._sinks:
+                try:
+                    sink.publish(event)
+                except Exception as exc:  # one sink's bug must not silence the others
+                    log.error("sink_publish_failed", sink=getattr(sink, "name", "?"), error=repr(exc))
+            if self._on_event:
+                self._on_event(event)
+
+    def _snapshot(self, event: Event, state: CameraState | None) -> bytes | None:
+        """JPEG of the best frame with its box drawn, encoded once per best frame."""
+        frame = debounce.best_frame(state, event.label) if state is not None else None
+        cached = self._snapshots.get(event.id)
+        if frame is None:
+            return cached[1] if cached else None
+        key = (frame.seq, frame.mono)
+        if cached and cached[0] == key:
+            return cached[1]
+        try:
+            image = draw_detections(frame.image, [Detection(event.label, event.top_score, event.box)])
+            jpeg = encode_jpeg(image)
+        except Exception as exc:
+            log.error("snapshot_failed", event_id=event.id, error=repr(exc))
+            jpeg = cached[1] if cached else None
+        self._snapshots[event.id] = (key, jpeg)
+        return jpeg

@@ -1,0 +1,130 @@
+"""Config: strict validation with the key (and line) named, secrets substituted and masked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raccoon_watch.config import ConfigError, effective_config, load_config, parse_config, redact_url
+
+REPO = Path(__file__).resolve().parent.parent
+MIN = "cameras:\n  front: {source: '0'}\n"
+
+
+def test_example_config_is_valid():
+    cfg = load_config(REPO / "config.example.yaml")
+    assert "front_door" in cfg.cameras
+    assert cfg.events.min_frames == 3 and cfg.events.window == 5
+
+
+def test_defaults_follow_the_documented_shape():
+    cfg = parse_config(MIN)
+    cam = cfg.cameras["front"]
+    assert cam.detect_fps == 5.0
+    assert cfg.detector.backend == "auto" and cfg.detector.labels == ["raccoon"]
+    assert (cfg.events.min_frames, cfg.events.window, cfg.events.end_after, cfg.events.cooldown) == (3, 5, 10.0, 300.0)
+    assert cfg.mqtt is None and cfg.pushover is None and cfg.http.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("", ["empty"]),
+        ("cameras: [", ["not valid YAML"]),
+        ("- a\n- b\n", ["top level must be a mapping"]),
+        ("detector: {}\n", ["cameras", "required"]),
+        (MIN + "detectr: {}\n", ["detectr", "unknown key", "line 3"]),
+        (MIN + "detector:\n  treshold: 0.5\n", ["detector.treshold", "unknown key", "line 4"]),
+        (MIN + "detector: {threshold: 1.5}\n", ["detector.threshold", "line 3"]),
+        (MIN + "detector: {backend: cuda}\n", ["detector.backend"]),
+        (MIN + "detector: {workers: 0}\n", ["detector.workers"]),
+        (MIN + "events: {min_frames: 6, window: 5}\n", ["events", "min_frames (6) cannot exceed window (5)"]),
+        ("cameras:\n  front: {source: '0', detect_fps: -1}\n", ["cameras.front.detect_fps", "line 2"]),
+        ("cameras:\n  Front Door: {source: '0'}\n", ["cameras", "lowercase"]),
+        ("cameras:\n  front: {}\n", ["cameras.front.source", "required"]),
+        ("cameras:\n  front: {source: '0', zones: [[[0, 0], [2, 0], [1, 1]]]}\n", ["cameras.front.zones", "normalised"]),
+        ("cameras:\n  front: {source: '0', min_area: 0.5, max_area: 0.1}\n", ["min_area"]),
+        (MIN + "mqtt: {port: 70000}\n", ["mqtt.port"]),
+        (MIN + "mqtt: {topic_prefix: 'a/#'}\n", ["mqtt.topic_prefix"]),
+        (MIN + "pushover: {token: abc}\n", ["pushover.user", "required"]),
+        (MIN + "pushover: {token: a, user: b, api_url: 'ftp://x'}\n", ["pushover.api_url"]),
+        (MIN + "pushover: {token: a, user: b, quiet_hours: {start: '25:00', end: '07:00'}}\n", ["quiet_hours.start"]),
+        (MIN + "cameras: {}\n", ["duplicate key"]),
+        (MIN + "pushover: {token: '${RW_TEST_UNSET_VAR}', user: b}\n", ["pushover.token", "RW_TEST_UNSET_VAR is not set"]),
+    ],
+)
+def test_bad_config_names_the_problem(text, names):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "test.yaml")
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_env_and_credential_substitution(monkeypatch, tmp_path):
+    (tmp_path / "pushover_token").write_text("tok-from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("RW_USER", "user-from-env")
+    monkeypatch.setenv("RW_CAM_PW", "s3cret")
+    cfg = parse_config(
+        "cameras:\n  front: {source: 'rtsp://admin:${RW_CAM_PW}@10.0.0.2/s1'}\n"
+        "pushover: {token: '${cred:pushover_token}', user: '${RW_USER}'}\n"
+        "storage: {path: '${RW_UNSET_DIR:-/tmp/rw}'}\n"
+    )
+    assert cfg.pushover.token.get_secret_value() == "tok-from-credential"
+    assert cfg.pushover.user.get_secret_value() == "user-from-env"
+    assert cfg.cameras["front"].source == "rtsp://admin:s3cret@10.0.0.2/s1"
+    assert str(cfg.storage.path) == "/tmp/rw"
+    shown = json.dumps(effective_config(cfg))
+    assert "s3cret" not in shown and "tok-from-credential" not in shown and "user-from-env" not in shown
+    assert "rtsp://admin:***@10.0.0.2/s1" in shown
+
+
+def test_missing_credential_names_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    with pytest.raises(ConfigError, match="pushover.token.*'nope'"):
+        parse_config(MIN + "pushover: {token: '${cred:nope}', user: u}\n")
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("rtsp://user:pass@192.168.1.20:554/stream1", "rtsp://user:***@192.168.1.20:554/stream1"),
+        ("http://a:b@cam/x.mjpg", "http://a:***@cam/x.mjpg"),
+        ("rtsp://192.168.1.20/stream1", "rtsp://192.168.1.20/stream1"),
+        ("/dev/video0", "/dev/video0"),
+    ],
+)
+def test_redact_url(url, shown):
+    assert redact_url(url) == shown
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raccoon_watch", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+
+
+def test_check_config_cli_masks_secrets_and_exits_2_on_bad_key(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(MIN.replace("'0'", "'rtsp://u:hunter22@h/s'") + "pushover: {token: tokentoken, user: useruser}\n")
+    ok = _cli("check-config", str(good))
+    assert ok.returncode == 0, ok.stderr
+    assert "hunter22" not in ok.stdout and "tokentoken" not in ok.stdout
+    assert json.loads(ok.stdout)["cameras"]["front"]["source"] == "rtsp://u:***@h/s"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MIN + "events:\n  min_frame: 3\n")
+    res = _cli("check-config", str(bad))
+    assert res.returncode == 2
+    assert "events.min_frame" in res.stderr and "line 4" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_run_with_bad_config_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  front: {source: '0', detect_fps: fast}\n")
+    res = _cli("run", "--config", str(bad))
+    assert res.returncode == 2
+    assert "cameras.front.detect_fps" in res.stderr and "Traceback" not in res.stderr
