@@ -1,0 +1,202 @@
+"""EventStore: event upsert + snapshot files, outbox order/idempotency/bound, retention, failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import structlog
+
+from raccoon_watch.store import EventStore
+from raccoon_watch.types import EventKind
+from tests.fixtures.pushover import make_event
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_record_upserts_row_and_writes_snapshot(tmp_path: Path) -> None:
+    store = EventStore(tmp_path, retention_days=1, retention_mb=10, outbox_max=100)
+    start = make_event(EventKind.START, event_id="e1", score=0.7)
+    store.record(start)
+    end = make_event(EventKind.END, event_id="e1", start_time=start.start_time, score=0.95, snapshot=False)
+    store.record(end)
+
+    row = store.get_event("e1")
+    assert row is not None
+    assert row["camera"] == "front_door" and row["label"] == "raccoon"
+    assert row["top_score"] == pytest.approx(0.95)
+    assert row["end_time"] == pytest.approx(end.end_time)
+    assert row["box"] == (0.25, 0.25, 0.75, 0.75)
+    # the END carried no snapshot: the START's file is kept
+    snap = tmp_path / "snapshots" / "front_door" / "e1.jpg"
+    assert row["snapshot"] == "snapshots/front_door/e1.jpg" and snap.is_file()
+    img = cv2.imdecode(np.frombuffer(snap.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape == (48, 64, 3)
+    assert not list(snap.parent.glob(".*.tmp"))
+
+
+def test_outbox_order_idempotent_enqueue_and_done(tmp_path: Path) -> None:
+    store = EventStore(tmp_path, outbox_max=100)
+    ids = [store.enqueue("push", f"e{i}:new", f"payload {i}", {"n": i}) for i in range(5)]
+    assert ids == sorted(ids)
+    # a re-enqueue (e.g. after a restart) is a no-op returning the existing row
+    assert store.enqueue("push", "e2:new", "other", {}) == ids[2]
+    # another sink may use the same key
+    assert store.enqueue("mqtt", "e2:new", b"x", {}) not in ids
+
+    items = store.pending("push", limit=10)
+    assert [i.key for i in items] == [f"e{i}:new" for i in range(5)]
+    assert items[2].payload == b"payload 2" and items[2].meta == {"n": 2}
+
+    store.mark_done(ids[0])
+    store.mark_failed(ids[1], "bad token", retry_at=None)
+    store.mark_failed(ids[2], "timeout", retry_at=time.time() + 30)
+    items = store.pending("push", limit=10)
+    assert [i.key for i in items] == ["e2:new", "e3:new", "e4:new"]
+    assert items[0].attempts == 1 and items[0].retry_at > time.time()
+    assert store.pending_count("push") == 3 and store.failed_count("push") == 1
+    assert store.outbox_state("push", "e0:new") == "done"
+    # done rows stay known: enqueueing it again does not resurrect it
+    store.enqueue("push", "e0:new", "again", {})
+    assert store.pending_count("push") == 3
+
+
+def test_outbox_survives_reopen(tmp_path: Path) -> None:
+    store = EventStore(tmp_path, outbox_max=100)
+    store.enqueue("push", "a", b"1", {})
+    store.enqueue("push", "b", b"2", {})
+    store.mark_done(store.pending("push")[0].id)
+    store.close()
+    again = EventStore(tmp_path, outbox_max=100)
+    assert [i.key for i in again.pending("push")] == ["b"]
+
+
+def test_outbox_bound_drops_oldest_pending_and_logs(tmp_path: Path) -> None:
+    store = EventStore(tmp_path, outbox_max=10)
+    with structlog.testing.capture_logs() as logs:
+        for i in range(13):
+            store.enqueue("push", f"k{i}", b"x", {})
+    assert [i.key for i in store.pending("push", 100)] == [f"k{i}" for i in range(3, 13)]
+    assert store.dropped_count("push") == 3
+    dropped = [e for e in logs if e["event"] == "outbox_dropped"]
+    assert sum(e["dropped"] for e in dropped) == 3 and dropped[-1]["pending"] == 10
+    # the bound is per sink
+    store.enqueue("mqtt", "m", b"x", {})
+    assert store.pending_count("mqtt") == 1
+
+
+def test_unopenable_storage_falls_back_to_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the storage directory should be")
+    with structlog.testing.capture_logs() as logs:
+        store = EventStore(blocker / "var", outbox_max=100)
+        store.record(make_event(event_id="e1"))  # snapshot cannot be written: logged, no raise
+        item_id = store.enqueue("push", "e1:new", b"jpeg", {"title": "t"})
+    assert not store.persistent
+    assert any(e["event"] == "store_fallback_memory" and e["log_level"] == "error" for e in logs)
+    assert any(e["event"] == "store_write_failed" and e["what"] == "snapshot" for e in logs)
+    assert store.pending("push")[0].id == item_id
+    assert store.get_event("e1") is not None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_directory_falls_back(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        store = EventStore(ro, outbox_max=100)
+        assert not store.persistent
+        store.enqueue("push", "k", b"x", {})
+        assert store.pending_count("push") == 1
+    finally:
+        ro.chmod(0o700)
+
+
+_DISK_FULL_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, signal, sys
+    from pathlib import Path
+    import structlog
+    from raccoon_watch.store import EventStore
+    from tests.fixtures.pushover import make_event
+
+    path = Path(sys.argv[1])
+    store = EventStore(path, outbox_max=100)
+    store.enqueue("push", "before", b"x", {})
+    # "disk full": every file may grow to at most the current DB size (writes past it fail, EFBIG)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = (path / "events.db").stat().st_size
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    with structlog.testing.capture_logs() as logs:
+        store.record(make_event(event_id="big", snapshot=b"\\xff" * (limit + 4096)))
+        for i in range(50):
+            store.enqueue("push", f"during{i}", b"y" * 4096, {})
+    print(json.dumps({
+        "persistent": store.persistent,
+        "pending": [i.key for i in store.pending("push", 100)][:3],
+        "count": store.pending_count("push"),
+        "events": sorted({e["event"] for e in logs}),
+    }))
+    """
+)
+
+
+def test_disk_full_mid_run_keeps_outbox_working(tmp_path: Path) -> None:
+    """A file-size limit (RLIMIT_FSIZE) in a child process makes every write past it fail."""
+    out = subprocess.run(
+        [sys.executable, "-c", _DISK_FULL_SCRIPT, str(tmp_path / "var")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    import json
+
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "store_write_failed" in result["events"]
+    assert result["count"] == 51 and result["pending"][0] == "before"
+    if not result["persistent"]:
+        assert "store_fallback_memory" in result["events"]
+
+
+def test_retention_by_age_and_size(tmp_path: Path) -> None:
+    store = EventStore(tmp_path, retention_days=1, retention_mb=0, outbox_max=100)
+    now = time.time()
+    old = make_event(event_id="old", start_time=now - 3 * 86400)
+    new = make_event(event_id="new", start_time=now)
+    store.record(old)
+    store.record(new)
+    old_file = store.snapshot_path("front_door", "old")
+    os.utime(old_file, (now - 3 * 86400, now - 3 * 86400))
+    result = store.sweep(now=now)
+    assert result["snapshots_deleted"] == 1
+    assert not old_file.exists() and store.snapshot_path("front_door", "new").exists()
+    assert store.get_event("old")["snapshot"] is None
+    assert store.read_snapshot("new") == new.snapshot_jpeg
+
+    # size budget: keep the newest files under ~1.5 KB per file allowance
+    sized = EventStore(tmp_path / "b", retention_days=0, retention_mb=0.003, outbox_max=100)
+    for i in range(5):
+        ev = make_event(event_id=f"s{i}", snapshot=b"\xff\xd8" + bytes(1022))
+        sized.record(ev)
+        os.utime(sized.snapshot_path("front_door", f"s{i}"), (now - 100 + i, now - 100 + i))
+    sized.sweep(now=now)
+    left = sorted(p.stem for p in (tmp_path / "b" / "snapshots" / "front_door").glob("*.jpg"))
+    assert left == ["s2", "s3", "s4"]
+
+
+def test_sweep_prunes_finished_outbox_rows(tmp_path: Path) -> None:
+    clock = [1_000_000.0]
+    store = EventStore(tmp_path, retention_days=1, outbox_max=100, clock=lambda: clock[0])
+    done = store.enqueue("push", "done", b"x", {})
+    store.enqueue("push", "waiting", b"x", {})
+    store.mark_done(done)
+    clock[0] += 2 * 86400
+    assert store.sweep()["outbox_pruned"] == 1
+    assert store.pending_count("push") == 1
