@@ -237,3 +237,200 @@ def predict_with_tflite(
         values = [interpreter.get_tensor(d["index"]) for d in outputs]
         roles = roles or identify_outputs(outputs, values)
         yield _record(path, rgb.shape, {role: values[i] for role, i in roles.items()}, labels, min_score)
+
+
+# ---------------------------------------------------------------- metrics, JSON and plot
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    return [round(float(v), JSON_DIGITS) for v in values]
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: undefined metrics (no positives, no negatives) become null."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), JSON_DIGITS)
+
+
+def _point(point: metrics.OperatingPoint) -> dict[str, float | None]:
+    return {key: _finite_or_none(value) for key, value in asdict(point).items()}
+
+
+def evaluate_predictions(
+    gt: Mapping[str, Sequence[metrics.GtBox]], preds: Mapping[str, Sequence[metrics.PredBox]],
+    threshold: float = DEFAULT_THRESHOLD, iou: float = metrics.DEFAULT_IOU,
+    max_false_alert_rate: float = metrics.DEFAULT_MAX_FALSE_ALERT_RATE,
+) -> dict:
+    """All metrics as a JSON-ready dict; gt images without boxes are the negatives; boxes pixels."""
+    negatives = sorted(k for k, v in gt.items() if not v)
+    curves = {label: metrics.pr_curve(gt, preds, label, iou) for label in metrics.gt_labels(gt)}
+    ap = {label: curve.ap for label, curve in curves.items()}
+    result = {
+        "iou": iou,
+        "images": len(gt),
+        "positive_images": len(gt) - len(negatives),
+        "negative_images": len(negatives),
+        "objects": sum(1 for boxes in gt.values() for g in boxes if not g.difficult),
+        "ap50": {label: _finite_or_none(v) for label, v in ap.items()},
+        "map50": _finite_or_none(metrics.mean_ap(ap)),
+        "coco": metrics.coco_map(gt, preds),
+        "threshold": threshold,
+        "at_threshold": _point(metrics.operating_point(gt, preds, threshold, negatives, iou)),
+        "threshold_sweep": [_point(p) for p in metrics.threshold_sweep(gt, preds, SWEEP_THRESHOLDS, negatives, iou)],
+        "per_image": [asdict(r) for r in metrics.per_image_results(gt, preds, threshold, iou)],
+        "pr_curve": {
+            label: {"scores": _rounded(c.scores), "precision": _rounded(c.precision), "recall": _rounded(c.recall)}
+            for label, c in curves.items()
+        },
+    }
+    if negatives:
+        choice = metrics.choose_threshold(gt, preds, negatives, max_false_alert_rate, iou)
+        result["threshold_for_false_alert_target"] = {"max_false_alert_rate": max_false_alert_rate, **_point(choice)}
+    return result
+
+
+def plot_pr_curve(result: Mapping, path: str | Path, title: str = "") -> Path:
+    """Precision/recall curve per class (and the operating point at the deployed threshold) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(6, 5), dpi=100)
+    for label, curve in result["pr_curve"].items():
+        ap = result["ap50"].get(label)
+        axes.plot(curve["recall"], curve["precision"], drawstyle="steps-post",
+                  label=f"{label} AP@{result['iou']:.2f} = {ap if ap is None else round(ap, 3)}")
+    point = result["at_threshold"]
+    if point["recall"] is not None and point["precision"] is not None:
+        axes.plot([point["recall"]], [point["precision"]], "o", color="black",
+                  label=f"threshold {result['threshold']}: false alerts {point['false_alert_rate']}")
+    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=title or "precision / recall")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def evaluate_records(
+    records: Sequence[Record], rows: Sequence[BoxRow], negative_images: Sequence[str | Path] = (),
+    threshold: float = DEFAULT_THRESHOLD, iou: float = metrics.DEFAULT_IOU,
+    max_false_alert_rate: float = metrics.DEFAULT_MAX_FALSE_ALERT_RATE,
+) -> dict:
+    """Score ``detect --json`` records against CSV rows (pixels) plus negative image paths."""
+    gt = ground_truth(rows, negative_images)
+    preds = records_to_predictions(records)
+    missing = sorted(set(gt) - set(preds))
+    if missing:
+        log.warning("images_without_predictions", count=len(missing), first=missing[:5])
+    extra = set(preds) - set(gt)
+    if extra:
+        log.info("predictions_ignored", count=len(extra), reason="image not in the CSV or the negatives")
+    return evaluate_predictions(gt, {k: v for k, v in preds.items() if k in gt}, threshold, iou, max_false_alert_rate)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """Image paths from a folder (its image files, sorted), a ``.txt`` list (one path per line) or a
+    ``.csv`` with a ``filename`` column; relative entries are relative to the list's folder."""
+    import csv
+
+    source = Path(source)
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not source.is_file():
+        raise ValueError(f"{source}: no such folder or image list")
+    if source.suffix.lower() == ".csv":
+        with source.open(newline="") as handle:
+            names = [row["filename"] for row in csv.DictReader(handle) if row.get("filename")]
+    else:
+        names = [line.strip() for line in source.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [p if p.is_absolute() else source.parent / p for p in map(Path, names)]
+
+
+def default_images_dir(csv_path: Path) -> Path:
+    """Where a CSV's images live by default: ``<csv folder>/images`` if it exists, else the CSV's folder."""
+    return csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``python -m train evaluate``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", type=Path, help="detect --json lines to score")
+    source.add_argument("--model", type=Path, help="TFLite SSD to run on the CSV's images and the negatives")
+    parser.add_argument("--label-map", type=Path, help="labels of --model (.pbtxt or one per line); "
+                        "default: labelmap.pbtxt / labelmap.txt beside the model")
+    parser.add_argument("--csv", type=Path, required=True, help="ground truth, seed CSV format (pixels)")
+    parser.add_argument("--images", type=Path, help="folder of the CSV's images (default: <csv dir>/images or <csv dir>)")
+    parser.add_argument("--negatives", type=Path, action="append", default=[],
+                        help="raccoon-free images: a folder, a .txt list or a .csv with filename (repeatable)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="deployed score threshold")
+    parser.add_argument("--iou", type=float, default=metrics.DEFAULT_IOU, help="IoU for a hit (AP@IoU)")
+    parser.add_argument("--max-false-alert-rate", type=float, default=metrics.DEFAULT_MAX_FALSE_ALERT_RATE,
+                        help="target for the suggested threshold (only meaningful on a validation set)")
+    parser.add_argument("--remap", default="", help="rename labels before scoring, e.g. cat=raccoon,dog=raccoon,bear=raccoon;"
+                        " other labels are dropped")
+    parser.add_argument("--min-score", type=float, default=0.01, help="drop --model detections below this score")
+    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    parser.add_argument("--output", type=Path, required=True, help="metrics JSON to write")
+    parser.add_argument("--plot", type=Path, help="precision/recall PNG (default: --output with .png)")
+    parser.add_argument("--save-predictions", type=Path, help="also write --model's detections as detect --json lines")
+
+
+def _model_labels(args: argparse.Namespace) -> list[str]:
+    from train.tfrecord import read_label_map  # imports TensorFlow; only needed with --model
+
+    candidates = [args.label_map] if args.label_map else [
+        args.model.parent / name for name in ("labelmap.pbtxt", "label_map.pbtxt", "labelmap.txt", "labels.txt")
+    ]
+    for path in candidates:
+        if path.is_file():
+            return read_label_map(path)
+    raise ValueError(f"{args.model}: no label map found (tried {[str(p) for p in candidates]}); pass --label-map")
+
+
+def _load_records(args: argparse.Namespace, rows: Sequence[BoxRow], negatives: Sequence[Path]) -> list[Record]:
+    if args.predictions:
+        return read_detections(args.predictions)
+    images_dir = args.images or default_images_dir(args.csv)
+    images = [images_dir / name for name in dict.fromkeys(r.filename for r in rows)] + list(negatives)
+    records = list(predict_with_tflite(args.model, images, _model_labels(args), args.min_score, args.threads))
+    if args.save_predictions:
+        write_detections(records, args.save_predictions)
+    return records
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the evaluate stage: metrics JSON + PR curve PNG; returns a process exit code."""
+    try:
+        rows = read_csv(args.csv)
+        negatives = [p for source in args.negatives for p in list_images(source)]
+        records = _load_records(args, rows, negatives)
+        if args.remap:
+            records = remap_labels(records, parse_mapping(args.remap))
+        result = evaluate_records(records, rows, negatives, args.threshold, args.iou, args.max_false_alert_rate)
+    except ValueError as exc:  # VocError is a ValueError too
+        log.error("evaluate_failed", problem=str(exc))
+        return 1
+    result["source"] = str(args.model or args.predictions)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    plot = plot_pr_curve(result, args.plot or args.output.with_suffix(".png"), title=args.output.stem)
+    point = result["at_threshold"]
+    log.info("evaluated", output=str(args.output), plot=str(plot), map50=result["map50"], coco_map=round(result["coco"]["map"], 4),
+             threshold=args.threshold, recall=point["recall"], false_alert_rate=point["false_alert_rate"])
+    return 0
+
+
+evaluate_main = main  # the name the training CLI imports
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    raise SystemExit(main(_parser.parse_args()))
