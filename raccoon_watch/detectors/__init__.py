@@ -1,0 +1,11 @@
+"""Detector backends behind one interface (base.Detector); ``create_detector`` picks and builds one.
+
+Backends live one per file (tflite.py, tensorflow.py) and are imported only when built, so using the
+TFLite backend never imports TensorFlow.
+"""
+
+from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
+from raccoon_watch.detectors.factory import ModelFiles, create_detector, find_model, resolve_default_model
+
+__all__ = ["DEFAULT_MIN_SCORE", "Detector", "ModelError", "ModelFiles", "create_detector", "find_model",
+           "resolve_default_model"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+import cv2
 import numpy as np
 
 from raccoon_watch.types import Detection
@@ -23,9 +24,54 @@ class Detector(Protocol):
     name: str  # backend name, e.g. "tflite"
     labels: tuple[str, ...]  # index i = class id i of the model's output after label-map resolution
     max_batch: int  # frames one detect() call takes efficiently (1 for TFLite)
+    input_size: tuple[int, int]  # (height, width) the model sees; 0 for a dimension it accepts at any size
+    threshold: float | None  # deployed threshold from the model card, None when the model has no card
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """One list of detections per image, best first; no score threshold applied beyond min_score."""
 
     def close(self) -> None:
         """Release the interpreter / session."""
+
+
+DEFAULT_MIN_SCORE = 0.1
+"""Backends drop detections below this score; the daemon's per-camera thresholds sit above it."""
+
+
+def detections_from_yxyx(
+    boxes_yxyx: np.ndarray,
+    class_ids: np.ndarray,
+    scores: np.ndarray,
+    labels: Sequence[str],
+    min_score: float,
+) -> list[Detection]:
+    """The one place the TF OD API box order is converted.
+
+    boxes_yxyx: (N, 4) normalised (ymin, xmin, ymax, xmax), as every TF OD API model outputs them.
+    class_ids: (N,) indices into ``labels`` (already shifted by the backend: see raccoon_watch.labels).
+    scores: (N,) in [0, 1]. Returns Detections with normalised (xmin, ymin, xmax, ymax) boxes clipped
+    to [0, 1], score >= min_score, empty boxes dropped, best first.
+    """
+    out: list[Detection] = []
+    boxes = np.clip(np.asarray(boxes_yxyx, dtype=np.float64).reshape(-1, 4), 0.0, 1.0)
+    for (ymin, xmin, ymax, xmax), cid, score in zip(boxes, np.asarray(class_ids).reshape(-1), np.asarray(scores).reshape(-1)):
+        if score < min_score or xmax <= xmin or ymax <= ymin:
+            continue
+        k = int(round(float(cid)))
+        label = labels[k] if 0 <= k < len(labels) else f"class_{k}"
+        out.append(Detection(label=label, score=float(score), box=(float(xmin), float(ymin), float(xmax), float(ymax))))
+    out.sort(key=lambda d: d.score, reverse=True)
+    return out
+
+
+def to_model_rgb(image_bgr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """BGR uint8 (H, W, 3) of any size -> RGB uint8 (height, width, 3), cv2.INTER_LINEAR.
+
+    Models of the TF OD API are trained on RGB; OpenCV decodes BGR. Swapping here, once, is the
+    whole colour conversion of every backend.
+    """
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
+        raise ValueError(f"expected a BGR uint8 image (H, W, 3), got {image_bgr.dtype} {image_bgr.shape}")
+    if image_bgr.shape[:2] != (height, width):
+        image_bgr = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)

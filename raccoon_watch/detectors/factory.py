@@ -1,0 +1,190 @@
+"""Find a model on disk and build the detector backend that runs it.
+
+A model path may be:
+- a model directory (what train/ exports to models/<name>/): ``model.tflite`` (else ``*int8*.tflite``,
+  else the only ``*.tflite``; the card's ``"tflite"`` key names the file when several exist),
+  ``saved_model/`` (a TF2 SavedModel), a label map (``labelmap.pbtxt``, ``label_map.pbtxt``,
+  ``labels.txt``, ``labelmap.txt``) and ``model_card.json``;
+- a ``.tflite`` file: the label map is looked for beside it (also ``*labelmap*.txt``/``*.pbtxt``, so
+  the stock ``coco_labelmap.txt`` is found next to the COCO model);
+- a SavedModel directory (has ``saved_model.pb``): label map and card in it or in its parent.
+
+From ``model_card.json`` the factory reads ``labels`` (list, class id 1 first), ``input_size``
+([height, width] or one int) and the deployed ``threshold`` (also ``deployed_threshold`` or
+``deploy.threshold``); a label map file wins over the card's labels.
+
+``backend: auto`` picks TensorFlow when a SavedModel exists and TensorFlow sees a GPU (TensorFlow is
+imported only when a SavedModel exists), else TFLite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from raccoon_watch.config import DEFAULT_MODEL_DIR, REPO_ROOT, DetectorConfig
+from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
+from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
+
+log = structlog.get_logger(__name__)
+
+LABELMAP_NAMES = ("labelmap.pbtxt", "label_map.pbtxt", "labels.txt", "labelmap.txt")
+LABELMAP_GLOBS = ("*.pbtxt", "*labelmap*.txt", "*label_map*.txt", "*labels*.txt")
+CARD_NAME = "model_card.json"
+STOCK_MODEL = Path("pretrained") / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What one model path holds; any of the parts may be missing."""
+
+    path: Path
+    tflite: Path | None = None
+    saved_model: Path | None = None
+    labelmap: Path | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float | None:
+        value = self.card.get("threshold", self.card.get("deployed_threshold"))
+        if value is None and isinstance(self.card.get("deploy"), dict):
+            value = self.card["deploy"].get("threshold")
+        return float(value) if value is not None else None
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        size = self.card.get("input_size")
+        if isinstance(size, int):
+            return (size, size)
+        if isinstance(size, (list, tuple)) and len(size) >= 2:
+            return (int(size[0]), int(size[1]))
+        return None
+
+
+def find_model(path: str | os.PathLike[str]) -> ModelFiles:
+    """Inspect a model file or directory; ModelError when it holds no model."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: model path not found")
+    if p.is_file():
+        return ModelFiles(p, tflite=p, labelmap=_find_labelmap(p.parent), card=_read_card(p.parent))
+    if (p / "saved_model.pb").is_file():
+        home = p if _find_labelmap(p) or (p / CARD_NAME).is_file() else p.parent
+        return ModelFiles(p, saved_model=p, labelmap=_find_labelmap(home), card=_read_card(home))
+    card = _read_card(p)
+    tflite = _find_tflite(p, card)
+    saved = p / "saved_model" if (p / "saved_model" / "saved_model.pb").is_file() else None
+    if tflite is None and saved is None:
+        raise ModelError(f"{p}: no model found (looked for model.tflite, *.tflite, saved_model/saved_model.pb)")
+    return ModelFiles(p, tflite=tflite, saved_model=saved, labelmap=_find_labelmap(p), card=card)
+
+
+def _find_tflite(directory: Path, card: dict[str, Any]) -> Path | None:
+    if isinstance(card.get("tflite"), str) and (directory / card["tflite"]).is_file():
+        return directory / card["tflite"]
+    if (directory / "model.tflite").is_file():
+        return directory / "model.tflite"
+    candidates = sorted(directory.glob("*.tflite"))
+    int8 = [c for c in candidates if "int8" in c.name]
+    return int8[0] if int8 else candidates[0] if len(candidates) == 1 else None
+
+
+def _find_labelmap(directory: Path) -> Path | None:
+    for name in LABELMAP_NAMES:
+        if (directory / name).is_file():
+            return directory / name
+    for pattern in LABELMAP_GLOBS:
+        found = sorted(directory.glob(pattern))
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def _read_card(directory: Path) -> dict[str, Any]:
+    path = directory / CARD_NAME
+    if not path.is_file():
+        return {}
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{path}: unreadable model card: {exc}") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{path}: model card must be a JSON object")
+    return card
+
+
+def _labels_for(files: ModelFiles, labelmap: Path | None) -> tuple[str, ...]:
+    source = labelmap or files.labelmap
+    try:
+        if source is not None:
+            return load_labels(source)
+        if isinstance(files.card.get("labels"), list) and files.card["labels"]:
+            return parse_lines("\n".join(map(str, files.card["labels"])), f"{files.path}/{CARD_NAME}")
+    except LabelMapError as exc:
+        raise ModelError(str(exc)) from None
+    raise ModelError(f"{files.path}: no label map beside the model ({', '.join(LABELMAP_NAMES)}) "
+                     f"and no 'labels' in {CARD_NAME}; set detector.labelmap")
+
+
+def _gpu_visible() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def choose_backend(requested: str, files: ModelFiles) -> str:
+    """'tflite' or 'tensorflow' for this model; ModelError when the requested one has no model file."""
+    if requested == "tflite" and files.tflite is None:
+        raise ModelError(f"{files.path}: backend 'tflite' needs a .tflite model; found only a SavedModel")
+    if requested == "tensorflow" and files.saved_model is None:
+        raise ModelError(f"{files.path}: backend 'tensorflow' needs a SavedModel; found only {files.tflite}")
+    if requested != "auto":
+        return requested
+    if files.saved_model is not None and (files.tflite is None or _gpu_visible()):
+        return "tensorflow"
+    return "tflite"
+
+
+def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
+                    min_score: float = DEFAULT_MIN_SCORE) -> Detector:
+    """Build the backend for ``model_dir`` (default: cfg.model, else resolve_default_model())."""
+    files = find_model(model_dir or cfg.model or resolve_default_model())
+    backend = choose_backend(cfg.backend, files)
+    labels = _labels_for(files, cfg.labelmap)
+    if backend == "tensorflow":
+        from raccoon_watch.detectors.tensorflow import TensorFlowDetector
+
+        assert files.saved_model is not None
+        return TensorFlowDetector(files.saved_model, labels, min_score=min_score, threshold=files.threshold,
+                                  batch_size=cfg.batch_size, input_size=files.input_size)
+    from raccoon_watch.detectors.tflite import TFLiteDetector
+
+    assert files.tflite is not None
+    return TFLiteDetector(files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score,
+                          threshold=files.threshold)
+
+
+def shared_dir() -> Path:
+    """$RACCOON_SHARED, else ../shared beside the checkout."""
+    return Path(os.environ.get("RACCOON_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def resolve_default_model() -> Path:
+    """The bundled models/raccoon when it holds a model, else the stock COCO TFLite in shared/ (warned)."""
+    try:
+        find_model(DEFAULT_MODEL_DIR)
+        return DEFAULT_MODEL_DIR
+    except ModelError as exc:
+        reason = str(exc)
+    fallback = shared_dir() / STOCK_MODEL
+    if not fallback.is_file():
+        raise ModelError(f"no default model: {reason}; and the stock COCO model is not at {fallback} "
+                         "(set RACCOON_SHARED or pass --model)")
+    log.warning("default_model_fallback", reason=reason, model=str(fallback),
+                note="stock COCO model: raccoons show up as cat/dog/bear")
+    return fallback

@@ -1,0 +1,211 @@
+"""TFLite SSD backend (LiteRT), for models with the post-processed outputs boxes/classes/scores/count.
+
+Model contract (the stock COCO SSD and train/'s int8 export):
+- one input [1, H, W, 3]: uint8 (raw RGB pixels, as the TFLite SSD exporters quantize it), int8
+  (quantized from (x - 127.5) / 127.5 with the input's scale and zero point) or float32
+  ((x - 127.5) / 127.5);
+- four outputs: boxes [1, N, 4] normalised (ymin, xmin, ymax, xmax), classes [1, N] 0-based with the
+  background excluded (label = labels[class + 1], see raccoon_watch.labels), scores [1, N] sorted
+  descending, count [1]. Their order differs between converters, so they are identified by name
+  (``TFLite_Detection_PostProcess:1`` = classes, ``:2`` = scores) or else by shape and values.
+
+XNNPACK is LiteRT's default CPU delegate (OpResolverType.AUTO); the load log reports how many graph
+nodes it took. An Interpreter is not thread-safe, so each calling thread gets its own (built from the
+same model bytes on first use): several workers may share one detector. max_batch is 1.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import structlog
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, to_model_rgb
+from raccoon_watch.types import Detection
+
+log = structlog.get_logger(__name__)
+
+CLASS_OFFSET = 1  # TFLite class k -> labels[k + 1]: the post-processing op drops the background
+
+
+@dataclass(frozen=True)
+class OutputMap:
+    """Output tensor indices of the four post-processed outputs."""
+
+    boxes: int
+    classes: int
+    scores: int
+    count: int
+
+
+class TFLiteDetector:
+    name = "tflite"
+    max_batch = 1
+
+    def __init__(self, model_path: Path, labels: tuple[str, ...], num_threads: int = 2,
+                 min_score: float = DEFAULT_MIN_SCORE, threshold: float | None = None, use_xnnpack: bool = True):
+        self.model_path = Path(model_path)
+        self.labels = labels
+        self.num_threads = num_threads
+        self.min_score = min_score
+        self.threshold = threshold
+        self._resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self._content = _read_model(self.model_path)
+        self._local = threading.local()
+        self._all: list[Interpreter] = []
+        self._lock = threading.Lock()
+        interp = self._interpreter()
+        inp = interp.get_input_details()
+        if len(inp) != 1 or len(inp[0]["shape"]) != 4 or inp[0]["shape"][3] != 3:
+            raise ModelError(f"{self.model_path}: expected one image input [1, H, W, 3], got {[list(d['shape']) for d in inp]}")
+        self._input = inp[0]
+        if self._input["dtype"] not in (np.uint8, np.int8, np.float32):
+            raise ModelError(f"{self.model_path}: unsupported input type {self._input['dtype'].__name__}")
+        self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
+        self._outputs = map_outputs(interp.get_output_details(), lambda: self._probe(interp), self.model_path)
+        delegated = _delegated_nodes(interp)
+        log.info("detector_loaded", backend=self.name, model=str(self.model_path), input=list(self.input_size),
+                 input_dtype=self._input["dtype"].__name__, threads=num_threads,
+                 delegate="xnnpack" if delegated else "none", delegated_nodes=delegated, labels=len(labels))
+
+    def _interpreter(self) -> Interpreter:
+        interp = getattr(self._local, "interp", None)
+        if interp is None:
+            try:
+                interp = Interpreter(model_content=self._content, num_threads=self.num_threads,
+                                     experimental_op_resolver_type=self._resolver)
+                interp.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise ModelError(f"{self.model_path}: not a usable TFLite model: {str(exc).splitlines()[0]}") from None
+            self._local.interp = interp
+            with self._lock:
+                self._all.append(interp)
+        return interp
+
+    def _prepare(self, image_bgr: np.ndarray) -> np.ndarray:
+        rgb = to_model_rgb(image_bgr, *self.input_size)[np.newaxis]  # (1, H, W, 3)
+        dtype = self._input["dtype"]
+        if dtype == np.uint8:
+            return rgb
+        normalised = (rgb.astype(np.float32) - 127.5) / 127.5  # [-1, 1], SSD-MobileNet preprocessing
+        if dtype == np.float32:
+            return normalised
+        scale, zero_point = self._input["quantization"]
+        return np.clip(np.round(normalised / scale + zero_point), -128, 127).astype(np.int8)
+
+    def _run(self, interp: Interpreter, tensor: np.ndarray) -> dict[int, np.ndarray]:
+        interp.set_tensor(self._input["index"], tensor)
+        interp.invoke()
+        return {d["index"]: _dequantize(interp.get_tensor(d["index"]), d) for d in interp.get_output_details()}
+
+    def _probe(self, interp: Interpreter) -> list[dict[int, np.ndarray]]:
+        """Outputs on a grey frame and on noise, used to tell classes from scores when names do not."""
+        rng = np.random.default_rng(0)
+        frames = [np.full((*self.input_size, 3), 128, np.uint8), rng.integers(0, 256, (*self.input_size, 3), dtype=np.uint8)]
+        return [self._run(interp, self._prepare(f)) for f in frames]
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        interp = self._interpreter()
+        results = []
+        for image in images:
+            out = self._run(interp, self._prepare(image))
+            n = int(out[self._outputs.count].reshape(-1)[0])
+            results.append(detections_from_yxyx(
+                out[self._outputs.boxes][0, :n],  # (N, 4) ymin, xmin, ymax, xmax -> converted inside
+                out[self._outputs.classes][0, :n] + CLASS_OFFSET,
+                out[self._outputs.scores][0, :n],
+                self.labels, self.min_score))
+        return results
+
+    def close(self) -> None:
+        with self._lock:
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _read_model(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found")
+    if not path.is_file():
+        raise ModelError(f"{path}: expected a .tflite file, got a directory")
+    content = path.read_bytes()
+    if content[4:8] != b"TFL3":  # FlatBuffer file identifier of every TFLite model
+        raise ModelError(f"{path}: not a TFLite model (no 'TFL3' identifier; {len(content)} bytes)")
+    return content
+
+
+def _dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if scale:
+        return (values.astype(np.float32) - zero_point) * scale
+    return values.astype(np.float32)
+
+
+def _delegated_nodes(interp: Interpreter) -> int:
+    try:
+        return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
+    except Exception:  # private API; the count is only reported
+        return -1
+
+
+def map_outputs(details: list[dict[str, Any]], probe, model_path: Path) -> OutputMap:
+    """Find boxes, classes, scores and count among the output details, whatever their order.
+
+    boxes: the [1, N, 4] output; count: the one-element output; of the two [1, N] outputs, classes
+    and scores are told apart by name (stock ``...PostProcess:1``/``:2``, or 'class'/'score' in the
+    name) or else from ``probe()`` values: classes are integral, scores in [0, 1] and sorted.
+    """
+    shapes = [(d["name"], list(d["shape"])) for d in details]
+    problem = f"{model_path}: expected the 4 post-processed SSD outputs (boxes [1,N,4], classes, scores, count), got {shapes}"
+    if len(details) != 4:
+        raise ModelError(problem)
+    boxes = [d for d in details if len(d["shape"]) == 3 and d["shape"][-1] == 4]
+    count = [d for d in details if int(np.prod(d["shape"])) == 1]
+    pair = [d for d in details if len(d["shape"]) == 2 and d["shape"][1] > 1]
+    if len(boxes) != 1 or len(count) != 1 or len(pair) != 2:
+        raise ModelError(problem)
+    a, b = pair
+    first = _by_name(a["name"], b["name"])
+    if first is None:
+        first = _by_values([(o[a["index"]], o[b["index"]]) for o in probe()])
+    classes, scores = (a, b) if first == "classes" else (b, a)
+    return OutputMap(boxes[0]["index"], classes["index"], scores["index"], count[0]["index"])
+
+
+def _by_name(a: str, b: str) -> str | None:
+    """'classes' if a is the classes output by name, 'scores' if a is scores, None if names do not say."""
+    if a.endswith("PostProcess:1") and b.endswith("PostProcess:2"):
+        return "classes"
+    if a.endswith("PostProcess:2") and b.endswith("PostProcess:1"):
+        return "scores"
+    if "class" in a.lower() and "score" in b.lower():
+        return "classes"
+    if "score" in a.lower() and "class" in b.lower():
+        return "scores"
+    return None
+
+
+def _by_values(samples: list[tuple[np.ndarray, np.ndarray]]) -> str:
+    for a, b in samples:
+        a_classes, b_classes = _looks_like_classes(a), _looks_like_classes(b)
+        a_scores, b_scores = _looks_like_scores(a), _looks_like_scores(b)
+        if a_classes and b_scores and not (b_classes and a_scores):
+            return "classes"
+        if b_classes and a_scores and not (a_classes and b_scores):
+            return "scores"
+    log.warning("tflite_output_order_ambiguous", assumed="classes before scores")
+    return "classes"
+
+
+def _looks_like_classes(values: np.ndarray) -> bool:
+    return bool(np.all(values == np.round(values)) and np.all(values >= 0))
+
+
+def _looks_like_scores(values: np.ndarray) -> bool:
+    v = values.reshape(-1)
+    return bool(np.all((v >= 0) & (v <= 1)) and np.all(np.diff(v) <= 1e-6))
