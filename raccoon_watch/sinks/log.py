@@ -1,0 +1,42 @@
+"""LogSink: every event as one structured log line; the default sink, always enabled."""
+
+from __future__ import annotations
+
+import structlog
+
+from raccoon_watch.types import Event, EventKind
+
+log = structlog.get_logger(__name__)
+
+LOG_EVENT_NAMES = {
+    EventKind.START: "event_started",
+    EventKind.UPDATE: "event_updated",
+    EventKind.END: "event_ended",
+}
+
+
+class LogSink:
+    """Logs ``event_started`` / ``event_updated`` / ``event_ended`` with the event's fields.
+
+    The box is normalised (xmin, ymin, xmax, ymax), as everywhere in the daemon.
+    """
+
+    name = "log"
+
+    def start(self) -> None:
+        pass
+
+    def publish(self, event: Event) -> None:
+        log.info(
+            LOG_EVENT_NAMES[event.kind],
+            camera=event.camera,
+            label=event.label,
+            id=event.id,
+            top_score=round(event.top_score, 4),
+            box=[round(v, 4) for v in event.box],
+            in_cooldown=event.in_cooldown,
+            duration_s=None if event.end_time is None else round(event.end_time - event.start_time, 2),
+        )
+
+    def stop(self) -> None:
+        pass

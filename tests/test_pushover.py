@@ -1,0 +1,262 @@
+"""PushoverSink against a local server that behaves like POST /1/messages.json (tests/fake_pushover.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import structlog
+
+from raccoon_watch.config import PushoverConfig, QuietHours
+from raccoon_watch.sinks.pushover import PushoverSink, backoff_delay, build_message, in_quiet_hours, should_push
+from raccoon_watch.store import EventStore
+from raccoon_watch.types import EventKind
+from tests.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
+from tests.fixtures.pushover import make_event
+
+FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "rate_limit_max": 2.0, "poll_s": 0.05}
+
+
+def pcfg(server: FakePushover | None = None, **kw: object) -> PushoverConfig:
+    data: dict[str, object] = {
+        "token": VALID_TOKEN,
+        "user": VALID_USER,
+        "api_url": server.url if server else "http://127.0.0.1:9/1/",
+        "timeout_s": 0.5,
+    }
+    data.update(kw)
+    return PushoverConfig.model_validate(data)
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> EventStore:
+    return EventStore(tmp_path / "var", outbox_max=100)
+
+
+def running(sink: PushoverSink) -> PushoverSink:
+    sink.start()
+    return sink
+
+
+def wait_until(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+# --- pure decisions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "at", "quiet"),
+    [
+        ("22:00", "07:00", "23:30", True),
+        ("22:00", "07:00", "03:00", True),
+        ("22:00", "07:00", "07:00", False),
+        ("22:00", "07:00", "12:00", False),
+        ("09:00", "17:00", "12:00", True),
+        ("09:00", "17:00", "08:59", False),
+        ("09:00", "09:00", "09:00", False),
+    ],
+)
+def test_quiet_hours_table(start: str, end: str, at: str, quiet: bool) -> None:
+    assert in_quiet_hours(QuietHours(start=start, end=end), dt.time.fromisoformat(at)) is quiet
+
+
+@pytest.mark.parametrize(
+    ("kind", "label", "cooldown", "labels", "expected"),
+    [
+        (EventKind.START, "raccoon", False, None, (True, "push")),
+        (EventKind.UPDATE, "raccoon", False, None, (False, "not_start")),
+        (EventKind.END, "raccoon", False, None, (False, "not_start")),
+        (EventKind.START, "raccoon", True, None, (False, "cooldown")),
+        (EventKind.START, "cat", False, ["raccoon"], (False, "label_filtered")),
+        (EventKind.START, "raccoon", False, ["raccoon"], (True, "push")),
+    ],
+)
+def test_should_push_table(kind, label, cooldown, labels, expected) -> None:  # type: ignore[no-untyped-def]
+    event = make_event(kind, label=label, in_cooldown=cooldown, snapshot=False)
+    assert should_push(pcfg(labels=labels), event) == expected
+
+
+def test_backoff_is_capped_exponential() -> None:
+    assert [backoff_delay(a) for a in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_emergency_message_carries_retry_and_expire() -> None:
+    meta = build_message(pcfg(priority=2, retry=30, expire=600, sound="siren"), make_event(snapshot=False))
+    assert (meta["priority"], meta["retry"], meta["expire"], meta["sound"]) == (2, 30, 600, "siren")
+    assert "retry" not in build_message(pcfg(), make_event(snapshot=False))
+
+
+# --- against the local Pushover server -------------------------------------------------------
+
+
+def test_push_arrives_once_with_jpeg_attachment(fake_pushover: FakePushover, store: EventStore) -> None:
+    sink = running(PushoverSink(pcfg(fake_pushover, priority=1, sound="pushover", url="http://ha.local",
+                                     url_title="Open HA"), store, **FAST))
+    try:
+        event = make_event(top_score=0.93)
+        sink.publish(event)
+        sink.publish(make_event(EventKind.UPDATE, event_id=event.id))
+        sink.publish(make_event(EventKind.END, event_id=event.id))
+        got = fake_pushover.wait_for(1)
+        time.sleep(0.3)  # nothing else arrives
+    finally:
+        sink.stop()
+    assert len(fake_pushover.received) == 1 and len(got) == 1
+    rec = got[0]
+    assert rec.fields["title"] == "Raccoon at front_door"
+    assert "93%" in rec.fields["message"]
+    assert rec.fields["timestamp"] == str(int(event.start_time))
+    assert (rec.fields["priority"], rec.fields["sound"], rec.fields["url"], rec.fields["url_title"]) == (
+        "1", "pushover", "http://ha.local", "Open HA")
+    assert rec.attachment_type == "image/jpeg" and rec.attachment_name == "snapshot.jpg"
+    assert rec.attachment == event.snapshot_jpeg
+    img = cv2.imdecode(np.frombuffer(rec.attachment, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[:2] == (48, 64)
+    assert store.pending_count("pushover") == 0 and store.outbox_state("pushover", event.id) == "done"
+
+
+def test_bad_token_is_logged_and_not_retried(fake_pushover: FakePushover, store: EventStore) -> None:
+    sink = PushoverSink(pcfg(fake_pushover, token="a" * 30), store, **FAST)
+    with structlog.testing.capture_logs() as logs:
+        sink.start()
+        try:
+            sink.publish(make_event(event_id="bad"))
+            assert wait_until(lambda: store.failed_count("pushover") == 1)
+            time.sleep(0.5)  # several backoff periods: no second attempt
+        finally:
+            sink.stop()
+    assert [r.status for r in fake_pushover.received] == [400]
+    rejected = [e for e in logs if e["event"] == "pushover_rejected"]
+    assert rejected and "application token is invalid" in rejected[0]["errors"]
+    assert "a" * 30 not in repr(logs)  # the token never reaches the logs
+
+
+@pytest.mark.parametrize("mode", ["error500", "html500"])
+def test_server_errors_then_recovery_deliver_exactly_once(
+    fake_pushover: FakePushover, store: EventStore, mode: str
+) -> None:
+    fake_pushover.fail_next(3, mode)
+    sink = running(PushoverSink(pcfg(fake_pushover), store, **FAST))
+    try:
+        sink.publish(make_event(event_id="e5xx"))
+        assert len(fake_pushover.wait_for(1)) == 1
+        time.sleep(0.3)
+    finally:
+        sink.stop()
+    assert [r.status for r in fake_pushover.received][-1] == 200
+    assert sum(r.status == 200 for r in fake_pushover.received) == 1
+    assert len(fake_pushover.received) == 4
+    assert store.outbox_state("pushover", "e5xx") == "done"
+
+
+def test_stall_does_not_block_publish_and_is_retried_in_order(
+    fake_pushover: FakePushover, store: EventStore
+) -> None:
+    fake_pushover.stall_s = 2.0
+    fake_pushover.fail_next(1, "stall")
+    sink = running(PushoverSink(pcfg(fake_pushover, timeout_s=0.4), store, **FAST))
+    try:
+        sink.publish(make_event(event_id="stalled", camera="cam0"))
+        assert wait_until(lambda: len(fake_pushover.received) == 0 and store.pending_count("pushover") == 1)
+        time.sleep(0.1)  # the sender is now inside the stalled request
+        t0 = time.monotonic()
+        for i in range(1, 6):
+            sink.publish(make_event(event_id=f"later{i}", camera=f"cam{i}"))
+        publish_s = time.monotonic() - t0
+        got = fake_pushover.wait_for(6, timeout=15)
+    finally:
+        sink.stop()
+    assert publish_s < 0.1, f"publish() took {publish_s:.3f}s while Pushover stalled"
+    # the stalled push was retried after the client timeout, then the rest went out in order
+    assert [r.fields["title"] for r in got] == [f"Raccoon at cam{i}" for i in range(6)]
+    assert wait_until(lambda: len(fake_pushover.received) == 7, timeout=5)  # the stalled one ends
+    assert [r.status for r in fake_pushover.received].count(-1) == 1
+
+
+def test_rate_limit_backs_off_then_delivers(fake_pushover: FakePushover, store: EventStore) -> None:
+    fake_pushover.reset_in_s = 1
+    fake_pushover.fail_next(1, "ratelimit")
+    sink = running(PushoverSink(pcfg(fake_pushover), store, **FAST))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            sink.publish(make_event(event_id="rl"))
+            got = fake_pushover.wait_for(1, timeout=10)
+    finally:
+        sink.stop()
+    assert len(got) == 1
+    first, second = fake_pushover.received[0], fake_pushover.received[1]
+    assert first.status == 429 and second.at - first.at >= 0.2  # waited, not hammered
+    assert any(e["event"] == "pushover_rate_limited" for e in logs)
+
+
+def test_cooldown_and_quiet_hours_are_not_pushed(fake_pushover: FakePushover, store: EventStore) -> None:
+    now = dt.datetime.now()
+    quiet = QuietHours(start=(now - dt.timedelta(hours=1)).strftime("%H:%M"),
+                       end=(now + dt.timedelta(hours=1)).strftime("%H:%M"))
+    quiet_sink = running(PushoverSink(pcfg(fake_pushover, quiet_hours=quiet), store, **FAST))
+    loud = running(PushoverSink(pcfg(fake_pushover), EventStore(store.path / "b", outbox_max=100), **FAST))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            quiet_sink.publish(make_event(event_id="night"))
+            loud.publish(make_event(event_id="cool", in_cooldown=True))
+        time.sleep(0.4)
+    finally:
+        quiet_sink.stop()
+        loud.stop()
+    assert fake_pushover.received == []
+    reasons = sorted(e["reason"] for e in logs if e["event"] == "pushover_skipped")
+    assert reasons == ["cooldown", "quiet_hours"]
+
+
+def test_restart_resends_pending_exactly_once(fake_pushover: FakePushover, tmp_path: Path) -> None:
+    """A daemon whose Pushover was down dies with pushes pending; the next one sends each once."""
+    db = tmp_path / "var"
+    down = PushoverSink(pcfg(None), EventStore(db, outbox_max=100), **FAST)  # nothing listens on :9
+    down.start()
+    events = [make_event(event_id=f"p{i}", camera=f"cam{i}") for i in range(3)]
+    for e in events:
+        down.publish(e)
+    assert wait_until(lambda: down.store.pending("pushover")[0].attempts >= 1)
+    down.stop()  # stands in for kill -9: nothing is flushed, rows stay pending
+    down.store.close()
+
+    fresh_store = EventStore(db, outbox_max=100)
+    assert fresh_store.pending_count("pushover") == 3
+    sink = running(PushoverSink(pcfg(fake_pushover), fresh_store, **FAST))
+    try:
+        for e in events:  # the router replaying the same events after restart is a no-op
+            sink.publish(e)
+        got = fake_pushover.wait_for(3)
+        time.sleep(0.3)
+    finally:
+        sink.stop()
+    assert [r.fields["title"] for r in got] == [f"Raccoon at cam{i}" for i in range(3)]
+    assert len(fake_pushover.received) == 3
+    assert fresh_store.pending_count("pushover") == 0
+
+    # and a third start sends nothing again
+    third = running(PushoverSink(pcfg(fake_pushover), EventStore(db, outbox_max=100), **FAST))
+    time.sleep(0.3)
+    third.stop()
+    assert len(fake_pushover.received) == 3
+
+
+def test_oversized_attachment_rejected_by_server_rules(fake_pushover: FakePushover, store: EventStore) -> None:
+    """A > 5 MB snapshot is sent without the attachment rather than rejected."""
+    sink = running(PushoverSink(pcfg(fake_pushover), store, **FAST))
+    try:
+        sink.publish(make_event(event_id="huge", snapshot=b"\xff\xd8" + bytes(5 * 1024 * 1024 + 10)))
+        got = fake_pushover.wait_for(1)
+    finally:
+        sink.stop()
+    assert len(got) == 1 and got[0].attachment is None
