@@ -1,0 +1,417 @@
+"""Capture: one thread per camera turns a video source into ``Frame`` values on the frame queue.
+
+camera -> **capture** -> frame queue -> detector workers -> debounce -> ...
+
+Per camera, a ``CaptureThread``:
+
+* opens the source (``open_source``): webcam index/device through V4L2, or an RTSP/HTTP URL or a
+  file through FFmpeg, always with open and read timeouts so a hung server cannot block a read
+  for long (without them FFmpeg waits about 90 s);
+* ``grab()``s every frame (cheap: demux only) and ``retrieve()``s (decodes) only the frames it
+  hands on, sampled at ``detect_fps``;
+* paces file sources at their native fps (``realtime``), loops them or stops at the end;
+* never blocks on the queue (drop-oldest ``FrameQueue``);
+* on any failure (cannot open, read fails or times out, too many bad frames) marks the camera
+  'down', releases the capture and retries with capped exponential back-off until stopped.
+
+Time bases: ``Frame.ts`` is ``clock.time()``, ``Frame.mono`` is ``clock.monotonic()``. ``Frame.seq``
+counts every frame grabbed by this thread (0, 1, ...), so gaps in the handed-on ``seq`` are the
+frames not decoded; for a file read once, ``seq`` is the frame's index in the file.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+import structlog
+
+from raccoon_watch.config import CameraConfig, redact_url
+from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.types import Frame
+
+log = structlog.get_logger(__name__)
+
+# FFmpeg options for every FFmpeg-backed open (read by OpenCV from the environment at each open).
+# TCP for RTSP (no UDP loss, works through NAT) and small probing: a local stream opens in ~0.3 s
+# instead of ~2 s. Harmless for files. A value already in the environment wins.
+FFMPEG_CAPTURE_OPTIONS = "rtsp_transport;tcp|analyzeduration;100000|probesize;32768"
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_CAPTURE_OPTIONS)
+
+DEFAULT_FILE_FPS = 15.0  # when a file does not say its frame rate
+MAX_BAD_FRAMES_IN_A_ROW = 30  # then the stream is treated as failed and reopened
+MAX_PACING_LAG_S = 1.0  # a paced file this far behind schedule restarts its schedule (no burst)
+
+State = Literal["connecting", "up", "down", "stopped"]
+
+
+class Clock(Protocol):
+    """What capture needs of a clock; the ``time`` module is one."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SourceKind(str, enum.Enum):
+    FILE = "file"
+    RTSP = "rtsp"
+    HTTP = "http"
+    DEVICE = "device"
+
+    @property
+    def live(self) -> bool:
+        """Live sources deliver frames at their own pace; files are paced by us."""
+        return self is not SourceKind.FILE
+
+
+class SourceOpenError(Exception):
+    """The source could not be opened (message is safe to log: URLs are redacted)."""
+
+
+def classify_source(source: str) -> SourceKind:
+    """'0' or '/dev/video0' -> DEVICE, rtsp(s):// -> RTSP, http(s):// -> HTTP, anything else FILE."""
+    text = source.strip()
+    lower = text.lower()
+    if lower.startswith(("rtsp://", "rtsps://")):
+        return SourceKind.RTSP
+    if lower.startswith(("http://", "https://")):
+        return SourceKind.HTTP
+    if text.isdigit() or lower.startswith("/dev/video"):
+        return SourceKind.DEVICE
+    return SourceKind.FILE
+
+
+def open_source(source: str, open_timeout_s: float, read_timeout_s: float) -> cv2.VideoCapture:
+    """Open ``source`` and return an opened ``cv2.VideoCapture``; raise ``SourceOpenError`` if not.
+
+    The timeouts go in through ``params`` so they bound the open itself, not only later reads.
+    """
+    kind = classify_source(source)
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+    ]  # fmt: skip
+    if kind is SourceKind.DEVICE:
+        cap = _open_device(source.strip(), params)
+    else:
+        cap = cv2.VideoCapture(source.strip(), cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        what = {SourceKind.DEVICE: "camera device", SourceKind.FILE: "video file"}.get(kind, f"{kind.value} stream")
+        missing = kind is SourceKind.FILE and not os.path.exists(source.strip())
+        raise SourceOpenError(f"cannot open {what} {redact_url(source)}" + (" (no such file)" if missing else ""))
+    return cap
+
+
+def _open_device(source: str, params: list[int]) -> cv2.VideoCapture:
+    target: int | str = int(source) if source.isdigit() else source
+    cap = cv2.VideoCapture(target, cv2.CAP_V4L2, params)
+    if not cap.isOpened():
+        # A V4L2 build that rejects the timeout params still opens without them.
+        cap.release()
+        cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
+    return cap
+
+
+def check_image(image: object) -> str | None:
+    """None if ``image`` is a usable BGR frame (uint8, (H, W, 3), non-empty), else why not."""
+    if image is None:
+        return "empty"
+    if not isinstance(image, np.ndarray):
+        return f"not an array: {type(image).__name__}"
+    if image.dtype != np.uint8:
+        return f"dtype {image.dtype}, expected uint8"
+    if image.ndim != 3 or image.shape[2] != 3:
+        return f"shape {image.shape}, expected (H, W, 3)"
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        return f"too small: {image.shape}"
+    return None
+
+
+class RateSampler:
+    """Says which frames to decode so that about ``rate`` per second of stream time are handed on.
+
+    ``due(t)`` is called once per grabbed frame with its stream time (seconds, increasing). The
+    schedule is drift-free (next = previous + 1/rate) but never tries to catch up a backlog.
+    """
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate}")
+        self.period = 1.0 / rate
+        self._next: float | None = None
+
+    def due(self, t: float) -> bool:
+        if self._next is None or t + 1e-9 >= self._next:
+            base = t if self._next is None or t - self._next >= self.period else self._next
+            self._next = base + self.period
+            return True
+        return False
+
+    def reset(self) -> None:
+        self._next = None
+
+
+@dataclass
+class CameraStats:
+    """Counters of one camera, written only by its capture thread (others only read them).
+
+    frames_read: frames grabbed; frames_decoded: frames retrieved (decoded);
+    frames_queued: frames put on the queue; frames_dropped: puts that evicted an older frame
+    because the queue was full (the evicted frame may be another camera's; per-camera victims
+    are in ``FrameQueue.dropped_by_camera()``); frames_bad: decoded frames that were empty,
+    corrupt or of the wrong dtype/shape; reconnects: times the source came back after being down;
+    open_failures: failed opens; last_frame_mono: monotonic time of the last good frame grabbed
+    (0 before any); width/height/fps: of the open source (0 when unknown).
+    """
+
+    camera: str
+    kind: str = SourceKind.FILE.value
+    state: State = "connecting"
+    frames_read: int = 0
+    frames_decoded: int = 0
+    frames_queued: int = 0
+    frames_dropped: int = 0
+    frames_bad: int = 0
+    reconnects: int = 0
+    open_failures: int = 0
+    last_frame_mono: float = 0.0
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class _End(enum.Enum):
+    """How one opened stream ended."""
+
+    EOF = "eof"  # a file reached its end
+    FAILED = "failed"  # read failed / timed out / too many bad frames
+    STOPPED = "stopped"  # the stop event was set
+
+
+SampleHook = Callable[[Frame], bool]
+"""Called with every decoded frame before it is queued; return False to not queue it."""
+
+
+class CaptureThread(threading.Thread):
+    """Reads one camera into ``queue`` until ``stop`` is set (or a non-looping file ends).
+
+    ``clock`` provides ``time()`` and ``monotonic()`` (the ``time`` module by default).
+    ``sample_hook`` (optional) sees every decoded frame and decides whether it is queued; for more
+    control subclass and override ``should_decode`` (which grabbed frames to decode) and
+    ``handle_frame`` (what to do with a decoded frame). A daemon thread: a read blocked in FFmpeg
+    returns within ``read_timeout_s``, and the process may exit without waiting for it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg: CameraConfig,
+        queue: FrameQueue,
+        stop: threading.Event,
+        clock: Clock = time,
+        sample_hook: SampleHook | None = None,
+    ) -> None:
+        super().__init__(name=f"capture-{name}", daemon=True)
+        self.camera = name
+        self.cfg = cfg
+        self.queue = queue
+        self.stop_event = stop
+        self.clock = clock
+        self.sample_hook = sample_hook
+        self.kind = classify_source(cfg.source)
+        self.stats = CameraStats(camera=name, kind=self.kind.value)
+        self._sampler = RateSampler(cfg.detect_fps)
+        self._seq = 0
+        self._log = log.bind(camera=name, source=redact_url(cfg.source), kind=self.kind.value)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        failures = 0  # consecutive failed attempts, for the back-off
+        ever_up = False
+        while not self.stop_event.is_set():
+            cap = self._connect()
+            if cap is None:
+                failures += 1
+                self._backoff(failures)
+                continue
+            if ever_up:
+                self.stats.reconnects += 1
+            ever_up = True
+            failures = 0
+            try:
+                end = self._stream(cap)
+            except Exception as exc:  # an OpenCV surprise must not kill the camera thread
+                self._log.exception("capture_error", error=str(exc))
+                self.stats.last_error = f"capture error: {exc}"
+                end = _End.FAILED
+            finally:
+                cap.release()
+            if end is _End.EOF:
+                if self.cfg.loop:
+                    self._log.info("file_looped", frames_read=self.stats.frames_read)
+                    continue
+                self._log.info("file_ended", frames_read=self.stats.frames_read)
+                break
+            if end is _End.FAILED:
+                self._mark_down(self.stats.last_error or "stream failed")
+                failures = 1
+                self._backoff(failures)
+        self.stats.state = "stopped"
+        self._log.info("camera_stopped", **self._counters())
+
+    def _connect(self) -> cv2.VideoCapture | None:
+        if self.stats.state != "down":
+            self.stats.state = "connecting"
+        started = self.clock.monotonic()
+        try:
+            cap = open_source(self.cfg.source, self.cfg.open_timeout_s, self.cfg.read_timeout_s)
+        except SourceOpenError as exc:
+            self.stats.open_failures += 1
+            self._mark_down(str(exc))
+            return None
+        except cv2.error as exc:
+            self.stats.open_failures += 1
+            self._mark_down(f"OpenCV error on open: {exc}")
+            return None
+        self._on_open(cap, self.clock.monotonic() - started)
+        return cap
+
+    def _on_open(self, cap: cv2.VideoCapture, open_s: float) -> None:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.stats.fps = fps if math.isfinite(fps) and 0 < fps <= 240 else 0.0
+        self.stats.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.stats.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.stats.state = "up"
+        self.stats.last_error = ""
+        self._sampler.reset()
+        self._log.info(
+            "camera_connected",
+            width=self.stats.width,
+            height=self.stats.height,
+            fps=round(self.stats.fps, 2),
+            open_s=round(open_s, 3),
+            reconnects=self.stats.reconnects,
+        )
+
+    def _mark_down(self, why: str) -> None:
+        first = self.stats.state != "down"
+        self.stats.state = "down"
+        self.stats.last_error = why
+        # A camera that stays missing logs at warning once, then quietly at debug on each retry.
+        (self._log.warning if first else self._log.debug)("camera_down", error=why, open_failures=self.stats.open_failures)
+
+    def _backoff(self, failures: int) -> None:
+        """Wait min(2**failures, reconnect_max_s) seconds, or less if stopped."""
+        delay = min(2.0 ** min(failures, 16), self.cfg.reconnect_max_s)
+        self._log.debug("camera_retry", delay_s=delay, attempt=failures)
+        self.stop_event.wait(delay)
+
+    # --- one opened stream ---------------------------------------------------------------------
+
+    def _stream(self, cap: cv2.VideoCapture) -> _End:
+        """Grab until EOF, failure or stop; decode and hand on the sampled frames."""
+        pace_fps = self.stats.fps or DEFAULT_FILE_FPS
+        paced = self.kind is SourceKind.FILE and self.cfg.realtime
+        schedule_t0 = self.clock.monotonic()
+        index = 0  # frame index since this open
+        bad_in_a_row = 0
+        while not self.stop_event.is_set():
+            if paced:
+                schedule_t0 = self._pace(schedule_t0, index, pace_fps)
+                if self.stop_event.is_set():
+                    break
+            if not cap.grab():
+                if self.kind is SourceKind.FILE:
+                    return _End.EOF
+                self.stats.last_error = "read failed or timed out"
+                return _End.FAILED
+            self.stats.frames_read += 1
+            seq, self._seq = self._seq, self._seq + 1
+            stream_t = index / pace_fps if self.kind is SourceKind.FILE else self.clock.monotonic()
+            index += 1
+            if not self.should_decode(stream_t):
+                self.stats.last_frame_mono = self.clock.monotonic()
+                continue
+            if self._decode(cap, seq):
+                bad_in_a_row = 0
+            else:
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW:
+                    self.stats.last_error = f"{bad_in_a_row} bad frames in a row"
+                    return _End.FAILED
+        return _End.STOPPED
+
+    def _pace(self, t0: float, index: int, fps: float) -> float:
+        """Sleep until frame ``index`` is due on the schedule t0 + index/fps; returns t0 (restarted
+        when we fell more than MAX_PACING_LAG_S behind, e.g. after the machine was busy)."""
+        now = self.clock.monotonic()
+        due = t0 + index / fps
+        if now - due > MAX_PACING_LAG_S:
+            return now - index / fps
+        if due > now:
+            self.stop_event.wait(due - now)
+        return t0
+
+    def _decode(self, cap: cv2.VideoCapture, seq: int) -> bool:
+        """Retrieve the grabbed frame; hand it on if usable. False if it was bad."""
+        ok, image = cap.retrieve()
+        self.stats.frames_decoded += 1
+        problem = check_image(image) if ok else "retrieve failed"
+        if problem is not None:
+            self.stats.frames_bad += 1
+            self._log.debug("frame_bad", seq=seq, problem=problem)
+            return False
+        self._note_size(image)
+        image.flags.writeable = False  # Frame images are never mutated after capture
+        now_mono = self.clock.monotonic()
+        self.stats.last_frame_mono = now_mono
+        self.handle_frame(Frame(camera=self.camera, seq=seq, ts=self.clock.time(), mono=now_mono, image=image))
+        return True
+
+    def _note_size(self, image: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        if (width, height) != (self.stats.width, self.stats.height):
+            if self.stats.width:
+                self._log.info("camera_resolution_changed", width=width, height=height, old_width=self.stats.width, old_height=self.stats.height)
+            self.stats.width, self.stats.height = width, height
+
+    # --- extension points ----------------------------------------------------------------------
+
+    def should_decode(self, stream_t: float) -> bool:
+        """Decode this grabbed frame? ``stream_t``: seconds of stream time (file position for
+        files, monotonic clock for live sources). Default: sample at ``cfg.detect_fps``."""
+        return self._sampler.due(stream_t)
+
+    def handle_frame(self, frame: Frame) -> None:
+        """A decoded, valid frame: ask ``sample_hook``, then put it on the queue (never blocks)."""
+        if self.sample_hook is not None and not self.sample_hook(frame):
+            return
+        if self.queue.put(frame) is not None:
+            self.stats.frames_dropped += 1
+        self.stats.frames_queued += 1
+
+    def _counters(self) -> dict[str, object]:
+        s = self.stats
+        return {
+            "frames_read": s.frames_read,
+            "frames_decoded": s.frames_decoded,
+            "frames_queued": s.frames_queued,
+            "frames_dropped": s.frames_dropped,
+            "frames_bad": s.frames_bad,
+            "reconnects": s.reconnects,
+        }
