@@ -1,0 +1,101 @@
+"""Typed training configuration (YAML under train/configs/), extra="forbid": a typo is an error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Strict):
+    shared_data: str = Field("../shared/data", description="shared data folder, relative to the repo; $RACCOON_SHARED/data wins")
+    pretrained: str = Field("../shared/pretrained/coco_ssd_mobilenet_v1_0.75_quant_300.tflite", description="COCO TFLite start point")
+    val_positives: int = Field(40, description="raccoon images of the train split kept for validation")
+    val_negatives: int = Field(40, description="raccoon-free images kept for validation (half day, half night)")
+    label: str = Field("raccoon", description="the one class trained")
+
+    def shared_data_path(self) -> Path:
+        env = os.environ.get("RACCOON_SHARED")
+        return Path(env) / "data" if env else (REPO / self.shared_data).resolve()
+
+    def pretrained_path(self) -> Path:
+        env = os.environ.get("RACCOON_SHARED")
+        return Path(env) / "pretrained" / Path(self.pretrained).name if env else (REPO / self.pretrained).resolve()
+
+
+class ModelSection(_Strict):
+    head_init: str = Field("cat_dog_bear_mean", description="key of train.ssd.head_init.HEAD_INITS")
+    frozen_prefixes: list[str] = Field(default_factory=lambda: ["Conv2d_0", "Conv2d_1_", "Conv2d_2_", "Conv2d_3_", "Conv2d_4_", "Conv2d_5_"],
+                                       description="layers whose name starts with one of these are not trained")
+
+
+class OptimSection(_Strict):
+    steps: int = Field(1000, description="training steps")
+    batch_size: int = Field(12, description="global batch size")
+    learning_rate: float = Field(2e-4, description="Adam peak learning rate")
+    warmup_steps: int = Field(100, description="linear warm-up from 0")
+    final_lr_fraction: float = Field(0.02, description="cosine decays to this fraction of the peak")
+    clipnorm: float = Field(10.0, description="gradient norm clip")
+
+
+class LossSection(_Strict):
+    kind: str = Field("hard_negative", description="hard_negative (SSD 3:1) or focal")
+    neg_pos_ratio: float = 3.0
+    min_negatives_per_image: int = 16
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+
+class AugmentSection(_Strict):
+    flip: float = 0.5
+    zoom_out: float = 0.3
+    zoom_out_max: float = 3.0
+    ssd_crop: float = 0.5
+    color_jitter: float = 0.8
+    grayscale: float = 0.1
+    night: float = 0.15
+    blur: float = 0.1
+
+
+class MixSection(_Strict):
+    positives: float = 0.55
+    negatives: float = 0.25
+    copy_paste_night: float = 0.2
+
+
+class EvalSection(_Strict):
+    every_steps: int = Field(100, description="validate every N steps (and at the end)")
+    max_false_alert_rate: float = Field(0.05, description="threshold: at most this share of validation negatives alert")
+    min_threshold: float = Field(0.3, description="never deploy a threshold below this")
+
+
+class TrainConfig(_Strict):
+    seed: int = 0
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    optim: OptimSection = OptimSection()
+    loss: LossSection = LossSection()
+    augment: AugmentSection = AugmentSection()
+    mix: MixSection = MixSection()
+    eval: EvalSection = EvalSection()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.loss.kind not in ("hard_negative", "focal"):
+            raise ValueError(f"loss.kind must be hard_negative or focal, got {self.loss.kind!r}")
+        if self.optim.warmup_steps > self.optim.steps:
+            raise ValueError(f"warmup_steps {self.optim.warmup_steps} > steps {self.optim.steps}")
+        return self
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    with open(path) as handle:
+        return TrainConfig.model_validate(yaml.safe_load(handle) or {})

@@ -1,0 +1,141 @@
+"""tf.data input for SSD training: decoded examples -> augmentation -> 300x300 -> anchor targets.
+
+An example is (image RGB uint8 (H, W, 3), boxes float32 (N, 4) [ymin, xmin, ymax, xmax]
+normalised, labels int64 (N,) 1-based). Sources: image files of a ``splits.DataPlan`` or TFRecords
+written by ``train.tfrecord``. Augmentation (numpy + cv2, doorbell-minded: flips, SSD crops,
+zoom-out, colour jitter, grayscale, night/IR look, blur) runs in a Python generator; anchor
+matching and box encoding run as TF ops in the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from train.ssd.targets import TargetAssigner
+
+INPUT_SIZE = 300
+CACHE_MAX_SIDE = 512  # decoded images are kept in memory at most this large
+
+
+@dataclass
+class Example:
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+    boxes: np.ndarray  # float32 (N, 4) [ymin, xmin, ymax, xmax] normalised
+    labels: np.ndarray  # int64 (N,), 1-based class ids
+
+
+def load_image_rgb(path: Path, max_side: int = CACHE_MAX_SIDE) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode to RGB uint8, shrunk so the longer side is at most max_side; also the file's
+    (width, height), which the CSV pixels refer to."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot decode image")
+    size = (image.shape[1], image.shape[0])
+    scale = max_side / max(image.shape[:2])
+    if scale < 1.0:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image[:, :, ::-1]), size
+
+
+def examples_from_entries(entries, label_ids: dict[str, int], max_side: int = CACHE_MAX_SIDE) -> list[Example]:
+    """splits.Entry list (pixel boxes (xmin, ymin, xmax, ymax)) -> Examples with normalised yxyx boxes."""
+    examples = []
+    for entry in entries:
+        image, (width, height) = load_image_rgb(entry.path, max_side)
+        boxes = np.array([[y0 / height, x0 / width, y1 / height, x1 / width]
+                          for x0, y0, x1, y1 in entry.boxes_px], np.float32).reshape(-1, 4)
+        labels = np.array([label_ids[name] for name in entry.labels], np.int64)
+        examples.append(Example(image, np.clip(boxes, 0.0, 1.0), labels))
+    return examples
+
+
+def examples_from_tfrecords(paths, max_side: int = CACHE_MAX_SIDE) -> list[Example]:
+    """TFRecords of ``train.tfrecord.make_example`` -> Examples (boxes already normalised yxyx)."""
+    from train.tfrecord import parse_example
+
+    examples = []
+    for serialized in tf.data.TFRecordDataset([str(p) for p in paths]):
+        image, boxes, labels = parse_example(serialized)
+        image = np.asarray(image)
+        scale = max_side / max(image.shape[:2])
+        if scale < 1.0:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        examples.append(Example(image, np.asarray(boxes, np.float32).reshape(-1, 4),
+                                np.asarray(labels, np.int64).reshape(-1)))
+    return examples
+
+
+def load_crops(crop_dir: Path, max_side: int = 256) -> list[np.ndarray]:
+    """Raccoon crops (RGB uint8) for copy-paste; each whole crop is one object."""
+    return [load_image_rgb(p, max_side)[0] for p in sorted(crop_dir.glob("*.jpg"))]
+
+
+def to_model_input(image_rgb_uint8: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (300, 300, 3) in [-1, 1], like the TFLite input quantization."""
+    resized = cv2.resize(image_rgb_uint8, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+    return (resized.astype(np.float32) - 128.0) / 128.0
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """Share of each source in a training batch (normalised)."""
+
+    positives: float = 0.55
+    negatives: float = 0.25
+    copy_paste_night: float = 0.2
+
+
+def _sample_source(rng, sources: dict[str, list], mix: MixConfig) -> str:
+    names = [n for n in ("positives", "negatives", "copy_paste_night") if sources.get(n)]
+    weights = np.array([getattr(mix, n) for n in names], np.float64)
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def training_examples(examples: list[Example], night_backgrounds: list[Example], crops: list[np.ndarray],
+                      aug_cfg, mix: MixConfig, seed: int, raccoon_label: int = 1):
+    """Endless generator of augmented (image (300, 300, 3) float32 in [-1, 1], boxes (N, 4)
+    [ymin, xmin, ymax, xmax] normalised, labels (N,) int64)."""
+    from train.augmentations import augment, copy_paste
+
+    rng = np.random.default_rng(seed)
+    sources = {
+        "positives": [e for e in examples if len(e.boxes)],
+        "negatives": [e for e in examples if not len(e.boxes)],
+        "copy_paste_night": night_backgrounds if crops else [],
+    }
+    while True:
+        source = _sample_source(rng, sources, mix)
+        pool = sources[source]
+        example = pool[int(rng.integers(len(pool)))]
+        image, boxes, labels = example.image, example.boxes, example.labels
+        if source == "copy_paste_night":
+            image, boxes, labels = copy_paste(image, crops, raccoon_label, rng)
+        image, boxes, labels = augment(image, boxes, labels, rng, aug_cfg)
+        yield to_model_input(image), boxes.astype(np.float32), labels.astype(np.int64)
+
+
+def make_train_dataset(generator_fn, assigner: TargetAssigner, batch_size: int) -> tf.data.Dataset:
+    """-> batches (images (B, 300, 300, 3), cls_targets (B, A) int32, reg_targets (B, A, 4))."""
+    signature = (
+        tf.TensorSpec((INPUT_SIZE, INPUT_SIZE, 3), tf.float32),
+        tf.TensorSpec((None, 4), tf.float32),
+        tf.TensorSpec((None,), tf.int64),
+    )
+    dataset = tf.data.Dataset.from_generator(generator_fn, output_signature=signature)
+
+    def with_targets(image, boxes, labels):
+        cls_targets, reg_targets = assigner(boxes, labels)
+        return image, cls_targets, reg_targets
+
+    dataset = dataset.map(with_targets, num_parallel_calls=1)
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+def eval_inputs(examples: list[Example]) -> np.ndarray:
+    """Examples -> float32 (N, 300, 300, 3) in [-1, 1], plain resize (no augmentation)."""
+    return np.stack([to_model_input(e.image) for e in examples]) if examples else np.zeros((0, 300, 300, 3), np.float32)

@@ -1,0 +1,91 @@
+"""The data plan: which shared images train, validate and test, decided deterministically.
+
+- test: the original 40-image test split (test_labels.csv); reported, never used for choices.
+- heldout_negatives: a fifth of ../shared/data/negatives (by filename hash); the false-alert test
+  set, never trained on.
+- val: VAL_POSITIVES images of the 160-image train split + VAL_NEGATIVES raccoon-free images
+  (half day negatives, half night negatives), all picked by filename hash; chooses the checkpoint
+  and the deployed threshold.
+- train: everything else: the rest of the train split, extra_raccoons, night positives, the other
+  negatives and night negatives.
+Boxes here are pixels (xmin, ymin, xmax, ymax) of the original image, as in the CSVs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.voc import read_csv
+
+HOLDOUT_MODULO = 5  # one negative in five is held out for the false-alert test
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image and its boxes, pixels (xmin, ymin, xmax, ymax); no boxes = negative image."""
+
+    path: Path
+    boxes_px: tuple[tuple[int, int, int, int], ...] = ()
+    labels: tuple[str, ...] = ()
+
+    @property
+    def is_negative(self) -> bool:
+        return not self.boxes_px
+
+
+def name_hash(name: str) -> int:
+    """Stable across machines and Python runs (unlike hash())."""
+    return int(hashlib.md5(name.encode()).hexdigest()[:12], 16)
+
+
+def entries_from_csv(csv_path: Path, image_dir: Path) -> list[Entry]:
+    """Group CSV rows by filename, sorted by filename."""
+    grouped: dict[str, list] = {}
+    for row in read_csv(csv_path):
+        grouped.setdefault(row.filename, []).append(row)
+    return [
+        Entry(image_dir / name,
+              tuple((r.xmin, r.ymin, r.xmax, r.ymax) for r in rows),
+              tuple(r.label for r in rows))
+        for name, rows in sorted(grouped.items())
+    ]
+
+
+def entries_from_dir(image_dir: Path) -> list[Entry]:
+    """Every image in a folder as a negative, sorted by name."""
+    return [Entry(p) for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _by_hash(entries: list[Entry]) -> list[Entry]:
+    return sorted(entries, key=lambda e: name_hash(e.path.name))
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    train: list[Entry]
+    val: list[Entry]
+    test: list[Entry]
+    heldout_negatives: list[Entry]
+
+
+def make_plan(shared_data: Path, val_positives: int = 40, val_negatives: int = 40) -> DataPlan:
+    """Split ../shared/data (or a user's folder with the same layout) as described above."""
+    raccoons = shared_data / "raccoon_dataset"
+    train_pos = entries_from_csv(raccoons / "train_labels.csv", raccoons / "images")
+    test = entries_from_csv(raccoons / "test_labels.csv", raccoons / "images")
+    if val_positives >= len(train_pos):
+        raise ValueError(f"val_positives {val_positives} >= {len(train_pos)} training positives")
+    extra = entries_from_csv(shared_data / "extra_raccoons/positives.csv", shared_data / "extra_raccoons")
+    night_pos = entries_from_csv(shared_data / "night/positives/positives.csv", shared_data / "night/positives")
+    negatives = entries_from_dir(shared_data / "negatives")
+    heldout = [e for e in negatives if name_hash(e.path.name) % HOLDOUT_MODULO == 0]
+    day_neg = _by_hash([e for e in negatives if name_hash(e.path.name) % HOLDOUT_MODULO != 0])
+    night_neg = _by_hash(entries_from_dir(shared_data / "night/negatives"))
+    pos_sorted = _by_hash(train_pos)
+    n_day, n_night = val_negatives - val_negatives // 2, val_negatives // 2
+    val = pos_sorted[:val_positives] + day_neg[:n_day] + night_neg[:n_night]
+    train = pos_sorted[val_positives:] + extra + night_pos + day_neg[n_day:] + night_neg[n_night:]
+    return DataPlan(train=train, val=val, test=test, heldout_negatives=heldout)

@@ -1,0 +1,262 @@
+"""Fine-tune SSD-MobileNetV1 (from the COCO TFLite weights) into a raccoon detector.
+
+    python -m train train --config train/configs/raccoon_ssd_mobilenet_v1.yaml --work-dir train/work
+
+Custom loop with tf.GradientTape under a tf.distribute strategy (default: one machine; mirrored:
+several GPUs; multiworker: several machines with TF_CONFIG set, untested here). Validation on a
+split carved from the training data picks the best checkpoint and the deployed threshold; the
+test split is never looked at. Writes to the work dir: checkpoints/ (resume), tensorboard/,
+best.weights.h5, training_result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import keras
+import numpy as np
+import structlog
+import tensorflow as tf
+
+from train import data as data_lib
+from train import metrics
+from train.augmentations import AugmentConfig
+from train.config import TrainConfig, load_config
+from train.splits import make_plan
+from train.ssd.anchors import generate_anchors
+from train.ssd.head_init import HEAD_INITS, class_head_init
+from train.ssd.losses import LossConfig, multibox_loss
+from train.ssd.model import build_ssd, freeze_layers
+from train.ssd.postprocess import postprocess
+from train.ssd.targets import TargetAssigner
+from train.ssd.tflite_import import import_tflite_weights
+
+log = structlog.get_logger(__name__)
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "raccoon_ssd_mobilenet_v1.yaml"
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to peak, then cosine decay to final_fraction * peak."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, final_fraction: float):
+        self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
+        self.final_fraction = final_fraction
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * step / max(self.warmup_steps, 1)
+        progress = tf.clip_by_value((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        cosine = self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + tf.cos(math.pi * progress))
+        return tf.where(step < self.warmup_steps, warm, self.peak * cosine)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "final_fraction": self.final_fraction}
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy must be default, mirrored or multiworker, got {name!r}")
+
+
+def build_model(cfg: TrainConfig) -> keras.Model:
+    """The 1-class SSD with COCO float weights and the configured head init and frozen layers."""
+    if cfg.model.head_init not in HEAD_INITS:
+        raise ValueError(f"model.head_init must be one of {sorted(HEAD_INITS)}, got {cfg.model.head_init!r}")
+    model = build_ssd(num_classes=1)
+    import_tflite_weights(model, cfg.data.pretrained_path(), class_head_init(HEAD_INITS[cfg.model.head_init]))
+    freeze_layers(model, cfg.model.frozen_prefixes)
+    return model
+
+
+def predict(model: keras.Model, inputs: np.ndarray, anchors: np.ndarray, batch_size: int = 16):
+    """float32 (N, 300, 300, 3) -> per image list of (score, box [ymin, xmin, ymax, xmax] normalised)."""
+    results = []
+    for start in range(0, len(inputs), batch_size):
+        boxes, logits = model(inputs[start:start + batch_size], training=False)
+        nms_boxes, scores, _, counts = postprocess(boxes, logits, anchors)
+        for b, s, n in zip(nms_boxes, scores, counts):
+            results.append([(float(s[i]), tuple(float(v) for v in b[i])) for i in range(int(n))])
+    return results
+
+
+def validate(model, examples, inputs, anchors, cfg: TrainConfig, label: str) -> dict:
+    """AP@0.5 over positives and negatives together (detections on negatives are false positives),
+    and the deployed threshold: the lowest with <= max_false_alert_rate of negatives alerting."""
+    detections = predict(model, inputs, anchors)
+    gt, preds = {}, {}
+    for i, (example, dets) in enumerate(zip(examples, detections)):
+        gt[str(i)] = [metrics.GtBox(label, (b[1], b[0], b[3], b[2])) for b in example.boxes]  # xyxy
+        preds[str(i)] = [metrics.PredBox(label, s, (b[1], b[0], b[3], b[2])) for s, b in dets]
+    ap = metrics.voc_ap(gt, preds)[label]
+    negatives = [k for k, v in gt.items() if not v]
+    point = metrics.choose_threshold(gt, preds, negatives, cfg.eval.max_false_alert_rate,
+                                     min_threshold=cfg.eval.min_threshold) if negatives else None
+    return {"val_ap50": float(ap), **({f"val_{k}": v for k, v in asdict(point).items()} if point else {})}
+
+
+def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, global_batch: int):
+    """A tf.function running one distributed step; returns the mean loss parts."""
+    trainable = model.trainable_variables
+
+    def step_fn(images, cls_targets, reg_targets):
+        with tf.GradientTape() as tape:
+            boxes, logits = model(images, training=True)
+            losses = multibox_loss(boxes, logits, reg_targets, cls_targets, loss_cfg)
+            scaled = losses["loss"] / strategy.num_replicas_in_sync
+        grads = tape.gradient(scaled, trainable)
+        optimizer.apply_gradients(zip(grads, trainable))
+        return losses
+
+    @tf.function
+    def train_step(batch):
+        per_replica = strategy.run(step_fn, args=batch)
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+
+    return train_step
+
+
+def load_data(cfg: TrainConfig, limit: int | None):
+    """Decoded training and validation examples, night backgrounds and raccoon crops."""
+    shared = cfg.data.shared_data_path()
+    plan = make_plan(shared, cfg.data.val_positives, cfg.data.val_negatives)
+    train_entries, val_entries = plan.train, plan.val
+    if limit:  # tiny runs (tests): a few positives and negatives of each
+        train_entries = [e for e in train_entries if not e.is_negative][:limit] + [e for e in train_entries if e.is_negative][:limit]
+        val_entries = [e for e in val_entries if not e.is_negative][:limit] + [e for e in val_entries if e.is_negative][:limit]
+    label_ids = {cfg.data.label: 1}
+    train_examples = data_lib.examples_from_entries(train_entries, label_ids)
+    val_examples = data_lib.examples_from_entries(val_entries, label_ids)
+    night_dir = (shared / "night" / "negatives").resolve()
+    night = [ex for ex, e in zip(train_examples, train_entries) if e.path.resolve().parent == night_dir]
+    crops = data_lib.load_crops(shared / "night" / "positives_crops")
+    if limit:
+        crops = crops[:limit]
+    log.info("data_loaded", train=len(train_examples), val=len(val_examples), night_backgrounds=len(night), crops=len(crops))
+    return train_examples, val_examples, night, crops
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Fine-tune the raccoon SSD", add_help=add_help)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training YAML")
+    parser.add_argument("--work-dir", type=Path, default=Path("train/work"), help="checkpoints, logs, weights")
+    parser.add_argument("--steps", type=int, default=None, help="override optim.steps")
+    parser.add_argument("--batch-size", type=int, default=None, help="override optim.batch_size")
+    parser.add_argument("--eval-every", type=int, default=None, help="override eval.every_steps")
+    parser.add_argument("--limit", type=int, default=None, help="use only N positives + N negatives (smoke tests)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in work-dir")
+    parser.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")
+    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0 = TF default)")
+    parser.add_argument("--validate-config", action="store_true", help="check the YAML and exit")
+
+
+def _apply_overrides(cfg: TrainConfig, args) -> TrainConfig:
+    optim = cfg.optim.model_copy(update={k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size}.items() if v})
+    if optim.warmup_steps > optim.steps:
+        optim = optim.model_copy(update={"warmup_steps": max(optim.steps // 10, 0)})
+    ev = cfg.eval.model_copy(update={"every_steps": args.eval_every} if args.eval_every else {})
+    return cfg.model_copy(update={"optim": optim, "eval": ev})
+
+
+def _setup(cfg: TrainConfig, args, strategy):
+    """Model, optimizer, checkpoint manager (restored with --resume) inside the strategy scope."""
+    with strategy.scope():
+        model = build_model(cfg)
+        schedule = WarmupCosine(cfg.optim.learning_rate, cfg.optim.warmup_steps, cfg.optim.steps,
+                                cfg.optim.final_lr_fraction)
+        optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.optim.clipnorm)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(ckpt, str(args.work_dir / "checkpoints"), max_to_keep=3)
+    if args.resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint)
+        log.info("resumed", checkpoint=manager.latest_checkpoint, step=int(step))
+    return model, optimizer, step, manager, schedule
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = _apply_overrides(load_config(args.config), args)
+    if args.validate_config:
+        print(cfg.model_dump_json(indent=2))
+        return 0
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    keras.utils.set_random_seed(cfg.seed)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    strategy = make_strategy(args.strategy)
+    anchors = generate_anchors()
+    train_examples, val_examples, night, crops = load_data(cfg, args.limit)
+    val_inputs = data_lib.eval_inputs(val_examples)
+    model, optimizer, step, manager, schedule = _setup(cfg, args, strategy)
+    state_path = args.work_dir / "training_result.json"
+    state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else {"history": []}
+    aug_cfg = AugmentConfig(**cfg.augment.model_dump())
+    mix = data_lib.MixConfig(**cfg.mix.model_dump())
+    generator = lambda: data_lib.training_examples(train_examples, night, crops, aug_cfg, mix, cfg.seed + int(step))
+    dataset = data_lib.make_train_dataset(generator, TargetAssigner(anchors), cfg.optim.batch_size)
+    batches = iter(strategy.experimental_distribute_dataset(dataset))
+    train_step = make_train_step(model, optimizer, strategy, LossConfig(**cfg.loss.model_dump()), cfg.optim.batch_size)
+    writer = tf.summary.create_file_writer(str(args.work_dir / "tensorboard"))
+    if "best" not in state:  # the COCO-initialised model is the first candidate
+        _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    first_step = int(step)
+    with tqdm(total=cfg.optim.steps, initial=first_step, desc="train", unit="step") as bar:
+        while int(step) < cfg.optim.steps:
+            losses = train_step(next(batches))
+            step.assign_add(1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
+            if int(step) % 10 == 0:
+                with writer.as_default(step=int(step)):
+                    for name, value in losses.items():
+                        tf.summary.scalar(f"loss/{name}", value)
+                    tf.summary.scalar("learning_rate", schedule(step))
+            if int(step) % cfg.eval.every_steps == 0 or int(step) == cfg.optim.steps:
+                manager.save(checkpoint_number=int(step))
+                _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)
+    elapsed = time.monotonic() - started
+    state["seconds_per_step"] = elapsed / max(int(step) - first_step, 1)
+    state["config"] = cfg.model_dump()
+    state_path.write_text(json.dumps(state, indent=2))
+    log.info("training_done", best=state["best"], seconds_per_step=round(state["seconds_per_step"], 3))
+    return 0
+
+
+def _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, step, writer) -> None:
+    """Validate; keep the weights if val AP@0.5 (negatives' detections count as false positives) improved."""
+    result = {"step": step, **validate(model, val_examples, val_inputs, anchors, cfg, cfg.data.label)}
+    state["history"].append(result)
+    with writer.as_default(step=step):
+        tf.summary.scalar("val/ap50", result["val_ap50"])
+        if "val_threshold" in result:
+            tf.summary.scalar("val/recall_at_threshold", result["val_recall"])
+            tf.summary.scalar("val/false_alert_rate", result["val_false_alert_rate"])
+    best = state.get("best")
+    if best is None or result["val_ap50"] > best["val_ap50"]:
+        state["best"] = result
+        model.save_weights(str(args.work_dir / "best.weights.h5"))
+    (args.work_dir / "training_result.json").write_text(json.dumps(state, indent=2))
+    log.info("validated", **result)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(get_args_parser().parse_args()))
