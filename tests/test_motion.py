@@ -1,0 +1,214 @@
+"""Motion gating: the detector on synthetic scenes, the decision table, the gate, the crop helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raccoon_watch.config import MotionConfig
+from raccoon_watch.motion import (
+    Crop,
+    GateState,
+    MotionDetector,
+    MotionGate,
+    Reason,
+    boxes_from_crop,
+    crop_for_model,
+    decide,
+)
+from raccoon_watch.types import Detection, Frame
+
+SIZE = (1920, 1080)  # (width, height): the 1080p case is the one that matters for cost
+
+
+def scene(size: tuple[int, int] = SIZE, level: int = 90) -> np.ndarray:
+    """A still two-tone scene (BGR uint8)."""
+    width, height = size
+    image = np.full((height, width, 3), level, np.uint8)
+    image[:, : width // 2] = level - 30
+    return image
+
+
+def noisy(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.normal(0.0, sigma, image.shape).astype(np.int16)
+    return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def with_square(image: np.ndarray, box_px: tuple[int, int, int, int], value: int = 220) -> np.ndarray:
+    xmin, ymin, xmax, ymax = box_px
+    out = image.copy()
+    out[ymin:ymax, xmin:xmax] = value
+    return out
+
+
+# --- MotionDetector ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma", [0.0, 4.0, 12.0], ids=["clean", "day-noise", "night-noise"])
+def test_still_scene_has_no_motion(sigma: float) -> None:
+    rng = np.random.default_rng(1)
+    detector = MotionDetector(threshold=25, min_area=0.002)
+    base = scene() if sigma < 10 else scene(level=40)  # the night scene is dark and noisy
+    results = [detector.update(noisy(base, sigma, rng)) for _ in range(12)]
+    assert not any(m.moving for m in results)
+
+
+def test_first_frame_only_seeds_the_background() -> None:
+    detector = MotionDetector()
+    assert not detector.update(with_square(scene(), (0, 0, 900, 900))).moving
+
+
+def test_object_appearing_is_motion_with_its_region() -> None:
+    detector = MotionDetector(threshold=25, min_area=0.002)
+    base = scene()
+    for _ in range(3):
+        detector.update(base)
+    box_px = (1000, 500, 1200, 700)  # 200x200 px: about 2 % of the frame
+    motion = detector.update(with_square(base, box_px))
+    assert motion.moving
+    assert 0.01 < motion.area < 0.04
+    assert motion.region is not None
+    xmin, ymin, xmax, ymax = motion.region  # normalised xyxy of the full frame
+    assert xmin == pytest.approx(1000 / 1920, abs=0.02) and xmax == pytest.approx(1200 / 1920, abs=0.02)
+    assert ymin == pytest.approx(500 / 1080, abs=0.03) and ymax == pytest.approx(700 / 1080, abs=0.03)
+
+
+def test_change_below_min_area_is_not_motion() -> None:
+    detector = MotionDetector(threshold=25, min_area=0.05)
+    base = scene()
+    detector.update(base)
+    motion = detector.update(with_square(base, (1000, 500, 1200, 700)))
+    assert motion.area > 0 and not motion.moving
+
+
+def test_object_that_stays_still_fades_into_the_background() -> None:
+    detector = MotionDetector(threshold=25, min_area=0.002)
+    base = scene()
+    detector.update(base)
+    still = with_square(base, (1000, 500, 1200, 700))
+    moving = [detector.update(still).moving for _ in range(40)]
+    assert moving[0] and not moving[-1]  # the reason the gate has recheck_s
+
+
+def test_resolution_change_reseeds_instead_of_reporting_motion() -> None:
+    detector = MotionDetector()
+    detector.update(scene((1280, 720)))
+    assert not detector.update(scene((1920, 1080), level=200)).moving
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 0}, {"min_area": 1.5}, {"width": 8}])
+def test_bad_parameters_are_errors(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        MotionDetector(**kwargs)
+
+
+# --- decide: the table -------------------------------------------------------------------------------
+
+HOLD, RECHECK = 3.0, 2.0
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "moving", "event", "reason", "last_run"),
+    [
+        (GateState(), 10.0, False, False, Reason.FIRST, 10.0),
+        (GateState(), 10.0, True, False, Reason.MOTION, 10.0),
+        (GateState(None, 9.0), 10.0, True, False, Reason.MOTION, 10.0),
+        (GateState(8.0, 9.5), 10.0, False, False, Reason.HOLD, 10.0),  # 2 s after motion
+        (GateState(7.0, 9.5), 10.0, False, False, Reason.HOLD, 10.0),  # exactly hold_s
+        (GateState(6.0, 9.5), 10.0, False, False, Reason.SKIP, 9.5),  # hold over, recheck not due
+        (GateState(1.0, 8.0), 10.0, False, False, Reason.RECHECK, 10.0),  # recheck_s since last run
+        (GateState(None, 8.5), 10.0, False, False, Reason.SKIP, 8.5),
+        (GateState(None, 8.5), 10.0, False, True, Reason.EVENT, 10.0),  # event open: always run
+        (GateState(1.0, 9.9), 10.0, True, True, Reason.MOTION, 10.0),
+    ],
+)
+def test_decide_table(state: GateState, now: float, moving: bool, event: bool, reason: Reason,
+                      last_run: float | None) -> None:
+    new, got = decide(state, now, moving, HOLD, RECHECK, event_active=event)
+    assert got is reason
+    assert new.last_run == last_run
+    assert new.last_motion == (now if moving else state.last_motion)
+
+
+def test_recheck_zero_never_rechecks() -> None:
+    state, reason = decide(GateState(None, 0.0), 1000.0, False, HOLD, 0.0)
+    assert reason is Reason.SKIP and state.last_run == 0.0
+
+
+# --- MotionGate over a frame sequence ----------------------------------------------------------------
+
+
+def frames(images: list[np.ndarray], fps: float = 5.0) -> list[Frame]:
+    return [Frame("cam", i, 1000.0 + i / fps, 100.0 + i / fps, img) for i, img in enumerate(images)]
+
+
+def run_gate(gate: MotionGate, seq: list[Frame]) -> list[bool]:
+    return [gate(f) for f in seq]
+
+
+def test_gate_stays_closed_on_a_still_scene_except_first_and_rechecks() -> None:
+    rng = np.random.default_rng(2)
+    gate = MotionGate(MotionConfig(recheck_s=2.0, hold_s=1.0))
+    seq = frames([noisy(scene(), 4.0, rng) for _ in range(26)])  # 5 s at 5 fps
+    passed = run_gate(gate, seq)
+    # frame 0 (first), then one recheck every 2 s: frames 10 and 20
+    assert [i for i, p in enumerate(passed) if p] == [0, 10, 20]
+    assert gate.stats.by_reason == {"first": 1, "recheck": 2, "skip": 23}
+
+
+def test_gate_opens_on_motion_and_holds() -> None:
+    base = scene()
+    images = [base] * 5 + [with_square(base, (600 + 40 * i, 400, 800 + 40 * i, 600)) for i in range(5)] + [
+        with_square(base, (800, 400, 1000, 600))] * 30
+    gate = MotionGate(MotionConfig(recheck_s=0.0, hold_s=1.0))  # rechecks off: see motion + hold only
+    passed = run_gate(gate, frames(images))
+    assert passed[0]  # first
+    assert not any(passed[1:5])  # still
+    assert all(passed[5:10])  # the square moves
+    assert not passed[-1]  # it stopped, faded into the background, hold over
+    assert gate.stats.by_reason["motion"] >= 5 and gate.stats.by_reason["hold"] >= 1
+
+
+def test_gate_passes_everything_while_an_event_is_open() -> None:
+    gate = MotionGate(MotionConfig(recheck_s=60.0, hold_s=0.0), event_active=lambda: True)
+    assert all(run_gate(gate, frames([scene()] * 10)))
+
+
+def test_disabled_gate_passes_every_frame() -> None:
+    gate = MotionGate(MotionConfig(enabled=False))
+    assert all(run_gate(gate, frames([scene()] * 5)))
+    assert gate.snapshot()["by_reason"] == {"disabled": 5}
+
+
+# --- crops -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("region", "expected"),
+    [
+        # a small far raccoon in 1080p: grown to the 300 px model input, centred on the region
+        ((0.50, 0.50, 0.52, 0.53), Crop(829, 406, 1129, 706)),  # centre (979.2, 556.2) px
+        # near the top-left corner: shifted inside the frame
+        ((0.0, 0.0, 0.02, 0.02), Crop(0, 0, 300, 300)),
+        # larger than the frame's short side: capped at 1080 and shifted inside
+        ((0.1, 0.0, 0.9, 1.0), Crop(420, 0, 1500, 1080)),
+    ],
+)
+def test_crop_for_model(region: tuple[float, float, float, float], expected: Crop) -> None:
+    crop = crop_for_model(region, 1920, 1080, min_side=300)
+    assert crop == expected
+    assert crop.x1 - crop.x0 == crop.y1 - crop.y0
+    assert 0 <= crop.x0 and crop.x1 <= 1920 and 0 <= crop.y0 and crop.y1 <= 1080
+
+
+def test_boxes_from_crop_maps_back_to_the_full_frame() -> None:
+    crop = Crop(900, 400, 1200, 700)
+    det = Detection("raccoon", 0.9, (0.0, 0.5, 1.0, 1.0))  # normalised to the crop, xyxy
+    (mapped,) = boxes_from_crop([det], crop, 1920, 1080)
+    assert mapped.box == pytest.approx((900 / 1920, 550 / 1080, 1200 / 1920, 700 / 1080))
+    assert (mapped.label, mapped.score) == ("raccoon", 0.9)
+
+
+def test_crop_rejects_a_non_normalised_region() -> None:
+    with pytest.raises(ValueError):
+        crop_for_model((10, 10, 20, 20), 1920, 1080)
