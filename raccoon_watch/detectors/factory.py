@@ -155,6 +155,10 @@ def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
     """Build the backend for ``model_dir`` (default: cfg.model, else resolve_default_model())."""
     files = find_model(model_dir or cfg.model or resolve_default_model())
     backend = choose_backend(cfg.backend, files)
+    if backend == "tflite" and files.tflite is not None:  # "not a model" before "no label map"
+        from raccoon_watch.detectors.tflite import read_model
+
+        read_model(files.tflite)
     labels = _labels_for(files, cfg.labelmap)
     if backend == "tensorflow":
         from raccoon_watch.detectors.tensorflow import TensorFlowDetector

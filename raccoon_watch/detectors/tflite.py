@@ -55,7 +55,7 @@ class TFLiteDetector:
         self.min_score = min_score
         self.threshold = threshold
         self._resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self._content = _read_model(self.model_path)
+        self._content = read_model(self.model_path)
         self._local = threading.local()
         self._all: list[Interpreter] = []
         self._lock = threading.Lock()
@@ -128,7 +128,8 @@ class TFLiteDetector:
         self._local = threading.local()
 
 
-def _read_model(path: Path) -> bytes:
+def read_model(path: Path) -> bytes:
+    """The model file's bytes; ModelError when it is missing or not a TFLite FlatBuffer."""
     if not path.exists():
         raise ModelError(f"{path}: model file not found")
     if not path.is_file():

@@ -1,0 +1,233 @@
+"""``raccoon-watch detect``: one-shot detection on images, video files or camera sources.
+
+    raccoon-watch detect [--model PATH] [--backend auto|tflite|tensorflow] [--threshold T]
+                         [--labels a,b] [--json] [--out OUT] [--threads N] [--max-frames N] INPUT...
+
+Images, ``--json``: exactly one JSON object per input, one per line, in input order (stable format,
+the evaluation tooling reads it)::
+
+    {"image": PATH, "width": W, "height": H,
+     "detections": [{"label": "raccoon", "score": 0.93, "box": [xmin, ymin, xmax, ymax]}]}
+
+``image`` is the path as given; ``box`` is in integer pixels of the ORIGINAL image (not the model
+input), 0 <= xmin <= xmax <= W, 0 <= ymin <= ymax <= H; ``score`` is rounded to 4 decimals; detections
+are sorted by score, best first, and only those with score >= threshold (and a wanted label, with
+``--labels``) are listed. An input that is missing or not an image gives ``{"image": PATH, "error":
+"..."}`` instead (no ``detections`` key), a message on stderr, and exit status 1 at the end; the
+other inputs are still processed. Without ``--json`` a human-readable line per image.
+
+Videos and camera sources (a video file, ``0``, ``/dev/video0``, ``rtsp://...``): every frame is
+detected; with ``--out annotated.mp4`` the frames are written with boxes and scores drawn (mp4v, the
+source's fps and size). One summary line per source (a JSON object with ``--json``: ``video``,
+``frames``, ``fps``, ``width``, ``height``, ``frames_with_detections``, ``max_score``, ``labels``,
+``out``). ``--max-frames`` bounds a live source (default: until it ends or Ctrl-C).
+
+``--out DIR`` (no video suffix): annotated images go to DIR/<stem>.jpg, videos to DIR/<stem>.mp4.
+The default threshold is the model card's deployed threshold, else 0.5. Exit status: 0 ok, 1 some
+input failed, 2 the model could not be loaded or the arguments are wrong. Logs go to stderr so stdout stays parseable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import structlog
+
+from raccoon_watch.config import DetectorConfig
+from raccoon_watch.detectors import DEFAULT_MIN_SCORE, Detector, ModelError, create_detector
+from raccoon_watch.snapshot import draw_detections
+from raccoon_watch.types import Detection, box_to_pixels
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".mjpeg", ".h264", ".ts"}
+DEFAULT_THRESHOLD = 0.5
+FALLBACK_FPS = 15.0  # when a source does not report its frame rate
+OPEN_TIMEOUT_MS = 5000
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_MODEL, EXIT_USAGE = 0, 1, 2, 2
+NOT_AN_IMAGE = "not an image (OpenCV cannot decode it)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, video files or camera sources")
+    parser.add_argument("--model", type=Path, help="model directory or file (default: the bundled raccoon model)")
+    parser.add_argument("--backend", choices=("auto", "tflite", "tensorflow"), default="auto")
+    parser.add_argument("--threshold", type=float, help="minimum score (default: the model card's, else 0.5)")
+    parser.add_argument("--labels", help="comma-separated labels to report (default: all)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    parser.add_argument("--out", type=Path, help="annotated video file (.mp4) or directory for annotated images")
+    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    parser.add_argument("--max-frames", type=int, help="stop a video/camera source after this many frames")
+
+
+def main(args: argparse.Namespace) -> int:
+    if not structlog.is_configured():  # the CLI configures logging; standalone, keep stdout clean
+        structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))  # sys.stderr at call time
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print(f"detect: --threshold must be in 0..1, got {args.threshold}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out is not None and args.out.suffix.lower() in VIDEO_SUFFIXES:
+        videos = [s for s in args.inputs if _kind(s) == "video"]
+        if len(videos) != 1 or len(args.inputs) != 1:
+            print(f"detect: --out {args.out} is one video file, for exactly one video or camera input; "
+                  "pass a directory for several inputs or images", file=sys.stderr)
+            return EXIT_USAGE
+    min_score = DEFAULT_MIN_SCORE if args.threshold is None else min(args.threshold, DEFAULT_MIN_SCORE)
+    try:
+        cfg = DetectorConfig(model=args.model, backend=args.backend, num_threads=max(1, args.threads))
+        detector = create_detector(cfg, min_score=min_score)
+    except ModelError as exc:
+        print(f"detect: cannot load the model: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    threshold = args.threshold if args.threshold is not None else (detector.threshold or DEFAULT_THRESHOLD)
+    wanted = {s.strip() for s in args.labels.split(",") if s.strip()} if args.labels else None
+
+    def keep(dets: list[Detection]) -> list[Detection]:
+        return [d for d in dets if d.score >= threshold and (wanted is None or d.label in wanted)]
+
+    failed = 0
+    try:
+        for source in args.inputs:
+            if _kind(source) == "image":
+                record = _image(detector, source, keep, args.out)
+                if record.get("error") == NOT_AN_IMAGE and Path(source).suffix.lower() not in IMAGE_SUFFIXES:
+                    record = _video(detector, source, keep, args.out, args.max_frames)  # a clip with an odd name?
+                    if "error" in record:
+                        record = {"image": source, "error": "neither an image nor a video"}
+            else:
+                record = _video(detector, source, keep, args.out, args.max_frames)
+            failed += "error" in record
+            _report(record, args.json)
+    finally:
+        detector.close()
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+def _kind(source: str) -> str:
+    """'image' or 'video' (files by suffix; digits, devices and URLs are camera sources)."""
+    suffix = Path(source).suffix.lower()
+    if suffix in VIDEO_SUFFIXES or source.isdigit() or "://" in source or source.startswith("/dev/video"):
+        return "video"
+    return "image"
+
+
+def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
+    """{"label", "score" (4 decimals), "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
+    return {"label": det.label, "score": round(det.score, 4), "box": list(box_to_pixels(det.box, width, height))}
+
+
+def _image(detector: Detector, source: str, keep, out: Path | None) -> dict[str, Any]:
+    path = Path(source)
+    if not path.is_file():
+        return {"image": source, "error": "no such file" if not path.exists() else "not a file"}
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        return {"image": source, "error": NOT_AN_IMAGE}
+    height, width = image.shape[:2]
+    dets = keep(detector.detect([image])[0])
+    record = {"image": source, "width": width, "height": height,
+              "detections": [detection_json(d, width, height) for d in dets]}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"{path.stem}.jpg"
+        if not cv2.imwrite(str(target), draw_detections(image, dets)):
+            return {"image": source, "error": f"cannot write {target}"}
+    return record
+
+
+def _open(source: str) -> cv2.VideoCapture:
+    target: int | str = int(source) if source.isdigit() else source
+    return cv2.VideoCapture(target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                                                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS])
+
+
+def _video(detector: Detector, source: str, keep, out: Path | None, max_frames: int | None) -> dict[str, Any]:
+    if "://" not in source and not source.isdigit() and not Path(source).exists():
+        return {"video": source, "error": "no such file"}
+    cap = _open(source)
+    if not cap.isOpened():
+        return {"video": source, "error": "cannot open as a video or camera source"}
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if math.isfinite(fps) and 0 < fps <= 240 else FALLBACK_FPS
+    target = None if out is None else out if out.suffix.lower() in VIDEO_SUFFIXES else out / f"{Path(source).stem or 'camera'}.mp4"
+    writer: cv2.VideoWriter | None = None
+    frames, with_dets, max_score, labels = 0, 0, 0.0, Counter()
+    width = height = 0
+    started = time.monotonic()
+    try:
+        while max_frames is None or frames < max_frames:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            height, width = frame.shape[:2]
+            dets = keep(detector.detect([frame])[0])
+            frames += 1
+            with_dets += bool(dets)
+            max_score = max([max_score] + [d.score for d in dets])
+            labels.update(d.label for d in dets)
+            if target is not None:
+                writer = writer or _writer(target, fps, width, height)
+                writer.write(draw_detections(frame, dets))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        return {"video": source, "error": str(exc)}
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if frames == 0:
+        return {"video": source, "error": "no frame could be read"}
+    return {"video": source, "frames": frames, "fps": round(fps, 3), "width": width, "height": height,
+            "frames_with_detections": with_dets, "max_score": round(max_score, 4), "labels": dict(labels),
+            "out": None if target is None else str(target),
+            "ms_per_frame": round((time.monotonic() - started) * 1000 / frames, 1)}
+
+
+def _writer(target: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"cannot write video {target}")
+    return writer
+
+
+def _report(record: dict[str, Any], as_json: bool) -> None:
+    if "error" in record:
+        name = record.get("image", record.get("video"))
+        print(f"detect: {name}: {record['error']}", file=sys.stderr)
+        if as_json:
+            print(json.dumps(record), flush=True)
+        return
+    if as_json:
+        print(json.dumps(record), flush=True)
+    elif "image" in record:
+        found = ", ".join(f"{d['label']} {d['score']:.2f} {d['box']}" for d in record["detections"])
+        print(f"{record['image']} ({record['width']}x{record['height']}): {found or 'nothing detected'}", flush=True)
+    else:
+        top = ", ".join(f"{k} x{v}" for k, v in record["labels"].items()) or "nothing detected"
+        print(f"{record['video']}: {record['frames']} frames at {record['fps']} fps, {record['frames_with_detections']} "
+              f"with detections ({top}; best {record['max_score']:.2f}), {record['ms_per_frame']} ms/frame"
+              + (f", wrote {record['out']}" if record["out"] else ""), flush=True)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raccoon-watch detect", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    return main(get_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(run())
