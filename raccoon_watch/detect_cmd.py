@@ -24,7 +24,8 @@ source's fps and size). One summary line per source (a JSON object with ``--json
 
 ``--out DIR`` (no video suffix): annotated images go to DIR/<stem>.jpg, videos to DIR/<stem>.mp4.
 The default threshold is the model card's deployed threshold, else 0.5. Exit status: 0 ok, 1 some
-input failed, 2 the model could not be loaded or the arguments are wrong. Logs go to stderr so stdout stays parseable.
+input failed, 2 bad arguments, 3 the model is missing or not a model (as the other commands). Logs
+go to stderr so stdout stays parseable.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpe
 DEFAULT_THRESHOLD = 0.5
 FALLBACK_FPS = 15.0  # when a source does not report its frame rate
 OPEN_TIMEOUT_MS = 5000
-EXIT_OK, EXIT_INPUT_FAILED, EXIT_MODEL, EXIT_USAGE = 0, 1, 2, 2
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3  # as raccoon_watch.cli
 NOT_AN_IMAGE = "not an image (OpenCV cannot decode it)"
 
 

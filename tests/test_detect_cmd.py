@@ -85,10 +85,10 @@ def test_bad_inputs_are_reported_and_the_rest_processed(capsys: pytest.CaptureFi
     assert f"{fake}: not an image" in captured.err and "gone.png: no such file" in captured.err
 
 
-def test_bad_model_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path, photos: list[str]) -> None:
+def test_bad_model_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path, photos: list[str]) -> None:
     bad = tmp_path / "model.tflite"
     bad.write_text("nope")
-    assert detect_cmd.run(["--model", str(bad), photos[0]]) == 2
+    assert detect_cmd.run(["--model", str(bad), photos[0]]) == 3
     assert f"{bad}: not a TFLite model" in capsys.readouterr().err
 
 
