@@ -48,7 +48,12 @@ os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_CAPTURE_OPTIONS)
 
 DEFAULT_FILE_FPS = 15.0  # when a file does not say its frame rate
 MAX_BAD_FRAMES_IN_A_ROW = 30  # then the stream is treated as failed and reopened
-MAX_PACING_LAG_S = 1.0  # a paced file this far behind schedule restarts its schedule (no burst)
+MAX_PACING_LAG_S = 1.0
+# Measured (OpenCV 5.0 wheel, FFmpeg RTSP over TCP, SIGSTOP-hung server): one grab() blocks for
+# 3 x CAP_PROP_READ_TIMEOUT_MSEC before it fails (the read is retried after each interrupt). So an
+# RTSP source gets a third of the configured read timeout, and a hung server fails a read after
+# about ``read_timeout_s`` in total.
+FFMPEG_RTSP_READ_TRIES = 3  # a paced file this far behind schedule restarts its schedule (no burst)
 
 State = Literal["connecting", "up", "down", "stopped"]
 
@@ -93,12 +98,14 @@ def classify_source(source: str) -> SourceKind:
 def open_source(source: str, open_timeout_s: float, read_timeout_s: float) -> cv2.VideoCapture:
     """Open ``source`` and return an opened ``cv2.VideoCapture``; raise ``SourceOpenError`` if not.
 
-    The timeouts go in through ``params`` so they bound the open itself, not only later reads.
+    open_timeout_s bounds the open; read_timeout_s bounds how long one ``grab()`` may block on a
+    silent source. Both go in through ``params`` so they apply to the open itself.
     """
     kind = classify_source(source)
+    per_read_s = read_timeout_s / FFMPEG_RTSP_READ_TRIES if kind is SourceKind.RTSP else read_timeout_s
     params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(per_read_s * 1000)),
     ]  # fmt: skip
     if kind is SourceKind.DEVICE:
         cap = _open_device(source.strip(), params)
@@ -170,7 +177,8 @@ class CameraStats:
     because the queue was full (the evicted frame may be another camera's; per-camera victims
     are in ``FrameQueue.dropped_by_camera()``); frames_bad: decoded frames that were empty,
     corrupt or of the wrong dtype/shape; reconnects: times the source came back after being down;
-    open_failures: failed opens; last_frame_mono: monotonic time of the last good frame grabbed
+    open_failures: failed opens; last_open_s: seconds the last successful open took;
+    last_frame_mono: monotonic time of the last good frame grabbed
     (0 before any); width/height/fps: of the open source (0 when unknown).
     """
 
@@ -184,6 +192,7 @@ class CameraStats:
     frames_bad: int = 0
     reconnects: int = 0
     open_failures: int = 0
+    last_open_s: float = 0.0
     last_frame_mono: float = 0.0
     width: int = 0
     height: int = 0
@@ -298,6 +307,7 @@ class CaptureThread(threading.Thread):
         self.stats.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.stats.state = "up"
         self.stats.last_error = ""
+        self.stats.last_open_s = open_s
         self._sampler.reset()
         self._log.info(
             "camera_connected",
