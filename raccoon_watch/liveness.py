@@ -1,0 +1,178 @@
+"""Is the pipeline alive? The one decision behind ``WATCHDOG=1`` and ``/healthz``.
+
+A main loop that still turns proves nothing: the watchdog ping must stop when the stages that do
+the work stop. ``pipeline_alive`` is pure (a snapshot and a clock in, a verdict out) and tested as a
+table; ``snapshot_app`` is the one place that reads the live App into a snapshot.
+
+Alive means, at monotonic time ``now``:
+- every detector worker thread is running and either
+  - still loading its model (for at most ``limits.model_load_s`` since it started), or
+  - inside ``detect()`` for at most ``limits.detect_s``, or
+  - idle with a heartbeat (one per loop turn, every 0.25 s) fresher than ``limits.heartbeat_s``;
+- the event router thread is running with a fresh heartbeat;
+- every capture thread is running, and its loop makes progress within that camera's own grace
+  (``CaptureBeat.grace_s``, derived from its open/read timeouts and reconnect back-off). A camera
+  that is down and retrying is alive: it is doing its job. A thread that died, or that sits in
+  state "up" with no frame for longer than its grace (a read that never returns), is not.
+
+Times are ``time.monotonic()`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+OK = "ok"
+CAMERA_UP = "up"
+CAPTURE_GRACE_MARGIN_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessLimits:
+    heartbeat_s: float = 10.0  # idle worker / router loop turn older than this: wedged
+    detect_s: float = 30.0  # one detect() call longer than this: wedged
+    model_load_s: float = 300.0  # a worker may take this long to load its model
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBeat:
+    name: str
+    alive: bool  # thread.is_alive()
+    started: float  # when the worker thread was created (its first heartbeat)
+    loaded: bool  # its detector exists (model loaded)
+    heartbeat: float  # last loop turn
+    busy_since: float | None  # start of the current detect() call, None when idle
+
+
+@dataclass(frozen=True, slots=True)
+class RouterBeat:
+    alive: bool
+    heartbeat: float
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureBeat:
+    name: str
+    alive: bool
+    state: str  # CaptureThread.stats.state: "up", "down", "connecting", ...
+    progress: float | None  # last sign of loop progress (a loop heartbeat, else the last frame)
+    grace_s: float  # how long this camera's loop may legitimately go without progress
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSnapshot:
+    workers: tuple[WorkerBeat, ...]
+    router: RouterBeat | None
+    cameras: tuple[CaptureBeat, ...]
+
+
+def pipeline_alive(snap: PipelineSnapshot, now: float, limits: LivenessLimits = LivenessLimits()) -> tuple[bool, str]:
+    """(True, "ok") if every stage makes progress, else (False, reason naming the first stuck stage)."""
+    ok, reason = detector_alive(snap, now, limits)
+    if not ok:
+        return False, reason
+    if snap.router is None or not snap.router.alive:
+        return False, "event router thread is not running"
+    if now - snap.router.heartbeat > limits.heartbeat_s:
+        return False, f"event router silent for {now - snap.router.heartbeat:.0f}s"
+    for cam in snap.cameras:
+        reason = _capture_problem(cam, now)
+        if reason:
+            return False, reason
+    return True, OK
+
+
+def detector_alive(snap: PipelineSnapshot, now: float, limits: LivenessLimits = LivenessLimits()) -> tuple[bool, str]:
+    """The detector-worker part of ``pipeline_alive`` alone (for /healthz)."""
+    if not snap.workers:
+        return False, "no detector workers"
+    for w in snap.workers:
+        reason = _worker_problem(w, now, limits)
+        if reason:
+            return False, reason
+    return True, OK
+
+
+def _worker_problem(w: WorkerBeat, now: float, limits: LivenessLimits) -> str | None:
+    if not w.alive:
+        return f"{w.name} thread is not running"
+    if not w.loaded:
+        if now - w.started > limits.model_load_s:
+            return f"{w.name} still loading its model after {now - w.started:.0f}s"
+        return None
+    if w.busy_since is not None:
+        if now - w.busy_since > limits.detect_s:
+            return f"{w.name} stuck in detect() for {now - w.busy_since:.0f}s"
+        return None
+    if now - w.heartbeat > limits.heartbeat_s:
+        return f"{w.name} silent for {now - w.heartbeat:.0f}s"
+    return None
+
+
+def _capture_problem(cam: CaptureBeat, now: float) -> str | None:
+    if not cam.alive:
+        return f"capture thread of camera {cam.name} is not running"
+    if cam.progress is not None and now - cam.progress > cam.grace_s:
+        return f"camera {cam.name} capture loop stalled for {now - cam.progress:.0f}s (state {cam.state})"
+    return None
+
+
+# --- reading the live App (the only impure part) ----------------------------------------------
+
+
+def capture_grace_s(camera_cfg: Any) -> float:
+    """Longest legitimate gap between two loop turns of one capture thread.
+
+    One turn may block in open (open_timeout_s) then in read (read_timeout_s), or wait out the
+    reconnect back-off (reconnect_max_s); add a margin for scheduling and decoding.
+    """
+    return (
+        float(camera_cfg.open_timeout_s)
+        + float(camera_cfg.read_timeout_s)
+        + float(camera_cfg.reconnect_max_s)
+        + CAPTURE_GRACE_MARGIN_S
+    )
+
+
+def snapshot_app(app: Any) -> PipelineSnapshot:
+    """Read worker/router/capture heartbeats from a running ``raccoon_watch.app.App``.
+
+    Capture progress: ``stats.heartbeat`` if the capture thread keeps one (a monotonic time touched
+    on every loop turn, back-off waits included); otherwise the last frame time, but only while the
+    camera claims to be "up" (a down camera is retrying, which is progress).
+    """
+    workers = tuple(
+        WorkerBeat(
+            name=w.name,
+            alive=w.is_alive(),
+            started=getattr(w, "started_mono", None) or app.started_mono,
+            loaded=w.detector is not None,
+            heartbeat=w.stats.heartbeat,
+            busy_since=w.stats.busy_since,
+        )
+        for w in app.workers
+    )
+    router = app.router
+    router_beat = RouterBeat(alive=router.is_alive(), heartbeat=router.heartbeat) if router is not None else None
+    cameras = []
+    for name, thread in app.cameras.items():
+        st = thread.stats
+        progress = getattr(st, "heartbeat", None)
+        if progress is None and st.state == CAMERA_UP:
+            progress = st.last_frame_mono or None
+        cameras.append(
+            CaptureBeat(
+                name=name,
+                alive=thread.is_alive(),
+                state=str(st.state),
+                progress=progress,
+                grace_s=capture_grace_s(app.cfg.cameras[name]),
+            )
+        )
+    return PipelineSnapshot(workers=workers, router=router_beat, cameras=tuple(cameras))
+
+
+def check_app(app: Any, limits: LivenessLimits = LivenessLimits(), now: float | None = None) -> tuple[bool, str]:
+    return pipeline_alive(snapshot_app(app), time.monotonic() if now is None else now, limits)

@@ -1,0 +1,143 @@
+"""Prometheus metrics in a private registry (no process-global state, one registry per App).
+
+Two sources, no double bookkeeping:
+- ``StatsCollector`` reads ``App.stats()`` at scrape time: the same plain numbers the MQTT stats
+  topic publishes (per-camera frames, reconnects, up; detector frames/errors; queue depth; events;
+  outbox deliveries per sink). Counters there are owned by the threads that count them.
+- Three things ``App.stats()`` cannot hold as plain numbers are fed by callbacks from the pipeline:
+  the inference latency histogram (``DetectorWorker(on_inference=...)``), events by
+  camera/label/kind and frames processed per camera (``EventRouter(on_event=..., on_result=...)``).
+
+Labels are camera names, detection labels, event kinds and sink names only: never a source URL,
+a host or a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+PREFIX = "raccoon_watch"
+CAMERA_UP = "up"
+# Inference latency per detect() call: 5 ms (GPU batch) .. 2.5 s (a slow CPU under load).
+INFERENCE_BUCKETS_S = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+# (stats key, metric suffix, help) for the per-camera counters in App.stats()["cameras"][name].
+_CAMERA_COUNTERS = (
+    ("frames_read", "camera_frames_read", "Frames decoded from the camera."),
+    ("frames_queued", "camera_frames_queued", "Frames handed to the detector queue."),
+    ("frames_dropped", "camera_frames_dropped", "Frames the capture thread dropped (not queued)."),
+    ("frames_bad", "camera_frames_bad", "Corrupt or unusable frames from the camera."),
+    ("reconnects", "camera_reconnects", "Times the camera was reopened after a failure."),
+)
+_DELIVERY_GAUGES = (
+    ("pending", "deliveries_pending", "Outbox deliveries waiting to be sent, per sink."),
+    ("failed", "deliveries_failed", "Outbox deliveries rejected for good, per sink."),
+    ("dropped", "deliveries_dropped", "Outbox deliveries evicted by the outbox bound, per sink."),
+)
+
+
+class StatsCollector:
+    """Turns one ``App.stats()`` dict into metric families, at scrape time."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        s = self._stats()
+        yield from _camera_families(s.get("cameras", {}))
+        det = s.get("detector", {})
+        yield _counter("detector_frames", "Frames run through the detector.", det.get("frames", 0))
+        yield _counter("detector_errors", "detect() calls that raised.", det.get("errors", 0))
+        yield _gauge("queue_depth", "Frames waiting in the frame queue.", s.get("queue_depth", 0))
+        yield _counter("queue_dropped", "Oldest frames evicted because the frame queue was full.",
+                       s.get("queue_dropped", 0))
+        yield _gauge("uptime_seconds", "Seconds since the daemon started.", s.get("uptime_s", 0))
+        yield from _delivery_families(s.get("deliveries", {}))
+
+
+def _counter(suffix: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{suffix}", doc, value=value)
+
+
+def _gauge(suffix: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{suffix}", doc, value=value)
+
+
+def _camera_families(cameras: Mapping[str, Mapping[str, Any]]) -> Iterable[Metric]:
+    for key, suffix, doc in _CAMERA_COUNTERS:
+        fam = CounterMetricFamily(f"{PREFIX}_{suffix}", doc, labels=["camera"])
+        for name, cam in cameras.items():
+            fam.add_metric([name], cam.get(key, 0) or 0)
+        yield fam
+    up = GaugeMetricFamily(f"{PREFIX}_camera_up", "1 while the camera delivers frames.", labels=["camera"])
+    age = GaugeMetricFamily(f"{PREFIX}_camera_last_frame_age_seconds", "Seconds since the last frame.",
+                            labels=["camera"])
+    enabled = GaugeMetricFamily(f"{PREFIX}_camera_detect_enabled", "1 while detection is switched on.",
+                                labels=["camera"])
+    for name, cam in cameras.items():
+        up.add_metric([name], 1.0 if cam.get("state") == CAMERA_UP else 0.0)
+        if cam.get("last_frame_age_s") is not None:
+            age.add_metric([name], cam["last_frame_age_s"])
+        enabled.add_metric([name], 1.0 if cam.get("detect_enabled") else 0.0)
+    yield from (up, age, enabled)
+
+
+def _delivery_families(deliveries: Mapping[str, Mapping[str, int]]) -> Iterable[Metric]:
+    """``deliveries``: {sink name: {"pending": n, "failed": n, "dropped": n}} from the store's outbox."""
+    for key, suffix, doc in _DELIVERY_GAUGES:
+        fam = GaugeMetricFamily(f"{PREFIX}_{suffix}", doc, labels=["sink"])
+        for sink, counts in deliveries.items():
+            fam.add_metric([sink], counts.get(key, 0))
+        yield fam
+
+
+class Metrics:
+    """The registry plus the callback-fed metrics. Callbacks are thread-safe (prometheus-client)."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self.registry = CollectorRegistry()
+        self.inference_seconds = Histogram(
+            f"{PREFIX}_inference_seconds", "Wall time of one detect() call (a batch of frames).",
+            buckets=INFERENCE_BUCKETS_S, registry=self.registry,
+        )
+        self.events = Counter(
+            f"{PREFIX}_events", "Event messages emitted (kind: new, update, end).",
+            ["camera", "label", "kind"], registry=self.registry,
+        )
+        self.frames_processed = Counter(
+            f"{PREFIX}_frames_processed", "Detector results that reached the event router, per camera.",
+            ["camera"], registry=self.registry,
+        )
+        self.registry.register(StatsCollector(stats))
+
+    # --- pipeline callbacks (called from worker / router threads) -------------------------------
+    def on_inference(self, ms: float, batch: int) -> None:
+        self.inference_seconds.observe(ms / 1000.0)
+
+    def on_event(self, event: Any) -> None:
+        kind = getattr(event.kind, "value", str(event.kind))
+        self.events.labels(event.camera, event.label, kind).inc()
+
+    def on_result(self, result: Any, _hits: Any = None) -> None:
+        self.frames_processed.labels(result.frame.camera).inc()
+
+    def render(self) -> bytes:
+        """Prometheus text exposition format 0.0.4."""
+        return generate_latest(self.registry)
+
+
+def outbox_counts(store: Any, sink_names: Iterable[str]) -> dict[str, dict[str, int]]:
+    """{sink: {"pending", "failed", "dropped"}} from ``EventStore``; {} without a store."""
+    if store is None:
+        return {}
+    return {
+        name: {
+            "pending": store.pending_count(name),
+            "failed": store.failed_count(name),
+            "dropped": store.dropped_count(name),
+        }
+        for name in sink_names
+    }
