@@ -193,11 +193,12 @@ class TFLiteModule:
         @tf.function(experimental_implements=signature)
         def postprocess_stub(box_encodings, class_predictions, anchors):  # noqa: ARG001
             # No TF equivalent; the converter replaces this call by the custom op.
+            # Outputs in the op's order: boxes, classes, scores, count.
             boxes = tf.constant(0.0, tf.float32, name="boxes")
-            scores = tf.constant(0.0, tf.float32, name="scores")
             classes = tf.constant(0.0, tf.float32, name="classes")
+            scores = tf.constant(0.0, tf.float32, name="scores")
             num = tf.constant(0.0, tf.float32, name="num_detections")
-            return boxes, scores, classes, num
+            return boxes, classes, scores, num
 
         @tf.function(input_signature=[tf.TensorSpec(
             [1, input_size, input_size, 3], tf.float32, name="normalized_input_image_tensor")])
@@ -205,9 +206,9 @@ class TFLiteModule:
             box_encodings, class_logits = call(image)  # (1, A, 4), (1, A, K + 1)
             class_predictions = tf.sigmoid(class_logits)  # background column kept: op skips it
             anchor_const = tf.constant(anchors, tf.float32, name="anchors")  # (A, 4) yc, xc, h, w
-            # The function's outputs come back in reverse order (as noted in the TF OD API).
-            num, classes, scores, boxes = postprocess_stub(
-                box_encodings, class_predictions, anchor_const)[::-1]
+            # The op's outputs map to the stub's by position (the TF OD API reverses its
+            # returned tuple only to name its SavedModel outputs; TF 2.21 keeps this order).
+            boxes, classes, scores, num = postprocess_stub(box_encodings, class_predictions, anchor_const)
             return {"detection_boxes": boxes, "detection_classes": classes,
                     "detection_scores": scores, "num_detections": num}
 
@@ -445,17 +446,19 @@ def _rename_exchange(a: Path, b: Path) -> bool:
 # ---------------------------------------------------------------- CLI
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="trained weights: tf.train.Checkpoint prefix or folder, a Keras "
-                             ".weights.h5 file, or a .tflite SSD to re-export (e.g. the stock COCO)")
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="trained weights: a `train train` work dir (its best.weights.h5 and "
+                             "training_result.json), a .weights.h5 file, a tf.train.Checkpoint "
+                             "prefix or folder, or a .tflite SSD to re-export (e.g. the stock COCO)")
     parser.add_argument("--to", required=True, type=Path, help="model folder to write, e.g. models/raccoon")
     parser.add_argument("--force", action="store_true",
                         help="replace --to even if its test AP@0.5 is higher")
     parser.add_argument("--labels", default="raccoon",
                         help="comma-separated labels in class order, or a label map file")
-    parser.add_argument("--metrics", type=Path, help="metrics JSON from `train evaluate` "
-                        "(needs test.ap50 for the promotion gate)")
-    parser.add_argument("--deployed-threshold", type=float, help="score the daemon alerts at")
+    parser.add_argument("--metrics", type=Path, help="`train evaluate` metrics JSON on the test "
+                        "split (its map50 is the AP@0.5 the promotion gate compares)")
+    parser.add_argument("--deployed-threshold", type=float, help="score the daemon alerts at "
+                        "(default: val_threshold from the work dir's training_result.json)")
     parser.add_argument("--config", type=Path, help="training YAML config to record in the card")
     parser.add_argument("--training-command", help="command that trained the checkpoint")
     parser.add_argument("--images", type=Path, nargs="+", default=[],
@@ -498,15 +501,21 @@ def _labels(spec: str) -> list[str]:
     return [label.strip() for label in spec.split(",") if label.strip()]
 
 
+BEST_WEIGHTS = "best.weights.h5"  # written by `train train` into its work dir
+TRAINING_RESULT = "training_result.json"
+
+
 def load_model(checkpoint: str | Path, num_classes: int):
-    """Build MODEL's SSD and load weights: .weights.h5, .tflite (stock COCO weights), or a
-    tf.train.Checkpoint (prefix or folder, object key ``model``)."""
+    """Build MODEL's SSD and load weights: a work dir with best.weights.h5, a .weights.h5 file,
+    a .tflite (stock COCO weights), or a tf.train.Checkpoint (prefix or folder, key ``model``)."""
     import tensorflow as tf
 
     from train.ssd.model import build_ssd
 
     model = build_ssd(num_classes)
     path = Path(checkpoint)
+    if path.is_dir() and (path / BEST_WEIGHTS).is_file():
+        path = path / BEST_WEIGHTS
     if path.name.endswith(".weights.h5"):
         model.load_weights(str(path))
     elif path.suffix == ".tflite":
@@ -530,10 +539,21 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("export: --images must name the training images (int8 calibration)")
     rng = np.random.default_rng(0)
     calibration = rng.permutation(len(image_files))[:NUM_REPRESENTATIVE]
+    result_path = Path(args.checkpoint) / TRAINING_RESULT
+    training_result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    threshold = args.deployed_threshold
+    if threshold is None:
+        threshold = (training_result.get("best") or {}).get("val_threshold")
+    metrics = {}
+    if args.metrics:
+        metrics["test"] = model_card.summarize_evaluation(json.loads(args.metrics.read_text()))
+    if training_result.get("best"):
+        metrics["validation"] = training_result["best"]
     card: dict = {
-        "metrics": json.loads(args.metrics.read_text()) if args.metrics else None,
-        "deployed_threshold": args.deployed_threshold,
-        "training": {"command": args.training_command, "config": _read_yaml(args.config)},
+        "metrics": metrics,
+        "deployed_threshold": threshold,
+        "training": {"command": args.training_command,
+                     "config": _read_yaml(args.config) or training_result.get("config")},
         "dataset_files": image_files + list(args.dataset_files),
     }
     model = load_model(args.checkpoint, len(labels))

@@ -135,5 +135,19 @@ def read_card(model_dir: str | os.PathLike[str]) -> dict:
 
 def ap50_on_test(card: dict) -> float | None:
     """The card's AP@0.5 on the test split (``metrics.test.ap50``), or None if it has none."""
-    value = (card.get("metrics") or {}).get("test", {}).get("ap50")
+    value = ((card.get("metrics") or {}).get("test") or {}).get("ap50")
     return None if value is None else float(value)
+
+
+def summarize_evaluation(result: dict) -> dict:
+    """``train evaluate``'s metrics JSON -> the card's compact form: ``ap50`` is the mean over
+    classes (``map50``), per-class values under ``ap50_per_class``; curves and per-image rows
+    stay in the evaluate output."""
+    if "ap50" in result and not isinstance(result["ap50"], dict):
+        return dict(result)  # already compact
+    keys = ("iou", "images", "positive_images", "negative_images", "objects", "threshold",
+            "at_threshold", "threshold_for_false_alert_target")
+    summary = {"ap50": result.get("map50"), "ap50_per_class": result.get("ap50")}
+    summary["coco_map"] = (result.get("coco") or {}).get("map")
+    summary.update({key: result[key] for key in keys if key in result})
+    return summary
