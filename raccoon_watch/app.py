@@ -23,6 +23,7 @@ from raccoon_watch.detectors import create_detector, resolve_default_model
 from raccoon_watch.detectors.base import Detector
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.motion import MotionGate
 from raccoon_watch.router import EventRouter
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
@@ -66,6 +67,7 @@ class App:
         self.workers: list[DetectorWorker] = []
         self.router: EventRouter | None = None
         self.cameras: dict[str, CaptureThread] = {}
+        self.gates: dict[str, MotionGate] = {}  # per camera: decoded frame -> detector or not
         self.threshold = DEFAULT_THRESHOLD
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
@@ -136,7 +138,8 @@ class App:
         for name, cam in self.cfg.cameras.items():
             if not cam.enabled:
                 continue
-            thread = CaptureThread(name, cam, self.frames, self.stop_event)
+            self.gates[name] = MotionGate(cam.motion)
+            thread = CaptureThread(name, cam, self.frames, self.stop_event, sample_hook=self.gates[name])
             thread.start()
             self.cameras[name] = thread
 
@@ -170,6 +173,7 @@ class App:
                 "reconnects": st.reconnects,
                 "last_frame_age_s": (round(time.monotonic() - st.last_frame_mono, 3) if st.last_frame_mono else None),
                 "detect_enabled": self.router.is_enabled(name) if self.router else False,
+                "motion": self.gates[name].snapshot() if name in self.gates else None,
             }
         frames = sum(w.stats.frames for w in self.workers)
         uptime = max(time.monotonic() - self.started_mono, 1e-6)
