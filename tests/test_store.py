@@ -200,3 +200,15 @@ def test_sweep_prunes_finished_outbox_rows(tmp_path: Path) -> None:
     clock[0] += 2 * 86400
     assert store.sweep()["outbox_pruned"] == 1
     assert store.pending_count("push") == 1
+
+
+def test_log_sink_logs_each_kind() -> None:
+    from raccoon_watch.sinks.log import LogSink
+
+    sink = LogSink()
+    with structlog.testing.capture_logs() as logs:
+        for kind in EventKind:
+            sink.publish(make_event(kind, event_id="e1", snapshot=False))
+    assert [e["event"] for e in logs] == ["event_started", "event_updated", "event_ended"]
+    assert logs[0]["camera"] == "front_door" and logs[0]["id"] == "e1" and logs[0]["box"] == [0.25, 0.25, 0.75, 0.75]
+    assert "in_cooldown" in logs[0] and "top_score" in logs[0]
