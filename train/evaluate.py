@@ -260,10 +260,19 @@ def evaluate_predictions(
     threshold: float = DEFAULT_THRESHOLD, iou: float = metrics.DEFAULT_IOU,
     max_false_alert_rate: float = metrics.DEFAULT_MAX_FALSE_ALERT_RATE,
 ) -> dict:
-    """All metrics as a JSON-ready dict; gt images without boxes are the negatives; boxes pixels."""
+    """All metrics as a JSON-ready dict; gt images without boxes are the negatives; boxes pixels.
+
+    ``ap50``, ``map50``, ``coco`` and ``pr_curve`` use the labelled images only (comparable with the
+    published test-split numbers); ``ap50_with_negatives`` also counts detections on the negatives
+    as false positives. ``at_threshold``, ``threshold_sweep`` and ``per_image`` cover all images
+    (``at_threshold_labelled_only``: the labelled images alone, the point drawn on the PR curve).
+    """
     negatives = sorted(k for k, v in gt.items() if not v)
-    curves = {label: metrics.pr_curve(gt, preds, label, iou) for label in metrics.gt_labels(gt)}
+    positives_gt = {k: v for k, v in gt.items() if v}
+    positives_preds = {k: v for k, v in preds.items() if k in positives_gt}
+    curves = {label: metrics.pr_curve(positives_gt, positives_preds, label, iou) for label in metrics.gt_labels(gt)}
     ap = {label: curve.ap for label, curve in curves.items()}
+    ap_all = metrics.voc_ap(gt, preds, iou)
     result = {
         "iou": iou,
         "images": len(gt),
@@ -272,9 +281,11 @@ def evaluate_predictions(
         "objects": sum(1 for boxes in gt.values() for g in boxes if not g.difficult),
         "ap50": {label: _finite_or_none(v) for label, v in ap.items()},
         "map50": _finite_or_none(metrics.mean_ap(ap)),
-        "coco": metrics.coco_map(gt, preds),
+        "ap50_with_negatives": {label: _finite_or_none(v) for label, v in ap_all.items()},
+        "coco": metrics.coco_map(positives_gt, positives_preds),
         "threshold": threshold,
         "at_threshold": _point(metrics.operating_point(gt, preds, threshold, negatives, iou)),
+        "at_threshold_labelled_only": _point(metrics.operating_point(positives_gt, positives_preds, threshold, [], iou)),
         "threshold_sweep": [_point(p) for p in metrics.threshold_sweep(gt, preds, SWEEP_THRESHOLDS, negatives, iou)],
         "per_image": [asdict(r) for r in metrics.per_image_results(gt, preds, threshold, iou)],
         "pr_curve": {
@@ -289,7 +300,8 @@ def evaluate_predictions(
 
 
 def plot_pr_curve(result: Mapping, path: str | Path, title: str = "") -> Path:
-    """Precision/recall curve per class (and the operating point at the deployed threshold) as a PNG."""
+    """PNG with the precision/recall curve per class (and the operating point at the deployed
+    threshold) on the left, recall and false-alert rate against the threshold on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,22 +309,35 @@ def plot_pr_curve(result: Mapping, path: str | Path, title: str = "") -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(6, 5), dpi=100)
+    figure, (pr_axes, sweep_axes) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=100)
     for label, curve in result["pr_curve"].items():
         ap = result["ap50"].get(label)
-        axes.plot(curve["recall"], curve["precision"], drawstyle="steps-post",
-                  label=f"{label} AP@{result['iou']:.2f} = {ap if ap is None else round(ap, 3)}")
-    point = result["at_threshold"]
+        pr_axes.plot(curve["recall"], curve["precision"], drawstyle="steps-post",
+                     label=f"{label} AP@{result['iou']:.2f} = {ap if ap is None else round(ap, 3)}")
+    point = result["at_threshold_labelled_only"]
     if point["recall"] is not None and point["precision"] is not None:
-        axes.plot([point["recall"]], [point["precision"]], "o", color="black",
-                  label=f"threshold {result['threshold']}: false alerts {point['false_alert_rate']}")
-    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=title or "precision / recall")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower left", fontsize=8)
+        pr_axes.plot([point["recall"]], [point["precision"]], "o", color="black", label=f"threshold {result['threshold']}")
+    pr_axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=title or "precision / recall")
+    pr_axes.legend(loc="lower left", fontsize=8)
+    _plot_sweep(sweep_axes, result)
+    for axes in (pr_axes, sweep_axes):
+        axes.grid(True, alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def _plot_sweep(axes, result: Mapping) -> None:
+    """Recall (objects), image recall and false-alert rate on negatives against the score threshold."""
+    sweep = result["threshold_sweep"]
+    thresholds = [p["threshold"] for p in sweep]
+    for key, style in (("recall", "-"), ("image_recall", "--"), ("false_alert_rate", ":")):
+        values = [np.nan if p[key] is None else p[key] for p in sweep]
+        axes.plot(thresholds, values, style, label=key.replace("_", " "))
+    axes.axvline(result["threshold"], color="black", linewidth=0.8, label="deployed threshold")
+    axes.set(xlabel="score threshold", ylim=(0, 1.02), xlim=(0, 1), title="recall vs false alerts")
+    axes.legend(loc="center left", fontsize=8)
 
 
 def evaluate_records(

@@ -92,7 +92,9 @@ def all_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 def _class_detections(preds: Predictions, label: str) -> list[tuple[float, str, PixelBox]]:
     found = [(p.score, image_id, p.box) for image_id, ps in preds.items() for p in ps if p.label == label]
-    return sorted(found, key=lambda item: -item[0])  # stable: ties keep input order
+    # Ties (common with quantized scores) are broken by image id and box, so AP does not depend
+    # on the order the predictions were listed in.
+    return sorted(found, key=lambda item: (-item[0], item[1], item[2]))
 
 
 def _match_sorted(

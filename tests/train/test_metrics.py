@@ -189,3 +189,12 @@ def test_choose_threshold_trades_recall_for_false_alerts() -> None:
     assert strict.threshold == pytest.approx(0.901) and strict.recall == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="no negative images"):
         metrics.choose_threshold({"p1": [gt_box(A)]}, preds)
+
+
+def test_tied_scores_do_not_depend_on_listing_order() -> None:
+    gt = {"a": [gt_box(A)], "b": [gt_box(B)]}
+    one_way = {"a": [pred(A, 0.5)], "b": [pred(C, 0.5), pred(B, 0.4)]}
+    other_way = {"b": [pred(B, 0.4), pred(C, 0.5)], "a": [pred(A, 0.5)]}
+    # ties broken by image id: a's hit (R .5, P 1), b's stray (R .5, P .5), b's hit (R 1, P 2/3)
+    assert metrics.voc_ap(gt, one_way)["r"] == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert metrics.voc_ap(gt, other_way)["r"] == metrics.voc_ap(gt, one_way)["r"]
