@@ -95,7 +95,7 @@ def _reset_time(resp: requests.Response) -> float | None:
     """When a 429 may be retried (wall clock), from Pushover's headers; None if not said."""
     reset = resp.headers.get("X-Limit-App-Reset")
     if reset and reset.isdigit():
-        return float(reset)
+        return float(reset) + 1.0  # whole seconds: retry just after, not just before, the reset
     after = resp.headers.get("Retry-After")
     if after and after.isdigit():
         return time.time() + float(after)
