@@ -23,6 +23,8 @@ from raccoon_watch.detectors import create_detector, resolve_default_model
 from raccoon_watch.detectors.base import Detector
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.liveness import wedge_for_tests
+from raccoon_watch.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.router import EventRouter
 from raccoon_watch.sinks.base import Sink
@@ -71,6 +73,7 @@ class App:
         self.threshold = DEFAULT_THRESHOLD
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
+        self.metrics = Metrics(self.stats)  # private Prometheus registry; read at scrape time
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -119,7 +122,10 @@ class App:
     def _start_workers(self) -> None:
         wait_s = self.cfg.detector.batch_wait_ms / 1000.0
         for i in range(self.cfg.detector.workers):
-            worker = DetectorWorker(i, self._make_detector, self.frames, self.results, self.stop_event, wait_s)
+            worker = DetectorWorker(
+                i, wedge_for_tests(self._make_detector), self.frames, self.results, self.stop_event, wait_s,
+                on_inference=self.metrics.on_inference,
+            )
             worker.start()
             self.workers.append(worker)
 
@@ -131,6 +137,7 @@ class App:
         }
         self.router = EventRouter(
             self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
+            on_event=self.metrics.on_event, on_result=self.metrics.on_result,
         )
         self.router.start()
 
@@ -189,6 +196,7 @@ class App:
             "queue_depth": self.frames.qsize(),
             "queue_dropped": self.frames.dropped,
             "events": self.router.events_emitted if self.router else 0,
+            "deliveries": outbox_counts(self.store, [s.name for s in self.sinks]),
         }
 
     def wait(self, timeout: float | None = None) -> bool:

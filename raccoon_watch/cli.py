@@ -123,11 +123,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"raccoon-watch: cannot load the model: {exc}", file=sys.stderr)
         app.stop()
         return EXIT_MODEL
+    from raccoon_watch.notify import ServiceRuntime
+
+    service = ServiceRuntime(app, args.config)  # sd_notify READY/STATUS/WATCHDOG/STOPPING, /healthz
     _install_signal_handlers(app)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: service.request_reload())
+    service.start()
     try:
-        while not app.wait(1.0):
+        while not app.wait(service.tick_s):
             app.housekeeping()
+            service.tick()
     finally:
+        service.stop()
         app.stop()
     return 0
 

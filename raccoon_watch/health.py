@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
 
@@ -72,14 +71,14 @@ def health_report(
     return alive, body
 
 
-def app_health(app: Any, limits: liveness.LivenessLimits = liveness.LivenessLimits()) -> HealthFn:
-    """A /healthz function bound to a running App."""
+def app_health(checker: liveness.AppLiveness) -> HealthFn:
+    """A /healthz function bound to a running App through its liveness checker."""
 
     def health() -> tuple[bool, Mapping[str, Any]]:
-        snap, now = liveness.snapshot_app(app), time.monotonic()
-        alive, reason = liveness.pipeline_alive(snap, now, limits)
-        detector_ok, _ = liveness.detector_alive(snap, now, limits)
-        return health_report(alive, reason, detector_ok, app.stats())
+        snap, now = checker.snapshot()
+        alive, reason = liveness.pipeline_alive(snap, now, checker.limits)
+        detector_ok, _ = liveness.detector_alive(snap, now, checker.limits)
+        return health_report(alive, reason, detector_ok, checker.app.stats())
 
     return health
 

@@ -13,19 +13,23 @@ Alive means, at monotonic time ``now``:
 - every capture thread is running, and its loop makes progress within that camera's own grace
   (``CaptureBeat.grace_s``, derived from its open/read timeouts and reconnect back-off). A camera
   that is down and retrying is alive: it is doing its job. A thread that died, or that sits in
-  state "up" with no frame for longer than its grace (a read that never returns), is not.
+  state "up" with no frame for longer than its grace (a read that never returns), is not. A camera
+  in state "stopped" (a file source read to its end without ``loop``) is finished, not wedged.
 
 Times are ``time.monotonic()`` seconds.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 OK = "ok"
 CAMERA_UP = "up"
+CAMERA_STOPPED = "stopped"  # capture ended on purpose (file read once, or shutdown)
 CAPTURE_GRACE_MARGIN_S = 10.0
 
 
@@ -57,7 +61,7 @@ class CaptureBeat:
     name: str
     alive: bool
     state: str  # CaptureThread.stats.state: "up", "down", "connecting", ...
-    progress: float | None  # last sign of loop progress (a loop heartbeat, else the last frame)
+    progress: float | None  # last time its visible counters or state changed
     grace_s: float  # how long this camera's loop may legitimately go without progress
 
 
@@ -112,6 +116,8 @@ def _worker_problem(w: WorkerBeat, now: float, limits: LivenessLimits) -> str | 
 
 
 def _capture_problem(cam: CaptureBeat, now: float) -> str | None:
+    if cam.state == CAMERA_STOPPED:  # a file source read once has ended: done, not wedged
+        return None
     if not cam.alive:
         return f"capture thread of camera {cam.name} is not running"
     if cam.progress is not None and now - cam.progress > cam.grace_s:
@@ -122,12 +128,15 @@ def _capture_problem(cam: CaptureBeat, now: float) -> str | None:
 # --- reading the live App (the only impure part) ----------------------------------------------
 
 
-def capture_grace_s(camera_cfg: Any) -> float:
-    """Longest legitimate gap between two loop turns of one capture thread.
+def capture_grace_s(camera_cfg: Any, state: str) -> float:
+    """Longest legitimate gap between two visible steps of one capture thread.
 
-    One turn may block in open (open_timeout_s) then in read (read_timeout_s), or wait out the
-    reconnect back-off (reconnect_max_s); add a margin for scheduling and decoding.
+    Up: one ``grab()`` returns within ``read_timeout_s`` (capture enforces it). Otherwise one turn
+    may block in open (``open_timeout_s``), then in a read, or wait out the reconnect back-off
+    (``reconnect_max_s``). A margin covers scheduling and decoding on a busy machine.
     """
+    if state == CAMERA_UP:
+        return float(camera_cfg.read_timeout_s) + CAPTURE_GRACE_MARGIN_S
     return (
         float(camera_cfg.open_timeout_s)
         + float(camera_cfg.read_timeout_s)
@@ -136,18 +145,33 @@ def capture_grace_s(camera_cfg: Any) -> float:
     )
 
 
-def snapshot_app(app: Any) -> PipelineSnapshot:
-    """Read worker/router/capture heartbeats from a running ``raccoon_watch.app.App``.
+class ProgressTracker:
+    """Remembers when each capture thread's visible counters last changed.
 
-    Capture progress: ``stats.heartbeat`` if the capture thread keeps one (a monotonic time touched
-    on every loop turn, back-off waits included); otherwise the last frame time, but only while the
-    camera claims to be "up" (a down camera is retrying, which is progress).
+    Capture threads keep counters, not a heartbeat: any change of (state, frames read, open
+    failures, reconnects) is progress. A thread blocked forever inside open/grab changes nothing.
+    Used from the main loop and the HTTP thread: the dict updates are atomic enough for this
+    (worst case a stale time, never an exception).
     """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[tuple[Any, ...], float]] = {}
+
+    def observe(self, name: str, signature: tuple[Any, ...], now: float) -> float:
+        seen = self._last.get(name)
+        if seen is None or seen[0] != signature:
+            self._last[name] = (signature, now)
+            return now
+        return seen[1]
+
+
+def snapshot_app(app: Any, tracker: ProgressTracker, now: float) -> PipelineSnapshot:
+    """Read worker/router/capture liveness from a running ``raccoon_watch.app.App``."""
     workers = tuple(
         WorkerBeat(
             name=w.name,
             alive=w.is_alive(),
-            started=getattr(w, "started_mono", None) or app.started_mono,
+            started=app.started_mono,
             loaded=w.detector is not None,
             heartbeat=w.stats.heartbeat,
             busy_since=w.stats.busy_since,
@@ -159,20 +183,68 @@ def snapshot_app(app: Any) -> PipelineSnapshot:
     cameras = []
     for name, thread in app.cameras.items():
         st = thread.stats
-        progress = getattr(st, "heartbeat", None)
-        if progress is None and st.state == CAMERA_UP:
-            progress = st.last_frame_mono or None
+        state = str(st.state)
+        signature = (state, st.frames_read, getattr(st, "open_failures", 0), st.reconnects)
         cameras.append(
             CaptureBeat(
                 name=name,
                 alive=thread.is_alive(),
-                state=str(st.state),
-                progress=progress,
-                grace_s=capture_grace_s(app.cfg.cameras[name]),
+                state=state,
+                progress=tracker.observe(name, signature, now),
+                grace_s=capture_grace_s(app.cfg.cameras[name], state),
             )
         )
     return PipelineSnapshot(workers=workers, router=router_beat, cameras=tuple(cameras))
 
 
-def check_app(app: Any, limits: LivenessLimits = LivenessLimits(), now: float | None = None) -> tuple[bool, str]:
-    return pipeline_alive(snapshot_app(app), time.monotonic() if now is None else now, limits)
+class AppLiveness:
+    """One App's liveness checker: the tracker and limits shared by the watchdog and /healthz."""
+
+    def __init__(self, app: Any, limits: LivenessLimits = LivenessLimits()) -> None:
+        self.app = app
+        self.limits = limits
+        self.tracker = ProgressTracker()
+
+    def snapshot(self, now: float | None = None) -> tuple[PipelineSnapshot, float]:
+        now = time.monotonic() if now is None else now
+        return snapshot_app(self.app, self.tracker, now), now
+
+    def check(self, now: float | None = None) -> tuple[bool, str]:
+        snap, now = self.snapshot(now)
+        return pipeline_alive(snap, now, self.limits)
+
+
+# --- test hooks: the ONE place that reads RACCOON_WATCH_TEST_* ------------------------------------
+# Real faults for tests/test_notify.py, off unless the variables are set (never set them in a unit).
+WEDGE_ENV = "RACCOON_WATCH_TEST_WEDGE_DETECTOR_AFTER_S"  # detect() blocks forever after N seconds
+DETECT_LIMIT_ENV = "RACCOON_WATCH_TEST_DETECT_LIMIT_S"  # shorter LivenessLimits.detect_s
+
+
+def limits_from_env() -> LivenessLimits:
+    value = os.environ.get(DETECT_LIMIT_ENV)
+    return LivenessLimits(detect_s=float(value)) if value else LivenessLimits()
+
+
+def wedge_for_tests(make_detector: Callable[[], Any]) -> Callable[[], Any]:
+    """``make_detector`` unchanged, unless $RACCOON_WATCH_TEST_WEDGE_DETECTOR_AFTER_S is set: then
+    each detector's ``detect()`` blocks forever once that many seconds have passed since it was made
+    (a real wedge inside detect(), as a hung GPU driver would cause)."""
+    value = os.environ.get(WEDGE_ENV)
+    if not value:
+        return make_detector
+    after_s = float(value)
+
+    def make() -> Any:
+        detector = make_detector()
+        wedge_at = time.monotonic() + after_s
+        real_detect = detector.detect
+
+        def detect(images: Any) -> Any:
+            if time.monotonic() >= wedge_at:
+                threading.Event().wait()  # never set: blocks this worker for good
+            return real_detect(images)
+
+        detector.detect = detect
+        return detector
+
+    return make

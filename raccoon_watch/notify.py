@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import Any, Callable, Mapping
 
 import structlog
 
@@ -110,3 +111,193 @@ def watchdog_interval_s(env: dict[str, str] | os._Environ[str] | None = None, pi
 def _one_line(text: str) -> str:
     """STATUS= is one line: newlines would start a new KEY=VALUE."""
     return " ".join(str(text).split())
+
+
+# --- daemon side: what the main loop tells systemd -------------------------------------------------
+
+STATUS_EVERY_S = 5.0
+MAX_TICK_S = 1.0
+
+
+def status_line(stats: Mapping[str, Any], fps: float) -> str:
+    """One-line STATUS= summary from ``App.stats()``: "2/2 cameras up, 4.8 fps, 3 events"."""
+    cameras = stats.get("cameras", {})
+    up = sum(1 for c in cameras.values() if c.get("state") == "up")
+    line = f"{up}/{len(cameras)} cameras up, {fps:.1f} fps, {stats.get('events', 0)} events"
+    queue = stats.get("queue_depth")
+    return line + (f", queue {queue}" if queue else "")
+
+
+class ServiceNotifier:
+    """READY / STATUS / WATCHDOG / STOPPING from the main loop; a no-op without systemd.
+
+    ``alive`` is the pipeline verdict (``liveness.AppLiveness.check``): WATCHDOG=1 is sent only
+    while it says alive, so systemd restarts a daemon whose detector, router or capture wedged even
+    though this loop still turns. ``stats`` is ``App.stats``. Call ``tick()`` every ``tick_s``.
+    """
+
+    def __init__(
+        self,
+        alive: Callable[[], tuple[bool, str]],
+        stats: Callable[[], Mapping[str, Any]],
+        interval_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._alive = alive
+        self._stats = stats
+        self._clock = clock
+        self.interval_s = interval_s if interval_s is not None else watchdog_interval_s()
+        self.tick_s = min(MAX_TICK_S, self.interval_s / 2) if self.interval_s else MAX_TICK_S
+        self._last_ping = float("-inf")
+        self._last_status = float("-inf")
+        self._fps_mark: tuple[float, int] | None = None
+        self._fps = 0.0
+        self._healthy = True
+
+    def ready(self) -> None:
+        now = self._clock()
+        self._last_status = now
+        ready(self._summary(now))
+        log.info("service_ready", watchdog_interval_s=self.interval_s)
+
+    def tick(self) -> None:
+        now = self._clock()
+        ok, reason = self._alive()
+        if ok != self._healthy:
+            self._healthy = ok
+            if ok:
+                log.info("pipeline_recovered")
+            else:
+                log.error("pipeline_stuck_watchdog_withheld", reason=reason)
+                status(f"unhealthy: {reason}")
+        if ok and self.interval_s and now - self._last_ping >= self.interval_s:
+            watchdog()
+            self._last_ping = now
+        if ok and now - self._last_status >= STATUS_EVERY_S:
+            self._last_status = now
+            status(self._summary(now))
+
+    def stopping(self) -> None:
+        stopping("stopping")
+
+    def _summary(self, now: float) -> str:
+        stats = self._stats()
+        frames = int(stats.get("detector", {}).get("frames", 0))
+        if self._fps_mark is not None and now > self._fps_mark[0]:
+            self._fps = (frames - self._fps_mark[1]) / (now - self._fps_mark[0])
+        self._fps_mark = (now, frames)
+        return status_line(stats, self._fps)
+
+
+# --- SIGHUP: re-read the config, apply what can change live ---------------------------------------
+
+# Per-camera fields the event router's filters take (detection filter: labels, score, area, zones).
+LIVE_CAMERA_FIELDS = ("labels", "threshold", "min_area", "max_area", "zones", "masks")
+
+
+def plan_reload(old: Any, new: Any, filters_live: bool) -> tuple[Any, list[str]]:
+    """Merge a freshly loaded ``Config`` into the running one.
+
+    Returns (config to run with, top-level sections whose change still needs a restart). Live:
+    ``logging.level`` always; with ``filters_live`` (the router can be reconfigured) also
+    ``events`` and the filter fields (``detector.threshold``/``labels``, per camera
+    ``LIVE_CAMERA_FIELDS``). Everything else (cameras added/removed or their sources, the model,
+    workers, storage, MQTT, Pushover, HTTP, log format) needs a restart and keeps its old value.
+    """
+    update: dict[str, Any] = {"logging": old.logging.model_copy(update={"level": new.logging.level})}
+    if filters_live:
+        update["events"] = new.events
+        update["detector"] = old.detector.model_copy(
+            update={"threshold": new.detector.threshold, "labels": new.detector.labels}
+        )
+        update["cameras"] = {
+            name: cam.model_copy(update={k: getattr(new.cameras[name], k) for k in LIVE_CAMERA_FIELDS})
+            if name in new.cameras else cam
+            for name, cam in old.cameras.items()
+        }
+    merged = old.model_copy(update=update)
+    restart = [name for name in type(new).model_fields if getattr(merged, name) != getattr(new, name)]
+    return merged, restart
+
+
+def reload_app(app: Any, path: Any) -> bool:
+    """RELOADING=1, re-read ``path``, apply the live part, READY=1. A bad file keeps the old config."""
+    import logging
+
+    from raccoon_watch.config import ConfigError, load_config
+
+    reloading("reloading configuration")
+    log.info("reload_requested", config=str(path))
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        log.error("reload_rejected_keeping_old_config", error=str(exc))
+        ready("reload failed: kept the old configuration")
+        return False
+    router = app.router
+    filters_live = router is not None and hasattr(router, "reconfigure")
+    merged, restart = plan_reload(app.cfg, new, filters_live)
+    logging.getLogger().setLevel(merged.logging.level.upper())
+    if filters_live:
+        from raccoon_watch.app import camera_filter, debounce_params
+
+        threshold = merged.detector.threshold or app.threshold
+        router.reconfigure(
+            {name: camera_filter(cam, merged, threshold) for name, cam in merged.cameras.items() if cam.enabled},
+            debounce_params(merged),
+        )
+    app.cfg = merged
+    if restart:
+        log.warning("reload_needs_restart", sections=restart)
+    log.info("reload_applied", live_filters=filters_live, restart_needed=restart)
+    ready("configuration reloaded" + (f"; restart to apply {', '.join(restart)}" if restart else ""))
+    return True
+
+
+class ServiceRuntime:
+    """Everything the main loop does for systemd and monitoring, around a started App.
+
+        runtime = ServiceRuntime(app, config_path); runtime.start()      # HTTP (if on), READY=1
+        while not app.wait(runtime.tick_s): app.housekeeping(); runtime.tick()
+        runtime.stop()                                                   # STOPPING=1, HTTP off
+
+    ``request_reload()`` is safe from a signal handler: the reload itself runs in ``tick()``.
+    """
+
+    def __init__(self, app: Any, config_path: Any) -> None:
+        from raccoon_watch import liveness
+
+        self.app = app
+        self.config_path = config_path
+        self.liveness = liveness.AppLiveness(app, liveness.limits_from_env())
+        self.notifier = ServiceNotifier(self.liveness.check, app.stats)
+        self.tick_s = self.notifier.tick_s
+        self.http: Any = None
+        self._reload_requested = False
+
+    def start(self) -> None:
+        http = self.app.cfg.http
+        if http.enabled:
+            from raccoon_watch.health import HealthServer, app_health
+
+            self.http = HealthServer(http.host, http.port, app_health(self.liveness), self.app.metrics.render)
+            try:
+                self.http.start()
+            except OSError as exc:  # port taken: monitoring is lost, detection is not
+                log.error("http_bind_failed", host=http.host, port=http.port, error=str(exc))
+                self.http = None
+        self.notifier.ready()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    def tick(self) -> None:
+        if self._reload_requested:
+            self._reload_requested = False
+            reload_app(self.app, self.config_path)
+        self.notifier.tick()
+
+    def stop(self) -> None:
+        self.notifier.stopping()
+        if self.http is not None:
+            self.http.stop()
