@@ -72,11 +72,6 @@ class SourceKind(str, enum.Enum):
     HTTP = "http"
     DEVICE = "device"
 
-    @property
-    def live(self) -> bool:
-        """Live sources deliver frames at their own pace; files are paced by us."""
-        return self is not SourceKind.FILE
-
 
 class SourceOpenError(Exception):
     """The source could not be opened (message is safe to log: URLs are redacted)."""
@@ -172,14 +167,17 @@ class RateSampler:
 class CameraStats:
     """Counters of one camera, written only by its capture thread (others only read them).
 
-    frames_read: frames grabbed; frames_decoded: frames retrieved (decoded);
-    frames_queued: frames put on the queue; frames_dropped: puts that evicted an older frame
-    because the queue was full (the evicted frame may be another camera's; per-camera victims
-    are in ``FrameQueue.dropped_by_camera()``); frames_bad: decoded frames that were empty,
-    corrupt or of the wrong dtype/shape; reconnects: times the source came back after being down;
-    open_failures: failed opens; last_open_s: seconds the last successful open took;
-    last_frame_mono: monotonic time of the last good frame grabbed
-    (0 before any); width/height/fps: of the open source (0 when unknown).
+    state: 'connecting' (before the first open) | 'up' | 'down' (open or read failed; retrying)
+        | 'stopped' (stop was set, or a non-looping file ended)
+    frames_read: frames grabbed; frames_decoded: frames retrieved (decoded); frames_queued:
+        frames put on the queue; frames_bad: decoded frames that were empty, corrupt or of the
+        wrong dtype/shape
+    frames_dropped: puts that evicted an older frame because the queue was full (the evicted
+        frame may be another camera's: per-camera victims are ``FrameQueue.dropped_by_camera()``)
+    reconnects: times the source came back after being down (a looping file's restart is not one)
+    open_failures: failed opens; last_open_s: seconds the last successful open took
+    last_frame_mono: time.monotonic() of the last frame grabbed (0 before any)
+    width, height, fps: of the source (0 when unknown); last_error: why it last went down
     """
 
     camera: str
@@ -251,16 +249,17 @@ class CaptureThread(threading.Thread):
 
     def run(self) -> None:
         failures = 0  # consecutive failed attempts, for the back-off
-        ever_up = False
+        was_down = False  # a successful open after this counts as a reconnect
         while not self.stop_event.is_set():
             cap = self._connect()
             if cap is None:
                 failures += 1
+                was_down = True
                 self._backoff(failures)
                 continue
-            if ever_up:
+            if was_down and self.stats.frames_read:
                 self.stats.reconnects += 1
-            ever_up = True
+            was_down = False
             failures = 0
             try:
                 end = self._stream(cap)
@@ -278,6 +277,7 @@ class CaptureThread(threading.Thread):
                 break
             if end is _End.FAILED:
                 self._mark_down(self.stats.last_error or "stream failed")
+                was_down = True
                 failures = 1
                 self._backoff(failures)
         self.stats.state = "stopped"
@@ -397,7 +397,13 @@ class CaptureThread(threading.Thread):
         height, width = image.shape[:2]
         if (width, height) != (self.stats.width, self.stats.height):
             if self.stats.width:
-                self._log.info("camera_resolution_changed", width=width, height=height, old_width=self.stats.width, old_height=self.stats.height)
+                self._log.info(
+                    "camera_resolution_changed",
+                    width=width,
+                    height=height,
+                    old_width=self.stats.width,
+                    old_height=self.stats.height,
+                )
             self.stats.width, self.stats.height = width, height
 
     # --- extension points ----------------------------------------------------------------------
@@ -416,12 +422,5 @@ class CaptureThread(threading.Thread):
         self.stats.frames_queued += 1
 
     def _counters(self) -> dict[str, object]:
-        s = self.stats
-        return {
-            "frames_read": s.frames_read,
-            "frames_decoded": s.frames_decoded,
-            "frames_queued": s.frames_queued,
-            "frames_dropped": s.frames_dropped,
-            "frames_bad": s.frames_bad,
-            "reconnects": s.reconnects,
-        }
+        keys = ("frames_read", "frames_decoded", "frames_queued", "frames_dropped", "frames_bad", "reconnects")
+        return {key: getattr(self.stats, key) for key in keys}

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -221,7 +222,7 @@ def test_loop_restarts_the_file_until_stopped(small_clip: Clip):
     assert not thread.is_alive() and thread.stats.state == "stopped"
     seqs = [f.seq for f in drain(queue)]
     assert seqs == sorted(seqs) and len(seqs) >= 3 * small_clip.frames  # seq keeps counting across loops
-    assert thread.stats.reconnects >= 2  # each loop is a reopen
+    assert thread.stats.reconnects == 0  # a loop is a reopen, not a reconnect
 
 
 def test_stop_interrupts_a_paced_file_quickly(small_clip: Clip):
@@ -301,3 +302,37 @@ def test_resolution_change_on_reopen_is_accepted(tmp_path: Path, small_clip: Cli
     sizes = {(f.width, f.height) for f in drain(queue)}
     assert {(320, 240), (480, 272)} <= sizes
     assert thread.stats.frames_bad == 0
+
+
+# --- the shared-data clips and the demo clip --------------------------------------------------
+
+
+def test_raccoon_clip_shows_the_raccoon_only_in_its_range(raccoon_clip_mp4: Clip):
+    thread, frames, _ = run_to_end(camera(raccoon_clip_mp4.path))
+    assert len(frames) == raccoon_clip_mp4.frames == 120
+    assert (frames[0].width, frames[0].height) == (640, 360)
+    empty = frames[0].image.astype(np.int16)
+    changed = [int(np.abs(f.image.astype(np.int16) - empty).mean() > 10) for f in frames]
+    inside = raccoon_clip_mp4.raccoon_frames
+    assert all(changed[i] for i in inside)
+    assert not any(changed[i] for i in range(len(frames)) if i not in inside)
+
+
+def test_demo_clip_is_built_once_and_cached(shared_dir: Path, tmp_path: Path):
+    from raccoon_watch.demo import DEMO_FPS, DEMO_TIMELINE, ensure_demo_clip
+
+    out = ensure_demo_clip(shared_dir, tmp_path / "demo" / "demo.mp4")
+    built = out.stat().st_mtime_ns
+    assert ensure_demo_clip(shared_dir, out) == out and out.stat().st_mtime_ns == built
+    cap = open_source(str(out), 2.0, 2.0)
+    try:
+        assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == sum(round(s * DEMO_FPS) for _, s in DEMO_TIMELINE)
+    finally:
+        cap.release()
+
+
+def test_demo_clip_needs_the_dataset(tmp_path: Path):
+    from raccoon_watch.demo import ensure_demo_clip
+
+    with pytest.raises(FileNotFoundError, match="raccoon dataset"):
+        ensure_demo_clip(tmp_path, tmp_path / "demo.mp4")

@@ -155,3 +155,11 @@ def test_twenty_drop_reconnect_cycles_leak_nothing(server: RtspServer, camera_fa
     assert threading.active_count() == py_threads
     assert native_threads() <= os_threads + 2, f"threads {os_threads} -> {native_threads()}"
     print(f"\n20 cycles: back after restart median {sorted(back)[10]:.2f} s, max {max(back):.2f} s")
+
+
+def test_raccoon_clip_streams_over_rtsp(rtsp_server: Callable[..., RtspServer], raccoon_clip_h264: Clip, camera_factory):
+    server = rtsp_server(raccoon_clip_h264)
+    cam = camera_factory(server.url)
+    frame = cam.queue.get(timeout=20)
+    assert frame is not None, cam.stats
+    assert (frame.width, frame.height) == (raccoon_clip_h264.width, raccoon_clip_h264.height)
