@@ -6,8 +6,11 @@ Model contract (the stock COCO SSD and train/'s int8 export):
   ((x - 127.5) / 127.5);
 - four outputs: boxes [1, N, 4] normalised (ymin, xmin, ymax, xmax), classes [1, N] 0-based with the
   background excluded (label = labels[class + 1], see raccoon_watch.labels), scores [1, N] sorted
-  descending, count [1]. Their order differs between converters, so they are identified by name
-  (``TFLite_Detection_PostProcess:1`` = classes, ``:2`` = scores) or else by shape and values.
+  descending, count [1]. Their order differs between converters, and so does the meaning of the
+  names: the stock file's ``TFLite_Detection_PostProcess:1`` is classes, but in a model converted
+  by the TF2 converter (train/'s export) the tensor of that name holds the scores. So boxes and count
+  are found by shape, and classes vs scores by their values (classes integral, scores in [0, 1] and
+  sorted) on probe frames; names only break a tie until a real frame settles it.
 
 XNNPACK is LiteRT's default CPU delegate (OpResolverType.AUTO); the load log reports how many graph
 nodes it took. An Interpreter is not thread-safe, so each calling thread gets its own (built from the
@@ -67,7 +70,8 @@ class TFLiteDetector:
         if self._input["dtype"] not in (np.uint8, np.int8, np.float32):
             raise ModelError(f"{self.model_path}: unsupported input type {self._input['dtype'].__name__}")
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
-        self._outputs = map_outputs(interp.get_output_details(), lambda: self._probe(interp), self.model_path)
+        self._outputs, self._settled = map_outputs(interp.get_output_details(), lambda: self._probe(interp),
+                                                   self.model_path)
         delegated = _delegated_nodes(interp)
         log.info("detector_loaded", backend=self.name, model=str(self.model_path), input=list(self.input_size),
                  input_dtype=self._input["dtype"].__name__, threads=num_threads,
@@ -114,13 +118,27 @@ class TFLiteDetector:
         results = []
         for image in images:
             out = self._run(interp, self._prepare(image))
-            n = int(out[self._outputs.count].reshape(-1)[0])
+            if not self._settled:
+                self._settle(out)
+            m = self._outputs
+            n = int(out[m.count].reshape(-1)[0])
             results.append(detections_from_yxyx(
-                out[self._outputs.boxes][0, :n],  # (N, 4) ymin, xmin, ymax, xmax -> converted inside
-                out[self._outputs.classes][0, :n] + CLASS_OFFSET,
-                out[self._outputs.scores][0, :n],
+                out[m.boxes][0, :n],  # (N, 4) ymin, xmin, ymax, xmax -> converted inside
+                out[m.classes][0, :n] + CLASS_OFFSET,
+                out[m.scores][0, :n],
                 self.labels, self.min_score))
         return results
+
+    def _settle(self, out: dict[int, np.ndarray]) -> None:
+        """Fix classes vs scores from a real frame's values when the probe frames could not tell."""
+        m = self._outputs
+        verdict = _by_values([(out[m.classes], out[m.scores])])
+        if verdict is not None:
+            with self._lock:
+                if verdict == "scores":
+                    self._outputs = OutputMap(m.boxes, m.scores, m.classes, m.count)
+                self._settled = True
+            log.info("tflite_outputs_settled", swapped=verdict == "scores")
 
     def close(self) -> None:
         with self._lock:
@@ -154,12 +172,13 @@ def _delegated_nodes(interp: Interpreter) -> int:
         return -1
 
 
-def map_outputs(details: list[dict[str, Any]], probe, model_path: Path) -> OutputMap:
+def map_outputs(details: list[dict[str, Any]], probe, model_path: Path) -> tuple[OutputMap, bool]:
     """Find boxes, classes, scores and count among the output details, whatever their order.
 
     boxes: the [1, N, 4] output; count: the one-element output; of the two [1, N] outputs, classes
-    and scores are told apart by name (stock ``...PostProcess:1``/``:2``, or 'class'/'score' in the
-    name) or else from ``probe()`` values: classes are integral, scores in [0, 1] and sorted.
+    and scores are told apart by the values ``probe()`` returns (classes integral, scores in [0, 1]
+    and sorted descending). Returns (map, settled); when no probe frame tells them apart (e.g. no
+    detections at all) the names decide provisionally and settled is False.
     """
     shapes = [(d["name"], list(d["shape"])) for d in details]
     problem = f"{model_path}: expected the 4 post-processed SSD outputs (boxes [1,N,4], classes, scores, count), got {shapes}"
@@ -171,11 +190,13 @@ def map_outputs(details: list[dict[str, Any]], probe, model_path: Path) -> Outpu
     if len(boxes) != 1 or len(count) != 1 or len(pair) != 2:
         raise ModelError(problem)
     a, b = pair
-    first = _by_name(a["name"], b["name"])
+    first = _by_values([(o[a["index"]], o[b["index"]]) for o in probe()])
+    settled = first is not None
     if first is None:
-        first = _by_values([(o[a["index"]], o[b["index"]]) for o in probe()])
+        first = _by_name(a["name"], b["name"]) or "classes"
+        log.warning("tflite_output_order_provisional", model=str(model_path), classes=(a if first == "classes" else b)["name"])
     classes, scores = (a, b) if first == "classes" else (b, a)
-    return OutputMap(boxes[0]["index"], classes["index"], scores["index"], count[0]["index"])
+    return OutputMap(boxes[0]["index"], classes["index"], scores["index"], count[0]["index"]), settled
 
 
 def _by_name(a: str, b: str) -> str | None:
@@ -191,7 +212,8 @@ def _by_name(a: str, b: str) -> str | None:
     return None
 
 
-def _by_values(samples: list[tuple[np.ndarray, np.ndarray]]) -> str:
+def _by_values(samples: list[tuple[np.ndarray, np.ndarray]]) -> str | None:
+    """'classes' if the first array of a sample is the classes, 'scores' if it is the scores, None if no sample tells."""
     for a, b in samples:
         a_classes, b_classes = _looks_like_classes(a), _looks_like_classes(b)
         a_scores, b_scores = _looks_like_scores(a), _looks_like_scores(b)
@@ -199,8 +221,7 @@ def _by_values(samples: list[tuple[np.ndarray, np.ndarray]]) -> str:
             return "classes"
         if b_classes and a_scores and not (a_classes and b_scores):
             return "scores"
-    log.warning("tflite_output_order_ambiguous", assumed="classes before scores")
-    return "classes"
+    return None
 
 
 def _looks_like_classes(values: np.ndarray) -> bool:
