@@ -352,9 +352,13 @@ def export_model(keras_model, anchors: np.ndarray, labels: Sequence[str], out_di
     timed = [out / TFLITE_INT8, out / TFLITE_FLOAT]
     if reference_tflite is not None and Path(reference_tflite).is_file():
         timed.append(Path(reference_tflite))
-    latency = measure_latency_ms(timed, runs=latency_runs)
+    latency: dict = {"load_average_1min": round(os.getloadavg()[0], 2)}  # other jobs skew it
+    latency.update(measure_latency_ms(timed, runs=latency_runs))
     if reference_tflite is not None and Path(reference_tflite).name in latency:
-        latency["reference"] = Path(reference_tflite).name
+        reference = Path(reference_tflite).name
+        latency["reference"] = reference
+        latency["int8_vs_reference"] = round(
+            latency[TFLITE_INT8]["median"] / latency[reference]["median"], 3)
 
     dataset = card.get("dataset")
     if dataset is None and card.get("dataset_files"):
@@ -463,6 +467,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--training-command", help="command that trained the checkpoint")
     parser.add_argument("--images", type=Path, nargs="+", default=[],
                         help="training images (files or folders): int8 calibration + dataset hash")
+    parser.add_argument("--csv", type=Path, help="seed-format CSV (train_labels.csv): keep only "
+                        "the --images it names, so test images stay out of calibration")
     parser.add_argument("--dataset-files", type=Path, nargs="*", default=[],
                         help="extra files (CSV, XML) to include in the dataset hash")
     parser.add_argument("--reference-tflite", type=Path,
@@ -535,6 +541,12 @@ def main(args: argparse.Namespace) -> int:
 
     labels = _labels(args.labels)
     image_files = _image_files(args.images)
+    if args.csv:
+        import csv
+
+        with open(args.csv, newline="") as handle:
+            names = {row["filename"] for row in csv.DictReader(handle)}
+        image_files = [p for p in image_files if p.name in names]
     if not image_files:
         raise SystemExit("export: --images must name the training images (int8 calibration)")
     rng = np.random.default_rng(0)
@@ -554,7 +566,7 @@ def main(args: argparse.Namespace) -> int:
         "deployed_threshold": threshold,
         "training": {"command": args.training_command,
                      "config": _read_yaml(args.config) or training_result.get("config")},
-        "dataset_files": image_files + list(args.dataset_files),
+        "dataset_files": image_files + ([args.csv] if args.csv else []) + list(args.dataset_files),
     }
     model = load_model(args.checkpoint, len(labels))
     args.to.parent.mkdir(parents=True, exist_ok=True)

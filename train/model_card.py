@@ -17,7 +17,9 @@ Fields (``CARD_FIELDS``):
     git_revision    ``git rev-parse HEAD`` plus "-dirty" when tracked files are modified
     created         ISO-8601 UTC time of the export
     artifacts       {file name: {"bytes": int, "sha256": hex}} of the files in the directory
-    latency_ms      per TFLite file, median / p90 ms per 300x300 frame, threads, runs
+    latency_ms      per TFLite file, median / p90 ms per 300x300 frame, threads, runs; the
+                    reference file timed alongside, int8_vs_reference (median ratio) and the 1-min
+                    load average, since other jobs on the machine inflate absolute numbers
 """
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ def test_model_card_fields(exported, raccoon_images):
     assert card["artifacts"][export.SAVED_MODEL_DIR]["bytes"] > 1_000_000
     latency = card["latency_ms"]
     assert latency[export.TFLITE_INT8]["threads"] == 2 and latency[export.TFLITE_INT8]["median"] > 0
-    assert latency["reference"] in latency
+    assert latency["reference"] in latency and latency["int8_vs_reference"] > 0
 
 
 def test_dataset_hash_covers_names_and_contents(tmp_path):
@@ -252,7 +252,10 @@ def test_cli_refuses_worse_model_with_exit_code(tmp_path, monkeypatch):
     target = fake_model(tmp_path / "models" / "raccoon", 0.95, "old")
     images = tmp_path / "images"
     images.mkdir()
-    cv2.imwrite(str(images / "a.jpg"), np.zeros((20, 30, 3), np.uint8))
+    for name in ("a.jpg", "test-only.jpg"):
+        cv2.imwrite(str(images / name), np.zeros((20, 30, 3), np.uint8))
+    train_csv = tmp_path / "train_labels.csv"
+    train_csv.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\na.jpg,30,20,raccoon,1,1,9,9\n")
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"ap50": {"raccoon": 0.9}, "map50": 0.9, "coco": {"map": 0.5}}))
     seen = {}
@@ -267,10 +270,11 @@ def test_cli_refuses_worse_model_with_exit_code(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     export.add_arguments(parser)
     argv = ["--checkpoint", str(tmp_path / "work"), "--to", str(target), "--images", str(images),
-            "--metrics", str(metrics), "--deployed-threshold", "0.6"]
+            "--csv", str(train_csv), "--metrics", str(metrics), "--deployed-threshold", "0.6"]
     assert export.main(parser.parse_args(argv)) == 1
     assert seen["metrics"]["test"]["ap50"] == 0.9 and seen["deployed_threshold"] == 0.6
-    assert seen["labels"] == ["raccoon"] and seen["images"] == 1
+    assert seen["labels"] == ["raccoon"] and seen["images"] == 1  # test-only.jpg left out
+    assert sorted(Path(p).name for p in seen["dataset_files"]) == ["a.jpg", "train_labels.csv"]
     assert (target / "model.tflite").read_text() == "old"
     assert export.main(parser.parse_args(argv + ["--force"])) == 0
     assert model_card.ap50_on_test(model_card.read_card(target)) == 0.9
