@@ -260,3 +260,72 @@ def test_oversized_attachment_rejected_by_server_rules(fake_pushover: FakePushov
     finally:
         sink.stop()
     assert len(got) == 1 and got[0].attachment is None
+
+
+_CHILD = """
+import sys, time
+from pathlib import Path
+from raccoon_watch.config import PushoverConfig
+from raccoon_watch.sinks.pushover import PushoverSink
+from raccoon_watch.store import EventStore
+from tests.fake_pushover import VALID_TOKEN, VALID_USER
+from tests.fixtures.pushover import make_event
+
+cfg = PushoverConfig(token=VALID_TOKEN, user=VALID_USER, api_url=sys.argv[2], timeout_s=0.5)
+store = EventStore(Path(sys.argv[1]), outbox_max=100)
+sink = PushoverSink(cfg, store, backoff_base=0.05, backoff_max=0.2, poll_s=0.05)
+sink.start()
+for i in range(3):
+    sink.publish(make_event(event_id=f"k{i}", camera=f"cam{i}"))
+print("queued", flush=True)
+time.sleep(60)
+"""
+
+
+def test_sigkill_mid_retry_then_restart_sends_each_push_once(fake_pushover: FakePushover, tmp_path: Path) -> None:
+    """A real process is killed with SIGKILL while its pushes are failing; a new one delivers them."""
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    fake_pushover.mode = "error500"
+    db = tmp_path / "var"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(db), fake_pushover.url], cwd=repo,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "queued"
+        assert wait_until(lambda: len(fake_pushover.received) >= 2)  # it is retrying the 500s
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    fake_pushover.mode = "ok"
+    before = len(fake_pushover.received)
+    store = EventStore(db, outbox_max=100)
+    assert store.pending_count("pushover") == 3
+    sink = running(PushoverSink(pcfg(fake_pushover), store, **FAST))
+    try:
+        got = fake_pushover.wait_for(3)
+        time.sleep(0.3)
+    finally:
+        sink.stop()
+    assert [r.fields["title"] for r in got] == [f"Raccoon at cam{i}" for i in range(3)]
+    assert len(fake_pushover.received) == before + 3
+
+
+def test_pushes_still_go_out_when_storage_is_unusable(fake_pushover: FakePushover, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = EventStore(blocker / "var", outbox_max=100)
+    assert not store.persistent
+    sink = running(PushoverSink(pcfg(fake_pushover), store, **FAST))
+    try:
+        event = make_event(event_id="disk")
+        store.record(event)  # logs store_write_failed, does not raise
+        sink.publish(event)
+        got = fake_pushover.wait_for(1)
+    finally:
+        sink.stop()
+    assert len(got) == 1 and got[0].attachment == event.snapshot_jpeg

@@ -236,7 +236,9 @@ class MqttSink:
                 if snap is not None:
                     self._last_snapshot[event.id] = snap
         messages = event_messages(event, before, self.topics, send_snapshot)
-        stamp = f"{event.frame_ts:.6f}"
+        # Outbox keys: the same event message replayed (e.g. after a restart) maps to the same
+        # keys and is a no-op; two different UPDATEs differ in frame_ts or content.
+        stamp = f"{event.frame_ts:.6f}:{digest(json.dumps(event.to_dict(), sort_keys=True).encode())[:8]}"
         self.store.enqueue_many(
             self.name,
             [
