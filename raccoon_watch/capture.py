@@ -284,8 +284,6 @@ class CaptureThread(threading.Thread):
         self._log.info("camera_stopped", **self._counters())
 
     def _connect(self) -> cv2.VideoCapture | None:
-        if self.stats.state != "down":
-            self.stats.state = "connecting"
         started = self.clock.monotonic()
         try:
             cap = open_source(self.cfg.source, self.cfg.open_timeout_s, self.cfg.read_timeout_s)
