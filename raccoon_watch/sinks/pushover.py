@@ -212,7 +212,7 @@ class PushoverSink:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=2.0)  # a stalled send stays pending and is re-sent next start
+            self._thread.join(timeout=1.5)  # a stalled send stays pending and is re-sent next start
             self._thread = None
         self._session.close()
 
