@@ -114,6 +114,17 @@ def open_source(source: str, open_timeout_s: float, read_timeout_s: float) -> cv
     return cap
 
 
+def probe_source(cfg: CameraConfig) -> bool:
+    """Can ``cfg.source`` be opened right now? Opens, releases, logs why not (for the demo fallback)."""
+    try:
+        cap = open_source(cfg.source, cfg.open_timeout_s, cfg.read_timeout_s)
+    except SourceOpenError as exc:
+        log.info("camera_probe_failed", source=redact_url(cfg.source), error=str(exc))
+        return False
+    cap.release()
+    return True
+
+
 def _open_device(source: str, params: list[int]) -> cv2.VideoCapture:
     target: int | str = int(source) if source.isdigit() else source
     cap = cv2.VideoCapture(target, cv2.CAP_V4L2, params)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import structlog
 
+from raccoon_watch.config import REPO_ROOT
 from raccoon_watch.types import Box
 
 log = structlog.get_logger(__name__)
@@ -140,14 +141,22 @@ def _demo_frames(shared_dir: Path) -> Iterator[np.ndarray]:
             yield image
 
 
-def ensure_demo_clip(shared_dir: str | os.PathLike[str], out_path: str | os.PathLike[str] = DEMO_PATH) -> Path:
+def default_shared_dir() -> Path:
+    """$RACCOON_SHARED, else ../shared beside the checkout."""
+    return Path(os.environ.get("RACCOON_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def ensure_demo_clip(
+    shared_dir: str | os.PathLike[str] | None = None, out_path: str | os.PathLike[str] = DEMO_PATH
+) -> Path:
     """Build the demo clip at ``out_path`` unless it already exists; return its path.
 
-    Raises FileNotFoundError when ``shared_dir`` has no raccoon dataset."""
+    shared_dir: the shared/ folder (default ``default_shared_dir()``). Raises FileNotFoundError
+    when it has no raccoon dataset."""
     out = Path(out_path)
     if out.is_file() and out.stat().st_size > 0:
         return out
-    shared = Path(shared_dir)
+    shared = Path(shared_dir) if shared_dir is not None else default_shared_dir()
     if not (shared / "data" / "raccoon_dataset" / "images").is_dir():
         raise FileNotFoundError(f"cannot build the demo clip: no raccoon dataset under {shared / 'data'}")
     count = write_mp4v(_demo_frames(shared), out, DEMO_FPS)

@@ -20,6 +20,7 @@ from raccoon_watch.capture import (
     check_image,
     classify_source,
     open_source,
+    probe_source,
 )
 from raccoon_watch.config import CameraConfig
 from raccoon_watch.framequeue import FrameQueue
@@ -150,6 +151,12 @@ def test_open_source_failures_are_clear_and_redacted(source, message):
         open_source(source, 2.0, 2.0)
     assert message in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+def test_probe_source(small_clip: Clip):
+    assert probe_source(camera(small_clip.path))
+    assert not probe_source(camera("/nonexistent/porch.mp4"))
+    assert not probe_source(camera("0"))
 
 
 def test_corrupt_file_does_not_open(corrupt_clip: Clip):
