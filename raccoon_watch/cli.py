@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     from raccoon_watch import detect_cmd
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
+
+    from raccoon_watch import bench
+
+    bench.add_arguments(sub.add_parser("bench", help="replay generated clips through the pipeline; print JSON"))
     return parser
 
 
@@ -54,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from raccoon_watch import detect_cmd
 
         return detect_cmd.main(args)
+    if args.command == "bench":
+        from raccoon_watch import bench
+
+        return bench.main(args)
     return 1
 
 
@@ -92,7 +100,9 @@ def _with_demo_cameras(cfg: Config) -> Config:
     dead = [name for name, cam in cfg.cameras.items() if cam.enabled and not probe_source(cam)]
     if len(dead) < sum(c.enabled for c in cfg.cameras.values()):
         return cfg
-    clip = ensure_demo_clip()
+    from raccoon_watch.detectors.factory import shared_dir
+
+    clip = ensure_demo_clip(shared_dir())
     log.warning("no_camera_opened_using_demo", cameras=dead, demo_clip=str(clip))
     cams = {name: cam.model_copy(update={"source": str(clip), "loop": True, "realtime": True})
             for name, cam in cfg.cameras.items()}

@@ -47,7 +47,7 @@ class EventRouter(threading.Thread):
         self._params = params
         self._record = record
         self._sinks = list(sinks)
-        self._stop = stop
+        self._halt = stop
         self._clock = clock
         self._on_event = on_event
         self._on_result = on_result
@@ -69,7 +69,7 @@ class EventRouter(threading.Thread):
     # --- loop ----------------------------------------------------------------------------------
     def run(self) -> None:
         next_tick = time.monotonic() + TICK_S
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.heartbeat = time.monotonic()
             self._apply_commands()
             try:

@@ -53,7 +53,7 @@ class DetectorWorker(threading.Thread):
         self._make_detector = make_detector
         self._frames = frames
         self._results = results
-        self._stop = stop
+        self._halt = stop
         self._batch_wait_s = batch_wait_s
         self._on_inference = on_inference
         self.stats = WorkerStats()
@@ -63,7 +63,7 @@ class DetectorWorker(threading.Thread):
         structlog.contextvars.bind_contextvars(worker=self.name)
         self.detector = self._make_detector()
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 self.stats.heartbeat = time.monotonic()
                 self._turn(self.detector)
         finally:
@@ -98,7 +98,7 @@ class DetectorWorker(threading.Thread):
             self._deliver(FrameResult(frame=frame, detections=tuple(dets), inference_ms=ms / len(batch)))
 
     def _deliver(self, result: FrameResult) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self._results.put(result, timeout=GET_TIMEOUT_S)
                 return
