@@ -54,20 +54,22 @@ def examples_from_entries(entries, label_ids: dict[str, int], max_side: int = CA
     return examples
 
 
-def examples_from_tfrecords(paths, max_side: int = CACHE_MAX_SIDE) -> list[Example]:
-    """TFRecords of ``train.tfrecord.make_example`` -> Examples (boxes already normalised yxyx)."""
+def examples_from_tfrecords(paths, max_side: int = CACHE_MAX_SIDE) -> tuple[list[Example], list[str]]:
+    """TFRecords of ``train.tfrecord`` -> (Examples with boxes [ymin, xmin, ymax, xmax] normalised,
+    their image file names)."""
     from train.tfrecord import parse_example
 
-    examples = []
+    examples, names = [], []
     for serialized in tf.data.TFRecordDataset([str(p) for p in paths]):
-        image, boxes, labels = parse_example(serialized)
-        image = np.asarray(image)
+        parsed = parse_example(serialized)
+        image = parsed["image"].numpy()
         scale = max_side / max(image.shape[:2])
         if scale < 1.0:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        examples.append(Example(image, np.asarray(boxes, np.float32).reshape(-1, 4),
-                                np.asarray(labels, np.int64).reshape(-1)))
-    return examples
+        examples.append(Example(image, parsed["boxes"].numpy().astype(np.float32).reshape(-1, 4),
+                                parsed["labels"].numpy().astype(np.int64).reshape(-1)))
+        names.append(Path(parsed["filename"].numpy().decode()).name)
+    return examples, names
 
 
 def load_crops(crop_dir: Path, max_side: int = 256) -> list[np.ndarray]:
@@ -115,7 +117,7 @@ def training_examples(examples: list[Example], night_backgrounds: list[Example],
         image, boxes, labels = example.image, example.boxes, example.labels
         if source == "copy_paste_night":
             image, boxes, labels = copy_paste(image, crops, raccoon_label, rng)
-        image, boxes, labels = augment(image, boxes, labels, rng, aug_cfg)
+        image, boxes, labels = augment(image, boxes, labels, rng, aug_cfg, INPUT_SIZE)
         yield to_model_input(image), boxes.astype(np.float32), labels.astype(np.int64)
 
 

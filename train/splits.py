@@ -13,11 +13,13 @@ Boxes here are pixels (xmin, ymin, xmax, ymax) of the original image, as in the 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.voc import read_csv
+from train.voc import read_csv, write_csv
 
 HOLDOUT_MODULO = 5  # one negative in five is held out for the false-alert test
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -89,3 +91,46 @@ def make_plan(shared_data: Path, val_positives: int = 40, val_negatives: int = 4
     val = pos_sorted[:val_positives] + day_neg[:n_day] + night_neg[:n_night]
     train = pos_sorted[val_positives:] + extra + night_pos + day_neg[n_day:] + night_neg[n_night:]
     return DataPlan(train=train, val=val, test=test, heldout_negatives=heldout)
+
+
+def write_plan(plan: DataPlan, shared_data: Path, out_dir: Path) -> dict[str, Path]:
+    """Files for the csv2tfrecord / evaluate stages: positives CSVs of the raccoon dataset's train
+    and val parts (same rows and pixels as train_labels.csv) and image lists (.txt, absolute paths)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raccoons = shared_data / "raccoon_dataset"
+    rows = read_csv(raccoons / "train_labels.csv")
+    val_names = {e.path.name for e in plan.val if not e.is_negative}
+    train_names = {e.path.name for e in plan.train if not e.is_negative and e.path.parent == raccoons / "images"}
+    files = {"train_positives": out_dir / "train_positives.csv", "val_positives": out_dir / "val_positives.csv"}
+    write_csv([r for r in rows if r.filename in train_names], files["train_positives"])
+    write_csv([r for r in rows if r.filename in val_names], files["val_positives"])
+    night_dir = (shared_data / "night" / "negatives").resolve()
+    lists = {
+        "train_negatives": [e for e in plan.train if e.is_negative],
+        "night_negatives": [e for e in plan.train if e.is_negative and e.path.resolve().parent == night_dir],
+        "val_negatives": [e for e in plan.val if e.is_negative],
+        "heldout_negatives": plan.heldout_negatives,
+    }
+    for name, entries in lists.items():
+        files[name] = out_dir / f"{name}.txt"
+        files[name].write_text("".join(f"{e.path.resolve()}\n" for e in entries))
+    return files
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``python -m train split``."""
+    default = Path(os.environ["RACCOON_SHARED"]) / "data" if "RACCOON_SHARED" in os.environ else Path("../shared/data")
+    parser.add_argument("--shared-data", type=Path, default=default, help="folder laid out like ../shared/data")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the split CSVs and image lists")
+    parser.add_argument("--val-positives", type=int, default=40)
+    parser.add_argument("--val-negatives", type=int, default=40)
+
+
+def main(args: argparse.Namespace) -> int:
+    plan = make_plan(args.shared_data, args.val_positives, args.val_negatives)
+    files = write_plan(plan, args.shared_data, args.output)
+    for name in ("train", "val", "test", "heldout_negatives"):
+        entries = getattr(plan, name)
+        print(f"split {name}: {len(entries)} images, {sum(e.is_negative for e in entries)} without raccoons")
+    print(f"split: wrote {', '.join(str(p) for p in files.values())}")
+    return 0

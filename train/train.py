@@ -126,9 +126,15 @@ def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, global_bat
     return train_step
 
 
-def load_data(cfg: TrainConfig, limit: int | None):
-    """Decoded training and validation examples, night backgrounds and raccoon crops."""
+def load_data(cfg: TrainConfig, args):
+    """Decoded training and validation examples, night backgrounds and raccoon crops: from
+    TFRecords (--train-records/--val-records, night frames named by --night-list) or straight from
+    the shared data folder split by ``splits.make_plan``."""
     shared = cfg.data.shared_data_path()
+    crops = data_lib.load_crops(shared / "night" / "positives_crops")[: args.limit or None]
+    if args.train_records:
+        return (*_records_data(args), crops)
+    limit = args.limit
     plan = make_plan(shared, cfg.data.val_positives, cfg.data.val_negatives)
     train_entries, val_entries = plan.train, plan.val
     if limit:  # tiny runs (tests): a few positives and negatives of each
@@ -139,11 +145,29 @@ def load_data(cfg: TrainConfig, limit: int | None):
     val_examples = data_lib.examples_from_entries(val_entries, label_ids)
     night_dir = (shared / "night" / "negatives").resolve()
     night = [ex for ex, e in zip(train_examples, train_entries) if e.path.resolve().parent == night_dir]
-    crops = data_lib.load_crops(shared / "night" / "positives_crops")
-    if limit:
-        crops = crops[:limit]
     log.info("data_loaded", train=len(train_examples), val=len(val_examples), night_backgrounds=len(night), crops=len(crops))
     return train_examples, val_examples, night, crops
+
+
+def _first_of_each(examples: list, limit: int) -> list:
+    """The first ``limit`` examples with boxes and the first ``limit`` without."""
+    return [e for e in examples if len(e.boxes)][:limit] + [e for e in examples if not len(e.boxes)][:limit]
+
+
+def _records_data(args):
+    """(train examples, val examples, night backgrounds) from TFRecords."""
+    if not args.val_records:
+        raise ValueError("--train-records needs --val-records (validation chooses checkpoint and threshold)")
+    train_examples, train_names = data_lib.examples_from_tfrecords(args.train_records)
+    val_examples, _ = data_lib.examples_from_tfrecords(args.val_records)
+    night_names = set()
+    if args.night_list:
+        night_names = {Path(line.strip()).name for line in args.night_list.read_text().splitlines() if line.strip()}
+    night = [ex for ex, name in zip(train_examples, train_names) if name in night_names and not len(ex.boxes)]
+    if args.limit:  # tiny runs (tests): a few positives and negatives of each
+        train_examples, val_examples, night = (_first_of_each(e, args.limit) for e in (train_examples, val_examples, night))
+    log.info("data_loaded", train=len(train_examples), val=len(val_examples), night_backgrounds=len(night))
+    return train_examples, val_examples, night
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -158,6 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override optim.steps")
     parser.add_argument("--batch-size", type=int, default=None, help="override optim.batch_size")
     parser.add_argument("--eval-every", type=int, default=None, help="override eval.every_steps")
+    parser.add_argument("--train-records", type=Path, nargs="+", help="training TFRecords (default: split ../shared/data directly)")
+    parser.add_argument("--val-records", type=Path, nargs="+", help="validation TFRecords (positives and raccoon-free images)")
+    parser.add_argument("--night-list", type=Path, help="text list of night frames among the training negatives (copy-paste backgrounds)")
     parser.add_argument("--limit", type=int, default=None, help="use only N positives + N negatives (smoke tests)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in work-dir")
     parser.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")
@@ -201,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(args.strategy)
     anchors = generate_anchors()
-    train_examples, val_examples, night, crops = load_data(cfg, args.limit)
+    train_examples, val_examples, night, crops = load_data(cfg, args)
     val_inputs = data_lib.eval_inputs(val_examples)
     model, optimizer, step, manager, schedule = _setup(cfg, args, strategy)
     state_path = args.work_dir / "training_result.json"

@@ -1,0 +1,143 @@
+"""One CLI for the training pipeline: ``python -m train {voc2csv,split,csv2tfrecord,train,evaluate,export,all}``.
+
+``all`` runs every stage end to end into a work dir (default train/work, gitignored) and ends by
+promoting the exported model to --to (default models/raccoon) through the export promotion gate:
+
+    python -m train all --work-dir train/work --to models/raccoon
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import structlog
+
+from train import evaluate, export, splits, tfrecord, voc
+from train import train as train_stage
+
+log = structlog.get_logger("train")
+REPO = Path(__file__).resolve().parent.parent
+STAGES = {  # name -> (module with add_arguments + main, help)
+    "voc2csv": (voc, "labelImg Pascal VOC XML folder -> seed CSV"),
+    "split": (splits, "train/val/test/held-out-negatives split of ../shared/data"),
+    "csv2tfrecord": (tfrecord, "CSV (+ negative images) -> TF OD API TFRecord + label map"),
+    "train": (train_stage, "fine-tune the SSD from the COCO TFLite weights"),
+    "evaluate": (evaluate, "AP@0.5, COCO mAP, false alerts, PR curve of a TFLite model or predictions"),
+    "export": (export, "SavedModel + float/int8 TFLite + label map + model card, with promotion gate"),
+}
+
+
+def add_all_arguments(parser: argparse.ArgumentParser) -> None:
+    default_shared = Path(__import__("os").environ.get("RACCOON_SHARED", REPO.parent / "shared"))
+    parser.add_argument("--shared", type=Path, default=default_shared, help="the shared/ folder (data/, pretrained/)")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "train" / "work", help="every intermediate file")
+    parser.add_argument("--to", type=Path, default=REPO / "models" / "raccoon", help="model folder to promote into")
+    parser.add_argument("--force", action="store_true", help="promote even if the current model's test AP is higher")
+    parser.add_argument("--config", type=Path, default=train_stage.DEFAULT_CONFIG, help="training YAML")
+    parser.add_argument("--steps", type=int, help="override the config's training steps")
+    parser.add_argument("--batch-size", type=int, help="override the config's batch size")
+    parser.add_argument("--eval-every", type=int, help="override the config's validation interval")
+    parser.add_argument("--limit", type=int, help="N positives + N negatives only (smoke test)")
+    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0 = default)")
+
+
+def _run(name: str, argv: list[str]) -> None:
+    module, _ = STAGES[name]
+    parser = argparse.ArgumentParser(prog=f"python -m train {name}")
+    module.add_arguments(parser)
+    started = time.monotonic()
+    shown = " ".join(shlex.quote(a) for a in argv)
+    log.info("stage_start", stage=name, argv=shown if len(shown) < 400 else shown[:400] + " ...")
+    code = module.main(parser.parse_args(argv))
+    if code:
+        raise SystemExit(f"stage {name} failed with exit code {code}")
+    log.info("stage_done", stage=name, seconds=round(time.monotonic() - started, 1))
+
+
+def _training_images(split_dir: Path, raccoon_images: Path) -> list[str]:
+    """Image files the model trained on (int8 calibration, dataset hash); no test images."""
+    rows = voc.read_csv(split_dir / "train_positives.csv")
+    names = sorted({r.filename for r in rows})
+    negatives = (split_dir / "train_negatives.txt").read_text().split()
+    return [str(raccoon_images / n) for n in names] + negatives
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Every stage in order; intermediate files under --work-dir."""
+    data, work = args.shared / "data", args.work_dir
+    raccoons = data / "raccoon_dataset"
+    split_dir, records, train_dir = work / "split", work / "records", work / "train"
+    candidate, eval_dir = work / "candidate", work / "eval"
+    started = time.monotonic()
+    _run("voc2csv", ["--annotations", str(raccoons / "annotations"), "--images", str(raccoons / "images"),
+                     "--output", str(work / "csv" / "raccoon_labels.csv")])
+    _run("split", ["--shared-data", str(data), "--output", str(split_dir)])
+    _run("csv2tfrecord", ["--csv", str(split_dir / "train_positives.csv"), "--images", str(raccoons / "images"),
+                          "--csv", str(data / "extra_raccoons" / "positives.csv"), "--images", str(data / "extra_raccoons"),
+                          "--csv", str(data / "night" / "positives" / "positives.csv"), "--images", str(data / "night" / "positives"),
+                          "--negatives", str(split_dir / "train_negatives.txt"),
+                          "--labels", "raccoon", "--output", str(records / "train.tfrecord")])
+    _run("csv2tfrecord", ["--csv", str(split_dir / "val_positives.csv"), "--images", str(raccoons / "images"),
+                          "--negatives", str(split_dir / "val_negatives.txt"),
+                          "--labels", "raccoon", "--output", str(records / "val.tfrecord")])
+    train_argv = ["--config", str(args.config), "--work-dir", str(train_dir),
+                  "--train-records", str(records / "train.tfrecord"), "--val-records", str(records / "val.tfrecord"),
+                  "--night-list", str(split_dir / "night_negatives.txt"), "--threads", str(args.threads)]
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size),
+                        ("--eval-every", args.eval_every), ("--limit", args.limit)):
+        if value:
+            train_argv += [flag, str(value)]
+    _run("train", train_argv)
+    result = json.loads((train_dir / "training_result.json").read_text())
+    threshold = result["best"].get("val_threshold", evaluate.DEFAULT_THRESHOLD)
+    command = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    _run("export", ["--checkpoint", str(train_dir), "--to", str(candidate), "--force",
+                    "--config", str(args.config), "--training-command", command,
+                    "--reference-tflite", str(args.shared / "pretrained" / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"),
+                    "--dataset-files", str(split_dir / "train_positives.csv"), str(split_dir / "val_positives.csv"),
+                    "--images", *_training_images(split_dir, raccoons / "images")])
+    metrics = {}
+    for key, model_file in (("test", export.TFLITE_INT8), ("test_float", export.TFLITE_FLOAT)):
+        output = eval_dir / f"{key}.json"
+        _run("evaluate", ["--model", str(candidate / model_file), "--label-map", str(candidate / export.LABEL_MAP),
+                          "--csv", str(raccoons / "test_labels.csv"), "--images", str(raccoons / "images"),
+                          "--negatives", str(split_dir / "heldout_negatives.txt"),
+                          "--threshold", str(threshold), "--output", str(output)])
+        metrics[key] = export.model_card.summarize_evaluation(json.loads(output.read_text()))
+    _promote_with_metrics(candidate, args.to, metrics, args.force)
+    log.info("all_done", seconds=round(time.monotonic() - started, 1), model=str(args.to),
+             test_ap50=metrics["test"].get("ap50"), deployed_threshold=threshold)
+    return 0
+
+
+def _promote_with_metrics(candidate: Path, target: Path, metrics: dict, force: bool) -> None:
+    """Record the test metrics in the candidate's card, then promote it through the gate."""
+    card = export.model_card.read_card(candidate)
+    card["metrics"] = {**card.get("metrics", {}), **metrics}
+    export.model_card.write_card(card, candidate)
+    try:
+        export.promote(candidate, target, force=force)
+    except export.PromotionRefused as exc:
+        log.warning("promotion_refused", reason=str(exc))
+        raise SystemExit(f"all: not promoted: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in STAGES.items():
+        module.add_arguments(sub.add_parser(name, help=help_text))
+    add_all_arguments(sub.add_parser("all", help="every stage end to end, then promote to --to"))
+    args = parser.parse_args(argv)
+    if args.command == "all":
+        return run_all(args)
+    return STAGES[args.command][0].main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
