@@ -123,12 +123,20 @@ def test_tflite_threads_share_one_detector(coco: TFLiteDetector, shared_dir: Pat
     assert got[0] == expected and got[1] == expected
 
 
-def test_tflite_path_does_not_import_tensorflow(coco_model: Path) -> None:
+@pytest.mark.parametrize("layout", ["tflite_file", "dir_with_savedmodel_too"])
+def test_tflite_path_does_not_import_tensorflow(coco_model: Path, tmp_path: Path, layout: str) -> None:
+    model = coco_model
+    if layout == "dir_with_savedmodel_too":  # auto on a CPU box: TFLite, without importing TF to look for a GPU
+        model = make_model_dir(tmp_path, coco_model, None)
+        (model / "saved_model").mkdir()
+        (model / "saved_model" / "saved_model.pb").write_bytes(b"never loaded")
+        if any(p.exists() for p in factory.GPU_DRIVER_PATHS):
+            pytest.skip("a GPU driver is present: auto may rightly pick TensorFlow")
     code = (
         "import sys; from pathlib import Path; import numpy as np\n"
         "from raccoon_watch.config import DetectorConfig\n"
         "from raccoon_watch.detectors import create_detector\n"
-        f"d = create_detector(DetectorConfig(backend='auto'), Path({str(coco_model)!r}))\n"
+        f"d = create_detector(DetectorConfig(backend='auto'), Path({str(model)!r}))\n"
         "d.detect([np.zeros((240, 320, 3), np.uint8)])\n"
         "print(d.name, 'tensorflow' in sys.modules)\n"
     )

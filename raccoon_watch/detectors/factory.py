@@ -13,12 +13,14 @@ From ``model_card.json`` the factory reads ``labels`` (list, class id 1 first), 
 ([height, width] or one int) and the deployed ``threshold`` (also ``deployed_threshold`` or
 ``deploy.threshold``); a label map file wins over the card's labels.
 
-``backend: auto`` picks TensorFlow when a SavedModel exists and TensorFlow sees a GPU (TensorFlow is
-imported only when a SavedModel exists), else TFLite.
+``backend: auto`` picks TensorFlow when a SavedModel exists and TensorFlow sees a GPU, else TFLite
+(TensorFlow is imported for the check only when a SavedModel exists, TensorFlow is installed and a
+GPU driver is present). With only a SavedModel, ``auto`` uses TensorFlow on the CPU.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
@@ -131,7 +133,14 @@ def _labels_for(files: ModelFiles, labelmap: Path | None) -> tuple[str, ...]:
                      f"and no 'labels' in {CARD_NAME}; set detector.labelmap")
 
 
+GPU_DRIVER_PATHS = (Path("/proc/driver/nvidia"), Path("/dev/kfd"))  # NVIDIA (CUDA) and AMD (ROCm) drivers
+
+
 def _gpu_visible() -> bool:
+    """True when TensorFlow sees a GPU. TensorFlow (seconds and hundreds of MB to import) is only
+    imported when it is installed and a GPU driver is present, so a CPU box stays on TFLite cheaply."""
+    if importlib.util.find_spec("tensorflow") is None or not any(p.exists() for p in GPU_DRIVER_PATHS):
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))

@@ -33,6 +33,15 @@ CLASS_OFFSET = 0  # detection_classes are already 1-based: labels[class]
 MAX_CALL_BATCH = 64  # frames per call when the signature takes any batch (bounds GPU memory)
 
 
+def _import_tensorflow(model_dir: Path):
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ModelError(f"{model_dir}: the TensorFlow backend needs TensorFlow: pip install 'raccoon-watch[cpu]' "
+                         "(or [gpu]), or use a .tflite model with backend tflite") from None
+    return tf
+
+
 def enable_gpu_memory_growth() -> list[str]:
     """Memory growth on for every GPU TensorFlow sees; returns their names. Safe to call twice."""
     import tensorflow as tf
@@ -58,8 +67,8 @@ class TensorFlowDetector:
         if not (self.model_dir / "saved_model.pb").is_file():
             what = "not found" if not self.model_dir.exists() else "is not a SavedModel directory (no saved_model.pb)"
             raise ModelError(f"{self.model_dir}: {what}")
+        tf = _import_tensorflow(self.model_dir)
         gpus = enable_gpu_memory_growth()
-        import tensorflow as tf
 
         try:
             self._model = tf.saved_model.load(str(self.model_dir))
