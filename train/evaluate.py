@@ -128,8 +128,8 @@ def ground_truth(rows: Sequence[BoxRow], negative_images: Sequence[str | Path] =
 
 ROLE_KEYWORDS = {"boxes": ("box",), "classes": ("class",), "scores": ("score",), "count": ("num", "count")}
 POSTPROCESS_SUFFIX = {"": "boxes", ":1": "classes", ":2": "scores", ":3": "count"}  # TFLite_Detection_PostProcess
-FLOAT_INPUT_MEAN = 127.5  # float SSD-MobileNet inputs are (rgb - 127.5) / 127.5, in [-1, 1]
-FLOAT_INPUT_STD = 127.5
+FLOAT_INPUT_MEAN = 128.0  # float inputs are (rgb - 128) / 128, the real values the stock uint8
+FLOAT_INPUT_STD = 128.0  # input (scale 1/128, zero point 128) stands for; train.export uses the same
 INT8_ZERO_SHIFT = 128  # int8 input: uint8 pixel - 128, the same real value as the uint8 model sees
 
 
@@ -170,7 +170,7 @@ def identify_outputs(outputs: list[dict], values: list[np.ndarray]) -> dict[str,
     return _roles_by_shape(outputs, values)
 
 
-def _input_tensor(rgb: np.ndarray, detail: dict) -> np.ndarray:
+def model_input(rgb: np.ndarray, detail: dict) -> np.ndarray:
     """Resize an RGB uint8 image to the model input and convert to its dtype: (1, h, w, 3)."""
     import cv2
 
@@ -221,7 +221,7 @@ def predict_with_tflite(
     scores [1,N], count [1]) on image files; yields ``detect --json`` records (pixel xmin,ymin,xmax,ymax).
 
     labels[k] names 0-based class k (``train.tfrecord.read_label_map`` gives that list). Input:
-    uint8 fed raw RGB, int8 as RGB - 128, float32 as (RGB - 127.5) / 127.5.
+    uint8 fed raw RGB, int8 as RGB - 128, float32 as (RGB - 128) / 128.
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -232,7 +232,7 @@ def predict_with_tflite(
     roles: dict[str, int] | None = None
     for path in map(Path, images):
         rgb = _read_rgb(path)
-        interpreter.set_tensor(input_detail["index"], _input_tensor(rgb, input_detail))
+        interpreter.set_tensor(input_detail["index"], model_input(rgb, input_detail))
         interpreter.invoke()
         values = [interpreter.get_tensor(d["index"]) for d in outputs]
         roles = roles or identify_outputs(outputs, values)

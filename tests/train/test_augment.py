@@ -63,6 +63,7 @@ TRANSFORMS = [augment.horizontal_flip, augment.random_crop, augment.zoom_out, au
 
 
 @pytest.mark.parametrize("transform", TRANSFORMS, ids=lambda f: f.__name__)
+@pytest.mark.shared  # real photos from ../shared
 def test_boxes_stay_valid_on_a_real_photo(photo, transform) -> None:
     image, boxes = photo
     for seed in range(6):
@@ -72,6 +73,7 @@ def test_boxes_stay_valid_on_a_real_photo(photo, transform) -> None:
     assert negative_boxes.shape == (0, 4)
 
 
+@pytest.mark.shared  # real photos from ../shared
 def test_flip_twice_is_identity(photo) -> None:
     image, boxes = photo
     once_image, once_boxes = augment.horizontal_flip(image, boxes)
@@ -122,6 +124,7 @@ def test_crop_keeps_labels_aligned() -> None:
     assert dropped > 0  # some crops really did cut a box away
 
 
+@pytest.mark.shared  # real photos from ../shared
 def test_ir_night_is_dark_grayscale(photo) -> None:
     image, boxes = photo
     for seed in range(4):
@@ -132,6 +135,7 @@ def test_ir_night_is_dark_grayscale(photo) -> None:
         np.testing.assert_array_equal(night_boxes, boxes)
 
 
+@pytest.mark.shared  # real photos from ../shared
 def test_photometric_transforms_change_pixels_not_boxes(photo) -> None:
     image, boxes = photo
     for transform in (augment.color_jitter, augment.blur, augment.jpeg_recompress, augment.grayscale):
@@ -140,6 +144,7 @@ def test_photometric_transforms_change_pixels_not_boxes(photo) -> None:
         np.testing.assert_array_equal(out_boxes, boxes)
 
 
+@pytest.mark.shared  # real photos from ../shared
 def test_same_seed_same_result(photo) -> None:
     image, boxes = photo
     first = augment.augment(image, boxes, np.random.default_rng(7))
@@ -147,6 +152,7 @@ def test_same_seed_same_result(photo) -> None:
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
 
 
+@pytest.mark.shared  # real photos from ../shared
 def test_copy_paste_night_box_is_the_pasted_rectangle(shared_dir: Path) -> None:
     night = shared_dir / "data" / "night"
     background = _rgb(sorted((night / "negatives").glob("mct_*.jpg"))[0])
@@ -166,6 +172,7 @@ def test_copy_paste_night_box_is_the_pasted_rectangle(shared_dir: Path) -> None:
         assert abs((bottom - top) / (right - left) - 60 / 40) < 0.1  # aspect kept
 
 
+@pytest.mark.shared  # real photos from ../shared
 def test_copy_paste_with_a_real_crop_and_soft_edges(shared_dir: Path) -> None:
     night = shared_dir / "data" / "night"
     background = _rgb(sorted((night / "negatives").glob("*.jpg"))[3])
@@ -184,6 +191,7 @@ def test_config_rejects_bad_probability() -> None:
         augment.horizontal_flip(np.zeros((4, 4, 3), np.uint8), np.zeros((2, 3)))
 
 
+@pytest.mark.shared  # real photos from ../shared
 def test_contact_sheet(photo, tmp_path: Path) -> None:
     image, boxes = photo
     rng = np.random.default_rng(0)

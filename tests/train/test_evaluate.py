@@ -12,6 +12,8 @@ import pytest
 from train import evaluate
 from train.voc import read_csv
 
+pytestmark = pytest.mark.shared  # real photos and models from ../shared
+
 README_STOCK_AP50 = 0.88  # ../shared/data/raccoon_dataset/README.md
 AP_TOLERANCE = 0.03
 NEGATIVE_SAMPLE = 10  # raccoon-free photos run through the model in this test
@@ -130,3 +132,17 @@ def test_cli_runs_tflite_model(coco_model: Path, shared_dir: Path, tmp_path: Pat
     assert len(evaluate.read_detections(tmp_path / "p.jsonl")) == 2
     args.csv = tmp_path / "missing.csv"
     assert evaluate.main(args) == 1
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [
+    (np.uint8, [0, 128, 255]),  # raw pixels; the model's own quantization (1/128, 128) normalises
+    (np.int8, [-128, 0, 127]),  # pixel - 128
+    (np.float32, [-1.0, 0.0, 127 / 128]),  # (pixel - 128) / 128, as train.export's float TFLite expects
+])
+def test_model_input_conversion(dtype, expected) -> None:
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[:, 10:20] = 128
+    rgb[:, 20:] = 255
+    tensor = evaluate.model_input(rgb, {"shape": np.array([1, 10, 15, 3]), "dtype": dtype})
+    assert tensor.shape == (1, 10, 15, 3) and tensor.dtype == dtype
+    np.testing.assert_allclose(tensor[0, 5, [2, 7, 12], 0], expected)

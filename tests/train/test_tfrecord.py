@@ -14,6 +14,8 @@ from PIL import Image
 from train import tfrecord
 from train.voc import BoxRow, read_csv
 
+pytestmark = pytest.mark.shared  # real photos and models from ../shared
+
 MULTI_OBJECT = "raccoon-119.jpg"
 ONE_OBJECT = "raccoon-1.jpg"
 

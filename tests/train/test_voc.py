@@ -11,6 +11,8 @@ import pytest
 from train import voc
 from train.voc import BoxRow, VocError
 
+pytestmark = pytest.mark.shared  # real photos and models from ../shared
+
 MULTI_OBJECT = "raccoon-119"  # three raccoons in one photo
 
 
