@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import cv2
-import numpy as np
 import structlog
 import tensorflow as tf
 from PIL import Image
