@@ -353,6 +353,16 @@ def test_tensorflow_backend_batch1_loops(stub_models: dict[str, Path]) -> None:
     assert [round(r[0].score, 2) for r in results] == [1.0, 0.5]
 
 
+@pytest.mark.gpu
+def test_tensorflow_backend_batch16_on_gpu(tf, stub_models: dict[str, Path]) -> None:
+    if not tf.config.list_physical_devices("GPU"):
+        pytest.skip("no GPU visible to TensorFlow")
+    det = create_detector(DetectorConfig(backend="tensorflow", batch_size=16), stub_models["any_batch"].parent)
+    assert tf.config.experimental.get_memory_growth(tf.config.list_physical_devices("GPU")[0])
+    results = det.detect([bgr(0, 0, 255 - 10 * i, 720, 1280) for i in range(16)])
+    assert [round(r[0].score, 3) for r in results] == [round((255 - 10 * i) / 255, 3) for i in range(16)]
+
+
 def test_auto_backend_prefers_tflite_without_gpu(tf, stub_models: dict[str, Path], coco_model: Path) -> None:
     d = stub_models["any_batch"].parent
     (d / "model.tflite").symlink_to(coco_model)
