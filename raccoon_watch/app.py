@@ -137,7 +137,7 @@ class App:
         }
         self.router = EventRouter(
             self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
-            on_event=self.metrics.on_event, on_result=self.metrics.on_result,
+            on_event=self.metrics.on_event,
         )
         self.router.start()
 

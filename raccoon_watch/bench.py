@@ -474,30 +474,7 @@ def _make_bench_app(cfg: Any, probe: Probe) -> Any:
             self.cpu_at_cameras, self.mono_at_cameras = cpu_seconds(), time.monotonic()
             super()._start_cameras()
 
-        def stop(self) -> None:
-            self.stop_event.set()
-            for thread in [*self.workers, *([self.router] if self.router else [])]:
-                _unshadow_thread_stop(thread)
-            super().stop()
-
     return BenchApp(cfg)
-
-
-def _unshadow_thread_stop(thread: threading.Thread, timeout: float = 3.0) -> None:
-    """Work around DetectorWorker/EventRouter storing their stop Event as ``self._stop``.
-
-    ``threading.Thread`` has a private method ``_stop()`` that ``join()``/``is_alive()`` call once
-    the thread has ended; an Event there makes them raise ``TypeError: 'Event' object is not
-    callable`` and ``App.stop()`` never reaches the sinks and the store. Once the thread has ended
-    (its tstate lock is free), drop the instance attribute so the method shows again. A no-op when
-    the attribute is not an Event (i.e. after the classes are fixed).
-    """
-    if not isinstance(thread.__dict__.get("_stop"), threading.Event):
-        return
-    lock = getattr(thread, "_tstate_lock", None)
-    if lock is not None and lock.acquire(timeout=timeout):
-        lock.release()
-        del thread.__dict__["_stop"]
 
 
 def stage_pipeline(args: dict[str, Any]) -> dict[str, Any]:
@@ -864,6 +841,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
+    """stdout carries the JSON report only; progress and logs go to stderr (structlog restored after)."""
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    try:
+        return _main(ns)
+    finally:
+        structlog.configure(**saved)
+
+
+def _main(ns: argparse.Namespace) -> int:
     if ns.cameras < 1:
         print("raccoon-watch bench: --cameras must be >= 1", file=sys.stderr)
         return 2
@@ -879,7 +868,22 @@ def main(ns: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(f"bench: written to {out}", file=sys.stderr)
-    return 1 if any("error" in v for v in report.values() if isinstance(v, dict)) else 0
+    return 1 if _errors(report) else 0
+
+
+def _errors(report: dict[str, Any]) -> list[str]:
+    """Stages that failed (an "error" key at any depth of the report)."""
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if "error" in node:
+                found.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+
+    walk(report, "")
+    return found
 
 
 def _stage_main(argv: Sequence[str]) -> int:

@@ -1,0 +1,172 @@
+"""The benchmark harness: clip timelines, ratio/target arithmetic, a tiny real run, the GPU path.
+
+No timing assertions here: speed targets are checked by ``make bench``, not by tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raccoon_watch import bench, cli
+from raccoon_watch.bench_clips import ClipSpec, clip_timeline
+
+# --- clips ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "scene", "expected"),
+    [
+        (30, "raccoon", (90, 120, 210)),  # in at 6 s, walks 2 s, leaves after 8 s
+        (12, "raccoon", (45, 75, 165)),  # in at 3 s (the minimum), leaves at 11 s (1 s before the end)
+        (6, "raccoon", (45, 75, 75)),  # short clip: in at 3 s, out at 5 s, walking all the while
+        (30, "empty", (450, 450, 450)),  # no raccoon: every index is the clip's length
+    ],
+)
+def test_clip_timeline(seconds: float, scene: str, expected: tuple[int, int, int]) -> None:
+    assert clip_timeline(ClipSpec("720p", scene, "day", seconds)) == expected
+
+
+@pytest.mark.parametrize("kwargs", [{"resolution": "4k"}, {"scene": "fox"}, {"light": "dusk"}, {"seconds": 2}])
+def test_clip_spec_rejects_bad_values(kwargs: dict[str, object]) -> None:
+    args = {"resolution": "720p", "scene": "raccoon", "light": "day", "seconds": 10, **kwargs}
+    with pytest.raises(ValueError):
+        ClipSpec(**args)  # type: ignore[arg-type]
+
+
+# --- arithmetic ----------------------------------------------------------------------------------------
+
+
+def test_percentiles_and_ratio() -> None:
+    assert bench.percentiles([1.0, 2.0, 3.0, 4.0, 100.0]) == {"p50": 3.0, "p95": 80.8}
+    assert bench.percentiles([]) == {"p50": None, "p95": None}
+    assert bench.ratio(3.0, 2.0) == 1.5
+    assert bench.ratio(None, 2.0) is None and bench.ratio(1.0, 0.0) is None
+
+
+def _report() -> dict:
+    """A hand-made report with the stage keys ratios()/targets() read."""
+    cam = {"frames_dropped": 0}
+    return {
+        "settings": {"tflite_threads": 2},
+        "decode": {"empty": {"read_all": {"cpu_per_video_s": 0.10}, "grab_only": {"cpu_per_video_s": 0.06}}},
+        "pipeline": {
+            "empty": {"cpu_per_video_s_per_camera": 0.12, "cameras": {"cam0": cam}},
+            "raccoon": {"cpu_per_video_s_per_camera": 0.30, "cameras": {"cam0": cam},
+                        "latency_ms": {"event_from_confirm": {"p95": 120.0}},
+                        "sinks": {"pushover_request_from_confirm": {"p95": 620.0}}},
+        },
+        "baseline": {"cpu_per_video_s": 1.2},
+        "models": {"coco_int8_tflite_2t": {"wall_ms": {"p50": 12.0}, "cpu_ms": 20.0},
+                   "savedmodel_cpu": {"wall_ms": {"p50": 48.0}, "cpu_ms": 70.0}},
+    }
+
+
+def test_ratios_and_targets_from_a_report() -> None:
+    report = _report()
+    report["ratios"] = bench.ratios(report)
+    r = report["ratios"]
+    assert r["empty"] == {"pipeline_vs_decode_read_all": 1.2, "pipeline_vs_decode_grab_only": 2.0,
+                          "baseline_vs_pipeline": 10.0}
+    assert r["detector"]["savedmodel_vs_int8_wall_ms"] == 4.0  # against the COCO stand-in
+    assert r["detector"]["int8_vs_coco_wall_ms"] is None  # no shipped model in this report
+    plan = bench.Plan(specs=(ClipSpec("1080p", "empty", "day", 30), ClipSpec("1080p", "raccoon", "day", 30)), cameras=1)
+    t = bench.targets(report, plan)
+    assert t["cpu_within_1.5x_of_decode"] == {"value": 1.2, "met": True}  # the still scene counts
+    assert t["baseline_5x_more_cpu"]["met"] is True
+    assert t["zero_dropped_frames"] == {"value": 0, "met": True}
+    assert t["event_p95_le_300ms_from_confirm"]["met"] is True
+    assert t["pushover_p95_le_500ms_from_confirm"] == {"value": 620.0, "met": False}
+    assert t["int8_not_slower_than_coco"]["met"] is None
+    assert t["savedmodel_3x_slower_than_int8"]["met"] is True
+
+
+# --- a tiny real run -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_tiny_bench_run_prints_the_documented_json(tmp_path: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "result.json"
+    code = cli.main(["bench", "--quick", "--seconds", "6", "--resolution", "720p", "--scene", "raccoon",
+                     "--no-baseline", "--no-sinks", "--bench-dir", str(tmp_path), "--out", str(out)])
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads(out.read_text())
+    assert printed == report
+    assert code == 0, report
+    for key in ("schema", "machine", "clips", "model", "settings", "decode", "models", "pipeline", "ratios", "targets"):
+        assert key in report, key
+
+    clip = report["clips"]["raccoon"]
+    assert clip["frames"] == 90 and clip["timeline"]["appear"] == 45
+    assert Path(clip["path"]).is_file()
+
+    floor = report["decode"]["raccoon"]
+    assert floor["read_all"]["frames"] == floor["grab_only"]["frames"] == 90
+    assert floor["read_all"]["cpu_per_video_s"] > 0
+
+    pipe = report["pipeline"]["raccoon"]
+    cam = pipe["cameras"]["cam0"]
+    assert cam["frames_read"] == 90  # every frame grabbed
+    assert 0 < cam["frames_decoded"] < 90  # decoded only at detect_fps
+    assert cam["frames_processed"] <= cam["frames_to_detector"] <= cam["frames_decoded"]
+    assert cam["motion"]["frames_checked"] == cam["frames_decoded"]
+    assert cam["motion"]["by_reason"].get("motion", 0) > 0  # the raccoon walking in is motion
+    assert pipe["detector_calls"] == cam["frames_processed"]
+    assert pipe["cpu_per_video_s"] > 0 and pipe["peak_rss_mb"] > 0
+    if pipe["events_started"]:
+        lat = pipe["latency_ms"]["event_from_confirm"]
+        assert lat["n"] == 1 and lat["p50"] >= 0
+
+    coco = report["models"]["coco_int8_tflite_2t"]
+    assert coco["wall_ms"]["p50"] > 0 and coco["cpu_ms"] >= 0
+    assert "baseline" not in report  # --no-baseline: TensorFlow never loaded
+    assert set(report["targets"]) >= {"cpu_within_1.5x_of_decode", "zero_dropped_frames", "event_p95_le_300ms_from_confirm"}
+
+
+def test_bench_rejects_zero_cameras(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--cameras", "0"]) == 2
+    assert "--cameras" in capsys.readouterr().err
+
+
+# --- the batched TensorFlow (GPU) path -----------------------------------------------------------------
+
+
+def _gpus() -> list:
+    tf = pytest.importorskip("tensorflow")
+    return tf.config.list_physical_devices("GPU")
+
+
+def test_gpu_stage_says_why_it_skipped_without_a_gpu() -> None:
+    if _gpus():
+        pytest.skip("a GPU is visible: covered by test_batched_tensorflow_on_gpu")
+    assert "no GPU visible" in bench.stage_gpu({})["skipped"]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_batched_tensorflow_on_gpu(tmp_path: Path, shared_dir: Path) -> None:
+    """Batch 16 across 'cameras' gives the same detections as one frame at a time."""
+    if not _gpus():
+        pytest.skip("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)")
+    import cv2
+
+    from raccoon_watch.detectors.factory import _labels_for, find_model
+    from raccoon_watch.detectors.tensorflow import TensorFlowDetector
+
+    saved, _why = bench._baseline_model(bench.raccoon_model_dir(), tmp_path)
+    assert saved is not None, _why
+    files = find_model(saved)
+    detector = TensorFlowDetector(files.saved_model, _labels_for(files, None), batch_size=16)
+    assert detector.max_batch == 16
+    images = [cv2.imread(str(p)) for p in sorted((shared_dir / "data" / "raccoon_dataset" / "images").glob("*.jpg"))[:16]]
+    images = [cv2.resize(img, (640, 480)) for img in images]  # one size: a batch is one tensor
+    batched = detector.detect(images)
+    single = [detector.detect([img])[0] for img in images]
+    assert len(batched) == 16
+    for b, s in zip(batched, single):
+        assert [d.label for d in b[:1]] == [d.label for d in s[:1]]
+        if b and s:
+            assert b[0].score == pytest.approx(s[0].score, abs=1e-3)
