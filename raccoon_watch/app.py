@@ -105,7 +105,7 @@ class App:
         """Load once in the main thread so a missing/corrupt model fails before anything starts."""
         probe = self._make_detector()
         card_threshold = getattr(probe, "threshold", None)
-        self.threshold = self.cfg.detector.threshold or card_threshold or DEFAULT_THRESHOLD
+        self.threshold = next(t for t in (self.cfg.detector.threshold, card_threshold, DEFAULT_THRESHOLD) if t is not None)
         log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=self.threshold)
         probe.close()
 
@@ -169,9 +169,17 @@ class App:
     def stats(self) -> dict[str, Any]:
         """Plain numbers for MQTT stats, health and bench (no secrets, no URLs)."""
         cameras = {}
+        uptime = max(time.monotonic() - self.started_mono, 1e-6)
+        inference_ms = round(max((w.stats.last_inference_ms for w in self.workers), default=0.0), 2)
         for name, thread in self.cameras.items():
             st = thread.stats
+            processed = self.router.processed.get(name, 0) if self.router else 0
             cameras[name] = {
+                # the three keys Home Assistant's diagnostic sensors read (sinks/discovery.py)
+                "detect_fps": round(processed / uptime, 2),  # mean since start
+                "inference_ms": inference_ms,
+                "dropped_frames": st.frames_dropped,
+                "frames_processed": processed,
                 "state": st.state,
                 "frames_read": st.frames_read,
                 "frames_queued": st.frames_queued,
@@ -183,14 +191,13 @@ class App:
                 "motion": self.gates[name].snapshot() if name in self.gates else None,
             }
         frames = sum(w.stats.frames for w in self.workers)
-        uptime = max(time.monotonic() - self.started_mono, 1e-6)
         return {
             "uptime_s": round(uptime, 1),
             "cameras": cameras,
             "detector": {
                 "fps": round(frames / uptime, 2),
                 "frames": frames,
-                "inference_ms": round(max((w.stats.last_inference_ms for w in self.workers), default=0.0), 2),
+                "inference_ms": inference_ms,
                 "errors": sum(w.stats.errors for w in self.workers),
             },
             "queue_depth": self.frames.qsize(),

@@ -116,6 +116,9 @@ def _run(args: argparse.Namespace) -> int:
     from raccoon_watch.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)
+    # OpenCV/FFmpeg print their own lines on every failed read; our capture logs say it once, structured
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     _register_secrets(cfg)
     for name, cam in cfg.cameras.items():
         log.info("camera_configured", camera=name, source=redact_url(cam.source), detect_fps=cam.detect_fps)

@@ -56,7 +56,10 @@ class CameraConfig(_Strict):
     loop: bool = Field(False, description="Restart a file source from the beginning when it ends.")
     open_timeout_s: float = Field(5.0, gt=0, le=120, description="CAP_PROP_OPEN_TIMEOUT_MSEC, in seconds.")
     read_timeout_s: float = Field(5.0, gt=0, le=120, description="CAP_PROP_READ_TIMEOUT_MSEC, in seconds.")
-    reconnect_max_s: float = Field(30.0, gt=0, le=600, description="Cap of the reconnect back-off.")
+    reconnect_max_s: float = Field(
+        5.0, gt=0, le=600,
+        description="Cap of the reconnect back-off: a camera is back within this long of returning.",
+    )
     labels: list[str] | None = Field(None, description="Labels to watch on this camera (default: detector.labels).")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Score threshold (default: detector.threshold).")
     min_area: float = Field(0.0, ge=0.0, le=1.0, description="Smallest box, as a fraction of the frame area.")

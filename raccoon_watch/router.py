@@ -57,6 +57,7 @@ class EventRouter(threading.Thread):
         self._commands: "queue.SimpleQueue[tuple[str, bool]]" = queue.SimpleQueue()
         self.heartbeat = time.monotonic()
         self.events_emitted = 0
+        self.processed: dict[str, int] = {cam: 0 for cam in self._filters}  # results folded in, per camera
 
     # --- thread-safe controls ------------------------------------------------------------------
     def set_detect(self, camera: str, enabled: bool) -> None:
@@ -104,6 +105,7 @@ class EventRouter(threading.Thread):
         flt = self._filters.get(cam)
         if flt is None or not self._enabled[cam]:
             return
+        self.processed[cam] += 1
         hits = counting(result.detections, flt)
         if self._on_result:
             self._on_result(result, hits)
