@@ -2,8 +2,9 @@
 
 Model contract (the stock COCO SSD and train/'s int8 export):
 - one input [1, H, W, 3]: uint8 (raw RGB pixels, as the TFLite SSD exporters quantize it), int8
-  (quantized from (x - 127.5) / 127.5 with the input's scale and zero point) or float32
-  ((x - 127.5) / 127.5);
+  (quantized from (x - 128) / 128 with the input's scale and zero point) or float32
+  ((x - 128) / 128, what the stock quantized SSD's input scale 1/128 and zero point 128 decode to,
+  and what train/'s float export was trained with);
 - four outputs: boxes [1, N, 4] normalised (ymin, xmin, ymax, xmax), classes [1, N] 0-based with the
   background excluded (label = labels[class + 1], see raccoon_watch.labels), scores [1, N] sorted
   descending, count [1]. Their order differs between converters, and so does the meaning of the
@@ -96,7 +97,7 @@ class TFLiteDetector:
         dtype = self._input["dtype"]
         if dtype == np.uint8:
             return rgb
-        normalised = (rgb.astype(np.float32) - 127.5) / 127.5  # [-1, 1], SSD-MobileNet preprocessing
+        normalised = (rgb.astype(np.float32) - 128.0) / 128.0  # [-1, 1), as the stock SSD input decodes
         if dtype == np.float32:
             return normalised
         scale, zero_point = self._input["quantization"]
