@@ -4,9 +4,9 @@ Two sources, no double bookkeeping:
 - ``StatsCollector`` reads ``App.stats()`` at scrape time: the same plain numbers the MQTT stats
   topic publishes (per-camera frames, reconnects, up; detector frames/errors; queue depth; events;
   outbox deliveries per sink). Counters there are owned by the threads that count them.
-- Three things ``App.stats()`` cannot hold as plain numbers are fed by callbacks from the pipeline:
-  the inference latency histogram (``DetectorWorker(on_inference=...)``), events by
-  camera/label/kind and frames processed per camera (``EventRouter(on_event=..., on_result=...)``).
+- Two things ``App.stats()`` cannot hold as plain numbers are fed by callbacks from the pipeline:
+  the inference latency histogram (``DetectorWorker(on_inference=...)``) and events by
+  camera/label/kind (``EventRouter(on_event=...)``).
 
 Labels are camera names, detection labels, event kinds and sink names only: never a source URL,
 a host or a secret.
@@ -28,7 +28,8 @@ INFERENCE_BUCKETS_S = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0
 _CAMERA_COUNTERS = (
     ("frames_read", "camera_frames_read", "Frames decoded from the camera."),
     ("frames_queued", "camera_frames_queued", "Frames handed to the detector queue."),
-    ("frames_dropped", "camera_frames_dropped", "Frames the capture thread dropped (not queued)."),
+    ("frames_dropped", "camera_frames_dropped", "Queue puts that evicted an older frame (queue full)."),
+    ("frames_processed", "camera_frames_processed", "Detector results folded into this camera's events."),
     ("frames_bad", "camera_frames_bad", "Corrupt or unusable frames from the camera."),
     ("reconnects", "camera_reconnects", "Times the camera was reopened after a failure."),
 )
@@ -107,10 +108,6 @@ class Metrics:
             f"{PREFIX}_events", "Event messages emitted (kind: new, update, end).",
             ["camera", "label", "kind"], registry=self.registry,
         )
-        self.frames_processed = Counter(
-            f"{PREFIX}_frames_processed", "Detector results that reached the event router, per camera.",
-            ["camera"], registry=self.registry,
-        )
         self.registry.register(StatsCollector(stats))
 
     # --- pipeline callbacks (called from worker / router threads) -------------------------------
@@ -120,9 +117,6 @@ class Metrics:
     def on_event(self, event: Any) -> None:
         kind = getattr(event.kind, "value", str(event.kind))
         self.events.labels(event.camera, event.label, kind).inc()
-
-    def on_result(self, result: Any, _hits: Any = None) -> None:
-        self.frames_processed.labels(result.frame.camera).inc()
 
     def render(self) -> bytes:
         """Prometheus text exposition format 0.0.4."""

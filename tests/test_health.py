@@ -87,7 +87,7 @@ STATS = {
     "uptime_s": 12.0,
     "cameras": {
         "porch": {"state": "up", "frames_read": 120, "frames_queued": 60, "frames_dropped": 1, "frames_bad": 0,
-                  "reconnects": 2, "last_frame_age_s": 0.1, "detect_enabled": True},
+                  "reconnects": 2, "last_frame_age_s": 0.1, "detect_enabled": True, "frames_processed": 57},
         "garden": {"state": "down", "frames_read": 0, "frames_queued": 0, "frames_dropped": 0, "frames_bad": 0,
                    "reconnects": 0, "last_frame_age_s": None, "detect_enabled": True},
     },
@@ -156,7 +156,6 @@ def test_metrics_endpoint(served) -> None:
     server, _, metrics = served
     metrics.on_inference(31.0, 1)
     metrics.on_event(SimpleNamespace(camera="porch", label="raccoon", kind=SimpleNamespace(value="new")))
-    metrics.on_result(SimpleNamespace(frame=SimpleNamespace(camera="porch")))
     code, ctype, body = _get(server.port, "/metrics")
     assert code == 200 and ctype.startswith("text/plain")
     text = body.decode()
@@ -165,7 +164,7 @@ def test_metrics_endpoint(served) -> None:
         'raccoon_watch_camera_frames_dropped_total{camera="porch"} 1.0',
         'raccoon_watch_camera_reconnects_total{camera="porch"} 2.0',
         'raccoon_watch_camera_up{camera="garden"} 0.0',
-        'raccoon_watch_frames_processed_total{camera="porch"} 1.0',
+        'raccoon_watch_camera_frames_processed_total{camera="porch"} 57.0',
         "raccoon_watch_queue_depth 1.0",
         "raccoon_watch_queue_dropped_total 3.0",
         'raccoon_watch_events_total{camera="porch",kind="new",label="raccoon"} 1.0',
