@@ -55,6 +55,7 @@ class EventRouter(threading.Thread):
         self._snapshots: dict[str, tuple[tuple[int, float], bytes | None]] = {}  # event id -> (frame key, jpeg)
         self._enabled = {cam: True for cam in self._filters}
         self._commands: "queue.SimpleQueue[tuple[str, bool]]" = queue.SimpleQueue()
+        self._reconfig: "queue.SimpleQueue[tuple[dict[str, DetectionFilter], DebounceParams]]" = queue.SimpleQueue()
         self.heartbeat = time.monotonic()
         self.events_emitted = 0
         self.processed: dict[str, int] = {cam: 0 for cam in self._filters}  # results folded in, per camera
@@ -63,6 +64,11 @@ class EventRouter(threading.Thread):
     def set_detect(self, camera: str, enabled: bool) -> None:
         """Switch detection for one camera (from MQTT); applied in the router thread."""
         self._commands.put((camera, enabled))
+
+    def reconfigure(self, filters: Mapping[str, DetectionFilter], params: DebounceParams) -> None:
+        """New filters / debounce rules (SIGHUP reload); applied in the router thread, running
+        events kept. Cameras not already watched are ignored (adding a camera needs a restart)."""
+        self._reconfig.put((dict(filters), params))
 
     def is_enabled(self, camera: str) -> bool:
         return self._enabled.get(camera, False)
@@ -85,6 +91,10 @@ class EventRouter(threading.Thread):
         self._end_all(self._clock())
 
     def _apply_commands(self) -> None:
+        while not self._reconfig.empty():
+            filters, self._params = self._reconfig.get_nowait()
+            self._filters.update({cam: f for cam, f in filters.items() if cam in self._states})
+            log.info("router_reconfigured", cameras=sorted(self._filters))
         while True:
             try:
                 camera, enabled = self._commands.get_nowait()
