@@ -76,7 +76,7 @@ def run_all(args: argparse.Namespace) -> int:
     started = time.monotonic()
     _run("voc2csv", ["--annotations", str(raccoons / "annotations"), "--images", str(raccoons / "images"),
                      "--output", str(work / "csv" / "raccoon_labels.csv")])
-    _run("split", ["--shared-data", str(data), "--output", str(split_dir)])
+    _run("split", ["--shared-data", str(data), "--output", str(split_dir)] + (["--limit", str(args.limit)] if args.limit else []))
     _run("csv2tfrecord", ["--csv", str(split_dir / "train_positives.csv"), "--images", str(raccoons / "images"),
                           "--csv", str(data / "extra_raccoons" / "positives.csv"), "--images", str(data / "extra_raccoons"),
                           "--csv", str(data / "night" / "positives" / "positives.csv"), "--images", str(data / "night" / "positives"),

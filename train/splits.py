@@ -124,10 +124,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="folder for the split CSVs and image lists")
     parser.add_argument("--val-positives", type=int, default=40)
     parser.add_argument("--val-negatives", type=int, default=40)
+    parser.add_argument("--limit", type=int, help="keep N positives + N negatives per split (smoke tests)")
+
+
+def _first_of_each(entries: list[Entry], limit: int) -> list[Entry]:
+    return [e for e in entries if not e.is_negative][:limit] + [e for e in entries if e.is_negative][:limit]
 
 
 def main(args: argparse.Namespace) -> int:
     plan = make_plan(args.shared_data, args.val_positives, args.val_negatives)
+    if args.limit:  # smoke tests: N positives + N negatives per split
+        plan = DataPlan(*(_first_of_each(getattr(plan, f), args.limit) for f in ("train", "val", "test", "heldout_negatives")))
     files = write_plan(plan, args.shared_data, args.output)
     for name in ("train", "val", "test", "heldout_negatives"):
         entries = getattr(plan, name)

@@ -1,0 +1,94 @@
+"""The training pipeline end to end on a handful of real images for a few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train import data as data_lib
+from train.__main__ import main as train_cli
+from train.augmentations import AugmentConfig, augment, copy_paste
+from train.config import TrainConfig, load_config
+from train.splits import HOLDOUT_MODULO, make_plan, name_hash
+from train.train import DEFAULT_CONFIG, WarmupCosine
+
+
+@pytest.fixture
+def shared_env(shared_dir, monkeypatch):
+    monkeypatch.setenv("RACCOON_SHARED", str(shared_dir))
+    return shared_dir
+
+
+def test_committed_config_is_valid():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.optim.steps >= cfg.optim.warmup_steps
+    with pytest.raises(ValueError, match="extra"):
+        TrainConfig.model_validate({"optim": {"stpes": 10}})
+
+
+def test_plan_never_trains_on_test_or_heldout(shared_dir):
+    plan = make_plan(shared_dir / "data")
+    train_names = {e.path.name for e in plan.train}
+    assert len(plan.test) == 40
+    assert not train_names & {e.path.name for e in plan.test}
+    assert not train_names & {e.path.name for e in plan.val}
+    assert not train_names & {e.path.name for e in plan.heldout_negatives}
+    assert all(name_hash(e.path.name) % HOLDOUT_MODULO == 0 for e in plan.heldout_negatives)
+    assert sum(not e.is_negative for e in plan.val) == 40 and sum(e.is_negative for e in plan.val) == 40
+
+
+def test_warmup_cosine_schedule():
+    schedule = WarmupCosine(1e-3, 10, 110, 0.1)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(10)) == pytest.approx(1e-3)
+    assert float(schedule(60)) == pytest.approx(0.55e-3, rel=1e-3)
+    assert float(schedule(110)) == pytest.approx(1e-4)
+
+
+def test_augment_and_copy_paste_keep_boxes_valid(shared_dir):
+    plan = make_plan(shared_dir / "data")
+    examples = data_lib.examples_from_entries([e for e in plan.train if not e.is_negative][:4], {"raccoon": 1})
+    crops = data_lib.load_crops(shared_dir / "data/night/positives_crops")[:3]
+    rng = np.random.default_rng(0)
+    cfg = AugmentConfig(zoom_out=1.0, ssd_crop=1.0, night=0.5, blur=0.5)
+    for example in examples * 5:
+        image, boxes, labels = augment(example.image, example.boxes, example.labels, rng, cfg, 300)
+        assert image.shape == (300, 300, 3) and image.dtype == np.uint8
+        assert len(boxes) == len(labels)
+        assert np.all(boxes >= -1e-6) and np.all(boxes <= 1 + 1e-6)
+        assert np.all(boxes[:, 2:] > boxes[:, :2])
+    image, boxes, labels = copy_paste(examples[0].image, crops, 1, rng)
+    assert len(boxes) == 1 and labels.tolist() == [1]
+
+
+def test_train_stage_writes_checkpoint_and_resumes(shared_env, tmp_path):
+    argv = ["train", "--work-dir", str(tmp_path), "--limit", "2", "--batch-size", "2", "--eval-every", "2"]
+    assert train_cli(argv + ["--steps", "2"]) == 0
+    result = json.loads((tmp_path / "training_result.json").read_text())
+    assert [h["step"] for h in result["history"]] == [0, 2]
+    assert (tmp_path / "best.weights.h5").is_file()
+    assert (tmp_path / "checkpoints" / "ckpt-2.index").is_file()
+    assert train_cli(argv + ["--steps", "3", "--resume"]) == 0
+    result = json.loads((tmp_path / "training_result.json").read_text())
+    assert [h["step"] for h in result["history"]] == [0, 2, 3]  # continued from step 2
+    assert 0.0 <= result["best"]["val_ap50"] <= 1.0
+
+
+@pytest.mark.slow
+def test_all_end_to_end_exports_a_model(shared_env, tmp_path):
+    target = tmp_path / "models" / "raccoon"
+    argv = ["all", "--shared", str(shared_env), "--work-dir", str(tmp_path / "work"), "--to", str(target),
+            "--limit", "2", "--steps", "2", "--batch-size", "2", "--eval-every", "2"]
+    assert train_cli(argv) == 0
+    assert (tmp_path / "work" / "records" / "train.tfrecord").is_file()
+    assert (tmp_path / "work" / "train" / "checkpoints" / "ckpt-2.index").is_file()
+    for name in ("model.tflite", "labelmap.pbtxt", "model_card.json"):
+        assert (target / name).is_file()
+    card = json.loads((target / "model_card.json").read_text())
+    assert card["labels"] == ["raccoon"]
+    assert 0.0 <= card["metrics"]["test"]["ap50"] <= 1.0
+    assert card["deployed_threshold"] > 0
