@@ -841,15 +841,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
-    """stdout carries the JSON report only; progress and logs go to stderr (structlog restored after)."""
-    import structlog
+    """stdout carries the JSON report only; progress and logs go to stderr."""
+    from raccoon_watch.logs import setup_logging
 
-    saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    try:
-        return _main(ns)
-    finally:
-        structlog.configure(**saved)
+    setup_logging("warning")
+    return _main(ns)
 
 
 def _main(ns: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ import cv2
 import structlog
 
 from raccoon_watch.config import DetectorConfig
+from raccoon_watch.logs import setup_logging
 from raccoon_watch.detectors import DEFAULT_MIN_SCORE, Detector, ModelError, create_detector
 from raccoon_watch.snapshot import draw_detections
 from raccoon_watch.types import Detection, box_to_pixels
@@ -69,8 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not structlog.is_configured():  # the CLI configures logging; standalone, keep stdout clean
-        structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))  # sys.stderr at call time
+    setup_logging("warning")  # logs to stderr: stdout carries only the results (--json lines)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         print(f"detect: --threshold must be in 0..1, got {args.threshold}", file=sys.stderr)
         return EXIT_USAGE
