@@ -145,7 +145,11 @@ class App:
         for name, cam in self.cfg.cameras.items():
             if not cam.enabled:
                 continue
-            self.gates[name] = MotionGate(cam.motion)
+            router = self.router
+            # while an event is open every sampled frame goes to the detector, still or not
+            self.gates[name] = MotionGate(
+                cam.motion, event_active=(lambda n=name: router.has_active_event(n)) if router else None,
+            )
             thread = CaptureThread(name, cam, self.frames, self.stop_event, sample_hook=self.gates[name])
             thread.start()
             self.cameras[name] = thread

@@ -70,6 +70,12 @@ class EventRouter(threading.Thread):
         events kept. Cameras not already watched are ignored (adding a camera needs a restart)."""
         self._reconfig.put((dict(filters), params))
 
+    def has_active_event(self, camera: str) -> bool:
+        """True while an event is open on this camera (read from other threads: the state values
+        are immutable and replaced whole, so a lookup sees either the old or the new one)."""
+        state = self._states.get(camera)
+        return state is not None and any(ls.track is not None for ls in state.labels.values())
+
     def is_enabled(self, camera: str) -> bool:
         return self._enabled.get(camera, False)
 

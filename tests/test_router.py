@@ -101,8 +101,10 @@ def test_detect_switch_off_ends_the_event_and_ignores_frames(rig):
     results.put(_result(0, (RACCOON,)))
     results.put(_result(1, (RACCOON,)))
     sink.wait([EventKind.START])
+    assert router.has_active_event("cam")  # the motion gate keeps detecting while this holds
     router.set_detect("cam", False)
     assert [e.kind for e in sink.wait([EventKind.START, EventKind.END])] == [EventKind.START, EventKind.END]
+    assert not router.has_active_event("cam")
     for seq in range(2, 6):
         results.put(_result(seq, (RACCOON,)))
     time.sleep(1.0)
