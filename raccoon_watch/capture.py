@@ -220,18 +220,20 @@ class _End(enum.Enum):
     STOPPED = "stopped"  # the stop event was set
 
 
-SampleHook = Callable[[Frame], bool]
-"""Called with every decoded frame before it is queued; return False to not queue it."""
+SampleHook = Callable[[Frame], Frame | None]
+"""Called with every decoded frame before it is queued; returns the frame to queue (the same one,
+or a copy with ``Frame.crop`` set, as ``motion.MotionGate`` does), or None to not queue it."""
 
 
 class CaptureThread(threading.Thread):
     """Reads one camera into ``queue`` until ``stop`` is set (or a non-looping file ends).
 
     ``clock`` provides ``time()`` and ``monotonic()`` (the ``time`` module by default).
-    ``sample_hook`` (optional) sees every decoded frame and decides whether it is queued; for more
-    control subclass and override ``should_decode`` (which grabbed frames to decode) and
-    ``handle_frame`` (what to do with a decoded frame). A daemon thread: a read blocked in FFmpeg
-    returns within ``read_timeout_s``, and the process may exit without waiting for it.
+    ``sample_hook`` (optional) sees every decoded frame and decides whether (and as what) it is
+    queued; for more control subclass and override ``should_decode`` (which grabbed frames to
+    decode) and ``handle_frame`` (what to do with a decoded frame). A daemon thread: a read
+    blocked in FFmpeg returns within ``read_timeout_s``, and the process may exit without waiting
+    for it.
     """
 
     def __init__(
@@ -423,10 +425,12 @@ class CaptureThread(threading.Thread):
         return self._sampler.due(stream_t)
 
     def handle_frame(self, frame: Frame) -> None:
-        """A decoded, valid frame: ask ``sample_hook``, then put it on the queue (never blocks)."""
-        if self.sample_hook is not None and not self.sample_hook(frame):
+        """A decoded, valid frame: ask ``sample_hook`` (None: drop it; else queue what it returns,
+        e.g. the frame with a crop), then put it on the queue (never blocks)."""
+        queued = self.sample_hook(frame) if self.sample_hook is not None else frame
+        if queued is None:
             return
-        if self.queue.put(frame) is not None:
+        if self.queue.put(queued) is not None:
             self.stats.frames_dropped += 1
         self.stats.frames_queued += 1
 

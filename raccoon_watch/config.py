@@ -46,6 +46,16 @@ class MotionConfig(_Strict):
     min_area: float = Field(0.002, ge=0.0, le=1.0, description="Changed fraction of the frame that counts as motion.")
     recheck_s: float = Field(2.0, ge=0.0, description="Run the detector at least this often even without motion (0: never).")
     hold_s: float = Field(3.0, ge=0.0, description="Keep detecting for this long after motion stops.")
+    crop: bool = Field(
+        True,
+        description="Frames passed for motion (or hold) run the detector on a square crop around the "
+                    "motion region when it is small, so a distant raccoon is not shrunk away.",
+    )
+    crop_max_fraction: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="Crop only when the crop square's side is below this fraction of the frame's "
+                    "shorter side (1080p at 0.5: a square under 540 px); larger regions use the whole frame.",
+    )
 
 
 class CameraConfig(_Strict):

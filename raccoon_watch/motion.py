@@ -13,8 +13,11 @@ Three small pieces, each doing one job:
   rectangle is ``Motion.region``, normalised (xmin, ymin, xmax, ymax) of the full frame (the
   daemon's ``Box`` order). About 1 ms per 1080p frame on this 2-core machine, most of it the resize.
 * ``decide`` (pure): the gate's decision table, see its docstring. Table-tested.
-* ``MotionGate``: the two together, with counters; an instance is a ``CaptureThread.sample_hook``
-  (called with every decoded frame; returns True when the frame should go to the detector).
+* ``crop_decision`` (pure): whether the detector should look at a square crop around the motion
+  region instead of the whole frame, see its docstring. Table-tested.
+* ``MotionGate``: the three together, with counters; an instance is a ``CaptureThread.sample_hook``
+  (called with every decoded frame; returns the frame to queue, with ``Frame.crop`` set when the
+  detector should look at a crop, or None when the frame is not analysed).
 
 A raccoon that stops moving is absorbed into the background within about ``1 / BACKGROUND_ALPHA``
 samples; from then on only the ``recheck_s`` runs (and ``hold_s`` after the last motion) see it,
@@ -22,8 +25,8 @@ which is enough for the debouncer to keep an event open as long as ``recheck_s <
 
 ``crop_for_model`` / ``boxes_from_crop`` map a motion region to a square crop of at least the
 model's input size and detections found in it back to full-frame coordinates (for small, distant
-raccoons in 1080p frames). They are pure helpers; the daemon does not crop yet (see
-docs/performance.md).
+raccoons in 1080p frames). The gate sets ``Frame.crop`` from ``crop_for_model``; the detector
+worker runs on the crop and maps the boxes back with ``boxes_from_crop`` (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -45,6 +48,7 @@ MOTION_WIDTH = 160  # px: width of the grey frame motion is computed on
 BLUR_KERNEL = (5, 5)  # Gaussian blur at MOTION_WIDTH, against noise and compression blocks
 BACKGROUND_ALPHA = 0.1  # running-average weight of each new sample (about 10 samples of memory)
 OPEN_KERNEL = np.ones((3, 3), np.uint8)  # morphological opening: drops 1-2 px noise specks
+CROP_MIN_SIDE = 300  # px: a crop is never smaller than the 300x300 SSD input, so it is never upscaled
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +198,7 @@ class GateStats:
     frames_checked: int = 0
     frames_passed: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
+    frames_cropped: int = 0  # passed frames with ``Frame.crop`` set
     motion_ms_total: float = 0.0
     last_motion: Motion = NO_MOTION
 
@@ -201,6 +206,7 @@ class GateStats:
         return {
             "frames_checked": self.frames_checked,
             "frames_passed": self.frames_passed,
+            "frames_cropped": self.frames_cropped,
             "by_reason": dict(self.by_reason),
             "motion_ms_mean": round(self.motion_ms_total / self.frames_checked, 3) if self.frames_checked else 0.0,
         }
@@ -211,7 +217,10 @@ class MotionGate:
 
     event_active: optional ``() -> bool``, True while an event is open on this camera (frames
     then always pass). With ``cfg.enabled`` false every frame passes (reason MOTION is not
-    counted; by_reason records "disabled").
+    counted; by_reason records "disabled") and none is cropped.
+
+    Returns the frame to queue, or None. With ``cfg.crop`` a frame passed for MOTION or HOLD
+    comes back as a copy with ``crop`` set when ``crop_decision`` says so (see there).
     """
 
     def __init__(self, cfg: MotionConfig, event_active: Callable[[], bool] | None = None,
@@ -222,28 +231,40 @@ class MotionGate:
         self.clock = clock
         self.state = GateState()
         self.stats = GateStats()
+        self._moving_region: Box | None = None  # region of the last frame with motion (for HOLD)
         self._lock = threading.Lock()  # only for a consistent stats snapshot
 
-    def __call__(self, frame: Frame) -> bool:
+    def __call__(self, frame: Frame) -> Frame | None:
         if not self.cfg.enabled:
             with self._lock:
                 self.stats.frames_checked += 1
                 self.stats.frames_passed += 1
                 self.stats.by_reason["disabled"] += 1
-            return True
+            return frame
         t0 = time.perf_counter()
         motion = self.detector.update(frame.image)
         ms = (time.perf_counter() - t0) * 1000.0
         active = bool(self.event_active()) if self.event_active is not None else False
+        if motion.moving:
+            self._moving_region = motion.region
+        crop: Crop | None = None
         with self._lock:
             self.state, reason = decide(self.state, frame.mono, motion.moving, self.cfg.hold_s,
                                         self.cfg.recheck_s, active)
+            if self.cfg.crop and reason.run:
+                crop = crop_decision(reason, self._moving_region, frame.width, frame.height,
+                                     self.cfg.crop_max_fraction)
             self.stats.frames_checked += 1
             self.stats.frames_passed += reason.run
+            self.stats.frames_cropped += crop is not None
             self.stats.by_reason[reason.value] += 1
             self.stats.motion_ms_total += ms
             self.stats.last_motion = motion
-        return reason.run
+        if not reason.run:
+            return None
+        if crop is None:
+            return frame
+        return replace(frame, crop=(crop.x0, crop.y0, crop.x1, crop.y1))
 
     def snapshot(self) -> dict[str, object]:
         with self._lock:
@@ -283,6 +304,42 @@ def crop_for_model(region: Box, width: int, height: int, min_side: int = 300, ma
     x0 = int(round(min(max(cx - side / 2.0, 0.0), width - side)))
     y0 = int(round(min(max(cy - side / 2.0, 0.0), height - side)))
     return Crop(x0, y0, x0 + side, y0 + side)
+
+
+CROP_REASONS = frozenset({Reason.MOTION, Reason.HOLD})
+"""Reasons whose frames may be cropped: the motion region says where to look."""
+
+
+def crop_decision(reason: Reason, region: Box | None, width: int, height: int, max_fraction: float,
+                  min_side: int = CROP_MIN_SIDE) -> Crop | None:
+    """The crop (pixels of the ``width`` x ``height`` frame) the detector should run on, or None
+    for the whole frame. First matching rule wins:
+
+    ==========================================================  ===============
+    condition                                                    detector sees
+    ==========================================================  ===============
+    reason is not MOTION or HOLD (FIRST, RECHECK, EVENT, SKIP)   whole frame
+    no motion region (nothing has moved yet)                     whole frame
+    crop_for_model(region) side >= max_fraction * min(W, H)      whole frame
+    otherwise                                                    the crop
+    ==========================================================  ===============
+
+    ``region``: normalised (xmin, ymin, xmax, ymax) of the last frame that had motion (for HOLD,
+    an earlier frame within ``hold_s``). FIRST and RECHECK frames look for anything anywhere, and
+    EVENT frames (an event open, nothing moving) see the whole frame so that a raccoon that has
+    left the last motion region is still found; a moving frame during an event is MOTION and is
+    cropped (``decide`` puts MOTION first), so the small raccoon that opened the event stays
+    visible while it moves.
+    """
+    if reason not in CROP_REASONS or region is None:
+        return None
+    xmin, ymin, xmax, ymax = region
+    if not (xmax > xmin and ymax > ymin):
+        return None
+    crop = crop_for_model(region, width, height, min_side=min_side)
+    if crop.x1 - crop.x0 >= max_fraction * min(width, height):
+        return None
+    return crop
 
 
 def boxes_from_crop(detections: list[Detection], crop: Crop, width: int, height: int) -> list[Detection]:

@@ -44,6 +44,11 @@ class Frame:
     image: BGR uint8 array of shape (H, W, 3), as OpenCV decodes it; never mutated after capture.
     ts: wall-clock capture time (time.time()), mono: time.monotonic() at capture.
     seq: per-camera frame counter, starting at 0 for each capture thread.
+    crop: None (detect on the whole image), or the part of ``image`` the detector should look at,
+        set by the motion gate around a small motion region: integer pixels (x0, y0, x1, y1) of
+        ``image``, ends exclusive (the crop is ``image[y0:y1, x0:x1]``), 0 <= x0 < x1 <= W,
+        0 <= y0 < y1 <= H. Note the order is x first, like ``Box``, but in pixels, not normalised.
+        Whatever the crop, detections leave the detector worker as ``Box`` of the FULL image.
     """
 
     camera: str
@@ -51,6 +56,15 @@ class Frame:
     ts: float
     mono: float
     image: np.ndarray
+    crop: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop is not None:
+            if len(self.crop) != 4:
+                raise ValueError(f"expected 4 crop coords (x0, y0, x1, y1), got {len(self.crop)}")
+            x0, y0, x1, y1 = self.crop
+            if not (0 <= x0 < x1 <= self.width and 0 <= y0 < y1 <= self.height):
+                raise ValueError(f"crop {self.crop} is not inside the {self.width}x{self.height} image")
 
     @property
     def height(self) -> int:

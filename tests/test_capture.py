@@ -203,7 +203,7 @@ def test_detect_fps_sampling_decodes_only_what_it_hands_on(small_clip: Clip, det
 
 def test_sample_hook_decides_what_is_queued(small_clip: Clip):
     queue, stop = FrameQueue(100), threading.Event()
-    thread = CaptureThread("cam", camera(small_clip.path), queue, stop, sample_hook=lambda f: f.seq % 2 == 0)
+    thread = CaptureThread("cam", camera(small_clip.path), queue, stop, sample_hook=lambda f: f if f.seq % 2 == 0 else None)
     thread.start()
     thread.join(20)
     assert [f.seq for f in drain(queue)] == list(range(0, small_clip.frames, 2))

@@ -13,6 +13,7 @@ from raccoon_watch.motion import (
     MotionGate,
     Reason,
     boxes_from_crop,
+    crop_decision,
     crop_for_model,
     decide,
 )
@@ -143,7 +144,8 @@ def frames(images: list[np.ndarray], fps: float = 5.0) -> list[Frame]:
 
 
 def run_gate(gate: MotionGate, seq: list[Frame]) -> list[bool]:
-    return [gate(f) for f in seq]
+    """Which frames the gate passes (it returns the frame to queue, or None)."""
+    return [gate(f) is not None for f in seq]
 
 
 def test_gate_stays_closed_on_a_still_scene_except_first_and_rechecks() -> None:
@@ -212,3 +214,77 @@ def test_boxes_from_crop_maps_back_to_the_full_frame() -> None:
 def test_crop_rejects_a_non_normalised_region() -> None:
     with pytest.raises(ValueError):
         crop_for_model((10, 10, 20, 20), 1920, 1080)
+
+
+# --- crop_decision: the table, then the gate attaching it --------------------------------------------
+
+SMALL = (0.50, 0.50, 0.52, 0.53)  # a far raccoon in 1080p: crop_for_model gives a 300 px square
+LARGE = (0.4, 0.1, 0.6, 0.6)  # 384 x 540 px: grown by 25 % a side to an 810 px square
+
+
+@pytest.mark.parametrize(
+    ("reason", "region", "size", "max_fraction", "expected"),
+    [
+        (Reason.MOTION, SMALL, (1920, 1080), 0.5, Crop(829, 406, 1129, 706)),
+        (Reason.HOLD, SMALL, (1920, 1080), 0.5, Crop(829, 406, 1129, 706)),  # the last moving region
+        (Reason.EVENT, SMALL, (1920, 1080), 0.5, None),  # event open, nothing moving: whole frame
+        (Reason.FIRST, SMALL, (1920, 1080), 0.5, None),
+        (Reason.RECHECK, SMALL, (1920, 1080), 0.5, None),
+        (Reason.SKIP, SMALL, (1920, 1080), 0.5, None),
+        (Reason.MOTION, None, (1920, 1080), 0.5, None),  # nothing has moved yet
+        (Reason.MOTION, LARGE, (1920, 1080), 0.5, None),  # 810 px >= 540 px: whole frame
+        (Reason.MOTION, LARGE, (1920, 1080), 1.0, Crop(555, 0, 1365, 810)),  # 810 < 1080, shifted down to 0
+        (Reason.MOTION, (0.0, 0.0, 1.0, 1.0), (1920, 1080), 1.0, None),  # capped at 1080: no gain
+        (Reason.MOTION, SMALL, (1920, 1080), 300 / 1080, None),  # side == the limit: whole frame
+        (Reason.MOTION, SMALL, (1280, 720), 0.5, Crop(503, 221, 803, 521)),  # 300 < 360; centre (652.8, 370.8)
+        (Reason.MOTION, SMALL, (640, 480), 0.5, None),  # 300 >= 240 px: VGA is never cropped
+    ],
+)
+def test_crop_decision_table(reason: Reason, region: tuple[float, float, float, float] | None,
+                             size: tuple[int, int], max_fraction: float, expected: Crop | None) -> None:
+    assert crop_decision(reason, region, *size, max_fraction) == expected
+
+
+def square_walk(side: int, steps: int = 4) -> list[np.ndarray]:
+    """Still scene x3, a ``side`` px square moving right for ``steps`` frames, then still x3."""
+    base = scene()
+    walk = [with_square(base, (900 + 30 * i, 500, 900 + 30 * i + side, 500 + side)) for i in range(steps)]
+    return [base] * 3 + walk + [walk[-1]] * 3
+
+
+def test_gate_crops_small_motion_and_holds_the_crop() -> None:
+    gate = MotionGate(MotionConfig(recheck_s=0.0, hold_s=10.0))
+    out = [gate(f) for f in frames(square_walk(60))]
+    assert out[0] is not None and out[0].crop is None  # FIRST: whole frame
+    assert out[1] is None and out[2] is None  # still
+    for frame in out[4:]:  # MOTION, then HOLD: all cropped around the square
+        assert frame is not None and frame.crop is not None
+        x0, y0, x1, y1 = frame.crop  # pixels of the 1920x1080 frame, ends exclusive
+        assert x1 - x0 == y1 - y0 == 300
+        assert x0 <= 900 + 30 and x1 >= 900 + 90 + 60 and y0 <= 500 and y1 >= 560
+    assert gate.stats.frames_cropped == sum(f is not None and f.crop is not None for f in out)
+    assert gate.snapshot()["frames_cropped"] == gate.stats.frames_cropped
+
+
+@pytest.mark.parametrize(
+    ("cfg", "event_open"),
+    [
+        (MotionConfig(recheck_s=0.0, hold_s=10.0, crop=False), False),  # cropping off
+        (MotionConfig(recheck_s=0.0, hold_s=10.0, crop_max_fraction=0.1), False),  # 300 px >= 108 px
+        (MotionConfig(enabled=False), False),  # no gate: every frame whole
+    ],
+    ids=["crop-off", "fraction-too-small", "gate-disabled"],
+)
+def test_gate_does_not_crop_when_configured_not_to(cfg: MotionConfig, event_open: bool) -> None:
+    gate = MotionGate(cfg, event_active=lambda: event_open)
+    out = [gate(f) for f in frames(square_walk(60))]
+    assert all(f is None or f.crop is None for f in out) and gate.stats.frames_cropped == 0
+
+
+def test_gate_runs_large_motion_and_open_events_on_the_whole_frame() -> None:
+    gate = MotionGate(MotionConfig(recheck_s=0.0, hold_s=0.0))
+    out = [gate(f) for f in frames(square_walk(500))]  # 500 px grown to >= 540 px: too big to crop
+    assert any(f is not None for f in out[3:7]) and all(f is None or f.crop is None for f in out)
+    gate = MotionGate(MotionConfig(recheck_s=0.0, hold_s=0.0), event_active=lambda: True)
+    still = [gate(f) for f in frames([scene()] * 4)]  # EVENT frames: passed, whole
+    assert all(f is not None and f.crop is None for f in still)
