@@ -269,25 +269,50 @@ def _read_credential(name: str, where: str) -> str:
         raise ConfigError(f"{where}: cannot read credential {name!r}: {exc.strerror}") from None
 
 
-def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
-    """Turn a composed YAML node into Python values, recording each key path's line (1-based)."""
+MAX_CONFIG_NODES = 10_000  # far above any real config; stops alias "billion laughs" blow-ups
+
+
+def _walk(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int],
+          active: frozenset[int] = frozenset()) -> Any:
+    """Turn a composed YAML node into Python values, recording each key path's line (1-based).
+
+    ``active``: ids of the collection nodes enclosing this one; meeting one again means a
+    recursive alias (``&a [*a]``), which has no finite value."""
     lines[path] = node.start_mark.line + 1
+    if len(lines) > MAX_CONFIG_NODES:
+        raise ConfigError(f"{_fmt(path)}: more than {MAX_CONFIG_NODES} values (runaway YAML aliases?)")
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in active:
+            raise ConfigError(f"{_fmt(path)} (line {node.start_mark.line + 1}): a YAML alias refers to itself")
+        active = active | {id(node)}
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(f"{_fmt(path)} (line {key_node.start_mark.line + 1}): a key must be a plain value, "
+                                  "not a list or mapping")
+            key = _scalar(key_node, path)
             if key in out:
                 raise ConfigError(f"{_fmt(path + (key,))} (line {key_node.start_mark.line + 1}): duplicate key")
             lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _walk(value_node, path + (key,), lines)
+            out[key] = _walk(value_node, path + (key,), lines, active)
             lines[path + (key,)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(item, path + (i,), lines) for i, item in enumerate(node.value)]
-    value = yaml.safe_load(yaml.serialize(node))
+        return [_walk(item, path + (i,), lines, active) for i, item in enumerate(node.value)]
+    value = _scalar(node, path)
     if isinstance(value, str) and "${" in value:
         value = _substitute(value, _fmt(path))
     return value
+
+
+def _scalar(node: yaml.Node, path: tuple[Any, ...]) -> Any:
+    """One scalar's value; a tag PyYAML cannot construct (``!!int ''``, ``!!python/...``) is a ConfigError."""
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError) as exc:
+        raise ConfigError(f"{_fmt(path)} (line {node.start_mark.line + 1}): not a valid value: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def _fmt(path: tuple[Any, ...]) -> str:
@@ -298,12 +323,19 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse and validate YAML text; raise ConfigError naming the key and line."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if root is None:
         raise ConfigError(f"{source}: the file is empty; at least 'cameras' is required")
     lines: dict[tuple[Any, ...], int] = {}
-    data = _walk(root, (), lines)
+    try:
+        data = _walk(root, (), lines)
+    except yaml.YAMLError as exc:  # e.g. an unknown tag (!!python/object) met while building a value
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
     try:
