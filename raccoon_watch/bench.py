@@ -58,6 +58,10 @@ SCHEMA = 1
 STAGE_TIMEOUT_S = 900
 STAND_IN_LABELS = ["cat", "dog", "bear"]  # the stock COCO model sees a raccoon as one of these
 STAND_IN_THRESHOLD = 0.4
+# The bench measures speed and latency, not accuracy: it needs the clip's raccoon to raise events.
+# The shipped model's card threshold (0.921, chosen for <= 5 % false alerts on cat/dog photos) misses
+# the bench clip's pasted raccoon, which scores 0.3-0.93; 0.5 is what the soak uses too.
+BENCH_THRESHOLD = 0.5
 FAKE_TOKEN = "a" * 30  # Pushover token/user format: 30 characters
 FAKE_USER = "u" * 30
 
@@ -441,6 +445,8 @@ def _bench_config(args: dict[str, Any], storage: Path, sinks: dict[str, Any] | N
         detector["model"] = args["model"]
     if args["stand_in"]:
         detector.update(labels=STAND_IN_LABELS, threshold=STAND_IN_THRESHOLD)
+    elif args.get("threshold") is not None:
+        detector["threshold"] = args["threshold"]
     data: dict[str, Any] = {"cameras": cameras, "detector": detector, "storage": {"path": str(storage)},
                             "logging": {"level": "warning", "format": "json"}}
     if sinks and sinks.get("mqtt"):
@@ -617,6 +623,7 @@ class Plan:
     queue_size: int = 8
     stages: tuple[str, ...] = ("decode", "models", "pipeline", "baseline")
     no_tensorflow: bool = False
+    threshold: float | None = BENCH_THRESHOLD  # None: the model card's deployed threshold
 
 
 def plan_from_args(ns: argparse.Namespace) -> Plan:
@@ -634,6 +641,7 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         baseline_s=ns.baseline_seconds if ns.baseline_seconds is not None else (2.0 if ns.quick else 4.0),
         model_runs=20 if ns.quick else 50, sinks=sinks, motion=not ns.no_motion,
         queue_size=max(8, 2 * ns.cameras), stages=tuple(stages), no_tensorflow=ns.no_baseline and not ns.gpu,
+        threshold=None if ns.threshold < 0 else ns.threshold,
     )
 
 
@@ -660,6 +668,7 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
                                 "why": "models/raccoon not present yet: the stock COCO model, raccoon = cat/dog/bear"}
                                if stand_in else None)},
         "settings": {"cameras": plan.cameras, "workers": plan.workers, "tflite_threads": plan.threads,
+                     "threshold": plan.threshold if plan.threshold is not None else "model card",
                      "detect_fps": plan.detect_fps, "motion_gating": plan.motion, "queue_size": plan.queue_size,
                      "sinks": plan.sinks, "backend": "tflite"},
     }
@@ -694,6 +703,7 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
                 "camera_names": [f"cam{i}" for i in range(plan.cameras)],
                 "workers": plan.workers, "threads": plan.threads, "queue_size": plan.queue_size,
                 "model": str(shipped) if shipped else None, "stand_in": stand_in, "motion": plan.motion,
+                "threshold": plan.threshold,
                 "sinks": plan.sinks and scene == "raccoon", "timeline": tl.as_dict(), "video_s": tl.frames / spec.fps,
             })
             pipe.pop("_starts", None)
@@ -827,6 +837,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detect-fps", type=float, default=5.0, help="detector (and motion check) rate per camera")
     parser.add_argument("--workers", type=int, default=2, help="detector workers")
     parser.add_argument("--threads", type=int, default=2, help="TFLite threads per worker")
+    parser.add_argument("--threshold", type=float, default=BENCH_THRESHOLD,
+                        help="detector threshold for the pipeline stage (negative: the model card's)")
     parser.add_argument("--no-motion", action="store_true", help="turn motion gating off (detect at detect_fps always)")
     parser.add_argument("--baseline-seconds", type=float, default=None, help="video seconds the naive baseline runs (default 4)")
     parser.add_argument("--no-baseline", action="store_true",
