@@ -70,6 +70,7 @@ class App:
         self.router: EventRouter | None = None
         self.cameras: dict[str, CaptureThread] = {}
         self.gates: dict[str, MotionGate] = {}  # per camera: decoded frame -> detector or not
+        self.card_threshold: float | None = None  # the model card's deployed threshold, once loaded
         self.threshold = DEFAULT_THRESHOLD
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
@@ -104,10 +105,14 @@ class App:
     def _load_model(self) -> None:
         """Load once in the main thread so a missing/corrupt model fails before anything starts."""
         probe = self._make_detector()
-        card_threshold = getattr(probe, "threshold", None)
-        self.threshold = next(t for t in (self.cfg.detector.threshold, card_threshold, DEFAULT_THRESHOLD) if t is not None)
+        self.card_threshold = getattr(probe, "threshold", None)
+        self.threshold = self.threshold_for(self.cfg)
         log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=self.threshold)
         probe.close()
+
+    def threshold_for(self, cfg: Config) -> float:
+        """detector.threshold if set, else the model card's deployed threshold, else 0.5."""
+        return next(t for t in (cfg.detector.threshold, self.card_threshold, DEFAULT_THRESHOLD) if t is not None)
 
     def _open_store(self) -> None:
         s = self.cfg.storage

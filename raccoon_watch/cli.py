@@ -82,16 +82,6 @@ def _check_config(path: Path) -> int:
     return 0
 
 
-def _register_secrets(cfg: Config) -> None:
-    from raccoon_watch.logs import register_secret
-
-    if cfg.pushover is not None:
-        register_secret(cfg.pushover.token.get_secret_value())
-        register_secret(cfg.pushover.user.get_secret_value())
-    if cfg.mqtt is not None and cfg.mqtt.password is not None:
-        register_secret(cfg.mqtt.password.get_secret_value())
-
-
 def _with_demo_cameras(cfg: Config) -> Config:
     """Swap every camera that cannot open for the demo clip (so `make run` shows events anywhere)."""
     from raccoon_watch.capture import probe_source
@@ -119,7 +109,6 @@ def _run(args: argparse.Namespace) -> int:
     # OpenCV/FFmpeg print their own lines on every failed read; our capture logs say it once, structured
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    _register_secrets(cfg)
     for name, cam in cfg.cameras.items():
         log.info("camera_configured", camera=name, source=redact_url(cam.source), detect_fps=cam.detect_fps)
     if args.demo_if_no_camera:

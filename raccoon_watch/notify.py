@@ -241,7 +241,7 @@ def reload_app(app: Any, path: Any) -> bool:
     if filters_live:
         from raccoon_watch.app import camera_filter, debounce_params
 
-        threshold = merged.detector.threshold or app.threshold
+        threshold = app.threshold_for(merged)
         router.reconfigure(
             {name: camera_filter(cam, merged, threshold) for name, cam in merged.cameras.items() if cam.enabled},
             debounce_params(merged),
