@@ -345,10 +345,22 @@ class AugmentConfig:
             raise ValueError(f"AugmentConfig.zoom_out_max_ratio must be >= 1, got {self.zoom_out_max_ratio}")
 
 
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to (size, size) (the network input); normalised boxes are unchanged by this."""
+    shrinking = min(image.shape[:2]) > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
 def augment_with_labels(
     image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+    out_size: int | None = None, min_box_side: float = MIN_BOX_SIDE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The whole chain with per-box labels kept aligned; boxes [ymin, xmin, ymax, xmax] normalised."""
+    """The whole chain with per-box labels kept aligned; boxes [ymin, xmin, ymax, xmax] normalised.
+
+    With ``out_size`` the image is resized to (out_size, out_size) after the geometric steps, so the
+    colour and sensor effects run at the network's resolution (about 3x cheaper for training).
+    Boxes thinner than ``min_box_side`` (normalised) at the end are dropped with their labels.
+    """
     _check_image(image)
     boxes, labels = _as_boxes(boxes), np.asarray(labels)
     if len(labels) != len(boxes):
@@ -360,6 +372,8 @@ def augment_with_labels(
         labels = labels[kept]
     if rng.random() < cfg.flip_probability:
         image, boxes = horizontal_flip(image, boxes)
+    if out_size:
+        image = resize_square(image, out_size)
     look = rng.random()
     if look < cfg.night_probability:
         image, boxes = ir_night(image, boxes, rng)
@@ -371,7 +385,8 @@ def augment_with_labels(
         image, boxes = blur(image, boxes, rng)
     if rng.random() < cfg.jpeg_probability:
         image, boxes = jpeg_recompress(image, boxes, rng)
-    return image, boxes, labels
+    keep = ((boxes[:, 2] - boxes[:, 0]) > min_box_side) & ((boxes[:, 3] - boxes[:, 1]) > min_box_side)
+    return image, boxes[keep], labels[keep]
 
 
 def augment(

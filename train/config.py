@@ -55,14 +55,17 @@ class LossSection(_Strict):
 
 
 class AugmentSection(_Strict):
-    flip: float = 0.5
-    zoom_out: float = 0.3
-    zoom_out_max: float = 3.0
-    ssd_crop: float = 0.5
-    color_jitter: float = 0.8
-    grayscale: float = 0.1
-    night: float = 0.15
-    blur: float = 0.1
+    """Probabilities of train.augment.AugmentConfig (same names; that class checks the ranges)."""
+
+    zoom_out_probability: float = 0.3
+    zoom_out_max_ratio: float = 3.0
+    crop_probability: float = 0.5
+    flip_probability: float = 0.5
+    color_probability: float = 0.8
+    grayscale_probability: float = 0.1
+    night_probability: float = 0.15
+    blur_probability: float = 0.1
+    jpeg_probability: float = 0.2
 
 
 class MixSection(_Strict):

@@ -20,6 +20,7 @@ from train.ssd.targets import TargetAssigner
 
 INPUT_SIZE = 300
 CACHE_MAX_SIDE = 512  # decoded images are kept in memory at most this large
+TRAIN_MIN_BOX_SIDE = 0.02  # after augmentation, boxes thinner than 6 px of 300 are dropped
 
 
 @dataclass
@@ -102,7 +103,7 @@ def training_examples(examples: list[Example], night_backgrounds: list[Example],
                       aug_cfg, mix: MixConfig, seed: int, raccoon_label: int = 1):
     """Endless generator of augmented (image (300, 300, 3) float32 in [-1, 1], boxes (N, 4)
     [ymin, xmin, ymax, xmax] normalised, labels (N,) int64)."""
-    from train.augmentations import augment, copy_paste
+    from train.augment import augment_with_labels, copy_paste_night
 
     rng = np.random.default_rng(seed)
     sources = {
@@ -116,8 +117,10 @@ def training_examples(examples: list[Example], night_backgrounds: list[Example],
         example = pool[int(rng.integers(len(pool)))]
         image, boxes, labels = example.image, example.boxes, example.labels
         if source == "copy_paste_night":
-            image, boxes, labels = copy_paste(image, crops, raccoon_label, rng)
-        image, boxes, labels = augment(image, boxes, labels, rng, aug_cfg, INPUT_SIZE)
+            image, boxes = copy_paste_night(image, crops[int(rng.integers(len(crops)))], rng)
+            labels = np.full(len(boxes), raccoon_label, np.int64)
+        image, boxes, labels = augment_with_labels(image, boxes, labels, rng, aug_cfg, INPUT_SIZE,
+                                                   min_box_side=TRAIN_MIN_BOX_SIDE)
         yield to_model_input(image), boxes.astype(np.float32), labels.astype(np.int64)
 
 

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from train import data as data_lib
 from train import metrics
-from train.augmentations import AugmentConfig
+from train.augment import AugmentConfig
 from train.config import TrainConfig, load_config
 from train.splits import make_plan
 from train.ssd.anchors import generate_anchors

@@ -11,7 +11,7 @@ import pytest
 
 from train import data as data_lib
 from train.__main__ import main as train_cli
-from train.augmentations import AugmentConfig, augment, copy_paste
+from train.augment import AugmentConfig, augment_with_labels, copy_paste_night
 from train.config import TrainConfig, load_config
 from train.splits import HOLDOUT_MODULO, make_plan, name_hash
 from train.train import DEFAULT_CONFIG, WarmupCosine
@@ -54,15 +54,16 @@ def test_augment_and_copy_paste_keep_boxes_valid(shared_dir):
     examples = data_lib.examples_from_entries([e for e in plan.train if not e.is_negative][:4], {"raccoon": 1})
     crops = data_lib.load_crops(shared_dir / "data/night/positives_crops")[:3]
     rng = np.random.default_rng(0)
-    cfg = AugmentConfig(zoom_out=1.0, ssd_crop=1.0, night=0.5, blur=0.5)
+    cfg = AugmentConfig(zoom_out_probability=1.0, crop_probability=1.0, night_probability=0.5, blur_probability=0.5)
     for example in examples * 5:
-        image, boxes, labels = augment(example.image, example.boxes, example.labels, rng, cfg, 300)
+        image, boxes, labels = augment_with_labels(example.image, example.boxes, example.labels, rng, cfg, 300,
+                                                   min_box_side=data_lib.TRAIN_MIN_BOX_SIDE)
         assert image.shape == (300, 300, 3) and image.dtype == np.uint8
         assert len(boxes) == len(labels)
         assert np.all(boxes >= -1e-6) and np.all(boxes <= 1 + 1e-6)
-        assert np.all(boxes[:, 2:] > boxes[:, :2])
-    image, boxes, labels = copy_paste(examples[0].image, crops, 1, rng)
-    assert len(boxes) == 1 and labels.tolist() == [1]
+        assert np.all(boxes[:, 2:] - boxes[:, :2] > data_lib.TRAIN_MIN_BOX_SIDE)
+    image, boxes = copy_paste_night(examples[0].image, crops[0], rng)
+    assert boxes.shape == (1, 4) and np.all(boxes[:, 2:] > boxes[:, :2])
 
 
 def test_train_stage_writes_checkpoint_and_resumes(shared_env, tmp_path):
