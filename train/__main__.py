@@ -1,4 +1,4 @@
-"""One CLI for the training pipeline: ``python -m train {voc2csv,split,csv2tfrecord,train,evaluate,export,all}``.
+"""One CLI for the training pipeline: ``python -m train {voc2csv,split,decoys,csv2tfrecord,train,evaluate,export,all}``.
 
 ``all`` runs every stage end to end into a work dir (default train/work, gitignored) and ends by
 promoting the exported model to --to (default models/raccoon) through the export promotion gate:
@@ -17,14 +17,16 @@ from pathlib import Path
 
 import structlog
 
-from train import evaluate, export, splits, tfrecord, voc
+from train import decoys, evaluate, export, splits, tfrecord, voc
 from train import train as train_stage
+from train.config import load_config
 
 log = structlog.get_logger("train")
 REPO = Path(__file__).resolve().parent.parent
 STAGES = {  # name -> (module with add_arguments + main, help)
     "voc2csv": (voc, "labelImg Pascal VOC XML folder -> seed CSV"),
     "split": (splits, "train/val/test/held-out-negatives split of ../shared/data"),
+    "decoys": (decoys, "label cats/dogs in the raccoon-free photos with the COCO model (decoy classes)"),
     "csv2tfrecord": (tfrecord, "CSV (+ negative images) -> TF OD API TFRecord + label map"),
     "train": (train_stage, "fine-tune the SSD from the COCO TFLite weights"),
     "evaluate": (evaluate, "AP@0.5, COCO mAP, false alerts, PR curve of a TFLite model or predictions"),
@@ -73,18 +75,27 @@ def run_all(args: argparse.Namespace) -> int:
     raccoons = data / "raccoon_dataset"
     split_dir, records, train_dir = work / "split", work / "records", work / "train"
     candidate, eval_dir = work / "candidate", work / "eval"
+    cfg = load_config(args.config)
+    labels = ",".join(cfg.data.labels)
+    pretrained = args.shared / "pretrained" / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"
     started = time.monotonic()
     _run("voc2csv", ["--annotations", str(raccoons / "annotations"), "--images", str(raccoons / "images"),
                      "--output", str(work / "csv" / "raccoon_labels.csv")])
     _run("split", ["--shared-data", str(data), "--output", str(split_dir)] + (["--limit", str(args.limit)] if args.limit else []))
+    train_negatives = ["--negatives", str(split_dir / "train_negatives.txt")]
+    if cfg.data.decoys:  # the teacher's cat/dog boxes ride in the train record like any labelled image
+        decoy_csv, plain = work / "csv" / "decoys.csv", split_dir / "train_negatives_plain.txt"
+        _run("decoys", ["--model", str(pretrained), "--label-map", str(pretrained.parent / "coco_labelmap.txt"),
+                        *train_negatives, "--classes", ",".join(cfg.data.decoys),
+                        "--min-score", str(cfg.data.teacher_min_score), "--output", str(decoy_csv), "--unlabelled", str(plain)])
+        train_negatives = ["--csv", str(decoy_csv), "--images", "/", "--negatives", str(plain)]  # CSV paths are absolute
     _run("csv2tfrecord", ["--csv", str(split_dir / "train_positives.csv"), "--images", str(raccoons / "images"),
                           "--csv", str(data / "extra_raccoons" / "positives.csv"), "--images", str(data / "extra_raccoons"),
                           "--csv", str(data / "night" / "positives" / "positives.csv"), "--images", str(data / "night" / "positives"),
-                          "--negatives", str(split_dir / "train_negatives.txt"),
-                          "--labels", "raccoon", "--output", str(records / "train.tfrecord")])
+                          *train_negatives, "--labels", labels, "--output", str(records / "train.tfrecord")])
     _run("csv2tfrecord", ["--csv", str(split_dir / "val_positives.csv"), "--images", str(raccoons / "images"),
                           "--negatives", str(split_dir / "val_negatives.txt"),
-                          "--labels", "raccoon", "--output", str(records / "val.tfrecord")])
+                          "--labels", labels, "--output", str(records / "val.tfrecord")])
     train_argv = ["--config", str(args.config), "--work-dir", str(train_dir),
                   "--train-records", str(records / "train.tfrecord"), "--val-records", str(records / "val.tfrecord"),
                   "--night-list", str(split_dir / "night_negatives.txt"), "--threads", str(args.threads)]
@@ -96,9 +107,9 @@ def run_all(args: argparse.Namespace) -> int:
     result = json.loads((train_dir / "training_result.json").read_text())
     threshold = result["best"].get("val_threshold", evaluate.DEFAULT_THRESHOLD)
     command = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    _run("export", ["--checkpoint", str(train_dir), "--to", str(candidate), "--force",
+    _run("export", ["--checkpoint", str(train_dir), "--to", str(candidate), "--force", "--labels", labels,
                     "--config", str(args.config), "--training-command", command,
-                    "--reference-tflite", str(args.shared / "pretrained" / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"),
+                    "--reference-tflite", str(pretrained),
                     "--dataset-files", str(split_dir / "train_positives.csv"), str(split_dir / "val_positives.csv"),
                     "--images", *_training_images(split_dir, raccoons / "images")])
     metrics = {}

@@ -20,7 +20,15 @@ class DataSection(_Strict):
     pretrained: str = Field("../shared/pretrained/coco_ssd_mobilenet_v1_0.75_quant_300.tflite", description="COCO TFLite start point")
     val_positives: int = Field(40, description="raccoon images of the train split kept for validation")
     val_negatives: int = Field(40, description="raccoon-free images kept for validation (half day, half night)")
-    label: str = Field("raccoon", description="the one class trained")
+    label: str = Field("raccoon", description="the class the daemon alerts on")
+    decoys: list[str] = Field(default_factory=list, description="COCO classes also trained as outputs of their own "
+                              "(train/decoys.py), labelled by the COCO model on the raccoon-free photos, e.g. [cat, dog]")
+    teacher_min_score: float = Field(0.4, ge=0.0, le=1.0, description="COCO score at which a decoy box is kept")
+
+    @property
+    def labels(self) -> list[str]:
+        """Class order of the model's outputs: the alert label, then the decoys (ids 1, 2, ...)."""
+        return [self.label, *self.decoys]
 
     def shared_data_path(self) -> Path:
         env = os.environ.get("RACCOON_SHARED")
@@ -44,6 +52,8 @@ class OptimSection(_Strict):
     warmup_steps: int = Field(100, description="linear warm-up from 0")
     final_lr_fraction: float = Field(0.02, description="cosine decays to this fraction of the peak")
     clipnorm: float = Field(10.0, description="gradient norm clip")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="exponential moving average of the weights, "
+                             "validated and exported instead of the raw weights (0 = off)")
 
 
 class LossSection(_Strict):
@@ -94,6 +104,8 @@ class TrainConfig(_Strict):
     def _check(self):
         if self.loss.kind not in ("hard_negative", "focal"):
             raise ValueError(f"loss.kind must be hard_negative or focal, got {self.loss.kind!r}")
+        if self.data.label in self.data.decoys or len(set(self.data.decoys)) != len(self.data.decoys):
+            raise ValueError(f"data.decoys must be distinct and not {self.data.label!r}, got {self.data.decoys}")
         if self.optim.warmup_steps > self.optim.steps:
             raise ValueError(f"warmup_steps {self.optim.warmup_steps} > steps {self.optim.steps}")
         return self

@@ -73,6 +73,10 @@ def examples_from_tfrecords(paths, max_side: int = CACHE_MAX_SIDE) -> tuple[list
     return examples, names
 
 
+def has_label(example: Example, label: int) -> bool:
+    return bool(np.any(example.labels == label))
+
+
 def load_crops(crop_dir: Path, max_side: int = 256) -> list[np.ndarray]:
     """Raccoon crops (RGB uint8) for copy-paste; each whole crop is one object."""
     return [load_image_rgb(p, max_side)[0] for p in sorted(crop_dir.glob("*.jpg"))]
@@ -106,9 +110,9 @@ def training_examples(examples: list[Example], night_backgrounds: list[Example],
     from train.augment import augment_with_labels, copy_paste_night
 
     rng = np.random.default_rng(seed)
-    sources = {
-        "positives": [e for e in examples if len(e.boxes)],
-        "negatives": [e for e in examples if not len(e.boxes)],
+    sources = {  # raccoon-free images with decoy boxes (cats, dogs) are negatives for the mix
+        "positives": [e for e in examples if has_label(e, raccoon_label)],
+        "negatives": [e for e in examples if not has_label(e, raccoon_label)],
         "copy_paste_night": night_backgrounds if crops else [],
     }
     while True:

@@ -399,7 +399,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-false-alert-rate", type=float, default=metrics.DEFAULT_MAX_FALSE_ALERT_RATE,
                         help="target for the suggested threshold (only meaningful on a validation set)")
     parser.add_argument("--remap", default="", help="rename labels before scoring, e.g. cat=raccoon,dog=raccoon,bear=raccoon;"
-                        " other labels are dropped")
+                        " other labels are dropped. Without it, detections of labels not in --csv (decoy classes such as cat) are dropped")
     parser.add_argument("--min-score", type=float, default=0.01, help="drop --model detections below this score")
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
     parser.add_argument("--output", type=Path, required=True, help="metrics JSON to write")
@@ -438,6 +438,8 @@ def main(args: argparse.Namespace) -> int:
         records = _load_records(args, rows, negatives)
         if args.remap:
             records = remap_labels(records, parse_mapping(args.remap))
+        else:  # a decoy class (cat, dog) is not a raccoon alert: score only the labels in the ground truth
+            records = remap_labels(records, {label: label for label in {r.label for r in rows}})
         result = evaluate_records(records, rows, negatives, args.threshold, args.iou, args.max_false_alert_rate)
     except ValueError as exc:  # VocError is a ValueError too
         log.error("evaluate_failed", problem=str(exc))

@@ -84,25 +84,11 @@ def decode_boxes(box_encodings, anchors):
 
 
 def agnostic_nms(boxes, scores, max_detections: int, iou_threshold: float, score_threshold: float):
-    """Best class per anchor, then one NMS over all anchors (TFLite op, use_regular_nms=False).
+    """Best class per anchor, then one NMS (TFLite op, use_regular_nms=False): see
+    train.ssd.postprocess.agnostic_nms, imported lazily so promote() needs no TensorFlow."""
+    from train.ssd.postprocess import agnostic_nms as nms
 
-    boxes (N, A, 4) [ymin, xmin, ymax, xmax]; scores (N, A, K) sigmoid, background dropped ->
-    boxes (N, D, 4), scores (N, D), classes (N, D) 0-based int32, num (N,) int32; padding rows 0.
-    """
-    tf = _tf()
-    best_scores = tf.reduce_max(scores, axis=-1)  # (N, A)
-    best_classes = tf.argmax(scores, axis=-1, output_type=tf.int32)  # (N, A)
-    selected, num = tf.image.non_max_suppression_padded(
-        boxes, best_scores, max_detections, iou_threshold=iou_threshold,
-        score_threshold=score_threshold, pad_to_max_output_size=True)  # (N, D), (N,)
-    valid = tf.range(max_detections)[None, :] < num[:, None]  # (N, D)
-    det_boxes = tf.gather(boxes, selected, batch_dims=1)  # (N, D, 4)
-    det_scores = tf.gather(best_scores, selected, batch_dims=1)  # (N, D)
-    det_classes = tf.gather(best_classes, selected, batch_dims=1)  # (N, D)
-    det_boxes = tf.where(valid[..., None], det_boxes, 0.0)
-    det_scores = tf.where(valid, det_scores, 0.0)
-    det_classes = tf.where(valid, det_classes, 0)
-    return det_boxes, det_scores, det_classes, num
+    return nms(boxes, scores, max_detections, iou_threshold, score_threshold)
 
 
 def _frozen_call(keras_model):

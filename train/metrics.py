@@ -341,18 +341,22 @@ def lowest_threshold_for_rate(
 def choose_threshold(
     gt: GroundTruth, preds: Predictions, negative_ids: Sequence[str] | None = None,
     max_false_alert_rate: float = DEFAULT_MAX_FALSE_ALERT_RATE, iou: float = DEFAULT_IOU,
-    min_threshold: float = DEFAULT_MIN_THRESHOLD,
+    min_threshold: float = DEFAULT_MIN_THRESHOLD, negative_groups: Sequence[Sequence[str]] | None = None,
 ) -> OperatingPoint:
     """Pick the deployed threshold on a VALIDATION set (never the test set).
 
     The lowest threshold whose false-alert rate on the negative images is <= max_false_alert_rate
     (lower thresholds only raise recall); returns the recall, image recall and precision there.
     Negatives default to the gt images without boxes. Boxes pixels (xmin, ymin, xmax, ymax).
+    With ``negative_groups`` (e.g. colour day photos and grayscale night frames) the rate must hold
+    in every group, so easy night frames cannot spend the day photos' budget.
     """
     negatives = list(negative_ids) if negative_ids is not None else [k for k, v in gt.items() if not v]
     if not negatives:
         raise ValueError("choose_threshold: no negative images; false alerts cannot be measured")
-    threshold = lowest_threshold_for_rate(image_max_scores(preds, negatives), max_false_alert_rate, min_threshold)
+    groups = [list(g) for g in negative_groups if len(g)] if negative_groups else [negatives]
+    threshold = max(lowest_threshold_for_rate(image_max_scores(preds, group), max_false_alert_rate, min_threshold)
+                    for group in groups)
     return operating_point(gt, preds, threshold, negatives, iou)
 
 

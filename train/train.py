@@ -25,11 +25,11 @@ import tensorflow as tf
 
 from train import data as data_lib
 from train import metrics
-from train.augment import AugmentConfig
+from train.augment import AugmentConfig, is_grayish
 from train.config import TrainConfig, load_config
 from train.splits import make_plan
 from train.ssd.anchors import generate_anchors
-from train.ssd.head_init import HEAD_INITS, class_head_init
+from train.ssd.head_init import class_head_init, head_columns
 from train.ssd.losses import LossConfig, multibox_loss
 from train.ssd.model import build_ssd, freeze_layers
 from train.ssd.postprocess import postprocess
@@ -70,42 +70,77 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def build_model(cfg: TrainConfig) -> keras.Model:
-    """The 1-class SSD with COCO float weights and the configured head init and frozen layers."""
-    if cfg.model.head_init not in HEAD_INITS:
-        raise ValueError(f"model.head_init must be one of {sorted(HEAD_INITS)}, got {cfg.model.head_init!r}")
-    model = build_ssd(num_classes=1)
-    import_tflite_weights(model, cfg.data.pretrained_path(), class_head_init(HEAD_INITS[cfg.model.head_init]))
+    """The SSD for [raccoon, *decoys] with COCO float weights, the configured head init (each decoy
+    from its COCO predictor) and frozen layers."""
+    columns = head_columns(cfg.model.head_init, cfg.data.decoys)
+    model = build_ssd(num_classes=len(cfg.data.labels))
+    import_tflite_weights(model, cfg.data.pretrained_path(), class_head_init(columns))
     freeze_layers(model, cfg.model.frozen_prefixes)
     return model
 
 
-def predict(model: keras.Model, inputs: np.ndarray, anchors: np.ndarray, batch_size: int = 16):
-    """float32 (N, 300, 300, 3) -> per image list of (score, box [ymin, xmin, ymax, xmax] normalised)."""
+def predict(model: keras.Model, inputs: np.ndarray, anchors: np.ndarray, batch_size: int = 16, class_id: int = 0):
+    """float32 (N, 300, 300, 3) -> per image list of (score, box [ymin, xmin, ymax, xmax] normalised)
+    of the detections of 0-based class ``class_id`` (0 = the alert label), after class-agnostic NMS as
+    in the TFLite model: a box the model calls a decoy (cat) is not a raccoon detection."""
     results = []
     for start in range(0, len(inputs), batch_size):
         boxes, logits = model(inputs[start:start + batch_size], training=False)
-        nms_boxes, scores, _, counts = postprocess(boxes, logits, anchors)
-        for b, s, n in zip(nms_boxes, scores, counts):
-            results.append([(float(s[i]), tuple(float(v) for v in b[i])) for i in range(int(n))])
+        nms_boxes, scores, classes, counts = postprocess(boxes, logits, anchors)
+        for b, s, c, n in zip(nms_boxes, scores, classes, counts):
+            results.append([(float(s[i]), tuple(float(v) for v in b[i])) for i in range(int(n)) if c[i] == class_id])
     return results
 
 
 def validate(model, examples, inputs, anchors, cfg: TrainConfig, label: str) -> dict:
-    """AP@0.5 over positives and negatives together (detections on negatives are false positives),
-    and the deployed threshold: the lowest with <= max_false_alert_rate of negatives alerting."""
+    """AP@0.5 of the alert label over positives and negatives together (detections on negatives are
+    false positives), and the deployed threshold: the lowest with <= max_false_alert_rate of
+    negatives alerting, in colour (day) photos and in grayscale (IR night) frames separately.
+    Decoy boxes in the examples are not ground truth here."""
     detections = predict(model, inputs, anchors)
     gt, preds = {}, {}
     for i, (example, dets) in enumerate(zip(examples, detections)):
-        gt[str(i)] = [metrics.GtBox(label, (b[1], b[0], b[3], b[2])) for b in example.boxes]  # xyxy
+        gt[str(i)] = [metrics.GtBox(label, (b[1], b[0], b[3], b[2]))  # xyxy
+                      for b, k in zip(example.boxes, example.labels) if k == 1]
         preds[str(i)] = [metrics.PredBox(label, s, (b[1], b[0], b[3], b[2])) for s, b in dets]
     ap = metrics.voc_ap(gt, preds)[label]
     negatives = [k for k, v in gt.items() if not v]
+    night = {str(i) for i, example in enumerate(examples) if is_grayish(example.image)}
+    groups = [[k for k in negatives if k not in night], [k for k in negatives if k in night]]
     point = metrics.choose_threshold(gt, preds, negatives, cfg.eval.max_false_alert_rate,
-                                     min_threshold=cfg.eval.min_threshold) if negatives else None
+                                     min_threshold=cfg.eval.min_threshold,
+                                     negative_groups=groups) if negatives else None
     return {"val_ap50": float(ap), **({f"val_{k}": v for k, v in asdict(point).items()} if point else {})}
 
 
-def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, global_batch: int):
+class WeightAverage:
+    """Exponential moving average of the trainable weights (TF OD API ``use_moving_average``):
+    validated, kept and exported instead of the raw weights, which jump from step to step.
+    The decay ramps up as min(decay, (1 + step) / (10 + step)), so early steps are not dominated
+    by the starting weights."""
+
+    def __init__(self, variables, decay: float):
+        self.variables, self.decay = list(variables), decay
+        self.averages = [tf.Variable(v, trainable=False, name=f"ema_{i}",
+                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                         for i, v in enumerate(self.variables)]
+
+    def update(self, step) -> None:
+        """In the train step, after the optimizer: average <- d * average + (1 - d) * weight."""
+        step = tf.cast(step, tf.float32)
+        decay = tf.minimum(self.decay, (1.0 + step) / (10.0 + step))
+        for average, variable in zip(self.averages, self.variables):
+            average.assign(decay * average + (1.0 - decay) * variable)
+
+    def swap(self) -> None:
+        """Exchange weights and averages (call twice to undo)."""
+        for average, variable in zip(self.averages, self.variables):
+            current = tf.identity(variable)
+            variable.assign(average)
+            average.assign(current)
+
+
+def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, global_batch: int, average: WeightAverage | None = None):
     """A tf.function running one distributed step; returns the mean loss parts."""
     trainable = model.trainable_variables
 
@@ -116,6 +151,8 @@ def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, global_bat
             scaled = losses["loss"] / strategy.num_replicas_in_sync
         grads = tape.gradient(scaled, trainable)
         optimizer.apply_gradients(zip(grads, trainable))
+        if average is not None:
+            average.update(optimizer.iterations)
         return losses
 
     @tf.function
@@ -140,7 +177,9 @@ def load_data(cfg: TrainConfig, args):
     if limit:  # tiny runs (tests): a few positives and negatives of each
         train_entries = [e for e in train_entries if not e.is_negative][:limit] + [e for e in train_entries if e.is_negative][:limit]
         val_entries = [e for e in val_entries if not e.is_negative][:limit] + [e for e in val_entries if e.is_negative][:limit]
-    label_ids = {cfg.data.label: 1}
+    label_ids = {name: i + 1 for i, name in enumerate(cfg.data.labels)}
+    if cfg.data.decoys:
+        train_entries = with_decoys(train_entries, cfg, args.work_dir / "decoys.csv")
     train_examples = data_lib.examples_from_entries(train_entries, label_ids)
     val_examples = data_lib.examples_from_entries(val_entries, label_ids)
     night_dir = (shared / "night" / "negatives").resolve()
@@ -149,9 +188,34 @@ def load_data(cfg: TrainConfig, args):
     return train_examples, val_examples, night, crops
 
 
+def with_decoys(entries: list, cfg: TrainConfig, csv_path: Path) -> list:
+    """The raccoon-free entries get the COCO teacher's decoy boxes (train/decoys.py), cached in csv_path."""
+    from train import decoys
+    from train.splits import Entry
+    from train.voc import read_csv, write_csv
+
+    negatives = [e.path for e in entries if e.is_negative]
+    if not csv_path.is_file():
+        pretrained = cfg.data.pretrained_path()
+        rows, _ = decoys.label_decoys(pretrained, pretrained.parent / "coco_labelmap.txt", negatives,
+                                      cfg.data.decoys, cfg.data.teacher_min_score)
+        write_csv(rows, csv_path)
+    boxes: dict[str, list] = {}
+    for row in read_csv(csv_path):
+        boxes.setdefault(str(Path(row.filename).resolve()), []).append(row)
+    out = []
+    for entry in entries:
+        rows = boxes.get(str(entry.path.resolve()), []) if entry.is_negative else []
+        out.append(Entry(entry.path, tuple((r.xmin, r.ymin, r.xmax, r.ymax) for r in rows), tuple(r.label for r in rows))
+                   if rows else entry)
+    log.info("decoys_attached", images=sum(1 for e in out if e.labels and cfg.data.label not in e.labels))
+    return out
+
+
 def _first_of_each(examples: list, limit: int) -> list:
-    """The first ``limit`` examples with boxes and the first ``limit`` without."""
-    return [e for e in examples if len(e.boxes)][:limit] + [e for e in examples if not len(e.boxes)][:limit]
+    """The first ``limit`` examples with a raccoon and the first ``limit`` without."""
+    return ([e for e in examples if data_lib.has_label(e, 1)][:limit]
+            + [e for e in examples if not data_lib.has_label(e, 1)][:limit])
 
 
 def _records_data(args):
@@ -209,12 +273,14 @@ def _setup(cfg: TrainConfig, args, strategy):
         optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.optim.clipnorm)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+        average = WeightAverage(model.trainable_variables, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
+        extra = {"weight_average": average.averages} if average else {}
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, **extra)
     manager = tf.train.CheckpointManager(ckpt, str(args.work_dir / "checkpoints"), max_to_keep=3)
     if args.resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
         log.info("resumed", checkpoint=manager.latest_checkpoint, step=int(step))
-    return model, optimizer, step, manager, schedule
+    return model, optimizer, step, manager, schedule, average
 
 
 def main(args: argparse.Namespace) -> int:
@@ -230,7 +296,7 @@ def main(args: argparse.Namespace) -> int:
     anchors = generate_anchors()
     train_examples, val_examples, night, crops = load_data(cfg, args)
     val_inputs = data_lib.eval_inputs(val_examples)
-    model, optimizer, step, manager, schedule = _setup(cfg, args, strategy)
+    model, optimizer, step, manager, schedule, average = _setup(cfg, args, strategy)
     state_path = args.work_dir / "training_result.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else {"history": []}
     aug_cfg = AugmentConfig(**cfg.augment.model_dump())
@@ -238,7 +304,7 @@ def main(args: argparse.Namespace) -> int:
     generator = lambda: data_lib.training_examples(train_examples, night, crops, aug_cfg, mix, cfg.seed + int(step))
     dataset = data_lib.make_train_dataset(generator, TargetAssigner(anchors), cfg.optim.batch_size)
     batches = iter(strategy.experimental_distribute_dataset(dataset))
-    train_step = make_train_step(model, optimizer, strategy, LossConfig(**cfg.loss.model_dump()), cfg.optim.batch_size)
+    train_step = make_train_step(model, optimizer, strategy, LossConfig(**cfg.loss.model_dump()), cfg.optim.batch_size, average)
     writer = tf.summary.create_file_writer(str(args.work_dir / "tensorboard"))
     if "best" not in state:  # the COCO-initialised model is the first candidate
         _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)
@@ -259,7 +325,11 @@ def main(args: argparse.Namespace) -> int:
                     tf.summary.scalar("learning_rate", schedule(step))
             if int(step) % cfg.eval.every_steps == 0 or int(step) == cfg.optim.steps:
                 manager.save(checkpoint_number=int(step))
+                if average is not None:
+                    average.swap()  # validate (and keep) the averaged weights
                 _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)
+                if average is not None:
+                    average.swap()
     elapsed = time.monotonic() - started
     state["seconds_per_step"] = elapsed / max(int(step) - first_step, 1)
     state["config"] = cfg.model_dump()

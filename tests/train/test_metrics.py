@@ -191,6 +191,22 @@ def test_choose_threshold_trades_recall_for_false_alerts() -> None:
         metrics.choose_threshold({"p1": [gt_box(A)]}, preds)
 
 
+def test_choose_threshold_holds_the_rate_in_every_group() -> None:
+    # 20 day photos with 2 cats at 0.9 and 0.8; 20 night frames all at 0.1. Pooled, 2 of 40 may
+    # alert: just above the third best, 0.1; per group, 1 of 20 day photos: just above 0.8.
+    gt = {"p1": [gt_box(A)], "p2": [gt_box(A)]}
+    preds = {"p1": [pred(A, 0.95)], "p2": [pred(A, 0.85)]}
+    day, night = [f"d{k}" for k in range(20)], [f"n{k}" for k in range(20)]
+    for k, name in enumerate(day + night):
+        gt[name] = []
+        preds[name] = [pred(B, {0: 0.9, 1: 0.8}.get(k, 0.1))]
+    pooled = metrics.choose_threshold(gt, preds, max_false_alert_rate=0.05)
+    assert pooled.threshold == pytest.approx(0.101) and pooled.false_alert_rate == pytest.approx(0.05)
+    grouped = metrics.choose_threshold(gt, preds, max_false_alert_rate=0.05, negative_groups=[day, night])
+    assert grouped.threshold == pytest.approx(0.801)  # 1 of the 20 day photos alerts, not 2
+    assert grouped.false_alert_rate == pytest.approx(1 / 40) and grouped.recall == pytest.approx(1.0)
+
+
 def test_tied_scores_do_not_depend_on_listing_order() -> None:
     gt = {"a": [gt_box(A)], "b": [gt_box(B)]}
     one_way = {"a": [pred(A, 0.5)], "b": [pred(C, 0.5), pred(B, 0.4)]}

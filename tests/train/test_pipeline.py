@@ -93,3 +93,22 @@ def test_all_end_to_end_exports_a_model(shared_env, tmp_path):
     assert card["labels"] == ["raccoon"]
     assert 0.0 <= card["metrics"]["test"]["ap50"] <= 1.0
     assert card["deployed_threshold"] > 0
+
+
+def test_weight_average_follows_the_weights_and_swaps_back():
+    import tensorflow as tf
+
+    from train.train import WeightAverage
+
+    weight = tf.Variable([1.0, 2.0])
+    average = WeightAverage([weight], decay=0.5)
+    weight.assign([3.0, 4.0])
+    average.update(step=100)  # decay min(0.5, 101/110) = 0.5
+    assert average.averages[0].numpy().tolist() == [2.0, 3.0]
+    average.update(step=0)  # early steps: decay min(0.5, 1/10) = 0.1, mostly the new weights
+    assert np.allclose(average.averages[0].numpy(), [0.1 * 2 + 0.9 * 3, 0.1 * 3 + 0.9 * 4])
+    before = average.averages[0].numpy().copy()
+    average.swap()
+    assert np.allclose(weight.numpy(), before) and average.averages[0].numpy().tolist() == [3.0, 4.0]
+    average.swap()
+    assert weight.numpy().tolist() == [3.0, 4.0]

@@ -41,6 +41,21 @@ def class_head_init(source_columns: Sequence[Sequence[int]], mode: str = "mean")
     return init
 
 
+COCO_OUTPUTS = {"person": 1, "cat": COCO_CAT, "dog": COCO_DOG, "bear": COCO_BEAR, "bird": 16, "horse": 19,
+                "sheep": 20, "cow": 21, "car": 3, "bicycle": 2}  # decoy name -> COCO output index
+
+
+def head_columns(head_init: str, decoys: Sequence[str] = ()) -> list[list[int]]:
+    """Source COCO columns for [background, raccoon, *decoys]: raccoon from HEAD_INITS[head_init],
+    each decoy from its own COCO output (a cat decoy starts as the COCO cat predictor)."""
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"model.head_init must be one of {sorted(HEAD_INITS)}, got {head_init!r}")
+    unknown = [d for d in decoys if d not in COCO_OUTPUTS]
+    if unknown:
+        raise ValueError(f"decoys {unknown} have no COCO output here; known: {sorted(COCO_OUTPUTS)}")
+    return [*HEAD_INITS[head_init], *([COCO_OUTPUTS[d]] for d in decoys)]
+
+
 HEAD_INITS = {  # name -> source columns for [background, raccoon]
     "cat_dog_bear_mean": [[COCO_BACKGROUND], [COCO_CAT, COCO_DOG, COCO_BEAR]],
     "bear": [[COCO_BACKGROUND], [COCO_BEAR]],
