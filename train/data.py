@@ -28,6 +28,7 @@ class Example:
     image: np.ndarray  # RGB uint8 (H, W, 3)
     boxes: np.ndarray  # float32 (N, 4) [ymin, xmin, ymax, xmax] normalised
     labels: np.ndarray  # int64 (N,), 1-based class ids
+    night: bool = False  # an IR night frame: copy-paste background, and its own false-alert group in validation
 
 
 def load_image_rgb(path: Path, max_side: int = CACHE_MAX_SIDE) -> tuple[np.ndarray, tuple[int, int]]:

@@ -107,7 +107,7 @@ def write_plan(plan: DataPlan, shared_data: Path, out_dir: Path) -> dict[str, Pa
     night_dir = (shared_data / "night" / "negatives").resolve()
     lists = {
         "train_negatives": [e for e in plan.train if e.is_negative],
-        "night_negatives": [e for e in plan.train if e.is_negative and e.path.resolve().parent == night_dir],
+        "night_negatives": [e for e in plan.train + plan.val if e.is_negative and e.path.resolve().parent == night_dir],
         "val_negatives": [e for e in plan.val if e.is_negative],
         "heldout_negatives": plan.heldout_negatives,
     }

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from train import data as data_lib
 from train import metrics
-from train.augment import AugmentConfig, is_grayish
+from train.augment import AugmentConfig
 from train.config import TrainConfig, load_config
 from train.splits import make_plan
 from train.ssd.anchors import generate_anchors
@@ -95,7 +95,7 @@ def predict(model: keras.Model, inputs: np.ndarray, anchors: np.ndarray, batch_s
 def validate(model, examples, inputs, anchors, cfg: TrainConfig, label: str) -> dict:
     """AP@0.5 of the alert label over positives and negatives together (detections on negatives are
     false positives), and the deployed threshold: the lowest with <= max_false_alert_rate of
-    negatives alerting, in colour (day) photos and in grayscale (IR night) frames separately.
+    negatives alerting, in day photos and in IR night frames (``Example.night``) separately.
     Decoy boxes in the examples are not ground truth here."""
     detections = predict(model, inputs, anchors)
     gt, preds = {}, {}
@@ -105,7 +105,7 @@ def validate(model, examples, inputs, anchors, cfg: TrainConfig, label: str) -> 
         preds[str(i)] = [metrics.PredBox(label, s, (b[1], b[0], b[3], b[2])) for s, b in dets]
     ap = metrics.voc_ap(gt, preds)[label]
     negatives = [k for k, v in gt.items() if not v]
-    night = {str(i) for i, example in enumerate(examples) if is_grayish(example.image)}
+    night = {str(i) for i, example in enumerate(examples) if example.night}
     groups = [[k for k in negatives if k not in night], [k for k in negatives if k in night]]
     point = metrics.choose_threshold(gt, preds, negatives, cfg.eval.max_false_alert_rate,
                                      min_threshold=cfg.eval.min_threshold,
@@ -183,7 +183,9 @@ def load_data(cfg: TrainConfig, args):
     train_examples = data_lib.examples_from_entries(train_entries, label_ids)
     val_examples = data_lib.examples_from_entries(val_entries, label_ids)
     night_dir = (shared / "night" / "negatives").resolve()
-    night = [ex for ex, e in zip(train_examples, train_entries) if e.path.resolve().parent == night_dir]
+    for example, entry in [*zip(train_examples, train_entries), *zip(val_examples, val_entries)]:
+        example.night = entry.path.resolve().parent == night_dir
+    night = [ex for ex in train_examples if ex.night]
     log.info("data_loaded", train=len(train_examples), val=len(val_examples), night_backgrounds=len(night), crops=len(crops))
     return train_examples, val_examples, night, crops
 
@@ -223,11 +225,13 @@ def _records_data(args):
     if not args.val_records:
         raise ValueError("--train-records needs --val-records (validation chooses checkpoint and threshold)")
     train_examples, train_names = data_lib.examples_from_tfrecords(args.train_records)
-    val_examples, _ = data_lib.examples_from_tfrecords(args.val_records)
+    val_examples, val_names = data_lib.examples_from_tfrecords(args.val_records)
     night_names = set()
     if args.night_list:
         night_names = {Path(line.strip()).name for line in args.night_list.read_text().splitlines() if line.strip()}
-    night = [ex for ex, name in zip(train_examples, train_names) if name in night_names and not len(ex.boxes)]
+    for example, name in [*zip(train_examples, train_names), *zip(val_examples, val_names)]:
+        example.night = name in night_names and not len(example.boxes)
+    night = [ex for ex in train_examples if ex.night]
     if args.limit:  # tiny runs (tests): a few positives and negatives of each
         train_examples, val_examples, night = (_first_of_each(e, args.limit) for e in (train_examples, val_examples, night))
     log.info("data_loaded", train=len(train_examples), val=len(val_examples), night_backgrounds=len(night))
@@ -248,7 +252,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=None, help="override eval.every_steps")
     parser.add_argument("--train-records", type=Path, nargs="+", help="training TFRecords (default: split ../shared/data directly)")
     parser.add_argument("--val-records", type=Path, nargs="+", help="validation TFRecords (positives and raccoon-free images)")
-    parser.add_argument("--night-list", type=Path, help="text list of night frames among the training negatives (copy-paste backgrounds)")
+    parser.add_argument("--night-list", type=Path, help="text list of the IR night frames among the negatives (training: copy-paste "
+                        "backgrounds; validation: their own false-alert group)")
     parser.add_argument("--limit", type=int, default=None, help="use only N positives + N negatives (smoke tests)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in work-dir")
     parser.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")

@@ -41,6 +41,17 @@ def test_plan_never_trains_on_test_or_heldout(shared_dir):
     assert sum(not e.is_negative for e in plan.val) == 40 and sum(e.is_negative for e in plan.val) == 40
 
 
+def test_split_lists_night_frames_of_train_and_val(shared_dir, tmp_path):
+    from train.splits import write_plan
+
+    plan = make_plan(shared_dir / "data")
+    files = write_plan(plan, shared_dir / "data", tmp_path)
+    night = {Path(p).name for p in files["night_negatives"].read_text().split()}
+    val_night = {e.path.name for e in plan.val if e.is_negative and e.path.parent.parent.name == "night"}
+    assert len(val_night) == 20 and val_night <= night  # validation groups its night frames apart
+    assert not night & {e.path.name for e in plan.heldout_negatives}
+
+
 def test_warmup_cosine_schedule():
     schedule = WarmupCosine(1e-3, 10, 110, 0.1)
     assert float(schedule(0)) == 0.0
