@@ -426,3 +426,24 @@ def test_bundled_raccoon_model(backend: str, tf, shared_dir: Path, ground_truth:
         lite = create_detector(DetectorConfig(backend="tflite"), BUNDLED).detect([read(shared_dir, n) for n in PHOTOS])
         for a, b in zip(results, lite):  # int8 TFLite vs float SavedModel: same top box, close score
             assert iou(a[0].box, b[0].box) > 0.8 and a[0].score == pytest.approx(b[0].score, abs=0.1)
+
+
+def test_bundled_model_keeps_its_card_promise_on_held_out_photos(shared_dir: Path) -> None:
+    """The daemon's own detector code, at the card's deployed threshold, on the photos train/ held
+    out: at most 1 raccoon-free photo in 20 alerts (the false-alert target), and the share of test
+    raccoon photos that alert is the card's image recall (int8 TFLite vs the same file in train's
+    evaluator: same numbers, within one photo)."""
+    from train.splits import HOLDOUT_MODULO, name_hash
+
+    det = create_detector(DetectorConfig(backend="tflite"), BUNDLED)
+    card = json.loads((BUNDLED / "model_card.json").read_text())
+    threshold = card["deployed_threshold"]
+    assert det.threshold == pytest.approx(threshold)
+    negatives = sorted(p for p in (shared_dir / "data" / "negatives").glob("*.jpg") if name_hash(p.name) % HOLDOUT_MODULO == 0)
+    alerting = [p.name for p in negatives
+                if any(d.label == "raccoon" and d.score >= threshold for d in det.detect([cv2.imread(str(p))])[0])]
+    assert len(negatives) == 47 and len(alerting) <= len(negatives) // 20, alerting
+    photos = sorted({row["filename"] for row in csv.DictReader(open(shared_dir / "data" / "raccoon_dataset" / "test_labels.csv"))})
+    found = sum(any(d.label == "raccoon" and d.score >= threshold for d in det.detect([read(shared_dir, n)])[0]) for n in photos)
+    card_recall = card["metrics"]["test"]["at_threshold"]["image_recall"]
+    assert abs(found / len(photos) - card_recall) <= 1.5 / len(photos), (found, card_recall)
