@@ -74,8 +74,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-fps", type=float, default=5.0)
     p.add_argument("--threshold", type=float, default=0.5,
                    help="detector threshold (default 0.5; a negative value: the model card's). The clip's "
-                        "pasted raccoon scores 0.3-0.93 with the shipped model, mostly under its deployed "
-                        "0.921, and the soak measures the pipeline, so it uses 0.5 to make every visit an event")
+                        "pasted raccoon scores mostly under the shipped model's deployed threshold (near 0.9), "
+                        "and the soak measures the pipeline, so it uses 0.5 to make every visit an event")
     p.add_argument("--out", type=Path, default=REPO / "var" / "soak", help="runs go to <out>/<timestamp>/")
     p.add_argument("--shared", type=Path, default=Path(os.environ.get("RACCOON_SHARED", REPO.parent / "shared")))
     return p

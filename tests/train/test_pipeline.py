@@ -123,3 +123,38 @@ def test_weight_average_follows_the_weights_and_swaps_back():
     assert np.allclose(weight.numpy(), before) and average.averages[0].numpy().tolist() == [3.0, 4.0]
     average.swap()
     assert weight.numpy().tolist() == [3.0, 4.0]
+
+
+@pytest.mark.slow
+def test_all_with_decoys_exports_raccoon_first_and_scores_only_raccoons(shared_env, tmp_path):
+    """data.decoys through every stage: the teacher's boxes ride in the train record, the export has
+    the labels [raccoon, cat, dog], and evaluate counts only raccoon detections as alerts."""
+    import yaml
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["data"]["decoys"] = ["cat", "dog"]
+    config_path = tmp_path / "decoys.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    work, target = tmp_path / "work", tmp_path / "models" / "raccoon"
+    argv = ["all", "--shared", str(shared_env), "--work-dir", str(work), "--to", str(target), "--config", str(config_path),
+            "--limit", "2", "--steps", "2", "--batch-size", "2", "--eval-every", "2"]
+    assert train_cli(argv) == 0
+    decoy_rows = (work / "csv" / "decoys.csv").read_text().splitlines()[1:]
+    assert decoy_rows and all(row.split(",")[3] in ("cat", "dog") for row in decoy_rows)
+    card = json.loads((target / "model_card.json").read_text())
+    assert card["labels"] == ["raccoon", "cat", "dog"]
+    assert "item {\n  id: 2\n  name: 'cat'" in (target / "labelmap.pbtxt").read_text()
+    test = json.loads((work / "eval" / "test.json").read_text())
+    assert set(test["ap50"]) == {"raccoon"}
+    # the model reports decoys; evaluate scores as if only its raccoon detections existed
+    negatives = str(work / "split" / "heldout_negatives.txt")
+    common = ["evaluate", "--csv", str(shared_env / "data/raccoon_dataset/test_labels.csv"), "--negatives", negatives,
+              "--threshold", "0.05"]
+    preds = tmp_path / "preds.jsonl"
+    assert train_cli(common + ["--model", str(target / "model.tflite"), "--save-predictions", str(preds),
+                               "--output", str(tmp_path / "a.json")]) == 0
+    labels = {d["label"] for line in preds.read_text().splitlines() for d in json.loads(line)["detections"]}
+    assert labels & {"cat", "dog"}
+    assert train_cli(common + ["--predictions", str(preds), "--remap", "raccoon=raccoon", "--output", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab")
+    assert a["at_threshold"] == b["at_threshold"] and a["per_image"] == b["per_image"]
