@@ -20,6 +20,7 @@ from train.ssd.targets import TargetAssigner
 
 INPUT_SIZE = 300
 CACHE_MAX_SIDE = 512  # decoded images are kept in memory at most this large
+ALERT_LABEL_ID = 1  # cfg.data.labels[0], the class the daemon alerts on; decoys follow (2, 3, ...)
 TRAIN_MIN_BOX_SIDE = 0.02  # after augmentation, boxes thinner than 6 px of 300 are dropped
 
 
@@ -105,7 +106,7 @@ def _sample_source(rng, sources: dict[str, list], mix: MixConfig) -> str:
 
 
 def training_examples(examples: list[Example], night_backgrounds: list[Example], crops: list[np.ndarray],
-                      aug_cfg, mix: MixConfig, seed: int, raccoon_label: int = 1):
+                      aug_cfg, mix: MixConfig, seed: int, raccoon_label: int = ALERT_LABEL_ID):
     """Endless generator of augmented (image (300, 300, 3) float32 in [-1, 1], boxes (N, 4)
     [ymin, xmin, ymax, xmax] normalised, labels (N,) int64)."""
     from train.augment import augment_with_labels, copy_paste_night

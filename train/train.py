@@ -79,7 +79,8 @@ def build_model(cfg: TrainConfig) -> keras.Model:
     return model
 
 
-def predict(model: keras.Model, inputs: np.ndarray, anchors: np.ndarray, batch_size: int = 16, class_id: int = 0):
+def predict(model: keras.Model, inputs: np.ndarray, anchors: np.ndarray, batch_size: int = 16,
+            class_id: int = data_lib.ALERT_LABEL_ID - 1):
     """float32 (N, 300, 300, 3) -> per image list of (score, box [ymin, xmin, ymax, xmax] normalised)
     of the detections of 0-based class ``class_id`` (0 = the alert label), after class-agnostic NMS as
     in the TFLite model: a box the model calls a decoy (cat) is not a raccoon detection."""
@@ -101,7 +102,7 @@ def validate(model, examples, inputs, anchors, cfg: TrainConfig, label: str) -> 
     gt, preds = {}, {}
     for i, (example, dets) in enumerate(zip(examples, detections)):
         gt[str(i)] = [metrics.GtBox(label, (b[1], b[0], b[3], b[2]))  # xyxy
-                      for b, k in zip(example.boxes, example.labels) if k == 1]
+                      for b, k in zip(example.boxes, example.labels) if k == data_lib.ALERT_LABEL_ID]
         preds[str(i)] = [metrics.PredBox(label, s, (b[1], b[0], b[3], b[2])) for s, b in dets]
     ap = metrics.voc_ap(gt, preds)[label]
     negatives = [k for k, v in gt.items() if not v]
@@ -191,33 +192,32 @@ def load_data(cfg: TrainConfig, args):
 
 
 def with_decoys(entries: list, cfg: TrainConfig, csv_path: Path) -> list:
-    """The raccoon-free entries get the COCO teacher's decoy boxes (train/decoys.py), cached in csv_path."""
+    """The raccoon-free entries get the COCO teacher's decoy boxes (train/decoys.py), also written
+    to csv_path to look at. Labelled afresh each run (seconds), so a changed config is never stale."""
     from train import decoys
     from train.splits import Entry
-    from train.voc import read_csv, write_csv
+    from train.voc import write_csv
 
-    negatives = [e.path for e in entries if e.is_negative]
-    if not csv_path.is_file():
-        pretrained = cfg.data.pretrained_path()
-        rows, _ = decoys.label_decoys(pretrained, pretrained.parent / "coco_labelmap.txt", negatives,
-                                      cfg.data.decoys, cfg.data.teacher_min_score)
-        write_csv(rows, csv_path)
+    pretrained = cfg.data.pretrained_path()
+    rows, _ = decoys.label_decoys(pretrained, pretrained.parent / "coco_labelmap.txt",
+                                  [e.path for e in entries if e.is_negative], cfg.data.decoys, cfg.data.teacher_min_score)
+    write_csv(rows, csv_path)
     boxes: dict[str, list] = {}
-    for row in read_csv(csv_path):
-        boxes.setdefault(str(Path(row.filename).resolve()), []).append(row)
+    for row in rows:
+        boxes.setdefault(row.filename, []).append(row)  # label_decoys names images by resolved path
     out = []
     for entry in entries:
-        rows = boxes.get(str(entry.path.resolve()), []) if entry.is_negative else []
-        out.append(Entry(entry.path, tuple((r.xmin, r.ymin, r.xmax, r.ymax) for r in rows), tuple(r.label for r in rows))
-                   if rows else entry)
-    log.info("decoys_attached", images=sum(1 for e in out if e.labels and cfg.data.label not in e.labels))
+        found = boxes.get(str(entry.path.resolve()), []) if entry.is_negative else []
+        out.append(Entry(entry.path, tuple((r.xmin, r.ymin, r.xmax, r.ymax) for r in found), tuple(r.label for r in found))
+                   if found else entry)
+    log.info("decoys_attached", images=len(boxes), boxes=len(rows))
     return out
 
 
 def _first_of_each(examples: list, limit: int) -> list:
     """The first ``limit`` examples with a raccoon and the first ``limit`` without."""
-    return ([e for e in examples if data_lib.has_label(e, 1)][:limit]
-            + [e for e in examples if not data_lib.has_label(e, 1)][:limit])
+    return ([e for e in examples if data_lib.has_label(e, data_lib.ALERT_LABEL_ID)][:limit]
+            + [e for e in examples if not data_lib.has_label(e, data_lib.ALERT_LABEL_ID)][:limit])
 
 
 def _records_data(args):
