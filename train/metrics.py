@@ -348,7 +348,7 @@ def choose_threshold(
     The lowest threshold whose false-alert rate on the negative images is <= max_false_alert_rate
     (lower thresholds only raise recall); returns the recall, image recall and precision there.
     Negatives default to the gt images without boxes. Boxes pixels (xmin, ymin, xmax, ymax).
-    With ``negative_groups`` (e.g. colour day photos and grayscale night frames) the rate must hold
+    With ``negative_groups`` (e.g. day photos and IR night frames, as the split lists them) the rate must hold
     in every group, so easy night frames cannot spend the day photos' budget.
     """
     negatives = list(negative_ids) if negative_ids is not None else [k for k, v in gt.items() if not v]
