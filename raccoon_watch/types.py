@@ -77,11 +77,19 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """One object found by a detector. ``box`` is normalised (xmin, ymin, xmax, ymax)."""
+    """One object found by a detector. ``box`` is normalised (xmin, ymin, xmax, ymax).
+
+    score: the final score, what thresholds, visit scoring and the debounce use. With a two-stage
+        model it is the raccoon classifier's probability on the candidate's full-resolution crop
+        (later, in the router, the candidate's visit score: the median over its recent frames).
+    detector_score: the proposer's (SSD) score for this box; None when it is the same number as
+        ``score`` (single-stage model).
+    """
 
     label: str
     score: float
     box: Box
+    detector_score: float | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
