@@ -64,6 +64,33 @@ def detections_from_yxyx(
     return out
 
 
+INPUT_MEAN = 128.0
+INPUT_STD = 128.0
+"""Every float network here sees (rgb_u8 - 128) / 128 in [-1, 1): what the stock quantized inputs
+(scale 1/128, zero point 128) decode to, and what train/ trains and exports with."""
+
+
+def normalise(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (..., 3) -> float32 (rgb - 128) / 128, the one input scaling of every model."""
+    return (rgb.astype(np.float32) - INPUT_MEAN) / INPUT_STD
+
+
+def input_tensor(rgb: np.ndarray, dtype: type, quantization: tuple[float, int] = (0.0, 0)) -> np.ndarray:
+    """RGB uint8 (N, H, W, 3) already at the model's size -> the tensor a TFLite input of ``dtype``
+    and (scale, zero_point) takes, standing for ``normalise(rgb)``: float32 as it is; uint8/int8
+    quantized with the input's own parameters (for the stock uint8 input, scale 1/128 and zero point
+    128, that is the raw pixels)."""
+    if dtype == np.float32:
+        return normalise(rgb)
+    scale, zero_point = quantization
+    if dtype == np.uint8 and (not scale or (abs(scale - 1.0 / INPUT_STD) < 1e-9 and zero_point == INPUT_MEAN)):
+        return rgb
+    if dtype not in (np.uint8, np.int8) or not scale:
+        raise ValueError(f"unsupported model input {np.dtype(dtype).name} with quantization {quantization}")
+    info = np.iinfo(dtype)
+    return np.clip(np.round(normalise(rgb) / scale + zero_point), info.min, info.max).astype(dtype)
+
+
 def to_model_rgb(image_bgr: np.ndarray, height: int, width: int) -> np.ndarray:
     """BGR uint8 (H, W, 3) of any size -> RGB uint8 (height, width, 3), cv2.INTER_LINEAR.
 

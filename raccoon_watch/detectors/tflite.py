@@ -29,7 +29,8 @@ import numpy as np
 import structlog
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, to_model_rgb
+from raccoon_watch.detectors.base import (DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, input_tensor,
+                                          to_model_rgb)
 from raccoon_watch.types import Detection
 
 log = structlog.get_logger(__name__)
@@ -94,14 +95,7 @@ class TFLiteDetector:
 
     def _prepare(self, image_bgr: np.ndarray) -> np.ndarray:
         rgb = to_model_rgb(image_bgr, *self.input_size)[np.newaxis]  # (1, H, W, 3)
-        dtype = self._input["dtype"]
-        if dtype == np.uint8:
-            return rgb
-        normalised = (rgb.astype(np.float32) - 128.0) / 128.0  # [-1, 1), as the stock SSD input decodes
-        if dtype == np.float32:
-            return normalised
-        scale, zero_point = self._input["quantization"]
-        return np.clip(np.round(normalised / scale + zero_point), -128, 127).astype(np.int8)
+        return input_tensor(rgb, self._input["dtype"], self._input["quantization"])
 
     def _run(self, interp: Interpreter, tensor: np.ndarray) -> dict[int, np.ndarray]:
         interp.set_tensor(self._input["index"], tensor)
