@@ -104,7 +104,16 @@ class DetectorConfig(_Strict):
     labelmap: Path | None = Field(None, description="Label map (.pbtxt or one label per line); default: beside the model.")
     threshold: float | None = Field(
         None, ge=0.0, le=1.0,
-        description="Minimum score for a detection to count; null: the model card's deployed threshold (else 0.5).",
+        description="Minimum final score for a detection to count (with a classifier stage: its P(raccoon)); "
+        "null: the model card's deployed threshold (else 0.5).",
+    )
+    classifier: bool = Field(
+        True, description="Use the model folder's raccoon classifier stage (classifier_card.json) when it has one: "
+        "the detector proposes, the classifier decides on full-resolution crops. false: the detector alone.",
+    )
+    proposal_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Detector score from which a box goes to the classifier; null: the classifier card's.",
     )
     workers: int = Field(2, ge=1, le=32, description="Detector worker threads.")
     num_threads: int = Field(2, ge=1, le=64, description="TFLite interpreter threads per worker.")

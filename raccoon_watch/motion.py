@@ -350,5 +350,5 @@ def boxes_from_crop(detections: list[Detection], crop: Crop, width: int, height:
         xmin, ymin, xmax, ymax = det.box
         box = ((crop.x0 + xmin * cw) / width, (crop.y0 + ymin * ch) / height,
                (crop.x0 + xmax * cw) / width, (crop.y0 + ymax * ch) / height)
-        out.append(Detection(det.label, det.score, box))
+        out.append(replace(det, box=box))
     return out

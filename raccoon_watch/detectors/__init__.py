@@ -5,7 +5,8 @@ TFLite backend never imports TensorFlow.
 """
 
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
-from raccoon_watch.detectors.factory import ModelFiles, create_detector, find_model, resolve_default_model
+from raccoon_watch.detectors.factory import (ModelFiles, create_detector, create_recognizer, find_model,
+                                             resolve_default_model)
 
-__all__ = ["DEFAULT_MIN_SCORE", "Detector", "ModelError", "ModelFiles", "create_detector", "find_model",
+__all__ = ["DEFAULT_MIN_SCORE", "Detector", "ModelError", "ModelFiles", "create_detector", "create_recognizer", "find_model",
            "resolve_default_model"]

@@ -9,6 +9,13 @@ A model path may be:
   the stock ``coco_labelmap.txt`` is found next to the COCO model);
 - a SavedModel directory (has ``saved_model.pb``): label map and card in it or in its parent.
 
+A model directory may also hold the second stage, the raccoon classifier (``create_recognizer``):
+``classifier_card.json`` naming its ``tflite`` file (default ``classifier.tflite``), its
+``input_size``, crop ``margin``, ``proposal_threshold``, ``max_candidates``, the system's deployed
+``threshold`` (on the final score, P(raccoon)) and ``proposer.labels``, the detector labels it was
+trained behind. A card without its file, a file without its card, another input size or other
+proposer labels are ModelErrors naming the file. Folders without the card are single-stage.
+
 From ``model_card.json`` the factory reads ``labels`` (list, class id 1 first), ``input_size``
 ([height, width] or one int) and the deployed ``threshold`` (also ``deployed_threshold`` or
 ``deploy.threshold``); a label map file wins over the card's labels.
@@ -32,12 +39,16 @@ import structlog
 from raccoon_watch.config import DEFAULT_MODEL_DIR, REPO_ROOT, DetectorConfig
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
+from raccoon_watch.recognition import (DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES, DEFAULT_PROPOSAL_THRESHOLD,
+                                       RecognitionParams, Recognizer)
 
 log = structlog.get_logger(__name__)
 
 LABELMAP_NAMES = ("labelmap.pbtxt", "label_map.pbtxt", "labels.txt", "labelmap.txt")
 LABELMAP_GLOBS = ("*.pbtxt", "*labelmap*.txt", "*label_map*.txt", "*labels*.txt")
 CARD_NAME = "model_card.json"
+CLASSIFIER_CARD_NAME = "classifier_card.json"
+CLASSIFIER_FILE = "classifier.tflite"
 STOCK_MODEL = Path("pretrained") / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"
 
 
@@ -50,6 +61,8 @@ class ModelFiles:
     saved_model: Path | None = None
     labelmap: Path | None = None
     card: dict[str, Any] = field(default_factory=dict)
+    classifier: Path | None = None  # the second stage's .tflite, when the folder has one
+    classifier_card: dict[str, Any] = field(default_factory=dict)
 
     @property
     def threshold(self) -> float | None:
@@ -83,7 +96,24 @@ def find_model(path: str | os.PathLike[str]) -> ModelFiles:
     saved = p / "saved_model" if (p / "saved_model" / "saved_model.pb").is_file() else None
     if tflite is None and saved is None:
         raise ModelError(f"{p}: no model found (looked for model.tflite, *.tflite, saved_model/saved_model.pb)")
-    return ModelFiles(p, tflite=tflite, saved_model=saved, labelmap=_find_labelmap(p), card=card)
+    classifier, classifier_card = _find_classifier(p)
+    return ModelFiles(p, tflite=tflite, saved_model=saved, labelmap=_find_labelmap(p), card=card,
+                      classifier=classifier, classifier_card=classifier_card)
+
+
+def _find_classifier(directory: Path) -> tuple[Path | None, dict[str, Any]]:
+    """The classifier stage of a model folder: (its .tflite, its card), or (None, {}) for none."""
+    card = _read_card(directory, CLASSIFIER_CARD_NAME)
+    if not card:
+        if (directory / CLASSIFIER_FILE).exists():
+            raise ModelError(f"{directory / CLASSIFIER_FILE}: classifier without its {CLASSIFIER_CARD_NAME} "
+                             "(input size, margin and threshold are unknown); restore the card or remove the file")
+        return None, {}
+    name = card.get("tflite", CLASSIFIER_FILE)
+    path = directory / str(name)
+    if not path.is_file():
+        raise ModelError(f"{path}: the classifier stage named by {directory / CLASSIFIER_CARD_NAME} is missing")
+    return path, card
 
 
 def _find_tflite(directory: Path, card: dict[str, Any]) -> Path | None:
@@ -91,7 +121,7 @@ def _find_tflite(directory: Path, card: dict[str, Any]) -> Path | None:
         return directory / card["tflite"]
     if (directory / "model.tflite").is_file():
         return directory / "model.tflite"
-    candidates = sorted(directory.glob("*.tflite"))
+    candidates = [c for c in sorted(directory.glob("*.tflite")) if c.name != CLASSIFIER_FILE]
     int8 = [c for c in candidates if "int8" in c.name]
     return int8[0] if int8 else candidates[0] if len(candidates) == 1 else None
 
@@ -107,8 +137,8 @@ def _find_labelmap(directory: Path) -> Path | None:
     return None
 
 
-def _read_card(directory: Path) -> dict[str, Any]:
-    path = directory / CARD_NAME
+def _read_card(directory: Path, name: str = CARD_NAME) -> dict[str, Any]:
+    path = directory / name
     if not path.is_file():
         return {}
     try:
@@ -180,6 +210,51 @@ def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
     assert files.tflite is not None
     return TFLiteDetector(files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score,
                           threshold=files.threshold)
+
+
+def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
+                      min_score: float = DEFAULT_MIN_SCORE) -> Recognizer:
+    """The detector of ``model_dir`` (default: cfg.model, else resolve_default_model()) and, when
+    the folder has one and ``cfg.classifier`` is on, its classifier stage: what every caller runs."""
+    path = model_dir or cfg.model or resolve_default_model()
+    files = find_model(path)
+    if not (cfg.classifier and files.classifier is not None):
+        return Recognizer(create_detector(cfg, path, min_score=min_score))
+    card, card_path = files.classifier_card, files.path / CLASSIFIER_CARD_NAME
+    try:
+        params = RecognitionParams(
+            proposal_threshold=float(cfg.proposal_threshold if cfg.proposal_threshold is not None
+                                     else card.get("proposal_threshold", DEFAULT_PROPOSAL_THRESHOLD)),
+            margin=float(card.get("margin", DEFAULT_MARGIN)),
+            max_candidates=int(card.get("max_candidates", DEFAULT_MAX_CANDIDATES)),
+            label=str(card.get("label", cfg.labels[0])),
+        )
+        threshold = float(card["threshold"]) if card.get("threshold") is not None else None
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{card_path}: bad value: {exc}") from None
+    from raccoon_watch.classifier import TFLiteClassifier
+
+    detector = create_detector(cfg, path, min_score=min(min_score, params.proposal_threshold))
+    try:
+        classifier = TFLiteClassifier(files.classifier, num_threads=cfg.num_threads)
+        _check_stages(files, card, detector, classifier)
+    except ModelError:
+        detector.close()
+        raise
+    return Recognizer(detector, classifier, params, threshold=threshold)
+
+
+def _check_stages(files: ModelFiles, card: dict[str, Any], detector: Detector, classifier: "TFLiteClassifier") -> None:
+    """The classifier must be the one its card describes, trained behind this detector."""
+    card_path = files.path / CLASSIFIER_CARD_NAME
+    size = card.get("input_size")
+    expected = tuple(size) if isinstance(size, (list, tuple)) else (size, size) if isinstance(size, int) else None
+    if expected is not None and tuple(int(v) for v in expected[:2]) != classifier.input_size:
+        raise ModelError(f"{files.classifier}: input {list(classifier.input_size)} but {card_path} says {list(expected)}")
+    proposer = card.get("proposer", {}).get("labels") if isinstance(card.get("proposer"), dict) else None
+    if proposer is not None and tuple(proposer) != tuple(detector.labels):
+        raise ModelError(f"{card_path}: the classifier was trained behind a detector with labels {list(proposer)}, "
+                         f"but {files.path}'s detector has {list(detector.labels)}")
 
 
 def shared_dir() -> Path:

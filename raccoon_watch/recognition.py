@@ -1,0 +1,176 @@
+"""Two-stage recognition: the detector proposes, the raccoon classifier decides.
+
+    image (full resolution) --detector--> proposals (any animal-like box, low threshold)
+          --crop each from the FULL image, with context--> classifier --> Detection(score = P(raccoon))
+
+This is the one inference path: the daemon's detector workers, ``raccoon-watch detect`` and
+``python -m train evaluate`` all call ``Recognizer.recognize``. Camera-trap systems work the same way
+(MegaDetector finds animals, SpeciesNet names them on crops), as does Frigate 0.17's object
+classification.
+
+Boxes: ``Box`` everywhere, normalised (xmin, ymin, xmax, ymax) of the FULL image passed in. Crop
+windows are integer pixels (x0, y0, x1, y1) of that image, ends exclusive, like ``Frame.crop``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+import cv2
+import numpy as np
+import structlog
+
+from raccoon_watch.motion import Crop, boxes_from_crop
+from raccoon_watch.types import Box, Detection
+
+if TYPE_CHECKING:  # detectors/ imports this module (the factory builds Recognizers)
+    from raccoon_watch.detectors.base import Detector
+
+log = structlog.get_logger(__name__)
+
+PixelWindow = tuple[int, int, int, int]
+"""(x0, y0, x1, y1) integer pixels of an image, ends exclusive: ``image[y0:y1, x0:x1]``."""
+
+DEFAULT_PROPOSAL_THRESHOLD = 0.1
+DEFAULT_MARGIN = 0.2
+DEFAULT_MAX_CANDIDATES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionParams:
+    """How proposals become classifier crops.
+
+    proposal_threshold: detector score from which a box is a candidate (the detector's job is recall).
+    margin: context added on each side of a candidate box, as a share of the box's longer side.
+    max_candidates: best-scoring candidates classified per image (bounds the cost of a busy frame).
+    label: the label a classified candidate carries (the classifier's positive class).
+    """
+
+    proposal_threshold: float = DEFAULT_PROPOSAL_THRESHOLD
+    margin: float = DEFAULT_MARGIN
+    max_candidates: int = DEFAULT_MAX_CANDIDATES
+    label: str = "raccoon"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.proposal_threshold <= 1.0:
+            raise ValueError(f"proposal_threshold must be in 0..1, got {self.proposal_threshold}")
+        if not 0.0 <= self.margin <= 2.0:
+            raise ValueError(f"margin must be in 0..2, got {self.margin}")
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+
+
+class Classifier(Protocol):
+    name: str
+    input_size: tuple[int, int]  # (height, width) of a crop
+
+    def classify(self, crops_rgb: Sequence[np.ndarray]) -> np.ndarray:
+        """P(positive class) per crop, float (N,); crops are RGB uint8 (height, width, 3)."""
+
+    def close(self) -> None: ...
+
+
+def crop_window(box: Box, width: int, height: int, margin: float) -> PixelWindow:
+    """The classifier's view of a normalised (xmin, ymin, xmax, ymax) box in a width x height image.
+
+    A square around the box centre, of side (1 + 2 * margin) * the box's longer side in pixels,
+    moved inside the image where it sticks out, and cut to the image where it is larger than it
+    (then it is not square). At least 1 x 1 pixel.
+    """
+    xmin, ymin, xmax, ymax = (min(max(v, 0.0), 1.0) for v in box)
+    cx, cy = (xmin + xmax) / 2.0 * width, (ymin + ymax) / 2.0 * height
+    side = max((xmax - xmin) * width, (ymax - ymin) * height, 1.0) * (1.0 + 2.0 * margin)
+    spans = []
+    for centre, limit in ((cx, width), (cy, height)):
+        extent = min(side, float(limit))
+        start = min(max(centre - extent / 2.0, 0.0), limit - extent)
+        lo = int(round(start))
+        hi = max(lo + 1, min(limit, int(round(start + extent))))
+        spans.append((lo, hi))
+    (x0, x1), (y0, y1) = spans
+    return x0, y0, x1, y1
+
+
+def classifier_crop(image_bgr: np.ndarray, box: Box, margin: float, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 (height, width, 3) crop of a BGR uint8 image around a normalised box, resized to
+    ``size`` = (height, width): INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging.
+    Train-time crops are cut by this same function."""
+    h, w = image_bgr.shape[:2]
+    x0, y0, x1, y1 = crop_window(box, w, h, margin)
+    patch = image_bgr[y0:y1, x0:x1]
+    out_h, out_w = size
+    shrinking = patch.shape[0] > out_h or patch.shape[1] > out_w
+    patch = cv2.resize(patch, (out_w, out_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
+
+
+def _region(image: np.ndarray, crop: PixelWindow | None) -> np.ndarray:
+    if crop is None:
+        return image
+    x0, y0, x1, y1 = crop
+    return image[y0:y1, x0:x1]
+
+
+class Recognizer:
+    """A detector, and optionally a classifier that rescores its candidates.
+
+    Without a classifier it is the detector alone (old single-stage model folders): scores are the
+    detector's. With one, every detection above ``proposal_threshold`` (best ``max_candidates`` per
+    image) is cropped from the full image and classified; all crops of one ``recognize`` call go to
+    the classifier in one batched call. The result keeps the detector's score in ``detector_score``.
+    """
+
+    def __init__(self, detector: Detector, classifier: Classifier | None = None,
+                 params: RecognitionParams = RecognitionParams(), threshold: float | None = None) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        self.params = params
+        self.threshold = threshold if threshold is not None else detector.threshold
+        self.name = detector.name if classifier is None else f"{detector.name}+{classifier.name}"
+        self.labels = detector.labels
+        self.max_batch = detector.max_batch
+        self.input_size = detector.input_size
+
+    def recognize(self, images: Sequence[np.ndarray],
+                  crops: Sequence[PixelWindow | None] | None = None) -> list[list[Detection]]:
+        """Detections per image, boxes normalised (xmin, ymin, xmax, ymax) of the FULL image, best first.
+
+        images: BGR uint8 (H, W, 3). crops: per image None (detect on all of it) or the pixel window
+        the detector should look at (the motion gate's crop); the classifier always crops from the
+        full image.
+        """
+        crops = list(crops) if crops is not None else [None] * len(images)
+        if len(crops) != len(images):
+            raise ValueError(f"expected one crop (or None) per image, got {len(crops)} for {len(images)} images")
+        found = self.detector.detect([_region(im, c) for im, c in zip(images, crops)])
+        per_image = [
+            list(dets) if c is None else boxes_from_crop(list(dets), Crop(*c), im.shape[1], im.shape[0])
+            for im, c, dets in zip(images, crops, found)
+        ]
+        if self.classifier is None:
+            return per_image
+        return self._classify(images, per_image)
+
+    def _classify(self, images: Sequence[np.ndarray], per_image: list[list[Detection]]) -> list[list[Detection]]:
+        p = self.params
+        candidates = [[d for d in dets if d.score >= p.proposal_threshold][:p.max_candidates] for dets in per_image]
+        patches = [classifier_crop(im, d.box, p.margin, self.classifier.input_size)
+                   for im, cands in zip(images, candidates) for d in cands]
+        if not patches:
+            return [[] for _ in images]
+        scores = iter(self.classifier.classify(patches).tolist())
+        out = []
+        for cands in candidates:
+            scored = [replace(d, label=p.label, score=float(next(scores)), detector_score=d.score) for d in cands]
+            out.append(sorted(scored, key=lambda d: d.score, reverse=True))
+        return out
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """``recognize`` on whole images (the Detector interface)."""
+        return self.recognize(images)
+
+    def close(self) -> None:
+        self.detector.close()
+        if self.classifier is not None:
+            self.classifier.close()
