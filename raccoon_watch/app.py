@@ -19,13 +19,13 @@ import structlog
 from raccoon_watch.capture import CaptureThread
 from raccoon_watch.config import CameraConfig, Config
 from raccoon_watch.debounce import DebounceParams
-from raccoon_watch.detectors import create_detector, resolve_default_model
-from raccoon_watch.detectors.base import Detector
+from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.liveness import wedge_for_tests
 from raccoon_watch.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
+from raccoon_watch.recognition import Recognizer
 from raccoon_watch.router import EventRouter
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
@@ -99,15 +99,17 @@ class App:
             self.store.close()
         log.info("daemon_stopped")
 
-    def _make_detector(self) -> Detector:
-        return create_detector(self.cfg.detector, self.model_path)
+    def _make_detector(self) -> Recognizer:
+        return create_recognizer(self.cfg.detector, self.model_path)
 
     def _load_model(self) -> None:
         """Load once in the main thread so a missing/corrupt model fails before anything starts."""
         probe = self._make_detector()
         self.card_threshold = getattr(probe, "threshold", None)
         self.threshold = self.threshold_for(self.cfg)
-        log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=self.threshold)
+        log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=self.threshold,
+                 classifier=probe.classifier is not None,
+                 proposal_threshold=probe.params.proposal_threshold if probe.classifier is not None else None)
         probe.close()
 
     def threshold_for(self, cfg: Config) -> float:

@@ -1,15 +1,23 @@
 """``raccoon-watch detect``: one-shot detection on images, video files or camera sources.
 
     raccoon-watch detect [--model PATH] [--backend auto|tflite|tensorflow] [--threshold T]
+                         [--no-classifier] [--proposal-threshold P]
                          [--labels a,b] [--json] [--out OUT] [--threads N] [--max-frames N] INPUT...
+
+It runs exactly what the daemon runs (``raccoon_watch.recognition.Recognizer``): with the bundled
+two-stage model, the detector proposes and the raccoon classifier scores each candidate on a crop of
+the full-resolution image.
 
 Images, ``--json``: exactly one JSON object per input, one per line, in input order (stable format,
 the evaluation tooling reads it)::
 
     {"image": PATH, "width": W, "height": H,
-     "detections": [{"label": "raccoon", "score": 0.93, "box": [xmin, ymin, xmax, ymax]}]}
+     "detections": [{"label": "raccoon", "score": 0.93, "detector_score": 0.41,
+                     "box": [xmin, ymin, xmax, ymax]}]}
 
-``image`` is the path as given; ``box`` is in integer pixels of the ORIGINAL image (not the model
+``score`` is the final score (the classifier's P(raccoon) with a two-stage model; what
+``--threshold`` compares), ``detector_score`` the detector's score for the box (present with a
+two-stage model only). ``image`` is the path as given; ``box`` is in integer pixels of the ORIGINAL image (not the model
 input), 0 <= xmin <= xmax <= W, 0 <= ymin <= ymax <= H; ``score`` is rounded to 4 decimals; detections
 are sorted by score, best first, and only those with score >= threshold (and a wanted label, with
 ``--labels``) are listed. An input that is missing or not an image gives ``{"image": PATH, "error":
@@ -44,7 +52,8 @@ import structlog
 
 from raccoon_watch.config import DetectorConfig
 from raccoon_watch.logs import setup_logging
-from raccoon_watch.detectors import DEFAULT_MIN_SCORE, Detector, ModelError, create_detector
+from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
+from raccoon_watch.recognition import Recognizer
 from raccoon_watch.snapshot import draw_detections
 from raccoon_watch.types import Detection, box_to_pixels
 
@@ -62,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="model directory or file (default: the bundled raccoon model)")
     parser.add_argument("--backend", choices=("auto", "tflite", "tensorflow"), default="auto")
     parser.add_argument("--threshold", type=float, help="minimum score (default: the model card's, else 0.5)")
+    parser.add_argument("--no-classifier", action="store_true", help="the detector alone, even if the model has a classifier stage")
+    parser.add_argument("--proposal-threshold", type=float, help="detector score from which a box is classified "
+                        "(default: the classifier card's)")
     parser.add_argument("--labels", help="comma-separated labels to report (default: all)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument("--out", type=Path, help="annotated video file (.mp4) or directory for annotated images")
@@ -74,6 +86,9 @@ def main(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         print(f"detect: --threshold must be in 0..1, got {args.threshold}", file=sys.stderr)
         return EXIT_USAGE
+    if args.proposal_threshold is not None and not 0.0 <= args.proposal_threshold <= 1.0:
+        print(f"detect: --proposal-threshold must be in 0..1, got {args.proposal_threshold}", file=sys.stderr)
+        return EXIT_USAGE
     if args.out is not None and args.out.suffix.lower() in VIDEO_SUFFIXES:
         videos = [s for s in args.inputs if _kind(s) == "video"]
         if len(videos) != 1 or len(args.inputs) != 1:
@@ -82,8 +97,9 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     min_score = DEFAULT_MIN_SCORE if args.threshold is None else min(args.threshold, DEFAULT_MIN_SCORE)
     try:
-        cfg = DetectorConfig(model=args.model, backend=args.backend, num_threads=max(1, args.threads))
-        detector = create_detector(cfg, min_score=min_score)
+        cfg = DetectorConfig(model=args.model, backend=args.backend, num_threads=max(1, args.threads),
+                             classifier=not args.no_classifier, proposal_threshold=args.proposal_threshold)
+        detector = create_recognizer(cfg, min_score=min_score)
     except ModelError as exc:
         print(f"detect: cannot load the model: {exc}", file=sys.stderr)
         return EXIT_MODEL
@@ -120,11 +136,15 @@ def _kind(source: str) -> str:
 
 
 def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
-    """{"label", "score" (4 decimals), "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
-    return {"label": det.label, "score": round(det.score, 4), "box": list(box_to_pixels(det.box, width, height))}
+    """{"label", "score" (4 decimals), ["detector_score",] "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
+    out: dict[str, Any] = {"label": det.label, "score": round(det.score, 4)}
+    if det.detector_score is not None:
+        out["detector_score"] = round(det.detector_score, 4)
+    out["box"] = list(box_to_pixels(det.box, width, height))
+    return out
 
 
-def _image(detector: Detector, source: str, keep, out: Path | None) -> dict[str, Any]:
+def _image(detector: Recognizer, source: str, keep, out: Path | None) -> dict[str, Any]:
     path = Path(source)
     if not path.is_file():
         return {"image": source, "error": "no such file" if not path.exists() else "not a file"}
@@ -149,7 +169,7 @@ def _open(source: str) -> cv2.VideoCapture:
                                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS])
 
 
-def _video(detector: Detector, source: str, keep, out: Path | None, max_frames: int | None) -> dict[str, Any]:
+def _video(detector: Recognizer, source: str, keep, out: Path | None, max_frames: int | None) -> dict[str, Any]:
     if "://" not in source and not source.isdigit() and not Path(source).exists():
         return {"video": source, "error": "no such file"}
     cap = _open(source)

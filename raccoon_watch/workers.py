@@ -5,10 +5,11 @@ Each worker owns its own Detector (a TFLite interpreter is not thread-safe), tak
 ``FrameResult`` per frame to the event router. ``heartbeat`` advances after every loop turn so the
 watchdog can tell a wedged worker from an idle one.
 
-A frame with ``Frame.crop`` set (by the motion gate, around a small motion region) is detected on
-that crop only; its boxes are mapped back to normalised (xmin, ymin, xmax, ymax) of the FULL frame
-before they leave the worker, so nothing downstream knows about crops. Crops and whole frames of
-any size can share one batch: every backend resizes each image to its model input.
+Each batch goes through ``Recognizer.recognize`` (raccoon_watch.recognition), the one inference
+path: a frame with ``Frame.crop`` set (by the motion gate, around a small motion region) is
+detected on that crop only, its boxes come back as normalised (xmin, ymin, xmax, ymax) of the FULL
+frame, and the classifier stage (when the model has one) crops its candidates from the full frame.
+Nothing downstream knows about crops. Crops and whole frames of any size can share one batch.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import structlog
 
 from raccoon_watch.detectors.base import Detector
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.motion import Crop, boxes_from_crop
-from raccoon_watch.types import Detection, Frame, FrameResult
+from raccoon_watch.recognition import Recognizer
+from raccoon_watch.types import FrameResult
 
 log = structlog.get_logger(__name__)
 
@@ -45,28 +45,11 @@ class WorkerStats:
     busy_since: float | None = None  # monotonic s when the current detect() began
 
 
-def detector_input(frame: Frame) -> np.ndarray:
-    """The BGR pixels the detector looks at: ``frame.image``, or the view ``image[y0:y1, x0:x1]``
-    of its ``crop`` (pixels x0, y0, x1, y1, ends exclusive)."""
-    if frame.crop is None:
-        return frame.image
-    x0, y0, x1, y1 = frame.crop
-    return frame.image[y0:y1, x0:x1]
-
-
-def full_frame_detections(frame: Frame, detections: list[Detection]) -> list[Detection]:
-    """Detections of ``detector_input(frame)`` -> boxes normalised (xmin, ymin, xmax, ymax) of the
-    full frame; unchanged when the frame has no crop."""
-    if frame.crop is None:
-        return list(detections)
-    return boxes_from_crop(list(detections), Crop(*frame.crop), frame.width, frame.height)
-
-
 class DetectorWorker(threading.Thread):
     def __init__(
         self,
         index: int,
-        make_detector: Callable[[], Detector],
+        make_detector: Callable[[], Recognizer | Detector],
         frames: FrameQueue,
         results: "queue.Queue[FrameResult]",
         stop: threading.Event,
@@ -82,11 +65,12 @@ class DetectorWorker(threading.Thread):
         self._batch_wait_s = batch_wait_s
         self._on_inference = on_inference
         self.stats = WorkerStats()
-        self.detector: Detector | None = None
+        self.detector: Recognizer | None = None
 
     def run(self) -> None:
         structlog.contextvars.bind_contextvars(worker=self.name)
-        self.detector = self._make_detector()
+        made = self._make_detector()
+        self.detector = made if isinstance(made, Recognizer) else Recognizer(made)  # a bare detector: single stage
         try:
             while not self._halt.is_set():
                 self.stats.heartbeat = time.monotonic()
@@ -95,7 +79,7 @@ class DetectorWorker(threading.Thread):
             self.detector.close()
             log.info("worker_stopped", frames=self.stats.frames, errors=self.stats.errors)
 
-    def _turn(self, detector: Detector) -> None:
+    def _turn(self, detector: Recognizer) -> None:
         if detector.max_batch > 1:
             batch = self._frames.get_batch(detector.max_batch, self._batch_wait_s, timeout=GET_TIMEOUT_S)
         else:
@@ -106,7 +90,7 @@ class DetectorWorker(threading.Thread):
         t0 = time.monotonic()
         self.stats.busy_since = t0
         try:
-            per_image = detector.detect([detector_input(f) for f in batch])
+            per_image = detector.recognize([f.image for f in batch], [f.crop for f in batch])
         except Exception as exc:  # a bad frame must not kill the worker
             self.stats.errors += 1
             log.error("detect_failed", error=repr(exc), cameras=[f.camera for f in batch])
@@ -121,7 +105,6 @@ class DetectorWorker(threading.Thread):
         if self._on_inference:
             self._on_inference(ms, len(batch))
         for frame, dets in zip(batch, per_image):
-            dets = full_frame_detections(frame, dets)
             self._deliver(FrameResult(frame=frame, detections=tuple(dets), inference_ms=ms / len(batch)))
 
     def _deliver(self, result: FrameResult) -> None:
