@@ -1,9 +1,12 @@
-"""One CLI for the training pipeline: ``python -m train {voc2csv,split,decoys,csv2tfrecord,train,evaluate,export,all}``.
+"""One CLI for the training pipeline: ``python -m train {voc2csv,split,decoys,csv2tfrecord,train,export,crops,classifier,classifier-export,evaluate,all}``.
 
-``all`` runs every stage end to end into a work dir (default train/work, gitignored) and ends by
-promoting the exported model to --to (default models/raccoon) through the export promotion gate:
+``all`` runs every stage end to end into a work dir (default train/work, gitignored): the detector
+(the proposer) first, then the raccoon classifier on crops of what that detector proposes, then the
+two-stage folder is evaluated as the daemon runs it and promoted to --to (default models/raccoon)
+through the export promotion gate:
 
     python -m train all --work-dir train/work --to models/raccoon
+    python -m train all --classifier-only     # keep --to's detector, retrain the classifier (minutes)
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import structlog
 
 from train import decoys, evaluate, export, splits, tfrecord, voc
 from train import train as train_stage
+from train.classifier import crops as crops_stage
+from train.classifier import fit as classifier_stage
+from train.classifier import stage as classifier_export_stage
 from train.config import load_config
 
 log = structlog.get_logger("train")
@@ -31,6 +37,9 @@ STAGES = {  # name -> (module with add_arguments + main, help)
     "train": (train_stage, "fine-tune the SSD from the COCO TFLite weights"),
     "evaluate": (evaluate, "AP@0.5, COCO mAP, false alerts, PR curve of a TFLite model or predictions"),
     "export": (export, "SavedModel + float/int8 TFLite + label map + model card, with promotion gate"),
+    "crops": (crops_stage, "the classifier's crop dataset: labelled boxes and what the detector proposes"),
+    "classifier": (classifier_stage, "fine-tune the ImageNet MobileNet raccoon classifier on the crops"),
+    "classifier-export": (classifier_export_stage, "int8 classifier + thresholds chosen on validation + card, into a model folder"),
 }
 
 
@@ -46,6 +55,9 @@ def add_all_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, help="override the config's validation interval")
     parser.add_argument("--limit", type=int, help="N positives + N negatives only (smoke test)")
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0 = default)")
+    parser.add_argument("--classifier-only", action="store_true",
+                        help="keep --to's detector and retrain only the classifier stage (minutes)")
+    parser.add_argument("--classifier-epochs", type=int, help="override the classifier's fine-tuning epochs")
 
 
 def _run(name: str, argv: list[str]) -> None:
@@ -73,12 +85,71 @@ def run_all(args: argparse.Namespace) -> int:
     """Every stage in order; intermediate files under --work-dir."""
     data, work = args.shared / "data", args.work_dir
     raccoons = data / "raccoon_dataset"
-    split_dir, records, train_dir = work / "split", work / "records", work / "train"
+    split_dir = work / "split"
     candidate, eval_dir = work / "candidate", work / "eval"
     cfg = load_config(args.config)
     labels = ",".join(cfg.data.labels)
     pretrained = args.shared / "pretrained" / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"
     started = time.monotonic()
+    if args.classifier_only:
+        _run("split", ["--shared-data", str(data), "--output", str(split_dir)] + (["--limit", str(args.limit)] if args.limit else []))
+        _copy_detector(args.to, candidate)
+    else:
+        _detector_stages(args, cfg, work, split_dir, candidate, pretrained, labels)
+    _classifier_stages(args, work, split_dir, candidate, pretrained)
+    metrics = {}
+    for key, extra in (("test", []), ("test_detector_alone", ["--no-classifier"])):
+        output = eval_dir / f"{key}.json"
+        _run("evaluate", ["--model", str(candidate), "--csv", str(raccoons / "test_labels.csv"),
+                          "--images", str(raccoons / "images"), "--negatives", str(split_dir / "heldout_negatives.txt"),
+                          "--threshold", str(_deployed_threshold(candidate, extra)), "--output", str(output), *extra])
+        metrics[key] = export.model_card.summarize_evaluation(json.loads(output.read_text()))
+    _promote_with_metrics(candidate, args.to, metrics, args.force)
+    log.info("all_done", seconds=round(time.monotonic() - started, 1), model=str(args.to),
+             test_ap50=metrics["test"].get("ap50"), deployed_threshold=_deployed_threshold(candidate, []))
+    return 0
+
+
+def _deployed_threshold(model_dir: Path, extra: list[str]) -> float:
+    """The threshold the daemon would use: the classifier card's, or the detector card's alone."""
+    from raccoon_watch.detectors import find_model
+
+    files = find_model(model_dir)
+    card = files.classifier_card if files.classifier is not None and not extra else files.card
+    return float(card.get("threshold", card.get("deployed_threshold", evaluate.DEFAULT_THRESHOLD)))
+
+
+def _copy_detector(source: Path, candidate: Path) -> None:
+    """The detector files of a model folder (not its classifier stage) into a fresh candidate."""
+    import shutil
+
+    from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE
+
+    if candidate.exists():
+        shutil.rmtree(candidate)
+    shutil.copytree(source, candidate, ignore=shutil.ignore_patterns(CLASSIFIER_CARD_NAME, CLASSIFIER_FILE))
+
+
+def _classifier_stages(args: argparse.Namespace, work: Path, split_dir: Path, candidate: Path, pretrained: Path) -> None:
+    """Crops of what the candidate's detector proposes -> fine-tuned classifier -> into the candidate."""
+    crops_dir, cls_dir = work / "crops", work / "classifier"
+    data = args.shared / "data"
+    _run("crops", ["--shared-data", str(data), "--proposer", str(candidate), "--coco-model", str(pretrained),
+                   "--output", str(crops_dir)] + (["--limit", str(args.limit)] if args.limit else []))
+    _run("classifier", ["--crops", str(crops_dir), "--work-dir", str(cls_dir), "--threads", str(args.threads),
+                        "--imagenet", str(args.shared / "pretrained" / "imagenet" / "mobilenet_v1_0.75_192_quant.tflite")]
+         + (["--epochs", str(args.classifier_epochs)] if args.classifier_epochs is not None else []))
+    command = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    _run("classifier-export", ["--work-dir", str(cls_dir), "--crops", str(crops_dir), "--model-dir", str(candidate),
+                               "--split-dir", str(split_dir), "--shared-data", str(data), "--command", command])
+
+
+def _detector_stages(args: argparse.Namespace, cfg, work: Path, split_dir: Path, candidate: Path, pretrained: Path,
+                     labels: str) -> None:
+    """VOC -> CSV -> split -> TFRecords -> fine-tuned SSD -> exported into the candidate folder."""
+    data = args.shared / "data"
+    raccoons = data / "raccoon_dataset"
+    records, train_dir = work / "records", work / "train"
     _run("voc2csv", ["--annotations", str(raccoons / "annotations"), "--images", str(raccoons / "images"),
                      "--output", str(work / "csv" / "raccoon_labels.csv")])
     _run("split", ["--shared-data", str(data), "--output", str(split_dir)] + (["--limit", str(args.limit)] if args.limit else []))
@@ -104,26 +175,12 @@ def run_all(args: argparse.Namespace) -> int:
         if value:
             train_argv += [flag, str(value)]
     _run("train", train_argv)
-    result = json.loads((train_dir / "training_result.json").read_text())
-    threshold = result["best"].get("val_threshold", evaluate.DEFAULT_THRESHOLD)
     command = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     _run("export", ["--checkpoint", str(train_dir), "--to", str(candidate), "--force", "--labels", labels,
                     "--config", str(args.config), "--training-command", command,
                     "--reference-tflite", str(pretrained),
                     "--dataset-files", str(split_dir / "train_positives.csv"), str(split_dir / "val_positives.csv"),
                     "--images", *_training_images(split_dir, raccoons / "images")])
-    metrics = {}
-    for key, model_file in (("test", export.TFLITE_INT8), ("test_float", export.TFLITE_FLOAT)):
-        output = eval_dir / f"{key}.json"
-        _run("evaluate", ["--model", str(candidate / model_file), "--label-map", str(candidate / export.LABEL_MAP),
-                          "--csv", str(raccoons / "test_labels.csv"), "--images", str(raccoons / "images"),
-                          "--negatives", str(split_dir / "heldout_negatives.txt"),
-                          "--threshold", str(threshold), "--output", str(output)])
-        metrics[key] = export.model_card.summarize_evaluation(json.loads(output.read_text()))
-    _promote_with_metrics(candidate, args.to, metrics, args.force)
-    log.info("all_done", seconds=round(time.monotonic() - started, 1), model=str(args.to),
-             test_ap50=metrics["test"].get("ap50"), deployed_threshold=threshold)
-    return 0
 
 
 def _promote_with_metrics(candidate: Path, target: Path, metrics: dict, force: bool) -> None:

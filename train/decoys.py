@@ -60,15 +60,15 @@ def rows_from_records(records: Iterable[dict], classes: Sequence[str], min_score
 def label_decoys(model: Path, label_map: Path, images: Sequence[Path], classes: Sequence[str],
                  min_score: float = DEFAULT_MIN_SCORE, threads: int = 2) -> tuple[list[BoxRow], list[str]]:
     """Run the teacher on the images -> (decoy rows with absolute filenames, images left plain)."""
-    from train.evaluate import predict_with_tflite
-    from train.tfrecord import read_label_map
+    from raccoon_watch.labels import load_labels
+    from train.evaluate import predict_with_model
 
-    labels = read_label_map(label_map)
+    labels = load_labels(label_map)
     unknown = [c for c in classes if c not in labels]
     if unknown:
         raise ValueError(f"{label_map}: decoy classes {unknown} are not labels of the teacher model")
     absolute = [Path(p).resolve() for p in images]
-    records = predict_with_tflite(model, absolute, labels, min_score=min_score, num_threads=threads)
+    records = predict_with_model(model, absolute, label_map, min_score=min_score, num_threads=threads, classifier=False)
     return rows_from_records(records, classes, min_score)
 
 

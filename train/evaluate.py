@@ -10,8 +10,8 @@ to the negative images by file name (basename), so names must be unique across b
 
 Command line (mounted by ``python -m train evaluate``)::
 
-    # run a TFLite model and score it
-    python -m train evaluate --model models/raccoon/model_int8.tflite --label-map models/raccoon/labelmap.txt \
+    # run a model folder (both stages, exactly as the daemon runs it) and score it
+    python -m train evaluate --model models/raccoon \
         --csv ../shared/data/raccoon_dataset/test_labels.csv --images ../shared/data/raccoon_dataset/images \
         --negatives work/negatives_holdout.txt --threshold 0.5 --output work/eval/metrics.json
     # or score predictions made elsewhere (raccoon-watch detect --json ... > preds.jsonl)
@@ -30,6 +30,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import structlog
 
+from raccoon_watch.detectors.base import ModelError
 from train import metrics
 from train.voc import BoxRow, read_csv
 
@@ -124,119 +125,38 @@ def ground_truth(rows: Sequence[BoxRow], negative_images: Sequence[str | Path] =
     return gt
 
 
-# ---------------------------------------------------------------- running a TFLite SSD
-
-ROLE_KEYWORDS = {"boxes": ("box",), "classes": ("class",), "scores": ("score",), "count": ("num", "count")}
-POSTPROCESS_SUFFIX = {"": "boxes", ":1": "classes", ":2": "scores", ":3": "count"}  # TFLite_Detection_PostProcess
-FLOAT_INPUT_MEAN = 128.0  # float inputs are (rgb - 128) / 128, the real values the stock uint8
-FLOAT_INPUT_STD = 128.0  # input (scale 1/128, zero point 128) stands for; train.export uses the same
-INT8_ZERO_SHIFT = 128  # int8 input: uint8 pixel - 128, the same real value as the uint8 model sees
+# ---------------------------------------------------------------- running the model the daemon runs
 
 
-def _roles_by_name(outputs: list[dict]) -> dict[str, int]:
-    """Output role -> output index from tensor names (keywords, or the PostProcess op's :1/:2/:3)."""
-    roles: dict[str, int] = {}
-    for i, detail in enumerate(outputs):
-        name = detail["name"].lower()
-        for role, words in ROLE_KEYWORDS.items():
-            if any(word in name for word in words) and role not in roles:
-                roles[role] = i
-        if "tflite_detection_postprocess" in name:
-            suffix = name[name.index("tflite_detection_postprocess") + len("tflite_detection_postprocess"):]
-            roles.setdefault(POSTPROCESS_SUFFIX.get(suffix, "?"), i)
-    roles.pop("?", None)
-    return roles
-
-
-def _roles_by_shape(outputs: list[dict], values: list[np.ndarray]) -> dict[str, int]:
-    """Output role -> index from shapes ([1,N,4] boxes, one-element count) and values (integral classes)."""
-    boxes = [i for i, d in enumerate(outputs) if len(d["shape"]) == 3 and d["shape"][-1] == 4]
-    count = [i for i, d in enumerate(outputs) if int(np.prod(d["shape"])) == 1]
-    pair = [i for i in range(len(outputs)) if i not in boxes + count]
-    if len(boxes) != 1 or len(count) != 1 or len(pair) != 2:
-        shapes = [list(d["shape"]) for d in outputs]
-        raise ValueError(f"not an SSD with boxes/classes/scores/count outputs: output shapes {shapes}")
-    integral = [bool(np.all(np.equal(np.mod(values[i], 1), 0))) for i in pair]
-    classes = pair[1] if integral == [False, True] else pair[0]  # ambiguous: standard order
-    return {"boxes": boxes[0], "count": count[0], "classes": classes, "scores": pair[1] if classes == pair[0] else pair[0]}
-
-
-def identify_outputs(outputs: list[dict], values: list[np.ndarray]) -> dict[str, int]:
-    """Map roles boxes/classes/scores/count to output indices: by name when all four are named
-    unambiguously, otherwise by shape and value (classes are whole numbers, scores are not)."""
-    by_name = _roles_by_name(outputs)
-    if len(by_name) == 4 and len(set(by_name.values())) == 4:
-        return by_name
-    return _roles_by_shape(outputs, values)
-
-
-def model_input(rgb: np.ndarray, detail: dict) -> np.ndarray:
-    """Resize an RGB uint8 image to the model input and convert to its dtype: (1, h, w, 3)."""
-    import cv2
-
-    _, height, width, _ = detail["shape"]
-    resized = cv2.resize(rgb, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
-    dtype = detail["dtype"]
-    if dtype == np.uint8:
-        tensor = resized
-    elif dtype == np.int8:
-        tensor = (resized.astype(np.int16) - INT8_ZERO_SHIFT).astype(np.int8)
-    elif dtype == np.float32:
-        tensor = ((resized.astype(np.float32) - FLOAT_INPUT_MEAN) / FLOAT_INPUT_STD).astype(np.float32)
-    else:
-        raise ValueError(f"unsupported model input dtype {dtype}")
-    return tensor[None]
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied
-    if image is None:
-        raise ValueError(f"{path}: image missing or does not decode")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _record(path: Path, shape: tuple[int, ...], out: dict[str, np.ndarray], labels: Sequence[str], min_score: float) -> Record:
-    """Model outputs (boxes ymin,xmin,ymax,xmax normalised) -> record with pixel xmin,ymin,xmax,ymax."""
-    height, width = shape[:2]
-    detections = []
-    count = int(np.asarray(out["count"]).reshape(-1)[0])
-    for box, cls, score in zip(out["boxes"][0][:count], out["classes"][0][:count], out["scores"][0][:count]):
-        cls = int(round(float(cls)))
-        if score < min_score or not 0 <= cls < len(labels):
-            continue
-        ymin, xmin, ymax, xmax = np.clip(box, 0.0, 1.0)
-        pixel_box = [round(float(xmin * width), 2), round(float(ymin * height), 2),
-                     round(float(xmax * width), 2), round(float(ymax * height), 2)]
-        detections.append({"label": labels[cls], "score": round(float(score), 5), "box": pixel_box})
-    return {"image": str(path), "width": int(width), "height": int(height), "detections": detections}
-
-
-def predict_with_tflite(
-    model_path: str | Path, images: Iterable[str | Path], labels: Sequence[str],
-    min_score: float = 0.01, num_threads: int = 2,
+def predict_with_model(
+    model: str | Path, images: Iterable[str | Path], label_map: str | Path | None = None,
+    min_score: float = 0.01, num_threads: int = 2, classifier: bool = True,
 ) -> Iterator[Record]:
-    """Run a TFLite SSD (outputs boxes [1,N,4] ymin,xmin,ymax,xmax normalised, classes [1,N] 0-based,
-    scores [1,N], count [1]) on image files; yields ``detect --json`` records (pixel xmin,ymin,xmax,ymax).
-
-    labels[k] names 0-based class k (``train.tfrecord.read_label_map`` gives that list). Input:
-    uint8 fed raw RGB, int8 as RGB - 128, float32 as (RGB - 128) / 128.
+    """Run a model folder (detector, and its classifier stage when it has one) or a detector
+    ``.tflite`` on image files with the daemon's own code (``raccoon_watch.recognition.Recognizer``
+    built by ``create_recognizer``: the same preprocessing, output mapping, crops and scores);
+    yields ``detect --json`` records (pixel xmin, ymin, xmax, ymax; ``score`` the final score).
     """
-    from ai_edge_litert.interpreter import Interpreter
+    import cv2
 
-    interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-    interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
-    outputs = interpreter.get_output_details()
-    roles: dict[str, int] | None = None
-    for path in map(Path, images):
-        rgb = _read_rgb(path)
-        interpreter.set_tensor(input_detail["index"], model_input(rgb, input_detail))
-        interpreter.invoke()
-        values = [interpreter.get_tensor(d["index"]) for d in outputs]
-        roles = roles or identify_outputs(outputs, values)
-        yield _record(path, rgb.shape, {role: values[i] for role, i in roles.items()}, labels, min_score)
+    from raccoon_watch.config import DetectorConfig
+    from raccoon_watch.detect_cmd import detection_json
+    from raccoon_watch.detectors import create_recognizer
+
+    cfg = DetectorConfig(model=Path(model), backend="tflite", labelmap=Path(label_map) if label_map else None,
+                         num_threads=num_threads, classifier=classifier)
+    recognizer = create_recognizer(cfg, min_score=min_score)
+    try:
+        for path in map(Path, images):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied
+            if image is None:
+                raise ValueError(f"{path}: image missing or does not decode")
+            height, width = image.shape[:2]
+            detections = [d for d in recognizer.recognize([image])[0] if d.score >= min_score]
+            yield {"image": str(path), "width": width, "height": height,
+                   "detections": [detection_json(d, width, height) for d in detections]}
+    finally:
+        recognizer.close()
 
 
 # ---------------------------------------------------------------- metrics, JSON and plot
@@ -387,9 +307,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m train evaluate``."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions", type=Path, help="detect --json lines to score")
-    source.add_argument("--model", type=Path, help="TFLite SSD to run on the CSV's images and the negatives")
+    source.add_argument("--model", type=Path, help="model folder (detector + classifier stage, as the daemon loads "
+                        "it) or a detector .tflite, run on the CSV's images and the negatives")
     parser.add_argument("--label-map", type=Path, help="labels of --model (.pbtxt or one per line); "
-                        "default: labelmap.pbtxt / labelmap.txt beside the model")
+                        "default: the label map beside the model")
+    parser.add_argument("--no-classifier", action="store_true", help="score the detector alone, even if the folder has a classifier")
     parser.add_argument("--csv", type=Path, required=True, help="ground truth, seed CSV format (pixels)")
     parser.add_argument("--images", type=Path, help="folder of the CSV's images (default: <csv dir>/images or <csv dir>)")
     parser.add_argument("--negatives", type=Path, action="append", default=[],
@@ -407,24 +329,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-predictions", type=Path, help="also write --model's detections as detect --json lines")
 
 
-def _model_labels(args: argparse.Namespace) -> list[str]:
-    from train.tfrecord import read_label_map  # imports TensorFlow; only needed with --model
-
-    candidates = [args.label_map] if args.label_map else [
-        args.model.parent / name for name in ("labelmap.pbtxt", "label_map.pbtxt", "labelmap.txt", "labels.txt")
-    ]
-    for path in candidates:
-        if path.is_file():
-            return read_label_map(path)
-    raise ValueError(f"{args.model}: no label map found (tried {[str(p) for p in candidates]}); pass --label-map")
-
-
 def _load_records(args: argparse.Namespace, rows: Sequence[BoxRow], negatives: Sequence[Path]) -> list[Record]:
     if args.predictions:
         return read_detections(args.predictions)
     images_dir = args.images or default_images_dir(args.csv)
     images = [images_dir / name for name in dict.fromkeys(r.filename for r in rows)] + list(negatives)
-    records = list(predict_with_tflite(args.model, images, _model_labels(args), args.min_score, args.threads))
+    records = list(predict_with_model(args.model, images, args.label_map, args.min_score, args.threads,
+                                      classifier=not args.no_classifier))
     if args.save_predictions:
         write_detections(records, args.save_predictions)
     return records
@@ -441,7 +352,7 @@ def main(args: argparse.Namespace) -> int:
         else:  # a decoy class (cat, dog) is not a raccoon alert: score only the labels in the ground truth
             records = remap_labels(records, {label: label for label in {r.label for r in rows}})
         result = evaluate_records(records, rows, negatives, args.threshold, args.iou, args.max_false_alert_rate)
-    except ValueError as exc:  # VocError is a ValueError too
+    except (ValueError, ModelError) as exc:  # VocError is a ValueError too
         log.error("evaluate_failed", problem=str(exc))
         return 1
     result["source"] = str(args.model or args.predictions)

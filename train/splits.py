@@ -117,10 +117,19 @@ def write_plan(plan: DataPlan, shared_data: Path, out_dir: Path) -> dict[str, Pa
     return files
 
 
+def default_shared_data() -> Path:
+    """$RACCOON_SHARED/data, else ../shared/data."""
+    return Path(os.environ["RACCOON_SHARED"]) / "data" if "RACCOON_SHARED" in os.environ else Path("../shared/data")
+
+
+def limited(plan: DataPlan, limit: int) -> DataPlan:
+    """N positives + N negatives of each part (smoke tests)."""
+    return DataPlan(*(_first_of_each(getattr(plan, f), limit) for f in ("train", "val", "test", "heldout_negatives")))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m train split``."""
-    default = Path(os.environ["RACCOON_SHARED"]) / "data" if "RACCOON_SHARED" in os.environ else Path("../shared/data")
-    parser.add_argument("--shared-data", type=Path, default=default, help="folder laid out like ../shared/data")
+    parser.add_argument("--shared-data", type=Path, default=default_shared_data(), help="folder laid out like ../shared/data")
     parser.add_argument("--output", type=Path, required=True, help="folder for the split CSVs and image lists")
     parser.add_argument("--val-positives", type=int, default=40)
     parser.add_argument("--val-negatives", type=int, default=40)
@@ -134,7 +143,7 @@ def _first_of_each(entries: list[Entry], limit: int) -> list[Entry]:
 def main(args: argparse.Namespace) -> int:
     plan = make_plan(args.shared_data, args.val_positives, args.val_negatives)
     if args.limit:  # smoke tests: N positives + N negatives per split
-        plan = DataPlan(*(_first_of_each(getattr(plan, f), args.limit) for f in ("train", "val", "test", "heldout_negatives")))
+        plan = limited(plan, args.limit)
     files = write_plan(plan, args.shared_data, args.output)
     for name in ("train", "val", "test", "heldout_negatives"):
         entries = getattr(plan, name)

@@ -29,8 +29,9 @@ def _conv_relu6(x, filters: int, kernel: int, stride: int, name: str):
     return layers.ReLU(6.0, name=f"{name}_relu6")(x)
 
 
-def mobilenet_v1_features(inputs, depth_multiplier: float = 0.75) -> list:
-    """(N, 300, 300, 3) in [-1, 1] -> [(N, 19, 19, 384), (N, 10, 10, 768)] at depth 0.75."""
+def mobilenet_v1_features(inputs, depth_multiplier: float = 0.75, feature_layers=FEATURE_LAYERS) -> list:
+    """(N, 300, 300, 3) in [-1, 1] -> [(N, 19, 19, 384), (N, 10, 10, 768)] at depth 0.75 (the
+    SSD's maps); ``feature_layers`` names other pointwise outputs (the classifier takes Conv2d_13)."""
     x = _conv_relu6(inputs, int(FIRST_CONV_CHANNELS * depth_multiplier), 3, 2, "Conv2d_0")
     features = {}
     for idx, stride, channels in MOBILENET_V1_BLOCKS:
@@ -39,7 +40,7 @@ def mobilenet_v1_features(inputs, depth_multiplier: float = 0.75) -> list:
         x = layers.ReLU(6.0, name=f"{name}_relu6")(x)
         x = _conv_relu6(x, int(channels * depth_multiplier), 1, 1, f"Conv2d_{idx}_pointwise")
         features[f"Conv2d_{idx}_pointwise"] = x
-    return [features[name] for name in FEATURE_LAYERS]
+    return [features[name] for name in feature_layers]
 
 
 def ssd_extra_layers(x) -> list:

@@ -1,0 +1,140 @@
+"""``python -m train classifier-export``: put the classifier stage into a model folder.
+
+1. int8 TFLite export of the trained classifier (``train.classifier.export``) as
+   ``<model dir>/classifier.tflite``;
+2. the proposal threshold, chosen on validation: the highest grid value at which the detector
+   still proposes at least PROPOSAL_RECALL_TARGET of the validation raccoons (IoU 0.5);
+3. the system's deployed threshold, chosen on validation by running the WHOLE model folder as the
+   daemon does (``train.evaluate.predict_with_model``): the lowest final score at which at most
+   ``--max-false-alert-rate`` of the raccoon-free photos alert, in the day group and in the night
+   group each (``train.metrics.choose_threshold`` with negative groups);
+4. ``classifier_card.json``: what the daemon needs (file, input size, margin, thresholds, the
+   detector labels it was trained behind) and how it was made and measured.
+The test split is not read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import structlog
+
+from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE, find_model
+from raccoon_watch.labels import load_labels
+from raccoon_watch.recognition import DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES
+from train import evaluate, metrics
+from train.classifier import export, fit
+from train.classifier.crops import ena24_entries, load_part
+from train.classifier.model import DEPTH_MULTIPLIER, IMAGENET_FILE, INPUT_SIZE
+from train.model_card import file_sha256, git_revision
+from train.voc import read_csv
+
+log = structlog.get_logger(__name__)
+
+PROPOSAL_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+PROPOSAL_RECALL_TARGET = 0.97
+MIN_THRESHOLD = 0.3  # never deploy a final-score threshold below this
+CARD_FORMAT = 1
+
+
+def validation_images(split_dir: Path, shared_data: Path) -> tuple[list, list[Path], dict[str, list[Path]]]:
+    """(positive CSV rows, positive image paths, {"day": [...], "night": [...]} raccoon-free photos)."""
+    rows = read_csv(split_dir / "val_positives.csv")
+    images = shared_data / "raccoon_dataset" / "images"
+    positives = [images / name for name in dict.fromkeys(r.filename for r in rows)]
+    night_dir = (shared_data / "night").resolve()
+    groups: dict[str, list[Path]] = {"day": [], "night": []}
+    for path in evaluate.list_images(split_dir / "val_negatives.txt"):
+        groups["night" if night_dir in path.resolve().parents else "day"].append(path)
+    groups["night"] += [e.path for e in ena24_entries(shared_data, "val")]
+    return rows, positives, groups
+
+
+def choose_proposal_threshold(rows, records) -> tuple[float, dict[str, float]]:
+    """Highest PROPOSAL_GRID value whose box recall (detector alone) is >= the target."""
+    gt = evaluate.ground_truth(rows)
+    preds = evaluate.records_to_predictions(records)
+    recall = {t: metrics.operating_point(gt, preds, t, [], metrics.DEFAULT_IOU).recall for t in PROPOSAL_GRID}
+    good = [t for t in PROPOSAL_GRID if recall[t] >= PROPOSAL_RECALL_TARGET]
+    return (max(good) if good else min(PROPOSAL_GRID)), {str(t): round(float(r), 4) for t, r in recall.items()}
+
+
+def system_validation(model_dir: Path, rows, positives, groups, max_false_alert_rate: float, threads: int) -> dict:
+    """Run the model folder on the validation photos; the threshold and its operating point per group."""
+    negatives = [p for g in groups.values() for p in g]
+    records = list(evaluate.predict_with_model(model_dir, positives + negatives, num_threads=threads))
+    gt = evaluate.ground_truth(rows, negatives)
+    preds = evaluate.records_to_predictions(records)
+    names = {g: [p.name for p in paths] for g, paths in groups.items()}
+    choice = metrics.choose_threshold(gt, preds, None, max_false_alert_rate, metrics.DEFAULT_IOU, MIN_THRESHOLD,
+                                      negative_groups=list(names.values()))
+    t = choice.threshold
+    result = evaluate.evaluate_predictions(gt, preds, t, metrics.DEFAULT_IOU, max_false_alert_rate)
+    per_group = {g: round(float(metrics.false_alert_rate(preds, ids, t)), 4) for g, ids in names.items()}
+    return {"threshold": t, "ap50": result["ap50"], "at_threshold": result["at_threshold"],
+            "false_alert_rate_by_group": per_group, "negatives_by_group": {g: len(v) for g, v in names.items()}}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``python -m train classifier-export``."""
+    parser.add_argument("--work-dir", type=Path, required=True, help="the classifier stage's work dir (weights, result)")
+    parser.add_argument("--crops", type=Path, required=True, help="crop folder (train.npz calibrates the int8 export)")
+    parser.add_argument("--model-dir", type=Path, required=True, help="model folder with the detector; gets the classifier")
+    parser.add_argument("--split-dir", type=Path, required=True, help="the split stage's folder (validation lists)")
+    parser.add_argument("--shared-data", type=Path, required=True)
+    parser.add_argument("--max-false-alert-rate", type=float, default=metrics.DEFAULT_MAX_FALSE_ALERT_RATE)
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    parser.add_argument("--command", default="", help="the command that made it, for the card")
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def main(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    files = find_model(args.model_dir)
+    detector_file = files.tflite
+    if detector_file is None:
+        raise SystemExit(f"classifier-export: {args.model_dir} holds no detector .tflite")
+    card_path = args.model_dir / CLASSIFIER_CARD_NAME
+    card_path.unlink(missing_ok=True)  # the folder is single-stage until the new card is written
+    export.export_classifier(args.work_dir / fit.WEIGHTS_FILE, load_part(args.crops / "train.npz")["crops"],
+                             args.model_dir / CLASSIFIER_FILE)
+    rows, positives, groups = validation_images(args.split_dir, args.shared_data)
+    alone = list(evaluate.predict_with_model(args.model_dir, positives, num_threads=args.threads, classifier=False))
+    proposal_threshold, proposal_recall = choose_proposal_threshold(rows, alone)
+    labels = list(load_labels(files.labelmap)) if files.labelmap else None
+    card = {
+        "format_version": CARD_FORMAT, "stage": "classifier", "label": "raccoon", "tflite": CLASSIFIER_FILE,
+        "input_size": [INPUT_SIZE, INPUT_SIZE], "margin": args.margin, "proposal_threshold": proposal_threshold,
+        "max_candidates": DEFAULT_MAX_CANDIDATES, "threshold": None,
+        "proposer": {"labels": labels, "tflite": detector_file.name, "sha256": file_sha256(detector_file)},
+        "input": "uint8 [N, 192, 192, 3] RGB crop, scale 1/128 zero point 128 (the network sees (u8 - 128) / 128)",
+        "output": "float32 [N, 1] P(raccoon)",
+        "crop": "square around the box centre, side (1 + 2 * margin) * the box's longer side, moved inside the "
+                "frame, cut from the FULL-resolution frame (raccoon_watch.recognition.crop_window)",
+        "backbone": f"MobileNetV1 {DEPTH_MULTIPLIER} at {INPUT_SIZE}, ImageNet weights recovered from {IMAGENET_FILE}",
+    }
+    card_path.write_text(json.dumps(card, indent=1) + "\n")  # threshold None: choose_threshold decides next
+    validation = system_validation(args.model_dir, rows, positives, groups, args.max_false_alert_rate, args.threads)
+    training = json.loads((args.work_dir / fit.RESULT_FILE).read_text())
+    from train.export import measure_latency_ms
+
+    card.update({
+        "threshold": validation["threshold"],
+        "metrics": {"validation_system": validation, "validation_proposal_recall": proposal_recall,
+                    "validation_crops_fine_tuned": training["best"],
+                    "validation_crops_baseline_frozen_features": training["baseline_frozen_features"]},
+        "training": {"command": args.command, "best_epoch": training["best_epoch"], "epochs": training["epochs"],
+                     "crops": training["crops"], "seconds": training["seconds"]},
+        "latency_ms": measure_latency_ms([args.model_dir / CLASSIFIER_FILE], num_threads=2),
+        "artifacts": {CLASSIFIER_FILE: {"bytes": (args.model_dir / CLASSIFIER_FILE).stat().st_size,
+                                        "sha256": file_sha256(args.model_dir / CLASSIFIER_FILE)}},
+        "git_revision": git_revision(), "seconds": round(time.monotonic() - started, 1),
+    })
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    log.info("classifier_stage_written", card=str(card_path), threshold=validation["threshold"],
+             proposal_threshold=proposal_threshold, val_recall=validation["at_threshold"]["recall"],
+             val_false_alerts=validation["false_alert_rate_by_group"])
+    return 0
