@@ -30,6 +30,17 @@ def test_defaults_follow_the_documented_shape():
     assert cfg.mqtt is None and cfg.pushover is None and cfg.http.host == "127.0.0.1"
 
 
+def test_visit_scoring_defaults_are_the_visit_params_defaults():
+    from raccoon_watch.app import visit_params
+    from raccoon_watch.visits import VisitParams
+
+    assert visit_params(parse_config(MIN)) == VisitParams()
+    assert visit_params(parse_config(MIN + "events: {score_window: 1, score_min_frames: 1, score_match_iou: 0.3}\n")) \
+        == VisitParams(window=1, min_frames=1, match_iou=0.3)
+    example = load_config(REPO / "config.example.yaml").events
+    assert (example.score_window, example.score_min_frames, example.score_match_iou) == (10, 3, 0.1)
+
+
 @pytest.mark.parametrize(
     "text, names",
     [
