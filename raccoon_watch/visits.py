@@ -11,7 +11,8 @@ detections (label, area, zones and masks passed; NOT yet the score threshold), b
   by the box of its last matched detection;
 - a matched candidate appends the detection's per-frame score, an unmatched one appends 0.0 (a
   miss), an unmatched detection starts a new candidate;
-- a candidate whose last ``window`` scores are all 0.0 is dropped.
+- a candidate whose last ``window`` scores are all 0.0 is dropped (a detection scoring 0.0 counts
+  like a miss here).
 
 The detections come back in their input order with ``score`` replaced by their candidate's visit
 score (``detector_score`` untouched): the median of its last ``window`` scores, padded with zeros up
@@ -120,6 +121,7 @@ def step(state: VisitState, detections: tuple[Detection, ...],
 
 
 def _gone(c: Candidate, p: VisitParams) -> bool:
-    """True when the candidate's last ``window`` scores are all 0.0 (a window of misses)."""
+    """True when the candidate's last ``window`` scores are all 0.0: misses, or detections the
+    classifier gave 0.0, which say as little about a raccoon as a miss does."""
     recent = c.scores[-p.window:]
     return len(recent) >= p.window and not any(recent)

@@ -120,6 +120,12 @@ def test_a_candidate_is_dropped_after_window_misses(misses, kept):
         assert state.candidates[0].scores == (0.9,) + (0.0,) * misses
 
 
+@pytest.mark.parametrize("per_frame, kept", [((0.0,) * (P.window - 1), True), ((0.0,) * P.window, False)])
+def test_detections_scoring_zero_count_like_misses_for_dropping(per_frame, kept):
+    _, state = run(per_frame)
+    assert bool(state.candidates) == kept
+
+
 def test_a_dropped_candidate_comes_back_as_a_new_one():
     _, state = run((0.9,) + (M,) * P.window)
     state, scored = visits.step(state, (Detection("raccoon", 0.9, BOWL_LEFT),), P)
