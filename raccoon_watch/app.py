@@ -31,6 +31,7 @@ from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Event, FrameResult
+from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,11 @@ def camera_filter(cam: CameraConfig, cfg: Config, threshold: float) -> Detection
 def debounce_params(cfg: Config) -> DebounceParams:
     e = cfg.events
     return DebounceParams(e.min_frames, e.window, e.end_after, e.cooldown, e.update_interval)
+
+
+def visit_params(cfg: Config) -> VisitParams:
+    e = cfg.events
+    return VisitParams(window=e.score_window, min_frames=e.score_min_frames, match_iou=e.score_match_iou)
 
 
 class App:
@@ -144,7 +150,7 @@ class App:
         }
         self.router = EventRouter(
             self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
-            on_event=self.metrics.on_event,
+            on_event=self.metrics.on_event, visit_params=visit_params(self.cfg),
         )
         self.router.start()
 

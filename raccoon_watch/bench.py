@@ -457,7 +457,7 @@ def _bench_config(args: dict[str, Any], storage: Path, sinks: dict[str, Any] | N
 
 
 def _make_bench_app(cfg: Any, probe: Probe) -> Any:
-    from raccoon_watch.app import App, camera_filter, debounce_params
+    from raccoon_watch.app import App, camera_filter, debounce_params, visit_params
     from raccoon_watch.router import EventRouter
 
     class BenchApp(App):
@@ -470,7 +470,8 @@ def _make_bench_app(cfg: Any, probe: Probe) -> Any:
             filters = {name: camera_filter(cam, self.cfg, self.threshold)
                        for name, cam in self.cfg.cameras.items() if cam.enabled}
             self.router = EventRouter(self.results, filters, debounce_params(self.cfg), self._record, self.sinks,
-                                      self.stop_event, on_event=probe.on_event, on_result=probe.on_result)
+                                      self.stop_event, on_event=probe.on_event, on_result=probe.on_result,
+                                      visit_params=visit_params(self.cfg))
             self.router.start()
 
         def _start_cameras(self) -> None:

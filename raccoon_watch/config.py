@@ -16,8 +16,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from raccoon_watch.visits import VisitParams
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "raccoon"
+
+_VISIT = VisitParams()  # the visit-scoring defaults are defined once, in visits.py
 
 Point = tuple[float, float]
 """A polygon vertex (x, y), normalised to [0, 1] of the frame width and height."""
@@ -129,11 +133,28 @@ class EventsConfig(_Strict):
     end_after: float = Field(10.0, gt=0, description="Seconds without a counting detection that end an event.")
     cooldown: float = Field(300.0, ge=0, description="A new event within this many seconds of the last is flagged in_cooldown.")
     update_interval: float = Field(5.0, ge=0, description="Minimum seconds between UPDATE messages of one event (0: none).")
+    score_window: int = Field(
+        _VISIT.window, ge=1, le=100,
+        description="A detection's score is the median of its object's last this-many per-frame scores, "
+                    "a frame that misses it counting 0 (1: each frame's own score).",
+    )
+    score_min_frames: int = Field(
+        _VISIT.min_frames, ge=1,
+        description="Fewer scores than this are padded with 0s before the median: one good frame never alerts.",
+    )
+    score_match_iou: float = Field(
+        _VISIT.match_iou, ge=0.0, le=1.0,
+        description="A detection continues the object whose last box overlaps it most, if at least this much (IoU).",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> "EventsConfig":
         if self.min_frames > self.window:
             raise ValueError(f"min_frames ({self.min_frames}) cannot exceed window ({self.window})")
+        if self.score_min_frames > self.score_window:
+            raise ValueError(
+                f"score_min_frames ({self.score_min_frames}) cannot exceed score_window ({self.score_window})"
+            )
         return self
 
 

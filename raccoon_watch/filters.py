@@ -1,4 +1,4 @@
-"""Which detections count: label, score, box area, zones and masks. Pure functions.
+"""Which detections count: label, box area, zones and masks (``eligible``), then score. Pure functions.
 
 Boxes are normalised (xmin, ymin, xmax, ymax); polygons are lists of normalised (x, y) points.
 A box is "in" a polygon when its bottom-centre point (where an animal touches the ground) is.
@@ -44,9 +44,12 @@ def anchor_point(box: Box) -> tuple[float, float]:
     return (xmin + xmax) / 2.0, ymax
 
 
-def counts(det: Detection, f: DetectionFilter) -> bool:
-    """True when this detection may raise or keep an event."""
-    if det.label not in f.labels or det.score < f.threshold:
+def eligible(det: Detection, f: DetectionFilter) -> bool:
+    """True when this detection's label, box area and place may raise an event (score not looked at).
+
+    The router scores eligible detections over time (``visits``) before the threshold applies.
+    """
+    if det.label not in f.labels:
         return False
     area = box_area(det.box)
     if not (f.min_area <= area <= f.max_area):
@@ -55,6 +58,16 @@ def counts(det: Detection, f: DetectionFilter) -> bool:
     if f.zones and not any(point_in_polygon(x, y, z) for z in f.zones):
         return False
     return not any(point_in_polygon(x, y, m) for m in f.masks)
+
+
+def meets_threshold(det: Detection, f: DetectionFilter) -> bool:
+    """True when the detection's score reaches the filter's threshold (>=)."""
+    return det.score >= f.threshold
+
+
+def counts(det: Detection, f: DetectionFilter) -> bool:
+    """True when this detection may raise or keep an event: eligible and at or above the threshold."""
+    return meets_threshold(det, f) and eligible(det, f)
 
 
 def counting(detections: Iterable[Detection], f: DetectionFilter) -> tuple[Detection, ...]:

@@ -239,12 +239,13 @@ def reload_app(app: Any, path: Any) -> bool:
     merged, restart = plan_reload(app.cfg, new, filters_live)
     logging.getLogger().setLevel(merged.logging.level.upper())
     if filters_live:
-        from raccoon_watch.app import camera_filter, debounce_params
+        from raccoon_watch.app import camera_filter, debounce_params, visit_params
 
         threshold = app.threshold_for(merged)
         router.reconfigure(
             {name: camera_filter(cam, merged, threshold) for name, cam in merged.cameras.items() if cam.enabled},
             debounce_params(merged),
+            visit_params(merged),
         )
     app.cfg = merged
     if restart:

@@ -1,6 +1,6 @@
-"""Event router: detector results -> filters -> debounce -> snapshot -> store -> sinks.
+"""Event router: detector results -> filters -> visit scores -> debounce -> snapshot -> store -> sinks.
 
-One thread owns all debounce state, so the pure ``debounce.step`` needs no locks. Snapshots are
+One thread owns all visit and debounce state, so the pure ``step`` functions need no locks. Snapshots are
 encoded once per best frame (at START, and again only when a better frame arrives) and reused by
 UPDATE/END messages. Events leave for the sinks as soon as the confirming frame is folded in: no
 periodic loop sits between detection and alert.
@@ -16,12 +16,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import structlog
 
-from raccoon_watch import debounce
+from raccoon_watch import debounce, visits
 from raccoon_watch.debounce import CameraState, DebounceParams, Observation
-from raccoon_watch.filters import DetectionFilter, counting
+from raccoon_watch.filters import DetectionFilter, eligible, meets_threshold
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.snapshot import draw_detections, encode_jpeg
 from raccoon_watch.types import Detection, Event, EventKind, FrameResult
+from raccoon_watch.visits import VisitParams, VisitState
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,7 @@ class EventRouter(threading.Thread):
         clock: Callable[[], float] = time.time,
         on_event: Callable[[Event], None] | None = None,
         on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None,
+        visit_params: VisitParams = VisitParams(),
     ) -> None:
         super().__init__(name="event-router", daemon=True)
         self._results = results
@@ -52,10 +54,13 @@ class EventRouter(threading.Thread):
         self._on_event = on_event
         self._on_result = on_result
         self._states = {cam: CameraState(cam) for cam in self._filters}
+        self._visit_params = visit_params
+        self._visits = {cam: VisitState() for cam in self._filters}
         self._snapshots: dict[str, tuple[tuple[int, float], bytes | None]] = {}  # event id -> (frame key, jpeg)
         self._enabled = {cam: True for cam in self._filters}
         self._commands: "queue.SimpleQueue[tuple[str, bool]]" = queue.SimpleQueue()
-        self._reconfig: "queue.SimpleQueue[tuple[dict[str, DetectionFilter], DebounceParams]]" = queue.SimpleQueue()
+        self._reconfig: "queue.SimpleQueue[tuple[dict[str, DetectionFilter], DebounceParams, VisitParams]]" = \
+            queue.SimpleQueue()
         self.heartbeat = time.monotonic()
         self.events_emitted = 0
         self.processed: dict[str, int] = {cam: 0 for cam in self._filters}  # results folded in, per camera
@@ -65,10 +70,12 @@ class EventRouter(threading.Thread):
         """Switch detection for one camera (from MQTT); applied in the router thread."""
         self._commands.put((camera, enabled))
 
-    def reconfigure(self, filters: Mapping[str, DetectionFilter], params: DebounceParams) -> None:
-        """New filters / debounce rules (SIGHUP reload); applied in the router thread, running
-        events kept. Cameras not already watched are ignored (adding a camera needs a restart)."""
-        self._reconfig.put((dict(filters), params))
+    def reconfigure(self, filters: Mapping[str, DetectionFilter], params: DebounceParams,
+                    visit_params: VisitParams) -> None:
+        """New filters / debounce / visit-scoring rules (SIGHUP reload); applied in the router thread,
+        running events and candidates kept. Cameras not already watched are ignored (adding a camera
+        needs a restart)."""
+        self._reconfig.put((dict(filters), params, visit_params))
 
     def has_active_event(self, camera: str) -> bool:
         """True while an event is open on this camera (read from other threads: the state values
@@ -98,7 +105,7 @@ class EventRouter(threading.Thread):
 
     def _apply_commands(self) -> None:
         while not self._reconfig.empty():
-            filters, self._params = self._reconfig.get_nowait()
+            filters, self._params, self._visit_params = self._reconfig.get_nowait()
             self._filters.update({cam: f for cam, f in filters.items() if cam in self._states})
             log.info("router_reconfigured", cameras=sorted(self._filters))
         while True:
@@ -114,6 +121,7 @@ class EventRouter(threading.Thread):
             if not enabled:
                 state, events = debounce.end_all(self._states[camera], self._clock())
                 self._states[camera] = state
+                self._visits[camera] = VisitState()  # a visit does not span detection being off
                 self._emit(events)
 
     def _handle(self, result: FrameResult) -> None:
@@ -122,7 +130,9 @@ class EventRouter(threading.Thread):
         if flt is None or not self._enabled[cam]:
             return
         self.processed[cam] += 1
-        hits = counting(result.detections, flt)
+        seen = tuple(d for d in result.detections if eligible(d, flt))  # any score
+        self._visits[cam], scored = visits.step(self._visits[cam], seen, self._visit_params)
+        hits = tuple(d for d in scored if meets_threshold(d, flt))  # on the visit score
         if self._on_result:
             self._on_result(result, hits)
         obs = Observation(cam, result.frame.ts, hits, result.frame)

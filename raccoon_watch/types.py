@@ -37,6 +37,17 @@ def box_area(box: Box) -> float:
     return max(0.0, xmax - xmin) * max(0.0, ymax - ymin)
 
 
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (xmin, ymin, xmax, ymax) boxes, any one unit for both (0..1).
+
+    Continuous areas (no "+1 pixel"), as ``train.metrics.iou_xyxy`` computes for arrays; 0.0 when
+    the boxes do not overlap or both are empty.
+    """
+    inter = box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0.0 else 0.0
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Frame:
     """One decoded camera frame.

@@ -30,6 +30,17 @@ def test_defaults_follow_the_documented_shape():
     assert cfg.mqtt is None and cfg.pushover is None and cfg.http.host == "127.0.0.1"
 
 
+def test_visit_scoring_defaults_are_the_visit_params_defaults():
+    from raccoon_watch.app import visit_params
+    from raccoon_watch.visits import VisitParams
+
+    assert visit_params(parse_config(MIN)) == VisitParams()
+    assert visit_params(parse_config(MIN + "events: {score_window: 1, score_min_frames: 1, score_match_iou: 0.3}\n")) \
+        == VisitParams(window=1, min_frames=1, match_iou=0.3)
+    example = load_config(REPO / "config.example.yaml").events
+    assert (example.score_window, example.score_min_frames, example.score_match_iou) == (10, 3, 0.1)
+
+
 @pytest.mark.parametrize(
     "text, names",
     [
@@ -43,6 +54,11 @@ def test_defaults_follow_the_documented_shape():
         (MIN + "detector: {backend: cuda}\n", ["detector.backend"]),
         (MIN + "detector: {workers: 0}\n", ["detector.workers"]),
         (MIN + "events: {min_frames: 6, window: 5}\n", ["events", "min_frames (6) cannot exceed window (5)"]),
+        (MIN + "events: {score_min_frames: 4, score_window: 3}\n",
+         ["events", "score_min_frames (4) cannot exceed score_window (3)"]),
+        (MIN + "events: {score_window: 0}\n", ["events.score_window", "line 3"]),
+        (MIN + "events: {score_window: 101}\n", ["events.score_window"]),
+        (MIN + "events: {score_match_iou: 1.5}\n", ["events.score_match_iou"]),
         ("cameras:\n  front: {source: '0', detect_fps: -1}\n", ["cameras.front.detect_fps", "line 2"]),
         ("cameras:\n  Front Door: {source: '0'}\n", ["cameras", "lowercase"]),
         ("cameras:\n  front: {}\n", ["cameras.front.source", "required"]),

@@ -6,7 +6,7 @@ import pytest
 
 from raccoon_watch import debounce
 from raccoon_watch.debounce import CameraState, DebounceParams, Observation
-from raccoon_watch.filters import DetectionFilter, counting, point_in_polygon
+from raccoon_watch.filters import DetectionFilter, counting, counts, eligible, meets_threshold, point_in_polygon
 from raccoon_watch.types import Detection, EventKind
 
 R = Detection("raccoon", 0.9, (0.1, 0.1, 0.4, 0.5))
@@ -154,6 +154,22 @@ SQUARE = ((0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0))  # lower half of the f
 )
 def test_filter_table(det, flt, counts):
     assert (counting([det], flt) == (det,)) is counts
+
+
+@pytest.mark.parametrize(
+    "det, flt, eligible_, meets",
+    [
+        (R, DetectionFilter(frozenset({"raccoon"}), 0.95), True, False),  # the score is not eligibility's business
+        (Detection("raccoon", 0.0, R.box), DetectionFilter(frozenset({"raccoon"}), 0.5), True, False),
+        (R, DetectionFilter(frozenset({"cat"}), 0.5), False, True),  # label not wanted
+        (R, DetectionFilter(frozenset({"raccoon"}), 0.5, min_area=0.2), False, True),
+        (Detection("raccoon", 0.1, (0.1, 0.4, 0.3, 0.8)), DetectionFilter(frozenset({"raccoon"}), 0.5, masks=(SQUARE,)),
+         False, False),
+    ],
+)
+def test_eligible_then_threshold_is_counts(det, flt, eligible_, meets):
+    assert (eligible(det, flt), meets_threshold(det, flt)) == (eligible_, meets)
+    assert counts(det, flt) is (eligible_ and meets)
 
 
 @pytest.mark.parametrize(

@@ -283,3 +283,35 @@ def test_watchdog_stops_when_the_detector_is_wedged(tmp_path: Path, coco_model: 
         finally:
             _stop(proc)
             lst.close()
+
+
+class _RecordingRouter:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def reconfigure(self, filters, params, visit_params) -> None:
+        self.calls.append((filters, params, visit_params))
+
+
+def test_sighup_reload_hands_the_router_its_visit_scoring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from raccoon_watch.config import parse_config
+    from raccoon_watch.visits import VisitParams
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    base = "cameras:\n  porch: {source: '0'}\nlogging: {level: info}\n"
+    path = tmp_path / "config.yaml"
+    path.write_text(base + "events: {score_window: 5, score_min_frames: 2, score_match_iou: 0.3}\n")
+    router = _RecordingRouter()
+    app = SimpleNamespace(cfg=parse_config(base), router=router, threshold_for=lambda cfg: 0.5)
+    root = logging.getLogger()
+    level = root.level
+    try:
+        assert notify.reload_app(app, path)
+    finally:
+        root.setLevel(level)  # reload_app sets the process's log level
+    (filters, _, visits), = router.calls
+    assert set(filters) == {"porch"} and visits == VisitParams(window=5, min_frames=2, match_iou=0.3)
+    assert app.cfg.events.score_window == 5

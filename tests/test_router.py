@@ -15,8 +15,10 @@ from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.router import EventRouter
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult
+from raccoon_watch.visits import VisitParams
 
 RACCOON = Detection("raccoon", 0.9, (0.2, 0.2, 0.6, 0.8))
+PER_FRAME = VisitParams(window=1, min_frames=1)  # score_window=1, score_min_frames=1: no scoring over time
 
 
 class Collect:
@@ -96,7 +98,8 @@ def test_start_and_end_reach_every_sink_with_a_jpeg_despite_a_broken_sink(rig):
 def test_detect_switch_off_ends_the_event_and_ignores_frames(rig):
     results, router, sink, _ = rig
     router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
-                       DebounceParams(min_frames=2, window=3, end_after=60, cooldown=0, update_interval=0))
+                       DebounceParams(min_frames=2, window=3, end_after=60, cooldown=0, update_interval=0),
+                       PER_FRAME)  # two frames start the event: each frame's own score must count
     time.sleep(0.5)
     results.put(_result(0, (RACCOON,)))
     results.put(_result(1, (RACCOON,)))
@@ -114,9 +117,63 @@ def test_detect_switch_off_ends_the_event_and_ignores_frames(rig):
 def test_reconfigure_raises_the_threshold_live(rig):
     results, router, sink, _ = rig
     router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.95)},
-                       DebounceParams(min_frames=2, window=3, end_after=0.5, cooldown=0, update_interval=0))
+                       DebounceParams(min_frames=2, window=3, end_after=0.5, cooldown=0, update_interval=0),
+                       VisitParams())
     time.sleep(0.5)
     for seq in range(4):
         results.put(_result(seq, (RACCOON,)))  # score 0.9 < 0.95: no longer counts
     time.sleep(1.0)
     assert sink.events == [] and router.processed["cam"] == 4
+
+
+def _wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def _scored(seq: int, score: float) -> FrameResult:
+    return _result(seq, (Detection("raccoon", score, RACCOON.box, detector_score=0.3),))
+
+
+@pytest.mark.parametrize(
+    "per_frame, starts",
+    [
+        ((0.2, 0.95, 0.2, 0.3, 0.2, 0.1), False),  # a cat-like spike: visit scores 0, .2, .2, .25, .2, .2
+        ((0.45, 0.7, 0.8, 0.45, 0.75), True),  # a raccoon with weak frames: 0, .45, .7, .575, .7
+    ],
+)
+def test_the_threshold_applies_to_the_visit_score(rig, per_frame, starts):
+    results, router, sink, _ = rig
+    router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
+                       DebounceParams(min_frames=2, window=3, end_after=60, cooldown=0, update_interval=0),
+                       VisitParams(window=10, min_frames=3))
+    time.sleep(0.5)
+    for seq, score in enumerate(per_frame):
+        results.put(_scored(seq, score))
+    assert _wait_until(lambda: router.processed["cam"] == len(per_frame))
+    time.sleep(0.2)
+    assert [e.kind for e in sink.events] == ([EventKind.START] if starts else [])
+    if starts:
+        # starts on frame 4, the second counting one: the median of (0.45, 0.7, 0.8, 0.45), not its own 0.45
+        assert sink.events[0].score == pytest.approx(0.575)
+
+
+def test_switching_detection_off_forgets_the_visit(rig):
+    results, router, sink, _ = rig
+    router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
+                       DebounceParams(min_frames=2, window=3, end_after=60, cooldown=0, update_interval=0),
+                       VisitParams(window=10, min_frames=3))
+    time.sleep(0.5)
+    results.put(_scored(0, 0.9))  # visit score 0
+    results.put(_scored(1, 0.9))  # 0.9: one counting frame, the debounce wants two
+    assert _wait_until(lambda: router.processed["cam"] == 2)
+    router.set_detect("cam", False)
+    assert _wait_until(lambda: not router.is_enabled("cam"))
+    router.set_detect("cam", True)
+    assert _wait_until(lambda: router.is_enabled("cam"))
+    results.put(_scored(2, 0.9))  # a fresh candidate: visit score 0 again, so still no second hit
+    assert _wait_until(lambda: router.processed["cam"] == 3)
+    time.sleep(0.2)
+    assert sink.events == []
