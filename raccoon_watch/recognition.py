@@ -22,7 +22,7 @@ import numpy as np
 import structlog
 
 from raccoon_watch.motion import Crop, boxes_from_crop
-from raccoon_watch.types import Box, Detection
+from raccoon_watch.types import Box, Detection, box_area, box_iou
 
 if TYPE_CHECKING:  # detectors/ imports this module (the factory builds Recognizers)
     from raccoon_watch.detectors.base import Detector
@@ -35,6 +35,8 @@ PixelWindow = tuple[int, int, int, int]
 DEFAULT_PROPOSAL_THRESHOLD = 0.1
 DEFAULT_MARGIN = 0.2
 DEFAULT_MAX_CANDIDATES = 8
+MERGE_IOU = 0.3  # after classification, candidates overlapping this much are one animal ...
+MERGE_CONTAINMENT = 0.7  # ... and so are boxes lying this much inside another (a head inside the body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,36 @@ def classifier_crop(image_bgr: np.ndarray, box: Box, margin: float, size: tuple[
     return cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
 
 
+def merge_overlapping(detections: Sequence[Detection], iou: float = MERGE_IOU,
+                      containment: float = MERGE_CONTAINMENT) -> list[Detection]:
+    """One detection per animal after classification, best final score first.
+
+    The detector's NMS ran on its own scores and leaves boxes of one raccoon's parts (its head, its
+    back) beside the whole animal; once the classifier has seen raccoon in each crop, all of them
+    score high. So candidates are taken in the order of their DETECTOR score (the detector is the
+    judge of where an animal is), and a candidate that overlaps a kept one (IoU >= ``iou``, or
+    ``containment`` of the smaller box inside the other) joins it: the kept box stays, its score
+    becomes the best classifier score of the group. Boxes normalised (xmin, ymin, xmax, ymax).
+    """
+    ranked = sorted(detections, key=lambda d: (d.detector_score or 0.0, d.score), reverse=True)
+    kept: list[Detection] = []
+    for det in ranked:
+        for i, k in enumerate(kept):
+            if _overlaps(det.box, k.box, iou, containment):
+                if det.score > k.score:
+                    kept[i] = replace(k, score=det.score)
+                break
+        else:
+            kept.append(det)
+    return sorted(kept, key=lambda d: d.score, reverse=True)
+
+
+def _overlaps(a: Box, b: Box, iou: float, containment: float) -> bool:
+    inter = box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    smaller = min(box_area(a), box_area(b))
+    return box_iou(a, b) >= iou or (smaller > 0 and inter / smaller >= containment)
+
+
 def _region(image: np.ndarray, crop: PixelWindow | None) -> np.ndarray:
     if crop is None:
         return image
@@ -163,7 +195,7 @@ class Recognizer:
         out = []
         for cands in candidates:
             scored = [replace(d, label=p.label, score=float(next(scores)), detector_score=d.score) for d in cands]
-            out.append(sorted(scored, key=lambda d: d.score, reverse=True))
+            out.append(merge_overlapping(scored))
         return out
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from train import evaluate
@@ -26,22 +25,15 @@ def test_csv(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def coco_labels(shared_dir: Path) -> list[str]:
-    from train.tfrecord import read_label_map
-
-    return read_label_map(shared_dir / "pretrained" / "coco_labelmap.txt")
-
-
-@pytest.fixture(scope="module")
 def negatives(shared_dir: Path) -> list[Path]:
     return evaluate.list_images(shared_dir / "data" / "negatives")[:NEGATIVE_SAMPLE]
 
 
 @pytest.fixture(scope="module")
-def stock_records(coco_model: Path, test_csv: Path, coco_labels: list[str], negatives: list[Path]) -> list[dict]:
+def stock_records(coco_model: Path, test_csv: Path, shared_dir: Path, negatives: list[Path]) -> list[dict]:
     images_dir = evaluate.default_images_dir(test_csv)
     images = [images_dir / name for name in dict.fromkeys(r.filename for r in read_csv(test_csv))] + negatives
-    return list(evaluate.predict_with_tflite(coco_model, images, coco_labels))
+    return list(evaluate.predict_with_model(coco_model, images, shared_dir / "pretrained" / "coco_labelmap.txt"))
 
 
 def test_predictions_are_detect_json_records(stock_records: list[dict]) -> None:
@@ -83,19 +75,6 @@ def test_remap_keeps_or_drops_other_labels() -> None:
         evaluate.parse_mapping("cat")
 
 
-def test_identify_outputs_by_shape_and_value() -> None:
-    """A model whose outputs are unnamed and shuffled: scores first, then count, classes, boxes."""
-    outputs = [{"name": "StatefulPartitionedCall:0", "shape": np.array([1, 3])},
-               {"name": "StatefulPartitionedCall:1", "shape": np.array([1])},
-               {"name": "StatefulPartitionedCall:2", "shape": np.array([1, 3])},
-               {"name": "StatefulPartitionedCall:3", "shape": np.array([1, 3, 4])}]
-    values = [np.array([[0.9, 0.5, 0.2]]), np.array([3.0]), np.array([[0.0, 2.0, 0.0]]), np.zeros((1, 3, 4))]
-    assert evaluate.identify_outputs(outputs, values) == {"boxes": 3, "count": 1, "classes": 2, "scores": 0}
-    named = [{"name": n, "shape": s} for n, s in
-             [("detection_scores", [1, 3]), ("detection_boxes", [1, 3, 4]), ("num_detections", [1]), ("detection_classes", [1, 3])]]
-    assert evaluate.identify_outputs(named, values) == {"scores": 0, "boxes": 1, "count": 2, "classes": 3}
-
-
 def test_cli_writes_json_and_png(stock_records: list[dict], test_csv: Path, negatives: list[Path], tmp_path: Path) -> None:
     predictions = tmp_path / "preds.jsonl"
     evaluate.write_detections(stock_records, predictions)
@@ -132,17 +111,3 @@ def test_cli_runs_tflite_model(coco_model: Path, shared_dir: Path, tmp_path: Pat
     assert len(evaluate.read_detections(tmp_path / "p.jsonl")) == 2
     args.csv = tmp_path / "missing.csv"
     assert evaluate.main(args) == 1
-
-
-@pytest.mark.parametrize(("dtype", "expected"), [
-    (np.uint8, [0, 128, 255]),  # raw pixels; the model's own quantization (1/128, 128) normalises
-    (np.int8, [-128, 0, 127]),  # pixel - 128
-    (np.float32, [-1.0, 0.0, 127 / 128]),  # (pixel - 128) / 128, as train.export's float TFLite expects
-])
-def test_model_input_conversion(dtype, expected) -> None:
-    rgb = np.zeros((20, 30, 3), np.uint8)
-    rgb[:, 10:20] = 128
-    rgb[:, 20:] = 255
-    tensor = evaluate.model_input(rgb, {"shape": np.array([1, 10, 15, 3]), "dtype": dtype})
-    assert tensor.shape == (1, 10, 15, 3) and tensor.dtype == dtype
-    np.testing.assert_allclose(tensor[0, 5, [2, 7, 12], 0], expected)

@@ -7,7 +7,9 @@
 3. the system's deployed threshold, chosen on validation by running the WHOLE model folder as the
    daemon does (``train.evaluate.predict_with_model``): the lowest final score at which at most
    ``--max-false-alert-rate`` of the raccoon-free photos alert, in the day group and in the night
-   group each (``train.metrics.choose_threshold`` with negative groups);
+   group each (``train.metrics.choose_threshold`` with negative groups). Validation raccoons: the
+   split's validation photos (day) and night scenes made of held-out night crops pasted onto
+   validation night frames (``night_scenes``), each group's recall reported;
 4. ``classifier_card.json``: what the daemon needs (file, input size, margin, thresholds, the
    detector labels it was trained behind) and how it was made and measured.
 The test split is not read here.
@@ -20,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import structlog
 
 from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE, find_model
@@ -53,6 +56,39 @@ def validation_images(split_dir: Path, shared_data: Path) -> tuple[list, list[Pa
     return rows, positives, groups
 
 
+NIGHT_SCENES_PER_CROP = 1
+NIGHT_SCENE_SEED = 0
+
+
+def night_scenes(shared_data: Path, backgrounds: list[Path], out_dir: Path) -> tuple[list, list[Path]]:
+    """Validation night photos made from real parts: each held-out night raccoon crop (cameras the
+    classifier never trained on) pasted onto a validation night frame (``augment.copy_paste_night``:
+    gray on IR frames, brightness matched, feathered edges). Returns (CSV rows, image paths)."""
+    import cv2
+
+    from train import augment
+    from train.classifier.crops import night_crop_specs
+    from train.voc import BoxRow
+
+    rng = np.random.default_rng(NIGHT_SCENE_SEED)
+    crops = [spec.path for spec in night_crop_specs(shared_data, "val", rng) if spec.source == "night_crop"]
+    if not crops or not backgrounds:
+        return [], []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, paths = [], []
+    for i, crop_path in enumerate(crops):
+        background = cv2.cvtColor(cv2.imread(str(backgrounds[i % len(backgrounds)])), cv2.COLOR_BGR2RGB)
+        crop = cv2.cvtColor(cv2.imread(str(crop_path)), cv2.COLOR_BGR2RGB)
+        image, boxes = augment.copy_paste_night(background, crop, rng)
+        h, w = image.shape[:2]
+        ymin, xmin, ymax, xmax = boxes[0]
+        path = out_dir / f"night_scene_{i:03d}.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        rows.append(BoxRow(path.name, w, h, "raccoon", int(xmin * w), int(ymin * h), int(xmax * w), int(ymax * h)))
+        paths.append(path)
+    return rows, paths
+
+
 def choose_proposal_threshold(rows, records) -> tuple[float, dict[str, float]]:
     """Highest PROPOSAL_GRID value whose box recall (detector alone) is >= the target."""
     gt = evaluate.ground_truth(rows)
@@ -74,8 +110,15 @@ def system_validation(model_dir: Path, rows, positives, groups, max_false_alert_
     t = choice.threshold
     result = evaluate.evaluate_predictions(gt, preds, t, metrics.DEFAULT_IOU, max_false_alert_rate)
     per_group = {g: round(float(metrics.false_alert_rate(preds, ids, t)), 4) for g, ids in names.items()}
+    recall = {}
+    for group, keep in (("day", lambda n: not n.startswith("night_scene_")), ("night", lambda n: n.startswith("night_scene_"))):
+        group_gt = {k: v for k, v in gt.items() if v and keep(k)}
+        if group_gt:
+            point = metrics.operating_point(group_gt, {k: preds.get(k, []) for k in group_gt}, t, [], metrics.DEFAULT_IOU)
+            recall[group] = {"recall": round(float(point.recall), 4), "objects": sum(len(v) for v in group_gt.values())}
     return {"threshold": t, "ap50": result["ap50"], "at_threshold": result["at_threshold"],
-            "false_alert_rate_by_group": per_group, "negatives_by_group": {g: len(v) for g, v in names.items()}}
+            "recall_by_group": recall, "false_alert_rate_by_group": per_group,
+            "negatives_by_group": {g: len(v) for g, v in names.items()}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,23 +130,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shared-data", type=Path, required=True)
     parser.add_argument("--max-false-alert-rate", type=float, default=metrics.DEFAULT_MAX_FALSE_ALERT_RATE)
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
-    parser.add_argument("--command", default="", help="the command that made it, for the card")
+    parser.add_argument("--training-command", default="", help="the command that made it, for the card")
     parser.add_argument("--threads", type=int, default=2)
 
 
 def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    card_path, tflite_path = args.model_dir / CLASSIFIER_CARD_NAME, args.model_dir / CLASSIFIER_FILE
+    card_path.unlink(missing_ok=True)  # single-stage until the new classifier and its card are both in
+    tflite_path.unlink(missing_ok=True)
     files = find_model(args.model_dir)
     detector_file = files.tflite
     if detector_file is None:
         raise SystemExit(f"classifier-export: {args.model_dir} holds no detector .tflite")
-    card_path = args.model_dir / CLASSIFIER_CARD_NAME
-    card_path.unlink(missing_ok=True)  # the folder is single-stage until the new card is written
-    export.export_classifier(args.work_dir / fit.WEIGHTS_FILE, load_part(args.crops / "train.npz")["crops"],
-                             args.model_dir / CLASSIFIER_FILE)
     rows, positives, groups = validation_images(args.split_dir, args.shared_data)
+    night_rows, night_images = night_scenes(args.shared_data, groups["night"], args.work_dir / "night_scenes")
+    rows, positives = rows + night_rows, positives + night_images
     alone = list(evaluate.predict_with_model(args.model_dir, positives, num_threads=args.threads, classifier=False))
     proposal_threshold, proposal_recall = choose_proposal_threshold(rows, alone)
+    export.export_classifier(args.work_dir / fit.WEIGHTS_FILE, load_part(args.crops / "train.npz")["crops"], tflite_path)
     labels = list(load_labels(files.labelmap)) if files.labelmap else None
     card = {
         "format_version": CARD_FORMAT, "stage": "classifier", "label": "raccoon", "tflite": CLASSIFIER_FILE,
@@ -126,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
         "metrics": {"validation_system": validation, "validation_proposal_recall": proposal_recall,
                     "validation_crops_fine_tuned": training["best"],
                     "validation_crops_baseline_frozen_features": training["baseline_frozen_features"]},
-        "training": {"command": args.command, "best_epoch": training["best_epoch"], "epochs": training["epochs"],
+        "training": {"command": args.training_command, "best_epoch": training["best_epoch"], "epochs": training["epochs"],
                      "crops": training["crops"], "seconds": training["seconds"]},
         "latency_ms": measure_latency_ms([args.model_dir / CLASSIFIER_FILE], num_threads=2),
         "artifacts": {CLASSIFIER_FILE: {"bytes": (args.model_dir / CLASSIFIER_FILE).stat().st_size,

@@ -1,0 +1,180 @@
+"""Two-stage recognition: crop windows, input scaling, model folders with a classifier stage, and
+the bundled two-stage model on real photos (raccoons at night and by day, cats, camera-trap frames)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig
+from raccoon_watch.detectors import ModelError, create_recognizer
+from raccoon_watch.detectors.base import input_tensor
+from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE
+from raccoon_watch.recognition import RecognitionParams, Recognizer, classifier_crop, crop_window
+
+
+@pytest.mark.parametrize(("box", "size", "margin", "window"), [
+    # centred box 100x50 px in 1000x500: longer side 100, +20 % each side -> 140 px square
+    ((0.45, 0.45, 0.55, 0.55), (1000, 500), 0.2, (430, 180, 570, 320)),
+    # no margin: the longer side only
+    ((0.45, 0.45, 0.55, 0.55), (1000, 500), 0.0, (450, 200, 550, 300)),
+    # at the left/top edge: the square is moved inside the image, not cut
+    ((0.0, 0.0, 0.1, 0.2), (1000, 500), 0.2, (0, 0, 140, 140)),
+    # at the right/bottom edge
+    ((0.9, 0.8, 1.0, 1.0), (1000, 500), 0.2, (860, 360, 1000, 500)),
+    # larger than the image height: cut to the image there (not square)
+    ((0.2, 0.0, 0.8, 1.0), (1000, 500), 0.2, (140, 0, 860, 500)),
+    # the whole image (a night crop file): the whole image
+    ((0.0, 0.0, 1.0, 1.0), (300, 200), 0.2, (0, 0, 300, 200)),
+    # a degenerate box still gives at least one pixel
+    ((0.5, 0.5, 0.5, 0.5), (10, 10), 0.0, (5, 5, 6, 6)),
+])
+def test_crop_window(box, size, margin, window) -> None:
+    x0, y0, x1, y1 = crop_window(box, size[0], size[1], margin)
+    assert (x0, y0, x1, y1) == window
+    assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
+
+
+def test_classifier_crop_is_rgb_at_the_input_size_and_from_the_right_place() -> None:
+    image = np.zeros((500, 1000, 3), np.uint8)
+    image[200:300, 450:550] = (255, 0, 0)  # BGR blue square where the box is
+    crop = classifier_crop(image, (0.45, 0.4, 0.55, 0.6), 0.2, (192, 192))
+    assert crop.shape == (192, 192, 3) and crop.dtype == np.uint8
+    assert crop[96, 96].tolist() == [0, 0, 255]  # RGB: blue in the middle
+    assert crop[2, 2].tolist() == [0, 0, 0]  # context around it
+
+
+@pytest.mark.parametrize(("dtype", "quantization", "expected"), [
+    (np.uint8, (1 / 128, 128), [0, 128, 255]),  # the stock input: the raw pixels
+    (np.uint8, (0.0, 0), [0, 128, 255]),  # unquantized uint8: raw pixels
+    (np.uint8, (1 / 64, 128), [64, 128, 192]),  # another calibration: quantized with its own scale
+    (np.int8, (1 / 128, 0), [-128, 0, 127]),  # pixel - 128
+    (np.float32, (0.0, 0), [-1.0, 0.0, 127 / 128]),  # (pixel - 128) / 128
+])
+def test_input_tensor(dtype, quantization, expected) -> None:
+    rgb = np.array([[[[0, 0, 0], [128, 128, 128], [255, 255, 255]]]], np.uint8)  # (1, 1, 3, 3)
+    tensor = input_tensor(rgb, dtype, quantization)
+    assert tensor.dtype == dtype
+    np.testing.assert_allclose(tensor[0, 0, :, 0], expected, atol=1e-6)
+
+
+def test_recognition_params_are_checked() -> None:
+    with pytest.raises(ValueError, match="proposal_threshold"):
+        RecognitionParams(proposal_threshold=1.5)
+    with pytest.raises(ValueError, match="max_candidates"):
+        RecognitionParams(max_candidates=0)
+
+
+# --- model folders ------------------------------------------------------------------------------
+
+needs_two_stage = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / CLASSIFIER_CARD_NAME).is_file(),
+                                     reason="models/raccoon has no classifier stage")
+
+
+@pytest.fixture
+def model_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, target, ignore=shutil.ignore_patterns("saved_model", "model_float.tflite"))
+    return target
+
+
+def _card(folder: Path) -> dict:
+    return json.loads((folder / CLASSIFIER_CARD_NAME).read_text())
+
+
+@needs_two_stage
+def test_bundled_model_loads_both_stages() -> None:
+    recognizer = create_recognizer(DetectorConfig())
+    try:
+        assert recognizer.classifier is not None
+        assert recognizer.threshold == pytest.approx(_card(DEFAULT_MODEL_DIR)["threshold"])
+        assert recognizer.params.proposal_threshold == pytest.approx(_card(DEFAULT_MODEL_DIR)["proposal_threshold"])
+        assert recognizer.classifier.input_size == tuple(_card(DEFAULT_MODEL_DIR)["input_size"])
+    finally:
+        recognizer.close()
+
+
+@needs_two_stage
+def test_classifier_off_is_the_detector_alone() -> None:
+    recognizer = create_recognizer(DetectorConfig(classifier=False))
+    try:
+        assert recognizer.classifier is None and recognizer.threshold == recognizer.detector.threshold
+    finally:
+        recognizer.close()
+
+
+@needs_two_stage
+def test_single_stage_folder_still_loads(model_copy: Path) -> None:
+    (model_copy / CLASSIFIER_CARD_NAME).unlink()
+    (model_copy / CLASSIFIER_FILE).unlink()
+    recognizer = create_recognizer(DetectorConfig(model=model_copy))
+    try:
+        assert recognizer.classifier is None
+    finally:
+        recognizer.close()
+
+
+@needs_two_stage
+@pytest.mark.parametrize(("damage", "message"), [
+    ("no_file", f"{CLASSIFIER_FILE}: the classifier stage named by"),
+    ("no_card", f"{CLASSIFIER_FILE}: classifier without its {CLASSIFIER_CARD_NAME}"),
+    ("input_size", "says [224, 224]"),
+    ("labels", "trained behind a detector with labels ['???', 'cat']"),
+    ("bad_json", "unreadable model card"),
+    ("bad_value", "bad value"),
+])
+def test_broken_classifier_stage_is_a_clear_error(model_copy: Path, damage: str, message: str) -> None:
+    card = _card(model_copy)
+    if damage == "no_file":
+        (model_copy / CLASSIFIER_FILE).unlink()
+    elif damage == "no_card":
+        (model_copy / CLASSIFIER_CARD_NAME).unlink()
+    elif damage == "bad_json":
+        (model_copy / CLASSIFIER_CARD_NAME).write_text("{not json")
+    else:
+        card.update({"input_size": {"input_size": [224, 224]}, "labels": {"proposer": {"labels": ["???", "cat"]}},
+                     "bad_value": {"margin": "wide"}}[damage])
+        (model_copy / CLASSIFIER_CARD_NAME).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
+        create_recognizer(DetectorConfig(model=model_copy))
+    assert str(model_copy) in str(info.value)
+
+
+# --- the bundled model on real photos ----------------------------------------------------------
+
+
+class CountingClassifier:
+    """The real classifier, counting its calls (to check one batched call per frame)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls, self.crops = inner, 0, 0
+        self.name, self.input_size = inner.name, inner.input_size
+
+    def classify(self, crops):
+        self.calls += 1
+        self.crops += len(crops)
+        return self.inner.classify(crops)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@needs_two_stage
+@pytest.mark.shared
+def test_candidates_of_a_frame_go_to_the_classifier_in_one_call(shared_dir: Path) -> None:
+    base = create_recognizer(DetectorConfig())
+    counting = CountingClassifier(base.classifier)
+    recognizer = Recognizer(base.detector, counting, RecognitionParams(proposal_threshold=0.01), base.threshold)
+    try:
+        image = cv2.imread(str(shared_dir / "data" / "raccoon_dataset" / "images" / "raccoon-63.jpg"))  # two raccoons
+        dets = recognizer.recognize([image, image])
+        assert counting.calls == 1 and counting.crops == sum(len(d) for d in dets) >= 4
+        assert all(d.detector_score is not None and d.label == "raccoon" for d in dets[0])
+        assert [d.score for d in dets[0]] == sorted((d.score for d in dets[0]), reverse=True)
+    finally:
+        recognizer.close()
