@@ -213,6 +213,7 @@ class App:
             "queue_dropped": self.frames.dropped,
             "events": self.router.events_emitted if self.router else 0,
             "deliveries": outbox_counts(self.store, [s.name for s in self.sinks]),
+            "storage": self.store.health() if self.store is not None else None,
         }
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -5,8 +5,10 @@
 
 ``status``: "failing" when the pipeline is not alive (the same verdict that withholds the systemd
 ``WATCHDOG=1``: a wedged detector, router or capture thread); "degraded" when it is alive but a
-camera is not delivering frames (down and retrying); else "ok". Body fields per camera: ``state``,
-``last_frame_age_s``, ``up``; and ``detector.alive``, ``reason``, ``uptime_s``.
+camera is not delivering frames (down and retrying), or the event store is in memory only or
+replaced a damaged database in this run (``storage``; ``problems`` says which); else "ok". Body
+fields per camera: ``state``, ``last_frame_age_s``, ``up``; and ``detector.alive``, ``reason``,
+``uptime_s``, ``storage``.
 
 The server is a stdlib ``ThreadingHTTPServer`` in a daemon thread; ``stop()`` shuts it down and
 closes the socket. Nothing secret is served: camera names and numbers only, no URLs.
@@ -61,9 +63,15 @@ def health_report(
         }
         for name, cam in stats.get("cameras", {}).items()
     }
+    problems = [f"camera {name} is {c['state']}" for name, c in cameras.items() if not c["up"]]
+    storage = stats.get("storage") or {}
+    if storage.get("recovered"):
+        problems.append(f"events.db was damaged and replaced; the old file is {storage['recovered']['moved_to']}")
+    if storage and not storage.get("persistent", True):
+        problems.append("event store is in memory only: pending deliveries do not survive a restart")
     if not alive:
         status = STATUS_FAILING
-    elif not all(c["up"] for c in cameras.values()):
+    elif problems:
         status = STATUS_DEGRADED
     else:
         status = STATUS_OK
@@ -81,6 +89,8 @@ def health_report(
         },
         "queue_depth": stats.get("queue_depth"),
         "events": stats.get("events"),
+        "storage": stats.get("storage"),
+        "problems": problems,
     }
     return alive, body
 

@@ -116,6 +116,23 @@ def test_health_report_status(alive: bool, cameras_up: tuple[str, str], status: 
     assert body["cameras"]["porch"]["last_frame_age_s"] == 0.1
 
 
+@pytest.mark.parametrize(
+    ("storage", "status", "problem"),
+    [
+        ({"persistent": True, "recovered": None}, "ok", None),
+        ({"persistent": True, "recovered": {"moved_to": "/v/events.db.corrupt-1"}}, "degraded", "damaged and replaced"),
+        ({"persistent": False, "recovered": None}, "degraded", "in memory only"),
+    ],
+)
+def test_health_report_storage(storage: dict, status: str, problem: str | None) -> None:
+    stats = json.loads(json.dumps(STATS))
+    stats["cameras"]["garden"]["state"] = "up"
+    stats["storage"] = storage
+    _, body = health_report(True, "ok", True, stats)
+    assert body["status"] == status and body["storage"] == storage
+    assert (problem is None and body["problems"] == []) or problem in " ".join(body["problems"])
+
+
 # --- the real HTTP server --------------------------------------------------------------------------
 
 def _get(port: int, path: str) -> tuple[int, str, bytes]:
