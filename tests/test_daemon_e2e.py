@@ -119,3 +119,6 @@ def test_missing_camera_is_retried_not_fatal(tmp_path, coco_model):
     finally:
         code, took = daemon.terminate()
     assert code == 0 and took < 5.0
+    assert len(daemon.events("camera_down")) == 1  # said once, structured...
+    raw = [line for line in daemon.raw if "WARN:" in line or "VIDEOIO" in line]
+    assert raw == [], f"OpenCV's own lines bypass the log: {raw[:3]}"  # ...not once per retry by OpenCV
