@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 RETENTION_SWEEP_S = 3600.0
+STOP_JOIN_S = 3.0  # how long stop() waits for all threads together
 
 
 def camera_filter(cam: CameraConfig, cfg: Config, threshold: float) -> DetectionFilter:
@@ -94,8 +95,16 @@ class App:
 
     def stop(self) -> None:
         self.stop_event.set()
-        for thread in [*self.cameras.values(), *self.workers, *([self.router] if self.router else [])]:
-            thread.join(timeout=3.0)
+        # one shared deadline for every thread, not 3 s each in turn: a capture thread stuck in
+        # VideoCapture's open (open_timeout_s, up to 120 s) cannot be interrupted, and N of them
+        # joined one after another took N x 3 s. All threads are daemons; what is left is abandoned.
+        deadline = time.monotonic() + STOP_JOIN_S
+        threads = [*([self.router] if self.router else []), *self.workers, *self.cameras.values()]
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            log.warning("threads_abandoned_at_stop", threads=stuck, waited_s=STOP_JOIN_S)
         for sink in reversed(self.sinks):
             try:
                 sink.stop()
@@ -221,6 +230,7 @@ class App:
             "queue_dropped": self.frames.dropped,
             "events": self.router.events_emitted if self.router else 0,
             "deliveries": outbox_counts(self.store, [s.name for s in self.sinks]),
+            "storage": self.store.health() if self.store is not None else None,
         }
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -105,10 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from raccoon_watch.logs import setup_logging
 
-    setup_logging(cfg.logging.level, cfg.logging.format)
-    # OpenCV/FFmpeg print their own lines on every failed read; our capture logs say it once, structured
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    setup_logging(cfg.logging.level, cfg.logging.format)  # (OpenCV's own log level: raccoon_watch/__init__.py)
     for name, cam in cfg.cameras.items():
         log.info("camera_configured", camera=name, source=redact_url(cam.source), detect_fps=cam.detect_fps)
     if args.demo_if_no_camera:

@@ -10,8 +10,13 @@ Rules (per camera and label):
   every ``update_interval`` seconds;
 - a START within ``cooldown`` seconds of the previous event's end is flagged ``in_cooldown``.
 
-Times are wall-clock seconds (frame capture times). Events leave here without snapshot bytes; the
-best frame is kept in the state (``Track.best_frame``) and the event router encodes it once.
+Two clocks: every duration (``end_after``, ``cooldown``, ``update_interval``) is measured on the
+monotonic clock (``Observation.mono``, ``Frame.mono``; ``now`` of ``tick``/``end_all``), so an NTP
+step of the wall clock changes no event's length, cooldown or messages. Wall-clock seconds
+(``Observation.ts``, the frame's capture time) only name and date events: ``start_time``,
+``end_time``, ``first_seen_ts``, the id. Without ``mono`` an observation's ``ts`` serves as both.
+Events leave here without snapshot bytes; the best frame is kept in the state
+(``Track.best_frame``) and the event router encodes it once.
 """
 
 from __future__ import annotations
@@ -36,19 +41,25 @@ class Observation:
     """What one processed frame of one camera contributed: only its counting detections."""
 
     camera: str
-    ts: float
+    ts: float  # wall clock: the record
     detections: tuple[Detection, ...]
     frame: Frame | None = None
+    mono: float | None = None  # monotonic clock: every duration; None: use ts
+
+    @property
+    def clock(self) -> float:
+        return self.ts if self.mono is None else self.mono
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Track:
-    """A running event of one label."""
+    """A running event of one label. ``*_mono`` and ``last_update`` are monotonic; the rest wall."""
 
     event_id: str
     start_time: float
     first_seen: float
     last_seen: float
+    last_seen_mono: float
     score: float
     top_score: float
     box: Box
@@ -64,7 +75,7 @@ class LabelState:
     history: tuple[bool, ...] = ()  # counted?, for the last `window` processed frames, oldest first
     first_hit: float | None = None  # ts of the oldest counting frame still in the history
     track: Track | None = None
-    last_end: float | None = None  # end time of the previous event (for cooldown)
+    last_end: float | None = None  # monotonic end of the previous event (for cooldown)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -95,11 +106,11 @@ def _start(camera: str, label: str, ls: LabelState, obs: Observation, hits: tupl
            p: DebounceParams) -> Track:
     best = _best(hits)
     first = ls.first_hit if ls.first_hit is not None else obs.ts
-    cooled = ls.last_end is not None and obs.ts - ls.last_end < p.cooldown
+    cooled = ls.last_end is not None and obs.clock - ls.last_end < p.cooldown
     return Track(
         event_id=make_event_id(camera, label, obs.ts), start_time=obs.ts, first_seen=first,
-        last_seen=obs.ts, score=best.score, top_score=best.score, box=best.box, count=len(hits),
-        in_cooldown=cooled, last_update=obs.ts, best_frame=obs.frame,
+        last_seen=obs.ts, last_seen_mono=obs.clock, score=best.score, top_score=best.score, box=best.box,
+        count=len(hits), in_cooldown=cooled, last_update=obs.clock, best_frame=obs.frame,
     )
 
 
@@ -109,13 +120,13 @@ def _continue(t: Track, obs: Observation, hits: tuple[Detection, ...], p: Deboun
     improved = best.score > t.top_score
     dirty = t.dirty or improved or len(hits) != t.count
     t = replace(
-        t, last_seen=obs.ts, score=best.score, count=len(hits),
+        t, last_seen=obs.ts, last_seen_mono=obs.clock, score=best.score, count=len(hits),
         top_score=max(t.top_score, best.score),
         box=best.box if improved else t.box,
         best_frame=obs.frame if improved and obs.frame is not None else t.best_frame,
     )
-    due = dirty and p.update_interval > 0 and obs.ts - t.last_update >= p.update_interval
-    return replace(t, last_update=obs.ts if due else t.last_update, dirty=dirty and not due), due
+    due = dirty and p.update_interval > 0 and obs.clock - t.last_update >= p.update_interval
+    return replace(t, last_update=obs.clock if due else t.last_update, dirty=dirty and not due), due
 
 
 def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
@@ -130,7 +141,7 @@ def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
             return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts, None)]
         return ls, []
     if not hits:
-        return _maybe_end(camera, label, ls, obs.ts, p)
+        return _maybe_end(camera, label, ls, obs.clock, p)
     track, due = _continue(ls.track, obs, hits, p)
     events = [_event(EventKind.UPDATE, camera, label, track, obs.ts, None)] if due else []
     return replace(ls, track=track), events
@@ -138,12 +149,13 @@ def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
 
 def _maybe_end(camera: str, label: str, ls: LabelState, now: float,
                p: DebounceParams) -> tuple[LabelState, list[Event]]:
+    """``now``: monotonic. The END's frame_ts is the wall time of ``now`` as seen from the track."""
     t = ls.track
-    if t is None or now - t.last_seen < p.end_after:
+    if t is None or now - t.last_seen_mono < p.end_after:
         return ls, []
     ended = replace(t, count=0)
-    event = _event(EventKind.END, camera, label, ended, now, t.last_seen)
-    return LabelState(history=(), first_hit=None, track=None, last_end=t.last_seen), [event]
+    event = _event(EventKind.END, camera, label, ended, t.last_seen + (now - t.last_seen_mono), t.last_seen)
+    return LabelState(history=(), first_hit=None, track=None, last_end=t.last_seen_mono), [event]
 
 
 def step(state: CameraState, obs: Observation, labels: tuple[str, ...],
@@ -160,7 +172,7 @@ def step(state: CameraState, obs: Observation, labels: tuple[str, ...],
 
 
 def tick(state: CameraState, now: float, p: DebounceParams) -> tuple[CameraState, list[Event]]:
-    """End events whose label has not been seen for ``end_after`` seconds (no frame needed)."""
+    """End events whose label has not been seen for ``end_after`` seconds of ``now`` (monotonic)."""
     new_labels = dict(state.labels)
     events: list[Event] = []
     for label, ls in state.labels.items():
@@ -170,7 +182,7 @@ def tick(state: CameraState, now: float, p: DebounceParams) -> tuple[CameraState
 
 
 def end_all(state: CameraState, now: float) -> tuple[CameraState, list[Event]]:
-    """End every running event now (detection switched off, camera removed, shutdown)."""
+    """End every running event at ``now`` (monotonic): detection switched off, camera removed, shutdown."""
     forced = DebounceParams(end_after=0.0)
     return tick(state, now, forced)
 

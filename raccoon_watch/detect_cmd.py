@@ -30,8 +30,12 @@ source's fps and size). One summary line per source (a JSON object with ``--json
 ``frames``, ``fps``, ``width``, ``height``, ``frames_with_detections``, ``max_score``, ``labels``,
 ``out``). ``--max-frames`` bounds a live source (default: until it ends or Ctrl-C).
 
-``--out DIR`` (no video suffix): annotated images go to DIR/<stem>.jpg, videos to DIR/<stem>.mp4.
-The default threshold is the model card's deployed threshold, else 0.5. Exit status: 0 ok, 1 some
+``--out`` (``plan_outputs``, checked before the model loads; any problem is exit 2 and nothing is
+written): ``--out FILE.mp4`` (a video suffix) is one annotated video for exactly one video or camera
+input; ``--out FILE.jpg`` (an image suffix) is one annotated image for exactly one image input;
+anything else is a directory (created if missing): annotated images go to DIR/<stem>.jpg, videos to
+DIR/<stem>.mp4. No output file may exist already, and no two inputs may map to the same output
+(``a/x.jpg b/x.jpg``): nothing is ever overwritten. The default threshold is the model card's deployed threshold, else 0.5. Exit status: 0 ok, 1 some
 input failed, 2 bad arguments, 3 the model is missing or not a model (as the other commands). Logs
 go to stderr so stdout stays parseable.
 """
@@ -89,12 +93,10 @@ def main(args: argparse.Namespace) -> int:
     if args.proposal_threshold is not None and not 0.0 <= args.proposal_threshold <= 1.0:
         print(f"detect: --proposal-threshold must be in 0..1, got {args.proposal_threshold}", file=sys.stderr)
         return EXIT_USAGE
-    if args.out is not None and args.out.suffix.lower() in VIDEO_SUFFIXES:
-        videos = [s for s in args.inputs if _kind(s) == "video"]
-        if len(videos) != 1 or len(args.inputs) != 1:
-            print(f"detect: --out {args.out} is one video file, for exactly one video or camera input; "
-                  "pass a directory for several inputs or images", file=sys.stderr)
-            return EXIT_USAGE
+    targets, problem = plan_outputs(args.inputs, args.out)
+    if problem is not None:
+        print(f"detect: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     min_score = DEFAULT_MIN_SCORE if args.threshold is None else min(args.threshold, DEFAULT_MIN_SCORE)
     try:
         cfg = DetectorConfig(model=args.model, backend=args.backend, num_threads=max(1, args.threads),
@@ -112,14 +114,19 @@ def main(args: argparse.Namespace) -> int:
     failed = 0
     try:
         for source in args.inputs:
+            target = targets.get(source)
             if _kind(source) == "image":
-                record = _image(detector, source, keep, args.out)
+                record = _image(detector, source, keep, target)
                 if record.get("error") == NOT_AN_IMAGE and Path(source).suffix.lower() not in IMAGE_SUFFIXES:
-                    record = _video(detector, source, keep, args.out, args.max_frames)  # a clip with an odd name?
+                    as_video = None if target is None else target.with_suffix(".mp4")  # a clip with an odd name?
+                    if as_video is not None and as_video.exists():
+                        record = {"image": source, "error": f"would overwrite {as_video}"}
+                    else:
+                        record = _video(detector, source, keep, as_video, args.max_frames)
                     if "error" in record:
                         record = {"image": source, "error": "neither an image nor a video"}
             else:
-                record = _video(detector, source, keep, args.out, args.max_frames)
+                record = _video(detector, source, keep, target, args.max_frames)
             failed += "error" in record
             _report(record, args.json)
     finally:
@@ -135,6 +142,38 @@ def _kind(source: str) -> str:
     return "image"
 
 
+def plan_outputs(inputs: Sequence[str], out: Path | None) -> tuple[dict[str, Path], str | None]:
+    """Where each input's annotated output goes, or the reason ``--out`` cannot be used (pure but
+    for looking at what exists). See the module docstring for the rule."""
+    if out is None:
+        return {}, None
+    suffix = out.suffix.lower()
+    kinds = [_kind(s) for s in inputs]
+    if suffix in VIDEO_SUFFIXES or suffix in IMAGE_SUFFIXES:
+        kind = "video" if suffix in VIDEO_SUFFIXES else "image"
+        if len(inputs) != 1 or kinds[0] != kind:
+            return {}, (f"--out {out} is one {kind} file, for exactly one {kind} input"
+                        + (" or camera" if kind == "video" else "")
+                        + "; pass a directory for several inputs or for other kinds")
+        if out.exists():
+            return {}, f"--out {out} exists already; remove it or choose another name (nothing is overwritten)"
+        return {inputs[0]: out}, None
+    if out.exists() and not out.is_dir():
+        return {}, f"--out {out} is a file, not a directory; a file name needs a video or image suffix"
+    targets: dict[str, Path] = {}
+    claimed: dict[Path, str] = {}
+    for source, kind in zip(inputs, kinds):
+        stem = Path(source).stem or "camera"
+        target = out / f"{stem}{'.jpg' if kind == 'image' else '.mp4'}"
+        if target in claimed:
+            return {}, f"{claimed[target]} and {source} would both write {target}; run them separately"
+        if target.exists():
+            return {}, f"{target} exists already (for {source}); nothing is overwritten: use another --out"
+        claimed[target] = source
+        targets[source] = target
+    return targets, None
+
+
 def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
     """{"label", "score" (4 decimals), ["detector_score",] "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
     out: dict[str, Any] = {"label": det.label, "score": round(det.score, 4)}
@@ -144,7 +183,7 @@ def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
     return out
 
 
-def _image(detector: Recognizer, source: str, keep, out: Path | None) -> dict[str, Any]:
+def _image(detector: Recognizer, source: str, keep, target: Path | None) -> dict[str, Any]:
     path = Path(source)
     if not path.is_file():
         return {"image": source, "error": "no such file" if not path.exists() else "not a file"}
@@ -155,10 +194,13 @@ def _image(detector: Recognizer, source: str, keep, out: Path | None) -> dict[st
     dets = keep(detector.detect([image])[0])
     record = {"image": source, "width": width, "height": height,
               "detections": [detection_json(d, width, height) for d in dets]}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        target = out / f"{path.stem}.jpg"
-        if not cv2.imwrite(str(target), draw_detections(image, dets)):
+    if target is not None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = cv2.imwrite(str(target), draw_detections(image, dets))
+        except (OSError, cv2.error):
+            written = False
+        if not written:
             return {"image": source, "error": f"cannot write {target}"}
     return record
 
@@ -169,7 +211,7 @@ def _open(source: str) -> cv2.VideoCapture:
                                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS])
 
 
-def _video(detector: Recognizer, source: str, keep, out: Path | None, max_frames: int | None) -> dict[str, Any]:
+def _video(detector: Recognizer, source: str, keep, target: Path | None, max_frames: int | None) -> dict[str, Any]:
     if "://" not in source and not source.isdigit() and not Path(source).exists():
         return {"video": source, "error": "no such file"}
     cap = _open(source)
@@ -177,7 +219,6 @@ def _video(detector: Recognizer, source: str, keep, out: Path | None, max_frames
         return {"video": source, "error": "cannot open as a video or camera source"}
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and 0 < fps <= 240 else FALLBACK_FPS
-    target = None if out is None else out if out.suffix.lower() in VIDEO_SUFFIXES else out / f"{Path(source).stem or 'camera'}.mp4"
     writer: cv2.VideoWriter | None = None
     frames, with_dets, max_score, labels = 0, 0, 0.0, Counter()
     width = height = 0

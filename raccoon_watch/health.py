@@ -5,17 +5,28 @@
 
 ``status``: "failing" when the pipeline is not alive (the same verdict that withholds the systemd
 ``WATCHDOG=1``: a wedged detector, router or capture thread); "degraded" when it is alive but a
-camera is not delivering frames (down and retrying); else "ok". Body fields per camera: ``state``,
-``last_frame_age_s``, ``up``; and ``detector.alive``, ``reason``, ``uptime_s``.
+camera is not delivering frames (down and retrying), or the event store is in memory only or
+replaced a damaged database in this run (``storage``; ``problems`` says which); else "ok". Body
+fields per camera: ``state``, ``last_frame_age_s``, ``up``; and ``detector.alive``, ``reason``,
+``uptime_s``, ``storage``.
 
 The server is a stdlib ``ThreadingHTTPServer`` in a daemon thread; ``stop()`` shuts it down and
 closes the socket. Nothing secret is served: camera names and numbers only, no URLs.
+
+Hostile or broken clients: each connection has a socket timeout (``CONNECTION_TIMEOUT_S``, idle or
+half-sent requests are closed), at most ``MAX_CONNECTIONS`` are open at once (a new one beyond that
+closes the oldest, so a slowloris flood holds a bounded number of threads and cannot lock out
+/healthz), request lines are logged cut short, and a client hanging up mid-reply is one debug line,
+not a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
 
@@ -23,8 +34,13 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from raccoon_watch import liveness
+from raccoon_watch.logs import clip
 
 log = structlog.get_logger(__name__)
+
+MAX_CONNECTIONS = 32
+CONNECTION_TIMEOUT_S = 5.0
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
 MetricsFn = Callable[[], bytes]
@@ -47,9 +63,15 @@ def health_report(
         }
         for name, cam in stats.get("cameras", {}).items()
     }
+    problems = [f"camera {name} is {c['state']}" for name, c in cameras.items() if not c["up"]]
+    storage = stats.get("storage") or {}
+    if storage.get("recovered"):
+        problems.append(f"events.db was damaged and replaced; the old file is {storage['recovered']['moved_to']}")
+    if storage and not storage.get("persistent", True):
+        problems.append("event store is in memory only: pending deliveries do not survive a restart")
     if not alive:
         status = STATUS_FAILING
-    elif not all(c["up"] for c in cameras.values()):
+    elif problems:
         status = STATUS_DEGRADED
     else:
         status = STATUS_OK
@@ -67,6 +89,8 @@ def health_report(
         },
         "queue_depth": stats.get("queue_depth"),
         "events": stats.get("events"),
+        "storage": stats.get("storage"),
+        "problems": problems,
     }
     return alive, body
 
@@ -86,6 +110,7 @@ def app_health(checker: liveness.AppLiveness) -> HealthFn:
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
     protocol_version = "HTTP/1.1"
+    timeout = CONNECTION_TIMEOUT_S  # StreamRequestHandler sets it on the socket: no read or write waits longer
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
         path = self.path.split("?", 1)[0]
@@ -97,9 +122,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, CONTENT_TYPE_LATEST, self.server.metrics())
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
+        except _CLIENT_GONE:
+            self.close_connection = True
+            log.debug("http_client_gone", path=clip(path))
         except Exception as exc:  # a bug in a report must not kill the endpoint
-            log.error("http_handler_failed", path=path, error=repr(exc))
-            self._send(500, "text/plain; charset=utf-8", b"internal error\n")
+            log.error("http_handler_failed", path=clip(path), error=repr(exc))
+            try:
+                self._send(500, "text/plain; charset=utf-8", b"internal error\n")
+            except _CLIENT_GONE:
+                self.close_connection = True
 
     def _send(self, code: int, content_type: str, body: bytes) -> None:
         self.send_response(code)
@@ -110,17 +141,49 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        log.debug("http_request", client=self.client_address[0], request=format % args)
+        log.debug("http_request", client=self.client_address[0], request=clip(format % args))
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # listen backlog: a burst of connects waits in the kernel, not in SYN retries
 
-    def __init__(self, address: tuple[str, int], health: HealthFn, metrics: MetricsFn) -> None:
+    def __init__(self, address: tuple[str, int], health: HealthFn, metrics: MetricsFn,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.health = health
         self.metrics = metrics
+        self.max_connections = max_connections
+        self._open: dict[socket.socket, float] = {}  # connection -> monotonic time it was accepted
+        self._open_lock = threading.Lock()
+        self.evicted = 0
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            while len(self._open) >= self.max_connections:
+                oldest = min(self._open, key=self._open.__getitem__)
+                del self._open[oldest]
+                self.evicted += 1
+                try:  # its handler thread sees EOF (or an error) and ends
+                    oldest.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._open[request] = time.monotonic()
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver prints a traceback to stderr here; one log line is enough."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (*_CLIENT_GONE, OSError)):
+            log.debug("http_client_gone", error=type(exc).__name__)
+        else:
+            log.error("http_connection_failed", error=clip(repr(exc)))
 
 
 class HealthServer:

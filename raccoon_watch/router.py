@@ -38,7 +38,7 @@ class EventRouter(threading.Thread):
         record: Callable[[Event], None],
         sinks: Sequence[Sink],
         stop: threading.Event,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,  # debounce durations; frames carry their own .mono
         on_event: Callable[[Event], None] | None = None,
         on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None,
         visit_params: VisitParams = VisitParams(),
@@ -135,7 +135,7 @@ class EventRouter(threading.Thread):
         hits = tuple(d for d in scored if meets_threshold(d, flt))  # on the visit score
         if self._on_result:
             self._on_result(result, hits)
-        obs = Observation(cam, result.frame.ts, hits, result.frame)
+        obs = Observation(cam, result.frame.ts, hits, result.frame, mono=result.frame.mono)
         state, events = debounce.step(self._states[cam], obs, tuple(sorted(flt.labels)), self._params)
         self._states[cam] = state
         self._emit(events, state)

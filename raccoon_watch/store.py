@@ -22,8 +22,14 @@ newest alerts are the ones worth having after a long outage.
 Failure policy: the store never raises into its caller for storage problems.
 - ``record`` (event row + snapshot file) failing (disk full, read-only) logs ``store_write_failed``
   and returns; the alert still goes out through the outbox.
-- If the database cannot be opened at all, or an outbox write fails, the store switches to an
-  in-memory database (copying whatever pending rows can still be read) and logs
+- A damaged database (``sqlite3.DatabaseError``: "database disk image is malformed", "file is not
+  a database", or a failing ``PRAGMA quick_check`` at open), met at open or by any read or write,
+  is moved aside as ``events.db.corrupt-<UTC time>`` (with its WAL), what can be read is salvaged
+  (``sqlite3 <file> .recover`` when the sqlite3 command exists, else row by row) into a new
+  ``events.db``, and ``store_corrupt_recovered`` is logged at error level; ``health()`` (and so
+  /healthz) shows it for the rest of the run. Detection never stops for it.
+- If the database cannot be opened at all, or an outbox write fails (disk full, read-only), the
+  store switches to an in-memory database (copying whatever pending rows can still be read) and logs
   ``store_fallback_memory`` at error level: alerts keep flowing, but pending deliveries no longer
   survive a restart until the storage is fixed and the daemon restarted.
 
@@ -35,7 +41,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -51,6 +59,9 @@ log = structlog.get_logger(__name__)
 
 DB_NAME = "events.db"
 SNAPSHOT_DIR = "snapshots"
+TABLES = ("events", "outbox", "kv")
+RECOVER_TIMEOUT_S = 60.0
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # primary result codes (sqlite.org/rescode.html)
 
 PENDING = "pending"
 DONE = "done"
@@ -126,6 +137,7 @@ class EventStore:
         self._clock = clock
         self._lock = threading.RLock()
         self.persistent = True
+        self.recovered: dict[str, Any] | None = None  # set when a corrupt database was replaced
         self._conn = self._open()
 
     # --- connection -------------------------------------------------------------------------
@@ -138,24 +150,42 @@ class EventStore:
     def snapshot_root(self) -> Path:
         return self.path / SNAPSHOT_DIR
 
+    def _connect(self) -> sqlite3.Connection:
+        """Open ``events.db``, check it, create the schema. A damaged file raises DatabaseError."""
+        conn = sqlite3.connect(self.db_path, check_same_thread=False, timeout=5.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            verdict = conn.execute("PRAGMA quick_check").fetchall()
+            if verdict != [("ok",)]:
+                raise sqlite3.DatabaseError(f"quick_check: {'; '.join(str(r[0]) for r in verdict[:3])}")
+            conn.executescript(_SCHEMA)
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _open(self) -> sqlite3.Connection:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, check_same_thread=False, timeout=5.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            conn.commit()
-            return conn
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if _is_corruption(exc):
+                return self._recover(str(exc))
+            return self._open_failed(exc)
         except (OSError, sqlite3.Error) as exc:
-            self.persistent = False
-            log.error(
-                "store_fallback_memory",
-                path=str(self.db_path),
-                reason=str(exc),
-                consequence="deliveries and events are kept in memory only; they are lost on restart",
-            )
-            return self._memory_connection()
+            return self._open_failed(exc)
+
+    def _open_failed(self, exc: Exception) -> sqlite3.Connection:
+        self.persistent = False
+        log.error(
+            "store_fallback_memory",
+            path=str(self.db_path),
+            reason=str(exc),
+            consequence="deliveries and events are kept in memory only; they are lost on restart",
+        )
+        return self._memory_connection()
 
     @staticmethod
     def _memory_connection() -> sqlite3.Connection:
@@ -201,12 +231,82 @@ class EventStore:
                 try:
                     with self._conn:
                         return sql_ops(self._conn)
-                except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error
+                except sqlite3.DatabaseError as exc:  # corrupt file; disk full, read-only, I/O error
                     if not self.persistent or "locked" in str(exc):
                         raise
                     log.error("store_write_failed", what=what, reason=str(exc))
-                    self._fallback(f"{what}: {exc}")
+                    if _is_corruption(exc):
+                        self._replace_corrupt(f"{what}: {exc}")
+                    elif isinstance(exc, sqlite3.OperationalError):
+                        self._fallback(f"{what}: {exc}")
+                    else:  # a constraint or a bug, not the storage: let the caller's handler log it
+                        raise
             return None  # not reached
+
+    def _read(self, ops: Any, default: Any) -> Any:
+        """Run the query ``ops(conn)``; a damaged database is replaced and the query retried once.
+        Any other storage error returns ``default`` (logged): readers never crash the daemon."""
+        with self._lock:
+            for attempt in range(2):
+                try:
+                    return ops(self._conn)
+                except sqlite3.DatabaseError as exc:
+                    if attempt == 0 and self.persistent and _is_corruption(exc):
+                        self._replace_corrupt(f"read: {exc}")
+                        continue
+                    log.error("store_read_failed", reason=str(exc))
+                    return default
+            return default
+
+    # --- a damaged database -----------------------------------------------------------------
+
+    def _replace_corrupt(self, reason: str) -> None:
+        """Mid-run: close the damaged connection and put a recovered database in its place."""
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+        self._conn = self._recover(reason)
+
+    def _recover(self, reason: str) -> sqlite3.Connection:
+        """Move the damaged file aside, salvage what can be read into a new file, log it loudly."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.db_path.with_name(f"{DB_NAME}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.db_path.with_name(f"{DB_NAME}.corrupt-{stamp}.{n}")
+        try:
+            os.replace(self.db_path, aside)
+            for suffix in ("-wal", "-shm"):
+                extra = Path(f"{self.db_path}{suffix}")
+                if extra.exists():
+                    os.replace(extra, Path(f"{aside}{suffix}"))
+        except OSError as exc:
+            return self._open_failed(OSError(f"{reason}; cannot move the damaged file aside: {exc}"))
+        rows, method = _salvage(aside)
+        try:
+            conn = self._connect()
+        except (OSError, sqlite3.Error) as exc:  # no new file either: memory, with what was salvaged
+            conn = self._open_failed(exc)
+        salvaged = _insert_salvaged(conn, rows)
+        self.recovered = {
+            "at": time.time(), "reason": reason, "moved_to": str(aside), "method": method, "salvaged": salvaged,
+        }
+        log.error(
+            "store_corrupt_recovered",
+            path=str(self.db_path),
+            moved_to=str(aside),
+            reason=reason,
+            method=method,
+            salvaged=salvaged,
+            consequence="a new events.db is in use; rows that could not be read are only in the moved file",
+        )
+        return conn
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: is the store on disk, and was a damaged database replaced in this run."""
+        return {"persistent": self.persistent, "recovered": dict(self.recovered) if self.recovered else None}
 
     def close(self) -> None:
         with self._lock:
@@ -279,12 +379,14 @@ class EventStore:
         )
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            cur = self._conn.execute("SELECT * FROM events WHERE id = ?", (event_id,))
+        def ops(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            cur = conn.execute("SELECT * FROM events WHERE id = ?", (event_id,))
             row = cur.fetchone()
-            if row is None:
-                return None
-            out = dict(zip([d[0] for d in cur.description], row))
+            return None if row is None else dict(zip([d[0] for d in cur.description], row))
+
+        out = self._read(ops, None)
+        if out is None:
+            return None
         out["box"] = tuple(json.loads(out["box"]))
         out["in_cooldown"] = bool(out["in_cooldown"])
         return out
@@ -353,12 +455,14 @@ class EventStore:
 
     def pending(self, sink: str, limit: int = 100) -> list[OutboxItem]:
         """Pending deliveries of ``sink`` in insertion order (including ones waiting for retry_at)."""
-        with self._lock:
-            rows = self._conn.execute(
+        rows = self._read(
+            lambda conn: conn.execute(
                 "SELECT id, sink, key, payload, meta, attempts, retry_at, created FROM outbox"
                 " WHERE sink=? AND state=? ORDER BY id LIMIT ?",
                 (sink, PENDING, int(limit)),
-            ).fetchall()
+            ).fetchall(),
+            [],
+        )
         return [
             OutboxItem(id=r[0], sink=r[1], key=r[2], payload=bytes(r[3] or b""), meta=json.loads(r[4]),
                        attempts=r[5], retry_at=r[6], created=r[7])
@@ -398,10 +502,10 @@ class EventStore:
             log.error("store_write_failed", what=what, reason=str(exc))
 
     def _count(self, sink: str, state: str) -> int:
-        with self._lock:
-            return int(
-                self._conn.execute("SELECT COUNT(*) FROM outbox WHERE sink=? AND state=?", (sink, state)).fetchone()[0]
-            )
+        return int(self._read(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM outbox WHERE sink=? AND state=?", (sink, state)).fetchone()[0],
+            0,
+        ))
 
     def pending_count(self, sink: str) -> int:
         return self._count(sink, PENDING)
@@ -413,15 +517,15 @@ class EventStore:
         return self._count(sink, DROPPED)
 
     def outbox_state(self, sink: str, key: str) -> str | None:
-        with self._lock:
-            row = self._conn.execute("SELECT state FROM outbox WHERE sink=? AND key=?", (sink, key)).fetchone()
+        row = self._read(
+            lambda conn: conn.execute("SELECT state FROM outbox WHERE sink=? AND key=?", (sink, key)).fetchone(), None,
+        )
         return row[0] if row else None
 
     # --- small key/value memory (e.g. which cameras have discovery published) ----------------
 
     def kv_get(self, key: str) -> str | None:
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        row = self._read(lambda conn: conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone(), None)
         return row[0] if row else None
 
     def kv_set(self, key: str, value: str) -> None:
@@ -500,3 +604,116 @@ class EventStore:
         except OSError as exc:
             log.error("store_write_failed", what="sweep", path=str(p), reason=exc.strerror or str(exc))
             return False
+
+
+# --- salvage (module functions: they touch only the damaged file and the new connection) ----------
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """A damaged file, as opposed to a full disk, a read-only directory or a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return True
+    text = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or "malformed" in text or "not a database" in text \
+        or text.startswith("quick_check")
+
+
+def _salvage(damaged: Path) -> tuple[dict[str, tuple[list[str], list[tuple[Any, ...]]]], str]:
+    """Readable rows of each table of ``damaged``: {table: (columns, rows)}, and how they were read.
+
+    ``.recover`` first (it reads pages the b-tree no longer reaches); any table it did not give back
+    is read row by row, and the larger harvest of the two is kept."""
+    found: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+    if shutil.which("sqlite3"):
+        try:
+            found = _salvage_cli(damaged)
+        except (OSError, subprocess.SubprocessError, sqlite3.Error, UnicodeDecodeError) as exc:
+            log.warning("store_recover_cli_failed", reason=str(exc)[:200], fallback="row_by_row")
+    if found and all(t in found for t in TABLES):
+        return found, "sqlite3_recover"
+    rows = _salvage_rows(damaged)
+    for table, (columns, got) in rows.items():
+        if len(got) > len(found.get(table, ([], []))[1]):
+            found[table] = (columns, got)
+    return found, "row_by_row"
+
+
+def _salvage_cli(damaged: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """``sqlite3 <damaged> .recover`` writes SQL that rebuilds what it can read; run it in memory."""
+    out = subprocess.run(["sqlite3", str(damaged), ".recover"], capture_output=True, timeout=RECOVER_TIMEOUT_S,
+                         check=False)
+    if not out.stdout.strip():
+        raise sqlite3.DatabaseError(f".recover produced nothing: {out.stderr.decode(errors='replace')[:200]}")
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.executescript(out.stdout.decode("utf-8", errors="surrogateescape"))
+        return _read_tables(mem)
+    finally:
+        mem.close()
+
+
+def _read_tables(conn: sqlite3.Connection) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    found = {}
+    for table in TABLES:
+        try:
+            cur = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 (fixed names)
+            found[table] = ([d[0] for d in cur.description], cur.fetchall())
+        except sqlite3.Error:
+            continue
+    return found
+
+
+def _salvage_rows(damaged: Path, max_skips: int = 200) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """Read each table in rowid order; past an unreadable stretch, jump ahead and go on."""
+    found: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+    try:
+        conn = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return found
+    try:
+        for table in TABLES:
+            try:
+                columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            except sqlite3.Error:
+                continue
+            if not columns:
+                continue
+            rows: list[tuple[Any, ...]] = []
+            last, skips, step = 0, 0, 1
+            while skips <= max_skips:
+                try:
+                    for row in conn.execute(f"SELECT rowid, * FROM {table} WHERE rowid > ? ORDER BY rowid", (last,)):
+                        rows.append(tuple(row[1:]))
+                        last, step = row[0], 1
+                    break
+                except sqlite3.DatabaseError:
+                    skips += 1
+                    last += step
+                    step *= 2
+            found[table] = (columns, rows)
+    finally:
+        conn.close()
+    return found
+
+
+def _insert_salvaged(conn: sqlite3.Connection, found: dict[str, tuple[list[str], list[tuple[Any, ...]]]]) -> dict[str, int]:
+    """Copy salvaged rows into the new database, one by one (a damaged row is skipped)."""
+    counts = {}
+    for table in TABLES:
+        if table not in found:
+            counts[table] = 0
+            continue
+        columns, rows = found[table]
+        wanted = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        keep = [i for i, c in enumerate(columns) if c in wanted]
+        names = ", ".join(columns[i] for i in keep)
+        sql = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' for _ in keep)})"  # noqa: S608
+        n = 0
+        for row in rows:
+            try:
+                n += conn.execute(sql, [row[i] for i in keep]).rowcount
+            except sqlite3.Error:
+                continue
+        counts[table] = n
+    conn.commit()
+    return counts

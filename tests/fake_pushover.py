@@ -4,8 +4,10 @@ It checks what the real API checks (token and user, a non-blank message, attachm
 answers the way it does: ``{"status": 1, "request": "<uuid>"}`` on success, HTTP 400 with
 ``{"status": 0, "errors": [...], "request": ...}`` on a bad request. Test modes: ``"ok"``,
 ``"error500"`` (5xx with JSON), ``"html500"`` (5xx, non-JSON body), ``"stall"`` (hold the request
-``stall_s`` seconds, then drop it unanswered; recorded with status -1), ``"ratelimit"`` (429 with ``X-Limit-App-Reset``). ``fail_next(n, mode)`` applies
-a mode to the next n requests only, then returns to ``"ok"``.
+``stall_s`` seconds, then drop it unanswered; recorded with status -1), ``"ratelimit"`` (429 with ``X-Limit-App-Reset``),
+``"jsonlist"`` (200 with the JSON body ``[]``, an answer that is JSON but not an object). ``fail_next(n, mode)`` applies
+a mode to the next n requests only, then returns to ``"ok"``; ``mode_for_title[title] = mode`` applies a mode
+to every request with that title (one push that keeps failing while others succeed).
 
 Every request is recorded (``received``): the parsed form fields, attachment bytes, its filename
 and content type, and the HTTP status answered. Run standalone for manual checks:
@@ -59,6 +61,7 @@ def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], tup
 class FakePushover:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.mode = "ok"
+        self.mode_for_title: dict[str, str] = {}
         self.stall_s = 3.0
         self.reset_in_s = 1
         self.received: list[Received] = []
@@ -148,7 +151,7 @@ class FakePushover:
                 rec = Received(fields=fields)
                 if att:
                     rec.attachment, rec.attachment_type, rec.attachment_name = att
-                mode = server._next_mode()
+                mode = server.mode_for_title.get(fields.get("title", "")) or server._next_mode()
                 request_id = str(uuid.uuid4())
                 if mode == "stall":  # a hung server: holds the request, then drops it unanswered
                     time.sleep(server.stall_s)
@@ -165,6 +168,11 @@ class FakePushover:
                     rec.status = 502
                     server._record(rec)
                     self._reply(502, b"<html>Bad Gateway</html>", "text/html")
+                    return
+                if mode == "jsonlist":
+                    rec.status = 201  # answered, but not with anything Pushover would say
+                    server._record(rec)
+                    self._reply(200, b"[]")
                     return
                 if mode == "ratelimit":
                     rec.status = 429

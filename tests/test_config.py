@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,17 @@ def test_visit_scoring_defaults_are_the_visit_params_defaults():
         (MIN + "pushover: {token: a, user: b, quiet_hours: {start: '25:00', end: '07:00'}}\n", ["quiet_hours.start"]),
         (MIN + "cameras: {}\n", ["duplicate key"]),
         (MIN + "pushover: {token: '${RW_TEST_UNSET_VAR}', user: b}\n", ["pushover.token", "RW_TEST_UNSET_VAR is not set"]),
+        # booleans are not numbers, and infinities/NaN are not durations or scores
+        (MIN + "detector: {threshold: yes}\n", ["detector.threshold", "line 3", "not a boolean"]),
+        (MIN + "detector: {workers: true}\n", ["detector.workers", "not a boolean"]),
+        (MIN + "events: {end_after: .inf}\n", ["events.end_after", "finite"]),
+        (MIN + "events: {cooldown: .nan}\n", ["events.cooldown", "finite"]),
+        ("cameras:\n  front: {source: '0', threshold: false}\n", ["cameras.front.threshold", "not a boolean"]),
+        # labels become MQTT topic levels
+        (MIN + "detector: {labels: ['a/b']}\n", ["detector.labels", "topic"]),
+        (MIN + "detector: {labels: ['#']}\n", ["detector.labels"]),
+        ("cameras:\n  front: {source: '0', labels: ['+']}\n", ["cameras.front.labels"]),
+        (MIN + "pushover: {token: a, user: b, labels: ['']}\n", ["pushover.labels"]),
     ],
 )
 def test_bad_config_names_the_problem(text, names):
@@ -112,10 +124,23 @@ def test_missing_credential_names_it(monkeypatch, tmp_path):
         ("http://a:b@cam/x.mjpg", "http://a:***@cam/x.mjpg"),
         ("rtsp://192.168.1.20/stream1", "rtsp://192.168.1.20/stream1"),
         ("/dev/video0", "/dev/video0"),
+        # FFmpeg splits the authority at its LAST '@': everything before it is credentials
+        ("rtsp://admin:p@ssW0rdCam2@host/cam", "rtsp://admin:***@host/cam"),
+        ("rtsp://admin:a@b@c@10.0.0.2:554/s?x=1@2", "rtsp://admin:***@10.0.0.2:554/s?x=1@2"),
+        ("camera rtsp://u:pw@h/a and http://v:pw2@k/b", "camera rtsp://u:***@h/a and http://v:***@k/b"),
+        ("RTSP://U:Secret@H/", "RTSP://U:***@H/"),
     ],
 )
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("text", ["a" * 200_000, "ab+" * 70_000, "a://" * 50_000, "x:" + "y" * 200_000])
+def test_redact_url_is_linear_on_long_input(text):
+    # the old pattern took ~2 s on 16,000 letters (quadratic); 200 KB must be a matter of milliseconds
+    t0 = time.monotonic()
+    redact_url(text)
+    assert time.monotonic() - t0 < 1.0
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

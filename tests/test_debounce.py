@@ -133,6 +133,80 @@ def test_observation_of_other_camera_is_rejected():
         debounce.step(CameraState("a"), Observation("b", 0.0, ()), ("raccoon",), P)
 
 
+# --- clock steps: durations run on the monotonic clock, wall time is only the record ------------
+
+HOUR, DAY = 3600.0, 86400.0
+
+
+def visits(steps: dict[float, float], params: DebounceParams = P, dt: float = 0.2,
+           pattern: str = "xxxx." * 4 + "." * 80 + "xxxx." * 4 + "." * 80, tick_every: int = 5) -> list:
+    """Run ``pattern`` with a monotonic clock advancing ``dt`` per frame and a wall clock that
+    jumps by ``steps[m]`` seconds once monotonic time passes ``m`` (as NTP steps it). Ticks every
+    ``tick_every`` frames, as the router's timer does. Returns the events."""
+    state = CameraState("cam")
+    events = []
+    jumped: set[float] = set()
+    offset = 0.0
+    for i, ch in enumerate(pattern):
+        mono = 500.0 + i * dt
+        for at, jump in steps.items():
+            if mono - 500.0 >= at and at not in jumped:
+                jumped.add(at)
+                offset += jump
+        wall = 1_700_000_000.0 + (mono - 500.0) + offset
+        obs = Observation("cam", wall, (R,) if ch == "x" else (), mono=mono)
+        state, evs = debounce.step(state, obs, ("raccoon",), params)
+        events += evs
+        if i % tick_every == 0:
+            state, evs = debounce.tick(state, mono, params)
+            events += evs
+    return events
+
+
+def shape(events: list) -> list[tuple[str, bool]]:
+    return [(e.kind.value, e.in_cooldown) for e in events]
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        {},
+        {6.0: -HOUR},  # 1 h back after the raccoon left, before the event ended (end_after 10 s)
+        {6.0: +HOUR},
+        {2.8: +DAY},  # 1 day forward mid-event (on a frame without the raccoon)
+        {2.8: -HOUR},  # 1 h back mid-event
+        {18.0: -HOUR},  # 1 h back between the two visits
+        {18.0: +DAY},
+        {22.8: +HOUR},  # mid second visit
+        {2.8: -HOUR, 6.0: +DAY, 18.0: -HOUR, 22.8: +HOUR},
+    ],
+)
+@pytest.mark.parametrize("cooldown, second_cooled", [(300.0, True), (12.0, False)])  # visits 16.6 s apart
+def test_wall_clock_steps_change_no_duration_cooldown_or_push_count(steps, cooldown, second_cooled):
+    params = DebounceParams(min_frames=3, window=5, end_after=10.0, cooldown=cooldown, update_interval=1.0)
+    reference = visits({}, params)
+    events = visits(steps, params)
+    # two visits: start, end, start (pushed unless in cooldown), end -- whatever the wall clock did
+    assert [s for s in shape(events) if s[0] != "update"] == [
+        ("new", False), ("end", False), ("new", second_cooled), ("end", second_cooled)]
+    assert shape(events) == shape(reference)  # the same updates too (update_interval)
+    # each END comes the same number of frames after its last sighting: compare by event position
+    ends = [i for i, e in enumerate(events) if e.kind is EventKind.END]
+    ref_ends = [i for i, e in enumerate(reference) if e.kind is EventKind.END]
+    assert ends == ref_ends
+    # wall time stays the record: the start time is the wall clock of the frame that started it
+    assert all(e.start_time > 1_000_000_000 for e in events)
+
+
+def test_end_waits_end_after_of_monotonic_time_even_if_the_wall_clock_jumps_back():
+    params = DebounceParams(min_frames=1, window=1, end_after=10.0)
+    state, _ = debounce.step(CameraState("cam"), Observation("cam", 5000.0, (R,), mono=1.0), ("raccoon",), params)
+    state, early = debounce.tick(state, 10.9, params)  # 9.9 s later on the monotonic clock
+    assert early == []
+    state, ended = debounce.tick(state, 11.1, params)
+    assert [e.kind for e in ended] == [EventKind.END] and ended[0].end_time == 5000.0
+
+
 # --- filters ----------------------------------------------------------------------------------
 
 SQUARE = ((0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0))  # lower half of the frame

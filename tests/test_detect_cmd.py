@@ -161,3 +161,57 @@ def test_video_out_needs_one_video_input(capsys: pytest.CaptureFixture[str], coc
     assert "one video file" in capsys.readouterr().err
     assert detect_cmd.run(["--model", str(coco_model), "--json", "--max-frames", "3", "0"]) == 1  # no webcam here
     assert json.loads(capsys.readouterr().out) == {"video": "0", "error": "cannot open as a video or camera source"}
+
+
+# --- --out: one rule, checked before any work, nothing overwritten -------------------------------
+
+@pytest.mark.parametrize(
+    ("inputs", "out", "existing", "targets", "problem"),
+    [
+        (["a/x.jpg"], "boxed.jpg", [], {"a/x.jpg": "boxed.jpg"}, None),  # an image file name: that file
+        (["a/x.jpg", "b/y.jpg"], "boxed.jpg", [], {}, "one image file"),
+        (["clip.mp4"], "boxed.jpg", [], {}, "one image file"),
+        (["a/x.jpg"], "boxed.mp4", [], {}, "one video file"),
+        (["clip.mp4"], "boxed.mp4", ["boxed.mp4"], {}, "exists already"),
+        (["a/x.jpg"], "boxed.jpg", ["boxed.jpg"], {}, "exists already"),
+        (["a/x.jpg", "clip.mp4"], "outdir", [], {"a/x.jpg": "outdir/x.jpg", "clip.mp4": "outdir/clip.mp4"}, None),
+        (["a/x.jpg", "b/x.jpg"], "outdir", [], {}, "would both write"),
+        (["a/x.png", "b/x.jpg"], "outdir", [], {}, "would both write"),  # both become x.jpg
+        (["a/x.jpg"], "outdir", ["outdir/x.jpg"], {}, "exists already"),
+        (["a/x.jpg"], "outdir", ["outdir/"], {"a/x.jpg": "outdir/x.jpg"}, None),  # an existing dir is fine
+        (["a/x.jpg"], "notes", ["notes"], {}, "is a file, not a directory"),
+    ],
+)
+def test_plan_outputs(tmp_path: Path, monkeypatch, inputs, out, existing, targets, problem) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in existing:
+        if name.endswith("/"):
+            Path(name).mkdir()
+        else:
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+            Path(name).write_text("keep me")
+    got, why = detect_cmd.plan_outputs(inputs, Path(out))
+    assert {k: str(v) for k, v in got.items()} == targets
+    assert (why is None) if problem is None else (why is not None and problem in why), why
+
+
+def test_out_never_overwrites_and_refuses_before_any_work(capsys: pytest.CaptureFixture[str], coco_model: Path,
+                                                         photos: list[str], tmp_path: Path) -> None:
+    taken = tmp_path / "taken.jpg"
+    taken.write_bytes(b"keep me")
+    assert detect_cmd.run(["--model", str(coco_model), "--json", "--out", str(taken), photos[0]]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "exists already" in captured.err and taken.read_bytes() == b"keep me"
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for d in (a, b):
+        (d / "x.jpg").write_bytes(Path(photos[0]).read_bytes())
+    assert detect_cmd.run(["--model", str(coco_model), "--out", str(tmp_path / "o"), str(a / "x.jpg"),
+                           str(b / "x.jpg")]) == 2
+    assert "would both write" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+    boxed = tmp_path / "boxed.jpg"  # an image file name is that file, not a directory
+    assert detect_cmd.run(["--model", str(coco_model), "--out", str(boxed), photos[0]]) == 0
+    capsys.readouterr()
+    assert boxed.is_file() and cv2.imread(str(boxed)).shape == cv2.imread(photos[0]).shape

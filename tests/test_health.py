@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import threading
+import time
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -11,7 +15,7 @@ import pytest
 
 from raccoon_watch import liveness
 from raccoon_watch.config import parse_config
-from raccoon_watch.health import HealthServer, health_report
+from raccoon_watch.health import MAX_CONNECTIONS, HealthServer, health_report
 from raccoon_watch.liveness import CaptureBeat, LivenessLimits, PipelineSnapshot, RouterBeat, WorkerBeat
 from raccoon_watch.metrics import Metrics
 from raccoon_watch.notify import plan_reload, status_line
@@ -112,6 +116,23 @@ def test_health_report_status(alive: bool, cameras_up: tuple[str, str], status: 
     assert body["cameras"]["porch"]["last_frame_age_s"] == 0.1
 
 
+@pytest.mark.parametrize(
+    ("storage", "status", "problem"),
+    [
+        ({"persistent": True, "recovered": None}, "ok", None),
+        ({"persistent": True, "recovered": {"moved_to": "/v/events.db.corrupt-1"}}, "degraded", "damaged and replaced"),
+        ({"persistent": False, "recovered": None}, "degraded", "in memory only"),
+    ],
+)
+def test_health_report_storage(storage: dict, status: str, problem: str | None) -> None:
+    stats = json.loads(json.dumps(STATS))
+    stats["cameras"]["garden"]["state"] = "up"
+    stats["storage"] = storage
+    _, body = health_report(True, "ok", True, stats)
+    assert body["status"] == status and body["storage"] == storage
+    assert (problem is None and body["problems"] == []) or problem in " ".join(body["problems"])
+
+
 # --- the real HTTP server --------------------------------------------------------------------------
 
 def _get(port: int, path: str) -> tuple[int, str, bytes]:
@@ -200,6 +221,54 @@ def test_a_failing_report_is_a_500_not_a_dead_server() -> None:
         assert _get(server.port, "/metrics")[0] == 200
     finally:
         server.stop()
+
+
+def _timed_healthz(port: int) -> tuple[int, float]:
+    t0 = time.monotonic()
+    code = _get(port, "/healthz")[0]
+    return code, time.monotonic() - t0
+
+
+def test_half_open_flood_holds_bounded_threads_and_healthz_still_answers(served) -> None:
+    server, _, _ = served
+    baseline = threading.active_count()
+    socks = []
+    try:
+        for _ in range(3 * MAX_CONNECTIONS):  # slowloris: connect, start a request line, never finish it
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(b"GET /healthz?")
+            socks.append(s)
+        time.sleep(0.5)
+        threads = threading.active_count() - baseline
+        code, took = _timed_healthz(server.port)
+    finally:
+        for s in socks:
+            s.close()
+    assert threads <= MAX_CONNECTIONS + 2, f"{threads} handler threads for {len(socks)} half-open connections"
+    assert code == 200 and took < 3.0, f"/healthz took {took:.2f}s under a half-open flood"
+
+
+def test_long_request_line_does_not_stall_the_server(served) -> None:
+    server, _, _ = served
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as hostile:
+        hostile.sendall(b"GET /healthz?" + b"a" * 60_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        code, took = _timed_healthz(server.port)
+        assert hostile.recv(12).startswith(b"HTTP/1.")  # the hostile request got its answer too
+    assert code == 200 and took < 3.0
+
+
+def test_clients_hanging_up_mid_reply_leave_no_raw_traceback(served, capfd) -> None:
+    server, _, _ = served
+    for path in (b"/metrics", b"/healthz", b"/nope"):
+        for _ in range(10):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.close()
+    time.sleep(0.5)
+    assert _get(server.port, "/healthz")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err[-2000:]
 
 
 # --- STATUS= line and SIGHUP plan -------------------------------------------------------------------

@@ -199,6 +199,48 @@ def test_rate_limit_backs_off_then_delivers(fake_pushover: FakePushover, store: 
     assert any(e["event"] == "pushover_rate_limited" for e in logs)
 
 
+def test_a_reply_that_is_not_an_object_backs_off_and_does_not_block_later_pushes(
+    fake_pushover: FakePushover, store: EventStore
+) -> None:
+    fake_pushover.mode_for_title["Raccoon at stuck"] = "jsonlist"  # JSON, but `[]`: no .get()
+    sink = running(PushoverSink(pcfg(fake_pushover), store, **FAST))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            sink.publish(make_event(event_id="stuck", camera="stuck"))
+            for i in range(3):
+                sink.publish(make_event(event_id=f"later{i}", camera=f"cam{i}"))
+            got = fake_pushover.wait_for(3, timeout=10)
+            t0 = time.monotonic()
+            time.sleep(1.0)
+            stuck_in_1s = sum(r.fields["title"] == "Raccoon at stuck" and r.at >= time.time() - 1.0
+                              for r in fake_pushover.received)
+    finally:
+        sink.stop()
+    assert [r.fields["title"] for r in got] == [f"Raccoon at cam{i}" for i in range(3)]
+    [row] = store.pending("pushover")
+    assert row.key == "stuck" and row.attempts >= 3  # every bad answer counted as a failed attempt
+    assert stuck_in_1s <= 10, f"{stuck_in_1s} requests in 1 s: not backing off"  # backoff_max 0.2 s
+    retries = [e for e in logs if e["event"] == "pushover_retry" and e["event_id"] == "stuck"]
+    assert retries and "reply" in retries[0]["error"]
+    assert not any(e["event"] == "pushover_sender_error" for e in logs)
+    assert time.monotonic() - t0 >= 1.0
+
+
+def test_a_wall_clock_step_back_does_not_delay_the_retry(fake_pushover: FakePushover, store: EventStore) -> None:
+    offset = {"s": 0.0}
+    fake_pushover.fail_next(1, "error500")
+    sink = PushoverSink(pcfg(fake_pushover), store, clock=lambda: time.time() - offset["s"], **FAST)
+    sink.start()
+    try:
+        sink.publish(make_event(event_id="ntp"))
+        assert wait_until(lambda: len(fake_pushover.received) >= 1)
+        offset["s"] = 3600.0  # NTP steps the clock back an hour right after the failed attempt
+        got = fake_pushover.wait_for(1, timeout=10)
+    finally:
+        sink.stop()
+    assert len(got) == 1, "the retry waited for the wall clock to come back"
+
+
 def test_cooldown_and_quiet_hours_are_not_pushed(fake_pushover: FakePushover, store: EventStore) -> None:
     now = dt.datetime.now()
     quiet = QuietHours(start=(now - dt.timedelta(hours=1)).strftime("%H:%M"),

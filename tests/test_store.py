@@ -16,6 +16,7 @@ import structlog
 
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import EventKind
+from tests import corrupt_db
 from tests.fixtures.pushover import make_event
 
 REPO = Path(__file__).resolve().parent.parent
@@ -212,3 +213,47 @@ def test_log_sink_logs_each_kind() -> None:
     assert [e["event"] for e in logs] == ["event_started", "event_updated", "event_ended"]
     assert logs[0]["camera"] == "front_door" and logs[0]["id"] == "e1" and logs[0]["box"] == [0.25, 0.25, 0.75, 0.75]
     assert "in_cooldown" in logs[0] and "top_score" in logs[0]
+
+
+# --- a damaged database: moved aside, salvaged, replaced -----------------------------------------
+
+@pytest.mark.parametrize("how", ["pages", "header"])
+def test_corrupt_database_is_moved_aside_salvaged_and_replaced(tmp_path: Path, how: str) -> None:
+    storage = tmp_path / "var"
+    db = corrupt_db.build(storage)
+    corrupt_db.damage(db, how)
+    with structlog.testing.capture_logs() as logs:
+        store = EventStore(storage, outbox_max=100)
+        store.enqueue("pushover", "after", b"x", {})  # writes work at once
+        assert store.pending_count("pushover") >= 1
+    assert store.persistent, "a corrupt file must not send the store to memory"
+    recovered = [e for e in logs if e["event"] == "store_corrupt_recovered"]
+    assert len(recovered) == 1 and recovered[0]["log_level"] == "error"
+    aside = list(storage.glob("events.db.corrupt-*"))
+    assert [p.name for p in aside if not p.name.endswith(("-wal", "-shm"))] == [Path(recovered[0]["moved_to"]).name]
+    assert store.health()["recovered"]["moved_to"] == recovered[0]["moved_to"]
+    salvaged = recovered[0]["salvaged"]
+    if how == "pages":  # the pending push and most of the history were readable
+        assert store.outbox_state("pushover", corrupt_db.PENDING_KEY) == "pending"
+        assert corrupt_db.EVENTS // 2 <= salvaged["events"] < corrupt_db.EVENTS + 1
+    store.close()
+    # the new file is sound and reopens without another recovery
+    with structlog.testing.capture_logs() as again:
+        reopened = EventStore(storage, outbox_max=100)
+    assert not any(e["event"] == "store_corrupt_recovered" for e in again)
+    assert reopened.outbox_state("pushover", "after") == "pending"
+    reopened.close()
+
+
+def test_row_by_row_salvage_without_the_sqlite3_cli(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no sqlite3 command to run
+    storage = tmp_path / "var"
+    db = corrupt_db.build(storage)
+    corrupt_db.damage(db, "pages")
+    with structlog.testing.capture_logs() as logs:
+        store = EventStore(storage, outbox_max=100)
+    [rec] = [e for e in logs if e["event"] == "store_corrupt_recovered"]
+    assert rec["method"] == "row_by_row"
+    assert store.outbox_state("pushover", corrupt_db.PENDING_KEY) == "pending"
+    assert rec["salvaged"]["events"] > 0
+    store.close()

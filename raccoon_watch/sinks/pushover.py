@@ -4,8 +4,15 @@ Flow: ``publish(event)`` (router thread) decides whether the event pushes (START
 ``in_cooldown``; label filter; quiet hours -> recorded in the store by the router, not pushed),
 writes the delivery to the outbox (key = event id) and wakes the sender thread. It never touches
 the network, so a stalled Pushover cannot delay detection or the other sinks. The sender thread
-drains the outbox strictly in order, one push at a time (which also keeps us far below Pushover's
-concurrency limits).
+drains the outbox one push at a time (which also keeps us far below Pushover's concurrency limits),
+in order while the oldest pending push is failing only briefly: a push that has failed
+``HEAD_OF_LINE_ATTEMPTS`` times no longer holds back the later ones (they go out while it keeps
+retrying with back-off), so one stuck push cannot silence every later alert. Order is not a
+promise Pushover makes anyway (each push carries its event's own timestamp).
+
+Retry times run on ``time.monotonic()`` (kept in memory, row id -> due time), so an NTP step of
+the wall clock neither delays nor hurries a retry; the outbox row's ``retry_at`` (wall clock) is
+only the record. A restarted process retries its pending rows at once.
 
 How pushover-complete is made safe to use (its ``send_message`` calls ``requests.post`` with no
 timeout, against the module constant ``PUSHOVER_API_URL``): we call its documented
@@ -21,7 +28,9 @@ Outcomes (each logged as one event):
   * ``status: 1``                         -> ``pushover_sent``; row marked done.
   * ``BadAPIRequestError`` (4xx)          -> ``pushover_rejected`` with the API's errors; row marked
                                              failed, never retried (a bad token will not heal).
-  * network error, timeout, 5xx, non-JSON -> ``pushover_retry``; retried after
+  * network error, timeout, 5xx, non-JSON,
+    JSON that is not an object, a 2xx
+    without ``status: 1``, any other error -> ``pushover_retry``; retried after
                                              ``min(backoff_base * 2**attempt, backoff_max)`` s.
   * 429 (app over quota / rate limited)   -> ``pushover_rate_limited``; retried at
                                              ``X-Limit-App-Reset`` / ``Retry-After`` (capped).
@@ -48,6 +57,7 @@ from pushover_complete import pushover_api as _po_module
 from pushover_complete.error import BadAPIRequestError
 
 from raccoon_watch.config import PushoverConfig, QuietHours
+from raccoon_watch.logs import clip
 from raccoon_watch.store import EventStore, OutboxItem
 from raccoon_watch.types import Event, EventKind
 
@@ -55,6 +65,8 @@ log = structlog.get_logger(__name__)
 
 MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024  # Pushover's documented attachment limit
 EMERGENCY = 2
+HEAD_OF_LINE_ATTEMPTS = 3  # failures after which the oldest pending push stops holding back the rest
+SCAN_ROWS = 50  # pending rows looked at per step for one that is due
 
 
 class _ServerError(Exception):
@@ -62,11 +74,15 @@ class _ServerError(Exception):
 
 
 class _RateLimited(Exception):
-    """429 from Pushover: retry at ``retry_at`` (wall clock) if known."""
+    """429 from Pushover: retry in ``retry_in`` seconds if known."""
 
-    def __init__(self, message: str, retry_at: float | None) -> None:
+    def __init__(self, message: str, retry_in: float | None) -> None:
         super().__init__(message)
-        self.retry_at = retry_at
+        self.retry_in = retry_in
+
+
+class _BadReply(Exception):
+    """An answer that is neither a success nor a rejection (e.g. ``[]``): retry with backoff."""
 
 
 class _PushoverSession(requests.Session):
@@ -85,20 +101,41 @@ class _PushoverSession(requests.Session):
             kwargs["timeout"] = self.timeout_s
         resp = super().request(method, url, *args, **kwargs)
         if resp.status_code == 429:
-            raise _RateLimited(f"HTTP 429: {resp.text[:200]}", _reset_time(resp))
+            raise _RateLimited(f"HTTP 429: {clip(resp.text)}", _reset_in(resp))
         if resp.status_code >= 500:
-            raise _ServerError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            raise _ServerError(f"HTTP {resp.status_code}: {clip(resp.text)}")
+        _check_reply(resp)
         return resp
 
 
-def _reset_time(resp: requests.Response) -> float | None:
-    """When a 429 may be retried (wall clock), from Pushover's headers; None if not said."""
+def _check_reply(resp: requests.Response) -> None:
+    """Let pushover-complete see only the two answers it understands: a JSON object with
+    ``status: 1`` on 2xx, or a JSON object with a list of ``errors`` on 4xx. A non-JSON body is
+    left to it (requests raises ValueError, retried)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return
+    if not isinstance(body, dict):
+        raise _BadReply(f"HTTP {resp.status_code}: reply is JSON {type(body).__name__}, not an object: "
+                        f"{clip(resp.text)}")
+    if resp.status_code < 300 and body.get("status") != 1:
+        raise _BadReply(f"HTTP {resp.status_code}: reply without status 1: {clip(resp.text)}")
+    if resp.status_code >= 300 and not (isinstance(body.get("errors"), list)
+                                        and all(isinstance(e, str) for e in body["errors"])):
+        raise _BadReply(f"HTTP {resp.status_code}: reply without a list of errors: {clip(resp.text)}")
+
+
+def _reset_in(resp: requests.Response) -> float | None:
+    """Seconds until a 429 may be retried, from Pushover's headers; None if not said.
+
+    ``X-Limit-App-Reset`` is a Unix time, so it is compared with the wall clock once, here."""
     reset = resp.headers.get("X-Limit-App-Reset")
     if reset and reset.isdigit():
-        return float(reset) + 1.0  # whole seconds: retry just after, not just before, the reset
+        return float(reset) + 1.0 - time.time()  # whole seconds: retry just after the reset
     after = resp.headers.get("Retry-After")
     if after and after.isdigit():
-        return time.time() + float(after)
+        return float(after)
     return None
 
 
@@ -165,6 +202,7 @@ class PushoverSink:
         store: EventStore,
         clock: Callable[[], float] = time.time,
         *,
+        mono: Callable[[], float] = time.monotonic,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         rate_limit_max: float = 3600.0,
@@ -172,7 +210,9 @@ class PushoverSink:
     ) -> None:
         self.cfg = cfg
         self.store = store
-        self._clock = clock
+        self._clock = clock  # wall clock: records and the delay shown in logs only
+        self._mono = mono  # every wait and back-off
+        self._due: dict[int, float] = {}  # outbox row id -> monotonic time of its next attempt
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.rate_limit_max = rate_limit_max
@@ -238,16 +278,28 @@ class PushoverSink:
                 self._wake.clear()
 
     def _step(self) -> float:
-        """Send the head of the outbox if due; return how long to wait before the next step."""
-        head = self.store.pending(self.name, limit=1)
-        if not head:
-            return self._poll_s
-        item = head[0]
-        due_in = item.retry_at - self._clock()
-        if due_in > 0:
-            return min(due_in, self._poll_s)
-        self._deliver(item)
-        return 0.0
+        """Send the oldest due push; return how long to wait before the next step.
+
+        Rows are looked at oldest first; one not yet due holds back the later ones only while it
+        has failed fewer than ``HEAD_OF_LINE_ATTEMPTS`` times."""
+        rows = self.store.pending(self.name, limit=SCAN_ROWS)
+        now = self._mono()
+        wait = self._poll_s
+        for item in rows:
+            due_in = self._due.get(item.id, now) - now
+            if due_in <= 0:
+                self._deliver(item)
+                return 0.0
+            wait = min(wait, due_in)
+            if item.attempts < HEAD_OF_LINE_ATTEMPTS:
+                break
+        return wait
+
+    def _later(self, item: OutboxItem, delay: float, error: str) -> None:
+        """Keep the row pending and try it again in ``delay`` seconds (monotonic)."""
+        self._due[item.id] = self._mono() + delay
+        self.store.mark_failed(item.id, error, retry_at=self._clock() + delay)
+        self.retries += 1
 
     def _deliver(self, item: OutboxItem) -> None:
         meta = dict(item.meta)
@@ -264,22 +316,22 @@ class PushoverSink:
                 self.cfg.user.get_secret_value(), image=image, session=self._session, **meta
             )
         except BadAPIRequestError as exc:
-            self.store.mark_failed(item.id, f"rejected: {exc}", retry_at=None)
-            log.error("pushover_rejected", event_id=event_id, camera=camera, errors=str(exc), retried=False)
+            self._due.pop(item.id, None)
+            self.store.mark_failed(item.id, f"rejected: {clip(str(exc))}", retry_at=None)
+            log.error("pushover_rejected", event_id=event_id, camera=camera, errors=clip(str(exc)), retried=False)
             return
         except _RateLimited as exc:
-            fallback = self._clock() + self.backoff_max
-            retry_at = min(exc.retry_at or fallback, self._clock() + self.rate_limit_max)
-            retry_at = max(retry_at, self._clock() + self.backoff_base)
-            self.store.mark_failed(item.id, str(exc), retry_at=retry_at)
-            self.retries += 1
-            log.warning("pushover_rate_limited", event_id=event_id, retry_in_s=round(retry_at - self._clock(), 1))
+            delay = exc.retry_in if exc.retry_in is not None else self.backoff_max
+            delay = max(min(delay, self.rate_limit_max), self.backoff_base)
+            self._later(item, delay, str(exc))
+            log.warning("pushover_rate_limited", event_id=event_id, retry_in_s=round(delay, 1))
             return
-        except (requests.RequestException, _ServerError, ValueError, TypeError) as exc:
-            # ValueError covers a non-JSON body (requests' JSONDecodeError); TypeError a body
-            # without "errors"; both are answers we cannot trust as either success or rejection.
+        except Exception as exc:  # noqa: BLE001
+            # network errors, timeouts, 5xx, non-JSON (ValueError), and any answer that is neither a
+            # success nor a rejection: none can be trusted as either, so the push is retried.
             self._retry_later(item, event_id, exc)
             return
+        self._due.pop(item.id, None)
         self.store.mark_done(item.id)
         self.sent += 1
         log.info(
@@ -294,12 +346,6 @@ class PushoverSink:
 
     def _retry_later(self, item: OutboxItem, event_id: str, exc: Exception) -> None:
         delay = backoff_delay(item.attempts, self.backoff_base, self.backoff_max)
-        self.store.mark_failed(item.id, f"{type(exc).__name__}: {exc}", retry_at=self._clock() + delay)
-        self.retries += 1
-        log.warning(
-            "pushover_retry",
-            event_id=event_id,
-            attempt=item.attempts + 1,
-            retry_in_s=delay,
-            error=f"{type(exc).__name__}: {str(exc)[:200]}",
-        )
+        error = f"{type(exc).__name__}: {clip(str(exc))}"
+        self._later(item, delay, error)
+        log.warning("pushover_retry", event_id=event_id, attempt=item.attempts + 1, retry_in_s=delay, error=error)
