@@ -457,21 +457,13 @@ def _bench_config(args: dict[str, Any], storage: Path, sinks: dict[str, Any] | N
 
 
 def _make_bench_app(cfg: Any, probe: Probe) -> Any:
-    from raccoon_watch.app import App, camera_filter, debounce_params
-    from raccoon_watch.router import EventRouter
+    from raccoon_watch.app import App, Observer
 
     class BenchApp(App):
-        """The daemon's App, with the router's latency callbacks on and a CPU mark at camera start."""
+        """The daemon's App, with a CPU mark at camera start (the probe is an observer)."""
 
         cpu_at_cameras = 0.0
         mono_at_cameras = 0.0
-
-        def _start_router(self) -> None:
-            filters = {name: camera_filter(cam, self.cfg, self.threshold)
-                       for name, cam in self.cfg.cameras.items() if cam.enabled}
-            self.router = EventRouter(self.results, filters, debounce_params(self.cfg), self._record, self.sinks,
-                                      self.stop_event, on_event=probe.on_event, on_result=probe.on_result)
-            self.router.start()
 
         def _start_cameras(self) -> None:
             deadline = time.monotonic() + 60.0  # workers load their interpreters first: not per-frame work
@@ -480,7 +472,7 @@ def _make_bench_app(cfg: Any, probe: Probe) -> Any:
             self.cpu_at_cameras, self.mono_at_cameras = cpu_seconds(), time.monotonic()
             super()._start_cameras()
 
-    return BenchApp(cfg)
+    return BenchApp(cfg, observers=[Observer(on_result=probe.on_result, on_event=probe.on_event)])
 
 
 def stage_pipeline(args: dict[str, Any]) -> dict[str, Any]:
