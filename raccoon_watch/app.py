@@ -85,10 +85,14 @@ class App:
 
     observers: called by the router for every processed frame and every event (see ``Observer``);
     more can be added with ``add_observer`` at any time.
+    clock: the wall clock (seconds) by which the router ends events when frames stop coming, and
+    stamps the ends it forces at shutdown; ``time.time`` for cameras. An offline evaluation of
+    draining file cameras (``drain: true``, frames on file time) passes one that follows the clip.
     """
 
-    def __init__(self, cfg: Config, observers: Iterable[Observer] = ()) -> None:
+    def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.observers: tuple[Observer, ...] = tuple(observers)  # replaced whole, never mutated
         self.model_path: Path = cfg.detector.model or resolve_default_model()
         self.stop_event = threading.Event()
@@ -182,7 +186,7 @@ class App:
         }
         self.router = EventRouter(
             self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
-            on_event=self._on_event, on_result=self._on_result,
+            clock=self.clock, on_event=self._on_event, on_result=self._on_result,
         )
         self.router.start()
 
