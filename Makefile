@@ -28,7 +28,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: venv system-deps
-	$(BIN)/raccoon-watch bench
+	$(BIN)/python -m tools.bench
 
 train: venv
 	$(BIN)/python -m train all
