@@ -124,3 +124,54 @@ def test_eval_clips_finds_the_raccoon_visit_and_no_false_event(
     assert clip["frames_read"] == raccoon_clip_h264.frames  # drained: every frame read, none dropped
     assert 0 <= clip["visits"][0]["first_alert_s"] <= 3.0
     assert report["command"].startswith("python -m tools.eval_clips --clips")
+
+
+# --- make_clips ------------------------------------------------------------------------------------------
+
+
+def test_runs_of_frame_indices() -> None:
+    from tools.make_clips import _runs
+
+    assert _runs([0, 1, 2, 5, 6]) == [(0, 3), (5, 7)]
+    assert _runs([]) == []
+
+
+def test_night_crops_hold_out_the_classifier_training_group(shared_dir: Path) -> None:
+    from tools.make_clips import TRAINING_CROP_GROUP, holdout_crops
+
+    crops = holdout_crops(shared_dir / "data" / "night" / "positives_crops")
+    assert crops and not any(p.name.startswith(TRAINING_CROP_GROUP) for p in crops)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_make_clips_small_set_frames_and_intervals_match_the_pasted_crop(tmp_path: Path, shared_dir: Path) -> None:
+    """--small: a night raccoon clip's CSV visit is exactly the frames where the crop was pasted; frame
+    counts of the written files match the plan; raccoon-free clips have an empty row; no test photo."""
+    import csv
+
+    import numpy as np
+
+    from tests.fixtures.media import read_all
+    from tools import make_clips as mc
+
+    sources = mc.gather_sources(shared_dir, need_cats=False)
+    test_names = {r["filename"] for r in csv.DictReader(open(shared_dir / "data/raccoon_dataset/test_labels.csv"))}
+    assert not test_names & {p.name for p, _ in sources.day_photos}
+    plans = mc.plan_clips(sources, 1, seed=3, small=True, groups=("night", "empty", "day"))
+    csv_path = mc.write_clips(plans, tmp_path)
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["group"] for r in rows][:2] == ["night", "empty"] and rows[1]["start_s"] == rows[1]["end_s"] == ""
+
+    night = plans[0]
+    with_crop = list(mc.render_paste(night))
+    without = list(mc.render_paste(night, paste=False))
+    pasted = [i for i, (a, b) in enumerate(zip(with_crop, without)) if np.abs(a.astype(int) - b).max() > 0]
+    assert pasted == list(range(night.spec.appear, night.spec.leave))
+    assert (float(rows[0]["start_s"]), float(rows[0]["end_s"])) == (pasted[0] / mc.FPS, (pasted[-1] + 1) / mc.FPS)
+    for plan in plans:
+        frames = list(read_all(tmp_path / f"{plan.name}.mp4"))
+        assert len(frames) == plan.spec.frames
+        assert frames[0].shape == (mc.SMALL_SIZE[1], mc.SMALL_SIZE[0], 3)
+    again = mc.plan_clips(sources, 1, seed=3, small=True, groups=("night", "empty", "day"))
+    assert [p.spec for p in again] == [p.spec for p in plans]  # deterministic for a seed
