@@ -1,10 +1,12 @@
 """Writing generated clips, and the infrared night look. Used by the bench clips and make_clips.
 
-Frames everywhere are BGR uint8 arrays of shape (H, W, 3), all of one size within a clip.
+Frames are BGR uint8 arrays of shape (H, W, 3), or grey uint8 (H, W) (IR clips: a third of the
+bytes to make and to pipe), all of one shape within a clip.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -27,10 +29,11 @@ def ir_look(image: np.ndarray, gain: float, offset: float = 8.0) -> np.ndarray:
 
 
 def encode_h264(frames: Iterable[np.ndarray], path: Path, size: tuple[int, int], fps: float,
-                max_rate: str = "4M", ffmpeg: str | None = None) -> int:
+                max_rate: str = "4M", ffmpeg: str | None = None, preset: str = "veryfast") -> int:
     """Encode ``frames`` of ``size`` (width, height) to an H.264 MP4 with Debian's ffmpeg: libx264
-    veryfast, CRF 23 capped at ``max_rate``, yuv420p, a keyframe every 2 s, no B-frames (like an IP
-    camera). Written to a temporary name and renamed; returns the frame count."""
+    (``preset`` veryfast), CRF 23 capped at ``max_rate``, yuv420p, a keyframe every 2 s, no B-frames (like an IP
+    camera). Written to a temporary name and renamed; returns the frame count. The first frame's
+    shape says BGR (H, W, 3) or grey (H, W)."""
     ffmpeg = ffmpeg or shutil.which("ffmpeg")
     if ffmpeg is None:
         raise FileNotFoundError("ffmpeg is not installed (apt-get install ffmpeg)")
@@ -38,10 +41,15 @@ def encode_h264(frames: Iterable[np.ndarray], path: Path, size: tuple[int, int],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.mp4")
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("no frames to write")
+    shape = first.shape
     cmd = [
         ffmpeg, "-nostdin", "-y", "-loglevel", "error",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", str(round(GOP_S * fps)), "-bf", "0",
+        "-f", "rawvideo", "-pix_fmt", "gray" if first.ndim == 2 else "bgr24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-",
+        "-c:v", "libx264", "-preset", preset, "-g", str(round(GOP_S * fps)), "-bf", "0",
         "-crf", str(CRF), "-maxrate", max_rate, "-bufsize", max_rate,
         "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(tmp),
     ]  # fmt: skip
@@ -49,9 +57,9 @@ def encode_h264(frames: Iterable[np.ndarray], path: Path, size: tuple[int, int],
     assert proc.stdin is not None
     count = 0
     try:
-        for image in frames:
-            if image.shape[:2] != (height, width):
-                raise ValueError(f"frame {count} is {image.shape[1]}x{image.shape[0]}, expected {width}x{height}")
+        for image in itertools.chain([first], frames):
+            if image.shape != shape or shape[:2] != (height, width):
+                raise ValueError(f"frame {count} has shape {image.shape}, expected {shape} of {width}x{height}")
             proc.stdin.write(np.ascontiguousarray(image).tobytes())
             count += 1
         proc.stdin.close()
@@ -65,11 +73,11 @@ def encode_h264(frames: Iterable[np.ndarray], path: Path, size: tuple[int, int],
 
 
 def write_clip(frames: Iterable[np.ndarray], path: Path, size: tuple[int, int], fps: float,
-               max_rate: str = "4M") -> str:
+               max_rate: str = "4M", preset: str = "veryfast") -> str:
     """H.264 when ffmpeg is installed, else OpenCV's mp4v; returns the codec used ("h264" | "mp4v")."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg:
-        encode_h264(frames, path, size, fps, max_rate, ffmpeg)
+        encode_h264(frames, path, size, fps, max_rate, ffmpeg, preset)
         return "h264"
-    write_mp4v(frames, path, fps)
+    write_mp4v((cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) if f.ndim == 2 else f for f in frames), path, fps)
     return "mp4v"
