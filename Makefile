@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 export RACCOON_SHARED ?= $(abspath ../shared)
 
-.PHONY: venv system-deps run test test-fast bench soak train install-service lint clean
+.PHONY: venv system-deps run test test-fast bench clips eval-clips soak train install-service lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: venv system-deps
-	$(BIN)/raccoon-watch bench
+	$(BIN)/python -m tools.bench
+
+# Event-level evaluation (train/README.md, "Clips: event-level evaluation"): validation clips built
+# from validation photos, then the real pipeline on them with $(CONFIG) and the shipped model.
+CLIPS_DIR ?= var/clips/val
+clips: venv system-deps
+	$(BIN)/python -m tools.make_clips --output $(CLIPS_DIR)
+
+eval-clips: venv
+	@test -f $(CLIPS_DIR)/clips.csv || $(MAKE) clips
+	$(BIN)/python -m tools.eval_clips --clips $(CLIPS_DIR)/clips.csv --config $(CONFIG) \
+		--output $(CLIPS_DIR)/report.json
 
 train: venv
 	$(BIN)/python -m train all

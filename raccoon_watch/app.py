@@ -11,6 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from raccoon_watch.router import EventRouter
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
-from raccoon_watch.types import Event, FrameResult
+from raccoon_watch.types import Detection, Event, FrameResult
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
 
@@ -52,6 +54,14 @@ def camera_filter(cam: CameraConfig, cfg: Config, threshold: float) -> Detection
     )
 
 
+def _guarded(callback: Callable[..., None], *args: Any) -> None:
+    """An observer's bug is logged, never allowed to stop the router thread."""
+    try:
+        callback(*args)
+    except Exception as exc:
+        log.error("observer_failed", callback=getattr(callback, "__qualname__", "?"), error=repr(exc))
+
+
 def debounce_params(cfg: Config) -> DebounceParams:
     e = cfg.events
     return DebounceParams(e.min_frames, e.window, e.end_after, e.cooldown, e.update_interval)
@@ -62,11 +72,35 @@ def visit_params(cfg: Config) -> VisitParams:
     return VisitParams(window=e.score_window, min_frames=e.score_min_frames, match_iou=e.score_match_iou)
 
 
-class App:
-    """Owns every thread and resource of one daemon run. All attributes are set here."""
+@dataclass(frozen=True, slots=True)
+class Observer:
+    """Callbacks the router calls, in its own thread, for what it processes (tools, benchmarks).
 
-    def __init__(self, cfg: Config) -> None:
+    on_result(result, hits): every FrameResult of an enabled camera, with its counting detections
+        (those that passed the camera's filter), before the debounce folds it in.
+    on_event(event): every Event (START/UPDATE/END), after the store recorded it and every sink's
+        ``publish`` returned.
+    A callback must be quick: it runs on the path from frame to alert. What it raises is logged.
+    """
+
+    on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None
+    on_event: Callable[[Event], None] | None = None
+
+
+class App:
+    """Owns every thread and resource of one daemon run. All attributes are set here.
+
+    observers: called by the router for every processed frame and every event (see ``Observer``);
+    more can be added with ``add_observer`` at any time.
+    clock: the wall clock (seconds) by which the router ends events when frames stop coming, and
+    stamps the ends it forces at shutdown; ``time.time`` for cameras. An offline evaluation of
+    draining file cameras (``drain: true``, frames on file time) passes one that follows the clip.
+    """
+
+    def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.clock = clock
+        self.observers: tuple[Observer, ...] = tuple(observers)  # replaced whole, never mutated
         self.model_path: Path = cfg.detector.model or resolve_default_model()
         self.stop_event = threading.Event()
         self.frames = FrameQueue(cfg.detector.queue_size)
@@ -82,6 +116,16 @@ class App:
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
         self.metrics = Metrics(self.stats)  # private Prometheus registry; read at scrape time
+
+    def add_observer(
+        self,
+        on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> Observer:
+        """Register router callbacks (see ``Observer``); returns the observer."""
+        observer = Observer(on_result=on_result, on_event=on_event)
+        self.observers = (*self.observers, observer)
+        return observer
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -159,7 +203,8 @@ class App:
         }
         self.router = EventRouter(
             self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
-            on_event=self.metrics.on_event, visit_params=visit_params(self.cfg),
+            clock=self.clock, on_event=self._on_event, on_result=self._on_result,
+            visit_params=visit_params(self.cfg),
         )
         self.router.start()
 
@@ -177,6 +222,18 @@ class App:
             self.cameras[name] = thread
 
     # --- runtime -------------------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        """Router thread: metrics first, then each observer."""
+        self.metrics.on_event(event)
+        for observer in self.observers:
+            if observer.on_event is not None:
+                _guarded(observer.on_event, event)
+
+    def _on_result(self, result: FrameResult, hits: tuple[Detection, ...]) -> None:
+        for observer in self.observers:
+            if observer.on_result is not None:
+                _guarded(observer.on_result, result, hits)
+
     def _record(self, event: Event) -> None:
         if self.store is not None:
             self.store.record(event)

@@ -10,13 +10,17 @@ Per camera, a ``CaptureThread``:
 * ``grab()``s every frame (cheap: demux only) and ``retrieve()``s (decodes) only the frames it
   hands on, sampled at ``detect_fps``;
 * paces file sources at their native fps (``realtime``), loops them or stops at the end;
-* never blocks on the queue (drop-oldest ``FrameQueue``);
+* never blocks on the queue (drop-oldest ``FrameQueue``), except a file camera with ``drain: true``
+  (offline evaluation): it waits for room before each put, so the file is read as fast as the
+  detectors take frames and none is dropped;
 * on any failure (cannot open, read fails or times out, too many bad frames) marks the camera
   'down', releases the capture and retries with capped exponential back-off until stopped.
 
 Time bases: ``Frame.ts`` is ``clock.time()``, ``Frame.mono`` is ``clock.monotonic()``. ``Frame.seq``
 counts every frame grabbed by this thread (0, 1, ...), so gaps in the handed-on ``seq`` are the
-frames not decoded; for a file read once, ``seq`` is the frame's index in the file.
+frames not decoded; for a file read once, ``seq`` is the frame's index in the file. A draining file
+runs on file time instead: ``ts = time() at the first open + seq / fps`` (``mono`` likewise), so
+every time the debounce and the motion gate compute is clip time, however fast the machine reads.
 """
 
 from __future__ import annotations
@@ -257,6 +261,10 @@ class CaptureThread(threading.Thread):
         self._sampler = RateSampler(cfg.detect_fps)
         self._seq = 0
         self._log = log.bind(camera=name, source=redact_url(cfg.source), kind=self.kind.value)
+        self.drain = cfg.drain and self.kind is SourceKind.FILE
+        self._file_t0: tuple[float, float] | None = None  # (time, monotonic) at the first open, drain only
+        if cfg.drain and not self.drain:
+            self._log.warning("drain_ignored_for_live_source")
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -320,6 +328,8 @@ class CaptureThread(threading.Thread):
         self.stats.last_error = ""
         self.stats.last_open_s = open_s
         self._sampler.reset()
+        if self.drain and self._file_t0 is None:
+            self._file_t0 = (self.clock.time(), self.clock.monotonic())
         self._log.info(
             "camera_connected",
             width=self.stats.width,
@@ -347,7 +357,7 @@ class CaptureThread(threading.Thread):
     def _stream(self, cap: cv2.VideoCapture) -> _End:
         """Grab until EOF, failure or stop; decode and hand on the sampled frames."""
         pace_fps = self.stats.fps or DEFAULT_FILE_FPS
-        paced = self.kind is SourceKind.FILE and self.cfg.realtime
+        paced = self.kind is SourceKind.FILE and self.cfg.realtime and not self.drain
         schedule_t0 = self.clock.monotonic()
         index = 0  # frame index since this open
         bad_in_a_row = 0
@@ -368,7 +378,7 @@ class CaptureThread(threading.Thread):
             if not self.should_decode(stream_t):
                 self.stats.last_frame_mono = self.clock.monotonic()
                 continue
-            if self._decode(cap, seq):
+            if self._decode(cap, seq, pace_fps):
                 bad_in_a_row = 0
             else:
                 bad_in_a_row += 1
@@ -388,8 +398,9 @@ class CaptureThread(threading.Thread):
             self.stop_event.wait(due - now)
         return t0
 
-    def _decode(self, cap: cv2.VideoCapture, seq: int) -> bool:
-        """Retrieve the grabbed frame; hand it on if usable. False if it was bad."""
+    def _decode(self, cap: cv2.VideoCapture, seq: int, fps: float) -> bool:
+        """Retrieve the grabbed frame; hand it on if usable. False if it was bad. ``fps``: the
+        file's frame rate, for the file time of a draining source."""
         ok, image = cap.retrieve()
         self.stats.frames_decoded += 1
         problem = check_image(image) if ok else "retrieve failed"
@@ -401,7 +412,10 @@ class CaptureThread(threading.Thread):
         image.flags.writeable = False  # Frame images are never mutated after capture
         now_mono = self.clock.monotonic()
         self.stats.last_frame_mono = now_mono
-        self.handle_frame(Frame(camera=self.camera, seq=seq, ts=self.clock.time(), mono=now_mono, image=image))
+        ts, mono = self.clock.time(), now_mono
+        if self._file_t0 is not None:  # drain: file time
+            ts, mono = self._file_t0[0] + seq / fps, self._file_t0[1] + seq / fps
+        self.handle_frame(Frame(camera=self.camera, seq=seq, ts=ts, mono=mono, image=image))
         return True
 
     def _note_size(self, image: np.ndarray) -> None:
@@ -426,10 +440,15 @@ class CaptureThread(threading.Thread):
 
     def handle_frame(self, frame: Frame) -> None:
         """A decoded, valid frame: ask ``sample_hook`` (None: drop it; else queue what it returns,
-        e.g. the frame with a crop), then put it on the queue (never blocks)."""
+        e.g. the frame with a crop), then put it on the queue (never blocks, unless ``drain``:
+        then it waits for room, checking the stop event)."""
         queued = self.sample_hook(frame) if self.sample_hook is not None else frame
         if queued is None:
             return
+        if self.drain:
+            while not self.queue.wait_for_room(timeout=0.25):
+                if self.stop_event.is_set():
+                    return
         if self.queue.put(queued) is not None:
             self.stats.frames_dropped += 1
         self.stats.frames_queued += 1

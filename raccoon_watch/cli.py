@@ -41,13 +41,16 @@ def _parser() -> argparse.ArgumentParser:
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
 
-    from raccoon_watch import bench
-
-    bench.add_arguments(sub.add_parser("bench", help="replay generated clips through the pipeline; print JSON"))
+    # the benchmark is a checkout tool (tools/bench.py), parsed there: the daemon never imports tools
+    sub.add_parser("bench", add_help=False, help="replay generated clips through the pipeline; print JSON "
+                   "(tools.bench, from a checkout; `raccoon-watch bench --help` for its options)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.config)
@@ -57,11 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from raccoon_watch import detect_cmd
 
         return detect_cmd.main(args)
-    if args.command == "bench":
-        from raccoon_watch import bench
-
-        return bench.main(args)
     return 1
+
+
+def _bench(argv: list[str]) -> int:
+    """``raccoon-watch bench ...`` = ``python -m tools.bench ...`` from the checkout this package is in."""
+    from raccoon_watch.config import REPO_ROOT
+
+    if not (REPO_ROOT / "tools" / "bench.py").is_file():
+        print(f"raccoon-watch bench: needs a source checkout (no tools/bench.py under {REPO_ROOT})", file=sys.stderr)
+        return 1
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from tools import bench
+
+    parser = argparse.ArgumentParser(prog="raccoon-watch bench", description="replay generated clips through the pipeline; print JSON")
+    bench.add_arguments(parser)
+    return bench.main(parser.parse_args(argv))
 
 
 def _load(path: Path) -> Config | None:

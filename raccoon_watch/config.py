@@ -99,6 +99,14 @@ class CameraConfig(_Strict):
     detect_fps: float = Field(5.0, gt=0, le=60, description="Detector runs per second for this camera.")
     realtime: bool = Field(True, description="Pace file sources at their native fps (false: as fast as possible).")
     loop: bool = Field(False, description="Restart a file source from the beginning when it ends.")
+    drain: bool = Field(
+        False,
+        description="File sources only, for offline evaluation (tools/eval_clips): read the file as fast as the "
+                    "detectors take frames (wait for room in the frame queue instead of dropping the oldest "
+                    "frame; overrides realtime) and stamp each frame with file time (Frame.ts/mono = the time "
+                    "at the first open + seq / fps), so debounce and motion timing follow the clip, not the "
+                    "machine's speed. Ignored (with a warning) for live sources.",
+    )
     open_timeout_s: float = Field(5.0, gt=0, le=120, description="CAP_PROP_OPEN_TIMEOUT_MSEC, in seconds.")
     read_timeout_s: float = Field(5.0, gt=0, le=120, description="CAP_PROP_READ_TIMEOUT_MSEC, in seconds.")
     reconnect_max_s: float = Field(

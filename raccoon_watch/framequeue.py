@@ -5,6 +5,9 @@ camera -> capture -> **frame queue** -> detector workers -> debounce -> ...
 Capture must never block (a stalled detector must not stall a camera's decoder), so ``put`` never
 waits: when the queue is full the OLDEST frame is evicted, counted and returned to the caller.
 Workers wait on ``get``/``get_batch`` with a timeout so their loops can check a stop event.
+The one exception is offline evaluation (a file camera with ``drain: true``): its capture thread
+waits on ``wait_for_room`` before each ``put``, so a file is read as fast as the detectors drain it
+and no frame is lost.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ class FrameQueue:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize = maxsize
         self._frames: collections.deque[Frame] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # consumers wait here for frames
+        self._room = threading.Condition(lock)  # a draining producer waits here for room
         self._dropped = 0
         self._dropped_by_camera: collections.Counter[str] = collections.Counter()
 
@@ -46,6 +51,13 @@ class FrameQueue:
             self._cond.notify()
             return evicted
 
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds until the queue is not full; True if there is room.
+
+        For a producer that must not lose frames (``drain``); live capture never calls it."""
+        with self._room:
+            return self._room.wait_for(lambda: len(self._frames) < self.maxsize, timeout)
+
     # --- consumer side -------------------------------------------------------------------------
 
     def get(self, timeout: float | None = None) -> Frame | None:
@@ -53,7 +65,9 @@ class FrameQueue:
         with self._cond:
             if not self._cond.wait_for(lambda: self._frames, timeout):
                 return None
-            return self._frames.popleft()
+            frame = self._frames.popleft()
+            self._room.notify_all()
+            return frame
 
     def get_batch(self, max_n: int, wait_s: float, timeout: float | None = 0.5) -> list[Frame]:
         """Up to ``max_n`` frames for one batched detector call, preferring different cameras.
@@ -94,6 +108,7 @@ class FrameQueue:
         chosen_set = set(chosen)
         batch = [self._frames[i] for i in chosen]
         self._frames = collections.deque(f for i, f in enumerate(self._frames) if i not in chosen_set)
+        self._room.notify_all()
         return batch
 
     # --- introspection -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ warm-up and zero unexplained dropped frames". This script is that run (a benchma
 What it does:
 
 1. builds (once, cached in var/bench/) the 720p, 15 fps, H.264 bench clip of ``seconds`` length
-   with a raccoon visit (``raccoon_watch.bench_clips``: empty doorstep, raccoon walks in, stays,
+   with a raccoon visit (``tools.bench_clips``: empty doorstep, raccoon walks in, stays,
    leaves); the RTSP server loops it, so there is one visit per loop;
 2. serves it with the GStreamer RTSP server of the tests (``tests/rtsp_server.py`` under
    ``/usr/bin/python3``, which has ``gi``) on 127.0.0.1;
@@ -53,7 +53,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from raccoon_watch.bench_clips import ClipSpec, ensure_clip  # noqa: E402
+from tools.bench_clips import ClipSpec, ensure_clip  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SERVER = REPO / "tests" / "rtsp_server.py"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch import bench, cli
-from raccoon_watch.bench_clips import ClipSpec, clip_timeline
+from raccoon_watch import cli
+from tools import bench
+from tools.bench_clips import ClipSpec, clip_timeline
 
 # --- clips ---------------------------------------------------------------------------------------------
 

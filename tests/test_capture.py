@@ -216,6 +216,38 @@ def test_full_queue_drops_oldest_and_counts(small_clip: Clip):
     assert thread.stats.frames_dropped == small_clip.frames - 4
 
 
+def test_drain_waits_for_the_consumer_loses_nothing_and_stamps_file_time(small_clip: Clip):
+    """drain: a 2-frame queue and a slow consumer still get every frame, with ts/mono = t0 + seq / fps."""
+    queue, stop = FrameQueue(2), threading.Event()
+    thread = CaptureThread("cam", camera(small_clip.path, drain=True, realtime=True), queue, stop)
+    thread.start()
+    got: list[Frame] = []
+    deadline = time.monotonic() + 20
+    while (thread.is_alive() or queue.qsize()) and time.monotonic() < deadline:
+        frame = queue.get(timeout=0.1)
+        if frame is not None:
+            got.append(frame)
+            time.sleep(0.005)  # a detector slower than the decoder
+    stop.set()
+    thread.join(5)
+    assert [f.seq for f in got] == list(range(small_clip.frames))
+    assert thread.stats.frames_dropped == 0 and queue.dropped == 0
+    t0, m0 = got[0].ts, got[0].mono
+    assert all(f.ts == pytest.approx(t0 + f.seq / small_clip.fps) for f in got)
+    assert all(f.mono == pytest.approx(m0 + f.seq / small_clip.fps) for f in got)
+
+
+def test_drain_is_not_paced_even_with_realtime(small_clip: Clip):
+    _, frames, elapsed = run_to_end(camera(small_clip.path, drain=True, realtime=True))
+    assert len(frames) == small_clip.frames
+    assert elapsed < 0.75 * small_clip.duration_s
+
+
+def test_drain_is_ignored_for_a_live_source():
+    thread = CaptureThread("cam", camera("rtsp://127.0.0.1:9/none", drain=True), FrameQueue(2), threading.Event())
+    assert thread.drain is False
+
+
 def test_loop_restarts_the_file_until_stopped(small_clip: Clip):
     queue, stop = FrameQueue(1000), threading.Event()
     thread = CaptureThread("cam", camera(small_clip.path, loop=True), queue, stop)

@@ -134,3 +134,15 @@ def test_threads_hammering_lose_nothing_unaccounted():
     for cam in "abcd":  # no frame comes out twice
         seqs = [f.seq for f in consumed if f.camera == cam]
         assert len(set(seqs)) == len(seqs)
+
+
+
+@pytest.mark.parametrize("take", ["get", "get_batch"])
+def test_wait_for_room_times_out_when_full_and_wakes_when_a_frame_is_taken(take):
+    q = FrameQueue(1)
+    assert q.wait_for_room(timeout=0) is True
+    q.put(frame("a", 0))
+    assert q.wait_for_room(timeout=0.05) is False
+    taker = (lambda: q.get(timeout=1)) if take == "get" else (lambda: q.get_batch(1, 0.0, timeout=1))
+    threading.Timer(0.05, taker).start()
+    assert q.wait_for_room(timeout=5.0) is True

@@ -1,4 +1,4 @@
-"""``raccoon-watch bench``: replay generated clips through the real pipeline and print JSON.
+"""``python -m tools.bench`` (also ``raccoon-watch bench``, ``make bench``): replay generated clips through the real pipeline and print JSON.
 
 One invocation measures, side by side on the same clip (so a result never depends on how busy the
 machine is, only on ratios):
@@ -14,7 +14,7 @@ machine is, only on ratios):
 * ``models``: TFLite int8 (the shipped model) vs the stock COCO TFLite, ms per frame, 2 threads.
 * ``gpu``: batched TensorFlow inferences/s with batch 16 when TensorFlow sees a GPU, else skipped.
 
-Each stage runs in its own subprocess (``python -m raccoon_watch.bench --stage NAME``), so its CPU
+Each stage runs in its own subprocess (``python -m tools.bench --stage NAME``), so its CPU
 time (``os.times`` of that process, all threads, user + system) and peak RSS (``ru_maxrss``) are
 its own and TensorFlow's memory never counts against the pipeline.
 
@@ -52,7 +52,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from raccoon_watch.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
+from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
 
 SCHEMA = 1
 STAGE_TIMEOUT_S = 900
@@ -457,22 +457,13 @@ def _bench_config(args: dict[str, Any], storage: Path, sinks: dict[str, Any] | N
 
 
 def _make_bench_app(cfg: Any, probe: Probe) -> Any:
-    from raccoon_watch.app import App, camera_filter, debounce_params, visit_params
-    from raccoon_watch.router import EventRouter
+    from raccoon_watch.app import App, Observer
 
     class BenchApp(App):
-        """The daemon's App, with the router's latency callbacks on and a CPU mark at camera start."""
+        """The daemon's App, with a CPU mark at camera start (the probe is an observer)."""
 
         cpu_at_cameras = 0.0
         mono_at_cameras = 0.0
-
-        def _start_router(self) -> None:
-            filters = {name: camera_filter(cam, self.cfg, self.threshold)
-                       for name, cam in self.cfg.cameras.items() if cam.enabled}
-            self.router = EventRouter(self.results, filters, debounce_params(self.cfg), self._record, self.sinks,
-                                      self.stop_event, on_event=probe.on_event, on_result=probe.on_result,
-                                      visit_params=visit_params(self.cfg))
-            self.router.start()
 
         def _start_cameras(self) -> None:
             deadline = time.monotonic() + 60.0  # workers load their interpreters first: not per-frame work
@@ -481,7 +472,7 @@ def _make_bench_app(cfg: Any, probe: Probe) -> Any:
             self.cpu_at_cameras, self.mono_at_cameras = cpu_seconds(), time.monotonic()
             super()._start_cameras()
 
-    return BenchApp(cfg)
+    return BenchApp(cfg, observers=[Observer(on_result=probe.on_result, on_event=probe.on_event)])
 
 
 def stage_pipeline(args: dict[str, Any]) -> dict[str, Any]:
@@ -596,8 +587,8 @@ def run_stage(name: str, args: dict[str, Any], timeout: float = STAGE_TIMEOUT_S)
     with tempfile.TemporaryDirectory(prefix="raccoon-stage-") as tmp:
         args_file, result_file = Path(tmp) / "args.json", Path(tmp) / "result.json"
         args_file.write_text(json.dumps(args))
-        cmd = [sys.executable, "-m", "raccoon_watch.bench", "--stage", name, str(args_file), str(result_file)]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        cmd = [sys.executable, "-m", "tools.bench", "--stage", name, str(args_file), str(result_file)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": _python_path()}
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
@@ -606,6 +597,13 @@ def run_stage(name: str, args: dict[str, Any], timeout: float = STAGE_TIMEOUT_S)
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             return {"error": f"stage {name} failed (exit {proc.returncode})", "stderr_tail": tail}
         return json.loads(result_file.read_text())
+
+
+def _python_path() -> str:
+    """PYTHONPATH for a stage subprocess: the checkout first, so ``-m tools.bench`` resolves anywhere."""
+    from raccoon_watch.config import REPO_ROOT
+
+    return os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @dataclass(frozen=True)
@@ -906,6 +904,6 @@ def _stage_main(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--stage":
         sys.exit(_stage_main(sys.argv[2:]))
-    parser = argparse.ArgumentParser(prog="python -m raccoon_watch.bench")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench")
     add_arguments(parser)
     sys.exit(main(parser.parse_args()))

@@ -21,7 +21,6 @@ Frame indices count from 0 and equal ``Frame.seq`` of a file source read once.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import structlog
 
 from raccoon_watch.demo import empty_scene, raccoon_boxes, write_mp4v
 from raccoon_watch.types import Box
+from tools.video import encode_h264, ir_look
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,6 @@ WALK_S = 2.0  # seconds the raccoon moves before it holds still
 DAY_NOISE, NIGHT_NOISE = 2.0, 6.0  # sensor noise sigma, grey levels
 NIGHT_GAIN = 0.35
 NOISE_PATTERNS = 8  # distinct noise frames, cycled
-GOP_S = 2.0
 MAX_RATE = {"720p": "2M", "1080p": "4M"}  # bit-rate cap, as an IP camera main stream
 
 
@@ -126,9 +125,7 @@ def _raccoon_patch(shared_dir: Path, height: int) -> tuple[np.ndarray, Box]:
 
 
 def _night(image: np.ndarray) -> np.ndarray:
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    dark = cv2.convertScaleAbs(grey, alpha=NIGHT_GAIN, beta=8)
-    return cv2.cvtColor(dark, cv2.COLOR_GRAY2BGR)
+    return ir_look(image, NIGHT_GAIN)
 
 
 def render(spec: ClipSpec, shared_dir: Path, seed: int = 0) -> tuple[Iterator[np.ndarray], Timeline]:
@@ -165,30 +162,6 @@ def render(spec: ClipSpec, shared_dir: Path, seed: int = 0) -> tuple[Iterator[np
     return frames(), Timeline(spec.frames, appear, still, leave, final_box)
 
 
-def _encode_h264(frames: Iterator[np.ndarray], path: Path, spec: ClipSpec, ffmpeg: str) -> None:
-    width, height = spec.size
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    cmd = [
-        ffmpeg, "-nostdin", "-y", "-loglevel", "error",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", f"{spec.fps:g}", "-i", "-",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", str(round(GOP_S * spec.fps)), "-bf", "0",
-        "-crf", "23", "-maxrate", MAX_RATE[spec.resolution], "-bufsize", MAX_RATE[spec.resolution],
-        "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(tmp),
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None
-    try:
-        for image in frames:
-            proc.stdin.write(np.ascontiguousarray(image).tobytes())
-        proc.stdin.close()
-        if proc.wait(timeout=600) != 0:
-            raise OSError(f"ffmpeg failed: {proc.stderr.read().decode(errors='replace')[-500:] if proc.stderr else ''}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    tmp.replace(path)
-
-
 def ensure_clip(spec: ClipSpec, shared_dir: Path, out_dir: Path = BENCH_DIR) -> tuple[Path, Timeline, str]:
     """Build the clip unless it exists; (path, timeline, codec). The timeline is recomputed (cheap)."""
     ffmpeg = shutil.which("ffmpeg")
@@ -200,7 +173,7 @@ def ensure_clip(spec: ClipSpec, shared_dir: Path, out_dir: Path = BENCH_DIR) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("bench_clip_building", path=str(path), frames=spec.frames, codec=codec)
     if ffmpeg:
-        _encode_h264(frames, path, spec, ffmpeg)
+        encode_h264(frames, path, spec.size, spec.fps, MAX_RATE[spec.resolution], ffmpeg)
     else:
         write_mp4v(frames, path, spec.fps)
     return path, timeline, codec
