@@ -92,12 +92,13 @@ class App:
 
     observers: called by the router for every processed frame and every event (see ``Observer``);
     more can be added with ``add_observer`` at any time.
-    clock: the wall clock (seconds) by which the router ends events when frames stop coming, and
-    stamps the ends it forces at shutdown; ``time.time`` for cameras. An offline evaluation of
-    draining file cameras (``drain: true``, frames on file time) passes one that follows the clip.
+    clock: the monotonic clock (seconds) by which the router ends events when frames stop coming
+    (durations are monotonic, like ``Frame.mono``); ``time.monotonic`` for cameras. An offline
+    evaluation of draining file cameras (``drain: true``, frames on file time) passes one that
+    follows the clip's ``Frame.mono``.
     """
 
-    def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.clock = clock
         self.observers: tuple[Observer, ...] = tuple(observers)  # replaced whole, never mutated

@@ -199,7 +199,7 @@ class ClipProbe:
 
     labels: frozenset[str]
     seq_at_ts: dict[float, int] = field(default_factory=dict)
-    latest_ts: float | None = None
+    latest_mono: float | None = None  # Frame.mono of the newest processed frame (clip time)
     start_ts: list[float] = field(default_factory=list)  # frame_ts of each START
     frames: list[tuple[int, float, bool]] = field(default_factory=list)  # (seq, best label score, counted)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -209,7 +209,7 @@ class ClipProbe:
         best = max((d.score for d in result.detections if d.label in self.labels), default=0.0)
         with self.lock:
             self.seq_at_ts[frame.ts] = frame.seq
-            self.latest_ts = frame.ts if self.latest_ts is None else max(self.latest_ts, frame.ts)
+            self.latest_mono = frame.mono if self.latest_mono is None else max(self.latest_mono, frame.mono)
             self.frames.append((frame.seq, best, bool(hits)))
 
     def on_event(self, event: Any) -> None:
@@ -218,9 +218,10 @@ class ClipProbe:
                 self.start_ts.append(event.frame_ts)
 
     def clock(self) -> float:
-        """The router's clock: the clip time of the newest processed frame (wall time before any)."""
-        latest = self.latest_ts
-        return latest if latest is not None else time.time()
+        """The router's (monotonic) clock: the clip's ``Frame.mono`` of the newest processed frame
+        (time.monotonic() before any)."""
+        latest = self.latest_mono
+        return latest if latest is not None else time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)

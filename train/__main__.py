@@ -141,7 +141,7 @@ def _classifier_stages(args: argparse.Namespace, work: Path, split_dir: Path, ca
          + (["--epochs", str(args.classifier_epochs)] if args.classifier_epochs is not None else []))
     command = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     _run("classifier-export", ["--work-dir", str(cls_dir), "--crops", str(crops_dir), "--model-dir", str(candidate),
-                               "--split-dir", str(split_dir), "--shared-data", str(data), "--command", command])
+                               "--split-dir", str(split_dir), "--shared-data", str(data), "--training-command", command])
 
 
 def _detector_stages(args: argparse.Namespace, cfg, work: Path, split_dir: Path, candidate: Path, pretrained: Path,
