@@ -5,7 +5,8 @@ Positives (label 1):
   cut several times with its box jittered (shift, scale, aspect), since proposals are never exact;
 - the proposer's own boxes that overlap a raccoon (IoU >= POSITIVE_IOU);
 - the night crops (../shared/data/night/positives_crops: each file is one raccoon, box = the
-  whole file).
+  whole file), and the same crops pasted small onto night frames of the same part (distant, soft,
+  IR-lit raccoons, as a porch camera sees them).
 Negatives (label 0):
 - the proposer's boxes on raccoon-free photos (what it fires on: cats, dogs, bowls, shadows), and
   on raccoon photos away from any raccoon (IoU < BACKGROUND_IOU);
@@ -170,20 +171,55 @@ def night_crop_specs(shared_data: Path, part: str, rng: np.random.Generator) -> 
     return specs
 
 
+PASTES_PER_NIGHT_CROP = {"train": 3, "val": 1}
+SCENE_DIR = "scenes"
+
+
+def pasted_night_specs(crop_specs: list[CropSpec], backgrounds: list[Path], part: str, out_dir: Path,
+                       rng: np.random.Generator) -> list[CropSpec]:
+    """Night scenes like a porch camera's: each night raccoon crop pasted small onto night frames of
+    the same part (``augment.copy_paste_night``: gray on IR frames, brightness matched, feathered),
+    written as JPEGs under ``out_dir``; the pasted rectangle (jittered) is the positive box. The
+    classifier then sees distant, soft, IR-lit raccoons as the proposer will hand them over."""
+    from train import augment
+
+    crops = [s.path for s in crop_specs if s.source == "night_crop"]
+    if not crops or not backgrounds:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    specs = []
+    for i, crop_path in enumerate(crops):
+        crop = cv2.cvtColor(_read(crop_path)[0], cv2.COLOR_BGR2RGB)
+        for k in range(PASTES_PER_NIGHT_CROP[part]):
+            background = cv2.cvtColor(_read(backgrounds[int(rng.integers(len(backgrounds)))])[0], cv2.COLOR_BGR2RGB)
+            image, boxes = augment.copy_paste_night(background, crop, rng)
+            path = out_dir / f"{part}_{i:03d}_{k}.jpg"
+            cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 95))])
+            ymin, xmin, ymax, xmax = (float(v) for v in boxes[0])
+            box = (xmin, ymin, xmax, ymax)
+            specs.append(CropSpec(path, box if part == "val" else jitter_box(box, rng), 1, "night", "night_pasted"))
+    return specs
+
+
 def ena24_entries(shared_data: Path, part: str) -> list[splits.Entry]:
     """ENA24 camera-trap frames (raccoon-free) of one part, by name hash."""
     entries = splits.entries_from_dir(shared_data / "ena24") if (shared_data / "ena24").is_dir() else []
     return [e for e in entries if (splits.name_hash(e.path.name) % ENA24_VAL_MODULO == 0) == (part == "val")]
 
 
-def plan_crops(plan: splits.DataPlan, planner: CropPlanner, shared_data: Path) -> dict[str, list[CropSpec]]:
-    """{"train": [...], "val": [...]}; the test split and the held-out negatives are never used."""
+def plan_crops(plan: splits.DataPlan, planner: CropPlanner, shared_data: Path, out_dir: Path) -> dict[str, list[CropSpec]]:
+    """{"train": [...], "val": [...]}; the test split and the held-out negatives are never used.
+    Pasted night scenes are written under ``out_dir/scenes``."""
     parts = {"train": plan.train + ena24_entries(shared_data, "train"), "val": plan.val + ena24_entries(shared_data, "val")}
+    night_dir = (shared_data / "night").resolve()
     out = {}
     for part, entries in parts.items():
         jitters = POSITIVE_JITTERS if part == "train" else 1
         specs = [s for e in entries for s in planner.specs_for(e, jitters)]
-        out[part] = specs + night_crop_specs(shared_data, part, planner.rng)
+        night_crops = night_crop_specs(shared_data, part, planner.rng)
+        backgrounds = [e.path for e in entries if e.is_negative and night_dir in e.path.resolve().parents]
+        pasted = pasted_night_specs(night_crops, backgrounds, part, out_dir / SCENE_DIR, planner.rng)
+        out[part] = specs + night_crops + pasted
     return out
 
 
@@ -229,7 +265,7 @@ def main(args: argparse.Namespace) -> int:
         plan = splits.limited(plan, args.limit)
     planner = CropPlanner(args.proposer, args.coco_model, args.shared_data, args.seed)
     try:
-        parts = plan_crops(plan, planner, args.shared_data)
+        parts = plan_crops(plan, planner, args.shared_data, args.output)
     finally:
         planner.close()
     summary = {}
