@@ -289,6 +289,7 @@ class App:
             "events": self.router.events_emitted if self.router else 0,
             "deliveries": outbox_counts(self.store, [s.name for s in self.sinks]),
             "storage": self.store.health() if self.store is not None else None,
+            "sinks": {s.name: s.health() for s in self.sinks if hasattr(s, "health")},
         }
 
     def wait(self, timeout: float | None = None) -> bool:

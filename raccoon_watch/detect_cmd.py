@@ -20,7 +20,8 @@ the evaluation tooling reads it)::
 two-stage model only). ``image`` is the path as given; ``box`` is in integer pixels of the ORIGINAL image (not the model
 input), 0 <= xmin <= xmax <= W, 0 <= ymin <= ymax <= H; ``score`` is rounded to 4 decimals; detections
 are sorted by score, best first, and only those with score >= threshold (and a wanted label, with
-``--labels``) are listed. An input that is missing or not an image gives ``{"image": PATH, "error":
+``--labels``) are listed. An input that is missing, not an image, a truncated JPEG or over
+``--max-megapixels`` (checked from the header, before decoding; default 50) gives ``{"image": PATH, "error":
 "..."}`` instead (no ``detections`` key), a message on stderr, and exit status 1 at the end; the
 other inputs are still processed. Without ``--json`` a human-readable line per image.
 
@@ -57,6 +58,7 @@ import structlog
 from raccoon_watch.config import DetectorConfig
 from raccoon_watch.logs import setup_logging
 from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
+from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
 from raccoon_watch.recognition import Recognizer
 from raccoon_watch.snapshot import draw_detections
 from raccoon_watch.types import Detection, box_to_pixels
@@ -67,7 +69,6 @@ DEFAULT_THRESHOLD = 0.5
 FALLBACK_FPS = 15.0  # when a source does not report its frame rate
 OPEN_TIMEOUT_MS = 5000
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3  # as raccoon_watch.cli
-NOT_AN_IMAGE = "not an image (OpenCV cannot decode it)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="annotated video file (.mp4) or directory for annotated images")
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
     parser.add_argument("--max-frames", type=int, help="stop a video/camera source after this many frames")
+    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                        help="refuse images larger than this, before decoding them (default: %(default)g)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -92,6 +95,10 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.proposal_threshold is not None and not 0.0 <= args.proposal_threshold <= 1.0:
         print(f"detect: --proposal-threshold must be in 0..1, got {args.proposal_threshold}", file=sys.stderr)
+        return EXIT_USAGE
+    max_mp = getattr(args, "max_megapixels", DEFAULT_MAX_PIXELS / 1e6)
+    if not (math.isfinite(max_mp) and max_mp > 0):
+        print(f"detect: --max-megapixels must be a positive number, got {max_mp}", file=sys.stderr)
         return EXIT_USAGE
     targets, problem = plan_outputs(args.inputs, args.out)
     if problem is not None:
@@ -116,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
         for source in args.inputs:
             target = targets.get(source)
             if _kind(source) == "image":
-                record = _image(detector, source, keep, target)
+                record = _image(detector, source, keep, target, int(max_mp * 1e6))
                 if record.get("error") == NOT_AN_IMAGE and Path(source).suffix.lower() not in IMAGE_SUFFIXES:
                     as_video = None if target is None else target.with_suffix(".mp4")  # a clip with an odd name?
                     if as_video is not None and as_video.exists():
@@ -183,13 +190,13 @@ def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
     return out
 
 
-def _image(detector: Recognizer, source: str, keep, target: Path | None) -> dict[str, Any]:
+def _image(detector: Recognizer, source: str, keep, target: Path | None, max_pixels: int) -> dict[str, Any]:
     path = Path(source)
     if not path.is_file():
         return {"image": source, "error": "no such file" if not path.exists() else "not a file"}
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image, problem = read_image(path, max_pixels)
     if image is None:
-        return {"image": source, "error": NOT_AN_IMAGE}
+        return {"image": source, "error": problem}
     height, width = image.shape[:2]
     dets = keep(detector.detect([image])[0])
     record = {"image": source, "width": width, "height": height,

@@ -8,7 +8,9 @@
 camera is not delivering frames (down and retrying), or the event store is in memory only or
 replaced a damaged database in this run (``storage``; ``problems`` says which); else "ok". Body
 fields per camera: ``state``, ``last_frame_age_s``, ``up``; and ``detector.alive``, ``reason``,
-``uptime_s``, ``storage``.
+``uptime_s``, ``storage``, ``sinks`` (each sink's ``health()``: a failing sink, such as MQTT with
+wrong credentials, is listed in ``problems``; status degraded) and ``notes`` (detection switched off,
+say by a retained MQTT command).
 
 The server is a stdlib ``ThreadingHTTPServer`` in a daemon thread; ``stop()`` shuts it down and
 closes the socket. Nothing secret is served: camera names and numbers only, no URLs.
@@ -60,15 +62,23 @@ def health_report(
             "up": cam.get("state") == liveness.CAMERA_UP,
             "last_frame_age_s": cam.get("last_frame_age_s"),
             "reconnects": cam.get("reconnects", 0),
+            "detect_enabled": cam.get("detect_enabled", True),
         }
         for name, cam in stats.get("cameras", {}).items()
     }
+    sinks = stats.get("sinks") or {}
     problems = [f"camera {name} is {c['state']}" for name, c in cameras.items() if not c["up"]]
     storage = stats.get("storage") or {}
     if storage.get("recovered"):
         problems.append(f"events.db was damaged and replaced; the old file is {storage['recovered']['moved_to']}")
     if storage and not storage.get("persistent", True):
         problems.append("event store is in memory only: pending deliveries do not survive a restart")
+    problems += [f"{name} sink failing: {sink.get('reason')}" for name, sink in sinks.items()
+                 if sink.get("state") == "failing"]
+    retained = {cam: sink_name for sink_name, sink in sinks.items() for cam in sink.get("retained_commands", {})}
+    notes = [f"detection is off for camera {name}"
+             + (f" (by a retained {retained[name]} command; it applies at every start)" if name in retained else "")
+             for name, c in cameras.items() if not c["detect_enabled"]]
     if not alive:
         status = STATUS_FAILING
     elif problems:
@@ -90,7 +100,9 @@ def health_report(
         "queue_depth": stats.get("queue_depth"),
         "events": stats.get("events"),
         "storage": stats.get("storage"),
+        "sinks": sinks,
         "problems": problems,
+        "notes": notes,
     }
     return alive, body
 

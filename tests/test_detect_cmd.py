@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from raccoon_watch import detect_cmd
+from raccoon_watch import detect_cmd, imagefile
 from raccoon_watch.config import REPO_ROOT
 from raccoon_watch.snapshot import DEFAULT_COLOR
 
@@ -215,3 +215,41 @@ def test_out_never_overwrites_and_refuses_before_any_work(capsys: pytest.Capture
     assert detect_cmd.run(["--model", str(coco_model), "--out", str(boxed), photos[0]]) == 0
     capsys.readouterr()
     assert boxed.is_file() and cv2.imread(str(boxed)).shape == cv2.imread(photos[0]).shape
+
+
+# --- images that lie: cut short, or far larger decoded than on disk -----------------------------
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp", ".ppm"])
+def test_header_size_matches_the_decoded_size(ext: str) -> None:
+    image = np.zeros((37, 53, 3), np.uint8)
+    ok, data = cv2.imencode(ext, image)
+    assert ok and imagefile.header_size(data.tobytes()) == (53, 37)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height (its pixel data is a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_truncated_and_oversized_images_are_per_input_errors(capsys: pytest.CaptureFixture[str], coco_model: Path,
+                                                            photos: list[str], tmp_path: Path) -> None:
+    cut = tmp_path / "cut.jpg"
+    data = Path(photos[0]).read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # libjpeg would only warn and grey out the rest
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_claiming(30000, 30000))  # 900 MP: 2.7 GB decoded
+    code, records = run_json(capsys, coco_model, str(cut), str(huge), photos[0])
+    assert code == 1 and len(records) == 3
+    assert records[0] == {"image": str(cut), "error": "truncated JPEG (the file ends before its end-of-image marker)"}
+    assert records[1]["image"] == str(huge) and "30000x30000" in records[1]["error"] and "limit" in records[1]["error"]
+    check_record(records[2], photos[0])
+    # the limit is configurable: a 640x425 photo is over 0.1 MP
+    code, records = run_json(capsys, coco_model, "--max-megapixels", "0.1", photos[0])
+    assert code == 1 and "over the limit of 0.1 MP" in records[0]["error"]

@@ -165,7 +165,8 @@ def test_healthz_200_then_503(served) -> None:
     assert code == 200 and ctype == "application/json"
     data = json.loads(body)
     assert data["status"] == "degraded"  # garden is down, the pipeline is alive
-    assert data["cameras"]["garden"] == {"state": "down", "up": False, "last_frame_age_s": None, "reconnects": 0}
+    assert data["cameras"]["garden"] == {"state": "down", "up": False, "last_frame_age_s": None, "reconnects": 0,
+                                         "detect_enabled": True}
     assert data["detector"]["alive"] is True
     state["alive"] = False
     code, _, body = _get(server.port, "/healthz")

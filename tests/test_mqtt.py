@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raccoon_watch.config import MqttConfig
+from raccoon_watch.health import health_report
 from raccoon_watch.sinks.discovery import Topics
 from raccoon_watch.sinks.mqtt import MqttSink, event_messages, parse_command, parse_command_topic
 from raccoon_watch.store import EventStore
@@ -345,3 +346,45 @@ def test_stats_published_and_last_will_on_abrupt_disconnect(mosquitto, recorder,
                  timeout=15)
     finally:
         sink.stop()
+
+
+def test_wrong_credentials_make_the_sink_report_failing_once_not_endless_warnings(mosquitto, store) -> None:  # type: ignore[no-untyped-def]
+    broker = mosquitto(password=True)
+    bad = make_sink(mcfg(broker, username=BROKER_USER, password="wrong-password"), store)
+    with structlog.testing.capture_logs() as logs:
+        bad.start()
+        try:
+            assert wait_until(lambda: bad.health()["state"] == "failing", 10)
+            time.sleep(3.5)  # paho retries every second (reconnect_max 1)
+            health = bad.health()
+        finally:
+            bad.stop()
+    assert health["state"] == "failing" and "not authorized" in health["reason"].lower(), health
+    noisy = [e for e in logs if e.get("log_level") in ("warning", "error")]
+    assert len(noisy) <= 2, [(e["event"], e.get("reason")) for e in noisy]  # said once, not every retry
+    assert "wrong-password" not in repr(logs) + repr(health)
+    _, body = health_report(True, "ok", True, {"cameras": {}, "sinks": {"mqtt": health}})
+    assert body["status"] == "degraded" and any("mqtt" in p and "authorized" in p.lower() for p in body["problems"])
+
+
+def test_a_retained_off_at_start_is_logged_and_shown(mosquitto, recorder, store) -> None:  # type: ignore[no-untyped-def]
+    broker = mosquitto()
+    rec = recorder(broker, f"{P}/#")
+    rec.client.publish(f"{P}/garden/detect/set", b"OFF", qos=1, retain=True).wait_for_publish(5)
+    calls: list[tuple[str, bool]] = []
+    sink = make_sink(mcfg(broker), store, commands=lambda cam, on: calls.append((cam, on)))
+    with structlog.testing.capture_logs() as logs:
+        sink.start()
+        try:
+            assert wait_until(lambda: calls == [("garden", False)], 10)
+            health = sink.health()
+        finally:
+            sink.stop()
+    [warned] = [e for e in logs if e["event"] == "mqtt_retained_command"]
+    assert warned["log_level"] == "warning" and warned["camera"] == "garden" and warned["detect"] is False
+    assert f"{P}/garden/detect/set" in warned["clear_with"]
+    assert health["state"] == "ok" and health["retained_commands"] == {"garden": "OFF"}
+    _, body = health_report(True, "ok", True, {"cameras": {"garden": {"state": "up", "detect_enabled": False}},
+                                               "sinks": {"mqtt": health}})
+    assert body["cameras"]["garden"]["detect_enabled"] is False
+    assert any("garden" in n and "retained" in n for n in body["notes"])

@@ -257,3 +257,22 @@ def test_row_by_row_salvage_without_the_sqlite3_cli(tmp_path: Path, monkeypatch)
     assert store.outbox_state("pushover", corrupt_db.PENDING_KEY) == "pending"
     assert rec["salvaged"]["events"] > 0
     store.close()
+
+
+def test_damage_met_mid_run_by_a_read_is_recovered_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    storage = tmp_path / "var"
+    db = corrupt_db.build(storage)
+    store = EventStore(storage, outbox_max=100)
+    assert store.pending_count("pushover") == 1
+    corrupt_db.damage(db, "pages")
+    with sqlite3.connect(db) as other:  # another writer: our connection re-reads pages from disk
+        other.execute("INSERT INTO kv VALUES ('poke', '1')")
+    with structlog.testing.capture_logs() as logs:
+        pending = store.pending_count("pushover")  # used to raise DatabaseError into the sink
+        store.enqueue("pushover", "after", b"", {})
+    assert [e["event"] for e in logs if e["log_level"] == "error"][-1] == "store_corrupt_recovered"
+    assert pending == 1 and store.pending_count("pushover") == 2 and store.persistent
+    assert store.health()["recovered"] is not None
+    store.close()

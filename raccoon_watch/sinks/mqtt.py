@@ -24,7 +24,14 @@ Direct publishes (not through the outbox), re-sent on every (re)connect instead:
   persistence comes back; queueing old copies of them would only replay stale state.
 
 Commands: ``P/<camera>/detect/set`` with ON/OFF (case-insensitive, surrounding whitespace ignored);
-anything else is logged as ``mqtt_command_ignored`` and changes nothing (``parse_command``).
+anything else is logged as ``mqtt_command_ignored`` and changes nothing (``parse_command``). A
+*retained* command (delivered on every connect, so it switches detection at every start) is
+obeyed but logged as a warning, ``mqtt_retained_command``, with the command that clears it, and
+shown in ``health()`` (and so /healthz).
+
+Health: ``health()`` says ``ok`` (connected), ``connecting`` (not yet) or ``failing`` with the
+broker's reason (wrong credentials: "Not authorized"; unreachable). A refused or failed connect is
+logged once per distinct reason; paho's retries after it are debug lines, not endless warnings.
 """
 
 from __future__ import annotations
@@ -174,7 +181,8 @@ class MqttSink:
         self._retained: dict[str, bytes] = {}  # topic -> last acknowledged retained event payload
         self._last_after: dict[str, dict[str, object]] = {}  # event id -> last "after" body
         self._last_snapshot: dict[str, str] = {}  # event id -> digest of the last snapshot sent
-        self._last_connect_error: str | None = None
+        self._last_connect_error: str | None = None  # why the broker is not reachable/accepting us
+        self._retained_commands: dict[str, str] = {}  # camera -> ON/OFF set by a retained command
         self._next_stats = 0.0
         self._thread: threading.Thread | None = None
         self.acked = 0
@@ -270,6 +278,17 @@ class MqttSink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def health(self) -> dict[str, Any]:
+        """For /healthz: ``state`` ok | connecting | failing, ``reason``, retained detect commands."""
+        if self.connected:
+            state, reason = "ok", None
+        elif self._last_connect_error:
+            state, reason = "failing", self._last_connect_error
+        else:
+            state, reason = "connecting", None
+        return {"state": state, "reason": reason, "broker": f"{self.cfg.host}:{self.cfg.port}",
+                "retained_commands": dict(self._retained_commands)}
+
     def metrics(self) -> dict[str, int]:
         return {
             "pending": self.store.pending_count(self.name),
@@ -328,13 +347,20 @@ class MqttSink:
             self._wake.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
-        if not self._stopping.is_set():
-            log.warning("mqtt_disconnected", reason=str(reason_code),
-                        pending=len(self._inflight))
+        if self._stopping.is_set():
+            return
+        if was_connected:
+            self._last_connect_error = f"disconnected: {reason_code}"
+            log.warning("mqtt_disconnected", reason=str(reason_code), pending=len(self._inflight))
+        else:  # the close after a refused or failed connect: already said once
+            log.debug("mqtt_disconnected", reason=str(reason_code), after=self._last_connect_error)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         reason = "unreachable"
+        if self._last_connect_error and not self._last_connect_error.startswith("disconnected"):
+            return  # e.g. refused (not authorized) and now retrying: keep the first, clearer reason
         if reason != self._last_connect_error:
             log.warning("mqtt_connect_failed", host=self.cfg.host, port=self.cfg.port, reason=reason)
             self._last_connect_error = reason
@@ -352,11 +378,11 @@ class MqttSink:
                     log.info("mqtt_ha_online", action="republish_discovery")
                     self._publish_discovery(force=True)
                 return
-            self._handle_command(topic, msg.payload)
+            self._handle_command(topic, msg.payload, retained=bool(msg.retain))
         except Exception:  # a malformed message never takes the network thread down
             log.exception("mqtt_message_error")
 
-    def _handle_command(self, topic: str, payload: bytes) -> None:
+    def _handle_command(self, topic: str, payload: bytes, retained: bool = False) -> None:
         camera = parse_command_topic(topic, self.topics, self.cameras)
         enabled = parse_command(payload) if camera is not None else None
         if camera is None or enabled is None:
@@ -368,7 +394,14 @@ class MqttSink:
             except Exception:
                 log.exception("mqtt_command_failed", camera=camera, enabled=enabled)
                 return
-        log.info("mqtt_command", camera=camera, detect=enabled)
+        if retained:
+            self._retained_commands[camera] = ON if enabled else OFF
+            log.warning("mqtt_retained_command", camera=camera, detect=enabled, topic=topic,
+                        consequence="a retained command applies again at every start",
+                        clear_with=f"mosquitto_pub -r -n -t {topic}")
+        else:
+            self._retained_commands.pop(camera, None)
+            log.info("mqtt_command", camera=camera, detect=enabled)
         self.set_detect_state(camera, enabled)
 
     # --- direct (retained state) publishes -------------------------------------------------
