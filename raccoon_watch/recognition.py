@@ -1,7 +1,8 @@
 """Two-stage recognition: the detector proposes, the raccoon classifier decides.
 
     image (full resolution) --detector--> proposals (any animal-like box, low threshold)
-          --crop each from the FULL image, with context--> classifier --> Detection(score = P(raccoon))
+          --crop each from the FULL image, with context--> classifier --> P(raccoon)
+          --> Detection(score = final_score(P, detector score), detector_score) --> NMS
 
 This is the one inference path: the daemon's detector workers, ``raccoon-watch detect`` and
 ``python -m train evaluate`` all call ``Recognizer.recognize``. Camera-trap systems work the same way
@@ -22,7 +23,7 @@ import numpy as np
 import structlog
 
 from raccoon_watch.motion import Crop, boxes_from_crop
-from raccoon_watch.types import Box, Detection, box_area, box_iou
+from raccoon_watch.types import Box, Detection, box_iou
 
 if TYPE_CHECKING:  # detectors/ imports this module (the factory builds Recognizers)
     from raccoon_watch.detectors.base import Detector
@@ -35,8 +36,8 @@ PixelWindow = tuple[int, int, int, int]
 DEFAULT_PROPOSAL_THRESHOLD = 0.1
 DEFAULT_MARGIN = 0.2
 DEFAULT_MAX_CANDIDATES = 8
-MERGE_IOU = 0.3  # after classification, candidates overlapping this much are one animal ...
-MERGE_CONTAINMENT = 0.7  # ... and so are boxes lying this much inside another (a head inside the body)
+DEFAULT_DETECTOR_WEIGHT = 0.0  # final score = P(raccoon) alone unless the classifier card says otherwise
+DUPLICATE_IOU = 0.5  # after classification, of two boxes overlapping this much only the better stays
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +48,14 @@ class RecognitionParams:
     margin: context added on each side of a candidate box, as a share of the box's longer side.
     max_candidates: best-scoring candidates classified per image (bounds the cost of a busy frame).
     label: the label a classified candidate carries (the classifier's positive class).
+    detector_weight: exponent of the detector score in the final score (``final_score``).
     """
 
     proposal_threshold: float = DEFAULT_PROPOSAL_THRESHOLD
     margin: float = DEFAULT_MARGIN
     max_candidates: int = DEFAULT_MAX_CANDIDATES
     label: str = "raccoon"
+    detector_weight: float = DEFAULT_DETECTOR_WEIGHT
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.proposal_threshold <= 1.0:
@@ -61,6 +64,8 @@ class RecognitionParams:
             raise ValueError(f"margin must be in 0..2, got {self.margin}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if not 0.0 <= self.detector_weight <= 1.0:
+            raise ValueError(f"detector_weight must be in 0..1, got {self.detector_weight}")
 
 
 class Classifier(Protocol):
@@ -107,34 +112,27 @@ def classifier_crop(image_bgr: np.ndarray, box: Box, margin: float, size: tuple[
     return cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
 
 
-def merge_overlapping(detections: Sequence[Detection], iou: float = MERGE_IOU,
-                      containment: float = MERGE_CONTAINMENT) -> list[Detection]:
-    """One detection per animal after classification, best final score first.
+def final_score(probability: float, detector_score: float, detector_weight: float) -> float:
+    """The score thresholds, visits and the debounce use: P(raccoon) x detector_score ** weight.
 
-    The detector's NMS ran on its own scores and leaves boxes of one raccoon's parts (its head, its
-    back) beside the whole animal; once the classifier has seen raccoon in each crop, all of them
-    score high. So candidates are taken in the order of their DETECTOR score (the detector is the
-    judge of where an animal is), and a candidate that overlaps a kept one (IoU >= ``iou``, or
-    ``containment`` of the smaller box inside the other) joins it: the kept box stays, its score
-    becomes the best classifier score of the group. Boxes normalised (xmin, ymin, xmax, ymax).
+    With weight 0 it is the classifier's probability alone. A small weight (the shipped 0.1: a
+    detector score of 0.05 costs a quarter, 0.5 costs 7 %) ranks the box that frames the whole
+    animal above boxes of its parts, which the classifier, seeing raccoon in each crop, scores alike.
+    Chosen on validation (train/README.md, "The two stages").
     """
-    ranked = sorted(detections, key=lambda d: (d.detector_score or 0.0, d.score), reverse=True)
+    return float(probability) * max(float(detector_score), 1e-6) ** detector_weight
+
+
+def suppress_duplicates(detections: Sequence[Detection], iou: float = DUPLICATE_IOU) -> list[Detection]:
+    """Class-agnostic greedy NMS on the final scores (ties: the higher detector score first): one
+    animal stays one detection once the classifier has rescored overlapping proposals. Boxes
+    normalised (xmin, ymin, xmax, ymax); best first."""
+    ranked = sorted(detections, key=lambda d: (d.score, d.detector_score or 0.0), reverse=True)
     kept: list[Detection] = []
     for det in ranked:
-        for i, k in enumerate(kept):
-            if _overlaps(det.box, k.box, iou, containment):
-                if det.score > k.score:
-                    kept[i] = replace(k, score=det.score)
-                break
-        else:
+        if all(box_iou(det.box, k.box) < iou for k in kept):
             kept.append(det)
-    return sorted(kept, key=lambda d: d.score, reverse=True)
-
-
-def _overlaps(a: Box, b: Box, iou: float, containment: float) -> bool:
-    inter = box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
-    smaller = min(box_area(a), box_area(b))
-    return box_iou(a, b) >= iou or (smaller > 0 and inter / smaller >= containment)
+    return kept
 
 
 def _region(image: np.ndarray, crop: PixelWindow | None) -> np.ndarray:
@@ -194,8 +192,9 @@ class Recognizer:
         scores = iter(self.classifier.classify(patches).tolist())
         out = []
         for cands in candidates:
-            scored = [replace(d, label=p.label, score=float(next(scores)), detector_score=d.score) for d in cands]
-            out.append(merge_overlapping(scored))
+            scored = [replace(d, label=p.label, score=final_score(next(scores), d.score, p.detector_weight),
+                              detector_score=d.score) for d in cands]
+            out.append(suppress_duplicates(scored))
         return out
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:

@@ -11,8 +11,8 @@ A model path may be:
 
 A model directory may also hold the second stage, the raccoon classifier (``create_recognizer``):
 ``classifier_card.json`` naming its ``tflite`` file (default ``classifier.tflite``), its
-``input_size``, crop ``margin``, ``proposal_threshold``, ``max_candidates``, the system's deployed
-``threshold`` (on the final score, P(raccoon)) and ``proposer.labels``, the detector labels it was
+``input_size``, crop ``margin``, ``proposal_threshold``, ``max_candidates``, ``detector_weight``, the system's deployed
+``threshold`` (on the final score) and ``proposer.labels``, the detector labels it was
 trained behind. A card without its file, a file without its card, another input size or other
 proposer labels are ModelErrors naming the file. Folders without the card are single-stage.
 
@@ -39,8 +39,8 @@ import structlog
 from raccoon_watch.config import DEFAULT_MODEL_DIR, REPO_ROOT, DetectorConfig
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
-from raccoon_watch.recognition import (DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES, DEFAULT_PROPOSAL_THRESHOLD,
-                                       RecognitionParams, Recognizer)
+from raccoon_watch.recognition import (DEFAULT_DETECTOR_WEIGHT, DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES,
+                                       DEFAULT_PROPOSAL_THRESHOLD, RecognitionParams, Recognizer)
 
 log = structlog.get_logger(__name__)
 
@@ -228,6 +228,7 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
             margin=float(card.get("margin", DEFAULT_MARGIN)),
             max_candidates=int(card.get("max_candidates", DEFAULT_MAX_CANDIDATES)),
             label=str(card.get("label", cfg.labels[0])),
+            detector_weight=float(card.get("detector_weight", DEFAULT_DETECTOR_WEIGHT)),
         )
         threshold = float(card["threshold"]) if card.get("threshold") is not None else None
     except (TypeError, ValueError) as exc:
