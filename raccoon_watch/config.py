@@ -22,6 +22,21 @@ from raccoon_watch.visits import VisitParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "raccoon"
+SHARED_ENV = "RACCOON_SHARED"
+"""Names the shared/ folder (data/, pretrained/) that the models are trained from and tested on."""
+
+
+def shared_dir_from_env() -> Path | None:
+    """``$RACCOON_SHARED`` when it is set (and not empty), else None."""
+    value = os.environ.get(SHARED_ENV)
+    return Path(value) if value else None
+
+
+def shared_dir() -> Path:
+    """The shared/ folder: ``$RACCOON_SHARED``, else ``../shared`` beside the checkout.
+
+    The one place that resolves it; the daemon, the tools, training and the tests import it."""
+    return shared_dir_from_env() or REPO_ROOT.parent / "shared"
 
 _VISIT = VisitParams()  # the visit-scoring defaults are defined once, in visits.py
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from raccoon_watch.config import shared_dir_from_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,12 +32,12 @@ class DataSection(_Strict):
         return [self.label, *self.decoys]
 
     def shared_data_path(self) -> Path:
-        env = os.environ.get("RACCOON_SHARED")
-        return Path(env) / "data" if env else (REPO / self.shared_data).resolve()
+        env = shared_dir_from_env()
+        return env / "data" if env else (REPO / self.shared_data).resolve()
 
     def pretrained_path(self) -> Path:
-        env = os.environ.get("RACCOON_SHARED")
-        return Path(env) / "pretrained" / Path(self.pretrained).name if env else (REPO / self.pretrained).resolve()
+        env = shared_dir_from_env()
+        return env / "pretrained" / Path(self.pretrained).name if env else (REPO / self.pretrained).resolve()
 
 
 class ModelSection(_Strict):
