@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from raccoon_watch.capture import CaptureThread
-from raccoon_watch.config import CameraConfig, Config
+from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.filters import DetectionFilter
@@ -38,7 +38,6 @@ from raccoon_watch.workers import DetectorWorker
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
 RETENTION_SWEEP_S = 3600.0
 STOP_JOIN_S = 3.0  # how long stop() waits for all threads together
 

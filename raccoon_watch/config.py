@@ -22,6 +22,8 @@ from raccoon_watch.visits import VisitParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "raccoon"
+DEFAULT_THRESHOLD = 0.5
+"""The alert score threshold when neither the config nor the model card gives one (daemon, detect, evaluate)."""
 SHARED_ENV = "RACCOON_SHARED"
 """Names the shared/ folder (data/, pretrained/) that the models are trained from and tested on."""
 
@@ -165,7 +167,7 @@ class DetectorConfig(_Strict):
     threshold: float | None = Field(
         None, ge=0.0, le=1.0,
         description="Minimum final score for a detection to count (with a classifier stage: its P(raccoon)); "
-        "null: the model card's deployed threshold (else 0.5).",
+        f"null: the model card's deployed threshold (else {DEFAULT_THRESHOLD}).",
     )
     classifier: bool = Field(
         True, description="Use the model folder's raccoon classifier stage (classifier_card.json) when it has one: "

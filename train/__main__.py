@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from raccoon_watch.config import shared_dir
+from raccoon_watch.config import DEFAULT_THRESHOLD, shared_dir
 
 from train import decoys, evaluate, export, splits, tfrecord, voc
 from train import train as train_stage
@@ -117,7 +117,7 @@ def _deployed_threshold(model_dir: Path, extra: list[str]) -> float:
 
     files = find_model(model_dir)
     card = files.classifier_card if files.classifier is not None and not extra else files.card
-    return float(card.get("threshold", card.get("deployed_threshold", evaluate.DEFAULT_THRESHOLD)))
+    return float(card.get("threshold", card.get("deployed_threshold", DEFAULT_THRESHOLD)))
 
 
 def _copy_detector(source: Path, candidate: Path) -> None:

@@ -30,13 +30,13 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import structlog
 
+from raccoon_watch.config import DEFAULT_THRESHOLD
 from raccoon_watch.detectors.base import ModelError
 from train import metrics
 from train.voc import BoxRow, read_csv
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
 SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 COCO_TO_RACCOON = {"cat": "raccoon", "dog": "raccoon", "bear": "raccoon"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
