@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raccoon_watch.config import shared_dir_from_env
+from train.augment import AugmentConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,20 +66,6 @@ class LossSection(_Strict):
     focal_gamma: float = 2.0
 
 
-class AugmentSection(_Strict):
-    """Probabilities of train.augment.AugmentConfig (same names; that class checks the ranges)."""
-
-    zoom_out_probability: float = 0.3
-    zoom_out_max_ratio: float = 3.0
-    crop_probability: float = 0.5
-    flip_probability: float = 0.5
-    color_probability: float = 0.8
-    grayscale_probability: float = 0.1
-    night_probability: float = 0.15
-    blur_probability: float = 0.1
-    jpeg_probability: float = 0.2
-
-
 class MixSection(_Strict):
     positives: float = 0.55
     negatives: float = 0.25
@@ -97,7 +84,8 @@ class TrainConfig(_Strict):
     model: ModelSection = ModelSection()
     optim: OptimSection = OptimSection()
     loss: LossSection = LossSection()
-    augment: AugmentSection = AugmentSection()
+    augment: AugmentConfig = Field(AugmentConfig(), description="train.augment.AugmentConfig itself: its defaults "
+                                   "and range checks; an unknown key is an error")
     mix: MixSection = MixSection()
     eval: EvalSection = EvalSection()
 

@@ -25,7 +25,6 @@ import tensorflow as tf
 
 from train import data as data_lib
 from train import metrics
-from train.augment import AugmentConfig
 from train.config import TrainConfig, load_config
 from train.splits import make_plan
 from train.ssd.anchors import generate_anchors
@@ -304,7 +303,7 @@ def main(args: argparse.Namespace) -> int:
     model, optimizer, step, manager, schedule, average = _setup(cfg, args, strategy)
     state_path = args.work_dir / "training_result.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else {"history": []}
-    aug_cfg = AugmentConfig(**cfg.augment.model_dump())
+    aug_cfg = cfg.augment
     mix = data_lib.MixConfig(**cfg.mix.model_dump())
     generator = lambda: data_lib.training_examples(train_examples, night, crops, aug_cfg, mix, cfg.seed + int(step))
     dataset = data_lib.make_train_dataset(generator, TargetAssigner(anchors), cfg.optim.batch_size)
