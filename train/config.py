@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from raccoon_watch.config import shared_dir_from_env
 from train.augment import AugmentConfig
+from train.ssd.head_init import HeadInitName
+
+LossKind = Literal["hard_negative", "focal"]
+"""train.ssd.losses.multibox_loss: SSD hard-negative mining (3:1) or focal loss (RetinaNet)."""
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +47,7 @@ class DataSection(_Strict):
 
 
 class ModelSection(_Strict):
-    head_init: str = Field("cat_dog_bear_mean", description="key of train.ssd.head_init.HEAD_INITS")
+    head_init: HeadInitName = Field("cat_dog_bear_mean", description="key of train.ssd.head_init.HEAD_INITS")
     frozen_prefixes: list[str] = Field(default_factory=lambda: ["Conv2d_0", "Conv2d_1_", "Conv2d_2_", "Conv2d_3_", "Conv2d_4_", "Conv2d_5_"],
                                        description="layers whose name starts with one of these are not trained")
 
@@ -59,7 +64,7 @@ class OptimSection(_Strict):
 
 
 class LossSection(_Strict):
-    kind: str = Field("hard_negative", description="hard_negative (SSD 3:1) or focal")
+    kind: LossKind = Field("hard_negative", description="hard_negative (SSD 3:1) or focal")
     neg_pos_ratio: float = 3.0
     min_negatives_per_image: int = 16
     focal_alpha: float = 0.25
@@ -91,8 +96,6 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.loss.kind not in ("hard_negative", "focal"):
-            raise ValueError(f"loss.kind must be hard_negative or focal, got {self.loss.kind!r}")
         if self.data.label in self.data.decoys or len(set(self.data.decoys)) != len(self.data.decoys):
             raise ValueError(f"data.decoys must be distinct and not {self.data.label!r}, got {self.data.decoys}")
         if self.optim.warmup_steps > self.optim.steps:
