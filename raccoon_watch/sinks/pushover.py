@@ -56,6 +56,7 @@ from pushover_complete import PushoverAPI
 from pushover_complete import pushover_api as _po_module
 from pushover_complete.error import BadAPIRequestError
 
+from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import PushoverConfig, QuietHours
 from raccoon_watch.logs import clip
 from raccoon_watch.store import EventStore, OutboxItem
@@ -150,11 +151,6 @@ def in_quiet_hours(quiet: QuietHours | None, at: dt.time) -> bool:
     if start < end:
         return start <= at < end
     return at >= start or at < end
-
-
-def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
-    """Capped exponential backoff: ``min(base * 2**attempt, cap)`` seconds (attempt from 0)."""
-    return min(base * (2 ** min(attempt, 30)), cap)
 
 
 def should_push(cfg: PushoverConfig, event: Event) -> tuple[bool, str]:
