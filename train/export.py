@@ -250,19 +250,6 @@ def representative_dataset(images: Sequence[np.ndarray], input_size: int = INPUT
 
 # ---------------------------------------------------------------- files beside the model
 
-def write_label_map(labels: Sequence[str], path: Path) -> None:
-    """``item { id: k name: 'label' }`` with ids from 1; DATA's train.tfrecord writer if present."""
-    try:
-        from train.tfrecord import write_label_map as data_write_label_map
-    except ImportError:
-        data_write_label_map = None
-    if data_write_label_map is not None:
-        data_write_label_map(list(labels), path)
-        return
-    items = [f"item {{\n  id: {i}\n  name: '{name}'\n}}\n" for i, name in enumerate(labels, start=1)]
-    Path(path).write_text("\n".join(items), encoding="utf-8")
-
-
 def measure_latency_ms(tflite_paths: Sequence[Path], num_threads: int = 2, runs: int = 50,
                        warmup: int = 5) -> dict[str, dict]:
     """Median / p90 ms of ``invoke()`` per file on one random frame, files interleaved run by run
@@ -307,6 +294,7 @@ def export_model(keras_model, anchors: np.ndarray, labels: Sequence[str], out_di
     Returns the model card.
     """
     from train.ssd.box_coder import SCALE_FACTORS
+    from train.tfrecord import write_label_map  # the label map training reads (ids from 1)
 
     anchors = np.asarray(anchors, dtype=np.float32)
     num_outputs = keras_model.outputs[1].shape[-1]
@@ -326,7 +314,7 @@ def export_model(keras_model, anchors: np.ndarray, labels: Sequence[str], out_di
     (out / TFLITE_FLOAT).write_bytes(tflite.convert(None))
     (out / TFLITE_INT8).write_bytes(
         tflite.convert(representative_dataset(representative_images, input_size)))
-    write_label_map(labels, out / LABEL_MAP)
+    write_label_map(list(labels), out / LABEL_MAP)
 
     timed = [out / TFLITE_INT8, out / TFLITE_FLOAT]
     if reference_tflite is not None and Path(reference_tflite).is_file():
