@@ -30,8 +30,7 @@ import tensorflow as tf
 from PIL import Image
 
 from raccoon_watch.labels import is_pbtxt, parse_lines, pbtxt_items, read_label_text
-from train.evaluate import default_images_dir, list_images
-from train.voc import BoxRow, read_csv
+from train.voc import BoxRow, default_images_dir, list_images, read_csv
 
 log = structlog.get_logger(__name__)
 
