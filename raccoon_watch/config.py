@@ -322,10 +322,6 @@ class Config(_Strict):
                 raise ValueError(f"camera name {name!r} must be lowercase letters, digits and _")
         return value
 
-    @property
-    def model_dir(self) -> Path:
-        return self.detector.model or DEFAULT_MODEL_DIR
-
 
 # --- loading -----------------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ class WeightAverage:
             average.assign(current)
 
 
-def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, global_batch: int, average: WeightAverage | None = None):
+def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, average: WeightAverage | None = None):
     """A tf.function running one distributed step; returns the mean loss parts."""
     trainable = model.trainable_variables
 
@@ -308,7 +308,7 @@ def main(args: argparse.Namespace) -> int:
     generator = lambda: data_lib.training_examples(train_examples, night, crops, aug_cfg, mix, cfg.seed + int(step))
     dataset = data_lib.make_train_dataset(generator, TargetAssigner(anchors), cfg.optim.batch_size)
     batches = iter(strategy.experimental_distribute_dataset(dataset))
-    train_step = make_train_step(model, optimizer, strategy, LossConfig(**cfg.loss.model_dump()), cfg.optim.batch_size, average)
+    train_step = make_train_step(model, optimizer, strategy, LossConfig(**cfg.loss.model_dump()), average)
     writer = tf.summary.create_file_writer(str(args.work_dir / "tensorboard"))
     if "best" not in state:  # the COCO-initialised model is the first candidate
         _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)

@@ -252,14 +252,6 @@ class PushoverSink:
             self._thread = None
         self._session.close()
 
-    def metrics(self) -> dict[str, int]:
-        return {
-            "pending": self.store.pending_count(self.name),
-            "failed": self.store.failed_count(self.name),
-            "sent": self.sent,
-            "retries": self.retries,
-        }
-
     # --- sender thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
