@@ -24,7 +24,6 @@ from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.liveness import wedge_for_tests
 from raccoon_watch.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition import Recognizer
@@ -189,7 +188,7 @@ class App:
         wait_s = self.cfg.detector.batch_wait_ms / 1000.0
         for i in range(self.cfg.detector.workers):
             worker = DetectorWorker(
-                i, wedge_for_tests(self._make_detector), self.frames, self.results, self.stop_event, wait_s,
+                i, self._make_detector, self.frames, self.results, self.stop_event, wait_s,
                 on_inference=self.metrics.on_inference,
             )
             worker.start()

@@ -15,9 +15,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import structlog
+
+if TYPE_CHECKING:
+    from raccoon_watch.liveness import LivenessLimits
 
 log = structlog.get_logger(__name__)
 
@@ -263,14 +266,15 @@ class ServiceRuntime:
         runtime.stop()                                                   # STOPPING=1, HTTP off
 
     ``request_reload()`` is safe from a signal handler: the reload itself runs in ``tick()``.
+    ``limits``: the liveness limits of the watchdog and /healthz (default ``LivenessLimits()``).
     """
 
-    def __init__(self, app: Any, config_path: Any) -> None:
+    def __init__(self, app: Any, config_path: Any, limits: LivenessLimits | None = None) -> None:
         from raccoon_watch import liveness
 
         self.app = app
         self.config_path = config_path
-        self.liveness = liveness.AppLiveness(app, liveness.limits_from_env())
+        self.liveness = liveness.AppLiveness(app, limits or liveness.LivenessLimits())
         self.notifier = ServiceNotifier(self.liveness.check, app.stats)
         self.tick_s = self.notifier.tick_s
         self.http: Any = None

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch import notify
+from tests import wedged_daemon
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -183,13 +184,15 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _start_daemon(cfg: Path, sock: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """The daemon with its log in ``<tmp>/daemon.log`` (a pipe nobody reads would fill and block it)."""
+def _start_daemon(cfg: Path, sock: str, extra_env: dict[str, str] | None = None,
+                  module: str = "raccoon_watch") -> subprocess.Popen[bytes]:
+    """The daemon (``python -m <module> run``) with its log in ``<tmp>/daemon.log`` (a pipe nobody
+    reads would fill and block it)."""
     env = {**os.environ, "NOTIFY_SOCKET": sock, "WATCHDOG_USEC": "2000000", **(extra_env or {})}
     env.pop("WATCHDOG_PID", None)
     with open(cfg.parent / "daemon.log", "wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "raccoon_watch", "run", "--config", str(cfg)],
+            [sys.executable, "-m", module, "run", "--config", str(cfg)],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
         )
 
@@ -262,7 +265,7 @@ def test_watchdog_stops_when_the_detector_is_wedged(tmp_path: Path, coco_model: 
     lst = NotifyListener(sock)
     proc = _start_daemon(
         _config(tmp_path, coco_model), sock,
-        {"RACCOON_WATCH_TEST_WEDGE_DETECTOR_AFTER_S": "2", "RACCOON_WATCH_TEST_DETECT_LIMIT_S": "2"},
+        {wedged_daemon.WEDGE_AFTER_ENV: "2", wedged_daemon.DETECT_LIMIT_ENV: "2"}, module="tests.wedged_daemon",
     )
     try:
         ready_at = lst.wait_for("READY=1", timeout=60)
