@@ -298,8 +298,7 @@ class _RecordingRouter:
 
 def test_sighup_reload_hands_the_router_its_visit_scoring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
-    from types import SimpleNamespace
-
+    from raccoon_watch.app import App
     from raccoon_watch.config import parse_config
     from raccoon_watch.visits import VisitParams
 
@@ -308,7 +307,8 @@ def test_sighup_reload_hands_the_router_its_visit_scoring(tmp_path: Path, monkey
     path = tmp_path / "config.yaml"
     path.write_text(base + "events: {score_window: 5, score_min_frames: 2, score_match_iou: 0.3}\n")
     router = _RecordingRouter()
-    app = SimpleNamespace(cfg=parse_config(base), router=router, threshold_for=lambda cfg: 0.5)
+    app = App(parse_config(base))  # not started: only its router is set, to one that records
+    app.router = router
     root = logging.getLogger()
     level = root.level
     try:
