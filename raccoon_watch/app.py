@@ -8,6 +8,7 @@ watches ``self.stop_event`` and waits on queues with timeouts, so shutdown takes
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -19,12 +20,11 @@ from typing import Any
 import structlog
 
 from raccoon_watch.capture import CaptureThread
-from raccoon_watch.config import CameraConfig, Config
+from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.liveness import wedge_for_tests
 from raccoon_watch.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition import Recognizer
@@ -38,7 +38,6 @@ from raccoon_watch.workers import DetectorWorker
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
 RETENTION_SWEEP_S = 3600.0
 STOP_JOIN_S = 3.0  # how long stop() waits for all threads together
 
@@ -70,6 +69,44 @@ def debounce_params(cfg: Config) -> DebounceParams:
 def visit_params(cfg: Config) -> VisitParams:
     e = cfg.events
     return VisitParams(window=e.score_window, min_frames=e.score_min_frames, match_iou=e.score_match_iou)
+
+
+# Per-camera fields the event router's filters take (detection filter: labels, score, area, zones).
+LIVE_CAMERA_FIELDS = ("labels", "threshold", "min_area", "max_area", "zones", "masks")
+
+
+def plan_reload(old: Config, new: Config, filters_live: bool) -> tuple[Config, list[str]]:
+    """Merge a freshly loaded ``Config`` into the running one.
+
+    Returns (config to run with, top-level sections whose change still needs a restart). Live:
+    ``logging.level`` always; with ``filters_live`` (the router can be reconfigured) also
+    ``events`` and the filter fields (``detector.threshold``/``labels``, per camera
+    ``LIVE_CAMERA_FIELDS``). Everything else (cameras added/removed or their sources, the model,
+    workers, storage, MQTT, Pushover, HTTP, log format) needs a restart and keeps its old value.
+    """
+    update: dict[str, Any] = {"logging": old.logging.model_copy(update={"level": new.logging.level})}
+    if filters_live:
+        update["events"] = new.events
+        update["detector"] = old.detector.model_copy(
+            update={"threshold": new.detector.threshold, "labels": new.detector.labels}
+        )
+        update["cameras"] = {
+            name: cam.model_copy(update={k: getattr(new.cameras[name], k) for k in LIVE_CAMERA_FIELDS})
+            if name in new.cameras else cam
+            for name, cam in old.cameras.items()
+        }
+    merged = old.model_copy(update=update)
+    restart = [name for name in type(new).model_fields if getattr(merged, name) != getattr(new, name)]
+    return merged, restart
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What ``App.reload`` did: whether the filters changed live, and the top-level sections whose
+    change needs a restart (they keep their old values until then)."""
+
+    live_filters: bool
+    restart: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +196,22 @@ class App:
             self.store.close()
         log.info("daemon_stopped")
 
+    def reload(self, new: Config) -> Reloaded:
+        """Apply a re-read configuration (SIGHUP): the log level always, and with a running router
+        the events section and the detection filters (``plan_reload``); the rest waits for a restart."""
+        router = self.router
+        merged, restart = plan_reload(self.cfg, new, filters_live=router is not None)
+        logging.getLogger().setLevel(merged.logging.level.upper())
+        if router is not None:
+            threshold = self.threshold_for(merged)
+            router.reconfigure(
+                {name: camera_filter(cam, merged, threshold) for name, cam in merged.cameras.items() if cam.enabled},
+                debounce_params(merged),
+                visit_params(merged),
+            )
+        self.cfg = merged
+        return Reloaded(live_filters=router is not None, restart=tuple(restart))
+
     def _make_detector(self) -> Recognizer:
         return create_recognizer(self.cfg.detector, self.model_path)
 
@@ -190,7 +243,7 @@ class App:
         wait_s = self.cfg.detector.batch_wait_ms / 1000.0
         for i in range(self.cfg.detector.workers):
             worker = DetectorWorker(
-                i, wedge_for_tests(self._make_detector), self.frames, self.results, self.stop_event, wait_s,
+                i, self._make_detector, self.frames, self.results, self.stop_event, wait_s,
                 on_inference=self.metrics.on_inference,
             )
             worker.start()

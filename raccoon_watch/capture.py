@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import structlog
 
+from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import CameraConfig, redact_url
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.types import Frame
@@ -347,8 +348,8 @@ class CaptureThread(threading.Thread):
         (self._log.warning if first else self._log.debug)("camera_down", error=why, open_failures=self.stats.open_failures)
 
     def _backoff(self, failures: int) -> None:
-        """Wait min(2**failures, reconnect_max_s) seconds, or less if stopped."""
-        delay = min(2.0 ** min(failures, 16), self.cfg.reconnect_max_s)
+        """Wait backoff_delay(failures) capped at reconnect_max_s (min(2**failures, cap) s), or less if stopped."""
+        delay = backoff_delay(failures, base=1.0, cap=self.cfg.reconnect_max_s)
         self._log.debug("camera_retry", delay_s=delay, attempt=failures)
         self.stop_event.wait(delay)
 

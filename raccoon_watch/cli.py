@@ -104,7 +104,7 @@ def _with_demo_cameras(cfg: Config) -> Config:
     dead = [name for name, cam in cfg.cameras.items() if cam.enabled and not probe_source(cam)]
     if len(dead) < sum(c.enabled for c in cfg.cameras.values()):
         return cfg
-    from raccoon_watch.detectors.factory import shared_dir
+    from raccoon_watch.config import shared_dir
 
     clip = ensure_demo_clip(shared_dir())
     log.warning("no_camera_opened_using_demo", cameras=dead, demo_clip=str(clip))

@@ -22,6 +22,23 @@ from raccoon_watch.visits import VisitParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "raccoon"
+DEFAULT_THRESHOLD = 0.5
+"""The alert score threshold when neither the config nor the model card gives one (daemon, detect, evaluate)."""
+SHARED_ENV = "RACCOON_SHARED"
+"""Names the shared/ folder (data/, pretrained/) that the models are trained from and tested on."""
+
+
+def shared_dir_from_env() -> Path | None:
+    """``$RACCOON_SHARED`` when it is set (and not empty), else None."""
+    value = os.environ.get(SHARED_ENV)
+    return Path(value) if value else None
+
+
+def shared_dir() -> Path:
+    """The shared/ folder: ``$RACCOON_SHARED``, else ``../shared`` beside the checkout.
+
+    The one place that resolves it; the daemon, the tools, training and the tests import it."""
+    return shared_dir_from_env() or REPO_ROOT.parent / "shared"
 
 _VISIT = VisitParams()  # the visit-scoring defaults are defined once, in visits.py
 
@@ -150,7 +167,7 @@ class DetectorConfig(_Strict):
     threshold: float | None = Field(
         None, ge=0.0, le=1.0,
         description="Minimum final score for a detection to count (with a classifier stage: its P(raccoon)); "
-        "null: the model card's deployed threshold (else 0.5).",
+        f"null: the model card's deployed threshold (else {DEFAULT_THRESHOLD}).",
     )
     classifier: bool = Field(
         True, description="Use the model folder's raccoon classifier stage (classifier_card.json) when it has one: "
@@ -304,10 +321,6 @@ class Config(_Strict):
             if not re.fullmatch(r"[a-z0-9_]{1,64}", name):
                 raise ValueError(f"camera name {name!r} must be lowercase letters, digits and _")
         return value
-
-    @property
-    def model_dir(self) -> Path:
-        return self.detector.model or DEFAULT_MODEL_DIR
 
 
 # --- loading -----------------------------------------------------------------------------------

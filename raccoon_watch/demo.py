@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import structlog
 
-from raccoon_watch.config import REPO_ROOT
+from raccoon_watch.config import shared_dir as default_shared_dir
 from raccoon_watch.types import Box
 
 log = structlog.get_logger(__name__)
@@ -141,17 +141,12 @@ def _demo_frames(shared_dir: Path) -> Iterator[np.ndarray]:
             yield image
 
 
-def default_shared_dir() -> Path:
-    """$RACCOON_SHARED, else ../shared beside the checkout."""
-    return Path(os.environ.get("RACCOON_SHARED", REPO_ROOT.parent / "shared"))
-
-
 def ensure_demo_clip(
     shared_dir: str | os.PathLike[str] | None = None, out_path: str | os.PathLike[str] = DEMO_PATH
 ) -> Path:
     """Build the demo clip at ``out_path`` unless it already exists; return its path.
 
-    shared_dir: the shared/ folder (default ``default_shared_dir()``). Raises FileNotFoundError
+    shared_dir: the shared/ folder (default ``raccoon_watch.config.shared_dir()``). Raises FileNotFoundError
     when it has no raccoon dataset."""
     out = Path(out_path)
     if out.is_file() and out.stat().st_size > 0:

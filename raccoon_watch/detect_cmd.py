@@ -55,7 +55,7 @@ from typing import Any, Sequence
 import cv2
 import structlog
 
-from raccoon_watch.config import DetectorConfig
+from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
 from raccoon_watch.logs import setup_logging
 from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
@@ -65,7 +65,6 @@ from raccoon_watch.types import Detection, box_to_pixels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".mjpeg", ".h264", ".ts"}
-DEFAULT_THRESHOLD = 0.5
 FALLBACK_FPS = 15.0  # when a source does not report its frame rate
 OPEN_TIMEOUT_MS = 5000
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3  # as raccoon_watch.cli
@@ -75,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, video files or camera sources")
     parser.add_argument("--model", type=Path, help="model directory or file (default: the bundled raccoon model)")
     parser.add_argument("--backend", choices=("auto", "tflite", "tensorflow"), default="auto")
-    parser.add_argument("--threshold", type=float, help="minimum score (default: the model card's, else 0.5)")
+    parser.add_argument("--threshold", type=float, help=f"minimum score (default: the model card's, else {DEFAULT_THRESHOLD})")
     parser.add_argument("--no-classifier", action="store_true", help="the detector alone, even if the model has a classifier stage")
     parser.add_argument("--proposal-threshold", type=float, help="detector score from which a box is classified "
                         "(default: the classifier card's)")

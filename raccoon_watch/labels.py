@@ -39,6 +39,14 @@ class LabelMapError(ValueError):
 
 def load_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Read a label map; result[0] is the background, result[k] the label of 1-based class id k."""
+    text = read_label_text(path)
+    if is_pbtxt(path, text):
+        return parse_pbtxt(text, str(path))
+    return parse_lines(text, str(path))
+
+
+def read_label_text(path: str | os.PathLike[str]) -> str:
+    """The label map file's text; LabelMapError when it is missing, unreadable, not UTF-8 or empty."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -50,13 +58,26 @@ def load_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
         raise LabelMapError(f"{p}: cannot read label map: {exc.strerror}") from None
     if not text.strip():
         raise LabelMapError(f"{p}: label map is empty")
-    if p.suffix == ".pbtxt" or re.search(r"\bitem\s*\{", text):
-        return parse_pbtxt(text, str(p))
-    return parse_lines(text, str(p))
+    return text
+
+
+def is_pbtxt(path: str | os.PathLike[str], text: str) -> bool:
+    """A ``.pbtxt`` name, or ``item {`` entries under any name."""
+    return Path(path).suffix == ".pbtxt" or re.search(r"\bitem\s*\{", text) is not None
 
 
 def parse_pbtxt(text: str, source: str = "<pbtxt>") -> tuple[str, ...]:
     """TF OD API StringIntLabelMap text -> (background, label of id 1, label of id 2, ...)."""
+    by_id = pbtxt_items(text, source)
+    if min(by_id) < 1:
+        raise LabelMapError(f"{source}: id {min(by_id)} must be >= 1 (0 is the background)")
+    return (BACKGROUND,) + tuple(by_id.get(i, UNKNOWN) for i in range(1, max(by_id) + 1))
+
+
+def pbtxt_items(text: str, source: str = "<pbtxt>") -> dict[int, str]:
+    """TF OD API StringIntLabelMap text -> {id: label} as written (any integer ids, gaps allowed).
+
+    ``display_name`` wins over ``name``; each item needs an id and one of them, ids are unique."""
     text = re.sub(r"#[^\n]*", "", text)  # comments
     by_id: dict[int, str] = {}
     for match in _ITEM.finditer(text):
@@ -70,8 +91,6 @@ def parse_pbtxt(text: str, source: str = "<pbtxt>") -> tuple[str, ...]:
             item_id = int(fields["id"])
         except ValueError:
             raise LabelMapError(f"{where}: id {fields['id']!r} is not an integer") from None
-        if item_id < 1:
-            raise LabelMapError(f"{where}: id {item_id} must be >= 1 (0 is the background)")
         if item_id in by_id:
             raise LabelMapError(f"{where}: duplicate id {item_id}")
         label = fields.get("display_name") or fields.get("name")
@@ -83,7 +102,7 @@ def parse_pbtxt(text: str, source: str = "<pbtxt>") -> tuple[str, ...]:
         raise LabelMapError(f"{source}: not a label map: unexpected text {leftover[:40]!r}")
     if not by_id:
         raise LabelMapError(f"{source}: no 'item {{ id: ... name: ... }}' entries")
-    return (BACKGROUND,) + tuple(by_id.get(i, UNKNOWN) for i in range(1, max(by_id) + 1))
+    return by_id
 
 
 def parse_lines(text: str, source: str = "<labels>") -> tuple[str, ...]:

@@ -21,11 +21,9 @@ Times are ``time.monotonic()`` seconds.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 OK = "ok"
 CAMERA_UP = "up"
@@ -213,38 +211,3 @@ class AppLiveness:
         snap, now = self.snapshot(now)
         return pipeline_alive(snap, now, self.limits)
 
-
-# --- test hooks: the ONE place that reads RACCOON_WATCH_TEST_* ------------------------------------
-# Real faults for tests/test_notify.py, off unless the variables are set (never set them in a unit).
-WEDGE_ENV = "RACCOON_WATCH_TEST_WEDGE_DETECTOR_AFTER_S"  # detect() blocks forever after N seconds
-DETECT_LIMIT_ENV = "RACCOON_WATCH_TEST_DETECT_LIMIT_S"  # shorter LivenessLimits.detect_s
-
-
-def limits_from_env() -> LivenessLimits:
-    value = os.environ.get(DETECT_LIMIT_ENV)
-    return LivenessLimits(detect_s=float(value)) if value else LivenessLimits()
-
-
-def wedge_for_tests(make_detector: Callable[[], Any]) -> Callable[[], Any]:
-    """``make_detector`` unchanged, unless $RACCOON_WATCH_TEST_WEDGE_DETECTOR_AFTER_S is set: then
-    each detector's ``detect()`` blocks forever once that many seconds have passed since it was made
-    (a real wedge inside detect(), as a hung GPU driver would cause)."""
-    value = os.environ.get(WEDGE_ENV)
-    if not value:
-        return make_detector
-    after_s = float(value)
-
-    def make() -> Any:
-        detector = make_detector()
-        wedge_at = time.monotonic() + after_s
-        real_detect = detector.detect
-
-        def detect(images: Any) -> Any:
-            if time.monotonic() >= wedge_at:
-                threading.Event().wait()  # never set: blocks this worker for good
-            return real_detect(images)
-
-        detector.detect = detect
-        return detector
-
-    return make

@@ -283,9 +283,6 @@ class Crop:
     x1: int
     y1: int
 
-    def of(self, image: np.ndarray) -> np.ndarray:
-        return image[self.y0 : self.y1, self.x0 : self.x1]
-
 
 def crop_for_model(region: Box, width: int, height: int, min_side: int = 300, margin: float = 0.25) -> Crop:
     """The square around a motion ``region`` (normalised xyxy) to run the detector on.

@@ -15,9 +15,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import structlog
+
+if TYPE_CHECKING:
+    from raccoon_watch.liveness import LivenessLimits
 
 log = structlog.get_logger(__name__)
 
@@ -189,41 +192,11 @@ class ServiceNotifier:
         return status_line(stats, self._fps)
 
 
-# --- SIGHUP: re-read the config, apply what can change live ---------------------------------------
-
-# Per-camera fields the event router's filters take (detection filter: labels, score, area, zones).
-LIVE_CAMERA_FIELDS = ("labels", "threshold", "min_area", "max_area", "zones", "masks")
-
-
-def plan_reload(old: Any, new: Any, filters_live: bool) -> tuple[Any, list[str]]:
-    """Merge a freshly loaded ``Config`` into the running one.
-
-    Returns (config to run with, top-level sections whose change still needs a restart). Live:
-    ``logging.level`` always; with ``filters_live`` (the router can be reconfigured) also
-    ``events`` and the filter fields (``detector.threshold``/``labels``, per camera
-    ``LIVE_CAMERA_FIELDS``). Everything else (cameras added/removed or their sources, the model,
-    workers, storage, MQTT, Pushover, HTTP, log format) needs a restart and keeps its old value.
-    """
-    update: dict[str, Any] = {"logging": old.logging.model_copy(update={"level": new.logging.level})}
-    if filters_live:
-        update["events"] = new.events
-        update["detector"] = old.detector.model_copy(
-            update={"threshold": new.detector.threshold, "labels": new.detector.labels}
-        )
-        update["cameras"] = {
-            name: cam.model_copy(update={k: getattr(new.cameras[name], k) for k in LIVE_CAMERA_FIELDS})
-            if name in new.cameras else cam
-            for name, cam in old.cameras.items()
-        }
-    merged = old.model_copy(update=update)
-    restart = [name for name in type(new).model_fields if getattr(merged, name) != getattr(new, name)]
-    return merged, restart
+# --- SIGHUP: the sd_notify side of a reload (App.reload decides what changes) -----------------------
 
 
 def reload_app(app: Any, path: Any) -> bool:
-    """RELOADING=1, re-read ``path``, apply the live part, READY=1. A bad file keeps the old config."""
-    import logging
-
+    """RELOADING=1, re-read ``path``, ``app.reload()`` it, READY=1. A bad file keeps the old config."""
     from raccoon_watch.config import ConfigError, load_config
 
     reloading("reloading configuration")
@@ -234,23 +207,11 @@ def reload_app(app: Any, path: Any) -> bool:
         log.error("reload_rejected_keeping_old_config", error=str(exc))
         ready("reload failed: kept the old configuration")
         return False
-    router = app.router
-    filters_live = router is not None and hasattr(router, "reconfigure")
-    merged, restart = plan_reload(app.cfg, new, filters_live)
-    logging.getLogger().setLevel(merged.logging.level.upper())
-    if filters_live:
-        from raccoon_watch.app import camera_filter, debounce_params, visit_params
-
-        threshold = app.threshold_for(merged)
-        router.reconfigure(
-            {name: camera_filter(cam, merged, threshold) for name, cam in merged.cameras.items() if cam.enabled},
-            debounce_params(merged),
-            visit_params(merged),
-        )
-    app.cfg = merged
+    done = app.reload(new)
+    restart = list(done.restart)
     if restart:
         log.warning("reload_needs_restart", sections=restart)
-    log.info("reload_applied", live_filters=filters_live, restart_needed=restart)
+    log.info("reload_applied", live_filters=done.live_filters, restart_needed=restart)
     ready("configuration reloaded" + (f"; restart to apply {', '.join(restart)}" if restart else ""))
     return True
 
@@ -263,14 +224,15 @@ class ServiceRuntime:
         runtime.stop()                                                   # STOPPING=1, HTTP off
 
     ``request_reload()`` is safe from a signal handler: the reload itself runs in ``tick()``.
+    ``limits``: the liveness limits of the watchdog and /healthz (default ``LivenessLimits()``).
     """
 
-    def __init__(self, app: Any, config_path: Any) -> None:
+    def __init__(self, app: Any, config_path: Any, limits: LivenessLimits | None = None) -> None:
         from raccoon_watch import liveness
 
         self.app = app
         self.config_path = config_path
-        self.liveness = liveness.AppLiveness(app, liveness.limits_from_env())
+        self.liveness = liveness.AppLiveness(app, limits or liveness.LivenessLimits())
         self.notifier = ServiceNotifier(self.liveness.check, app.stats)
         self.tick_s = self.notifier.tick_s
         self.http: Any = None

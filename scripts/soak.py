@@ -53,6 +53,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from raccoon_watch.config import shared_dir  # noqa: E402
 from tools.bench_clips import ClipSpec, ensure_clip  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -77,7 +78,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "pasted raccoon scores mostly under the shipped model's deployed threshold (near 0.9), "
                         "and the soak measures the pipeline, so it uses 0.5 to make every visit an event")
     p.add_argument("--out", type=Path, default=REPO / "var" / "soak", help="runs go to <out>/<timestamp>/")
-    p.add_argument("--shared", type=Path, default=Path(os.environ.get("RACCOON_SHARED", REPO.parent / "shared")))
+    p.add_argument("--shared", type=Path, default=shared_dir())
     return p
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from raccoon_watch.config import shared_dir as configured_shared_dir
 
 pytest_plugins = [
     "tests.fixtures.media",
@@ -18,8 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def shared_path() -> Path:
-    """../shared beside the checkout, or $RACCOON_SHARED."""
-    return Path(os.environ.get("RACCOON_SHARED", REPO.parent / "shared")).resolve()
+    """raccoon_watch.config.shared_dir(), resolved."""
+    return configured_shared_dir().resolve()
 
 
 @pytest.fixture(scope="session")

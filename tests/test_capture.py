@@ -26,6 +26,7 @@ from raccoon_watch.config import CameraConfig
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.types import Frame
 from tests.fixtures.media import Clip, make_clip, synthetic_frames
+from tests.waiting import wait_until
 
 
 def camera(source: object, **overrides: object) -> CameraConfig:
@@ -53,15 +54,6 @@ def run_to_end(cfg: CameraConfig, timeout: float = 20.0, queue_size: int = 1000)
     thread.join(5)
     assert not thread.is_alive()
     return thread, drain(queue), elapsed
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # --- pure parts: tables -----------------------------------------------------------------------
@@ -253,7 +245,7 @@ def test_loop_restarts_the_file_until_stopped(small_clip: Clip):
     thread = CaptureThread("cam", camera(small_clip.path, loop=True), queue, stop)
     thread.start()
     try:
-        assert wait_for(lambda: thread.stats.frames_read >= 3 * small_clip.frames, 20)
+        assert wait_until(lambda: thread.stats.frames_read >= 3 * small_clip.frames, 20)
         assert thread.is_alive() and thread.stats.state == "up"
     finally:
         stop.set()
@@ -287,7 +279,7 @@ def test_source_that_never_opens_is_down_and_retried(source, corrupt_clip: Clip)
     thread = CaptureThread("cam", camera(source, reconnect_max_s=0.1), queue, stop)
     thread.start()
     try:
-        assert wait_for(lambda: thread.stats.open_failures >= 3, 10)
+        assert wait_until(lambda: thread.stats.open_failures >= 3, 10)
         assert thread.is_alive() and thread.stats.state == "down"
         assert "cannot open" in thread.stats.last_error
     finally:
@@ -303,7 +295,7 @@ def test_file_that_appears_later_is_picked_up(tmp_path: Path, small_clip: Clip):
     thread = CaptureThread("cam", camera(path, reconnect_max_s=0.1), queue, stop)
     thread.start()
     try:
-        assert wait_for(lambda: thread.stats.state == "down", 5)
+        assert wait_until(lambda: thread.stats.state == "down", 5)
         path.write_bytes(small_clip.path.read_bytes())
         thread.join(20)
     finally:
@@ -334,7 +326,7 @@ def test_resolution_change_on_reopen_is_accepted(tmp_path: Path, small_clip: Cli
     try:
         assert queue.get(timeout=10) is not None
         os.replace(bigger, path)  # the open file keeps playing; the next loop opens the new one
-        assert wait_for(lambda: thread.stats.width == 480, 15)
+        assert wait_until(lambda: thread.stats.width == 480, 15)
     finally:
         stop.set()
         thread.join(5)

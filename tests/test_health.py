@@ -18,7 +18,8 @@ from raccoon_watch.config import parse_config
 from raccoon_watch.health import MAX_CONNECTIONS, HealthServer, health_report
 from raccoon_watch.liveness import CaptureBeat, LivenessLimits, PipelineSnapshot, RouterBeat, WorkerBeat
 from raccoon_watch.metrics import Metrics
-from raccoon_watch.notify import plan_reload, status_line
+from raccoon_watch.app import plan_reload
+from raccoon_watch.notify import status_line
 
 NOW = 1000.0
 LIMITS = LivenessLimits(heartbeat_s=10, detect_s=30, model_load_s=300)

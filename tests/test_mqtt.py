@@ -22,6 +22,7 @@ from raccoon_watch.store import EventStore
 from raccoon_watch.types import EventKind
 from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER, Broker, free_port
 from tests.fixtures.pushover import make_event
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.mqtt
 
@@ -45,15 +46,6 @@ def mcfg(broker: Broker | None, **kw: object) -> MqttConfig:
 def make_sink(cfg: MqttConfig, store: EventStore, **kw: object) -> MqttSink:
     kw.setdefault("reconnect_max", 1)
     return MqttSink(cfg, CAMS, ["raccoon"], store, poll_s=0.05, **kw)  # type: ignore[arg-type]
-
-
-def wait_until(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def event_types(rec, event_id: str | None = None) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]

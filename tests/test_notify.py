@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch import notify
+from tests import wedged_daemon
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -183,13 +184,15 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _start_daemon(cfg: Path, sock: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """The daemon with its log in ``<tmp>/daemon.log`` (a pipe nobody reads would fill and block it)."""
+def _start_daemon(cfg: Path, sock: str, extra_env: dict[str, str] | None = None,
+                  module: str = "raccoon_watch") -> subprocess.Popen[bytes]:
+    """The daemon (``python -m <module> run``) with its log in ``<tmp>/daemon.log`` (a pipe nobody
+    reads would fill and block it)."""
     env = {**os.environ, "NOTIFY_SOCKET": sock, "WATCHDOG_USEC": "2000000", **(extra_env or {})}
     env.pop("WATCHDOG_PID", None)
     with open(cfg.parent / "daemon.log", "wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "raccoon_watch", "run", "--config", str(cfg)],
+            [sys.executable, "-m", module, "run", "--config", str(cfg)],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
         )
 
@@ -262,7 +265,7 @@ def test_watchdog_stops_when_the_detector_is_wedged(tmp_path: Path, coco_model: 
     lst = NotifyListener(sock)
     proc = _start_daemon(
         _config(tmp_path, coco_model), sock,
-        {"RACCOON_WATCH_TEST_WEDGE_DETECTOR_AFTER_S": "2", "RACCOON_WATCH_TEST_DETECT_LIMIT_S": "2"},
+        {wedged_daemon.WEDGE_AFTER_ENV: "2", wedged_daemon.DETECT_LIMIT_ENV: "2"}, module="tests.wedged_daemon",
     )
     try:
         ready_at = lst.wait_for("READY=1", timeout=60)
@@ -295,8 +298,7 @@ class _RecordingRouter:
 
 def test_sighup_reload_hands_the_router_its_visit_scoring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
-    from types import SimpleNamespace
-
+    from raccoon_watch.app import App
     from raccoon_watch.config import parse_config
     from raccoon_watch.visits import VisitParams
 
@@ -305,7 +307,8 @@ def test_sighup_reload_hands_the_router_its_visit_scoring(tmp_path: Path, monkey
     path = tmp_path / "config.yaml"
     path.write_text(base + "events: {score_window: 5, score_min_frames: 2, score_match_iou: 0.3}\n")
     router = _RecordingRouter()
-    app = SimpleNamespace(cfg=parse_config(base), router=router, threshold_for=lambda cfg: 0.5)
+    app = App(parse_config(base))  # not started: only its router is set, to one that records
+    app.router = router
     root = logging.getLogger()
     level = root.level
     try:

@@ -17,6 +17,7 @@ from raccoon_watch.store import EventStore
 from raccoon_watch.types import EventKind
 from tests.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
 from tests.fixtures.pushover import make_event
+from tests.waiting import wait_until
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "rate_limit_max": 2.0, "poll_s": 0.05}
 
@@ -40,15 +41,6 @@ def store(tmp_path: Path) -> EventStore:
 def running(sink: PushoverSink) -> PushoverSink:
     sink.start()
     return sink
-
-
-def wait_until(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 # --- pure decisions ------------------------------------------------------------------------

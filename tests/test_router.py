@@ -16,6 +16,7 @@ from raccoon_watch.router import EventRouter
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult
 from raccoon_watch.visits import VisitParams
+from tests.waiting import wait_until
 
 RACCOON = Detection("raccoon", 0.9, (0.2, 0.2, 0.6, 0.8))
 PER_FRAME = VisitParams(window=1, min_frames=1)  # score_window=1, score_min_frames=1: no scoring over time
@@ -100,7 +101,7 @@ def test_detect_switch_off_ends_the_event_and_ignores_frames(rig):
     router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
                        DebounceParams(min_frames=2, window=3, end_after=60, cooldown=0, update_interval=0),
                        PER_FRAME)  # two frames start the event: each frame's own score must count
-    time.sleep(0.5)
+    wait_applied(router)
     results.put(_result(0, (RACCOON,)))
     results.put(_result(1, (RACCOON,)))
     sink.wait([EventKind.START])
@@ -119,18 +120,19 @@ def test_reconfigure_raises_the_threshold_live(rig):
     router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.95)},
                        DebounceParams(min_frames=2, window=3, end_after=0.5, cooldown=0, update_interval=0),
                        VisitParams())
-    time.sleep(0.5)
+    wait_applied(router)
     for seq in range(4):
         results.put(_result(seq, (RACCOON,)))  # score 0.9 < 0.95: no longer counts
     time.sleep(1.0)
     assert sink.events == [] and router.processed["cam"] == 4
 
 
-def _wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
+def wait_applied(router: EventRouter) -> None:
+    """Wait until the router thread has applied a reconfigure(): it applies commands at the top of
+    each loop turn, just after its heartbeat, so once two new heartbeats have come the change is in."""
+    for _ in range(2):
+        beat = router.heartbeat
+        assert wait_until(lambda: router.heartbeat > beat, 5.0), "router loop not turning"
 
 
 def _scored(seq: int, score: float) -> FrameResult:
@@ -149,10 +151,10 @@ def test_the_threshold_applies_to_the_visit_score(rig, per_frame, starts):
     router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
                        DebounceParams(min_frames=2, window=3, end_after=60, cooldown=0, update_interval=0),
                        VisitParams(window=10, min_frames=3))
-    time.sleep(0.5)
+    wait_applied(router)
     for seq, score in enumerate(per_frame):
         results.put(_scored(seq, score))
-    assert _wait_until(lambda: router.processed["cam"] == len(per_frame))
+    assert wait_until(lambda: router.processed["cam"] == len(per_frame))
     time.sleep(0.2)
     assert [e.kind for e in sink.events] == ([EventKind.START] if starts else [])
     if starts:
@@ -165,15 +167,15 @@ def test_switching_detection_off_forgets_the_visit(rig):
     router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
                        DebounceParams(min_frames=2, window=3, end_after=60, cooldown=0, update_interval=0),
                        VisitParams(window=10, min_frames=3))
-    time.sleep(0.5)
+    wait_applied(router)
     results.put(_scored(0, 0.9))  # visit score 0
     results.put(_scored(1, 0.9))  # 0.9: one counting frame, the debounce wants two
-    assert _wait_until(lambda: router.processed["cam"] == 2)
+    assert wait_until(lambda: router.processed["cam"] == 2)
     router.set_detect("cam", False)
-    assert _wait_until(lambda: not router.is_enabled("cam"))
+    assert wait_until(lambda: not router.is_enabled("cam"))
     router.set_detect("cam", True)
-    assert _wait_until(lambda: router.is_enabled("cam"))
+    assert wait_until(lambda: router.is_enabled("cam"))
     results.put(_scored(2, 0.9))  # a fresh candidate: visit score 0 again, so still no second hit
-    assert _wait_until(lambda: router.processed["cam"] == 3)
+    assert wait_until(lambda: router.processed["cam"] == 3)
     time.sleep(0.2)
     assert sink.events == []

@@ -101,12 +101,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 2)
 
 
-def shared_dir() -> Path:
-    from raccoon_watch.detectors.factory import shared_dir as _shared
-
-    return _shared()
-
-
 def raccoon_model_dir() -> Path | None:
     """models/raccoon when it holds a model (the shipped one), else None."""
     from raccoon_watch.config import DEFAULT_MODEL_DIR
@@ -120,6 +114,7 @@ def raccoon_model_dir() -> Path | None:
 
 
 def stock_model() -> Path:
+    from raccoon_watch.config import shared_dir
     from raccoon_watch.detectors.factory import STOCK_MODEL
 
     return shared_dir() / STOCK_MODEL
@@ -646,6 +641,7 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
 
 def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[str, Any]:
     """Run the plan's stages; the report (see docs/performance.md for every key)."""
+    from raccoon_watch.config import shared_dir
 
     def say(msg: str) -> None:
         if log is not None:

@@ -468,7 +468,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from raccoon_watch.detectors.factory import shared_dir
+    from raccoon_watch.config import shared_dir
 
     shared = args.shared or shared_dir()
     groups = tuple(args.group or GROUPS)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import structlog
 
+from raccoon_watch.config import DEFAULT_THRESHOLD, shared_dir
+
 from train import decoys, evaluate, export, splits, tfrecord, voc
 from train import train as train_stage
 from train.classifier import crops as crops_stage
@@ -44,8 +46,7 @@ STAGES = {  # name -> (module with add_arguments + main, help)
 
 
 def add_all_arguments(parser: argparse.ArgumentParser) -> None:
-    default_shared = Path(__import__("os").environ.get("RACCOON_SHARED", REPO.parent / "shared"))
-    parser.add_argument("--shared", type=Path, default=default_shared, help="the shared/ folder (data/, pretrained/)")
+    parser.add_argument("--shared", type=Path, default=shared_dir(), help="the shared/ folder (data/, pretrained/)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "train" / "work", help="every intermediate file")
     parser.add_argument("--to", type=Path, default=REPO / "models" / "raccoon", help="model folder to promote into")
     parser.add_argument("--force", action="store_true", help="promote even if the current model's test AP is higher")
@@ -116,7 +117,7 @@ def _deployed_threshold(model_dir: Path, extra: list[str]) -> float:
 
     files = find_model(model_dir)
     card = files.classifier_card if files.classifier is not None and not extra else files.card
-    return float(card.get("threshold", card.get("deployed_threshold", evaluate.DEFAULT_THRESHOLD)))
+    return float(card.get("threshold", card.get("deployed_threshold", DEFAULT_THRESHOLD)))
 
 
 def _copy_detector(source: Path, candidate: Path) -> None:

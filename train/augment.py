@@ -330,7 +330,7 @@ class AugmentConfig:
     zoom_out_max_ratio: float = 3.0
     crop_probability: float = 0.5
     flip_probability: float = 0.5
-    color_probability: float = 0.6
+    color_probability: float = 0.8
     grayscale_probability: float = 0.1
     night_probability: float = 0.15  # IR-night look; excludes grayscale and colour jitter
     blur_probability: float = 0.1

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from raccoon_watch.config import shared_dir_from_env
+from train.augment import AugmentConfig
+from train.ssd.head_init import HeadInitName
+
+LossKind = Literal["hard_negative", "focal"]
+"""train.ssd.losses.multibox_loss: SSD hard-negative mining (3:1) or focal loss (RetinaNet)."""
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,16 +38,16 @@ class DataSection(_Strict):
         return [self.label, *self.decoys]
 
     def shared_data_path(self) -> Path:
-        env = os.environ.get("RACCOON_SHARED")
-        return Path(env) / "data" if env else (REPO / self.shared_data).resolve()
+        env = shared_dir_from_env()
+        return env / "data" if env else (REPO / self.shared_data).resolve()
 
     def pretrained_path(self) -> Path:
-        env = os.environ.get("RACCOON_SHARED")
-        return Path(env) / "pretrained" / Path(self.pretrained).name if env else (REPO / self.pretrained).resolve()
+        env = shared_dir_from_env()
+        return env / "pretrained" / Path(self.pretrained).name if env else (REPO / self.pretrained).resolve()
 
 
 class ModelSection(_Strict):
-    head_init: str = Field("cat_dog_bear_mean", description="key of train.ssd.head_init.HEAD_INITS")
+    head_init: HeadInitName = Field("cat_dog_bear_mean", description="key of train.ssd.head_init.HEAD_INITS")
     frozen_prefixes: list[str] = Field(default_factory=lambda: ["Conv2d_0", "Conv2d_1_", "Conv2d_2_", "Conv2d_3_", "Conv2d_4_", "Conv2d_5_"],
                                        description="layers whose name starts with one of these are not trained")
 
@@ -57,25 +64,11 @@ class OptimSection(_Strict):
 
 
 class LossSection(_Strict):
-    kind: str = Field("hard_negative", description="hard_negative (SSD 3:1) or focal")
+    kind: LossKind = Field("hard_negative", description="hard_negative (SSD 3:1) or focal")
     neg_pos_ratio: float = 3.0
     min_negatives_per_image: int = 16
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-
-
-class AugmentSection(_Strict):
-    """Probabilities of train.augment.AugmentConfig (same names; that class checks the ranges)."""
-
-    zoom_out_probability: float = 0.3
-    zoom_out_max_ratio: float = 3.0
-    crop_probability: float = 0.5
-    flip_probability: float = 0.5
-    color_probability: float = 0.8
-    grayscale_probability: float = 0.1
-    night_probability: float = 0.15
-    blur_probability: float = 0.1
-    jpeg_probability: float = 0.2
 
 
 class MixSection(_Strict):
@@ -96,14 +89,13 @@ class TrainConfig(_Strict):
     model: ModelSection = ModelSection()
     optim: OptimSection = OptimSection()
     loss: LossSection = LossSection()
-    augment: AugmentSection = AugmentSection()
+    augment: AugmentConfig = Field(AugmentConfig(), description="train.augment.AugmentConfig itself: its defaults "
+                                   "and range checks; an unknown key is an error")
     mix: MixSection = MixSection()
     eval: EvalSection = EvalSection()
 
     @model_validator(mode="after")
     def _check(self):
-        if self.loss.kind not in ("hard_negative", "focal"):
-            raise ValueError(f"loss.kind must be hard_negative or focal, got {self.loss.kind!r}")
         if self.data.label in self.data.decoys or len(set(self.data.decoys)) != len(self.data.decoys):
             raise ValueError(f"data.decoys must be distinct and not {self.data.label!r}, got {self.data.decoys}")
         if self.optim.warmup_steps > self.optim.steps:

@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from train.evaluate import list_images
+    from train.voc import list_images
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     if not classes:

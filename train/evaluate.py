@@ -30,16 +30,15 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import structlog
 
+from raccoon_watch.config import DEFAULT_THRESHOLD
 from raccoon_watch.detectors.base import ModelError
 from train import metrics
-from train.voc import BoxRow, read_csv
+from train.voc import BoxRow, default_images_dir, list_images, read_csv
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
 SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 COCO_TO_RACCOON = {"cat": "raccoon", "dog": "raccoon", "bear": "raccoon"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 JSON_DIGITS = 4
 
 Record = dict  # one `detect --json` line: {"image", "width", "height", "detections": [...]}
@@ -278,29 +277,6 @@ def evaluate_records(
 
 
 # ---------------------------------------------------------------- command line
-
-
-def list_images(source: str | Path) -> list[Path]:
-    """Image paths from a folder (its image files, sorted), a ``.txt`` list (one path per line) or a
-    ``.csv`` with a ``filename`` column; relative entries are relative to the list's folder."""
-    import csv
-
-    source = Path(source)
-    if source.is_dir():
-        return sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not source.is_file():
-        raise ValueError(f"{source}: no such folder or image list")
-    if source.suffix.lower() == ".csv":
-        with source.open(newline="") as handle:
-            names = [row["filename"] for row in csv.DictReader(handle) if row.get("filename")]
-    else:
-        names = [line.strip() for line in source.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    return [p if p.is_absolute() else source.parent / p for p in map(Path, names)]
-
-
-def default_images_dir(csv_path: Path) -> Path:
-    """Where a CSV's images live by default: ``<csv folder>/images`` if it exists, else the CSV's folder."""
-    return csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

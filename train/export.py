@@ -42,7 +42,6 @@ INPUT_SIZE = 300
 SCORE_THRESHOLD = 0.01  # low, so AP sees the whole precision/recall curve; the daemon filters
 IOU_THRESHOLD = 0.6  # as the stock COCO TFLite file
 MAX_DETECTIONS = 10
-BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)  # y, x, h, w: TF OD API FasterRcnnBoxCoder
 MAX_CLASSES_PER_DETECTION = 1
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 SAVED_MODEL_DIR = "saved_model"
@@ -69,18 +68,6 @@ def _tf():
     import tensorflow as tf  # imported lazily: the CLI parser and promote() need no TensorFlow
 
     return tf
-
-
-def decode_boxes(box_encodings, anchors):
-    """(N, A, 4) [ty, tx, th, tw] + (A, 4) anchors [ycenter, xcenter, h, w] ->
-    (N, A, 4) [ymin, xmin, ymax, xmax] normalised, not clipped (FasterRcnnBoxCoder.decode)."""
-    tf = _tf()
-    sy, sx, sh, sw = BOX_CODER_SCALES
-    ty, tx, th, tw = tf.unstack(box_encodings, axis=-1)  # each (N, A)
-    ya, xa, ha, wa = tf.unstack(tf.convert_to_tensor(anchors, tf.float32), axis=-1)  # each (A,)
-    ycenter, xcenter = ty / sy * ha + ya, tx / sx * wa + xa
-    h, w = tf.exp(th / sh) * ha, tf.exp(tw / sw) * wa
-    return tf.stack([ycenter - h / 2, xcenter - w / 2, ycenter + h / 2, xcenter + w / 2], axis=-1)
 
 
 def agnostic_nms(boxes, scores, max_detections: int, iou_threshold: float, score_threshold: float):
@@ -115,7 +102,9 @@ def _postprocess_signature(num_classes: int, max_detections: int, score_threshol
                            iou_threshold: float) -> str:
     """tf.function experimental_implements text the converter legalises to the custom op
     (as the TF OD API's export_tflite_graph_lib_tf2.SSDModule does)."""
-    sy, sx, sh, sw = BOX_CODER_SCALES
+    from train.ssd.box_coder import SCALE_FACTORS  # the op decodes with the training coder's scales
+
+    sy, sx, sh, sw = SCALE_FACTORS
     attrs = [
         ("max_detections", "i", max_detections),
         ("max_classes_per_detection", "i", MAX_CLASSES_PER_DETECTION),
@@ -137,6 +126,8 @@ class ServingModule:
     def __init__(self, keras_model, anchors: np.ndarray, input_size: int, score_threshold: float,
                  iou_threshold: float, max_detections: int):
         tf = _tf()
+        from train.ssd.box_coder import decode  # the training coder (TensorFlow, so imported here)
+
         self.module = tf.Module()
         self.module.model = keras_model
         anchors_const = tf.constant(anchors, tf.float32)
@@ -148,7 +139,7 @@ class ServingModule:
                                      method="bilinear")  # (N, S, S, 3) 0..255
             images = (images - 128.0) / 128.0  # as the stock file's input quantization
             box_encodings, class_logits = keras_model(images, training=False)
-            boxes = decode_boxes(box_encodings, anchors_const)  # (N, A, 4)
+            boxes = decode(box_encodings, anchors_const)  # (N, A, 4) [ymin, xmin, ymax, xmax], not clipped
             scores = tf.sigmoid(class_logits)[..., 1:]  # (N, A, K): background dropped
             boxes, scores, classes, num = agnostic_nms(
                 boxes, scores, max_detections, iou_threshold, score_threshold)
@@ -259,19 +250,6 @@ def representative_dataset(images: Sequence[np.ndarray], input_size: int = INPUT
 
 # ---------------------------------------------------------------- files beside the model
 
-def write_label_map(labels: Sequence[str], path: Path) -> None:
-    """``item { id: k name: 'label' }`` with ids from 1; DATA's train.tfrecord writer if present."""
-    try:
-        from train.tfrecord import write_label_map as data_write_label_map
-    except ImportError:
-        data_write_label_map = None
-    if data_write_label_map is not None:
-        data_write_label_map(list(labels), path)
-        return
-    items = [f"item {{\n  id: {i}\n  name: '{name}'\n}}\n" for i, name in enumerate(labels, start=1)]
-    Path(path).write_text("\n".join(items), encoding="utf-8")
-
-
 def measure_latency_ms(tflite_paths: Sequence[Path], num_threads: int = 2, runs: int = 50,
                        warmup: int = 5) -> dict[str, dict]:
     """Median / p90 ms of ``invoke()`` per file on one random frame, files interleaved run by run
@@ -315,6 +293,9 @@ def export_model(keras_model, anchors: np.ndarray, labels: Sequence[str], out_di
     reference_tflite: a model timed alongside (the stock COCO file), recorded in the card.
     Returns the model card.
     """
+    from train.ssd.box_coder import SCALE_FACTORS
+    from train.tfrecord import write_label_map  # the label map training reads (ids from 1)
+
     anchors = np.asarray(anchors, dtype=np.float32)
     num_outputs = keras_model.outputs[1].shape[-1]
     if anchors.ndim != 2 or anchors.shape[1] != 4:
@@ -333,7 +314,7 @@ def export_model(keras_model, anchors: np.ndarray, labels: Sequence[str], out_di
     (out / TFLITE_FLOAT).write_bytes(tflite.convert(None))
     (out / TFLITE_INT8).write_bytes(
         tflite.convert(representative_dataset(representative_images, input_size)))
-    write_label_map(labels, out / LABEL_MAP)
+    write_label_map(list(labels), out / LABEL_MAP)
 
     timed = [out / TFLITE_INT8, out / TFLITE_FLOAT]
     if reference_tflite is not None and Path(reference_tflite).is_file():
@@ -357,7 +338,7 @@ def export_model(keras_model, anchors: np.ndarray, labels: Sequence[str], out_di
         postprocessing={"score": "sigmoid", "nms": "class-agnostic on the best class per anchor "
                         "(TFLite_Detection_PostProcess, use_regular_nms=false)",
                         "score_threshold": score_threshold, "iou_threshold": iou_threshold,
-                        "max_detections": max_detections, "box_coder_scales": BOX_CODER_SCALES},
+                        "max_detections": max_detections, "box_coder_scales": SCALE_FACTORS},
         deployed_threshold=card.get("deployed_threshold"), training=card.get("training"),
         dataset=dataset, artifacts=artifacts, latency_ms=latency)
     model_card.write_card(result, out)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from raccoon_watch.config import shared_dir
 from train.voc import read_csv, write_csv
 
 HOLDOUT_MODULO = 5  # one negative in five is held out for the false-alert test
@@ -118,8 +118,8 @@ def write_plan(plan: DataPlan, shared_data: Path, out_dir: Path) -> dict[str, Pa
 
 
 def default_shared_data() -> Path:
-    """$RACCOON_SHARED/data, else ../shared/data."""
-    return Path(os.environ["RACCOON_SHARED"]) / "data" if "RACCOON_SHARED" in os.environ else Path("../shared/data")
+    """The shared/ folder's data/ (``raccoon_watch.config.shared_dir``)."""
+    return shared_dir() / "data"
 
 
 def limited(plan: DataPlan, limit: int) -> DataPlan:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import re
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -30,8 +29,8 @@ import structlog
 import tensorflow as tf
 from PIL import Image
 
-from train.evaluate import default_images_dir, list_images
-from train.voc import BoxRow, read_csv
+from raccoon_watch.labels import is_pbtxt, parse_lines, pbtxt_items, read_label_text
+from train.voc import BoxRow, default_images_dir, list_images, read_csv
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +40,6 @@ EXIF_ORIENTATION_TAG = 0x0112
 EXIF_UPRIGHT = 1
 REENCODE_JPEG_QUALITY = 95
 DEFAULT_LABELS = ("raccoon",)
-BACKGROUND_NAMES = {"???", "background"}  # a first line of a plain label list that marks class 0
 
 # The OD API TfExampleDecoder's spec for the keys written here (object_detection/data_decoders).
 FEATURE_SPEC = {
@@ -208,10 +206,6 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
 
 # ---------------------------------------------------------------- label map
 
-ITEM_PATTERN = re.compile(r"item\s*\{(.*?)\}", re.DOTALL)
-ID_PATTERN = re.compile(r"\bid\s*:\s*(\d+)")
-NAME_PATTERN = re.compile(r"\bname\s*:\s*[\"']([^\"']*)[\"']")
-
 
 def write_label_map(labels: Sequence[str], path: str | Path) -> None:
     """Write ``item { id: k name: '...' }`` entries, label i getting id i + 1 (0 is background)."""
@@ -223,37 +217,20 @@ def write_label_map(labels: Sequence[str], path: str | Path) -> None:
     path.write_text("\n".join(items))
 
 
-def _parse_pbtxt(text: str, path: Path) -> list[str]:
-    by_id: dict[int, str] = {}
-    for body in ITEM_PATTERN.findall(text):
-        id_match, name_match = ID_PATTERN.search(body), NAME_PATTERN.search(body)
-        if not id_match or not name_match:
-            raise ValueError(f"{path}: label map item without id or name: {body.strip()!r}")
-        by_id[int(id_match.group(1))] = name_match.group(1)
-    if sorted(by_id) != list(range(1, len(by_id) + 1)):
-        raise ValueError(f"{path}: label map ids must be 1..{len(by_id)} (0 is background), got {sorted(by_id)}")
-    return [by_id[i] for i in range(1, len(by_id) + 1)]
-
-
 def read_label_map(path: str | Path) -> list[str]:
     """Labels in id order: element k is id k + 1, i.e. the 0-based class k of a TFLite SSD's output.
 
-    Reads ``.pbtxt`` label maps and plain one-label-per-line lists; a plain list whose first line
-    is '???' or 'background' (the stock COCO ``labelmap.txt``) has that line dropped.
+    Parsed by the daemon's reader, ``raccoon_watch.labels`` (``.pbtxt`` and one-label-per-line lists,
+    a first line '???' or 'background' being the background), whose tuples start with the background
+    at index 0: dropped here. A ``.pbtxt`` written for training must also number its ids 1..n.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: label map not found")
-    text = path.read_text()
-    if ITEM_PATTERN.search(text):
-        labels = _parse_pbtxt(text, path)
-    else:
-        labels = [line.strip() for line in text.splitlines() if line.strip()]
-        if labels and labels[0] in BACKGROUND_NAMES:
-            labels = labels[1:]
-    if not labels:
-        raise ValueError(f"{path}: label map has no labels")
-    return labels
+    text = read_label_text(path)
+    if not is_pbtxt(path, text):
+        return list(parse_lines(text, str(path))[1:])
+    by_id = pbtxt_items(text, str(path))
+    if sorted(by_id) != list(range(1, len(by_id) + 1)):
+        raise ValueError(f"{path}: label map ids must be 1..{len(by_id)} (0 is background), got {sorted(by_id)}")
+    return [by_id[i] for i in range(1, len(by_id) + 1)]
 
 
 # ---------------------------------------------------------------- command line

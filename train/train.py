@@ -25,7 +25,6 @@ import tensorflow as tf
 
 from train import data as data_lib
 from train import metrics
-from train.augment import AugmentConfig
 from train.config import TrainConfig, load_config
 from train.splits import make_plan
 from train.ssd.anchors import generate_anchors
@@ -141,7 +140,7 @@ class WeightAverage:
             average.assign(current)
 
 
-def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, global_batch: int, average: WeightAverage | None = None):
+def make_train_step(model, optimizer, strategy, loss_cfg: LossConfig, average: WeightAverage | None = None):
     """A tf.function running one distributed step; returns the mean loss parts."""
     trainable = model.trainable_variables
 
@@ -304,12 +303,12 @@ def main(args: argparse.Namespace) -> int:
     model, optimizer, step, manager, schedule, average = _setup(cfg, args, strategy)
     state_path = args.work_dir / "training_result.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else {"history": []}
-    aug_cfg = AugmentConfig(**cfg.augment.model_dump())
+    aug_cfg = cfg.augment
     mix = data_lib.MixConfig(**cfg.mix.model_dump())
     generator = lambda: data_lib.training_examples(train_examples, night, crops, aug_cfg, mix, cfg.seed + int(step))
     dataset = data_lib.make_train_dataset(generator, TargetAssigner(anchors), cfg.optim.batch_size)
     batches = iter(strategy.experimental_distribute_dataset(dataset))
-    train_step = make_train_step(model, optimizer, strategy, LossConfig(**cfg.loss.model_dump()), cfg.optim.batch_size, average)
+    train_step = make_train_step(model, optimizer, strategy, LossConfig(**cfg.loss.model_dump()), average)
     writer = tf.summary.create_file_writer(str(args.work_dir / "tensorboard"))
     if "best" not in state:  # the COCO-initialised model is the first candidate
         _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)

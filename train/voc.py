@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 DIFFICULT_COLUMN = "difficult"
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}  # what list_images takes from a folder
 
 
 class VocError(ValueError):
@@ -264,6 +265,30 @@ def read_csv(path: str | Path) -> list[BoxRow]:
         if missing:
             raise VocError(f"{path}: missing columns {missing}; expected {','.join(CSV_COLUMNS)}")
         return [_row_from_record(rec, f"{path} line {n}") for n, rec in enumerate(reader, start=2)]
+
+
+# ---------------------------------------------------------------- image lists
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """Image paths from a folder (its image files, sorted), a ``.txt`` list (one path per line) or a
+    ``.csv`` with a ``filename`` column; relative entries are relative to the list's folder."""
+    source = Path(source)
+    if source.is_dir():
+        return sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not source.is_file():
+        raise ValueError(f"{source}: no such folder or image list")
+    if source.suffix.lower() == ".csv":
+        with source.open(newline="") as handle:
+            names = [row["filename"] for row in csv.DictReader(handle) if row.get("filename")]
+    else:
+        names = [line.strip() for line in source.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [p if p.is_absolute() else source.parent / p for p in map(Path, names)]
+
+
+def default_images_dir(csv_path: Path) -> Path:
+    """Where a CSV's images live by default: ``<csv folder>/images`` if it exists, else the CSV's folder."""
+    return csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

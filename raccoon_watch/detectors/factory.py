@@ -36,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.config import DEFAULT_MODEL_DIR, REPO_ROOT, DetectorConfig
+from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig, shared_dir
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
 from raccoon_watch.recognition import (DEFAULT_DETECTOR_WEIGHT, DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES,
@@ -256,11 +256,6 @@ def _check_stages(files: ModelFiles, card: dict[str, Any], detector: Detector, c
     if proposer is not None and tuple(proposer) != tuple(detector.labels):
         raise ModelError(f"{card_path}: the classifier was trained behind a detector with labels {list(proposer)}, "
                          f"but {files.path}'s detector has {list(detector.labels)}")
-
-
-def shared_dir() -> Path:
-    """$RACCOON_SHARED, else ../shared beside the checkout."""
-    return Path(os.environ.get("RACCOON_SHARED", REPO_ROOT.parent / "shared"))
 
 
 def resolve_default_model() -> Path:

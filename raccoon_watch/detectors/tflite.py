@@ -74,10 +74,10 @@ class TFLiteDetector:
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self._outputs, self._settled = map_outputs(interp.get_output_details(), lambda: self._probe(interp),
                                                    self.model_path)
-        delegated = _delegated_nodes(interp)
+        # LiteRT has no public call that says whether XNNPACK took the graph: log what was asked for
         log.info("detector_loaded", backend=self.name, model=str(self.model_path), input=list(self.input_size),
                  input_dtype=self._input["dtype"].__name__, threads=num_threads,
-                 delegate="xnnpack" if delegated else "none", delegated_nodes=delegated, labels=len(labels))
+                 op_resolver=self._resolver.name, labels=len(labels))
 
     def _interpreter(self) -> Interpreter:
         interp = getattr(self._local, "interp", None)
@@ -158,13 +158,6 @@ def _dequantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     if scale:
         return (values.astype(np.float32) - zero_point) * scale
     return values.astype(np.float32)
-
-
-def _delegated_nodes(interp: Interpreter) -> int:
-    try:
-        return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
-    except Exception:  # private API; the count is only reported
-        return -1
 
 
 def map_outputs(details: list[dict[str, Any]], probe, model_path: Path) -> tuple[OutputMap, bool]:

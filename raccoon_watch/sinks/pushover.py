@@ -14,19 +14,15 @@ Retry times run on ``time.monotonic()`` (kept in memory, row id -> due time), so
 the wall clock neither delays nor hurries a retry; the outbox row's ``retry_at`` (wall clock) is
 only the record. A restarted process retries its pending rows at once.
 
-How pushover-complete is made safe to use (its ``send_message`` calls ``requests.post`` with no
-timeout, against the module constant ``PUSHOVER_API_URL``): we call its documented
-``PushoverAPI._send_message(..., session=...)`` hook with our own ``requests.Session`` subclass,
-``_PushoverSession``, whose ``request()``
-  * rewrites the URL prefix ``PUSHOVER_API_URL`` -> ``cfg.api_url`` (per session, so no global is
-    mutated and concurrent senders with other URLs are unaffected: thread-safe by construction),
-  * applies ``timeout=cfg.timeout_s`` to every request (connect and per-read),
-  * turns 5xx and 429 answers into our own exceptions *before* pushover-complete parses them, so a
-    server error is retried instead of being mistaken for a rejected request.
+The request is a plain ``requests`` POST of the documented message API (https://pushover.net/api:
+form fields ``token``, ``user``, ``message`` and the optional ones, the snapshot as the
+``attachment`` file) to ``cfg.api_url + "messages.json"``, with ``timeout=cfg.timeout_s`` (connect and
+per-read), from one ``requests.Session`` kept by the sink. pushover-complete's public
+``send_message`` takes neither a base URL nor a timeout, so it is not used.
 
 Outcomes (each logged as one event):
   * ``status: 1``                         -> ``pushover_sent``; row marked done.
-  * ``BadAPIRequestError`` (4xx)          -> ``pushover_rejected`` with the API's errors; row marked
+  * ``_Rejected`` (4xx with ``errors``)   -> ``pushover_rejected`` with the API's errors; row marked
                                              failed, never retried (a bad token will not heal).
   * network error, timeout, 5xx, non-JSON,
     JSON that is not an object, a 2xx
@@ -52,10 +48,8 @@ from typing import Any
 
 import requests
 import structlog
-from pushover_complete import PushoverAPI
-from pushover_complete import pushover_api as _po_module
-from pushover_complete.error import BadAPIRequestError
 
+from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import PushoverConfig, QuietHours
 from raccoon_watch.logs import clip
 from raccoon_watch.store import EventStore, OutboxItem
@@ -67,6 +61,11 @@ MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024  # Pushover's documented attachment limit
 EMERGENCY = 2
 HEAD_OF_LINE_ATTEMPTS = 3  # failures after which the oldest pending push stops holding back the rest
 SCAN_ROWS = 50  # pending rows looked at per step for one that is due
+MESSAGES_ENDPOINT = "messages.json"  # POST, relative to api_url (https://pushover.net/api)
+
+
+class _Rejected(Exception):
+    """4xx with Pushover's list of ``errors``: the request itself is wrong, never retried."""
 
 
 class _ServerError(Exception):
@@ -85,33 +84,34 @@ class _BadReply(Exception):
     """An answer that is neither a success nor a rejection (e.g. ``[]``): retry with backoff."""
 
 
-class _PushoverSession(requests.Session):
-    """requests.Session with our base URL, a timeout on every request, and 5xx/429 as exceptions."""
+def send_message(session: requests.Session, cfg: PushoverConfig, meta: dict[str, Any],
+                 image: tuple[str, bytes, str] | None) -> dict[str, Any]:
+    """POST one message (``meta``: build_message's fields) to ``cfg.api_url``; Pushover's JSON reply.
 
-    def __init__(self, base_url: str, timeout_s: float) -> None:
-        super().__init__()
-        self.base_url = base_url
-        self.timeout_s = timeout_s
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        default_base = _po_module.PUSHOVER_API_URL
-        if url.startswith(default_base):
-            url = self.base_url + url[len(default_base):]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.timeout_s
-        resp = super().request(method, url, *args, **kwargs)
-        if resp.status_code == 429:
-            raise _RateLimited(f"HTTP 429: {clip(resp.text)}", _reset_in(resp))
-        if resp.status_code >= 500:
-            raise _ServerError(f"HTTP {resp.status_code}: {clip(resp.text)}")
-        _check_reply(resp)
-        return resp
+    Raises _RateLimited (429), _ServerError (5xx), _Rejected (4xx with errors), _BadReply (any other
+    JSON answer that is not ``status: 1``), ValueError (not JSON) or a requests exception."""
+    fields = {"token": cfg.token.get_secret_value(), "user": cfg.user.get_secret_value(), **meta}
+    resp = session.post(
+        cfg.api_url + MESSAGES_ENDPOINT,
+        data={k: v for k, v in fields.items() if v is not None},
+        files={"attachment": image} if image is not None else None,
+        timeout=cfg.timeout_s,
+    )
+    if resp.status_code == 429:
+        raise _RateLimited(f"HTTP 429: {clip(resp.text)}", _reset_in(resp))
+    if resp.status_code >= 500:
+        raise _ServerError(f"HTTP {resp.status_code}: {clip(resp.text)}")
+    _check_reply(resp)
+    body = resp.json()
+    if body.get("status") != 1:
+        raise _Rejected(f"{resp.status_code}: {': '.join(body['errors'])}")
+    return body
 
 
 def _check_reply(resp: requests.Response) -> None:
-    """Let pushover-complete see only the two answers it understands: a JSON object with
-    ``status: 1`` on 2xx, or a JSON object with a list of ``errors`` on 4xx. A non-JSON body is
-    left to it (requests raises ValueError, retried)."""
+    """Accept only the two answers Pushover documents: a JSON object with ``status: 1`` on 2xx, or a
+    JSON object with a list of ``errors`` on 4xx. A non-JSON body is left to the caller's
+    ``resp.json()`` (ValueError, retried)."""
     try:
         body = resp.json()
     except ValueError:
@@ -150,11 +150,6 @@ def in_quiet_hours(quiet: QuietHours | None, at: dt.time) -> bool:
     if start < end:
         return start <= at < end
     return at >= start or at < end
-
-
-def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
-    """Capped exponential backoff: ``min(base * 2**attempt, cap)`` seconds (attempt from 0)."""
-    return min(base * (2 ** min(attempt, 30)), cap)
 
 
 def should_push(cfg: PushoverConfig, event: Event) -> tuple[bool, str]:
@@ -220,8 +215,7 @@ class PushoverSink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._api = PushoverAPI(cfg.token.get_secret_value())
-        self._session = _PushoverSession(cfg.api_url, cfg.timeout_s)
+        self._session = requests.Session()
         self.sent = 0
         self.retries = 0
 
@@ -255,14 +249,6 @@ class PushoverSink:
             self._thread.join(timeout=1.5)  # a stalled send stays pending and is re-sent next start
             self._thread = None
         self._session.close()
-
-    def metrics(self) -> dict[str, int]:
-        return {
-            "pending": self.store.pending_count(self.name),
-            "failed": self.store.failed_count(self.name),
-            "sent": self.sent,
-            "retries": self.retries,
-        }
 
     # --- sender thread ----------------------------------------------------------------------
 
@@ -312,10 +298,8 @@ class PushoverSink:
             log.warning("pushover_attachment_dropped", event_id=event_id, bytes=len(item.payload))
         t0 = time.monotonic()
         try:
-            body = self._api._send_message(
-                self.cfg.user.get_secret_value(), image=image, session=self._session, **meta
-            )
-        except BadAPIRequestError as exc:
+            body = send_message(self._session, self.cfg, meta, image)
+        except _Rejected as exc:
             self._due.pop(item.id, None)
             self.store.mark_failed(item.id, f"rejected: {clip(str(exc))}", retry_at=None)
             log.error("pushover_rejected", event_id=event_id, camera=camera, errors=clip(str(exc)), retried=False)

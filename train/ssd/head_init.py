@@ -8,6 +8,7 @@ one COCO column, or the mean of several (mean of their logits, since the predict
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -63,3 +64,4 @@ HEAD_INITS = {  # name -> source columns for [background, raccoon]
     "dog": [[COCO_BACKGROUND], [COCO_DOG]],
     "cat_bear_mean": [[COCO_BACKGROUND], [COCO_CAT, COCO_BEAR]],
 }
+HeadInitName = Literal[tuple(HEAD_INITS)]  # type: ignore[valid-type]  # the keys above; model.head_init is typed with it

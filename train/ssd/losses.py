@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from train.config import LossKind
 from train.ssd.targets import BACKGROUND, IGNORE
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    kind: str = "hard_negative"  # or "focal"
+    kind: LossKind = "hard_negative"
     neg_pos_ratio: float = 3.0
     min_negatives_per_image: int = 16  # so raccoon-free images still teach "no raccoon here"
     focal_alpha: float = 0.25

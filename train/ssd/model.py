@@ -8,6 +8,8 @@ Layer names are the TFLite tensor prefixes with '/' -> '_' (e.g. ``Conv2d_5_poin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 from keras import layers
 
@@ -21,7 +23,6 @@ MOBILENET_V1_BLOCKS = (
 FIRST_CONV_CHANNELS = 32  # Conv2d_0, stride 2
 FEATURE_LAYERS = ("Conv2d_11_pointwise", "Conv2d_13_pointwise")  # 19x19 and 10x10 maps
 EXTRA_LAYERS = ((2, 192, 384), (3, 96, 192), (4, 96, 192), (5, 48, 96))  # (idx, 1x1, 3x3 s2)
-FROZEN_PREFIXES = ("Conv2d_0", "Conv2d_1_", "Conv2d_2_", "Conv2d_3_", "Conv2d_4_", "Conv2d_5_")
 
 
 def _conv_relu6(x, filters: int, kernel: int, stride: int, name: str):
@@ -81,8 +82,10 @@ def build_ssd(num_classes: int, depth_multiplier: float = 0.75, input_size: int 
     return keras.Model(inputs, [box_encodings, class_logits], name="ssd_mobilenet_v1")
 
 
-def freeze_layers(model: keras.Model, prefixes=FROZEN_PREFIXES) -> list[str]:
-    """Mark layers whose name starts with one of ``prefixes`` non-trainable; returns their names."""
+def freeze_layers(model: keras.Model, prefixes: Sequence[str]) -> list[str]:
+    """Mark layers whose name starts with one of ``prefixes`` non-trainable; returns their names.
+
+    Which layers stay frozen is a training choice: ``train.config.ModelSection.frozen_prefixes``."""
     frozen = [layer.name for layer in model.layers if layer.name.startswith(tuple(prefixes))]
     for name in frozen:
         model.get_layer(name).trainable = False

@@ -44,11 +44,3 @@ def postprocess(box_encodings, class_logits, anchors, score_threshold: float = S
     scores = tf.sigmoid(tf.cast(class_logits, tf.float32))[..., 1:]  # (N, A, K)
     boxes, scores, classes, num = agnostic_nms(boxes, scores, max_detections, iou_threshold, score_threshold)
     return boxes.numpy(), scores.numpy(), classes.numpy().astype(np.int64), num.numpy()
-
-
-def preprocess_rgb(image_rgb_uint8: np.ndarray, input_size: int = 300) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of any size -> float32 (input_size, input_size, 3) in [-1, 1]."""
-    import cv2
-
-    resized = cv2.resize(image_rgb_uint8, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
-    return (resized.astype(np.float32) - 128.0) / 128.0

@@ -51,10 +51,8 @@ def read_tflite_weights(tflite_path: str | Path) -> dict[str, dict[str, np.ndarr
         if name.endswith(WEIGHT_SUFFIX):
             q = _dequantize(interpreter, detail)
             layer = _keras_layer_name(name[: -len(WEIGHT_SUFFIX)])
-            if "depthwise" in layer:
-                kernel = np.transpose(q, (1, 2, 3, 0))  # [1, kh, kw, C] -> [kh, kw, C, 1]
-            else:
-                kernel = np.transpose(q, (1, 2, 3, 0))  # [out, kh, kw, in] -> [kh, kw, in, out]
+            # conv [out, kh, kw, in] -> [kh, kw, in, out]; depthwise [1, kh, kw, C] -> [kh, kw, C, 1]
+            kernel = np.transpose(q, (1, 2, 3, 0))
             weights.setdefault(layer, {})["kernel"] = kernel
         elif name.endswith(BIAS_SUFFIXES) and detail["dtype"] == np.int32:
             layer = _keras_layer_name(name.rsplit("/", 1)[0])
