@@ -31,8 +31,6 @@ EMBEDDING_DIM = 768
 IMAGENET_FILE = "mobilenet_v1_0.75_192_quant.tflite"
 HEAD = "raccoon_logit"
 EMBEDDING = "embedding"
-# blocks kept frozen while fine-tuning: the early, generic edge/texture layers (as the SSD does)
-FROZEN_PREFIXES = ("Conv2d_0", "Conv2d_1_", "Conv2d_2_", "Conv2d_3_", "Conv2d_4_", "Conv2d_5_")
 
 WEIGHTS_MARK = "weights_quant/FakeQuantWithMinMaxVars"
 BIAS_ENDINGS = ("BatchNorm_Fold/bias", "biases")
@@ -108,10 +106,3 @@ def import_imagenet_weights(model: keras.Model, tflite_path: str | Path) -> list
         loaded.append(layer.name)
     log.info("imagenet_weights_imported", layers=len(loaded), path=str(tflite_path))
     return loaded
-
-
-def freeze(model: keras.Model, prefixes=FROZEN_PREFIXES) -> list[str]:
-    frozen = [layer.name for layer in model.layers if layer.name.startswith(tuple(prefixes))]
-    for name in frozen:
-        model.get_layer(name).trainable = False
-    return frozen
