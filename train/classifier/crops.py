@@ -12,7 +12,9 @@ Negatives (label 0):
   on raccoon photos away from any raccoon (IoU < BACKGROUND_IOU);
 - the stock COCO detector's animal boxes on raccoon-free photos (the look-alikes it must be told
   from, even where the proposer missed them);
-- random background boxes of raccoon-free photos.
+- random background boxes of raccoon-free photos;
+- those look-alikes pasted small onto night frames, as many as the pasted raccoons (below), so
+  that a gray, soft, pasted animal is not a raccoon by its look alone.
 
 The split (``train.splits.make_plan``) decides which images train and which validate; the night
 crops and the ENA24 camera-trap frames are split here by SOURCE (a camera or a site is entirely
@@ -175,29 +177,42 @@ PASTES_PER_NIGHT_CROP = {"train": 3, "val": 1}
 SCENE_DIR = "scenes"
 
 
-def pasted_night_specs(crop_specs: list[CropSpec], backgrounds: list[Path], part: str, out_dir: Path,
-                       rng: np.random.Generator) -> list[CropSpec]:
-    """Night scenes like a porch camera's: each night raccoon crop pasted small onto night frames of
-    the same part (``augment.copy_paste_night``: gray on IR frames, brightness matched, feathered),
-    written as JPEGs under ``out_dir``; the pasted rectangle (jittered) is the positive box. The
-    classifier then sees distant, soft, IR-lit raccoons as the proposer will hand them over."""
+def _cut(spec: CropSpec) -> np.ndarray:
+    """The pixels of a spec's box (RGB uint8), at least 2 x 2."""
+    image, _ = _read(spec.path)
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = spec.box
+    px0, py0 = int(x0 * w), int(y0 * h)
+    px1, py1 = max(px0 + 2, int(round(x1 * w))), max(py0 + 2, int(round(y1 * h)))
+    return cv2.cvtColor(image[py0:py1, px0:px1], cv2.COLOR_BGR2RGB)
+
+
+def pasted_night_specs(animals: list[CropSpec], backgrounds: list[Path], part: str, out_dir: Path,
+                       rng: np.random.Generator, label: int = 1, pastes: int | None = None) -> list[CropSpec]:
+    """Night scenes like a porch camera's: each animal (a night raccoon crop, or a look-alike's box
+    from a raccoon-free photo) pasted small onto night frames of the same part
+    (``augment.copy_paste_night``: gray on IR frames, brightness matched, feathered), written as
+    JPEGs under ``out_dir``; the pasted rectangle (jittered for training) is the box, ``label`` its
+    label. The classifier then sees distant, soft, IR-lit animals as the proposer hands them over,
+    raccoons and cats alike, so "pasted and gray" cannot mean "raccoon"."""
     from train import augment
 
-    crops = [s.path for s in crop_specs if s.source == "night_crop"]
-    if not crops or not backgrounds:
+    if not animals or not backgrounds:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
+    tag = "raccoon" if label else "other"
     specs = []
-    for i, crop_path in enumerate(crops):
-        crop = cv2.cvtColor(_read(crop_path)[0], cv2.COLOR_BGR2RGB)
-        for k in range(PASTES_PER_NIGHT_CROP[part]):
+    for i, animal in enumerate(animals):
+        crop = _cut(animal)
+        for k in range(pastes if pastes is not None else PASTES_PER_NIGHT_CROP[part]):
             background = cv2.cvtColor(_read(backgrounds[int(rng.integers(len(backgrounds)))])[0], cv2.COLOR_BGR2RGB)
             image, boxes = augment.copy_paste_night(background, crop, rng)
-            path = out_dir / f"{part}_{i:03d}_{k}.jpg"
+            path = out_dir / f"{part}_{tag}_{i:03d}_{k}.jpg"
             cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(60, 95))])
             ymin, xmin, ymax, xmax = (float(v) for v in boxes[0])
             box = (xmin, ymin, xmax, ymax)
-            specs.append(CropSpec(path, box if part == "val" else jitter_box(box, rng), 1, "night", "night_pasted"))
+            specs.append(CropSpec(path, box if part == "val" else jitter_box(box, rng), label, "night",
+                                  "night_pasted" if label else "night_pasted_other"))
     return specs
 
 
@@ -218,7 +233,11 @@ def plan_crops(plan: splits.DataPlan, planner: CropPlanner, shared_data: Path, o
         specs = [s for e in entries for s in planner.specs_for(e, jitters)]
         night_crops = night_crop_specs(shared_data, part, planner.rng)
         backgrounds = [e.path for e in entries if e.is_negative and night_dir in e.path.resolve().parents]
-        pasted = pasted_night_specs(night_crops, backgrounds, part, out_dir / SCENE_DIR, planner.rng)
+        raccoons = [c for c in night_crops if c.source == "night_crop"]
+        pasted = pasted_night_specs(raccoons, backgrounds, part, out_dir / SCENE_DIR, planner.rng)
+        look_alikes = [c for c in specs if c.source.startswith("coco_")]  # cats, dogs, ... of raccoon-free photos
+        pasted += pasted_night_specs(look_alikes, backgrounds, part, out_dir / SCENE_DIR, planner.rng, label=0,
+                                     pastes=max(1, round(len(pasted) / max(len(look_alikes), 1))))
         out[part] = specs + night_crops + pasted
     return out
 

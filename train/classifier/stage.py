@@ -9,7 +9,9 @@
    ``--max-false-alert-rate`` of the raccoon-free photos alert, in the day group and in the night
    group each (``train.metrics.choose_threshold`` with negative groups). Validation raccoons: the
    split's validation photos (day) and night scenes made of held-out night crops pasted onto
-   validation night frames (``night_scenes``), each group's recall reported;
+   validation night frames (``night_scenes``), each group's recall reported. A third negative
+   group, when the crop stage made it: validation look-alikes (cats, dogs, ...) pasted small onto
+   validation night frames, the way a cat at the porch bowl looks at night;
 4. ``classifier_card.json``: what the daemon needs (file, input size, margin, thresholds, the
    detector labels it was trained behind) and how it was made and measured.
 The test split is not read here.
@@ -30,7 +32,7 @@ from raccoon_watch.labels import load_labels
 from raccoon_watch.recognition import DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES
 from train import evaluate, metrics
 from train.classifier import export, fit
-from train.classifier.crops import ena24_entries, load_part
+from train.classifier.crops import SCENE_DIR, ena24_entries, load_part
 from train.classifier.model import DEPTH_MULTIPLIER, IMAGENET_FILE, INPUT_SIZE
 from train.model_card import file_sha256, git_revision
 from train.voc import read_csv
@@ -149,6 +151,9 @@ def main(args: argparse.Namespace) -> int:
     if detector_file is None:
         raise SystemExit(f"classifier-export: {args.model_dir} holds no detector .tflite")
     rows, positives, groups = validation_images(args.split_dir, args.shared_data)
+    look_alikes = sorted((args.crops / SCENE_DIR).glob("val_other_*.jpg"))  # crops stage: cats & co. pasted at night
+    if look_alikes:
+        groups["night_look_alikes"] = look_alikes
     night_rows, night_images = night_scenes(args.shared_data, groups["night"], args.work_dir / "night_scenes")
     rows, positives = rows + night_rows, positives + night_images
     alone = list(evaluate.predict_with_model(args.model_dir, positives, num_threads=args.threads, classifier=False))
