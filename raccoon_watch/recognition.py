@@ -148,7 +148,8 @@ class Recognizer:
     Without a classifier it is the detector alone (old single-stage model folders): scores are the
     detector's. With one, every detection above ``proposal_threshold`` (best ``max_candidates`` per
     image) is cropped from the full image and classified; all crops of one ``recognize`` call go to
-    the classifier in one batched call. The result keeps the detector's score in ``detector_score``.
+    the classifier in one batched call; the final score is ``final_score`` and overlapping results
+    are reduced to one (``suppress_duplicates``). The detector's score stays in ``detector_score``.
     """
 
     def __init__(self, detector: Detector, classifier: Classifier | None = None,

@@ -16,7 +16,9 @@ from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig
 from raccoon_watch.detectors import ModelError, create_recognizer
 from raccoon_watch.detectors.base import input_tensor
 from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE
-from raccoon_watch.recognition import RecognitionParams, Recognizer, classifier_crop, crop_window
+from raccoon_watch.recognition import (RecognitionParams, Recognizer, classifier_crop, crop_window, final_score,
+                                       suppress_duplicates)
+from raccoon_watch.types import Detection
 
 
 @pytest.mark.parametrize(("box", "size", "margin", "window"), [
@@ -62,6 +64,36 @@ def test_input_tensor(dtype, quantization, expected) -> None:
     tensor = input_tensor(rgb, dtype, quantization)
     assert tensor.dtype == dtype
     np.testing.assert_allclose(tensor[0, 0, :, 0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("probability", "detector_score", "weight", "expected"), [
+    (0.9, 0.5, 0.0, 0.9),  # weight 0: the classifier alone
+    (0.9, 1.0, 0.1, 0.9),
+    (1.0, 0.05, 0.1, 0.05 ** 0.1),  # a weak proposal costs about a quarter
+    (0.8, 0.0, 0.1, 0.8 * 1e-6 ** 0.1),  # never a zero division or a NaN
+])
+def test_final_score(probability, detector_score, weight, expected) -> None:
+    assert final_score(probability, detector_score, weight) == pytest.approx(expected)
+
+
+def _det(score: float, box, detector_score: float = 0.5) -> Detection:
+    return Detection("raccoon", score, box, detector_score)
+
+
+@pytest.mark.parametrize(("detections", "kept_scores"), [
+    ([], []),
+    # one raccoon, two boxes overlapping (IoU 0.6): the better stays
+    ([_det(0.8, (0.1, 0.1, 0.5, 0.5)), _det(0.9, (0.15, 0.1, 0.55, 0.5))], [0.9]),
+    # two raccoons side by side: both stay, best first
+    ([_det(0.7, (0.0, 0.0, 0.3, 0.3)), _det(0.9, (0.6, 0.6, 0.9, 0.9))], [0.9, 0.7]),
+    # equal final scores: the higher detector score wins the tie
+    ([_det(0.9, (0.1, 0.1, 0.5, 0.5), 0.2), _det(0.9, (0.12, 0.1, 0.52, 0.5), 0.8)], [0.9]),
+])
+def test_suppress_duplicates(detections, kept_scores) -> None:
+    kept = suppress_duplicates(detections)
+    assert [d.score for d in kept] == kept_scores
+    if len(detections) == 2 and len(kept) == 1 and detections[0].score == detections[1].score:
+        assert kept[0].detector_score == 0.8
 
 
 def test_recognition_params_are_checked() -> None:
