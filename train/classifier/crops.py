@@ -40,7 +40,7 @@ import structlog
 from raccoon_watch.config import DetectorConfig
 from raccoon_watch.detectors import create_detector
 from raccoon_watch.recognition import DEFAULT_MARGIN, classifier_crop
-from raccoon_watch.types import Box
+from raccoon_watch.types import Box, box_iou
 from train import splits
 from train.augment import is_grayish
 from train.classifier.model import INPUT_SIZE
@@ -70,14 +70,6 @@ class CropSpec:
     label: int
     group: str
     source: str
-
-
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def jitter_box(box: Box, rng: np.random.Generator, shift: float = 0.12, scale: tuple[float, float] = (0.85, 1.25)) -> Box:
@@ -133,7 +125,7 @@ class CropPlanner:
             out.append(CropSpec(entry.path, box, 1, group, "box"))
             out += [CropSpec(entry.path, jitter_box(box, self.rng), 1, group, "box_jitter") for _ in range(jitters - 1)]
         for det in self.proposer.detect([image])[0]:
-            best = max((_iou(det.box, t) for t in truth), default=0.0)
+            best = max((box_iou(det.box, t) for t in truth), default=0.0)
             if best >= POSITIVE_IOU:
                 out.append(CropSpec(entry.path, det.box, 1, group, "proposal_raccoon"))
             elif best < BACKGROUND_IOU:
