@@ -1,4 +1,23 @@
-"""raccoon_watch: a real-time doorbell-camera raccoon detector."""
+"""raccoon_watch: a real-time doorbell-camera raccoon detector.
+
+Where each file sits in the flow (one module per stage; ``app.py`` is the one place that wires them):
+
+    camera ─► capture.py ─► motion.py ─► framequeue.py ─► workers.py ─► recognition.py ─► router.py ─► store.py ─► sinks/
+              (decode,       (gate,       (drop-oldest)    (threads)     detectors/ propose   filters.py      (SQLite,     log, mqtt +
+               reconnect)     crops)                                      classifier.py decides visits.py     outbox)      discovery,
+                                                                                                debounce.py                pushover
+                                                                                                snapshot.py
+
+- values that travel between stages: ``types.py`` (Frame, Detection, FrameResult, Event; Box order);
+- configuration and its one set of defaults: ``config.py``; model label maps: ``labels.py``;
+  image files with limits: ``imagefile.py``; capped back-off: ``backoff.py``;
+- the service around the pipeline: ``cli.py`` (commands), ``notify.py`` (sd_notify, SIGHUP),
+  ``liveness.py`` (watchdog), ``health.py`` (/healthz), ``metrics.py`` (/metrics), ``logs.py``;
+- one-shot use of the same recognition: ``detect_cmd.py``; the no-camera demo clip: ``demo.py``.
+
+Developer tools (bench, clip making and evaluation) live in ``tools/`` and training in ``train/``;
+this package imports neither (``raccoon-watch bench`` loads ``tools`` only when asked).
+"""
 
 import os as _os
 
