@@ -445,5 +445,7 @@ def test_bundled_model_keeps_its_card_promise_on_held_out_photos(shared_dir: Pat
     assert len(negatives) == 47 and len(alerting) <= len(negatives) // 20, alerting
     photos = sorted({row["filename"] for row in csv.DictReader(open(shared_dir / "data" / "raccoon_dataset" / "test_labels.csv"))})
     found = sum(any(d.label == "raccoon" and d.score >= threshold for d in det.detect([read(shared_dir, n)])[0]) for n in photos)
-    card_recall = card["metrics"]["test"]["at_threshold"]["image_recall"]
+    # metrics.test is the whole folder as the daemon runs it (both stages); the detector alone is
+    # recorded beside it
+    card_recall = card["metrics"]["test_detector_alone"]["at_threshold"]["image_recall"]
     assert abs(found / len(photos) - card_recall) <= 1.5 / len(photos), (found, card_recall)
