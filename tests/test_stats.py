@@ -84,3 +84,21 @@ def test_to_dict_without_stages(stats: PipelineStats, expected: dict) -> None:
 def test_queue_snapshot() -> None:
     q = FrameQueue(1)
     assert q.snapshot() == QueueSnapshot(0, 0, {})
+
+
+def test_liveness_reads_the_stage_snapshots() -> None:
+    from types import SimpleNamespace
+
+    from raccoon_watch import liveness
+
+    cfg = {name: SimpleNamespace(open_timeout_s=5, read_timeout_s=5, reconnect_max_s=30) for name in ("porch", "garden")}
+    busy = PipelineStats(mono=NOW, started_mono=NOW - 100,
+                         cameras=STATS.cameras,
+                         workers=(WorkerSnapshot("detector-0", loaded=False, heartbeat=NOW - 1, busy_since=NOW - 2),),
+                         router=RouterSnapshot(alive=True, heartbeat=NOW - 0.5))
+    snap = liveness.pipeline_snapshot(busy, cfg, liveness.ProgressTracker(), NOW)
+    assert snap.workers == (liveness.WorkerBeat("detector-0", True, NOW - 100, False, NOW - 1, NOW - 2),)
+    assert snap.router == liveness.RouterBeat(True, NOW - 0.5)
+    assert [(c.name, c.state, c.progress, c.grace_s) for c in snap.cameras] == [
+        ("porch", "up", NOW, 15.0), ("garden", "down", NOW, 50.0)]
+    assert liveness.pipeline_snapshot(PipelineStats(), {}, liveness.ProgressTracker(), NOW).router is None
