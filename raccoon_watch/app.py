@@ -32,7 +32,7 @@ from raccoon_watch.router import EventRouter
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
-from raccoon_watch.types import Detection, Event, FrameResult
+from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
 
@@ -303,47 +303,20 @@ class App:
             self._last_sweep = now
             self.store.sweep()
 
-    def stats(self) -> dict[str, Any]:
-        """Plain numbers for MQTT stats, health and bench (no secrets, no URLs)."""
-        cameras = {}
-        uptime = max(time.monotonic() - self.started_mono, 1e-6)
-        inference_ms = round(max((w.stats.last_inference_ms for w in self.workers), default=0.0), 2)
-        for name, thread in self.cameras.items():
-            st = thread.stats
-            processed = self.router.processed.get(name, 0) if self.router else 0
-            cameras[name] = {
-                # the three keys Home Assistant's diagnostic sensors read (sinks/discovery.py)
-                "detect_fps": round(processed / uptime, 2),  # mean since start
-                "inference_ms": inference_ms,
-                "dropped_frames": st.frames_dropped,
-                "frames_processed": processed,
-                "state": st.state,
-                "frames_read": st.frames_read,
-                "frames_queued": st.frames_queued,
-                "frames_dropped": st.frames_dropped,
-                "frames_bad": st.frames_bad,
-                "reconnects": st.reconnects,
-                "last_frame_age_s": (round(time.monotonic() - st.last_frame_mono, 3) if st.last_frame_mono else None),
-                "detect_enabled": self.router.is_enabled(name) if self.router else False,
-                "motion": self.gates[name].snapshot() if name in self.gates else None,
-            }
-        frames = sum(w.stats.frames for w in self.workers)
-        return {
-            "uptime_s": round(uptime, 1),
-            "cameras": cameras,
-            "detector": {
-                "fps": round(frames / uptime, 2),
-                "frames": frames,
-                "inference_ms": inference_ms,
-                "errors": sum(w.stats.errors for w in self.workers),
-            },
-            "queue_depth": self.frames.qsize(),
-            "queue_dropped": self.frames.dropped,
-            "events": self.router.events_emitted if self.router else 0,
-            "deliveries": outbox_counts(self.store, [s.name for s in self.sinks]),
-            "storage": self.store.health() if self.store is not None else None,
-            "sinks": {s.name: s.health() for s in self.sinks if hasattr(s, "health")},
-        }
+    def stats(self) -> PipelineStats:
+        """Every stage's own snapshot, now: for health, metrics, the watchdog, MQTT stats and bench."""
+        return PipelineStats(
+            mono=time.monotonic(),
+            started_mono=self.started_mono,
+            cameras=tuple(thread.snapshot() for thread in self.cameras.values()),
+            workers=tuple(w.snapshot() for w in self.workers),
+            router=self.router.snapshot() if self.router is not None else None,
+            queue=self.frames.snapshot(),
+            motion={name: gate.snapshot() for name, gate in self.gates.items()},
+            deliveries=outbox_counts(self.store, [s.name for s in self.sinks]),
+            storage=self.store.health() if self.store is not None else None,
+            sinks={s.name: s.health() for s in self.sinks if hasattr(s, "health")},
+        )
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.stop_event.wait(timeout)

@@ -41,7 +41,7 @@ import structlog
 from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import CameraConfig, redact_url
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.types import Frame
+from raccoon_watch.types import CaptureSnapshot, Frame
 
 log = structlog.get_logger(__name__)
 
@@ -266,6 +266,17 @@ class CaptureThread(threading.Thread):
         self._file_t0: tuple[float, float] | None = None  # (time, monotonic) at the first open, drain only
         if cfg.drain and not self.drain:
             self._log.warning("drain_ignored_for_live_source")
+
+    def snapshot(self) -> CaptureSnapshot:
+        """This camera's counters now, as a frozen value (read from any thread, without locking:
+        each counter is one attribute the capture thread replaces whole)."""
+        st = self.stats
+        return CaptureSnapshot(
+            camera=self.camera, alive=self.is_alive(), state=str(st.state), frames_read=st.frames_read,
+            frames_decoded=st.frames_decoded, frames_queued=st.frames_queued, frames_dropped=st.frames_dropped,
+            frames_bad=st.frames_bad, reconnects=st.reconnects, open_failures=st.open_failures,
+            last_frame_mono=st.last_frame_mono,
+        )
 
     # --- the loop ------------------------------------------------------------------------------
 

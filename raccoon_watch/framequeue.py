@@ -16,7 +16,7 @@ import collections
 import threading
 import time
 
-from raccoon_watch.types import Frame
+from raccoon_watch.types import Frame, QueueSnapshot
 
 
 class FrameQueue:
@@ -125,3 +125,8 @@ class FrameQueue:
     def dropped_by_camera(self) -> dict[str, int]:
         with self._cond:
             return dict(self._dropped_by_camera)
+
+    def snapshot(self) -> QueueSnapshot:
+        """Depth and drop counters, read together under the lock."""
+        with self._cond:
+            return QueueSnapshot(len(self._frames), self._dropped, dict(self._dropped_by_camera))

@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from raccoon_watch import liveness
 from raccoon_watch.logs import clip
+from raccoon_watch.types import PipelineStats
 
 log = structlog.get_logger(__name__)
 
@@ -53,22 +54,22 @@ STATUS_FAILING = "failing"
 
 
 def health_report(
-    alive: bool, reason: str, detector_alive: bool, stats: Mapping[str, Any],
+    alive: bool, reason: str, detector_alive: bool, stats: PipelineStats,
 ) -> tuple[bool, dict[str, Any]]:
-    """Build the /healthz body from a liveness verdict and ``App.stats()`` (pure)."""
+    """Build the /healthz body from a liveness verdict and the App's ``PipelineStats`` (pure)."""
     cameras = {
-        name: {
-            "state": cam.get("state"),
-            "up": cam.get("state") == liveness.CAMERA_UP,
-            "last_frame_age_s": cam.get("last_frame_age_s"),
-            "reconnects": cam.get("reconnects", 0),
-            "detect_enabled": cam.get("detect_enabled", True),
+        cam.camera: {
+            "state": cam.state,
+            "up": cam.state == liveness.CAMERA_UP,
+            "last_frame_age_s": stats.last_frame_age_s(cam),
+            "reconnects": cam.reconnects,
+            "detect_enabled": stats.detect_enabled(cam.camera),
         }
-        for name, cam in stats.get("cameras", {}).items()
+        for cam in stats.cameras
     }
-    sinks = stats.get("sinks") or {}
+    sinks = dict(stats.sinks)
     problems = [f"camera {name} is {c['state']}" for name, c in cameras.items() if not c["up"]]
-    storage = stats.get("storage") or {}
+    storage = stats.storage or {}
     if storage.get("recovered"):
         problems.append(f"events.db was damaged and replaced; the old file is {storage['recovered']['moved_to']}")
     if storage and not storage.get("persistent", True):
@@ -85,21 +86,20 @@ def health_report(
         status = STATUS_DEGRADED
     else:
         status = STATUS_OK
-    det = stats.get("detector", {})
     body = {
         "status": status,
         "reason": reason,
-        "uptime_s": stats.get("uptime_s"),
+        "uptime_s": stats.uptime_s,
         "cameras": cameras,
         "detector": {
             "alive": detector_alive,
-            "fps": det.get("fps"),
-            "inference_ms": det.get("inference_ms"),
-            "errors": det.get("errors"),
+            "fps": stats.detector_fps,
+            "inference_ms": stats.inference_ms,
+            "errors": stats.detector_errors,
         },
-        "queue_depth": stats.get("queue_depth"),
-        "events": stats.get("events"),
-        "storage": stats.get("storage"),
+        "queue_depth": stats.queue.depth,
+        "events": stats.events,
+        "storage": stats.storage,
         "sinks": sinks,
         "problems": problems,
         "notes": notes,
@@ -111,10 +111,10 @@ def app_health(checker: liveness.AppLiveness) -> HealthFn:
     """A /healthz function bound to a running App through its liveness checker."""
 
     def health() -> tuple[bool, Mapping[str, Any]]:
-        snap, now = checker.snapshot()
+        stats, snap, now = checker.read()
         alive, reason = liveness.pipeline_alive(snap, now, checker.limits)
         detector_ok, _ = liveness.detector_alive(snap, now, checker.limits)
-        return health_report(alive, reason, detector_ok, checker.app.stats())
+        return health_report(alive, reason, detector_ok, stats)
 
     return health
 

@@ -2,7 +2,8 @@
 
 A main loop that still turns proves nothing: the watchdog ping must stop when the stages that do
 the work stop. ``pipeline_alive`` is pure (a snapshot and a clock in, a verdict out) and tested as a
-table; ``snapshot_app`` is the one place that reads the live App into a snapshot.
+table; ``pipeline_snapshot`` turns the App's ``PipelineStats`` (each stage's own ``snapshot()``)
+into one.
 
 Alive means, at monotonic time ``now``:
 - every detector worker thread is running and either
@@ -22,8 +23,11 @@ Times are ``time.monotonic()`` seconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from raccoon_watch.types import PipelineStats
 
 OK = "ok"
 CAMERA_UP = "up"
@@ -58,7 +62,7 @@ class RouterBeat:
 class CaptureBeat:
     name: str
     alive: bool
-    state: str  # CaptureThread.stats.state: "up", "down", "connecting", ...
+    state: str  # CaptureSnapshot.state: "up", "down", "connecting", ...
     progress: float | None  # last time its visible counters or state changed
     grace_s: float  # how long this camera's loop may legitimately go without progress
 
@@ -123,7 +127,7 @@ def _capture_problem(cam: CaptureBeat, now: float) -> str | None:
     return None
 
 
-# --- reading the live App (the only impure part) ----------------------------------------------
+# --- from the App's stats to a liveness snapshot ----------------------------------------------------
 
 
 def capture_grace_s(camera_cfg: Any, state: str) -> float:
@@ -163,51 +167,59 @@ class ProgressTracker:
         return seen[1]
 
 
-def snapshot_app(app: Any, tracker: ProgressTracker, now: float) -> PipelineSnapshot:
-    """Read worker/router/capture liveness from a running ``raccoon_watch.app.App``."""
+def pipeline_snapshot(
+    stats: PipelineStats, cameras_cfg: Mapping[str, Any], tracker: ProgressTracker, now: float,
+) -> PipelineSnapshot:
+    """The liveness view of one ``PipelineStats``; ``cameras_cfg`` maps camera name -> its config
+    (open/read timeouts and back-off, for ``capture_grace_s``)."""
     workers = tuple(
         WorkerBeat(
             name=w.name,
-            alive=w.is_alive(),
-            started=app.started_mono,
-            loaded=w.detector is not None,
-            heartbeat=w.stats.heartbeat,
-            busy_since=w.stats.busy_since,
+            alive=w.alive,
+            started=stats.started_mono,
+            loaded=w.loaded,
+            heartbeat=w.heartbeat,
+            busy_since=w.busy_since,
         )
-        for w in app.workers
+        for w in stats.workers
     )
-    router = app.router
-    router_beat = RouterBeat(alive=router.is_alive(), heartbeat=router.heartbeat) if router is not None else None
-    cameras = []
-    for name, thread in app.cameras.items():
-        st = thread.stats
-        state = str(st.state)
-        signature = (state, st.frames_read, getattr(st, "open_failures", 0), st.reconnects)
-        cameras.append(
-            CaptureBeat(
-                name=name,
-                alive=thread.is_alive(),
-                state=state,
-                progress=tracker.observe(name, signature, now),
-                grace_s=capture_grace_s(app.cfg.cameras[name], state),
-            )
+    router = stats.router
+    router_beat = RouterBeat(alive=router.alive, heartbeat=router.heartbeat) if router is not None else None
+    cameras = tuple(
+        CaptureBeat(
+            name=cam.camera,
+            alive=cam.alive,
+            state=cam.state,
+            progress=tracker.observe(cam.camera, (cam.state, cam.frames_read, cam.open_failures, cam.reconnects), now),
+            grace_s=capture_grace_s(cameras_cfg[cam.camera], cam.state),
         )
-    return PipelineSnapshot(workers=workers, router=router_beat, cameras=tuple(cameras))
+        for cam in stats.cameras
+    )
+    return PipelineSnapshot(workers=workers, router=router_beat, cameras=cameras)
+
+
+class StatsSource(Protocol):
+    """What liveness needs of the App: its config (camera timeouts) and its stats."""
+
+    cfg: Any  # raccoon_watch.config.Config
+
+    def stats(self) -> PipelineStats: ...
 
 
 class AppLiveness:
     """One App's liveness checker: the tracker and limits shared by the watchdog and /healthz."""
 
-    def __init__(self, app: Any, limits: LivenessLimits = LivenessLimits()) -> None:
+    def __init__(self, app: StatsSource, limits: LivenessLimits = LivenessLimits()) -> None:
         self.app = app
         self.limits = limits
         self.tracker = ProgressTracker()
 
-    def snapshot(self, now: float | None = None) -> tuple[PipelineSnapshot, float]:
+    def read(self, now: float | None = None) -> tuple[PipelineStats, PipelineSnapshot, float]:
+        """The App's stats and their liveness view at ``now`` (monotonic s; default: now)."""
         now = time.monotonic() if now is None else now
-        return snapshot_app(self.app, self.tracker, now), now
+        stats = self.app.stats()
+        return stats, pipeline_snapshot(stats, self.app.cfg.cameras, self.tracker, now), now
 
     def check(self, now: float | None = None) -> tuple[bool, str]:
-        snap, now = self.snapshot(now)
+        _, snap, now = self.read(now)
         return pipeline_alive(snap, now, self.limits)
-

@@ -1,10 +1,10 @@
 """Prometheus metrics in a private registry (no process-global state, one registry per App).
 
 Two sources, no double bookkeeping:
-- ``StatsCollector`` reads ``App.stats()`` at scrape time: the same plain numbers the MQTT stats
-  topic publishes (per-camera frames, reconnects, up; detector frames/errors; queue depth; events;
+- ``StatsCollector`` reads ``App.stats()`` (a ``PipelineStats``) at scrape time: the same numbers
+  the MQTT stats topic publishes (per-camera frames, reconnects, up; detector frames/errors; queue depth; events;
   outbox deliveries per sink). Counters there are owned by the threads that count them.
-- Two things ``App.stats()`` cannot hold as plain numbers are fed by callbacks from the pipeline:
+- Two things ``PipelineStats`` cannot hold as plain numbers are fed by callbacks from the pipeline:
   the inference latency histogram (``DetectorWorker(on_inference=...)``) and events by
   camera/label/kind (``EventRouter(on_event=...)``).
 
@@ -19,19 +19,22 @@ from typing import Any, Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from raccoon_watch.types import CaptureSnapshot, PipelineStats
+
 PREFIX = "raccoon_watch"
 CAMERA_UP = "up"
 # Inference latency per detect() call: 5 ms (GPU batch) .. 2.5 s (a slow CPU under load).
 INFERENCE_BUCKETS_S = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
-# (stats key, metric suffix, help) for the per-camera counters in App.stats()["cameras"][name].
-_CAMERA_COUNTERS = (
-    ("frames_read", "camera_frames_read", "Frames decoded from the camera."),
-    ("frames_queued", "camera_frames_queued", "Frames handed to the detector queue."),
-    ("frames_dropped", "camera_frames_dropped", "Queue puts that evicted an older frame (queue full)."),
-    ("frames_processed", "camera_frames_processed", "Detector results folded into this camera's events."),
-    ("frames_bad", "camera_frames_bad", "Corrupt or unusable frames from the camera."),
-    ("reconnects", "camera_reconnects", "Times the camera was reopened after a failure."),
+# (per-camera counter, metric suffix, help) for the counters of each camera in PipelineStats.
+_CAMERA_COUNTERS: tuple[tuple[Callable[[PipelineStats, CaptureSnapshot], int], str, str], ...] = (
+    (lambda s, cam: cam.frames_read, "camera_frames_read", "Frames decoded from the camera."),
+    (lambda s, cam: cam.frames_queued, "camera_frames_queued", "Frames handed to the detector queue."),
+    (lambda s, cam: cam.frames_dropped, "camera_frames_dropped", "Queue puts that evicted an older frame (queue full)."),
+    (lambda s, cam: s.processed(cam.camera), "camera_frames_processed",
+     "Detector results folded into this camera's events."),
+    (lambda s, cam: cam.frames_bad, "camera_frames_bad", "Corrupt or unusable frames from the camera."),
+    (lambda s, cam: cam.reconnects, "camera_reconnects", "Times the camera was reopened after a failure."),
 )
 _DELIVERY_GAUGES = (
     ("pending", "deliveries_pending", "Outbox deliveries waiting to be sent, per sink."),
@@ -41,22 +44,20 @@ _DELIVERY_GAUGES = (
 
 
 class StatsCollector:
-    """Turns one ``App.stats()`` dict into metric families, at scrape time."""
+    """Turns one ``PipelineStats`` into metric families, at scrape time."""
 
-    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, stats: Callable[[], PipelineStats]) -> None:
         self._stats = stats
 
     def collect(self) -> Iterable[Metric]:
         s = self._stats()
-        yield from _camera_families(s.get("cameras", {}))
-        det = s.get("detector", {})
-        yield _counter("detector_frames", "Frames run through the detector.", det.get("frames", 0))
-        yield _counter("detector_errors", "detect() calls that raised.", det.get("errors", 0))
-        yield _gauge("queue_depth", "Frames waiting in the frame queue.", s.get("queue_depth", 0))
-        yield _counter("queue_dropped", "Oldest frames evicted because the frame queue was full.",
-                       s.get("queue_dropped", 0))
-        yield _gauge("uptime_seconds", "Seconds since the daemon started.", s.get("uptime_s", 0))
-        yield from _delivery_families(s.get("deliveries", {}))
+        yield from _camera_families(s)
+        yield _counter("detector_frames", "Frames run through the detector.", s.detector_frames)
+        yield _counter("detector_errors", "detect() calls that raised.", s.detector_errors)
+        yield _gauge("queue_depth", "Frames waiting in the frame queue.", s.queue.depth)
+        yield _counter("queue_dropped", "Oldest frames evicted because the frame queue was full.", s.queue.dropped)
+        yield _gauge("uptime_seconds", "Seconds since the daemon started.", s.uptime_s)
+        yield from _delivery_families(s.deliveries)
 
 
 def _counter(suffix: str, doc: str, value: float) -> CounterMetricFamily:
@@ -67,22 +68,23 @@ def _gauge(suffix: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{PREFIX}_{suffix}", doc, value=value)
 
 
-def _camera_families(cameras: Mapping[str, Mapping[str, Any]]) -> Iterable[Metric]:
-    for key, suffix, doc in _CAMERA_COUNTERS:
+def _camera_families(s: PipelineStats) -> Iterable[Metric]:
+    for value, suffix, doc in _CAMERA_COUNTERS:
         fam = CounterMetricFamily(f"{PREFIX}_{suffix}", doc, labels=["camera"])
-        for name, cam in cameras.items():
-            fam.add_metric([name], cam.get(key, 0) or 0)
+        for cam in s.cameras:
+            fam.add_metric([cam.camera], value(s, cam))
         yield fam
     up = GaugeMetricFamily(f"{PREFIX}_camera_up", "1 while the camera delivers frames.", labels=["camera"])
     age = GaugeMetricFamily(f"{PREFIX}_camera_last_frame_age_seconds", "Seconds since the last frame.",
                             labels=["camera"])
     enabled = GaugeMetricFamily(f"{PREFIX}_camera_detect_enabled", "1 while detection is switched on.",
                                 labels=["camera"])
-    for name, cam in cameras.items():
-        up.add_metric([name], 1.0 if cam.get("state") == CAMERA_UP else 0.0)
-        if cam.get("last_frame_age_s") is not None:
-            age.add_metric([name], cam["last_frame_age_s"])
-        enabled.add_metric([name], 1.0 if cam.get("detect_enabled") else 0.0)
+    for cam in s.cameras:
+        up.add_metric([cam.camera], 1.0 if cam.state == CAMERA_UP else 0.0)
+        last_frame_age_s = s.last_frame_age_s(cam)
+        if last_frame_age_s is not None:
+            age.add_metric([cam.camera], last_frame_age_s)
+        enabled.add_metric([cam.camera], 1.0 if s.detect_enabled(cam.camera) else 0.0)
     yield from (up, age, enabled)
 
 
@@ -98,7 +100,7 @@ def _delivery_families(deliveries: Mapping[str, Mapping[str, int]]) -> Iterable[
 class Metrics:
     """The registry plus the callback-fed metrics. Callbacks are thread-safe (prometheus-client)."""
 
-    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, stats: Callable[[], PipelineStats]) -> None:
         self.registry = CollectorRegistry()
         self.inference_seconds = Histogram(
             f"{PREFIX}_inference_seconds", "Wall time of one detect() call (a batch of frames).",

@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 import structlog
 
 if TYPE_CHECKING:
     from raccoon_watch.liveness import LivenessLimits
+    from raccoon_watch.types import PipelineStats
 
 log = structlog.get_logger(__name__)
 
@@ -122,12 +123,11 @@ STATUS_EVERY_S = 5.0
 MAX_TICK_S = 1.0
 
 
-def status_line(stats: Mapping[str, Any], fps: float) -> str:
+def status_line(stats: PipelineStats, fps: float) -> str:
     """One-line STATUS= summary from ``App.stats()``: "2/2 cameras up, 4.8 fps, 3 events"."""
-    cameras = stats.get("cameras", {})
-    up = sum(1 for c in cameras.values() if c.get("state") == "up")
-    line = f"{up}/{len(cameras)} cameras up, {fps:.1f} fps, {stats.get('events', 0)} events"
-    queue = stats.get("queue_depth")
+    up = sum(1 for c in stats.cameras if c.state == "up")
+    line = f"{up}/{len(stats.cameras)} cameras up, {fps:.1f} fps, {stats.events} events"
+    queue = stats.queue.depth
     return line + (f", queue {queue}" if queue else "")
 
 
@@ -142,7 +142,7 @@ class ServiceNotifier:
     def __init__(
         self,
         alive: Callable[[], tuple[bool, str]],
-        stats: Callable[[], Mapping[str, Any]],
+        stats: Callable[[], PipelineStats],
         interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -185,7 +185,7 @@ class ServiceNotifier:
 
     def _summary(self, now: float) -> str:
         stats = self._stats()
-        frames = int(stats.get("detector", {}).get("frames", 0))
+        frames = stats.detector_frames
         if self._fps_mark is not None and now > self._fps_mark[0]:
             self._fps = (frames - self._fps_mark[1]) / (now - self._fps_mark[0])
         self._fps_mark = (now, frames)

@@ -21,7 +21,7 @@ from raccoon_watch.debounce import CameraState, DebounceParams, Observation
 from raccoon_watch.filters import DetectionFilter, eligible, meets_threshold
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.snapshot import draw_detections, encode_jpeg
-from raccoon_watch.types import Detection, Event, EventKind, FrameResult
+from raccoon_watch.types import Detection, Event, EventKind, FrameResult, RouterSnapshot
 from raccoon_watch.visits import VisitParams, VisitState
 
 log = structlog.get_logger(__name__)
@@ -85,6 +85,14 @@ class EventRouter(threading.Thread):
 
     def is_enabled(self, camera: str) -> bool:
         return self._enabled.get(camera, False)
+
+    def snapshot(self) -> RouterSnapshot:
+        """Heartbeat and counters now, as a frozen value (read from other threads: the per-camera
+        dicts never gain or lose keys after ``__init__``, so copying them is safe)."""
+        return RouterSnapshot(
+            alive=self.is_alive(), heartbeat=self.heartbeat, events_emitted=self.events_emitted,
+            processed=dict(self.processed), enabled=dict(self._enabled),
+        )
 
     # --- loop ----------------------------------------------------------------------------------
     def run(self) -> None:

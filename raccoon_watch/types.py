@@ -12,7 +12,9 @@ drawing on snapshots), through ``box_to_pixels``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -165,4 +167,180 @@ class Event:
             "has_snapshot": self.has_snapshot,
             "in_cooldown": self.in_cooldown,
             "count": self.count,
+        }
+
+
+# --- pipeline stats: what each stage reports about itself ---------------------------------------
+# Each stage's ``snapshot()`` returns one of these frozen values (counters copied at that moment);
+# ``App.stats()`` gathers them into a ``PipelineStats``. Times are ``time.monotonic()`` seconds.
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSnapshot:
+    """One capture thread (``CaptureThread.snapshot()``); counters as in ``capture.CameraStats``.
+
+    last_frame_mono: monotonic time of the last frame grabbed, 0.0 before any.
+    """
+
+    camera: str
+    alive: bool = True
+    state: str = "connecting"  # 'connecting' | 'up' | 'down' | 'stopped'
+    frames_read: int = 0
+    frames_decoded: int = 0
+    frames_queued: int = 0
+    frames_dropped: int = 0  # puts that evicted an older frame (queue full)
+    frames_bad: int = 0
+    reconnects: int = 0
+    open_failures: int = 0
+    last_frame_mono: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    """One detector worker (``DetectorWorker.snapshot()``); counters as in ``workers.WorkerStats``.
+
+    loaded: its model is loaded; busy_since: start of the current detect() call, None when idle.
+    """
+
+    name: str
+    alive: bool = True
+    loaded: bool = True
+    frames: int = 0
+    cropped: int = 0
+    calls: int = 0
+    errors: int = 0
+    last_inference_ms: float = 0.0
+    heartbeat: float = 0.0
+    busy_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSnapshot:
+    """The event router (``EventRouter.snapshot()``).
+
+    processed: results folded in, per camera; enabled: detection switched on, per camera.
+    """
+
+    alive: bool = True
+    heartbeat: float = 0.0
+    events_emitted: int = 0
+    processed: Mapping[str, int] = field(default_factory=dict)
+    enabled: Mapping[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """The frame queue (``FrameQueue.snapshot()``): frames waiting, and frames evicted when full."""
+
+    depth: int = 0
+    dropped: int = 0
+    dropped_by_camera: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStats:
+    """Every stage's snapshot at monotonic time ``mono``: what health, metrics, the watchdog, the
+    MQTT stats topic and the benchmark read. Plain numbers only: no secrets, no URLs.
+
+    cameras: one ``CaptureSnapshot`` per started camera, in config order.
+    motion: camera -> ``MotionGate.snapshot()`` (cameras without a gate are absent).
+    deliveries: sink -> {"pending", "failed", "dropped"} from the event store's outbox.
+    storage: ``EventStore.health()``, None without a store; sinks: sink -> its ``health()``.
+    ``to_dict()`` is the published JSON shape (MQTT ``P/stats``, documented in sinks/discovery.py).
+    """
+
+    mono: float = 0.0
+    started_mono: float = 0.0
+    cameras: tuple[CaptureSnapshot, ...] = ()
+    workers: tuple[WorkerSnapshot, ...] = ()
+    router: RouterSnapshot | None = None
+    queue: QueueSnapshot = QueueSnapshot()
+    motion: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    deliveries: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    storage: Mapping[str, Any] | None = None
+    sinks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    # --- derived numbers (rounded as published) -------------------------------------------------
+    @property
+    def uptime(self) -> float:
+        """Seconds since the app started, never 0 (a divisor for the mean rates)."""
+        return max(self.mono - self.started_mono, 1e-6)
+
+    @property
+    def uptime_s(self) -> float:
+        return round(self.uptime, 1)
+
+    @property
+    def detector_frames(self) -> int:
+        return sum(w.frames for w in self.workers)
+
+    @property
+    def detector_errors(self) -> int:
+        return sum(w.errors for w in self.workers)
+
+    @property
+    def detector_fps(self) -> float:
+        """Mean frames per second through the detectors since start."""
+        return round(self.detector_frames / self.uptime, 2)
+
+    @property
+    def inference_ms(self) -> float:
+        """The slowest worker's last detect() call, ms."""
+        return round(max((w.last_inference_ms for w in self.workers), default=0.0), 2)
+
+    @property
+    def events(self) -> int:
+        return self.router.events_emitted if self.router is not None else 0
+
+    def processed(self, camera: str) -> int:
+        return self.router.processed.get(camera, 0) if self.router is not None else 0
+
+    def detect_fps(self, camera: str) -> float:
+        """Mean results per second folded in for ``camera`` since start."""
+        return round(self.processed(camera) / self.uptime, 2)
+
+    def detect_enabled(self, camera: str) -> bool:
+        return self.router.enabled.get(camera, False) if self.router is not None else False
+
+    def last_frame_age_s(self, cam: CaptureSnapshot) -> float | None:
+        return round(self.mono - cam.last_frame_mono, 3) if cam.last_frame_mono else None
+
+    # --- the published shape --------------------------------------------------------------------
+    def camera_dict(self, cam: CaptureSnapshot) -> dict[str, object]:
+        """One camera's entry in ``to_dict()["cameras"]``."""
+        return {
+            # the three keys Home Assistant's diagnostic sensors read (sinks/discovery.py DIAGNOSTICS);
+            # "dropped_frames" is the published name HA reads, the same number as "frames_dropped"
+            "detect_fps": self.detect_fps(cam.camera),
+            "inference_ms": self.inference_ms,
+            "dropped_frames": cam.frames_dropped,
+            "frames_processed": self.processed(cam.camera),
+            "state": cam.state,
+            "frames_read": cam.frames_read,
+            "frames_queued": cam.frames_queued,
+            "frames_dropped": cam.frames_dropped,
+            "frames_bad": cam.frames_bad,
+            "reconnects": cam.reconnects,
+            "last_frame_age_s": self.last_frame_age_s(cam),
+            "detect_enabled": self.detect_enabled(cam.camera),
+            "motion": self.motion.get(cam.camera),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of the MQTT stats topic (keys and rounding are a published contract)."""
+        return {
+            "uptime_s": self.uptime_s,
+            "cameras": {cam.camera: self.camera_dict(cam) for cam in self.cameras},
+            "detector": {
+                "fps": self.detector_fps,
+                "frames": self.detector_frames,
+                "inference_ms": self.inference_ms,
+                "errors": self.detector_errors,
+            },
+            "queue_depth": self.queue.depth,
+            "queue_dropped": self.queue.dropped,
+            "events": self.events,
+            "deliveries": {sink: dict(counts) for sink, counts in self.deliveries.items()},
+            "storage": self.storage,
+            "sinks": dict(self.sinks),
         }

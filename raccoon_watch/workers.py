@@ -25,7 +25,7 @@ import structlog
 from raccoon_watch.detectors.base import Detector
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.recognition import Recognizer
-from raccoon_watch.types import FrameResult
+from raccoon_watch.types import FrameResult, WorkerSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +66,15 @@ class DetectorWorker(threading.Thread):
         self._on_inference = on_inference
         self.stats = WorkerStats()
         self.detector: Recognizer | None = None
+
+    def snapshot(self) -> WorkerSnapshot:
+        """This worker's counters and heartbeat now, as a frozen value (read from any thread)."""
+        st = self.stats
+        return WorkerSnapshot(
+            name=self.name, alive=self.is_alive(), loaded=self.detector is not None, frames=st.frames,
+            cropped=st.cropped, calls=st.calls, errors=st.errors, last_inference_ms=st.last_inference_ms,
+            heartbeat=st.heartbeat, busy_since=st.busy_since,
+        )
 
     def run(self) -> None:
         structlog.contextvars.bind_contextvars(worker=self.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import struct
@@ -20,6 +21,7 @@ from raccoon_watch.liveness import CaptureBeat, LivenessLimits, PipelineSnapshot
 from raccoon_watch.metrics import Metrics
 from raccoon_watch.app import plan_reload
 from raccoon_watch.notify import status_line
+from raccoon_watch.types import CaptureSnapshot, PipelineStats, QueueSnapshot, RouterSnapshot, WorkerSnapshot
 
 NOW = 1000.0
 LIMITS = LivenessLimits(heartbeat_s=10, detect_s=30, model_load_s=300)
@@ -88,20 +90,26 @@ def test_capture_grace() -> None:
 
 # --- /healthz body ---------------------------------------------------------------------------------
 
-STATS = {
-    "uptime_s": 12.0,
-    "cameras": {
-        "porch": {"state": "up", "frames_read": 120, "frames_queued": 60, "frames_dropped": 1, "frames_bad": 0,
-                  "reconnects": 2, "last_frame_age_s": 0.1, "detect_enabled": True, "frames_processed": 57},
-        "garden": {"state": "down", "frames_read": 0, "frames_queued": 0, "frames_dropped": 0, "frames_bad": 0,
-                   "reconnects": 0, "last_frame_age_s": None, "detect_enabled": True},
-    },
-    "detector": {"fps": 4.8, "frames": 58, "inference_ms": 31.0, "errors": 0},
-    "queue_depth": 1,
-    "queue_dropped": 3,
-    "events": 2,
-    "deliveries": {"mqtt": {"pending": 4, "failed": 1, "dropped": 0}},
-}
+STATS = PipelineStats(
+    mono=NOW,
+    started_mono=NOW - 12.0,
+    cameras=(
+        CaptureSnapshot("porch", state="up", frames_read=120, frames_queued=60, frames_dropped=1, reconnects=2,
+                        last_frame_mono=NOW - 0.1),
+        CaptureSnapshot("garden", state="down"),
+    ),
+    workers=(WorkerSnapshot("detector-0", frames=58, last_inference_ms=31.0),),
+    router=RouterSnapshot(events_emitted=2, processed={"porch": 57, "garden": 0},
+                          enabled={"porch": True, "garden": True}),
+    queue=QueueSnapshot(depth=1, dropped=3),
+    deliveries={"mqtt": {"pending": 4, "failed": 1, "dropped": 0}},
+)
+
+
+def with_states(stats: PipelineStats, **states: str) -> PipelineStats:
+    """``stats`` with some cameras in another state."""
+    return dataclasses.replace(stats, cameras=tuple(
+        dataclasses.replace(cam, state=states.get(cam.camera, cam.state)) for cam in stats.cameras))
 
 
 @pytest.mark.parametrize(
@@ -109,9 +117,7 @@ STATS = {
     [(True, ("up", "up"), "ok"), (True, ("up", "down"), "degraded"), (False, ("up", "up"), "failing")],
 )
 def test_health_report_status(alive: bool, cameras_up: tuple[str, str], status: str) -> None:
-    stats = json.loads(json.dumps(STATS))
-    for name, state in zip(("porch", "garden"), cameras_up):
-        stats["cameras"][name]["state"] = state
+    stats = with_states(STATS, **dict(zip(("porch", "garden"), cameras_up)))
     ok, body = health_report(alive, "ok" if alive else "detector-0 stuck", alive, stats)
     assert ok is alive and body["status"] == status
     assert body["cameras"]["porch"]["last_frame_age_s"] == 0.1
@@ -126,9 +132,7 @@ def test_health_report_status(alive: bool, cameras_up: tuple[str, str], status: 
     ],
 )
 def test_health_report_storage(storage: dict, status: str, problem: str | None) -> None:
-    stats = json.loads(json.dumps(STATS))
-    stats["cameras"]["garden"]["state"] = "up"
-    stats["storage"] = storage
+    stats = dataclasses.replace(with_states(STATS, garden="up"), storage=storage)
     _, body = health_report(True, "ok", True, stats)
     assert body["status"] == status and body["storage"] == storage
     assert (problem is None and body["problems"] == []) or problem in " ".join(body["problems"])

@@ -19,7 +19,7 @@ from raccoon_watch.health import health_report
 from raccoon_watch.sinks.discovery import Topics
 from raccoon_watch.sinks.mqtt import MqttSink, event_messages, parse_command, parse_command_topic
 from raccoon_watch.store import EventStore
-from raccoon_watch.types import EventKind
+from raccoon_watch.types import CaptureSnapshot, EventKind, PipelineStats, RouterSnapshot, WorkerSnapshot
 from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER, Broker, free_port
 from tests.fixtures.pushover import make_event
 from tests.waiting import wait_until
@@ -325,7 +325,9 @@ def test_commands_switch_detection_and_malformed_ones_are_ignored(mosquitto, rec
 def test_stats_published_and_last_will_on_abrupt_disconnect(mosquitto, recorder, store) -> None:  # type: ignore[no-untyped-def]
     broker = mosquitto()
     rec = recorder(broker, f"{P}/stats", f"{P}/available")
-    stats = {"cameras": {"front_door": {"detect_fps": 5.0, "inference_ms": 21.5, "dropped_frames": 3}}}
+    stats = PipelineStats(mono=10.0, cameras=(CaptureSnapshot("front_door", frames_dropped=3),),
+                          workers=(WorkerSnapshot("detector-0", last_inference_ms=21.5),),
+                          router=RouterSnapshot(processed={"front_door": 50}))
     sink = make_sink(mcfg(broker, stats_interval=0.2, keepalive=5), store, stats=lambda: stats)
     sink.start()
     try:
@@ -355,7 +357,7 @@ def test_wrong_credentials_make_the_sink_report_failing_once_not_endless_warning
     noisy = [e for e in logs if e.get("log_level") in ("warning", "error")]
     assert len(noisy) <= 2, [(e["event"], e.get("reason")) for e in noisy]  # said once, not every retry
     assert "wrong-password" not in repr(logs) + repr(health)
-    _, body = health_report(True, "ok", True, {"cameras": {}, "sinks": {"mqtt": health}})
+    _, body = health_report(True, "ok", True, PipelineStats(sinks={"mqtt": health}))
     assert body["status"] == "degraded" and any("mqtt" in p and "authorized" in p.lower() for p in body["problems"])
 
 
@@ -376,7 +378,8 @@ def test_a_retained_off_at_start_is_logged_and_shown(mosquitto, recorder, store)
     assert warned["log_level"] == "warning" and warned["camera"] == "garden" and warned["detect"] is False
     assert f"{P}/garden/detect/set" in warned["clear_with"]
     assert health["state"] == "ok" and health["retained_commands"] == {"garden": "OFF"}
-    _, body = health_report(True, "ok", True, {"cameras": {"garden": {"state": "up", "detect_enabled": False}},
-                                               "sinks": {"mqtt": health}})
+    stats = PipelineStats(cameras=(CaptureSnapshot("garden", state="up"),),
+                          router=RouterSnapshot(enabled={"garden": False}), sinks={"mqtt": health})
+    _, body = health_report(True, "ok", True, stats)
     assert body["cameras"]["garden"]["detect_enabled"] is False
     assert any("garden" in n and "retained" in n for n in body["notes"])

@@ -499,20 +499,19 @@ def _run_pipeline(args: dict[str, Any], workdir: Path, sinks: dict[str, Any] | N
     time.sleep(0.3)
     cpu, wall = cpu_seconds() - app.cpu_at_cameras, time.monotonic() - app.mono_at_cameras
     stats = app.stats()
-    dropped_by_camera = app.frames.dropped_by_camera()
-    calls = sum(w.stats.calls for w in app.workers)
+    calls = sum(w.calls for w in stats.workers)
     app.stop()
     video_s = args["video_s"]
     per_camera = {}
-    for name, cam in stats["cameras"].items():
-        thread = app.cameras[name]
+    for cam in stats.cameras:
+        name = cam.camera
         per_camera[name] = {
-            "frames_read": cam["frames_read"],
-            "frames_decoded": thread.stats.frames_decoded,
-            "frames_to_detector": cam["frames_queued"],
+            "frames_read": cam.frames_read,
+            "frames_decoded": cam.frames_decoded,
+            "frames_to_detector": cam.frames_queued,
             "frames_processed": len(probe.inference_ms.get(name, [])),
-            "frames_dropped": dropped_by_camera.get(name, 0),
-            "motion": cam.get("motion"),
+            "frames_dropped": stats.queue.dropped_by_camera.get(name, 0),
+            "motion": stats.motion.get(name),
             "inference_ms": percentiles(probe.inference_ms.get(name, [])),
         }
     all_ms = [ms for v in probe.inference_ms.values() for ms in v]

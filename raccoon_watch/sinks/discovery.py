@@ -4,7 +4,7 @@ Topics (``P`` = ``mqtt.topic_prefix``, ``D`` = ``mqtt.discovery_prefix``)::
 
     P/available                      online/offline, retained (last will: offline)
     P/events                         Frigate-style {"type": new|update|end, "before": {}, "after": {}}
-    P/stats                          JSON from the daemon's stats(), every mqtt.stats_interval s
+    P/stats                          JSON of the daemon's PipelineStats.to_dict(), every mqtt.stats_interval s
     P/<camera>/<label>               count of <label> in view (Frigate), retained
     P/<camera>/<label>/snapshot      best frame of the last event, JPEG bytes, retained
     P/<camera>/<label>/state         ON/OFF while an event is open (HA binary_sensor), retained
@@ -14,7 +14,7 @@ Topics (``P`` = ``mqtt.topic_prefix``, ``D`` = ``mqtt.discovery_prefix``)::
     D/device/raccoon_watch_<camera>/config    device discovery, retained; empty payload removes it
     D/status                         Home Assistant's birth/will; "online" -> discovery re-published
 
-Stats contract (what ``stats()`` must return for the diagnostic sensors)::
+Stats contract (what ``PipelineStats.to_dict()`` publishes for the diagnostic sensors)::
 
     {"cameras": {"<camera>": {"detect_fps": float, "inference_ms": float, "dropped_frames": int, ...}},
      ...anything else...}
@@ -168,7 +168,7 @@ class DeviceDiscovery:
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-# diagnostic sensors: (key in stats()["cameras"][camera], name, unit, device_class, state_class)
+# diagnostic sensors: (key in PipelineStats.to_dict()["cameras"][camera], name, unit, device_class, state_class)
 DIAGNOSTICS: tuple[tuple[str, str, str | None, str | None, str], ...] = (
     ("detect_fps", "Detector fps", "fps", None, "measurement"),
     ("inference_ms", "Inference time", "ms", "duration", "measurement"),

@@ -7,14 +7,14 @@ building, ``stop()`` in reverse order; ``store.sweep()`` hourly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from raccoon_watch.config import Config
 from raccoon_watch.logs import register_secret
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.log import LogSink
 from raccoon_watch.store import EventStore
+from raccoon_watch.types import PipelineStats
 
 
 def watched_labels(cfg: Config) -> list[str]:
@@ -30,10 +30,10 @@ def build_sinks(
     cfg: Config,
     store: EventStore,
     commands: Callable[[str, bool], None] | None = None,
-    stats: Callable[[], Mapping[str, Any]] | None = None,
+    stats: Callable[[], PipelineStats] | None = None,
 ) -> list[Sink]:
     """``commands(camera, enabled)`` is called for MQTT detect on/off; ``stats()`` feeds P/stats
-    (shape documented in ``raccoon_watch.sinks.discovery``). Sinks are returned not yet started."""
+    (its ``to_dict()``; shape documented in ``raccoon_watch.sinks.discovery``). Sinks are returned not yet started."""
     sinks: list[Sink] = [LogSink()]
     if cfg.mqtt is not None and cfg.mqtt.enabled:
         from raccoon_watch.sinks.mqtt import MqttSink

@@ -62,7 +62,7 @@ from raccoon_watch.sinks.discovery import (
     plan_discovery,
 )
 from raccoon_watch.store import EventStore, OutboxItem
-from raccoon_watch.types import Event, EventKind
+from raccoon_watch.types import Event, EventKind, PipelineStats
 
 log = structlog.get_logger(__name__)
 
@@ -153,7 +153,7 @@ class MqttSink:
         labels: list[str],
         store: EventStore,
         commands: Callable[[str, bool], None] | None = None,
-        stats: Callable[[], Mapping[str, Any]] | None = None,
+        stats: Callable[[], PipelineStats] | None = None,
         *,
         detect_enabled: Mapping[str, bool] | None = None,
         reconnect_min: float = 1.0,
@@ -491,7 +491,7 @@ class MqttSink:
             return
         self._next_stats = time.monotonic() + self.cfg.stats_interval
         try:
-            body = dict(self._stats())
+            body = self._stats().to_dict()
             body.setdefault("mqtt", self.metrics())
             payload = json.dumps(body, default=str)
         except Exception:
