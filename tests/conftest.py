@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 
 from raccoon_watch.config import shared_dir as configured_shared_dir
 
@@ -42,3 +43,11 @@ def coco_model(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def raccoon_images(shared_dir: Path) -> list[Path]:
     return sorted((shared_dir / "data" / "raccoon_dataset" / "images").glob("*.jpg"))
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults_after_each_test():
+    """A test that runs a command's main() in-process may configure structlog (setup_logging caches
+    loggers on first use); later tests' ``structlog.testing.capture_logs`` must still see events."""
+    yield
+    structlog.reset_defaults()

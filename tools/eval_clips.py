@@ -381,9 +381,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from raccoon_watch.config import ConfigError, load_config
-    from raccoon_watch.logs import setup_logging
 
-    setup_logging("warning", "json")
     try:
         base = load_config(args.config)
         clips = read_clips_csv(args.clips)
@@ -405,4 +403,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    from raccoon_watch.logs import setup_logging
+
+    setup_logging("warning", "json")  # the process's logging is the command line's business, not main()'s
     sys.exit(main(get_args_parser().parse_args()))
