@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
-import structlog
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
 from raccoon_watch.logs import setup_logging

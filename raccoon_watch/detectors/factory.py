@@ -32,7 +32,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -41,6 +41,9 @@ from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
 from raccoon_watch.recognition import (DEFAULT_DETECTOR_WEIGHT, DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES,
                                        DEFAULT_PROPOSAL_THRESHOLD, RecognitionParams, Recognizer)
+
+if TYPE_CHECKING:  # imported when a classifier stage is built, not at start-up
+    from raccoon_watch.classifier import TFLiteClassifier
 
 log = structlog.get_logger(__name__)
 
@@ -245,7 +248,7 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
     return Recognizer(detector, classifier, params, threshold=threshold)
 
 
-def _check_stages(files: ModelFiles, card: dict[str, Any], detector: Detector, classifier: "TFLiteClassifier") -> None:
+def _check_stages(files: ModelFiles, card: dict[str, Any], detector: Detector, classifier: TFLiteClassifier) -> None:
     """The classifier must be the one its card describes, trained behind this detector."""
     card_path = files.path / CLASSIFIER_CARD_NAME
     size = card.get("input_size")

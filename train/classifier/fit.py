@@ -101,7 +101,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def linear_probe(train_emb, train_y, val_emb, val_y, epochs: int = 300, l2: float = 1e-3):
+def linear_probe(train_emb, train_y, epochs: int = 300, l2: float = 1e-3):
     """Logistic regression on frozen embeddings (full-batch Adam); returns (kernel (D, 1), bias (1,))."""
     import keras
 
@@ -175,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
     log.info("classifier_views_cached", views=len(train_x), seconds=round(time.monotonic() - started))
     train_emb = embed.predict(train_x[plain], batch_size=256, verbose=0)
     val_emb = embed.predict(val_x, batch_size=256, verbose=0)
-    kernel, bias = linear_probe(train_emb, train_y[plain], val_emb, val["labels"])
+    kernel, bias = linear_probe(train_emb, train_y[plain])
     baseline = crop_metrics(val["labels"], _sigmoid(val_emb @ kernel[:, 0] + bias[0]), val["groups"])
     log.info("classifier_baseline", seconds=round(time.monotonic() - started), **baseline)
     model.get_layer(HEAD).set_weights([kernel, bias])
