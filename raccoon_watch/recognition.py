@@ -1,8 +1,9 @@
 """Two-stage recognition: the detector proposes, the raccoon classifier decides.
 
     image (full resolution) --detector--> proposals (any animal-like box, low threshold)
-          --crop each from the FULL image, with context--> classifier --> P(raccoon)
-          --> Detection(score = final_score(P, detector score), detector_score) --> NMS
+          --crop each from the FULL image, with context--> classifier --> P(raccoon) per crop
+          --> views of one animal grouped (``group_views``) --> Detection(score = final_score(
+              mean of its best views' P, detector score), detector_score)
 
 This is the one inference path: the daemon's detector workers, ``raccoon-watch detect`` and
 ``python -m train evaluate`` all call ``Recognizer.recognize``. Camera-trap systems work the same way
@@ -37,7 +38,11 @@ DEFAULT_PROPOSAL_THRESHOLD = 0.1
 DEFAULT_MARGIN = 0.2
 DEFAULT_MAX_CANDIDATES = 8
 DEFAULT_DETECTOR_WEIGHT = 0.0  # final score = P(raccoon) alone unless the classifier card says otherwise
-DUPLICATE_IOU = 0.5  # after classification, of two boxes overlapping this much only the better stays
+# Views of one animal (``group_views``), chosen on validation (train/README.md, "The two stages"):
+DEFAULT_VIEW_IOU = 0.3  # a proposal overlapping a better-proposed box this much is another view of it
+DEFAULT_VIEW_CONTAINMENT = 0.7  # ... and so is one lying this much inside it (a head, a half)
+DEFAULT_VIEW_MIN_AREA = 0.1  # a view smaller than this share of the animal's box is absorbed, not counted
+DEFAULT_VIEWS = 2  # P(raccoon) of an animal = the mean of its best this-many views
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,8 @@ class RecognitionParams:
     max_candidates: best-scoring candidates classified per image (bounds the cost of a busy frame).
     label: the label a classified candidate carries (the classifier's positive class).
     detector_weight: exponent of the detector score in the final score (``final_score``).
+    view_iou, view_containment, view_min_area, views: how proposals are grouped into animals
+    (``group_views``).
     """
 
     proposal_threshold: float = DEFAULT_PROPOSAL_THRESHOLD
@@ -56,6 +63,10 @@ class RecognitionParams:
     max_candidates: int = DEFAULT_MAX_CANDIDATES
     label: str = "raccoon"
     detector_weight: float = DEFAULT_DETECTOR_WEIGHT
+    view_iou: float = DEFAULT_VIEW_IOU
+    view_containment: float = DEFAULT_VIEW_CONTAINMENT
+    view_min_area: float = DEFAULT_VIEW_MIN_AREA
+    views: int = DEFAULT_VIEWS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.proposal_threshold <= 1.0:
@@ -66,6 +77,13 @@ class RecognitionParams:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
         if not 0.0 <= self.detector_weight <= 1.0:
             raise ValueError(f"detector_weight must be in 0..1, got {self.detector_weight}")
+        for name in ("view_iou", "view_containment"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.view_min_area <= 1.0:
+            raise ValueError(f"view_min_area must be in 0..1, got {self.view_min_area}")
+        if self.views < 1:
+            raise ValueError(f"views must be >= 1, got {self.views}")
 
 
 class Classifier(Protocol):
@@ -116,23 +134,60 @@ def final_score(probability: float, detector_score: float, detector_weight: floa
     """The score thresholds, visits and the debounce use: P(raccoon) x detector_score ** weight.
 
     With weight 0 it is the classifier's probability alone. A small weight (the shipped 0.1: a
-    detector score of 0.05 costs a quarter, 0.5 costs 7 %) ranks the box that frames the whole
-    animal above boxes of its parts, which the classifier, seeing raccoon in each crop, scores alike.
-    Chosen on validation (train/README.md, "The two stages").
+    detector score of 0.05 costs a quarter, 0.5 costs 7 %) ranks a well-proposed animal above a
+    faint proposal the classifier happens to like. Chosen on validation (train/README.md,
+    "The two stages").
     """
     return float(probability) * max(float(detector_score), 1e-6) ** detector_weight
 
 
-def suppress_duplicates(detections: Sequence[Detection], iou: float = DUPLICATE_IOU) -> list[Detection]:
-    """Class-agnostic greedy NMS on the final scores (ties: the higher detector score first): one
-    animal stays one detection once the classifier has rescored overlapping proposals. Boxes
-    normalised (xmin, ymin, xmax, ymax); best first."""
-    ranked = sorted(detections, key=lambda d: (d.score, d.detector_score or 0.0), reverse=True)
-    kept: list[Detection] = []
-    for det in ranked:
-        if all(box_iou(det.box, k.box) < iou for k in kept):
-            kept.append(det)
-    return kept
+def _area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _inside(box: Box, outer: Box) -> float:
+    """Share of ``box``'s area inside ``outer`` (both normalised xmin, ymin, xmax, ymax)."""
+    ix = max(0.0, min(box[2], outer[2]) - max(box[0], outer[0]))
+    iy = max(0.0, min(box[3], outer[3]) - max(box[1], outer[1]))
+    area = _area(box)
+    return ix * iy / area if area > 0 else 0.0
+
+
+def group_views(candidates: Sequence[Detection], probabilities: Sequence[float],
+                params: RecognitionParams) -> list[Detection]:
+    """One detection per animal from classified proposals: the detector frames, the classifier names.
+
+    The SSD proposes several boxes per animal (the whole body, the head, a half, a looser box).
+    Taken in the detector's order, a proposal that overlaps an earlier kept box by IoU >=
+    ``view_iou`` or lies ``view_containment`` of its area inside it is another VIEW of that
+    animal, not an animal of its own. Each animal keeps its best-proposed box (the detector's
+    localisation) and its P(raccoon) is the mean of its ``views`` best views' probabilities: a cat
+    whose ear crop alone looks like a raccoon stays a cat, and a raccoon seen well in two crops
+    is sure. A view smaller than ``view_min_area`` of the animal's box (a patch of fur or grass
+    inside it) is absorbed without a vote. Score = ``final_score(that mean, the kept box's detector score, detector_weight)``.
+
+    candidates: detections with detector scores in ``score``, boxes normalised (xmin, ymin, xmax,
+    ymax); probabilities: P(raccoon) per candidate, same order. Returns best final score first.
+    """
+    if len(candidates) != len(probabilities):
+        raise ValueError(f"expected one probability per candidate, got {len(probabilities)} for {len(candidates)}")
+    order = sorted(range(len(candidates)), key=lambda i: candidates[i].score, reverse=True)
+    animals: list[tuple[Detection, list[float]]] = []
+    for i in order:
+        det, probability = candidates[i], float(probabilities[i])
+        for kept, views in animals:
+            if box_iou(det.box, kept.box) >= params.view_iou or _inside(det.box, kept.box) >= params.view_containment:
+                if _area(det.box) >= params.view_min_area * _area(kept.box):
+                    views.append(probability)
+                break
+        else:
+            animals.append((det, [probability]))
+    out = []
+    for kept, views in animals:
+        probability = sum(sorted(views, reverse=True)[:params.views]) / min(len(views), params.views)
+        out.append(replace(kept, label=params.label, detector_score=kept.score,
+                           score=final_score(probability, kept.score, params.detector_weight)))
+    return sorted(out, key=lambda d: (d.score, d.detector_score or 0.0), reverse=True)
 
 
 def _region(image: np.ndarray, crop: PixelWindow | None) -> np.ndarray:
@@ -148,8 +203,8 @@ class Recognizer:
     Without a classifier it is the detector alone (old single-stage model folders): scores are the
     detector's. With one, every detection above ``proposal_threshold`` (best ``max_candidates`` per
     image) is cropped from the full image and classified; all crops of one ``recognize`` call go to
-    the classifier in one batched call; the final score is ``final_score`` and overlapping results
-    are reduced to one (``suppress_duplicates``). The detector's score stays in ``detector_score``.
+    the classifier in one batched call; the views of one animal become one detection
+    (``group_views``) scored by ``final_score``. The detector's score stays in ``detector_score``.
     """
 
     def __init__(self, detector: Detector, classifier: Classifier | None = None,
@@ -191,12 +246,7 @@ class Recognizer:
         if not patches:
             return [[] for _ in images]
         scores = iter(self.classifier.classify(patches).tolist())
-        out = []
-        for cands in candidates:
-            scored = [replace(d, label=p.label, score=final_score(next(scores), d.score, p.detector_weight),
-                              detector_score=d.score) for d in cands]
-            out.append(suppress_duplicates(scored))
-        return out
+        return [group_views(cands, [next(scores) for _ in cands], p) for cands in candidates]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """``recognize`` on whole images (the Detector interface)."""

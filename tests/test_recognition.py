@@ -17,7 +17,7 @@ from raccoon_watch.detectors import ModelError, create_recognizer
 from raccoon_watch.detectors.base import input_tensor
 from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE
 from raccoon_watch.recognition import (RecognitionParams, Recognizer, classifier_crop, crop_window, final_score,
-                                       suppress_duplicates)
+                                       group_views)
 from raccoon_watch.types import Detection
 
 
@@ -76,24 +76,61 @@ def test_final_score(probability, detector_score, weight, expected) -> None:
     assert final_score(probability, detector_score, weight) == pytest.approx(expected)
 
 
-def _det(score: float, box, detector_score: float = 0.5) -> Detection:
-    return Detection("raccoon", score, box, detector_score)
+def _proposal(detector_score: float, box) -> Detection:
+    return Detection("raccoon", detector_score, box)
 
 
-@pytest.mark.parametrize(("detections", "kept_scores"), [
-    ([], []),
-    # one raccoon, two boxes overlapping (IoU 0.6): the better stays
-    ([_det(0.8, (0.1, 0.1, 0.5, 0.5)), _det(0.9, (0.15, 0.1, 0.55, 0.5))], [0.9]),
-    # two raccoons side by side: both stay, best first
-    ([_det(0.7, (0.0, 0.0, 0.3, 0.3)), _det(0.9, (0.6, 0.6, 0.9, 0.9))], [0.9, 0.7]),
-    # equal final scores: the higher detector score wins the tie
-    ([_det(0.9, (0.1, 0.1, 0.5, 0.5), 0.2), _det(0.9, (0.12, 0.1, 0.52, 0.5), 0.8)], [0.9]),
+WHOLE = (0.1, 0.1, 0.5, 0.5)  # an animal's body
+HEAD = (0.12, 0.12, 0.28, 0.28)  # inside it (100 %), IoU 0.16 with it
+SHIFTED = (0.15, 0.1, 0.55, 0.5)  # the same animal, a looser box: IoU 0.78
+OTHER = (0.6, 0.6, 0.9, 0.9)  # a second animal
+STRADDLING = (0.4, 0.4, 0.7, 0.7)  # overlaps WHOLE a little (IoU 0.04, 11 % inside): its own animal
+EDGE = (0.38, 0.12, 0.53, 0.27)  # 80 % inside WHOLE, IoU 0.11
+SPECK = (0.2, 0.3, 0.25, 0.35)  # inside WHOLE, 1/64 of its area: a patch of fur or grass
+PLAIN = RecognitionParams(detector_weight=0.0)
+
+
+@pytest.mark.parametrize(("proposals", "probabilities", "params", "expected"), [
+    ([], [], PLAIN, []),
+    # one animal, one view: its own probability
+    ([_proposal(0.6, WHOLE)], [0.9], PLAIN, [(WHOLE, 0.9, 0.6)]),
+    # body + head: one animal, the body's box (best proposed), P = mean of the two views
+    ([_proposal(0.6, WHOLE), _proposal(0.3, HEAD)], [0.5, 0.9], PLAIN, [(WHOLE, 0.7, 0.6)]),
+    # the order proposals arrive in does not matter: the detector's order decides
+    ([_proposal(0.3, HEAD), _proposal(0.6, WHOLE)], [0.9, 0.5], PLAIN, [(WHOLE, 0.7, 0.6)]),
+    # three views, views=2: the two best count (a cat whose ear alone looks like a raccoon needs a second view)
+    ([_proposal(0.6, WHOLE), _proposal(0.5, SHIFTED), _proposal(0.3, HEAD)], [0.2, 0.3, 0.95], PLAIN,
+     [(WHOLE, (0.95 + 0.3) / 2, 0.6)]),
+    # views=1: the best view alone
+    ([_proposal(0.6, WHOLE), _proposal(0.3, HEAD)], [0.5, 0.9], RecognitionParams(detector_weight=0.0, views=1),
+     [(WHOLE, 0.9, 0.6)]),
+    # two animals stay two, best final score first
+    ([_proposal(0.6, WHOLE), _proposal(0.7, OTHER)], [0.4, 0.8], PLAIN, [(OTHER, 0.8, 0.7), (WHOLE, 0.4, 0.6)]),
+    # a box that only touches the animal is its own animal
+    ([_proposal(0.6, WHOLE), _proposal(0.5, STRADDLING)], [0.9, 0.1], PLAIN,
+     [(WHOLE, 0.9, 0.6), (STRADDLING, 0.1, 0.5)]),
+    # 80 % inside is a view by default; a stricter containment rule makes it an animal of its own
+    ([_proposal(0.6, WHOLE), _proposal(0.3, EDGE)], [0.5, 0.9], PLAIN, [(WHOLE, 0.7, 0.6)]),
+    ([_proposal(0.6, WHOLE), _proposal(0.3, EDGE)], [0.5, 0.9], RecognitionParams(detector_weight=0.0, view_containment=0.9),
+     [(EDGE, 0.9, 0.3), (WHOLE, 0.5, 0.6)]),
+    # a speck inside the animal is absorbed without a vote (it neither lowers nor raises P)
+    ([_proposal(0.9, WHOLE), _proposal(0.06, SPECK)], [0.88, 0.004], PLAIN, [(WHOLE, 0.88, 0.9)]),
+    ([_proposal(0.9, WHOLE), _proposal(0.06, SPECK)], [0.3, 0.99], PLAIN, [(WHOLE, 0.3, 0.9)]),
+    # ... unless every view counts
+    ([_proposal(0.9, WHOLE), _proposal(0.06, SPECK)], [0.88, 0.004], RecognitionParams(detector_weight=0.0, view_min_area=0.0),
+     [(WHOLE, 0.442, 0.9)]),
+    # the detector weight applies to the kept box's detector score
+    ([_proposal(0.25, WHOLE)], [0.8], RecognitionParams(detector_weight=0.5), [(WHOLE, 0.4, 0.25)]),
 ])
-def test_suppress_duplicates(detections, kept_scores) -> None:
-    kept = suppress_duplicates(detections)
-    assert [d.score for d in kept] == kept_scores
-    if len(detections) == 2 and len(kept) == 1 and detections[0].score == detections[1].score:
-        assert kept[0].detector_score == 0.8
+def test_group_views(proposals, probabilities, params, expected) -> None:
+    animals = group_views(proposals, probabilities, params)
+    assert [(d.box, pytest.approx(d.score), d.detector_score) for d in animals] == expected
+    assert all(d.label == params.label for d in animals)
+
+
+def test_group_views_needs_one_probability_per_proposal() -> None:
+    with pytest.raises(ValueError, match="one probability per candidate"):
+        group_views([_proposal(0.5, WHOLE)], [], PLAIN)
 
 
 def test_recognition_params_are_checked() -> None:
@@ -101,6 +138,10 @@ def test_recognition_params_are_checked() -> None:
         RecognitionParams(proposal_threshold=1.5)
     with pytest.raises(ValueError, match="max_candidates"):
         RecognitionParams(max_candidates=0)
+    with pytest.raises(ValueError, match="view_iou"):
+        RecognitionParams(view_iou=0.0)
+    with pytest.raises(ValueError, match="views"):
+        RecognitionParams(views=0)
 
 
 # --- model folders ------------------------------------------------------------------------------
@@ -220,7 +261,8 @@ def test_candidates_of_a_frame_go_to_the_classifier_in_one_call(shared_dir: Path
 @pytest.mark.slow
 def test_bundled_two_stage_model_on_the_test_split_and_held_out_photos(shared_dir: Path, tmp_path: Path) -> None:
     """What the shipped folder does, through train evaluate's path (the daemon's Recognizer): the
-    card's numbers are real (recall 0.70 at 0 of 47 held-out raccoon-free photos alerting)."""
+    model card's test numbers are real (AP@0.5 0.970, recall 0.91 at 0 of 47 held-out raccoon-free
+    photos alerting, at the classifier card's threshold) and meet issue 10's targets."""
     from train import evaluate, splits
     from train.voc import read_csv
 
@@ -232,6 +274,9 @@ def test_bundled_two_stage_model_on_the_test_split_and_held_out_photos(shared_di
     records = list(evaluate.predict_with_model(DEFAULT_MODEL_DIR, images + negatives))
     threshold = _card(DEFAULT_MODEL_DIR)["threshold"]
     result = evaluate.evaluate_records(records, rows, negatives, threshold)
-    assert result["at_threshold"]["recall"] >= 0.65  # the single-stage detector alone: 0.45
+    card = json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["metrics"]["test"]
+    assert result["at_threshold"]["recall"] == pytest.approx(card["at_threshold"]["recall"], abs=0.03)
+    assert result["ap50"]["raccoon"] == pytest.approx(card["ap50"], abs=0.01)
+    assert result["at_threshold"]["recall"] >= 0.88  # the single-stage detector alone: 0.45
     assert result["at_threshold"]["false_alert_rate"] <= 0.05  # at most 1 in 20
-    assert result["ap50"]["raccoon"] >= 0.85
+    assert result["ap50"]["raccoon"] >= 0.95

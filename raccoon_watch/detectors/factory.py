@@ -11,7 +11,8 @@ A model path may be:
 
 A model directory may also hold the second stage, the raccoon classifier (``create_recognizer``):
 ``classifier_card.json`` naming its ``tflite`` file (default ``classifier.tflite``), its
-``input_size``, crop ``margin``, ``proposal_threshold``, ``max_candidates``, ``detector_weight``, the system's deployed
+``input_size``, crop ``margin``, ``proposal_threshold``, ``max_candidates``, ``detector_weight``, how
+proposals group into animals (``view_iou``, ``view_containment``, ``view_min_area``, ``views``), the system's deployed
 ``threshold`` (on the final score) and ``proposer.labels``, the detector labels it was
 trained behind. A card without its file, a file without its card, another input size or other
 proposer labels are ModelErrors naming the file. Folders without the card are single-stage.
@@ -40,7 +41,8 @@ from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig, shared_dir
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
 from raccoon_watch.recognition import (DEFAULT_DETECTOR_WEIGHT, DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES,
-                                       DEFAULT_PROPOSAL_THRESHOLD, RecognitionParams, Recognizer)
+                                       DEFAULT_PROPOSAL_THRESHOLD, DEFAULT_VIEW_CONTAINMENT, DEFAULT_VIEW_IOU,
+                                       DEFAULT_VIEW_MIN_AREA, DEFAULT_VIEWS, RecognitionParams, Recognizer)
 
 if TYPE_CHECKING:  # imported when a classifier stage is built, not at start-up
     from raccoon_watch.classifier import TFLiteClassifier
@@ -232,6 +234,10 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
             max_candidates=int(card.get("max_candidates", DEFAULT_MAX_CANDIDATES)),
             label=str(card.get("label", cfg.labels[0])),
             detector_weight=float(card.get("detector_weight", DEFAULT_DETECTOR_WEIGHT)),
+            view_iou=float(card.get("view_iou", DEFAULT_VIEW_IOU)),
+            view_containment=float(card.get("view_containment", DEFAULT_VIEW_CONTAINMENT)),
+            view_min_area=float(card.get("view_min_area", DEFAULT_VIEW_MIN_AREA)),
+            views=int(card.get("views", DEFAULT_VIEWS)),
         )
         threshold = float(card["threshold"]) if card.get("threshold") is not None else None
     except (TypeError, ValueError) as exc:

@@ -29,7 +29,8 @@ import structlog
 
 from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE, find_model
 from raccoon_watch.labels import load_labels
-from raccoon_watch.recognition import DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES
+from raccoon_watch.recognition import (DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES, DEFAULT_VIEW_CONTAINMENT,
+                                       DEFAULT_VIEW_IOU, DEFAULT_VIEW_MIN_AREA, DEFAULT_VIEWS)
 from train import evaluate, metrics
 from train.classifier import export, fit
 from train.classifier.crops import SCENE_DIR, ena24_entries, load_part
@@ -163,11 +164,16 @@ def main(args: argparse.Namespace) -> int:
     card = {
         "format_version": CARD_FORMAT, "stage": "classifier", "label": "raccoon", "tflite": CLASSIFIER_FILE,
         "input_size": [INPUT_SIZE, INPUT_SIZE], "margin": args.margin, "proposal_threshold": proposal_threshold,
-        "max_candidates": DEFAULT_MAX_CANDIDATES, "detector_weight": args.detector_weight, "threshold": None,
+        "max_candidates": DEFAULT_MAX_CANDIDATES, "detector_weight": args.detector_weight,
+        "view_iou": DEFAULT_VIEW_IOU, "view_containment": DEFAULT_VIEW_CONTAINMENT,
+        "view_min_area": DEFAULT_VIEW_MIN_AREA, "views": DEFAULT_VIEWS,
+        "threshold": None,
         "proposer": {"labels": labels, "tflite": detector_file.name, "sha256": file_sha256(detector_file)},
         "input": "uint8 [N, 192, 192, 3] RGB crop, scale 1/128 zero point 128 (the network sees (u8 - 128) / 128)",
         "output": "float32 [N, 1] P(raccoon)",
-        "final_score": "P(raccoon) * detector_score ** detector_weight, then NMS IoU 0.5 (raccoon_watch.recognition)",
+        "final_score": "proposals grouped into animals (IoU >= view_iou or view_containment inside a better-proposed "
+                       "box; views under view_min_area of its box absorbed without a vote); per animal mean P(raccoon) of its best `views` crops * its box's detector_score ** "
+                       "detector_weight (raccoon_watch.recognition.group_views)",
         "crop": "square around the box centre, side (1 + 2 * margin) * the box's longer side, moved inside the "
                 "frame, cut from the FULL-resolution frame (raccoon_watch.recognition.crop_window)",
         "backbone": f"MobileNetV1 {DEPTH_MULTIPLIER} at {INPUT_SIZE}, ImageNet weights recovered from {IMAGENET_FILE}",
