@@ -334,7 +334,7 @@ class App:
         log.info("feedback_stored", event_id=event_id, label=label, source=source)
         for sink in self.sinks:
             if hasattr(sink, "feedback_changed"):
-                sink.feedback_changed(event_id, label)
+                sink.feedback_changed(event_id, label, source)
         return event_id
 
     def housekeeping(self) -> None:

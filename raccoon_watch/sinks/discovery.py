@@ -11,6 +11,7 @@ Topics (``P`` = ``mqtt.topic_prefix``, ``D`` = ``mqtt.discovery_prefix``)::
     P/<camera>/event                 {"event_type": <label>, ...} on event START (HA event), not retained
     P/<camera>/detect/state          ON/OFF, retained (HA switch state)
     P/<camera>/detect/set            ON/OFF command (HA switch command), case-insensitive
+    P/<camera>/feedback              {"id", "camera", "label", "source"} on every verdict, not retained
     P/<camera>/feedback/state        raccoon | not_raccoon | none: the verdict on the camera's latest
                                      event, retained (HA select state; "none" again at each new event)
     P/<camera>/feedback/set          raccoon | not_raccoon | none for the camera's latest event, or JSON
@@ -88,6 +89,9 @@ class Topics:
     @property
     def detect_set_filter(self) -> str:
         return f"{self.prefix}/+/detect/set"
+
+    def feedback(self, camera: str) -> str:
+        return f"{self.prefix}/{camera}/feedback"
 
     def feedback_state(self, camera: str) -> str:
         return f"{self.prefix}/{camera}/feedback/state"

@@ -31,8 +31,9 @@ shown in ``health()`` (and so /healthz).
 
 Feedback: ``P/<camera>/feedback/set`` (the HA select) with ``raccoon``, ``not_raccoon`` or ``none``
 sets the verdict on the camera's latest event, a JSON ``{"id": ..., "label": ...}`` on any event
-(``parse_feedback``); the sink calls ``feedback(event_id, camera, label, source)`` (the App stores it)
-and publishes ``P/<camera>/feedback/state``. A verdict given on the page is published the same way
+(``parse_feedback``); the sink calls ``feedback(event_id, camera, label, source)`` (the App stores it),
+then publishes ``P/<camera>/feedback`` (JSON, through the outbox) and, for the latest event,
+``P/<camera>/feedback/state``. A verdict given on the page is published the same way
 (``feedback_changed``). Event payloads carry ``event_fields(event)`` (``has_clip``, ``clip_path``).
 
 Health: ``health()`` says ``ok`` (connected), ``connecting`` (not yet) or ``failing`` with the
@@ -470,11 +471,20 @@ class MqttSink:
         if stored is None:
             log.warning("mqtt_feedback_no_event", camera=camera, event_id=(event_id or "")[:80])
 
-    def feedback_changed(self, event_id: str, label: str | None) -> None:
-        """A verdict was stored (from any source): publish it when the event is its camera's latest."""
+    def feedback_changed(self, event_id: str, label: str | None, source: str = "") -> None:
+        """A verdict was stored (from any source): ``P/<camera>/feedback`` says so for every event
+        (through the outbox, like event messages), and the retained select state follows it when the
+        event is its camera's latest."""
         row = self.store.get_event(event_id)
-        if row is not None and self.store.latest_event_id(row["camera"]) == event_id:
-            self._set_feedback_state(row["camera"], label or FEEDBACK_NONE)
+        if row is None:
+            return
+        camera = row["camera"]
+        body = json.dumps({"id": event_id, "camera": camera, "label": label, "source": source}).encode()
+        self.store.enqueue(self.name, f"{event_id}:feedback:{time.time():.6f}", body,
+                           {"topic": self.topics.feedback(camera), "retain": False})
+        self._wake.set()
+        if self.store.latest_event_id(camera) == event_id:
+            self._set_feedback_state(camera, label or FEEDBACK_NONE)
 
     def _set_feedback_state(self, camera: str, verdict: str) -> None:
         with self._lock:
