@@ -221,3 +221,15 @@ def test_cut_clip_without_segments_says_why(tmp_path):
     why = cut_clip([], ClipJob("e", "porch", 10.0, 20.0), tmp_path / "e.mp4", "ffmpeg")
     assert why is not None and "no recorded segment" in why
     assert not (tmp_path / "e.mp4").exists()
+
+
+def test_event_messages_carry_has_clip_and_the_clip_path():
+    from raccoon_watch.sinks.discovery import Topics
+    from raccoon_watch.sinks.mqtt import event_messages
+
+    event = _event(EventKind.START, "e1", 100.0, None)
+    extra = {"has_clip": True, "clip_path": "/events/e1/clip.mp4"}
+    by_part = {m.part: json.loads(m.payload) for m in event_messages(event, None, Topics("rw"), extra=extra)
+               if m.part in ("events", "event")}
+    assert by_part["events"]["after"]["has_clip"] is True
+    assert by_part["event"]["clip_path"] == "/events/e1/clip.mp4"  # the HA event entity's attributes

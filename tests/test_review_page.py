@@ -155,6 +155,27 @@ def test_clip_ranges_for_seeking(page, tmp_path):
     assert requests.get(url + "/events/e3/clip.mp4", headers={"Range": "bytes=99999-"}).status_code == 416
 
 
+def test_behind_a_proxy_at_a_sub_path_every_link_keeps_it(page):
+    app, _ = page
+    http = app.cfg.http.model_copy(update={"public_url": "https://cams.example.net/rw"})
+    server = HealthServer("127.0.0.1", 0, lambda: (True, {}), lambda: b"", ReviewPages(app, http))
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"  # the proxy strips /rw before it forwards
+        html = requests.get(url + "/").text
+        links = re.findall(r'(?:href|src|action)="([^"]+)"', html)
+        assert links and all(link.startswith("/rw/") for link in links), links
+        first = requests.get(url + "/events/e4")
+        cookie = first.headers["Set-Cookie"]
+        assert "Path=/rw;" in cookie and "Secure" in cookie  # public_url is https: the cookie only goes there
+        sid = re.match(r"rw_session=([^;]+)", cookie).group(1)
+        resp = requests.post(url + "/events/e4/feedback", data={"label": "raccoon", "csrf": _csrf(first.text)},
+                             headers={"Cookie": f"rw_session={sid}"}, allow_redirects=False)
+        assert resp.status_code == 303 and resp.headers["Location"] == "/rw/events/e4"
+    finally:
+        server.stop()
+
+
 def test_the_live_view_streams_jpeg_frames(page):
     app, url = page
     with requests.get(url + "/live/porch.mjpg", stream=True, timeout=10) as resp:

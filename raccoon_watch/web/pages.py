@@ -34,6 +34,7 @@ import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from raccoon_watch.config import HttpConfig
 from raccoon_watch.logs import clip as clip_text
 from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SNAPSHOT_DIR
 from raccoon_watch.web.auth import COOKIE, Auth, Session, csrf_ok
@@ -117,18 +118,22 @@ def _fmt_duration(row: Mapping[str, Any]) -> str:
 class ReviewPages:
     """Bound to a running App (its config, store, stats, live frames, clips and feedback)."""
 
-    def __init__(self, app: Any, stop: threading.Event | None = None) -> None:
+    def __init__(self, app: Any, http: HttpConfig | None = None) -> None:
         self.app = app
-        self.cfg = app.cfg.http
+        self.cfg = http or app.cfg.http
         self.auth = Auth(self.cfg)
         self.csp = csp(self.cfg.frame_ancestors)
         self.secure_cookie = bool(self.cfg.public_url and self.cfg.public_url.startswith("https://"))
-        self.stop = stop or app.stop_event
+        # behind a reverse proxy at a sub-path (public_url https://host/raccoon, the proxy strips
+        # /raccoon): every link, form and redirect the page writes starts with it
+        self.root = urlsplit(self.cfg.public_url).path.rstrip("/") if self.cfg.public_url else ""
+        self.stop = app.stop_event
         self.env = Environment(loader=PackageLoader("raccoon_watch.web", "templates"),
                                autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
         self.env.filters["t"] = _fmt_time
         self.env.filters["q"] = lambda s: quote(str(s), safe="")
         self.env.globals["FEEDBACK_NAMES"] = FEEDBACK_NAMES
+        self.env.globals["root"] = self.root
         self._viewers = 0
         self._viewers_lock = threading.Lock()
 
@@ -234,7 +239,7 @@ class ReviewPages:
         pages = max(1, -(-total // size))
         if page > pages and total:
             raise HttpError(404, f"there are only {pages} pages")
-        link = lambda p: "/?" + urlencode({k: v for k, v in (("page", p), ("camera", camera), ("day", day)) if v})  # noqa: E731
+        link = lambda p: self.root + "/?" + urlencode({k: v for k, v in (("page", p), ("camera", camera), ("day", day)) if v})  # noqa: E731
         for row in rows:
             row["duration"] = _fmt_duration(row)
         self._page(h, req, "list.html", events=rows, total=total, page=page, pages=pages, camera=camera, day=day,
@@ -404,7 +409,7 @@ class ReviewPages:
         s = req.new_cookie
         if s is not None:
             secure = "; Secure" if self.secure_cookie else ""
-            h.send_header("Set-Cookie", f"{COOKIE}={s.id}; Path=/; HttpOnly; SameSite=Strict; "
+            h.send_header("Set-Cookie", f"{COOKIE}={s.id}; Path={self.root or '/'}; HttpOnly; SameSite=Strict; "
                                         f"Max-Age={int(self.cfg.session_ttl_s)}{secure}")
 
     def _page(self, h: Any, req: Request, template: str, status: int = 200, **ctx: Any) -> None:
@@ -427,8 +432,9 @@ class ReviewPages:
         h.wfile.write(body)
 
     def _redirect(self, h: Any, req: Request, location: str) -> None:
+        """303 to ``location``, a path of this server (the public_url's path is put in front)."""
         h.send_response(303)
-        h.send_header("Location", location)
+        h.send_header("Location", self.root + location)
         h.send_header("Content-Length", "0")
         self._common_headers(h)
         self._cookie(h, req)
