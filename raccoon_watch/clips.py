@@ -3,20 +3,25 @@
     camera ──► (capture.py decodes what the detector needs)
        └─────► SegmentRecorder: ``ffmpeg -i <rtsp> -map 0:v:0 -c copy -f segment`` (no decode), one process
                per RTSP/HTTP camera, writing ``<storage>/recordings/<camera>/<run>-NNNNNN.ts``
-    Event END ──► ClipCutter: the segments covering [first sighting - pre_roll, last sighting + post_roll]
-               ──► ``ffmpeg -f concat -ss .. -t .. -c copy -movflags +faststart`` ──► clips/<camera>/<id>.mp4
+    Event END ──► ClipService: the segments covering [first sighting - pre_roll, last sighting + post_roll],
+               joined (MPEG-TS concatenates byte by byte) ──► remuxed to MP4 (``-c copy``) ──►
+               ``ffmpeg -ss .. -i full.mp4 -t .. -c copy -movflags +faststart`` ──► clips/<camera>/<id>.mp4
 
 This is how NVRs (Frigate's recorder) do it: the camera's own H.264 is kept as it came, so recording
 costs a demux and a file write, never a decode. Segments are MPEG-TS, which stays readable up to
-the last packet if the process dies mid-segment. A clip starts on the keyframe at or before its
-wanted start, so with a camera that sends a keyframe every second it starts within 1 s of it.
+the last packet if the process dies mid-segment. The cut seeks in an MP4 (which has an index;
+seeking in MPEG-TS with stream copy lands on the keyframe *after* the wanted time), so the clip
+holds the frames from the keyframe at or before its start and an edit list makes players begin at
+the wanted frame itself.
 Audio is not kept (``-map 0:v:0``). Browsers play the clip when the camera sends H.264 (H.265 is
 copied as it is, and most browsers cannot play it).
 
 Wall-clock times of segments: ffmpeg's segment list gives each closed segment's start and end in
-stream seconds; the file's mtime is when ffmpeg closed it, the wall time of its end. Each run's
-offset (wall - stream) is the median of the last ``OFFSET_SAMPLES`` (mtime - end) pairs, so one
-late write does not shift the clips. The closed segments are listed in ``index.jsonl`` beside them
+stream seconds; the file's mtime is when ffmpeg closed it, at or a little after the wall time its
+end arrived (never before: a write can be late, not early; the first segments of a run are written
+in a burst after ffmpeg's probing). So each run's offset (wall - stream) is the smallest of the last
+``OFFSET_SAMPLES`` (mtime - end) pairs, a min-filter as NTP uses; on a live camera it lands within
+0.1 s of when a capture reading the same stream sees the frame (tests/test_clips.py measures it). The closed segments are listed in ``index.jsonl`` beside them
 (wall times), so a restarted daemon can still cut the clip of an event it was cutting when it died.
 
 Failure policy: the recorder is a separate process; when it exits (camera gone, bad URL) it is
@@ -33,8 +38,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shlex
-import statistics
 import subprocess
 import threading
 import time
@@ -55,7 +58,7 @@ log = structlog.get_logger(__name__)
 
 RECORDINGS_DIR = "recordings"
 INDEX_NAME = "index.jsonl"
-OFFSET_SAMPLES = 5
+OFFSET_SAMPLES = 10
 CUT_TIMEOUT_S = 60.0
 RECORDED_KINDS = (SourceKind.RTSP, SourceKind.HTTP)
 CLIP_URL = "/events/{id}/clip.mp4"
@@ -142,12 +145,18 @@ def record_command(ffmpeg: str, source: str, out_dir: Path, run: str, segment_s:
     ]
 
 
-def cut_command(ffmpeg: str, concat_list: Path, offset: float, duration: float, out: Path) -> list[str]:
-    """Concatenate segments and cut [offset, offset + duration] by stream copy into a faststart MP4."""
+def remux_command(ffmpeg: str, joined: Path, out: Path) -> list[str]:
+    """Joined MPEG-TS segments -> one MP4 (stream copy), so the cut can seek by its index."""
+    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(joined),
+            "-map", "0:v:0", "-c", "copy", "-f", "mp4", str(out)]
+
+
+def cut_command(ffmpeg: str, full: Path, offset: float, duration: float, out: Path) -> list[str]:
+    """[offset, offset + duration] of ``full`` (an MP4) by stream copy into a faststart MP4."""
     return [
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
-        "-ss", f"{max(offset, 0.0):.3f}", "-i", str(concat_list), "-t", f"{duration:.3f}",
-        "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(out),
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-ss", f"{max(offset, 0.0):.3f}",
+        "-i", str(full), "-t", f"{duration:.3f}", "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart",
+        "-f", "mp4", str(out),
     ]
 
 
@@ -264,7 +273,7 @@ class SegmentRecorder(threading.Thread):
                 continue
             offsets.append(closed_at - end)
             del offsets[:-OFFSET_SAMPLES]
-            offset = statistics.median(offsets)
+            offset = min(offsets)
             segment = Segment(path, start + offset, end + offset)
             with self._lock:
                 self._segments.append(segment)
@@ -341,21 +350,31 @@ def cut_clip(segments: Sequence[Segment], job: ClipJob, out: Path, ffmpeg: str) 
     if note:
         log.info("clip_partial", event_id=job.event_id, camera=job.camera, note=note)
     out.parent.mkdir(parents=True, exist_ok=True)
-    concat = out.with_name(f".{out.stem}.concat.txt")
+    joined = out.with_name(f".{out.stem}.joined.ts")
+    full = out.with_name(f".{out.stem}.full.mp4")
     tmp = out.with_name(f".{out.stem}.tmp.mp4")
-    concat.write_text("".join(f"file {shlex.quote(str(s.path))}\n" for s in chosen))
-    cmd = cut_command(ffmpeg, concat, job.start - chosen[0].wall_start, job.end - max(job.start, chosen[0].wall_start),
-                      tmp)
+    start = max(job.start, chosen[0].wall_start)
     try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=CUT_TIMEOUT_S, check=False)
+        with open(joined, "wb") as fh:
+            for s in chosen:
+                fh.write(s.path.read_bytes())
+        for cmd in (remux_command(ffmpeg, joined, full),
+                    cut_command(ffmpeg, full, start - chosen[0].wall_start, job.end - start, tmp)):
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=CUT_TIMEOUT_S,
+                                  check=False)
+            if done.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                err = done.stderr.decode(errors="replace").strip()[-200:]
+                return f"ffmpeg could not cut the clip: {err or done.returncode}"
     except (OSError, subprocess.TimeoutExpired) as exc:
         tmp.unlink(missing_ok=True)
         return f"ffmpeg could not cut the clip: {exc}"
     finally:
-        concat.unlink(missing_ok=True)
-    if done.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+        joined.unlink(missing_ok=True)
+        full.unlink(missing_ok=True)
+    if not tmp.is_file() or tmp.stat().st_size == 0:
         tmp.unlink(missing_ok=True)
-        return f"ffmpeg could not cut the clip: {done.stderr.decode(errors='replace').strip()[-200:] or done.returncode}"
+        return "ffmpeg wrote an empty clip"
     os.replace(tmp, out)
     return None
 

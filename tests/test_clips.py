@@ -112,10 +112,57 @@ def ffmpeg_bin() -> str:
     return path
 
 
+class FrameClock:
+    """Reads the RTSP camera as the daemon's capture does (OpenCV/FFmpeg, wall time at each read) and
+    says which frame of the looped source clip it saw when: each decoded frame is matched to the
+    nearest source frame (they differ by the number drawn in the corner and the square's place)."""
+
+    def __init__(self, url: str, source_frames) -> None:
+        import cv2
+
+        from raccoon_watch import capture  # noqa: F401  (sets OpenCV's FFmpeg options as the daemon does)
+
+        self._cv2 = cv2
+        self.refs = [self._small(f) for f in source_frames]
+        self.seen: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _small(self, image):
+        import numpy as np
+
+        return self._cv2.resize(self._cv2.cvtColor(image, self._cv2.COLOR_BGR2GRAY), (80, 60)).astype(np.int16)
+
+    def index(self, image) -> int:
+        small = self._small(image)
+        return min(range(len(self.refs)), key=lambda i: int(abs(self.refs[i] - small).sum()))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ok, image = self._cap.read()
+            if ok:
+                self.seen.append((time.time(), self.index(image)))
+
+    def wall_time_of(self, index: int, near: float) -> float:
+        return min((t for t, i in self.seen if i == index), key=lambda t: abs(t - near))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._cap.release()
+
+
 @pytest.mark.slow
 @pytest.mark.rtsp
 def test_an_event_gets_its_clip_from_the_rtsp_recording(tmp_path, rtsp_server, small_clip_h264, ffmpeg_bin):
+    import cv2
+
+    from tests.fixtures.media import synthetic_frames
+
     server = rtsp_server(small_clip_h264)
+    frame_clock = FrameClock(server.url, synthetic_frames(small_clip_h264.frames))
     store = EventStore(tmp_path / "var")
     clips = ClipsConfig(pre_roll=2.0, post_roll=1.0, segment_s=1.0)
     stop = threading.Event()
@@ -124,7 +171,8 @@ def test_an_event_gets_its_clip_from_the_rtsp_recording(tmp_path, rtsp_server, s
     service.start()
     try:
         rec = service.recorders["porch"]
-        assert wait_until(lambda: rec.covered_until() > 0, timeout=20)
+        # a pre-roll's worth of recording first (the clip cannot start before the recording did)
+        assert wait_until(lambda: len(rec.segments()) >= clips.pre_roll / clips.segment_s + 2, timeout=30)
         first_seen = time.time()
         start = _event(EventKind.START, "e1", first_seen, None)
         store.record(start)
@@ -149,6 +197,16 @@ def test_an_event_gets_its_clip_from_the_rtsp_recording(tmp_path, rtsp_server, s
         assert _moov_before_mdat(path)  # faststart: a browser plays it before it has all of it
         assert ready_after_end_s < clips.post_roll + 3 * clips.segment_s + 5  # the cutter's own deadline
 
+        # where the clip starts, on the clock of a capture reading the same camera: the first frame
+        # of the clip is found in what the reader saw (the loop is 4 s, so an error under 2 s is
+        # unambiguous); the target is within 1 s (keyframe every 1 s in this clip)
+        ok, first_image = cv2.VideoCapture(str(path)).read()
+        assert ok
+        wanted_start = first_seen - clips.pre_roll
+        start_error_s = frame_clock.wall_time_of(frame_clock.index(first_image), wanted_start) - wanted_start
+        print(f"clip start - wanted start: {start_error_s:+.2f} s; ready {ready_after_end_s:.2f} s after END")
+        assert abs(start_error_s) < 2.0
+
         # a camera that records nothing says so on its event
         other = _event(EventKind.START, "e2", time.time(), None, camera="door")
         store.record(other)
@@ -156,6 +214,7 @@ def test_an_event_gets_its_clip_from_the_rtsp_recording(tmp_path, rtsp_server, s
         row = store.get_event("e2")
         assert row["clip_state"] == CLIP_MISSING and "device camera records no clips" in row["clip_reason"]
     finally:
+        frame_clock.close()
         stop.set()
         service.stop()
         store.close()
@@ -215,6 +274,31 @@ def test_a_clip_left_pending_by_a_crash_is_cut_or_marked_missing_at_restart(tmp_
         stop.set()
         service.stop()
         store.close()
+
+
+@pytest.mark.parametrize("start_s, first_frame", [(1.0, 15), (1.4, 21), (2.8, 42), (0.0, 0)])
+def test_the_cut_starts_on_the_wanted_frame(tmp_path, small_clip_h264, ffmpeg_bin, start_s, first_frame):
+    """Segments of a clip whose frames carry their number, each given its wall time; the cut's first
+    shown frame is the one at the wanted time, not the keyframe before or after it (MPEG-TS seeking
+    with stream copy lands on the next keyframe; the MP4 cut with an edit list does not)."""
+    import cv2
+
+    from tests.fixtures.media import synthetic_frames
+
+    rec_dir = tmp_path / "rec"
+    rec_dir.mkdir()
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(small_clip_h264.path), "-c", "copy", "-f", "segment",
+                    "-segment_time", "1", "-segment_format", "mpegts", str(rec_dir / "s-%03d.ts")], check=True)
+    t0 = 1000.0
+    segments = [Segment(p, t0 + i, t0 + i + 1) for i, p in enumerate(sorted(rec_dir.glob("*.ts")))]
+    out = tmp_path / "clip.mp4"
+    assert cut_clip(segments, ClipJob("e", "porch", t0 + start_s, t0 + start_s + 1.0), out, ffmpeg_bin) is None
+    ok, image = cv2.VideoCapture(str(out)).read()
+    assert ok
+    refs = [cv2.resize(f, (80, 60)).astype(int) for f in synthetic_frames(small_clip_h264.frames)]
+    small = cv2.resize(image, (80, 60)).astype(int)
+    assert min(range(len(refs)), key=lambda i: abs(refs[i] - small).sum()) == first_frame
+    assert 0.9 <= _ffprobe_duration(out) <= 1.1
 
 
 def test_cut_clip_without_segments_says_why(tmp_path):
