@@ -223,7 +223,7 @@ class SegmentRecorder(threading.Thread):
         list_path = self.dir / f"{run}.csv"
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE)
+                                          stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         except OSError as exc:
             self.last_error = f"cannot run {self.clips.ffmpeg}: {exc.strerror or exc}"
             return
@@ -315,7 +315,8 @@ class SegmentRecorder(threading.Thread):
             self._log.warning("segment_index_failed", reason=exc.strerror)
 
     def _load_index(self) -> None:
-        """Segments of earlier runs that are still on disk (a restart can cut their events' clips)."""
+        """Segments of earlier runs that are still on disk (a restart can cut their events' clips),
+        and the last, unfinished segment of each run that died with the daemon (``unlisted_tail``)."""
         found = []
         try:
             lines = (self.dir / INDEX_NAME).read_text(errors="replace").splitlines()
@@ -329,6 +330,7 @@ class SegmentRecorder(threading.Thread):
                 continue
             if seg.path.is_file():
                 found.append(seg)
+        found += unlisted_tails(found, self.clips.ffmpeg)
         with self._lock:
             self._segments = sorted(found, key=lambda s: s.wall_start)
         for stale in self.dir.glob("*.csv"):  # lists of runs that died with the daemon
@@ -338,6 +340,47 @@ class SegmentRecorder(threading.Thread):
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
+
+
+def _die_with_parent() -> None:
+    """In the recorder's child, before exec: SIGTERM when the daemon dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG), so no ffmpeg outlives it and keeps writing into the buffer."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _probe_duration(ffmpeg: str, path: Path) -> float | None:
+    """Seconds of video in a (possibly cut-off) segment, by ffprobe beside ``ffmpeg``; None if unknown."""
+    ffprobe = str(Path(ffmpeg).with_name("ffprobe")) if "/" in ffmpeg else "ffprobe"
+    try:
+        done = subprocess.run([ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                              capture_output=True, text=True, timeout=20, check=False)
+        return float(done.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def unlisted_tails(listed: Sequence[Segment], ffmpeg: str) -> list[Segment]:
+    """The segment each run was writing when the daemon died: the file after a run's last listed one
+    (``<run>-NNNNNN.ts``), starting where that one ended, as long as ffprobe says it holds."""
+    last: dict[str, Segment] = {}
+    for s in listed:
+        run = s.path.stem.rsplit("-", 1)[0]
+        if run not in last or s.path.name > last[run].path.name:
+            last[run] = s
+    tails = []
+    for run, s in last.items():
+        number = int(s.path.stem.rsplit("-", 1)[1])
+        tail = s.path.with_name(f"{run}-{number + 1:06d}.ts")
+        duration = _probe_duration(ffmpeg, tail) if tail.is_file() else None
+        if duration:
+            tails.append(Segment(tail, s.wall_end, s.wall_end + duration))
+    return tails
 
 
 def cut_clip(segments: Sequence[Segment], job: ClipJob, out: Path, ffmpeg: str) -> str | None:
