@@ -317,3 +317,23 @@ def test_event_messages_carry_has_clip_and_the_clip_path():
                if m.part in ("events", "event")}
     assert by_part["events"]["after"]["has_clip"] is True
     assert by_part["event"]["clip_path"] == "/events/e1/clip.mp4"  # the HA event entity's attributes
+
+
+def test_retention_sweeps_clips_and_frames_with_the_snapshots(tmp_path):
+    import os
+
+    store = EventStore(tmp_path, retention_days=1.0, retention_mb=0)
+    now = time.time()
+    store.record(_event(EventKind.END, "old", now - 3 * 86400, now - 3 * 86400 + 5))
+    clip = store.media_path("clips", "porch", "old")
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"\0" * 100)
+    store.set_clip("old", CLIP_READY, clip=clip)
+    store.write_frame("porch", "old", b"\xff\xd8jpeg")
+    for path in (clip, store.media_path("frames", "porch", "old")):
+        os.utime(path, (now - 3 * 86400, now - 3 * 86400))
+    assert store.sweep(now=now)["snapshots_deleted"] == 2  # the count covers every media file
+    row = store.get_event("old")
+    assert row["clip"] is None and row["frame"] is None
+    assert row["clip_state"] == CLIP_MISSING and "retention" in row["clip_reason"]
+    assert store.media_file("old", "clips") is None

@@ -131,6 +131,14 @@ def test_bad_input_gets_a_clear_4xx_page(page, method, path, data, status, says)
         assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
+def test_a_foreign_host_name_is_refused_without_a_login(page):
+    """DNS rebinding: a site that points its own name at 127.0.0.1 must not read the events."""
+    app, url = page
+    resp = requests.get(url + "/", headers={"Host": "evil.example:8765"})
+    assert resp.status_code == 421 and "answers only to" in _message(resp)
+    assert requests.get(url + "/", headers={"Host": "localhost:8765"}).status_code == 200
+
+
 def test_a_deleted_snapshot_is_a_404_and_the_daemon_keeps_detecting(page):
     app, url = page
     app.store.media_file("e2", "snapshots").unlink()

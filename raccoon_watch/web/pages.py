@@ -127,6 +127,11 @@ class ReviewPages:
         # behind a reverse proxy at a sub-path (public_url https://host/raccoon, the proxy strips
         # /raccoon): every link, form and redirect the page writes starts with it
         self.root = urlsplit(self.cfg.public_url).path.rstrip("/") if self.cfg.public_url else ""
+        # without a login (loopback), only these Host names are answered: a web page elsewhere that
+        # points its own name at 127.0.0.1 (DNS rebinding) gets a 421, not the events
+        self.hosts = {"127.0.0.1", "localhost", "[::1]", self.cfg.host.lower()}
+        if self.cfg.public_url:
+            self.hosts.add((urlsplit(self.cfg.public_url).hostname or "").lower())
         self.stop = app.stop_event
         self.env = Environment(loader=PackageLoader("raccoon_watch.web", "templates"),
                                autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -179,8 +184,15 @@ class ReviewPages:
         except (UnicodeDecodeError, ValueError):
             raise HttpError(400, "the form is not valid UTF-8 url-encoded data") from None
 
+    def _host_ok(self, h: Any) -> bool:
+        host = (h.headers.get("Host") or "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return self.auth.login_required or name in self.hosts
+
     def _route(self, h: Any, req: Request) -> None:
         path = req.path
+        if not self._host_ok(h):
+            raise HttpError(421, "this page answers only to 127.0.0.1 / localhost (or http.public_url's host)")
         if path == "/static/style.css" and req.method == "GET":
             return self._send(h, 200, "text/css; charset=utf-8", (STATIC / "style.css").read_bytes(), cache=True)
         if path == "/login":
