@@ -9,7 +9,6 @@ page end to end in Chromium.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 
