@@ -20,11 +20,14 @@ from typing import Any
 import structlog
 
 from raccoon_watch.capture import CaptureThread
+from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
+from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.live import LatestFrame
 from raccoon_watch.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition import Recognizer
@@ -149,6 +152,9 @@ class App:
         self.router: EventRouter | None = None
         self.cameras: dict[str, CaptureThread] = {}
         self.gates: dict[str, MotionGate] = {}  # per camera: decoded frame -> detector or not
+        self.live: dict[str, LatestFrame] = {}  # per camera: the newest decoded frame, for the live view
+        self.clips: ClipService | None = None  # event clips (recorders + cutter)
+        self.trace: EventTrace | None = None  # per-frame scores and clean best frame of each event
         self.card_threshold: float | None = None  # the model card's deployed threshold, once loaded
         self.threshold = DEFAULT_THRESHOLD
         self.started_mono = time.monotonic()
@@ -169,6 +175,7 @@ class App:
     def start(self) -> None:
         self._load_model()
         self._open_store()
+        self._start_clips()
         self._start_sinks()
         self._start_workers()
         self._start_router()
@@ -187,6 +194,8 @@ class App:
         stuck = [t.name for t in threads if t.is_alive()]
         if stuck:
             log.warning("threads_abandoned_at_stop", threads=stuck, waited_s=STOP_JOIN_S)
+        if self.clips is not None:
+            self.clips.stop()  # a clip not cut yet stays pending and is cut at the next start
         for sink in reversed(self.sinks):
             try:
                 sink.stop()
@@ -233,9 +242,20 @@ class App:
         s = self.cfg.storage
         self.store = EventStore(s.path, s.snapshot_retention_days, s.snapshot_retention_mb, s.outbox_max)
 
+    def _start_clips(self) -> None:
+        assert self.store is not None
+        self.clips = ClipService(self.store, self.cfg.cameras, self.cfg.clips, self.stop_event)
+        self.clips.start()
+        self.trace = EventTrace(self.store, {
+            name: camera_filter(cam, self.cfg, self.threshold).labels
+            for name, cam in self.cfg.cameras.items() if cam.enabled
+        })
+
     def _start_sinks(self) -> None:
         assert self.store is not None
-        self.sinks = build_sinks(self.cfg, self.store, commands=self.set_detect, stats=self.stats)
+        self.sinks = build_sinks(self.cfg, self.store, commands=self.set_detect, stats=self.stats,
+                                 event_fields=self.clips.event_fields if self.clips else None,
+                                 feedback=self.set_feedback)
         for sink in self.sinks:
             sink.start()
 
@@ -271,19 +291,25 @@ class App:
             self.gates[name] = MotionGate(
                 cam.motion, event_active=(lambda n=name: router.has_active_event(n)) if router else None,
             )
-            thread = CaptureThread(name, cam, self.frames, self.stop_event, sample_hook=self.gates[name])
+            self.live[name] = LatestFrame(self.gates[name])
+            thread = CaptureThread(name, cam, self.frames, self.stop_event, sample_hook=self.live[name])
             thread.start()
             self.cameras[name] = thread
 
     # --- runtime -------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
-        """Router thread: metrics first, then each observer."""
+        """Router thread: metrics first, then clips and the score trace, then each observer."""
         self.metrics.on_event(event)
+        for own in (self.clips, self.trace):
+            if own is not None:
+                _guarded(own.on_event, event)
         for observer in self.observers:
             if observer.on_event is not None:
                 _guarded(observer.on_event, event)
 
     def _on_result(self, result: FrameResult, hits: tuple[Detection, ...]) -> None:
+        if self.trace is not None:
+            _guarded(self.trace.on_result, result, hits)
         for observer in self.observers:
             if observer.on_result is not None:
                 _guarded(observer.on_result, result, hits)
@@ -295,6 +321,21 @@ class App:
     def set_detect(self, camera: str, enabled: bool) -> None:
         if self.router is not None:
             self.router.set_detect(camera, enabled)
+
+    def set_feedback(self, event_id: str | None, camera: str | None, label: str | None, source: str) -> str | None:
+        """A user's verdict on an event (the page, MQTT, Home Assistant): ``event_id``, or the latest
+        event of ``camera``; returns the event id it was stored on, None when there is no such event."""
+        if self.store is None:
+            return None
+        if event_id is None and camera is not None:
+            event_id = self.store.latest_event_id(camera)
+        if event_id is None or not self.store.set_feedback(event_id, label, source):
+            return None
+        log.info("feedback_stored", event_id=event_id, label=label, source=source)
+        for sink in self.sinks:
+            if hasattr(sink, "feedback_changed"):
+                sink.feedback_changed(event_id, label, source)
+        return event_id
 
     def housekeeping(self) -> None:
         """Called about once a second from the main thread."""

@@ -1,4 +1,4 @@
-"""raccoon-watch command line: run, check-config, detect.
+"""raccoon-watch command line: run, check-config, detect, export-feedback, hash-password.
 
 Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key);
 3 model missing or not a model.
@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config and print it with secrets masked")
     check.add_argument("config", type=Path)
 
+    export = sub.add_parser("export-feedback", help="write the events judged on the review page as training "
+                            "data: DIR/images + DIR/labels.csv in the CSV format train/ reads")
+    export.add_argument("dir", type=Path)
+    export.add_argument("--config", "-c", required=True, type=Path, help="YAML config file (for storage.path)")
+
+    sub.add_parser("hash-password", help="read a password on stdin, print its argon2 hash for http.password_hash")
+
     from raccoon_watch import detect_cmd
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
@@ -56,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "run":
         return _run(args)
+    if args.command == "export-feedback":
+        return _export_feedback(args.config, args.dir)
+    if args.command == "hash-password":
+        return _hash_password()
     if args.command == "detect":
         from raccoon_watch import detect_cmd
 
@@ -93,6 +104,35 @@ def _check_config(path: Path) -> int:
         return EXIT_CONFIG
     print(json.dumps(effective_config(cfg), indent=2, default=str))
     print(f"{path}: configuration OK ({len(cfg.cameras)} camera(s))", file=sys.stderr)
+    return 0
+
+
+def _export_feedback(config: Path, out: Path) -> int:
+    cfg = _load(config)
+    if cfg is None:
+        return EXIT_CONFIG
+    from raccoon_watch.export_feedback import export_feedback
+    from raccoon_watch.store import EventStore
+
+    store = EventStore(cfg.storage.path)
+    try:
+        summary = export_feedback(store, out)
+    finally:
+        store.close()
+    print(json.dumps({"path": str(out), **summary}))
+    return 0
+
+
+def _hash_password() -> int:
+    import getpass
+
+    from argon2 import PasswordHasher
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("raccoon-watch: a password needs at least 8 characters", file=sys.stderr)
+        return EXIT_CONFIG
+    print(PasswordHasher().hash(password))
     return 0
 
 

@@ -293,10 +293,77 @@ class PushoverConfig(_Strict):
         return value if value.endswith("/") else value + "/"
 
 
+class ClipsConfig(_Strict):
+    """Event clips (clips.py): a rolling buffer of stream-copied segments per RTSP/HTTP camera, cut per event."""
+
+    enabled: bool = Field(True, description="Record clips for RTSP/HTTP cameras (files and webcams get none, said so).")
+    pre_roll: float = Field(5.0, ge=0.0, le=60.0, description="Seconds of the clip before the first sighting.")
+    post_roll: float = Field(5.0, ge=0.0, le=60.0, description="Seconds of the clip after the event ended.")
+    segment_s: float = Field(2.0, ge=0.5, le=10.0, description="Length of one buffered segment (cut at keyframes).")
+    buffer_s: float = Field(
+        900.0, ge=60.0, le=86400.0,
+        description="Seconds of segments kept on disk; a clip is at most this long (the start of a longer event is lost).",
+    )
+    ffmpeg: str = Field("ffmpeg", description="The ffmpeg binary that records and cuts (stream copy, no decode).")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True for a bind address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
 class HttpConfig(_Strict):
     enabled: bool = False
-    host: str = Field("127.0.0.1", description="Bind address; keep 127.0.0.1 unless behind a firewall.")
+    host: str = Field("127.0.0.1", description="Bind address; another than loopback needs password_hash or token.")
     port: int = Field(8765, ge=1, le=65535)
+    review: bool = Field(True, description="Serve the review page (events, clips, live view, feedback) at /.")
+    public_url: str | None = Field(
+        None, description="How a phone reaches the page (https://cams.example.net/raccoon): pushes link to the event.",
+    )
+    password_hash: SecretStr | None = Field(
+        None, description="argon2 hash of the page password (raccoon-watch hash-password prints one).",
+    )
+    token: SecretStr | None = Field(None, description="A bearer token (Authorization: Bearer ...) or login password.")
+    session_ttl_s: float = Field(43200.0, ge=60.0, le=30 * 86400.0, description="A login lasts this long.")
+    live_fps: float = Field(5.0, gt=0.0, le=5.0, description="Live view frames per second per viewer (at most 5).")
+    page_size: int = Field(50, ge=5, le=500, description="Events per page of the event list.")
+    frame_ancestors: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to frame the page (Home Assistant panel_iframe), e.g. https://ha.example.net.",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^\s/]+", value):
+            raise ValueError(f"public_url must be http(s)://host[/path], got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("$argon2"):
+            raise ValueError("password_hash must be an argon2 hash ($argon2id$...): raccoon-watch hash-password")
+        return value
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:\d+)?", origin):
+                raise ValueError(f"frame_ancestors holds origins (https://host[:port]), got {origin!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _login_off_loopback(self) -> "HttpConfig":
+        if self.enabled and self.review and not is_loopback(self.host) \
+                and self.password_hash is None and self.token is None:
+            raise ValueError(f"host {self.host!r} is reachable from other machines: set http.password_hash "
+                             "or http.token (or bind 127.0.0.1)")
+        return self
 
 
 class LoggingConfig(_Strict):
@@ -312,6 +379,7 @@ class Config(_Strict):
     mqtt: MqttConfig | None = None
     pushover: PushoverConfig | None = None
     http: HttpConfig = Field(default_factory=HttpConfig)
+    clips: ClipsConfig = Field(default_factory=ClipsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("cameras")

@@ -12,6 +12,9 @@ fields per camera: ``state``, ``last_frame_age_s``, ``up``; and ``detector.alive
 wrong credentials, is listed in ``problems``; status degraded) and ``notes`` (detection switched off,
 say by a retained MQTT command).
 
+Every other path goes to ``pages`` when given (the review page, ``raccoon_watch.web.pages``), so the
+page and the monitoring endpoints share one port and one hardened server.
+
 The server is a stdlib ``ThreadingHTTPServer`` in a daemon thread; ``stop()`` shuts it down and
 closes the socket. Nothing secret is served: camera names and numbers only, no URLs.
 
@@ -132,12 +135,32 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200 if ok else 503, "application/json", json.dumps(body, default=str).encode())
             elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, self.server.metrics())
+            elif self.server.pages is not None:
+                self.server.pages.handle(self, "GET")
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
         except _CLIENT_GONE:
             self.close_connection = True
             log.debug("http_client_gone", path=clip(path))
         except Exception as exc:  # a bug in a report must not kill the endpoint
+            log.error("http_handler_failed", path=clip(path), error=repr(exc))
+            try:
+                self._send(500, "text/plain; charset=utf-8", b"internal error\n")
+            except _CLIENT_GONE:
+                self.close_connection = True
+
+    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+        path = self.path.split("?", 1)[0]
+        try:
+            if self.server.pages is None:
+                self.close_connection = True
+                self._send(405, "text/plain; charset=utf-8", b"nothing to post to\n")
+            else:
+                self.server.pages.handle(self, "POST")
+        except _CLIENT_GONE:
+            self.close_connection = True
+            log.debug("http_client_gone", path=clip(path))
+        except Exception as exc:
             log.error("http_handler_failed", path=clip(path), error=repr(exc))
             try:
                 self._send(500, "text/plain; charset=utf-8", b"internal error\n")
@@ -162,9 +185,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # listen backlog: a burst of connects waits in the kernel, not in SYN retries
 
     def __init__(self, address: tuple[str, int], health: HealthFn, metrics: MetricsFn,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, pages: Any = None) -> None:
         self.health = health
         self.metrics = metrics
+        self.pages = pages
         self.max_connections = max_connections
         self._open: dict[socket.socket, float] = {}  # connection -> monotonic time it was accepted
         self._open_lock = threading.Lock()
@@ -201,22 +225,24 @@ class _Server(ThreadingHTTPServer):
 class HealthServer:
     """``start()`` binds and serves in a daemon thread; ``stop()`` undoes it. Port 0 picks a free port."""
 
-    def __init__(self, host: str, port: int, health: HealthFn, metrics: MetricsFn) -> None:
+    def __init__(self, host: str, port: int, health: HealthFn, metrics: MetricsFn, pages: Any = None) -> None:
         self.host = host
         self.port = port
+        self.pages = pages
         self._health = health
         self._metrics = metrics
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server = _Server((self.host, self.port), self._health, self._metrics)
+        self._server = _Server((self.host, self.port), self._health, self._metrics, pages=self.pages)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="http-health", daemon=True,
         )
         self._thread.start()
-        log.info("http_listening", host=self.host, port=self.port, paths=["/healthz", "/metrics"])
+        log.info("http_listening", host=self.host, port=self.port,
+                 paths=["/healthz", "/metrics", *(["/ (review page)"] if self.pages is not None else [])])
 
     def stop(self) -> None:
         if self._server is None:

@@ -243,7 +243,12 @@ class ServiceRuntime:
         if http.enabled:
             from raccoon_watch.health import HealthServer, app_health
 
-            self.http = HealthServer(http.host, http.port, app_health(self.liveness), self.app.metrics.render)
+            pages = None
+            if http.review:
+                from raccoon_watch.web.pages import ReviewPages
+
+                pages = ReviewPages(self.app)
+            self.http = HealthServer(http.host, http.port, app_health(self.liveness), self.app.metrics.render, pages)
             try:
                 self.http.start()
             except OSError as exc:  # port taken: monitoring is lost, detection is not

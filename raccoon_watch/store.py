@@ -4,6 +4,15 @@ Layout under ``storage.path``::
 
     events.db                                  SQLite, WAL, one connection guarded by a lock
     snapshots/<camera>/<event_id>.jpg          best frame of the event, box drawn (atomic write)
+    frames/<camera>/<event_id>.jpg             the same best frame without the box (feedback export)
+    clips/<camera>/<event_id>.mp4              the event's clip (H.264 MP4, faststart; clips.py)
+
+Review columns (added to older databases at open, ``_migrate``): ``clip`` (path relative to
+``storage.path``, NULL while none), ``clip_state`` (``pending`` | ``ready`` | ``missing``, NULL when
+the camera records no clips) with ``clip_reason`` (why it is missing), ``frame`` (the clean best
+frame), ``scores`` (JSON ``[[ts, visit_score, classifier_score, detector_score], ...]`` per frame the
+router saw), ``feedback`` (``raccoon`` | ``not_raccoon`` | NULL), ``feedback_source`` and
+``feedback_time``. The retention sweep deletes snapshots, frames and clips by the same rules.
 
 Events table: one row per occurrence (upserted on START/UPDATE/END). The box is stored as JSON
 ``[xmin, ymin, xmax, ymax]`` normalised to the frame, as in ``raccoon_watch.types.Box``.
@@ -59,6 +68,16 @@ log = structlog.get_logger(__name__)
 
 DB_NAME = "events.db"
 SNAPSHOT_DIR = "snapshots"
+FRAME_DIR = "frames"
+CLIP_DIR = "clips"
+MEDIA_DIRS = (SNAPSHOT_DIR, FRAME_DIR, CLIP_DIR)
+# (column, type) added to the events table after its first version; _migrate adds what is missing
+REVIEW_COLUMNS = (
+    ("clip", "TEXT"), ("clip_state", "TEXT"), ("clip_reason", "TEXT"), ("frame", "TEXT"), ("scores", "TEXT"),
+    ("feedback", "TEXT"), ("feedback_source", "TEXT"), ("feedback_time", "REAL"),
+)
+CLIP_PENDING, CLIP_READY, CLIP_MISSING = "pending", "ready", "missing"
+FEEDBACK_LABELS = ("raccoon", "not_raccoon")
 TABLES = ("events", "outbox", "kv")
 RECOVER_TIMEOUT_S = 60.0
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # primary result codes (sqlite.org/rescode.html)
@@ -82,6 +101,7 @@ CREATE TABLE IF NOT EXISTS events (
     updated     REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_start ON events(start_time);
+CREATE INDEX IF NOT EXISTS events_camera_start ON events(camera, start_time);
 CREATE TABLE IF NOT EXISTS outbox (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     sink      TEXT NOT NULL,
@@ -160,6 +180,7 @@ class EventStore:
             if verdict != [("ok",)]:
                 raise sqlite3.DatabaseError(f"quick_check: {'; '.join(str(r[0]) for r in verdict[:3])}")
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             conn.commit()
         except BaseException:
             conn.close()
@@ -191,6 +212,7 @@ class EventStore:
     def _memory_connection() -> sqlite3.Connection:
         conn = sqlite3.connect(":memory:", check_same_thread=False)
         conn.executescript(_SCHEMA)
+        _migrate(conn)
         return conn
 
     def _fallback(self, reason: str) -> None:
@@ -385,11 +407,7 @@ class EventStore:
             return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
         out = self._read(ops, None)
-        if out is None:
-            return None
-        out["box"] = tuple(json.loads(out["box"]))
-        out["in_cooldown"] = bool(out["in_cooldown"])
-        return out
+        return None if out is None else _event_row(out)
 
     def read_snapshot(self, event_id: str) -> bytes | None:
         event = self.get_event(event_id)
@@ -399,6 +417,113 @@ class EventStore:
             return (self.path / event["snapshot"]).read_bytes()
         except OSError:
             return None
+
+    # --- review: clips, clean frames, scores, feedback, listing ------------------------------
+
+    def media_path(self, kind: str, camera: str, event_id: str) -> Path:
+        """``<storage>/<kind>/<camera>/<event_id>.<ext>`` for kind snapshots | frames | clips."""
+        if kind not in MEDIA_DIRS:
+            raise ValueError(f"unknown media kind {kind!r}, expected one of {MEDIA_DIRS}")
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in event_id)
+        return self.path / kind / camera / f"{safe}.{'mp4' if kind == CLIP_DIR else 'jpg'}"
+
+    def write_frame(self, camera: str, event_id: str, jpeg: bytes) -> None:
+        """Store the clean best frame (no box drawn) of an event, for the feedback export."""
+        target = self.media_path(FRAME_DIR, camera, event_id)
+        if _atomic_write(target, jpeg, what="frame", event_id=event_id):
+            self._set(event_id, frame=str(target.relative_to(self.path)))
+
+    def set_scores(self, event_id: str, scores: list[tuple[float, float, float | None, float | None]]) -> None:
+        """Per-frame scores of the event: (wall ts, visit score, classifier score, detector score)."""
+        self._set(event_id, scores=json.dumps([[round(v, 4) if v is not None else None for v in row]
+                                               for row in scores]))
+
+    def set_clip(self, event_id: str, state: str, clip: Path | None = None, reason: str | None = None) -> None:
+        """``pending`` (to be cut), ``ready`` with the file under storage.path, or ``missing`` with why."""
+        if state not in (CLIP_PENDING, CLIP_READY, CLIP_MISSING):
+            raise ValueError(f"unknown clip state {state!r}")
+        rel = str(Path(clip).relative_to(self.path)) if clip is not None else None
+        self._set(event_id, clip_state=state, clip=rel, clip_reason=reason[:300] if reason else None)
+
+    def set_feedback(self, event_id: str, label: str | None, source: str) -> bool:
+        """Store a user's verdict (``raccoon`` | ``not_raccoon`` | None to clear). False: no such event."""
+        if label is not None and label not in FEEDBACK_LABELS:
+            raise ValueError(f"feedback must be one of {FEEDBACK_LABELS}, got {label!r}")
+        if self.get_event(event_id) is None:
+            return False
+        self._set(event_id, feedback=label, feedback_source=source[:40], feedback_time=self._clock())
+        return True
+
+    def _set(self, event_id: str, **columns: Any) -> None:
+        names = [n for n in columns if n in {c for c, _ in REVIEW_COLUMNS}]
+        if len(names) != len(columns):
+            raise ValueError(f"not review columns: {sorted(set(columns) - set(names))}")
+        sql = f"UPDATE events SET {', '.join(f'{n}=?' for n in names)} WHERE id=?"  # noqa: S608 (fixed names)
+        self._safe_write(lambda c: c.execute(sql, [columns[n] for n in names] + [event_id]), "event")
+
+    def list_events(self, camera: str | None = None, since: float | None = None, until: float | None = None,
+                    limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Events newest first (by start_time) with the filters, one page; and how many match in all."""
+        where, args = [], []
+        if camera is not None:
+            where.append("camera = ?")
+            args.append(camera)
+        if since is not None:
+            where.append("start_time >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("start_time < ?")
+            args.append(until)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+
+        def ops(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
+            total = conn.execute(f"SELECT COUNT(*) FROM events{clause}", args).fetchone()[0]  # noqa: S608
+            cur = conn.execute(
+                f"SELECT * FROM events{clause} ORDER BY start_time DESC, id DESC LIMIT ? OFFSET ?",  # noqa: S608
+                [*args, int(limit), int(offset)],
+            )
+            names = [d[0] for d in cur.description]
+            return [_event_row(dict(zip(names, row))) for row in cur.fetchall()], int(total)
+
+        return self._read(ops, ([], 0))
+
+    def count_events_since(self, since: float) -> dict[str, int]:
+        """camera -> number of events that started at or after ``since`` (wall clock)."""
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT camera, COUNT(*) FROM events WHERE start_time >= ? GROUP BY camera", (since,)).fetchall(), [])
+        return {camera: int(n) for camera, n in rows}
+
+    def latest_event_id(self, camera: str) -> str | None:
+        row = self._read(lambda conn: conn.execute(
+            "SELECT id FROM events WHERE camera = ? ORDER BY start_time DESC LIMIT 1", (camera,)).fetchone(), None)
+        return row[0] if row else None
+
+    def events_with(self, where: str) -> list[dict[str, Any]]:
+        """Events matching one of the fixed conditions ``feedback`` (a verdict given) or
+        ``clip_pending`` (a clip still to cut), oldest first."""
+        clauses = {"feedback": "feedback IS NOT NULL", "clip_pending": "clip_state = 'pending'"}
+        if where not in clauses:
+            raise ValueError(f"unknown condition {where!r}")
+
+        def ops(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cur = conn.execute(f"SELECT * FROM events WHERE {clauses[where]} ORDER BY start_time")  # noqa: S608
+            names = [d[0] for d in cur.description]
+            return [_event_row(dict(zip(names, row))) for row in cur.fetchall()]
+
+        return self._read(ops, [])
+
+    def media_file(self, event_id: str, kind: str) -> Path | None:
+        """The file of an event's snapshot / frame / clip as the store recorded it, if it still exists
+        inside ``storage.path``: the only way a URL reaches a file (no path from a request is used)."""
+        column = {SNAPSHOT_DIR: "snapshot", FRAME_DIR: "frame", CLIP_DIR: "clip"}[kind]
+        event = self.get_event(event_id)
+        if not event or not event.get(column):
+            return None
+        root = self.path.resolve()
+        path = (self.path / event[column]).resolve()
+        if root not in path.parents or not path.is_file():
+            return None
+        return path
 
     # --- outbox -----------------------------------------------------------------------------
 
@@ -540,8 +665,9 @@ class EventStore:
     # --- retention --------------------------------------------------------------------------
 
     def sweep(self, now: float | None = None) -> dict[str, int]:
-        """Delete snapshots older than retention_days, then the oldest until under retention_mb;
-        prune finished outbox rows older than the retention (at least a day). Call it hourly."""
+        """Delete snapshots, clean frames and clips older than retention_days, then the oldest until
+        all of them together are under retention_mb; prune finished outbox rows older than the
+        retention (at least a day). Call it hourly."""
         now = self._clock() if now is None else now
         files = self._snapshot_files()
         deleted: list[Path] = []
@@ -569,6 +695,9 @@ class EventStore:
 
         def ops(conn: sqlite3.Connection) -> int:
             conn.executemany("UPDATE events SET snapshot=NULL WHERE snapshot=?", [(r,) for r in rels])
+            conn.executemany("UPDATE events SET frame=NULL WHERE frame=?", [(r,) for r in rels])
+            conn.executemany("UPDATE events SET clip=NULL, clip_state=?, clip_reason=? WHERE clip=?",
+                             [(CLIP_MISSING, "deleted by the retention sweep", r) for r in rels])
             cur = conn.execute("DELETE FROM outbox WHERE state != ? AND updated < ?", (PENDING, now - keep_s))
             return cur.rowcount
 
@@ -583,9 +712,9 @@ class EventStore:
 
     def _snapshot_files(self) -> list[tuple[float, int, Path]]:
         out = []
-        if not self.snapshot_root.is_dir():
-            return out
-        for p in self.snapshot_root.glob("*/*.jpg"):
+        found = [p for kind in MEDIA_DIRS if (self.path / kind).is_dir()
+                 for p in (self.path / kind).glob("*/*.mp4" if kind == CLIP_DIR else "*/*.jpg")]
+        for p in found:
             try:
                 st = p.stat()
             except OSError:
@@ -604,6 +733,45 @@ class EventStore:
         except OSError as exc:
             log.error("store_write_failed", what="sweep", path=str(p), reason=exc.strerror or str(exc))
             return False
+
+
+def _event_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A raw events row -> box as a tuple, flags as bools, scores decoded (list of rows, [] if none)."""
+    row["box"] = tuple(json.loads(row["box"]))
+    row["in_cooldown"] = bool(row["in_cooldown"])
+    try:
+        row["scores"] = json.loads(row.get("scores") or "[]")
+    except ValueError:
+        row["scores"] = []
+    return row
+
+
+def _atomic_write(target: Path, data: bytes, **context: Any) -> bool:
+    """Write ``data`` to ``target`` through a temp file and rename; False (logged) on an OSError."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        return True
+    except OSError as exc:
+        log.error("store_write_failed", path=str(target), reason=exc.strerror or str(exc), **context)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return False
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the review columns an older events table lacks (SQLite: ADD COLUMN, no rewrite)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    for name, kind in REVIEW_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")  # noqa: S608 (fixed names)
 
 
 # --- salvage (module functions: they touch only the damaged file and the new connection) ----------

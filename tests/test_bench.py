@@ -124,7 +124,10 @@ def test_tiny_bench_run_prints_the_documented_json(tmp_path: Path, shared_dir: P
     coco = report["models"]["coco_int8_tflite_2t"]
     assert coco["wall_ms"]["p50"] > 0 and coco["cpu_ms"] >= 0
     assert "baseline" not in report  # --no-baseline: TensorFlow never loaded
-    assert set(report["targets"]) >= {"cpu_within_1.5x_of_decode", "zero_dropped_frames", "event_p95_le_300ms_from_confirm"}
+    assert set(report["targets"]) >= {"cpu_within_1.5x_of_decode", "zero_dropped_frames", "event_p95_le_300ms_from_confirm",
+                                      "recording_le_0.05_core", "event_list_le_200ms_at_10k"}
+    assert report["recording"]["segments"] >= 1 and report["recording"]["cpu_per_video_s"] >= 0
+    assert report["review_list"]["events"] == 10000 and report["review_list"]["page_1"]["bytes"] > 0
 
 
 def test_bench_rejects_zero_cameras(capsys: pytest.CaptureFixture[str]) -> None:

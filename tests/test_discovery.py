@@ -26,6 +26,7 @@ REQUIRED_BY_PLATFORM: dict[str, tuple[str, ...]] = {
     "image": ("image_topic",),  # or url_topic; we send JPEG bytes, so image_topic
     "event": ("state_topic", "event_types"),
     "switch": ("command_topic", "state_topic"),
+    "select": ("command_topic", "options"),  # HA mqtt select: options required
 }
 
 

@@ -12,6 +12,8 @@ machine is, only on ratios):
 * ``baseline``: the naive 2017-tutorial loop: every frame, one loop, a TensorFlow SavedModel on the
   CPU, no gating, as fast as it can (CPU per video second is what it would need to keep up).
 * ``models``: TFLite int8 (the shipped model) vs the stock COCO TFLite, ms per frame, 2 threads.
+* ``recording`` and ``review_list`` (``tools/bench_review.py``): the clip recorder's CPU per camera
+  next to the decode floor, and the event list's render time with 10,000 events in the store.
 * ``gpu``: batched TensorFlow inferences/s with batch 16 when TensorFlow sees a GPU, else skipped.
 
 Each stage runs in its own subprocess (``python -m tools.bench --stage NAME``), so its CPU
@@ -53,6 +55,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
+from tools.bench_review import stage_recording, stage_review_list
 
 SCHEMA = 1
 STAGE_TIMEOUT_S = 900
@@ -71,6 +74,8 @@ TARGETS = {
     "event_from_confirm_p95_ms_max": 300.0,
     "pushover_from_confirm_p95_ms_max": 500.0,
     "savedmodel_vs_int8_min": 3.0,  # SavedModel ms / int8 TFLite ms
+    "recording_cores_max": 0.05,  # clip recorder CPU per camera (1080p15 H.264)
+    "review_list_ms_max": 200.0,  # event list, 10,000 events in the store
 }
 
 
@@ -569,7 +574,8 @@ def _sink_latency(result: dict[str, Any], sinks: dict[str, Any]) -> dict[str, An
     return out
 
 
-STAGES = {"decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
+
+STAGES = {"recording": stage_recording, "review_list": stage_review_list, "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
           "gpu": stage_gpu}
 
 
@@ -614,14 +620,14 @@ class Plan:
     sinks: bool = False
     motion: bool = True
     queue_size: int = 8
-    stages: tuple[str, ...] = ("decode", "models", "pipeline", "baseline")
+    stages: tuple[str, ...] = ("decode", "recording", "review_list", "models", "pipeline", "baseline")
     no_tensorflow: bool = False
     threshold: float | None = BENCH_THRESHOLD  # None: the model card's deployed threshold
 
 
 def plan_from_args(ns: argparse.Namespace) -> Plan:
     seconds = ns.seconds if ns.seconds is not None else (12.0 if ns.quick else 30.0)
-    stages = ["decode", "models", "pipeline"]
+    stages = ["decode", "recording", "review_list", "models", "pipeline"]
     if not ns.no_baseline:
         stages.append("baseline")
     if ns.gpu:
@@ -674,6 +680,13 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
         say("decode-only floor")
         report["decode"] = {scene: run_stage("decode", {**common, "clip": str(path)})
                             for scene, (_, path, _, _) in clips.items()}
+    if "recording" in plan.stages and shutil.which("ffmpeg"):
+        say("clip recorder: stream copy of the clip at its native rate")
+        report["recording"] = run_stage("recording", {**common, "clip": str(main_clip),
+                                                      "seconds": min(20.0, main_spec.seconds)})
+    if "review_list" in plan.stages:
+        say("review page: the event list with 10,000 events")
+        report["review_list"] = run_stage("review_list", {"events": 10000, "runs": 20})
     saved_model = None
     if {"baseline", "gpu", "models"} & set(plan.stages) and not plan.no_tensorflow:
         say("SavedModel for the baseline")
@@ -787,7 +800,16 @@ def targets(report: dict[str, Any], plan: Plan) -> dict[str, Any]:
     vs_baseline = _get(r, still, "baseline_vs_pipeline") if still else None
     det = r["detector"]
     spec = plan.specs[0]
+    rec_cores = _get(report, "recording", "cpu_per_video_s")
+    list_ms = _get(report, "review_list", "page_1", "p50_ms")
+    main_scene = "raccoon" if "raccoon" in (report.get("decode") or {}) else still
+    review = {
+        "recording_le_0.05_core": {"value": rec_cores, "met": _met(rec_cores, TARGETS["recording_cores_max"], True),
+                                   "decode_floor": _get(report, "decode", main_scene, "read_all", "cpu_per_video_s")},
+        "event_list_le_200ms_at_10k": {"value": list_ms, "met": _met(list_ms, TARGETS["review_list_ms_max"], True)},
+    }
     return {
+        **review,
         "scope": f"{plan.cameras} x {spec.resolution} {spec.light}, {spec.seconds:g} s clips; CPU targets on the {still} scene",
         "cpu_within_1.5x_of_decode": {"value": vs_decode, "met": _met(vs_decode, TARGETS["cpu_vs_decode_max"], True)},
         "baseline_5x_more_cpu": {"value": vs_baseline, "met": _met(vs_baseline, TARGETS["baseline_vs_pipeline_min"], False)},

@@ -11,6 +11,11 @@ Topics (``P`` = ``mqtt.topic_prefix``, ``D`` = ``mqtt.discovery_prefix``)::
     P/<camera>/event                 {"event_type": <label>, ...} on event START (HA event), not retained
     P/<camera>/detect/state          ON/OFF, retained (HA switch state)
     P/<camera>/detect/set            ON/OFF command (HA switch command), case-insensitive
+    P/<camera>/feedback              {"id", "camera", "label", "source"} on every verdict, not retained
+    P/<camera>/feedback/state        raccoon | not_raccoon | none: the verdict on the camera's latest
+                                     event, retained (HA select state; "none" again at each new event)
+    P/<camera>/feedback/set          raccoon | not_raccoon | none for the camera's latest event, or JSON
+                                     {"id": "<event id>", "label": "not_raccoon"} for any event (HA select)
     D/device/raccoon_watch_<camera>/config    device discovery, retained; empty payload removes it
     D/status                         Home Assistant's birth/will; "online" -> discovery re-published
 
@@ -40,6 +45,8 @@ PROJECT_URL = "https://github.com/raccoon-watch/raccoon_watch"
 DEVICE_ID_PREFIX = "raccoon_watch_"
 ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
+FEEDBACK_NONE = "none"
+FEEDBACK_OPTIONS = (FEEDBACK_NONE, "raccoon", "not_raccoon")  # HA select options; store.FEEDBACK_LABELS + none
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,19 @@ class Topics:
     @property
     def detect_set_filter(self) -> str:
         return f"{self.prefix}/+/detect/set"
+
+    def feedback(self, camera: str) -> str:
+        return f"{self.prefix}/{camera}/feedback"
+
+    def feedback_state(self, camera: str) -> str:
+        return f"{self.prefix}/{camera}/feedback/state"
+
+    def feedback_set(self, camera: str) -> str:
+        return f"{self.prefix}/{camera}/feedback/set"
+
+    @property
+    def feedback_set_filter(self) -> str:
+        return f"{self.prefix}/+/feedback/set"
 
     @property
     def ha_status(self) -> str:
@@ -138,6 +158,7 @@ class Component:
     state_on: str | None = None
     state_off: str | None = None
     event_types: tuple[str, ...] | None = None
+    options: tuple[str, ...] | None = None
     icon: str | None = None
     retain: bool | None = None
     qos: int | None = None
@@ -203,6 +224,10 @@ def camera_discovery(camera: str, labels: Iterable[str], topics: Topics, qos: in
         p="switch", unique_id=f"{uid}_detect", name="Detection enabled", state_topic=topics.detect_state(camera),
         command_topic=topics.detect_set(camera), payload_on=ON, payload_off=OFF, state_on=ON, state_off=OFF,
         icon="mdi:cctv", qos=qos,
+    )
+    cmps["feedback"] = Component(
+        p="select", unique_id=f"{uid}_feedback", name="Last event feedback", state_topic=topics.feedback_state(camera),
+        command_topic=topics.feedback_set(camera), options=FEEDBACK_OPTIONS, icon="mdi:thumbs-up-down", qos=qos,
     )
     for key, name, unit, device_class, state_class in DIAGNOSTICS:
         cmps[key] = Component(

@@ -29,6 +29,13 @@ anything else is logged as ``mqtt_command_ignored`` and changes nothing (``parse
 obeyed but logged as a warning, ``mqtt_retained_command``, with the command that clears it, and
 shown in ``health()`` (and so /healthz).
 
+Feedback: ``P/<camera>/feedback/set`` (the HA select) with ``raccoon``, ``not_raccoon`` or ``none``
+sets the verdict on the camera's latest event, a JSON ``{"id": ..., "label": ...}`` on any event
+(``parse_feedback``); the sink calls ``feedback(event_id, camera, label, source)`` (the App stores it),
+then publishes ``P/<camera>/feedback`` (JSON, through the outbox) and, for the latest event,
+``P/<camera>/feedback/state``. A verdict given on the page is published the same way
+(``feedback_changed``). Event payloads carry ``event_fields(event)`` (``has_clip``, ``clip_path``).
+
 Health: ``health()`` says ``ok`` (connected), ``connecting`` (not yet) or ``failing`` with the
 broker's reason (wrong credentials: "Not authorized"; unreachable). A refused or failed connect is
 logged once per distinct reason; paho's retries after it are debug lines, not endless warnings.
@@ -52,6 +59,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from raccoon_watch.config import MqttConfig
 from raccoon_watch.sinks.discovery import (
+    FEEDBACK_NONE,
+    FEEDBACK_OPTIONS,
     OFF,
     OFFLINE,
     ON,
@@ -68,6 +77,8 @@ log = structlog.get_logger(__name__)
 
 DISCOVERY_KV = "mqtt_discovery_published"  # store kv: {topic: digest} of retained discovery configs
 MAX_COMMAND_BYTES = 32
+MAX_FEEDBACK_BYTES = 512
+FeedbackFn = Callable[[str | None, str | None, str | None, str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +120,44 @@ def parse_command_topic(topic: str, topics: Topics, cameras: Iterable[str]) -> s
     return camera if camera in set(cameras) else None
 
 
+def parse_feedback(topic: str, payload: bytes, topics: Topics, cameras: Iterable[str]
+                   ) -> tuple[str, str | None, str | None] | None:
+    """``P/<camera>/feedback/set`` -> (camera, event id or None for the latest, label or None to clear);
+    None for an unknown camera or payload (pure)."""
+    head, tail = f"{topics.prefix}/", "/feedback/set"
+    if not (topic.startswith(head) and topic.endswith(tail)) or len(payload) > MAX_FEEDBACK_BYTES:
+        return None
+    camera = topic[len(head):-len(tail)]
+    if camera not in set(cameras):
+        return None
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    event_id = None
+    if text.startswith("{"):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not isinstance(body.get("label"), str):
+            return None
+        event_id, text = body["id"], body["label"]
+    word = text.lower()
+    if word not in FEEDBACK_OPTIONS:
+        return None
+    return camera, event_id, None if word == FEEDBACK_NONE else word
+
+
 def event_messages(event: Event, before: Mapping[str, object] | None, topics: Topics,
-                   send_snapshot: bool = True) -> list[Message]:
+                   send_snapshot: bool = True, extra: Mapping[str, object] | None = None) -> list[Message]:
     """The messages one event produces, in the order they are delivered (pure).
 
     START: events(new), count, state ON, camera event, snapshot. UPDATE: events(update), count,
-    snapshot (if ``send_snapshot``). END: events(end), count 0, state OFF.
+    snapshot (if ``send_snapshot``). END: events(end), count 0, state OFF. ``extra`` (``has_clip``,
+    ``clip_path``) is added to the event body and the camera event's attributes.
     """
-    after = event.to_dict()
+    after = {**event.to_dict(), **(extra or {})}
     body = {"type": event.kind.value, "before": dict(before) if before else after, "after": after}
     out = [Message("events", topics.events, json.dumps(body).encode(), False)]
     cam, label = event.camera, event.label
@@ -132,6 +173,7 @@ def event_messages(event: Event, before: Mapping[str, object] | None, topics: To
             "top_score": after["top_score"],
             "start_time": event.start_time,
             "in_cooldown": event.in_cooldown,
+            **(extra or {}),
         }
         out.append(Message("event", topics.event(cam), json.dumps(fired).encode(), False))
     if event.kind is EventKind.END:
@@ -155,6 +197,8 @@ class MqttSink:
         commands: Callable[[str, bool], None] | None = None,
         stats: Callable[[], PipelineStats] | None = None,
         *,
+        event_fields: Callable[[Event], Mapping[str, object]] | None = None,
+        feedback: FeedbackFn | None = None,
         detect_enabled: Mapping[str, bool] | None = None,
         reconnect_min: float = 1.0,
         reconnect_max: float = 60.0,
@@ -168,6 +212,9 @@ class MqttSink:
         self.topics = Topics(cfg.topic_prefix, cfg.discovery_prefix)
         self._commands = commands
         self._stats = stats
+        self._event_fields = event_fields
+        self._feedback = feedback
+        self._feedback_state: dict[str, str] = {}  # camera -> last published verdict of its latest event
         self._window = window
         self._poll_s = poll_s
         self._detect = {cam: bool((detect_enabled or {}).get(cam, True)) for cam in self.cameras}
@@ -243,7 +290,10 @@ class MqttSink:
                 self._last_after[event.id] = event.to_dict()
                 if snap is not None:
                     self._last_snapshot[event.id] = snap
-        messages = event_messages(event, before, self.topics, send_snapshot)
+        extra = self._event_fields(event) if self._event_fields is not None else None
+        messages = event_messages(event, before, self.topics, send_snapshot, extra)
+        if event.kind is EventKind.START:  # a new latest event has no verdict yet
+            self._set_feedback_state(event.camera, FEEDBACK_NONE)
         # Outbox keys: the same event message replayed (e.g. after a restart) maps to the same
         # keys and is a no-op; two different UPDATEs differ in frame_ts or content.
         stamp = f"{event.frame_ts:.6f}:{digest(json.dumps(event.to_dict(), sort_keys=True).encode())[:8]}"
@@ -327,7 +377,7 @@ class MqttSink:
                      session_present=bool(getattr(flags, "session_present", False)))
             q = self.cfg.qos
             client.publish(self.topics.available, ONLINE, qos=q, retain=True)
-            subs = [(self.topics.detect_set_filter, q)]
+            subs = [(self.topics.detect_set_filter, q), (self.topics.feedback_set_filter, q)]
             if self.cfg.discovery:
                 subs.append((self.topics.ha_status, q))
             client.subscribe(subs)
@@ -336,8 +386,11 @@ class MqttSink:
             with self._lock:
                 detect = dict(self._detect)
                 retained = dict(self._retained)
+                feedback = dict(self._feedback_state)
             for cam, enabled in detect.items():
                 client.publish(self.topics.detect_state(cam), ON if enabled else OFF, qos=q, retain=True)
+            for cam, verdict in feedback.items():
+                client.publish(self.topics.feedback_state(cam), verdict, qos=q, retain=True)
             for topic, payload in retained.items():  # last acknowledged state, for brokers that forgot it
                 client.publish(topic, payload, qos=q, retain=True)
         except Exception:
@@ -378,6 +431,9 @@ class MqttSink:
                     log.info("mqtt_ha_online", action="republish_discovery")
                     self._publish_discovery(force=True)
                 return
+            if topic.endswith("/feedback/set"):
+                self._handle_feedback(topic, msg.payload, retained=bool(msg.retain))
+                return
             self._handle_command(topic, msg.payload, retained=bool(msg.retain))
         except Exception:  # a malformed message never takes the network thread down
             log.exception("mqtt_message_error")
@@ -403,6 +459,37 @@ class MqttSink:
             self._retained_commands.pop(camera, None)
             log.info("mqtt_command", camera=camera, detect=enabled)
         self.set_detect_state(camera, enabled)
+
+    def _handle_feedback(self, topic: str, payload: bytes, retained: bool) -> None:
+        parsed = parse_feedback(topic, payload, self.topics, self.cameras)
+        if parsed is None or retained:  # a retained verdict would land on whichever event is latest
+            log.warning("mqtt_feedback_ignored", topic=topic[:200], payload=repr(payload[:64]),
+                        why="retained" if parsed is not None else "not raccoon | not_raccoon | none | JSON")
+            return
+        camera, event_id, label = parsed
+        stored = self._feedback(event_id, camera, label, "mqtt") if self._feedback is not None else None
+        if stored is None:
+            log.warning("mqtt_feedback_no_event", camera=camera, event_id=(event_id or "")[:80])
+
+    def feedback_changed(self, event_id: str, label: str | None, source: str = "") -> None:
+        """A verdict was stored (from any source): ``P/<camera>/feedback`` says so for every event
+        (through the outbox, like event messages), and the retained select state follows it when the
+        event is its camera's latest."""
+        row = self.store.get_event(event_id)
+        if row is None:
+            return
+        camera = row["camera"]
+        body = json.dumps({"id": event_id, "camera": camera, "label": label, "source": source}).encode()
+        self.store.enqueue(self.name, f"{event_id}:feedback:{time.time():.6f}", body,
+                           {"topic": self.topics.feedback(camera), "retain": False})
+        self._wake.set()
+        if self.store.latest_event_id(camera) == event_id:
+            self._set_feedback_state(camera, label or FEEDBACK_NONE)
+
+    def _set_feedback_state(self, camera: str, verdict: str) -> None:
+        with self._lock:
+            self._feedback_state[camera] = verdict
+        self._direct(self.topics.feedback_state(camera), verdict, retain=True)
 
     # --- direct (retained state) publishes -------------------------------------------------
 

@@ -45,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import structlog
@@ -165,8 +166,11 @@ def should_push(cfg: PushoverConfig, event: Event) -> tuple[bool, str]:
     return True, "push"
 
 
-def build_message(cfg: PushoverConfig, event: Event) -> dict[str, Any]:
-    """The send_message keyword arguments (without user/image), kept in the outbox row's meta."""
+def build_message(cfg: PushoverConfig, event: Event, public_url: str | None = None) -> dict[str, Any]:
+    """The send_message keyword arguments (without user/image), kept in the outbox row's meta.
+
+    ``public_url`` (``http.public_url``): the push links to the event's page there, so a tap opens
+    its clip; ``pushover.url`` wins when it is set."""
     local = dt.datetime.fromtimestamp(event.start_time).strftime("%H:%M:%S")
     meta: dict[str, Any] = {
         "title": f"{event.label.capitalize()} at {event.camera}",
@@ -175,8 +179,8 @@ def build_message(cfg: PushoverConfig, event: Event) -> dict[str, Any]:
         "priority": cfg.priority,
         "sound": cfg.sound,
         "device": cfg.device,
-        "url": cfg.url,
-        "url_title": cfg.url_title,
+        "url": cfg.url or (f"{public_url}/events/{quote(event.id, safe='')}" if public_url else None),
+        "url_title": cfg.url_title or ("Open the event" if public_url and not cfg.url else None),
         "event_id": event.id,
         "camera": event.camera,
     }
@@ -202,8 +206,10 @@ class PushoverSink:
         backoff_max: float = 60.0,
         rate_limit_max: float = 3600.0,
         poll_s: float = 1.0,
+        public_url: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.public_url = public_url
         self.store = store
         self._clock = clock  # wall clock: records and the delay shown in logs only
         self._mono = mono  # every wait and back-off
@@ -239,7 +245,7 @@ class PushoverSink:
                 log.info("pushover_skipped", reason=reason, event_id=event.id, camera=event.camera, label=event.label)
             return
         payload = event.snapshot_jpeg or b""
-        self.store.enqueue(self.name, event.id, payload, build_message(self.cfg, event))
+        self.store.enqueue(self.name, event.id, payload, build_message(self.cfg, event, self.public_url))
         self._wake.set()
 
     def stop(self) -> None:

@@ -1,0 +1,70 @@
+"""What the event page shows beyond the event row: the per-frame scores the router saw during an
+event, and its best frame without the box drawn (the feedback export's training image).
+
+An App observer (router thread): ``on_result`` keeps, per camera, the last ``MAX_FRAMES`` results as
+``(wall ts, visit score, classifier score, detector score)`` of the best candidate of each watched
+label, and the frame of the best-scoring hit since that camera's last END; ``on_event(END)`` writes
+the rows between first sighting and end (``store.set_scores``) and the frame (``store.write_frame``).
+A frame with no candidate counts as scores (0, None, None): the chart shows the gaps too.
+Scores: ``visit`` is what the threshold compared (the median over the object's recent frames),
+``classifier`` the frame's own final score, ``detector`` the proposer's score of that box.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+
+import structlog
+
+from raccoon_watch.snapshot import encode_jpeg
+from raccoon_watch.store import EventStore
+from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult
+
+log = structlog.get_logger(__name__)
+
+MAX_FRAMES = 3000  # per camera: 10 minutes at 5 fps
+ScoreRow = tuple[float, float, float | None, float | None]
+
+
+def score_row(result: FrameResult, hits: tuple[Detection, ...], labels: frozenset[str]) -> ScoreRow:
+    """One frame's scores (pure): the best hit's visit score, and the best raw candidate of a watched
+    label (its final and detector scores); no candidate: (ts, 0.0, None, None)."""
+    visit = max((d.score for d in hits if d.label in labels), default=0.0)
+    raw = [d for d in result.detections if d.label in labels]
+    best = max(raw, key=lambda d: d.score, default=None)
+    if best is None:
+        return (result.frame.ts, visit, None, None)
+    return (result.frame.ts, visit, best.score, best.detector_score)
+
+
+class EventTrace:
+    def __init__(self, store: EventStore, labels: Mapping[str, frozenset[str]]) -> None:
+        self.store = store
+        self.labels = dict(labels)  # camera -> labels that raise its events
+        self._rows: dict[str, deque[ScoreRow]] = {cam: deque(maxlen=MAX_FRAMES) for cam in self.labels}
+        self._best: dict[tuple[str, str], tuple[float, Frame]] = {}  # (camera, label) -> (score, frame)
+
+    def on_result(self, result: FrameResult, hits: tuple[Detection, ...]) -> None:
+        cam = result.frame.camera
+        if cam not in self._rows:
+            return
+        self._rows[cam].append(score_row(result, hits, self.labels[cam]))
+        for d in hits:
+            key = (cam, d.label)
+            if key not in self._best or d.score > self._best[key][0]:
+                self._best[key] = (d.score, result.frame)
+
+    def on_event(self, event: Event) -> None:
+        if event.kind is not EventKind.END:
+            return
+        rows = self._rows.get(event.camera, ())
+        first = event.first_seen_ts or event.start_time
+        last = event.end_time if event.end_time is not None else first
+        self.store.set_scores(event.id, [r for r in rows if first - 1.0 <= r[0] <= last + 1.0])
+        best = self._best.pop((event.camera, event.label), None)
+        if best is not None:
+            try:
+                self.store.write_frame(event.camera, event.id, encode_jpeg(best[1].image, quality=92))
+            except ValueError as exc:
+                log.error("frame_encode_failed", event_id=event.id, error=str(exc))

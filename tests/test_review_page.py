@@ -1,0 +1,263 @@
+"""The review page over real HTTP: a real App (file camera, bundled model), the real server, a real store.
+
+Bad input of every kind gets a clear 4xx page and never a traceback; files resolve only through the
+store; state changes need POST and the session's CSRF token; off loopback a login is needed and
+failed logins are rate-limited. The browser test (tests/test_review_browser.py) drives the same
+page end to end in Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from argon2 import PasswordHasher
+
+from raccoon_watch.app import App
+from raccoon_watch.config import Config, ConfigError, parse_config
+from raccoon_watch.health import HealthServer
+from raccoon_watch.store import CLIP_MISSING
+from raccoon_watch.types import Event, EventKind
+from raccoon_watch.web.auth import Auth, login_allowed
+from raccoon_watch.web.chart import score_chart_svg
+from raccoon_watch.web.pages import ReviewPages
+
+pytestmark = pytest.mark.slow
+JPEG = cv2.imencode(".jpg", np.full((90, 160, 3), 120, np.uint8))[1].tobytes()
+
+
+def _event(eid: str, start: float, camera: str = "porch", snapshot: bool = True) -> Event:
+    return Event(id=eid, kind=EventKind.END, camera=camera, label="raccoon", start_time=start, end_time=start + 7,
+                 score=0.9, top_score=0.91, box=(0.2, 0.2, 0.6, 0.7), snapshot_jpeg=JPEG if snapshot else None,
+                 first_seen_ts=start)
+
+
+def _serve(tmp_path: Path, small_clip, http: dict) -> tuple[App, HealthServer]:
+    cfg = Config.model_validate({
+        "cameras": {"porch": {"source": str(small_clip.path), "loop": True, "motion": {"enabled": False}}},
+        "detector": {"workers": 1}, "storage": {"path": str(tmp_path / "var")},
+        "http": {"enabled": True, **http},
+    })
+    app = App(cfg)
+    app.start()
+    server = HealthServer(cfg.http.host, 0, lambda: (True, {}), lambda: b"", ReviewPages(app))
+    server.start()
+    return app, server
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, request):
+    small_clip = request.getfixturevalue("small_clip")
+    tmp = tmp_path_factory.mktemp("review")
+    app, server = _serve(tmp, small_clip, {})
+    now = time.time()
+    for i in range(7):
+        app.store.record(_event(f"e{i}", now - 3600 * i))
+    app.store.record(_event("nosnap", now - 30000, snapshot=False))
+    app.store.set_clip("e1", CLIP_MISSING, reason="no recorded segment between 10:00:00 and 10:00:12")
+    app.store.set_scores("e0", [(now + 0.2 * i, 0.4 + 0.05 * i, 0.7, 0.3) for i in range(10)])
+    (app.store.path / "secret.txt").write_text("not for the web")
+    yield app, f"http://127.0.0.1:{server.port}"
+    server.stop()
+    app.stop_event.set()
+    app.stop()
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def _message(resp: requests.Response) -> str:
+    m = re.search(r'id="error-message">([^<]*)<', resp.text)
+    return m.group(1) if m else resp.text[:200]
+
+
+def test_the_list_is_newest_first_paginated_and_filtered(page):
+    app, url = page
+    html = requests.get(url + "/").text
+    ids = re.findall(r'class="event" data-id="([^"]+)"', html)
+    assert ids == [f"e{i}" for i in range(7)] + ["nosnap"]
+    assert "8 in all" in html
+    today = time.strftime("%Y-%m-%d", time.localtime(time.time() - 3600 * 6))
+    day_ids = re.findall(r'data-id="([^"]+)"', requests.get(url + f"/?day={today}&camera=porch").text)
+    assert day_ids and set(day_ids) <= {f"e{i}" for i in range(7)}
+
+
+def test_the_event_page_shows_scores_and_takes_feedback(page):
+    app, url = page
+    s = requests.Session()
+    html = s.get(url + "/events/e0").text
+    assert "<svg" in html and "threshold" in html and 'id="snapshot"' in html
+    resp = s.post(url + "/events/e0/feedback", data={"label": "not_raccoon", "csrf": _csrf(html)})
+    assert resp.status_code == 200 and resp.url.endswith("/events/e0")  # 303 back to the event
+    assert app.store.get_event("e0")["feedback"] == "not_raccoon"
+    assert 'class="feedback not_raccoon"' in resp.text
+
+
+@pytest.mark.parametrize("method, path, data, status, says", [
+    ("GET", "/events/unknown-id", None, 404, "no event"),
+    ("GET", "/events/%2e%2e%2fsecret.txt", None, 404, "no page"),
+    ("GET", "/events/..%5Csecret.txt", None, 404, "no event"),
+    ("GET", "/events/e0/../../secret.txt", None, 404, "no page"),
+    ("GET", "/secret.txt", None, 404, "no page"),
+    ("GET", "/static/", None, 404, "no page"),
+    ("GET", "/?page=abc", None, 400, "page must be a whole number"),
+    ("GET", "/?page=-1", None, 400, "page must be a whole number"),
+    ("GET", "/?page=99", None, 404, "only 1 pages"),
+    ("GET", "/?day=2026-02-30", None, 400, "day must be a date"),
+    ("GET", "/?camera=../../x", None, 400, "no camera named"),
+    ("GET", "/?" + "q=1&" * 1500, None, 414, "longer than"),
+    ("GET", "/events/e0/clip.mp4", None, 404, "no clip"),
+    ("GET", "/events/e1/clip.mp4", None, 404, "no recorded segment"),
+    ("GET", "/events/nosnap/snapshot.jpg", None, 404, "no snapshot"),
+    ("GET", "/live/garage.mjpg", None, 404, "no camera named"),
+    ("POST", "/events/e0/feedback", {"label": "raccoon"}, 403, "CSRF token"),
+    ("POST", "/events/e0/feedback", {"label": "raccoon", "csrf": "forged"}, 403, "CSRF token"),
+    ("PUT", "/", None, 501, None),  # the stdlib answers a method it has no handler for
+])
+def test_bad_input_gets_a_clear_4xx_page(page, method, path, data, status, says):
+    app, url = page
+    resp = requests.request(method, url + path, data=data, allow_redirects=False)
+    assert resp.status_code == status
+    assert "Traceback" not in resp.text
+    if says is not None:
+        assert says in _message(resp)
+        assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_a_foreign_host_name_is_refused_without_a_login(page):
+    """DNS rebinding: a site that points its own name at 127.0.0.1 must not read the events."""
+    app, url = page
+    resp = requests.get(url + "/", headers={"Host": "evil.example:8765"})
+    assert resp.status_code == 421 and "answers only to" in _message(resp)
+    assert requests.get(url + "/", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+def test_a_deleted_snapshot_is_a_404_and_the_daemon_keeps_detecting(page):
+    app, url = page
+    app.store.media_file("e2", "snapshots").unlink()
+    assert requests.get(url + "/events/e2/snapshot.jpg").status_code == 404
+    assert requests.get(url + "/events/e2").status_code == 200  # the page says so instead of the image
+    before = app.stats().detector_frames
+    time.sleep(1.5)
+    assert app.stats().detector_frames > before
+
+
+def test_clip_ranges_for_seeking(page, tmp_path):
+    app, url = page
+    clip = app.store.media_path("clips", "porch", "e3")
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    clip.write_bytes(bytes(range(256)) * 40)
+    app.store.set_clip("e3", "ready", clip=clip)
+    whole = requests.get(url + "/events/e3/clip.mp4")
+    assert whole.status_code == 200 and len(whole.content) == 10240 and whole.headers["Accept-Ranges"] == "bytes"
+    part = requests.get(url + "/events/e3/clip.mp4", headers={"Range": "bytes=256-511"})
+    assert part.status_code == 206 and part.content == bytes(range(256))
+    assert part.headers["Content-Range"] == "bytes 256-511/10240"
+    assert requests.get(url + "/events/e3/clip.mp4", headers={"Range": "bytes=99999-"}).status_code == 416
+
+
+def test_behind_a_proxy_at_a_sub_path_every_link_keeps_it(page):
+    app, _ = page
+    http = app.cfg.http.model_copy(update={"public_url": "https://cams.example.net/rw"})
+    server = HealthServer("127.0.0.1", 0, lambda: (True, {}), lambda: b"", ReviewPages(app, http))
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"  # the proxy strips /rw before it forwards
+        html = requests.get(url + "/").text
+        links = re.findall(r'(?:href|src|action)="([^"]+)"', html)
+        assert links and all(link.startswith("/rw/") for link in links), links
+        first = requests.get(url + "/events/e4")
+        cookie = first.headers["Set-Cookie"]
+        assert "Path=/rw;" in cookie and "Secure" in cookie  # public_url is https: the cookie only goes there
+        sid = re.match(r"rw_session=([^;]+)", cookie).group(1)
+        resp = requests.post(url + "/events/e4/feedback", data={"label": "raccoon", "csrf": _csrf(first.text)},
+                             headers={"Cookie": f"rw_session={sid}"}, allow_redirects=False)
+        assert resp.status_code == 303 and resp.headers["Location"] == "/rw/events/e4"
+    finally:
+        server.stop()
+
+
+def test_the_live_view_streams_jpeg_frames(page):
+    app, url = page
+    with requests.get(url + "/live/porch.mjpg", stream=True, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        got = b""
+        for chunk in resp.iter_content(4096):
+            got += chunk
+            if got.count(b"--frame") >= 2:
+                break
+    assert got.count(b"\xff\xd8") >= 1  # JPEG start markers
+    assert "porch" in requests.get(url + "/live").text
+
+
+# --- off loopback: a login ------------------------------------------------------------------------
+
+def test_another_bind_address_needs_a_password_or_token():
+    with pytest.raises(ConfigError, match="http.*password_hash or http.token"):
+        parse_config("cameras: {c: {source: '0'}}\nhttp: {enabled: true, host: 0.0.0.0}\n")
+    with pytest.raises(ConfigError, match="argon2"):
+        parse_config("cameras: {c: {source: '0'}}\nhttp: {enabled: true, host: 0.0.0.0, password_hash: plain}\n")
+    ok = parse_config("cameras: {c: {source: '0'}}\nhttp: {enabled: true, host: 0.0.0.0, token: abcdefghijklmnop}\n")
+    assert ok.http.token is not None
+
+
+def test_login_sessions_and_the_lockout(tmp_path, small_clip):
+    hashed = PasswordHasher().hash("correct horse")
+    app, server = _serve(tmp_path, small_clip, {"host": "0.0.0.0", "password_hash": hashed, "token": "t" * 32})
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        app.store.record(_event("e0", time.time()))
+        s = requests.Session()
+        first = s.get(url + "/events/e0")
+        assert first.url.startswith(url + "/login") and "Password" in first.text
+        assert s.get(url + "/events/e0/snapshot.jpg").status_code == 401
+        assert requests.get(url + "/events/e0/snapshot.jpg",
+                            headers={"Authorization": "Bearer " + "t" * 32}).status_code == 200
+        token = _csrf(first.text)
+        wrong = s.post(url + "/login", data={"csrf": token, "password": "nope", "next": "/events/e0"})
+        assert wrong.status_code == 401 and "Wrong password" in wrong.text
+        ok = s.post(url + "/login", data={"csrf": token, "password": "correct horse", "next": "/events/e0"})
+        assert ok.status_code == 200 and ok.url == url + "/events/e0"
+        assert "HttpOnly" in ok.history[0].headers["Set-Cookie"] and "SameSite=Strict" in ok.history[0].headers["Set-Cookie"]
+        assert s.get(url + "/events/e0/snapshot.jpg").status_code == 200
+        other = requests.Session()
+        form = _csrf(other.get(url + "/").text)
+        codes = [other.post(url + "/login", data={"csrf": form, "password": f"guess{i}"}).status_code for i in range(7)]
+        assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
+        assert s.get(url + "/events/e0").status_code == 200  # the lockout is per client, the session still works
+    finally:
+        server.stop()
+        app.stop_event.set()
+        app.stop()
+
+
+@pytest.mark.parametrize("failures, now, allowed", [
+    ((), 100.0, True),
+    ((1.0, 2.0, 3.0, 4.0), 10.0, True),
+    ((1.0, 2.0, 3.0, 4.0, 5.0), 10.0, False),
+    ((1.0, 2.0, 3.0, 4.0, 5.0), 302.0, True),   # the oldest is 300 s old: one try again
+])
+def test_login_allowed(failures, now, allowed):
+    assert login_allowed(failures, now)[0] is allowed
+
+
+def test_sessions_expire():
+    t = [0.0]
+    auth = Auth(Config.model_validate({"cameras": {"c": {"source": "0"}},
+                                       "http": {"session_ttl_s": 60}}).http, clock=lambda: t[0])
+    s = auth.new_session(False)
+    assert auth.session(s.id) == s
+    t[0] = 61.0
+    assert auth.session(s.id) is None
+
+
+def test_score_chart_is_numbers_only():
+    svg = score_chart_svg([(0.0, 0.2, 0.5, 0.1), (1.0, 0.8, None, None)], threshold=0.6)
+    assert svg.startswith("<svg") and "<script" not in svg and svg.count("<circle") == 2
+    assert score_chart_svg([], 0.5) == ""
