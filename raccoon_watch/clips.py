@@ -103,6 +103,14 @@ def select_segments(segments: Iterable[Segment], start: float, end: float) -> li
     return sorted((s for s in segments if s.wall_end > start and s.wall_start < end), key=lambda s: s.wall_start)
 
 
+def covered_seconds(chosen: Sequence[Segment], start: float, end: float) -> float:
+    """Seconds of [start, end] a clip cut from ``chosen`` (oldest first) spans: from the later of
+    ``start`` and the first segment's start to the earlier of ``end`` and the last segment's end (pure)."""
+    if not chosen:
+        return 0.0
+    return max(0.0, min(end, chosen[-1].wall_end) - max(start, chosen[0].wall_start))
+
+
 def coverage_note(chosen: Sequence[Segment], start: float, end: float, slack: float = 1.0) -> str | None:
     """None when the chosen segments cover [start, end] (give or take ``slack`` s), else what is
     missing (the clip is still cut from what there is, and the note is logged)."""
@@ -535,8 +543,9 @@ class ClipService:
         if why is None:
             self.cut += 1
             self.store.set_clip(job.event_id, CLIP_READY, clip=out)
-            log.info("clip_ready", event_id=job.event_id, camera=job.camera, seconds=round(job.end - job.start, 1),
-                     cut_s=round(time.monotonic() - t0, 2))
+            covered = covered_seconds(select_segments(rec.segments(), job.start, job.end), job.start, job.end)
+            log.info("clip_ready", event_id=job.event_id, camera=job.camera, seconds=round(covered, 1),
+                     wanted_s=round(job.end - job.start, 1), cut_s=round(time.monotonic() - t0, 2))
         else:
             self.missing += 1
             self.store.set_clip(job.event_id, CLIP_MISSING, reason=why)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch.clips import (
+    covered_seconds,
     ClipJob, ClipService, Segment, clip_window, coverage_note, cut_clip, parse_list_line, recording_reason,
     select_segments,
 )
@@ -41,6 +42,16 @@ def seg(a: float, b: float) -> Segment:
 ])
 def test_select_segments(segments, start, end, expected):
     assert [(s.wall_start, s.wall_end) for s in select_segments(segments, start, end)] == expected
+
+
+@pytest.mark.parametrize("segments, start, end, expected", [
+    ([], 0.0, 4.0, 0.0),
+    ([seg(0, 2), seg(2, 4)], 0.5, 3.5, 3.0),  # covered: the wanted range
+    ([seg(3, 4)], 0.0, 4.0, 1.0),  # the recording starts late
+    ([seg(0, 2)], 0.0, 6.0, 2.0),  # ... or ends early (the daemon died before the post-roll)
+])
+def test_covered_seconds(segments, start, end, expected):
+    assert covered_seconds(segments, start, end) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("segments, start, end, expected", [

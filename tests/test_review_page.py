@@ -58,7 +58,7 @@ def page(tmp_path_factory, request):
     now = time.time()
     for i in range(7):
         app.store.record(_event(f"e{i}", now - 3600 * i))
-    app.store.record(_event("nosnap", now - 30000, snapshot=False))
+    app.store.record(_event("nosnap", now - 3 * 86400, snapshot=False))  # another day at any time of day
     app.store.set_clip("e1", CLIP_MISSING, reason="no recorded segment between 10:00:00 and 10:00:12")
     app.store.set_scores("e0", [(now + 0.2 * i, 0.4 + 0.05 * i, 0.7, 0.3) for i in range(10)])
     (app.store.path / "secret.txt").write_text("not for the web")
