@@ -24,7 +24,7 @@ import numpy as np
 import structlog
 
 from raccoon_watch.motion import Crop, boxes_from_crop
-from raccoon_watch.types import Box, Detection, box_iou
+from raccoon_watch.types import Box, Detection, box_area, box_iou
 
 if TYPE_CHECKING:  # detectors/ imports this module (the factory builds Recognizers)
     from raccoon_watch.detectors.base import Detector
@@ -141,16 +141,11 @@ def final_score(probability: float, detector_score: float, detector_weight: floa
     return float(probability) * max(float(detector_score), 1e-6) ** detector_weight
 
 
-def _area(box: Box) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
 def _inside(box: Box, outer: Box) -> float:
     """Share of ``box``'s area inside ``outer`` (both normalised xmin, ymin, xmax, ymax)."""
-    ix = max(0.0, min(box[2], outer[2]) - max(box[0], outer[0]))
-    iy = max(0.0, min(box[3], outer[3]) - max(box[1], outer[1]))
-    area = _area(box)
-    return ix * iy / area if area > 0 else 0.0
+    area = box_area(box)
+    inter = box_area((max(box[0], outer[0]), max(box[1], outer[1]), min(box[2], outer[2]), min(box[3], outer[3])))
+    return inter / area if area > 0 else 0.0
 
 
 def group_views(candidates: Sequence[Detection], probabilities: Sequence[float],
@@ -177,7 +172,7 @@ def group_views(candidates: Sequence[Detection], probabilities: Sequence[float],
         det, probability = candidates[i], float(probabilities[i])
         for kept, views in animals:
             if box_iou(det.box, kept.box) >= params.view_iou or _inside(det.box, kept.box) >= params.view_containment:
-                if _area(det.box) >= params.view_min_area * _area(kept.box):
+                if box_area(det.box) >= params.view_min_area * box_area(kept.box):
                     views.append(probability)
                 break
         else:
