@@ -11,12 +11,13 @@ Where each file sits in the flow (one module per stage; ``app.py`` is the one pl
 - values that travel between stages: ``types.py`` (Frame, Detection, FrameResult, Event; Box order);
 - configuration and its one set of defaults: ``config.py``; model label maps: ``labels.py``;
   image files with limits: ``imagefile.py``; capped back-off: ``backoff.py``;
-- the service around the pipeline: ``cli.py`` (commands), ``notify.py`` (sd_notify, SIGHUP),
-  ``liveness.py`` (watchdog), ``health.py`` (/healthz), ``metrics.py`` (/metrics), ``logs.py``;
+- the service around the pipeline, in ``service/``: ``cli.py`` (commands), ``notify.py`` (sd_notify,
+  SIGHUP), ``liveness.py`` (watchdog), ``health.py`` (/healthz and the page's server), ``metrics.py``
+  (/metrics), ``logs.py`` (structured logs, secret redaction);
 - the review page: ``clips.py`` (ffmpeg stream-copy recorder per camera, a clip cut per event),
   ``eventtrace.py`` (per-frame scores and the clean best frame of each event), ``live.py`` (newest
   frame per camera for the live view), ``web/`` (pages, auth, score chart, templates) served by
-  ``health.py``'s server, ``export_feedback.py`` (verdicts as train/ CSV);
+  ``service/health.py``'s server, ``export_feedback.py`` (verdicts as train/ CSV);
 - one-shot use of the same recognition: ``detect_cmd.py``; the no-camera demo clip: ``demo.py``.
 
 Developer tools (bench, clip making and evaluation) live in ``tools/`` and training in ``train/``;

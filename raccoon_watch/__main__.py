@@ -1,3 +1,3 @@
-from raccoon_watch.cli import main
+from raccoon_watch.service.cli import main
 
 raise SystemExit(main())

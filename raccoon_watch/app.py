@@ -28,7 +28,7 @@ from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.live import LatestFrame
-from raccoon_watch.metrics import Metrics, outbox_counts
+from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition import Recognizer
 from raccoon_watch.router import EventRouter

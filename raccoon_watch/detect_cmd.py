@@ -55,7 +55,7 @@ from typing import Any, Sequence
 import cv2
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
-from raccoon_watch.logs import setup_logging
+from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
 from raccoon_watch.recognition import Recognizer
@@ -66,7 +66,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".mjpeg", ".h264", ".ts"}
 FALLBACK_FPS = 15.0  # when a source does not report its frame rate
 OPEN_TIMEOUT_MS = 5000
-EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3  # as raccoon_watch.cli
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3  # as raccoon_watch.service.cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

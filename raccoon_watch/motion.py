@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from raccoon_watch.config import MotionConfig
-from raccoon_watch.types import Box, Detection, Frame
+from raccoon_watch.types import Box, Detection, Frame, MotionSnapshot
 
 MOTION_WIDTH = 160  # px: width of the grey frame motion is computed on
 BLUR_KERNEL = (5, 5)  # Gaussian blur at MOTION_WIDTH, against noise and compression blocks
@@ -202,14 +202,12 @@ class GateStats:
     motion_ms_total: float = 0.0
     last_motion: Motion = NO_MOTION
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "frames_checked": self.frames_checked,
-            "frames_passed": self.frames_passed,
-            "frames_cropped": self.frames_cropped,
-            "by_reason": dict(self.by_reason),
-            "motion_ms_mean": round(self.motion_ms_total / self.frames_checked, 3) if self.frames_checked else 0.0,
-        }
+    def frozen(self) -> MotionSnapshot:
+        return MotionSnapshot(
+            frames_checked=self.frames_checked, frames_passed=self.frames_passed, frames_cropped=self.frames_cropped,
+            by_reason=dict(self.by_reason),
+            motion_ms_mean=round(self.motion_ms_total / self.frames_checked, 3) if self.frames_checked else 0.0,
+        )
 
 
 class MotionGate:
@@ -266,9 +264,9 @@ class MotionGate:
             return frame
         return replace(frame, crop=(crop.x0, crop.y0, crop.x1, crop.y1))
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> MotionSnapshot:
         with self._lock:
-            return self.stats.as_dict()
+            return self.stats.frozen()
 
 
 # --- motion-region crops ---------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.types import Event
+from raccoon_watch.types import DeliveryCounts, Event, StorageSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -326,9 +326,13 @@ class EventStore:
         )
         return conn
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> StorageSnapshot:
         """For /healthz: is the store on disk, and was a damaged database replaced in this run."""
-        return {"persistent": self.persistent, "recovered": dict(self.recovered) if self.recovered else None}
+        return StorageSnapshot(self.persistent, dict(self.recovered) if self.recovered else None)
+
+    def delivery_counts(self, sink: str) -> DeliveryCounts:
+        """``sink``'s outbox now: pending, failed for good, dropped by the bound."""
+        return DeliveryCounts(self.pending_count(sink), self.failed_count(sink), self.dropped_count(sink))
 
     def close(self) -> None:
         with self._lock:

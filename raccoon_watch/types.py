@@ -229,6 +229,65 @@ class RouterSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class MotionSnapshot:
+    """One camera's motion gate (``MotionGate.snapshot()``): frames checked, passed on to the
+    detector, passed with a crop; ``by_reason``: passed/held frames per ``motion.Reason`` value."""
+
+    frames_checked: int = 0
+    frames_passed: int = 0
+    frames_cropped: int = 0
+    by_reason: Mapping[str, int] = field(default_factory=dict)
+    motion_ms_mean: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"frames_checked": self.frames_checked, "frames_passed": self.frames_passed,
+                "frames_cropped": self.frames_cropped, "by_reason": dict(self.by_reason),
+                "motion_ms_mean": self.motion_ms_mean}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCounts:
+    """One sink's outbox (``EventStore``): deliveries waiting, rejected for good, evicted by the bound."""
+
+    pending: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"pending": self.pending, "failed": self.failed, "dropped": self.dropped}
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSnapshot:
+    """The event store (``EventStore.health()``): on disk or in memory only, and, when a damaged
+    events.db was replaced in this run, ``recovered`` = {"at", "reason", "moved_to", "method", "salvaged"}."""
+
+    persistent: bool = True
+    recovered: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"persistent": self.persistent, "recovered": dict(self.recovered) if self.recovered else None}
+
+
+SINK_OK, SINK_CONNECTING, SINK_FAILING = "ok", "connecting", "failing"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSnapshot:
+    """A sink's ``health()``: ``state`` ok | connecting | failing and why; ``retained_commands``:
+    camera -> retained command it obeyed at start (MQTT); ``detail``: published as is (e.g. broker)."""
+
+    state: str = SINK_OK
+    reason: str | None = None
+    retained_commands: Mapping[str, str] = field(default_factory=dict)
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"state": self.state, "reason": self.reason, **self.detail,
+                "retained_commands": dict(self.retained_commands)}
+
+
+@dataclass(frozen=True, slots=True)
 class QueueSnapshot:
     """The frame queue (``FrameQueue.snapshot()``): frames waiting, and frames evicted when full."""
 
@@ -244,7 +303,7 @@ class PipelineStats:
 
     cameras: one ``CaptureSnapshot`` per started camera, in config order.
     motion: camera -> ``MotionGate.snapshot()`` (cameras without a gate are absent).
-    deliveries: sink -> {"pending", "failed", "dropped"} from the event store's outbox.
+    deliveries: sink -> its ``DeliveryCounts`` in the event store's outbox.
     storage: ``EventStore.health()``, None without a store; sinks: sink -> its ``health()``.
     ``to_dict()`` is the published JSON shape (MQTT ``P/stats``, documented in sinks/discovery.py).
     """
@@ -255,10 +314,10 @@ class PipelineStats:
     workers: tuple[WorkerSnapshot, ...] = ()
     router: RouterSnapshot | None = None
     queue: QueueSnapshot = QueueSnapshot()
-    motion: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
-    deliveries: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    storage: Mapping[str, Any] | None = None
-    sinks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    motion: Mapping[str, MotionSnapshot] = field(default_factory=dict)
+    deliveries: Mapping[str, DeliveryCounts] = field(default_factory=dict)
+    storage: StorageSnapshot | None = None
+    sinks: Mapping[str, SinkSnapshot] = field(default_factory=dict)
 
     # --- derived numbers (rounded as published) -------------------------------------------------
     @property
@@ -323,7 +382,7 @@ class PipelineStats:
             "reconnects": cam.reconnects,
             "last_frame_age_s": self.last_frame_age_s(cam),
             "detect_enabled": self.detect_enabled(cam.camera),
-            "motion": self.motion.get(cam.camera),
+            "motion": self.motion[cam.camera].to_dict() if cam.camera in self.motion else None,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -340,7 +399,7 @@ class PipelineStats:
             "queue_depth": self.queue.depth,
             "queue_dropped": self.queue.dropped,
             "events": self.events,
-            "deliveries": {sink: dict(counts) for sink, counts in self.deliveries.items()},
-            "storage": self.storage,
-            "sinks": dict(self.sinks),
+            "deliveries": {sink: counts.to_dict() for sink, counts in self.deliveries.items()},
+            "storage": self.storage.to_dict() if self.storage is not None else None,
+            "sinks": {name: sink.to_dict() for name, sink in self.sinks.items()},
         }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch import cli
+from raccoon_watch.service import cli
 from tools import bench
 from tools.bench_clips import ClipSpec, clip_timeline
 

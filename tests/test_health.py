@@ -14,14 +14,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from raccoon_watch import liveness
+from raccoon_watch.service import liveness
 from raccoon_watch.config import parse_config
-from raccoon_watch.health import MAX_CONNECTIONS, HealthServer, health_report
-from raccoon_watch.liveness import CaptureBeat, LivenessLimits, PipelineSnapshot, RouterBeat, WorkerBeat
-from raccoon_watch.metrics import Metrics
+from raccoon_watch.service.health import MAX_CONNECTIONS, HealthServer, health_report
+from raccoon_watch.service.liveness import CaptureBeat, LivenessLimits, PipelineSnapshot, RouterBeat, WorkerBeat
+from raccoon_watch.service.metrics import Metrics
 from raccoon_watch.app import plan_reload
-from raccoon_watch.notify import status_line
-from raccoon_watch.types import CaptureSnapshot, PipelineStats, QueueSnapshot, RouterSnapshot, WorkerSnapshot
+from raccoon_watch.service.notify import status_line
+from raccoon_watch.types import (
+    CaptureSnapshot, DeliveryCounts, PipelineStats, QueueSnapshot, RouterSnapshot, StorageSnapshot, WorkerSnapshot,
+)
 
 NOW = 1000.0
 LIMITS = LivenessLimits(heartbeat_s=10, detect_s=30, model_load_s=300)
@@ -102,7 +104,7 @@ STATS = PipelineStats(
     router=RouterSnapshot(events_emitted=2, processed={"porch": 57, "garden": 0},
                           enabled={"porch": True, "garden": True}),
     queue=QueueSnapshot(depth=1, dropped=3),
-    deliveries={"mqtt": {"pending": 4, "failed": 1, "dropped": 0}},
+    deliveries={"mqtt": DeliveryCounts(pending=4, failed=1, dropped=0)},
 )
 
 
@@ -132,7 +134,7 @@ def test_health_report_status(alive: bool, cameras_up: tuple[str, str], status: 
     ],
 )
 def test_health_report_storage(storage: dict, status: str, problem: str | None) -> None:
-    stats = dataclasses.replace(with_states(STATS, garden="up"), storage=storage)
+    stats = dataclasses.replace(with_states(STATS, garden="up"), storage=StorageSnapshot(**storage))
     _, body = health_report(True, "ok", True, stats)
     assert body["status"] == status and body["storage"] == storage
     assert (problem is None and body["problems"] == []) or problem in " ".join(body["problems"])

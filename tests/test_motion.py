@@ -179,7 +179,7 @@ def test_gate_passes_everything_while_an_event_is_open() -> None:
 def test_disabled_gate_passes_every_frame() -> None:
     gate = MotionGate(MotionConfig(enabled=False))
     assert all(run_gate(gate, frames([scene()] * 5)))
-    assert gate.snapshot()["by_reason"] == {"disabled": 5}
+    assert gate.snapshot().by_reason == {"disabled": 5}
 
 
 # --- crops -------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_gate_crops_small_motion_and_holds_the_crop() -> None:
         assert x1 - x0 == y1 - y0 == 300
         assert x0 <= 900 + 30 and x1 >= 900 + 90 + 60 and y0 <= 500 and y1 >= 560
     assert gate.stats.frames_cropped == sum(f is not None and f.crop is not None for f in out)
-    assert gate.snapshot()["frames_cropped"] == gate.stats.frames_cropped
+    assert gate.snapshot().frames_cropped == gate.stats.frames_cropped
 
 
 @pytest.mark.parametrize(

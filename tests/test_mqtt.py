@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raccoon_watch.config import MqttConfig
-from raccoon_watch.health import health_report
+from raccoon_watch.service.health import health_report
 from raccoon_watch.sinks.discovery import Topics
 from raccoon_watch.sinks.mqtt import MqttSink, event_messages, parse_command, parse_command_topic
 from raccoon_watch.store import EventStore
@@ -348,12 +348,12 @@ def test_wrong_credentials_make_the_sink_report_failing_once_not_endless_warning
     with structlog.testing.capture_logs() as logs:
         bad.start()
         try:
-            assert wait_until(lambda: bad.health()["state"] == "failing", 10)
+            assert wait_until(lambda: bad.health().state == "failing", 10)
             time.sleep(3.5)  # paho retries every second (reconnect_max 1)
             health = bad.health()
         finally:
             bad.stop()
-    assert health["state"] == "failing" and "not authorized" in health["reason"].lower(), health
+    assert health.state == "failing" and "not authorized" in health.reason.lower(), health
     noisy = [e for e in logs if e.get("log_level") in ("warning", "error")]
     assert len(noisy) <= 2, [(e["event"], e.get("reason")) for e in noisy]  # said once, not every retry
     assert "wrong-password" not in repr(logs) + repr(health)
@@ -377,7 +377,7 @@ def test_a_retained_off_at_start_is_logged_and_shown(mosquitto, recorder, store)
     [warned] = [e for e in logs if e["event"] == "mqtt_retained_command"]
     assert warned["log_level"] == "warning" and warned["camera"] == "garden" and warned["detect"] is False
     assert f"{P}/garden/detect/set" in warned["clear_with"]
-    assert health["state"] == "ok" and health["retained_commands"] == {"garden": "OFF"}
+    assert health.state == "ok" and health.retained_commands == {"garden": "OFF"}
     stats = PipelineStats(cameras=(CaptureSnapshot("garden", state="up"),),
                           router=RouterSnapshot(enabled={"garden": False}), sinks={"mqtt": health})
     _, body = health_report(True, "ok", True, stats)

@@ -1,6 +1,6 @@
 """sd_notify over a real AF_UNIX datagram socket, and the daemon's READY/STATUS/WATCHDOG/STOPPING.
 
-Unit part: ``raccoon_watch.notify`` against a socket bound in tmp_path (and in the abstract
+Unit part: ``raccoon_watch.service.notify`` against a socket bound in tmp_path (and in the abstract
 namespace). Daemon part: the real ``python -m raccoon_watch run`` as a subprocess with
 NOTIFY_SOCKET and WATCHDOG_USEC, a looping video file camera and the stock COCO TFLite model.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch import notify
+from raccoon_watch.service import notify
 from tests import wedged_daemon
 
 REPO = Path(__file__).resolve().parent.parent

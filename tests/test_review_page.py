@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 
 from raccoon_watch.app import App
 from raccoon_watch.config import Config, ConfigError, parse_config
-from raccoon_watch.health import HealthServer
+from raccoon_watch.service.health import HealthServer
 from raccoon_watch.store import CLIP_MISSING
 from raccoon_watch.types import Event, EventKind
 from raccoon_watch.web.auth import Auth, login_allowed

@@ -9,7 +9,8 @@ import pytest
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.sinks.discovery import DIAGNOSTICS
 from raccoon_watch.types import (
-    CaptureSnapshot, PipelineStats, QueueSnapshot, RouterSnapshot, WorkerSnapshot,
+    CaptureSnapshot, DeliveryCounts, MotionSnapshot, PipelineStats, QueueSnapshot, RouterSnapshot, SinkSnapshot,
+    StorageSnapshot, WorkerSnapshot,
 )
 
 NOW = 1000.0
@@ -29,10 +30,10 @@ STATS = PipelineStats(
     router=RouterSnapshot(events_emitted=2, processed={"porch": 57, "garden": 0},
                           enabled={"porch": True, "garden": False}),
     queue=QueueSnapshot(depth=1, dropped=3, dropped_by_camera={"porch": 3}),
-    motion={"porch": MOTION},
-    deliveries={"mqtt": {"pending": 4, "failed": 1, "dropped": 0}},
-    storage={"persistent": True, "recovered": None},
-    sinks={"mqtt": {"state": "ok"}},
+    motion={"porch": MotionSnapshot(**MOTION)},
+    deliveries={"mqtt": DeliveryCounts(pending=4, failed=1, dropped=0)},
+    storage=StorageSnapshot(persistent=True, recovered=None),
+    sinks={"mqtt": SinkSnapshot("ok", detail={"broker": "127.0.0.1:1883"})},
 )
 
 EXPECTED = {
@@ -51,7 +52,7 @@ EXPECTED = {
     "events": 2,
     "deliveries": {"mqtt": {"pending": 4, "failed": 1, "dropped": 0}},
     "storage": {"persistent": True, "recovered": None},
-    "sinks": {"mqtt": {"state": "ok"}},
+    "sinks": {"mqtt": {"state": "ok", "reason": None, "broker": "127.0.0.1:1883", "retained_commands": {}}},
 }
 
 
@@ -89,7 +90,7 @@ def test_queue_snapshot() -> None:
 def test_liveness_reads_the_stage_snapshots() -> None:
     from types import SimpleNamespace
 
-    from raccoon_watch import liveness
+    from raccoon_watch.service import liveness
 
     cfg = {name: SimpleNamespace(open_timeout_s=5, read_timeout_s=5, reconnect_max_s=30) for name in ("porch", "garden")}
     busy = PipelineStats(mono=NOW, started_mono=NOW - 100,

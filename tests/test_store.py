@@ -231,7 +231,7 @@ def test_corrupt_database_is_moved_aside_salvaged_and_replaced(tmp_path: Path, h
     assert len(recovered) == 1 and recovered[0]["log_level"] == "error"
     aside = list(storage.glob("events.db.corrupt-*"))
     assert [p.name for p in aside if not p.name.endswith(("-wal", "-shm"))] == [Path(recovered[0]["moved_to"]).name]
-    assert store.health()["recovered"]["moved_to"] == recovered[0]["moved_to"]
+    assert store.health().recovered["moved_to"] == recovered[0]["moved_to"]
     salvaged = recovered[0]["salvaged"]
     if how == "pages":  # the pending push and most of the history were readable
         assert store.outbox_state("pushover", corrupt_db.PENDING_KEY) == "pending"
@@ -274,5 +274,5 @@ def test_damage_met_mid_run_by_a_read_is_recovered_in_place(tmp_path: Path) -> N
         store.enqueue("pushover", "after", b"", {})
     assert [e["event"] for e in logs if e["log_level"] == "error"][-1] == "store_corrupt_recovered"
     assert pending == 1 and store.pending_count("pushover") == 2 and store.persistent
-    assert store.health()["recovered"] is not None
+    assert store.health().recovered is not None
     store.close()

@@ -18,8 +18,8 @@ import time
 from typing import Any, Callable
 
 from raccoon_watch import app as app_module
-from raccoon_watch import cli, notify
-from raccoon_watch.liveness import LivenessLimits
+from raccoon_watch.service import cli, notify
+from raccoon_watch.service.liveness import LivenessLimits
 from raccoon_watch.workers import DetectorWorker
 
 WEDGE_AFTER_ENV = "WEDGE_AFTER_S"

@@ -476,7 +476,7 @@ def _make_bench_app(cfg: Any, probe: Probe) -> Any:
 
 
 def stage_pipeline(args: dict[str, Any]) -> dict[str, Any]:
-    from raccoon_watch.logs import setup_logging
+    from raccoon_watch.service.logs import setup_logging
 
     setup_logging("warning", "json")
     workdir = Path(tempfile.mkdtemp(prefix="raccoon-bench-"))
@@ -516,7 +516,7 @@ def _run_pipeline(args: dict[str, Any], workdir: Path, sinks: dict[str, Any] | N
             "frames_to_detector": cam.frames_queued,
             "frames_processed": len(probe.inference_ms.get(name, [])),
             "frames_dropped": stats.queue.dropped_by_camera.get(name, 0),
-            "motion": stats.motion.get(name),
+            "motion": stats.motion[name].to_dict() if name in stats.motion else None,
             "inference_ms": percentiles(probe.inference_ms.get(name, [])),
         }
     all_ms = [ms for v in probe.inference_ms.values() for ms in v]
@@ -870,7 +870,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(ns: argparse.Namespace) -> int:
     """stdout carries the JSON report only; progress and logs go to stderr."""
-    from raccoon_watch.logs import setup_logging
+    from raccoon_watch.service.logs import setup_logging
 
     setup_logging("warning")
     return _main(ns)

@@ -51,7 +51,7 @@ def stage_recording(args: dict[str, Any]) -> dict[str, Any]:
 def stage_review_list(args: dict[str, Any]) -> dict[str, Any]:
     from raccoon_watch.app import App
     from raccoon_watch.config import Config
-    from raccoon_watch.health import HealthServer
+    from raccoon_watch.service.health import HealthServer
     from raccoon_watch.types import Event, EventKind
     from raccoon_watch.web.pages import ReviewPages
 

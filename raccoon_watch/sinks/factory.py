@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from raccoon_watch.config import Config
-from raccoon_watch.logs import register_secret
+from raccoon_watch.service.logs import register_secret
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.log import LogSink
 from raccoon_watch.store import EventStore

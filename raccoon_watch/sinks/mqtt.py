@@ -71,7 +71,7 @@ from raccoon_watch.sinks.discovery import (
     plan_discovery,
 )
 from raccoon_watch.store import EventStore, OutboxItem
-from raccoon_watch.types import Event, EventKind, PipelineStats
+from raccoon_watch.types import SINK_CONNECTING, SINK_FAILING, SINK_OK, Event, EventKind, PipelineStats, SinkSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -328,16 +328,16 @@ class MqttSink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> SinkSnapshot:
         """For /healthz: ``state`` ok | connecting | failing, ``reason``, retained detect commands."""
         if self.connected:
-            state, reason = "ok", None
+            state, reason = SINK_OK, None
         elif self._last_connect_error:
-            state, reason = "failing", self._last_connect_error
+            state, reason = SINK_FAILING, self._last_connect_error
         else:
-            state, reason = "connecting", None
-        return {"state": state, "reason": reason, "broker": f"{self.cfg.host}:{self.cfg.port}",
-                "retained_commands": dict(self._retained_commands)}
+            state, reason = SINK_CONNECTING, None
+        return SinkSnapshot(state, reason, retained_commands=dict(self._retained_commands),
+                            detail={"broker": f"{self.cfg.host}:{self.cfg.port}"})
 
     def metrics(self) -> dict[str, int]:
         return {

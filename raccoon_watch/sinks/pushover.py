@@ -52,7 +52,7 @@ import structlog
 
 from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import PushoverConfig, QuietHours
-from raccoon_watch.logs import clip
+from raccoon_watch.service.logs import clip
 from raccoon_watch.store import EventStore, OutboxItem
 from raccoon_watch.types import Event, EventKind
 

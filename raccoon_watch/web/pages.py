@@ -35,7 +35,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from raccoon_watch.config import HttpConfig
-from raccoon_watch.logs import clip as clip_text
+from raccoon_watch.service.logs import clip as clip_text
 from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SNAPSHOT_DIR
 from raccoon_watch.web.auth import COOKIE, Auth, Session, csrf_ok
 from raccoon_watch.web.chart import score_chart_svg

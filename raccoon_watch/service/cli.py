@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
-    from raccoon_watch.logs import setup_logging
+    from raccoon_watch.service.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)  # (OpenCV's own log level: raccoon_watch/__init__.py)
     for name, cam in cfg.cameras.items():
@@ -176,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"raccoon-watch: cannot load the model: {exc}", file=sys.stderr)
         app.stop()
         return EXIT_MODEL
-    from raccoon_watch.notify import ServiceRuntime
+    from raccoon_watch.service.notify import ServiceRuntime
 
     service = ServiceRuntime(app, args.config)  # sd_notify READY/STATUS/WATCHDOG/STOPPING, /healthz
     _install_signal_handlers(app)

@@ -14,12 +14,15 @@ a host or a secret.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from raccoon_watch.types import CaptureSnapshot, PipelineStats
+from raccoon_watch.types import CaptureSnapshot, DeliveryCounts, PipelineStats
+
+if TYPE_CHECKING:
+    from raccoon_watch.store import EventStore
 
 PREFIX = "raccoon_watch"
 CAMERA_UP = "up"
@@ -88,12 +91,12 @@ def _camera_families(s: PipelineStats) -> Iterable[Metric]:
     yield from (up, age, enabled)
 
 
-def _delivery_families(deliveries: Mapping[str, Mapping[str, int]]) -> Iterable[Metric]:
-    """``deliveries``: {sink name: {"pending": n, "failed": n, "dropped": n}} from the store's outbox."""
+def _delivery_families(deliveries: Mapping[str, DeliveryCounts]) -> Iterable[Metric]:
+    """``deliveries``: sink name -> its outbox counts."""
     for key, suffix, doc in _DELIVERY_GAUGES:
         fam = GaugeMetricFamily(f"{PREFIX}_{suffix}", doc, labels=["sink"])
         for sink, counts in deliveries.items():
-            fam.add_metric([sink], counts.get(key, 0))
+            fam.add_metric([sink], getattr(counts, key))
         yield fam
 
 
@@ -125,15 +128,8 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def outbox_counts(store: Any, sink_names: Iterable[str]) -> dict[str, dict[str, int]]:
-    """{sink: {"pending", "failed", "dropped"}} from ``EventStore``; {} without a store."""
+def outbox_counts(store: EventStore | None, sink_names: Iterable[str]) -> dict[str, DeliveryCounts]:
+    """sink -> its ``DeliveryCounts`` in ``store``'s outbox; {} without a store."""
     if store is None:
         return {}
-    return {
-        name: {
-            "pending": store.pending_count(name),
-            "failed": store.failed_count(name),
-            "dropped": store.dropped_count(name),
-        }
-        for name in sink_names
-    }
+    return {name: store.delivery_counts(name) for name in sink_names}

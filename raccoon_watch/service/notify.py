@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 
 if TYPE_CHECKING:
-    from raccoon_watch.liveness import LivenessLimits
+    from raccoon_watch.app import App
+    from raccoon_watch.service.health import HealthServer
+    from raccoon_watch.service.liveness import LivenessLimits
     from raccoon_watch.types import PipelineStats
 
 log = structlog.get_logger(__name__)
@@ -195,7 +197,7 @@ class ServiceNotifier:
 # --- SIGHUP: the sd_notify side of a reload (App.reload decides what changes) -----------------------
 
 
-def reload_app(app: Any, path: Any) -> bool:
+def reload_app(app: App, path: str | os.PathLike[str]) -> bool:
     """RELOADING=1, re-read ``path``, ``app.reload()`` it, READY=1. A bad file keeps the old config."""
     from raccoon_watch.config import ConfigError, load_config
 
@@ -227,21 +229,21 @@ class ServiceRuntime:
     ``limits``: the liveness limits of the watchdog and /healthz (default ``LivenessLimits()``).
     """
 
-    def __init__(self, app: Any, config_path: Any, limits: LivenessLimits | None = None) -> None:
-        from raccoon_watch import liveness
+    def __init__(self, app: App, config_path: str | os.PathLike[str], limits: LivenessLimits | None = None) -> None:
+        from raccoon_watch.service import liveness
 
         self.app = app
         self.config_path = config_path
         self.liveness = liveness.AppLiveness(app, limits or liveness.LivenessLimits())
         self.notifier = ServiceNotifier(self.liveness.check, app.stats)
         self.tick_s = self.notifier.tick_s
-        self.http: Any = None
+        self.http: HealthServer | None = None
         self._reload_requested = False
 
     def start(self) -> None:
         http = self.app.cfg.http
         if http.enabled:
-            from raccoon_watch.health import HealthServer, app_health
+            from raccoon_watch.service.health import HealthServer, app_health
 
             pages = None
             if http.review:

@@ -25,9 +25,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from raccoon_watch.types import PipelineStats
+
+if TYPE_CHECKING:
+    from raccoon_watch.config import Config
 
 OK = "ok"
 CAMERA_UP = "up"
@@ -201,7 +204,7 @@ def pipeline_snapshot(
 class StatsSource(Protocol):
     """What liveness needs of the App: its config (camera timeouts) and its stats."""
 
-    cfg: Any  # raccoon_watch.config.Config
+    cfg: Config
 
     def stats(self) -> PipelineStats: ...
 

@@ -38,9 +38,9 @@ from typing import Any, Callable, Mapping
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from raccoon_watch import liveness
-from raccoon_watch.logs import clip
-from raccoon_watch.types import PipelineStats
+from raccoon_watch.service import liveness
+from raccoon_watch.service.logs import clip
+from raccoon_watch.types import SINK_FAILING, PipelineStats
 
 log = structlog.get_logger(__name__)
 
@@ -72,14 +72,13 @@ def health_report(
     }
     sinks = dict(stats.sinks)
     problems = [f"camera {name} is {c['state']}" for name, c in cameras.items() if not c["up"]]
-    storage = stats.storage or {}
-    if storage.get("recovered"):
-        problems.append(f"events.db was damaged and replaced; the old file is {storage['recovered']['moved_to']}")
-    if storage and not storage.get("persistent", True):
+    storage = stats.storage
+    if storage is not None and storage.recovered:
+        problems.append(f"events.db was damaged and replaced; the old file is {storage.recovered['moved_to']}")
+    if storage is not None and not storage.persistent:
         problems.append("event store is in memory only: pending deliveries do not survive a restart")
-    problems += [f"{name} sink failing: {sink.get('reason')}" for name, sink in sinks.items()
-                 if sink.get("state") == "failing"]
-    retained = {cam: sink_name for sink_name, sink in sinks.items() for cam in sink.get("retained_commands", {})}
+    problems += [f"{name} sink failing: {sink.reason}" for name, sink in sinks.items() if sink.state == SINK_FAILING]
+    retained = {cam: sink_name for sink_name, sink in sinks.items() for cam in sink.retained_commands}
     notes = [f"detection is off for camera {name}"
              + (f" (by a retained {retained[name]} command; it applies at every start)" if name in retained else "")
              for name, c in cameras.items() if not c["detect_enabled"]]
@@ -102,8 +101,8 @@ def health_report(
         },
         "queue_depth": stats.queue.depth,
         "events": stats.events,
-        "storage": stats.storage,
-        "sinks": sinks,
+        "storage": storage.to_dict() if storage is not None else None,
+        "sinks": {name: sink.to_dict() for name, sink in sinks.items()},
         "problems": problems,
         "notes": notes,
     }
