@@ -292,7 +292,8 @@ class App:
                 cam.motion, event_active=(lambda n=name: router.has_active_event(n)) if router else None,
             )
             self.live[name] = LatestFrame(self.gates[name])
-            thread = CaptureThread(name, cam, self.frames, self.stop_event, sample_hook=self.live[name])
+            thread = CaptureThread(name, cam, self.frames, self.stop_event, sample_hook=self.live[name],
+                                   file_clock=self.clips.file_clocks.get(name) if self.clips else None)
             thread.start()
             self.cameras[name] = thread
 

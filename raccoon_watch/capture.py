@@ -30,6 +30,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
@@ -225,6 +226,46 @@ class _End(enum.Enum):
     STOPPED = "stopped"  # the stop event was set
 
 
+@dataclass(frozen=True, slots=True)
+class FileAnchor:
+    """At wall time ``wall`` (the ``Frame.ts`` clock) a file camera showed second ``stream`` of its
+    file, in ``run`` (0 for the first pass through the file, +1 at each loop or reopen)."""
+
+    wall: float
+    stream: float
+    run: int
+
+
+class FileClock:
+    """Which second of a file camera's file was on screen at a wall time: written by the camera's
+    capture thread (``mark`` on every decoded frame), read by the clip cutter (``anchors``), which
+    cuts an event's clip out of the file itself by stream copy (clips.file_span).
+
+    Between anchors stream time advances 1:1 with wall time, as a paced file plays; a new anchor is
+    kept when the file starts again (its stream time goes back) or the schedule slips by more than
+    ``tolerance_s`` (a busy machine), so a mapped time is never further off than that. The newest
+    ``keep`` anchors are kept (a looping 30 s file adds one per loop)."""
+
+    def __init__(self, tolerance_s: float = 0.1, keep: int = 4096) -> None:
+        self.tolerance_s = tolerance_s
+        self._anchors: deque[FileAnchor] = deque(maxlen=keep)
+        self._last_stream = math.inf
+        self._lock = threading.Lock()
+
+    def mark(self, wall: float, stream: float) -> None:
+        with self._lock:
+            last = self._anchors[-1] if self._anchors else None
+            if last is None or stream < self._last_stream:
+                self._anchors.append(FileAnchor(wall, stream, last.run + 1 if last else 0))
+            elif abs(last.stream + (wall - last.wall) - stream) > self.tolerance_s:
+                self._anchors.append(FileAnchor(wall, stream, last.run))
+            self._last_stream = stream
+
+    def anchors(self) -> tuple[FileAnchor, ...]:
+        with self._lock:
+            return tuple(self._anchors)
+
+
 SampleHook = Callable[[Frame], Frame | None]
 """Called with every decoded frame before it is queued; returns the frame to queue (the same one,
 or a copy with ``Frame.crop`` set, as ``motion.MotionGate`` does), or None to not queue it."""
@@ -249,6 +290,7 @@ class CaptureThread(threading.Thread):
         stop: threading.Event,
         clock: Clock = time,
         sample_hook: SampleHook | None = None,
+        file_clock: FileClock | None = None,
     ) -> None:
         super().__init__(name=f"capture-{name}", daemon=True)
         self.camera = name
@@ -258,6 +300,7 @@ class CaptureThread(threading.Thread):
         self.clock = clock
         self.sample_hook = sample_hook
         self.kind = classify_source(cfg.source)
+        self.file_clock = file_clock if self.kind is SourceKind.FILE else None
         self.stats = CameraStats(camera=name, kind=self.kind.value)
         self._sampler = RateSampler(cfg.detect_fps)
         self._seq = 0
@@ -390,7 +433,7 @@ class CaptureThread(threading.Thread):
             if not self.should_decode(stream_t):
                 self.stats.last_frame_mono = self.clock.monotonic()
                 continue
-            if self._decode(cap, seq, pace_fps):
+            if self._decode(cap, seq, pace_fps, stream_t):
                 bad_in_a_row = 0
             else:
                 bad_in_a_row += 1
@@ -410,9 +453,10 @@ class CaptureThread(threading.Thread):
             self.stop_event.wait(due - now)
         return t0
 
-    def _decode(self, cap: cv2.VideoCapture, seq: int, fps: float) -> bool:
+    def _decode(self, cap: cv2.VideoCapture, seq: int, fps: float, stream_t: float) -> bool:
         """Retrieve the grabbed frame; hand it on if usable. False if it was bad. ``fps``: the
-        file's frame rate, for the file time of a draining source."""
+        file's frame rate, for the file time of a draining source; ``stream_t``: the frame's second
+        in the file (files; the FileClock's mark)."""
         ok, image = cap.retrieve()
         self.stats.frames_decoded += 1
         problem = check_image(image) if ok else "retrieve failed"
@@ -427,6 +471,8 @@ class CaptureThread(threading.Thread):
         ts, mono = self.clock.time(), now_mono
         if self._file_t0 is not None:  # drain: file time
             ts, mono = self._file_t0[0] + seq / fps, self._file_t0[1] + seq / fps
+        if self.file_clock is not None:
+            self.file_clock.mark(ts, stream_t)
         self.handle_frame(Frame(camera=self.camera, seq=seq, ts=ts, mono=mono, image=image))
         return True
 

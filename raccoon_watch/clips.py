@@ -29,8 +29,12 @@ restarted with capped back-off and the camera's detection never notices. An even
 no segment, or whose cut fails, gets ``clip_state = missing`` and a ``clip_reason`` that says why;
 one that was being cut when the daemon died is cut (or marked missing) at the next start.
 
-File sources and webcams record nothing (``recording_reason`` says why): a file camera is already a
-file, and a webcam gives raw frames that would have to be encoded.
+File cameras record nothing: the file already holds every packet. Their capture thread keeps a
+``capture.FileClock`` (which second of the file was on screen at which wall time), and an event's
+clip is cut out of the source file itself, by the same stream-copy cut, as soon as the event ends
+(``file_span`` maps the clip's wall-clock range to seconds of the pass through the file that showed
+the first sighting; a clip is cut to the file's end when the file looped during it). Webcams record
+nothing (``recording_reason`` says why): they give raw frames that would have to be encoded.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from typing import Any
 import structlog
 
 from raccoon_watch.backoff import backoff_delay
-from raccoon_watch.capture import SourceKind, classify_source
+from raccoon_watch.capture import FileAnchor, FileClock, SourceKind, classify_source
 from raccoon_watch.config import CameraConfig, ClipsConfig, redact_url
 from raccoon_watch.store import CLIP_DIR, CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
 from raccoon_watch.types import Event, EventKind
@@ -60,7 +64,8 @@ RECORDINGS_DIR = "recordings"
 INDEX_NAME = "index.jsonl"
 OFFSET_SAMPLES = 10
 CUT_TIMEOUT_S = 60.0
-RECORDED_KINDS = (SourceKind.RTSP, SourceKind.HTTP)
+RECORDED_KINDS = (SourceKind.RTSP, SourceKind.HTTP)  # an ffmpeg recorder per camera
+CLIPPED_KINDS = (*RECORDED_KINDS, SourceKind.FILE)  # files: cut from the file itself
 CLIP_URL = "/events/{id}/clip.mp4"
 
 
@@ -75,12 +80,14 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class ClipJob:
-    """A clip to cut: the event and the wall-clock range [start, end] it should cover."""
+    """A clip to cut: the event and the wall-clock range [start, end] it should cover; ``seen``: its
+    first sighting (wall), which picks a file camera's pass through its file (None: ``start``)."""
 
     event_id: str
     camera: str
     start: float
     end: float
+    seen: float | None = None
 
 
 def recording_reason(cam: CameraConfig, clips: ClipsConfig) -> str | None:
@@ -88,8 +95,8 @@ def recording_reason(cam: CameraConfig, clips: ClipsConfig) -> str | None:
     if not clips.enabled:
         return "clips are switched off (clips.enabled: false)"
     kind = classify_source(cam.source)
-    if kind not in RECORDED_KINDS:
-        return f"a {kind.value} camera records no clips (only rtsp:// and http:// cameras send H.264 to copy)"
+    if kind not in CLIPPED_KINDS:
+        return f"a {kind.value} camera records no clips (only rtsp://, http:// and file cameras have H.264 to copy)"
     return None
 
 
@@ -124,6 +131,28 @@ def coverage_note(chosen: Sequence[Segment], start: float, end: float, slack: fl
     notes += [f"a {b.wall_start - a.wall_end:.1f} s gap at {_hms(a.wall_end)}"
               for a, b in zip(chosen, chosen[1:]) if b.wall_start - a.wall_end > slack]
     return "; ".join(notes) or None
+
+
+def file_span(anchors: Sequence[FileAnchor], start: float, end: float, seen: float) -> tuple[float, float] | None:
+    """(offset, duration) in seconds of a file camera's file for the wall-clock range [start, end],
+    read in the pass through the file that was on screen at wall time ``seen`` (the first sighting),
+    or None when no frame was marked by then or the range maps to nothing (pure).
+
+    ``anchors``: a FileClock's, oldest first. The offset is clamped to the file's start; an end past
+    the pass's last frame (the file looped or ended) is left to the cut, which stops at the file's end."""
+    before = [a for a in anchors if a.wall <= seen]
+    if not before:
+        return None
+    run = [a for a in anchors if a.run == before[-1].run]
+
+    def stream_at(wall: float) -> float:
+        prior = [a for a in run if a.wall <= wall]
+        a = prior[-1] if prior else run[0]
+        return a.stream + (wall - a.wall)
+
+    offset = max(0.0, stream_at(start))
+    duration = stream_at(end) - offset
+    return (offset, duration) if duration > 0 else None
 
 
 def parse_list_line(line: str) -> tuple[str, float, float] | None:
@@ -409,8 +438,35 @@ def cut_clip(segments: Sequence[Segment], job: ClipJob, out: Path, ffmpeg: str) 
         with open(joined, "wb") as fh:
             for s in chosen:
                 fh.write(s.path.read_bytes())
-        for cmd in (remux_command(ffmpeg, joined, full),
-                    cut_command(ffmpeg, full, start - chosen[0].wall_start, job.end - start, tmp)):
+        return _run_cut([remux_command(ffmpeg, joined, full),
+                         cut_command(ffmpeg, full, start - chosen[0].wall_start, job.end - start, tmp)], tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return f"ffmpeg could not cut the clip: {exc}"
+    finally:
+        joined.unlink(missing_ok=True)
+        full.unlink(missing_ok=True)
+
+
+def cut_file_clip(source: Path, anchors: Sequence[FileAnchor], job: ClipJob, seen: float, out: Path,
+                  ffmpeg: str) -> str | None:
+    """Cut ``job``'s range out of a file camera's own file into ``out`` by stream copy (atomic).
+    ``seen``: the event's first sighting (wall), which picks the pass through the file.
+    Returns None when the clip is written, else why not."""
+    span = file_span(anchors, job.start, job.end, seen)
+    if span is None:
+        return "the file camera had shown no frame of this event (its file position is unknown)"
+    if not source.is_file():
+        return f"the camera's file {source} is gone"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.mp4")
+    return _run_cut([cut_command(ffmpeg, source, span[0], span[1], tmp)], tmp, out)
+
+
+def _run_cut(commands: Sequence[list[str]], tmp: Path, out: Path) -> str | None:
+    """Run the ffmpeg ``commands`` in turn; the last writes ``tmp``, renamed to ``out`` when non-empty."""
+    try:
+        for cmd in commands:
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=CUT_TIMEOUT_S,
                                   check=False)
             if done.returncode != 0:
@@ -420,9 +476,6 @@ def cut_clip(segments: Sequence[Segment], job: ClipJob, out: Path, ffmpeg: str) 
     except (OSError, subprocess.TimeoutExpired) as exc:
         tmp.unlink(missing_ok=True)
         return f"ffmpeg could not cut the clip: {exc}"
-    finally:
-        joined.unlink(missing_ok=True)
-        full.unlink(missing_ok=True)
     if not tmp.is_file() or tmp.stat().st_size == 0:
         tmp.unlink(missing_ok=True)
         return "ffmpeg wrote an empty clip"
@@ -444,10 +497,14 @@ class ClipService:
         self.clips = clips
         self._halt = stop
         self.reasons = {name: recording_reason(cam, clips) for name, cam in cameras.items() if cam.enabled}
+        clipped = [name for name, reason in self.reasons.items() if reason is None]
         self.recorders = {
             name: SegmentRecorder(name, cameras[name].source, store.path, clips, stop)
-            for name, reason in self.reasons.items() if reason is None
+            for name in clipped if classify_source(cameras[name].source) in RECORDED_KINDS
         }
+        # file cameras: cut from the file itself; their capture threads mark these (App wires them)
+        self.file_clocks = {name: FileClock() for name in clipped if name not in self.recorders}
+        self.file_sources = {name: Path(cameras[name].source.strip()) for name in self.file_clocks}
         self._jobs: "queue.Queue[tuple[float, ClipJob]]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="clip-cutter", daemon=True)
         self.cut = 0
@@ -455,7 +512,7 @@ class ClipService:
 
     def has_clip(self, camera: str) -> bool:
         """True when events of this camera get a clip (recorded; it is ready after the event ends)."""
-        return camera in self.recorders
+        return camera in self.recorders or camera in self.file_clocks
 
     def event_fields(self, event: Event) -> dict[str, Any]:
         """What the MQTT event payloads add: ``has_clip`` and the clip's URL path."""
@@ -479,7 +536,8 @@ class ClipService:
         out: dict[str, dict[str, Any]] = {}
         for name, reason in self.reasons.items():
             rec = self.recorders.get(name)
-            out[name] = {"recording": rec.state if rec else "off", "reason": reason or (rec.last_error if rec else ""),
+            state = rec.state if rec else ("from the file" if name in self.file_clocks else "off")
+            out[name] = {"recording": state, "reason": reason or (rec.last_error if rec else ""),
                          "restarts": rec.restarts if rec else 0}
         return out
 
@@ -487,16 +545,21 @@ class ClipService:
     def on_event(self, event: Event) -> None:
         rec = self.recorders.get(event.camera)
         if event.kind is EventKind.START:
-            if rec is None:
+            if not self.has_clip(event.camera):
                 self.store.set_clip(event.id, CLIP_MISSING, reason=self.reasons.get(event.camera) or "not recorded")
                 return
-            rec.hold(event.id, event.first_seen_ts - self.clips.pre_roll)
+            if rec is not None:
+                rec.hold(event.id, event.first_seen_ts - self.clips.pre_roll)
             self.store.set_clip(event.id, CLIP_PENDING)
-        elif event.kind is EventKind.END and rec is not None:
-            start, end = clip_window(event.first_seen_ts or event.start_time, event.end_time or time.time(), self.clips)
-            self._enqueue(ClipJob(event.id, event.camera, start, end))
+        elif event.kind is EventKind.END and self.has_clip(event.camera):
+            seen = event.first_seen_ts or event.start_time
+            start, end = clip_window(seen, event.end_time or time.time(), self.clips)
+            self._enqueue(ClipJob(event.id, event.camera, start, end, seen))
 
     def _enqueue(self, job: ClipJob) -> None:
+        if job.camera in self.file_clocks:  # the file already holds the post-roll: cut now
+            self._jobs.put((time.monotonic(), job))
+            return
         deadline = time.monotonic() + max(0.0, job.end - time.time()) + 3 * self.clips.segment_s + 5.0
         self._jobs.put((deadline, job))
 
@@ -505,7 +568,9 @@ class ClipService:
         for row in self.store.events_with("clip_pending"):
             rec = self.recorders.get(row["camera"])
             if rec is None:
-                self.store.set_clip(row["id"], CLIP_MISSING, reason="the camera no longer records clips")
+                reason = ("the daemon stopped before the clip was cut, and where the file camera was in its file "
+                          "then is not kept" if row["camera"] in self.file_clocks else "the camera no longer records clips")
+                self.store.set_clip(row["id"], CLIP_MISSING, reason=reason)
                 continue
             first = row["start_time"]
             last = row["end_time"] or row["updated"]
@@ -525,27 +590,37 @@ class ClipService:
             now = time.monotonic()
             still = []
             for deadline, job in waiting:
-                rec = self.recorders[job.camera]
-                if rec.covered_until() >= job.end or now >= deadline:
+                rec = self.recorders.get(job.camera)
+                if rec is None or rec.covered_until() >= job.end or now >= deadline:
                     self._cut(rec, job)
                 else:
                     still.append((deadline, job))
             waiting = still
 
-    def _cut(self, rec: SegmentRecorder, job: ClipJob) -> None:
+    def _cut(self, rec: SegmentRecorder | None, job: ClipJob) -> None:
         out = self.store.media_path(CLIP_DIR, job.camera, job.event_id)
         t0 = time.monotonic()
+        covered = 0.0
         try:
-            why = cut_clip(rec.segments(), job, out, self.clips.ffmpeg)
+            if rec is not None:
+                segments = rec.segments()
+                why = cut_clip(segments, job, out, self.clips.ffmpeg)
+                covered = covered_seconds(select_segments(segments, job.start, job.end), job.start, job.end)
+            else:
+                anchors = self.file_clocks[job.camera].anchors()
+                why = cut_file_clip(self.file_sources[job.camera], anchors, job, job.seen or job.start, out,
+                                    self.clips.ffmpeg)
+                covered = (_probe_duration(self.clips.ffmpeg, out) or 0.0) if why is None else 0.0
         except OSError as exc:
             why = f"cannot write the clip: {exc.strerror or exc}"
-        rec.hold(job.event_id, None)
+        if rec is not None:
+            rec.hold(job.event_id, None)
         if why is None:
             self.cut += 1
             self.store.set_clip(job.event_id, CLIP_READY, clip=out)
-            covered = covered_seconds(select_segments(rec.segments(), job.start, job.end), job.start, job.end)
             log.info("clip_ready", event_id=job.event_id, camera=job.camera, seconds=round(covered, 1),
-                     wanted_s=round(job.end - job.start, 1), cut_s=round(time.monotonic() - t0, 2))
+                     wanted_s=round(job.end - job.start, 1), cut_s=round(time.monotonic() - t0, 2),
+                     source="file" if rec is None else "recording")
         else:
             self.missing += 1
             self.store.set_clip(job.event_id, CLIP_MISSING, reason=why)

@@ -81,7 +81,8 @@ def test_parse_list_line(line, expected):
     ("rtsp://u:p@cam/stream", True, True),
     ("http://cam/video.mjpg", True, True),
     ("rtsp://cam/stream", False, False),
-    ("/videos/porch.mp4", True, False),
+    ("/videos/porch.mp4", True, True),  # cut from the file itself
+    ("/videos/porch.mp4", False, False),
     ("0", True, False),
 ])
 def test_which_cameras_record(source, enabled, records):

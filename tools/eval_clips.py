@@ -252,8 +252,9 @@ def clip_config(base: Any, clip: Path, storage: Path, model: Path | None, thresh
     if threshold is not None:
         detector = detector.model_copy(update={"threshold": threshold})
     storage_cfg = base.storage.model_copy(update={"path": storage})
+    clips = base.clips.model_copy(update={"enabled": False})  # events are scored, not watched: no clip cuts
     return base.model_copy(update={"cameras": {CAMERA: camera}, "detector": detector, "storage": storage_cfg,
-                                   "mqtt": None, "pushover": None})
+                                   "clips": clips, "mqtt": None, "pushover": None})
 
 
 def run_clip(cfg: Any, timeout_s: float) -> ClipRun:
