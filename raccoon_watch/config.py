@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -294,9 +295,11 @@ class PushoverConfig(_Strict):
 
 
 class ClipsConfig(_Strict):
-    """Event clips (clips.py): a rolling buffer of stream-copied segments per RTSP/HTTP camera, cut per event."""
+    """Event clips (clips.py): a rolling buffer of stream-copied segments per RTSP/HTTP camera, cut per
+    event; a file camera's clips are cut from its file."""
 
-    enabled: bool = Field(True, description="Record clips for RTSP/HTTP cameras (files and webcams get none, said so).")
+    enabled: bool = Field(True, description="Clips for RTSP/HTTP cameras (recorded) and file cameras (cut from the "
+                          "file); webcams get none, said so.")
     pre_roll: float = Field(5.0, ge=0.0, le=60.0, description="Seconds of the clip before the first sighting.")
     post_roll: float = Field(5.0, ge=0.0, le=60.0, description="Seconds of the clip after the event ended.")
     segment_s: float = Field(2.0, ge=0.5, le=10.0, description="Length of one buffered segment (cut at keyframes).")
@@ -334,6 +337,18 @@ class HttpConfig(_Strict):
         default_factory=list,
         description="Origins allowed to frame the page (Home Assistant panel_iframe), e.g. https://ha.example.net.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Peers whose X-Forwarded-For names the client (login rate limits count per client, not per proxy).",
+    )
+
+    @property
+    def login_required(self) -> bool:
+        """Off loopback, behind a proxy that serves another host (``public_url``), or with a password
+        or token configured, the page asks who you are; bound to loopback and used there, it does not."""
+        public_host = urlsplit(self.public_url).hostname or "" if self.public_url else ""
+        return (not is_loopback(self.host) or (bool(public_host) and not is_loopback(public_host))
+                or self.password_hash is not None or self.token is not None)
 
     @field_validator("public_url")
     @classmethod
@@ -359,10 +374,13 @@ class HttpConfig(_Strict):
 
     @model_validator(mode="after")
     def _login_off_loopback(self) -> "HttpConfig":
-        if self.enabled and self.review and not is_loopback(self.host) \
-                and self.password_hash is None and self.token is None:
-            raise ValueError(f"host {self.host!r} is reachable from other machines: set http.password_hash "
-                             "or http.token (or bind 127.0.0.1)")
+        if self.enabled and self.review and self.password_hash is None and self.token is None:
+            if not is_loopback(self.host):
+                raise ValueError(f"host {self.host!r} is reachable from other machines: set http.password_hash "
+                                 "or http.token (or bind 127.0.0.1)")
+            if self.login_required:  # loopback, but a proxy serves it to others at public_url
+                raise ValueError(f"public_url {self.public_url!r} serves the page to other machines through a "
+                                 "proxy: set http.password_hash or http.token")
         return self
 
 

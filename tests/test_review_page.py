@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import requests
 from argon2 import PasswordHasher
+from pydantic import SecretStr
 
 from raccoon_watch.app import App
 from raccoon_watch.config import Config, ConfigError, parse_config
 from raccoon_watch.service.health import HealthServer
 from raccoon_watch.store import CLIP_MISSING
 from raccoon_watch.types import Event, EventKind
-from raccoon_watch.web.auth import Auth, login_allowed
+from raccoon_watch.web.auth import Auth, client_address, login_allowed
 from raccoon_watch.web.chart import score_chart_svg
 from raccoon_watch.web.pages import ReviewPages
 
@@ -164,20 +165,23 @@ def test_clip_ranges_for_seeking(page, tmp_path):
 
 def test_behind_a_proxy_at_a_sub_path_every_link_keeps_it(page):
     app, _ = page
-    http = app.cfg.http.model_copy(update={"public_url": "https://cams.example.net/rw"})
+    http = app.cfg.http.model_copy(update={"public_url": "https://cams.example.net/rw", "token": SecretStr("t" * 32)})
     server = HealthServer("127.0.0.1", 0, lambda: (True, {}), lambda: b"", ReviewPages(app, http))
     server.start()
+    bearer = {"Authorization": "Bearer " + "t" * 32}
     try:
         url = f"http://127.0.0.1:{server.port}"  # the proxy strips /rw before it forwards
-        html = requests.get(url + "/").text
+        login = requests.get(url + "/", allow_redirects=False)  # served to others by the proxy: a login
+        assert login.status_code == 303 and login.headers["Location"].startswith("/rw/login")
+        html = requests.get(url + "/", headers=bearer).text
         links = re.findall(r'(?:href|src|action)="([^"]+)"', html)
         assert links and all(link.startswith("/rw/") for link in links), links
-        first = requests.get(url + "/events/e4")
+        first = requests.get(url + "/events/e4", headers=bearer)
         cookie = first.headers["Set-Cookie"]
         assert "Path=/rw;" in cookie and "Secure" in cookie  # public_url is https: the cookie only goes there
         sid = re.match(r"rw_session=([^;]+)", cookie).group(1)
         resp = requests.post(url + "/events/e4/feedback", data={"label": "raccoon", "csrf": _csrf(first.text)},
-                             headers={"Cookie": f"rw_session={sid}"}, allow_redirects=False)
+                             headers={"Cookie": f"rw_session={sid}", **bearer}, allow_redirects=False)
         assert resp.status_code == 303 and resp.headers["Location"] == "/rw/events/e4"
     finally:
         server.stop()
@@ -207,6 +211,35 @@ def test_another_bind_address_needs_a_password_or_token():
     assert ok.http.token is not None
 
 
+@pytest.mark.parametrize("http, required, error", [
+    ("{enabled: true}", False, None),                                          # loopback, used there
+    ("{enabled: true, public_url: 'http://127.0.0.1:8765'}", False, None),
+    ("{enabled: true, public_url: 'https://cams.example.net/rw'}", True, "public_url"),  # a proxy serves it out
+    ("{enabled: true, public_url: 'https://cams.example.net/rw', token: abcdefghijklmnop}", True, None),
+    ("{enabled: true, token: abcdefghijklmnop}", True, None),                 # a token set: asked for
+])
+def test_a_page_served_to_other_machines_asks_for_a_login(http, required, error):
+    text = f"cameras: {{c: {{source: '0'}}}}\nhttp: {http}\n"
+    if error:
+        with pytest.raises(ConfigError, match=error):
+            parse_config(text)
+    else:
+        assert parse_config(text).http.login_required is required
+
+
+@pytest.mark.parametrize("peer, forwarded, expected", [
+    ("10.0.0.5", None, "10.0.0.5"),
+    ("10.0.0.5", "1.2.3.4", "10.0.0.5"),                   # not a trusted proxy: its header is ignored
+    ("127.0.0.1", None, "127.0.0.1"),
+    ("127.0.0.1", "203.0.113.7", "203.0.113.7"),           # the proxy names the client
+    ("127.0.0.1", "6.6.6.6, 203.0.113.7", "203.0.113.7"),  # the left part is the client's own claim
+    ("127.0.0.1", "203.0.113.7, 127.0.0.1", "203.0.113.7"),
+    ("127.0.0.1", " , ", "127.0.0.1"),
+])
+def test_client_address(peer, forwarded, expected):
+    assert client_address(peer, forwarded, ["127.0.0.1", "::1"]) == expected
+
+
 def test_login_sessions_and_the_lockout(tmp_path, small_clip):
     hashed = PasswordHasher().hash("correct horse")
     app, server = _serve(tmp_path, small_clip, {"host": "0.0.0.0", "password_hash": hashed, "token": "t" * 32})
@@ -231,6 +264,16 @@ def test_login_sessions_and_the_lockout(tmp_path, small_clip):
         codes = [other.post(url + "/login", data={"csrf": form, "password": f"guess{i}"}).status_code for i in range(7)]
         assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
         assert s.get(url + "/events/e0").status_code == 200  # the lockout is per client, the session still works
+        # behind a proxy (a trusted peer, here 127.0.0.1) the lockout is per forwarded client, not per proxy
+        proxied = requests.Session()
+        form = _csrf(proxied.get(url + "/", headers={"X-Forwarded-For": "203.0.113.7"}).text)
+        codes = [proxied.post(url + "/login", data={"csrf": form, "password": f"guess{i}"},
+                              headers={"X-Forwarded-For": "203.0.113.7"}).status_code for i in range(6)]
+        assert codes == [401] * 5 + [429]
+        other_client = requests.Session()
+        form = _csrf(other_client.get(url + "/", headers={"X-Forwarded-For": "198.51.100.2"}).text)
+        assert other_client.post(url + "/login", data={"csrf": form, "password": "correct horse"},
+                                 headers={"X-Forwarded-For": "198.51.100.2"}).status_code == 200
     finally:
         server.stop()
         app.stop_event.set()

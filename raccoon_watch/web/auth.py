@@ -9,7 +9,8 @@ Policy (``http`` config):
 - sessions are random 256-bit ids in an ``HttpOnly; SameSite=Strict`` cookie, expire
   ``session_ttl_s`` after they were made (monotonic), and the id changes at login; at most
   ``MAX_SESSIONS`` are kept (the oldest is forgotten first);
-- a failed login counts against the client address: ``LOGIN_MAX_FAILURES`` failures within
+- a failed login counts against the client address (behind a proxy in ``http.trusted_proxies``, the
+  address its X-Forwarded-For names, ``client_address``): ``LOGIN_MAX_FAILURES`` failures within
   ``LOGIN_WINDOW_S`` lock it out until the oldest of them is that old (``login_allowed``, pure).
 """
 
@@ -20,13 +21,13 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from raccoon_watch.config import HttpConfig, is_loopback
+from raccoon_watch.config import HttpConfig
 
 MAX_SESSIONS = 1000
 LOGIN_MAX_FAILURES = 5
@@ -58,12 +59,24 @@ def csrf_ok(session: Session | None, token: str | None) -> bool:
     return session is not None and token is not None and hmac.compare_digest(session.csrf, token)
 
 
+def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[str]) -> str:
+    """Who a request is from: ``peer`` (the TCP peer), or, when the peer is a trusted proxy, the
+    rightmost X-Forwarded-For entry that is not a trusted proxy (the proxy appends what it saw;
+    entries to its left come from the client and may be forged) (pure)."""
+    if peer not in trusted or not forwarded_for:
+        return peer
+    for hop in reversed([part.strip() for part in forwarded_for.split(",")]):
+        if hop and hop not in trusted:
+            return hop[:64]
+    return peer
+
+
 class Auth:
     """Sessions and the login check for one server; thread-safe."""
 
     def __init__(self, cfg: HttpConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
-        self.login_required = not is_loopback(cfg.host)
+        self.login_required = cfg.login_required
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, Session] = OrderedDict()

@@ -37,7 +37,7 @@ from markupsafe import Markup
 from raccoon_watch.config import HttpConfig
 from raccoon_watch.service.logs import clip as clip_text
 from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SNAPSHOT_DIR
-from raccoon_watch.web.auth import COOKIE, Auth, Session, csrf_ok
+from raccoon_watch.web.auth import COOKIE, Auth, Session, client_address, csrf_ok
 from raccoon_watch.web.chart import score_chart_svg
 
 log = structlog.get_logger(__name__)
@@ -165,8 +165,8 @@ class ReviewPages:
             sid = cookie[COOKIE].value if COOKIE in cookie else None
         except CookieError:
             sid = None
-        req = Request(method, unquote(parts.path), query, h.client_address[0], self.auth.session(sid),
-                      h.headers.get("Authorization"))
+        client = client_address(h.client_address[0], h.headers.get("X-Forwarded-For"), self.cfg.trusted_proxies)
+        req = Request(method, unquote(parts.path), query, client, self.auth.session(sid), h.headers.get("Authorization"))
         if method == "POST":
             req.form = self._read_form(h)
         return req
