@@ -63,18 +63,25 @@ class OptimSection(_Strict):
                              "validated and exported instead of the raw weights (0 = off)")
 
 
-class LossSection(_Strict):
+class LossConfig(_Strict):
+    """train.ssd.losses.multibox_loss's settings (the config's ``loss:`` section is this class)."""
+
     kind: LossKind = Field("hard_negative", description="hard_negative (SSD 3:1) or focal")
-    neg_pos_ratio: float = 3.0
-    min_negatives_per_image: int = 16
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    neg_pos_ratio: float = Field(3.0, gt=0.0, description="hard negatives per positive anchor")
+    min_negatives_per_image: int = Field(16, ge=0, description="so raccoon-free images still teach 'no raccoon here'")
+    focal_alpha: float = Field(0.25, ge=0.0, le=1.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+    localization_weight: float = 1.0
+    classification_weight: float = 1.0
+    huber_delta: float = Field(1.0, gt=0.0)
 
 
-class MixSection(_Strict):
-    positives: float = 0.55
-    negatives: float = 0.25
-    copy_paste_night: float = 0.2
+class MixConfig(_Strict):
+    """Share of each source in a training batch (normalised); the config's ``mix:`` section."""
+
+    positives: float = Field(0.55, ge=0.0)
+    negatives: float = Field(0.25, ge=0.0)
+    copy_paste_night: float = Field(0.2, ge=0.0)
 
 
 class EvalSection(_Strict):
@@ -88,10 +95,10 @@ class TrainConfig(_Strict):
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
     optim: OptimSection = OptimSection()
-    loss: LossSection = LossSection()
+    loss: LossConfig = LossConfig()
     augment: AugmentConfig = Field(AugmentConfig(), description="train.augment.AugmentConfig itself: its defaults "
                                    "and range checks; an unknown key is an error")
-    mix: MixSection = MixSection()
+    mix: MixConfig = MixConfig()
     eval: EvalSection = EvalSection()
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from train.config import MixConfig
 from train.ssd.targets import TargetAssigner
 
 INPUT_SIZE = 300
@@ -88,15 +89,6 @@ def to_model_input(image_rgb_uint8: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> float32 (300, 300, 3) in [-1, 1], like the TFLite input quantization."""
     resized = cv2.resize(image_rgb_uint8, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
     return (resized.astype(np.float32) - 128.0) / 128.0
-
-
-@dataclass(frozen=True)
-class MixConfig:
-    """Share of each source in a training batch (normalised)."""
-
-    positives: float = 0.55
-    negatives: float = 0.25
-    copy_paste_night: float = 0.2
 
 
 def _sample_source(rng, sources: dict[str, list], mix: MixConfig) -> str:

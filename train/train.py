@@ -304,11 +304,11 @@ def main(args: argparse.Namespace) -> int:
     state_path = args.work_dir / "training_result.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else {"history": []}
     aug_cfg = cfg.augment
-    mix = data_lib.MixConfig(**cfg.mix.model_dump())
+    mix = cfg.mix
     generator = lambda: data_lib.training_examples(train_examples, night, crops, aug_cfg, mix, cfg.seed + int(step))
     dataset = data_lib.make_train_dataset(generator, TargetAssigner(anchors), cfg.optim.batch_size)
     batches = iter(strategy.experimental_distribute_dataset(dataset))
-    train_step = make_train_step(model, optimizer, strategy, LossConfig(**cfg.loss.model_dump()), average)
+    train_step = make_train_step(model, optimizer, strategy, cfg.loss, average)
     writer = tf.summary.create_file_writer(str(args.work_dir / "tensorboard"))
     if "best" not in state:  # the COCO-initialised model is the first candidate
         _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)

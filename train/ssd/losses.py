@@ -7,24 +7,10 @@ reg_targets (N, A, 4), cls_targets (N, A) int32 in {IGNORE, BACKGROUND, 1..K} (s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import tensorflow as tf
 
-from train.config import LossKind
+from train.config import LossConfig
 from train.ssd.targets import BACKGROUND, IGNORE
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    kind: LossKind = "hard_negative"
-    neg_pos_ratio: float = 3.0
-    min_negatives_per_image: int = 16  # so raccoon-free images still teach "no raccoon here"
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    localization_weight: float = 1.0
-    classification_weight: float = 1.0
-    huber_delta: float = 1.0
 
 
 def localization_loss(box_encodings, reg_targets, positive, delta: float) -> tf.Tensor:
