@@ -8,7 +8,7 @@ operating point (the deployed threshold):
   raccoon-free photos (how many alert); never trained on, never used for a choice;
 - the held-out part of the site's own feedback (``raccoon_watch.sitefeedback.split_site``: by night,
   whole events): a "not a raccoon" event whose frame still alerts, or a "raccoon" event whose raccoon
-  no longer does, is one site error.
+  no longer does, is one site error; and the mean best score of each kind of held-out frame.
 
 ``decide`` promotes only when recall on the test split is no more than ``recall_drop`` below the
 deployed model's, at most ``extra_false_alerts`` more held-out photos alert, and the site errors on
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 DEFAULT_RECALL_DROP = 0.03  # about one raccoon box of the 40-photo test split's 45 (train/README.md)
 DEFAULT_EXTRA_FALSE_ALERTS = 0  # not one more alerting held-out raccoon-free photo
+SITE_SCORE_MARGIN = 0.05  # mean final score, on the 0..1 scale the threshold uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +33,23 @@ class GateMetrics:
     negatives: int  # held-out raccoon-free photos measured
     site_errors: int  # held-out site events judged wrong (false alert, or a raccoon missed)
     site_events: int  # held-out site events measured
+    site_not_raccoon_mean: float | None = None  # mean best score of the held-out "not a raccoon" frames
+    site_raccoon_mean: float | None = None  # ... of the held-out "raccoon" frames
 
     def to_dict(self) -> dict[str, float | int]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def site_better(deployed: GateMetrics, candidate: GateMetrics) -> bool:
+    """Fewer held-out site errors, or as many with clearly lower scores on the not-raccoon frames
+    and no clearly lower ones on the raccoon frames (see the module doc)."""
+    if candidate.site_errors != deployed.site_errors:
+        return candidate.site_errors < deployed.site_errors
+    d_nr, c_nr = deployed.site_not_raccoon_mean, candidate.site_not_raccoon_mean
+    if d_nr is None or c_nr is None or d_nr - c_nr < SITE_SCORE_MARGIN - 1e-9:
+        return False
+    d_r, c_r = deployed.site_raccoon_mean, candidate.site_raccoon_mean
+    return d_r is None or c_r is None or c_r >= d_r - SITE_SCORE_MARGIN - 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +83,13 @@ def decide(deployed: GateMetrics, candidate: GateMetrics, tolerance: GateToleran
                        f"deployed {deployed.false_alerts} (allowed {tolerance.extra_false_alerts} more)")
     if candidate.site_events == 0:
         reasons.append("no held-out site feedback to compare on (needs feedback on at least two events)")
-    elif candidate.site_errors >= deployed.site_errors:
+    elif not site_better(deployed, candidate):
         reasons.append(f"not better on the held-out site feedback: {candidate.site_errors} of "
-                       f"{candidate.site_events} events wrong, deployed {deployed.site_errors}")
+                       f"{candidate.site_events} events wrong, deployed {deployed.site_errors}; mean scores "
+                       f"not-raccoon {_f(candidate.site_not_raccoon_mean)} vs {_f(deployed.site_not_raccoon_mean)}, "
+                       f"raccoon {_f(candidate.site_raccoon_mean)} vs {_f(deployed.site_raccoon_mean)}")
     return GateDecision(not reasons, tuple(reasons))
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -135,8 +135,8 @@ def test_no_folder_says_how_to_make_one(tmp_path):
         read_feedback(tmp_path / "nowhere")
 
 
-def _m(recall=0.9, false_alerts=1, site_errors=3, negatives=41, site_events=3) -> GateMetrics:
-    return GateMetrics(recall, false_alerts, negatives, site_errors, site_events)
+def _m(recall=0.9, false_alerts=1, site_errors=3, negatives=41, site_events=3, nr=0.8, r=None) -> GateMetrics:
+    return GateMetrics(recall, false_alerts, negatives, site_errors, site_events, nr, r)
 
 
 @pytest.mark.parametrize("deployed, candidate, promote, why", [
@@ -147,6 +147,12 @@ def _m(recall=0.9, false_alerts=1, site_errors=3, negatives=41, site_events=3) -
     (_m(), _m(false_alerts=0, site_errors=3), False, "not better on the held-out site feedback"),
     (_m(), _m(site_errors=4), False, "not better"),
     (_m(site_events=0, site_errors=0), _m(site_events=0, site_errors=0), False, "no held-out site feedback"),
+    # as many errors (the stored frames scored under the threshold already) but clearly lower scores
+    (_m(site_errors=0, nr=0.69), _m(site_errors=0, nr=0.40), True, ""),
+    (_m(site_errors=0, nr=0.69), _m(site_errors=0, nr=0.66), False, "not better"),        # within the margin
+    (_m(site_errors=0, nr=0.69, r=0.9), _m(site_errors=0, nr=0.40, r=0.7), False, "raccoon 0.700 vs 0.900"),
+    (_m(site_errors=0, nr=0.69, r=0.9), _m(site_errors=0, nr=0.40, r=0.88), True, ""),
+    (_m(site_errors=1, nr=None, r=0.5), _m(site_errors=1, nr=None, r=0.9), False, "not better"),  # no not-raccoon frames
     (_m(), _m(negatives=40, site_errors=0), False, "different sets"),
 ])
 def test_gate(deployed, candidate, promote, why):
