@@ -3,7 +3,6 @@ as tables, and the feedback folder and the model links on real files."""
 
 from __future__ import annotations
 
-import csv
 import os
 from datetime import datetime, timezone
 from pathlib import Path
