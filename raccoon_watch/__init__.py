@@ -18,10 +18,16 @@ Where each file sits in the flow (one module per stage; ``app.py`` is the one pl
   ``eventtrace.py`` (per-frame scores and the clean best frame of each event), ``live.py`` (newest
   frame per camera for the live view), ``web/`` (pages, auth, score chart, templates) served by
   ``service/health.py``'s server, ``export_feedback.py`` (verdicts as train/ CSV);
+- learning from feedback: ``sitefeedback.py`` (a feedback folder read with every bad row named, the
+  split by night and whole event), ``gate.py`` (the promotion gate, pure), ``site_models.py``
+  (candidates and the ``current``/``previous`` links), ``hotswap.py`` (a new classifier loaded in the
+  background and taken between frames on SIGHUP), ``retrain_cmd.py`` (``raccoon-watch retrain`` and
+  ``models``);
 - one-shot use of the same recognition: ``detect_cmd.py``; the no-camera demo clip: ``demo.py``.
 
 Developer tools (bench, clip making and evaluation) live in ``tools/`` and training in ``train/``;
-this package imports neither (``raccoon-watch bench`` loads ``tools`` only when asked).
+the daemon imports neither (``raccoon-watch bench`` loads ``tools`` and ``raccoon-watch retrain``
+loads ``train.classifier.retrain`` only when those commands run).
 """
 
 import os as _os

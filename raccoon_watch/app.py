@@ -8,6 +8,7 @@ watches ``self.stop_event`` and waits on queues with timeouts, so shutdown takes
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -24,6 +25,9 @@ from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
+from raccoon_watch.detectors.base import ModelError
+from raccoon_watch.detectors.factory import find_model
+from raccoon_watch.hotswap import ClassifierSwap
 from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
@@ -32,6 +36,7 @@ from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition import Recognizer
 from raccoon_watch.router import EventRouter
+from raccoon_watch import site_models
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
@@ -156,6 +161,9 @@ class App:
         self.clips: ClipService | None = None  # event clips (recorders + cutter)
         self.trace: EventTrace | None = None  # per-frame scores and clean best frame of each event
         self.card_threshold: float | None = None  # the model card's deployed threshold, once loaded
+        self.models_root = site_models.models_root(cfg.storage.path)  # the site's retrained classifiers
+        self.classifier_dir: Path | None = None  # site_models.current() when the daemon loaded it
+        self.swap: ClassifierSwap | None = None  # the classifier the workers run (hot swap)
         self.threshold = DEFAULT_THRESHOLD
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
@@ -219,20 +227,60 @@ class App:
                 visit_params(merged),
             )
         self.cfg = merged
+        try:  # a promoted (or rolled back) classifier: swapped in the background
+            self.reload_classifier()
+        except Exception as exc:  # the config part of the reload is done; never let this undo it
+            log.error("classifier_reload_failed", error=repr(exc)[:300])
         return Reloaded(live_filters=router is not None, restart=tuple(restart))
 
     def _make_detector(self) -> Recognizer:
-        return create_recognizer(self.cfg.detector, self.model_path)
+        return create_recognizer(self.cfg.detector, self.model_path, classifier_dir=self.classifier_dir)
 
     def _load_model(self) -> None:
         """Load once in the main thread so a missing/corrupt model fails before anything starts."""
-        probe = self._make_detector()
+        probe = self._probe_model()
         self.card_threshold = getattr(probe, "threshold", None)
         self.threshold = self.threshold_for(self.cfg)
         log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=self.threshold,
                  classifier=probe.classifier is not None,
                  proposal_threshold=probe.params.proposal_threshold if probe.classifier is not None else None)
         probe.close()
+
+    def _probe_model(self) -> Recognizer:
+        """The site's promoted classifier (``site_models.current``) when there is one and it loads,
+        else the model folder's own; also sets up the hot swap with its version and card."""
+        site = site_models.current(self.models_root)
+        self.classifier_dir = site
+        try:
+            probe = self._make_detector()
+        except ModelError as exc:
+            if site is None:
+                raise
+            log.error("site_classifier_unusable_using_shipped", folder=str(site), error=str(exc)[:300])
+            self.classifier_dir = None
+            probe = self._make_detector()
+        classifier = probe.classifier
+        if classifier is not None:
+            if self.classifier_dir is None:
+                card = find_model(self.model_path).classifier_card
+            else:
+                card = json.loads((self.classifier_dir / site_models.CLASSIFIER_CARD).read_text())
+            self.swap = ClassifierSwap(site_models.model_version(classifier.model_path), self.classifier_dir, card,
+                                       num_threads=self.cfg.detector.num_threads)
+            log.info("classifier_version", version=self.swap.active.version, site=self.classifier_dir is not None)
+        return probe
+
+    def reload_classifier(self) -> object:
+        """SIGHUP / the page: load the site's current classifier (or, after a roll back to none, the
+        model folder's own) in the background; detection goes on with the old one meanwhile and
+        keeps it if the new one fails. Returns the loader thread (None: nothing to do)."""
+        if self.swap is None:
+            return None
+        site = site_models.current(self.models_root)
+        if site is None:
+            files = find_model(self.model_path)
+            return self.swap.load(None, files.classifier_card, files.classifier)
+        return self.swap.load(site)
 
     def threshold_for(self, cfg: Config) -> float:
         """detector.threshold if set, else the model card's deployed threshold, else 0.5."""
@@ -265,6 +313,7 @@ class App:
             worker = DetectorWorker(
                 i, self._make_detector, self.frames, self.results, self.stop_event, wait_s,
                 on_inference=self.metrics.on_inference,
+                swap=self.swap,
             )
             worker.start()
             self.workers.append(worker)
@@ -358,6 +407,7 @@ class App:
             deliveries=outbox_counts(self.store, [s.name for s in self.sinks]),
             storage=self.store.health() if self.store is not None else None,
             sinks={s.name: s.health() for s in self.sinks if hasattr(s, "health")},
+            model_version=self.swap.active.version if self.swap is not None else None,
         )
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -57,6 +57,7 @@ class EventRouter(threading.Thread):
         self._visit_params = visit_params
         self._visits = {cam: VisitState() for cam in self._filters}
         self._snapshots: dict[str, tuple[tuple[int, float], bytes | None]] = {}  # event id -> (frame key, jpeg)
+        self._versions: dict[str, str | None] = {}  # event id -> the classifier version that scored its START
         self._enabled = {cam: True for cam in self._filters}
         self._commands: "queue.SimpleQueue[tuple[str, bool]]" = queue.SimpleQueue()
         self._reconfig: "queue.SimpleQueue[tuple[dict[str, DetectionFilter], DebounceParams, VisitParams]]" = \
@@ -145,6 +146,9 @@ class EventRouter(threading.Thread):
             self._on_result(result, hits)
         obs = Observation(cam, result.frame.ts, hits, result.frame, mono=result.frame.mono)
         state, events = debounce.step(self._states[cam], obs, tuple(sorted(flt.labels)), self._params)
+        for event in events:
+            if event.kind is EventKind.START:
+                self._versions[event.id] = result.model_version
         self._states[cam] = state
         self._emit(events, state)
 
@@ -163,9 +167,10 @@ class EventRouter(threading.Thread):
     # --- output --------------------------------------------------------------------------------
     def _emit(self, events: Iterable[Event], state: CameraState | None = None) -> None:
         for event in events:
-            event = replace(event, snapshot_jpeg=self._snapshot(event, state))
+            event = replace(event, snapshot_jpeg=self._snapshot(event, state), model_version=self._versions.get(event.id))
             if event.kind is EventKind.END:
                 self._snapshots.pop(event.id, None)
+                self._versions.pop(event.id, None)
             self.events_emitted += 1
             self._record(event)
             for sink in self._sinks:

@@ -75,6 +75,7 @@ MEDIA_DIRS = (SNAPSHOT_DIR, FRAME_DIR, CLIP_DIR)
 REVIEW_COLUMNS = (
     ("clip", "TEXT"), ("clip_state", "TEXT"), ("clip_reason", "TEXT"), ("frame", "TEXT"), ("scores", "TEXT"),
     ("feedback", "TEXT"), ("feedback_source", "TEXT"), ("feedback_time", "REAL"),
+    ("model_version", "TEXT"),  # the classifier that scored the event (site_models.model_version)
 )
 CLIP_PENDING, CLIP_READY, CLIP_MISSING = "pending", "ready", "missing"
 FEEDBACK_LABELS = ("raccoon", "not_raccoon")
@@ -386,10 +387,11 @@ class EventStore:
     def _upsert_event(self, conn: sqlite3.Connection, event: Event, snapshot: str | None) -> None:
         conn.execute(
             "INSERT INTO events (id, camera, label, start_time, end_time, top_score, box, in_cooldown,"
-            " snapshot, updated) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " snapshot, updated, model_version) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET end_time=excluded.end_time, top_score=excluded.top_score,"
             " box=excluded.box, in_cooldown=excluded.in_cooldown,"
-            " snapshot=COALESCE(excluded.snapshot, events.snapshot), updated=excluded.updated",
+            " snapshot=COALESCE(excluded.snapshot, events.snapshot), updated=excluded.updated,"
+            " model_version=COALESCE(excluded.model_version, events.model_version)",
             (
                 event.id,
                 event.camera,
@@ -401,6 +403,7 @@ class EventStore:
                 int(event.in_cooldown),
                 snapshot,
                 self._clock(),
+                event.model_version,
             ),
         )
 

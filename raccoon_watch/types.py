@@ -112,6 +112,7 @@ class FrameResult:
     frame: Frame
     detections: tuple[Detection, ...]
     inference_ms: float
+    model_version: str | None = None  # the classifier that scored it (site_models.model_version)
 
 
 class EventKind(str, enum.Enum):
@@ -132,6 +133,8 @@ class Event:
     frame_ts: wall-clock capture time of the frame that caused this message (for latency metrics).
     first_seen_ts: capture time of the first counting frame of this occurrence.
     count: number of counting detections of this label in the latest frame.
+    model_version: the classifier (sha256 prefix, ``site_models.model_version``) that scored the
+        frame that started this occurrence; None for a detector alone.
     """
 
     id: str
@@ -148,6 +151,7 @@ class Event:
     frame_ts: float = 0.0
     first_seen_ts: float = 0.0
     count: int = 1
+    model_version: str | None = None
 
     @property
     def has_snapshot(self) -> bool:
@@ -167,6 +171,7 @@ class Event:
             "has_snapshot": self.has_snapshot,
             "in_cooldown": self.in_cooldown,
             "count": self.count,
+            **({"model_version": self.model_version} if self.model_version else {}),
         }
 
 
@@ -318,6 +323,7 @@ class PipelineStats:
     deliveries: Mapping[str, DeliveryCounts] = field(default_factory=dict)
     storage: StorageSnapshot | None = None
     sinks: Mapping[str, SinkSnapshot] = field(default_factory=dict)
+    model_version: str | None = None  # the classifier the workers run now
 
     # --- derived numbers (rounded as published) -------------------------------------------------
     @property

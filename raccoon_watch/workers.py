@@ -24,6 +24,7 @@ import structlog
 
 from raccoon_watch.detectors.base import Detector
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.hotswap import ClassifierSwap
 from raccoon_watch.recognition import Recognizer
 from raccoon_watch.types import FrameResult, WorkerSnapshot
 
@@ -55,6 +56,7 @@ class DetectorWorker(threading.Thread):
         stop: threading.Event,
         batch_wait_s: float = 0.0,
         on_inference: Callable[[float, int], None] | None = None,
+        swap: ClassifierSwap | None = None,
     ) -> None:
         super().__init__(name=f"detector-{index}", daemon=True)
         self.index = index
@@ -64,6 +66,9 @@ class DetectorWorker(threading.Thread):
         self._halt = stop
         self._batch_wait_s = batch_wait_s
         self._on_inference = on_inference
+        self._swap = swap  # the published classifier (hot swap); taken between frames
+        self._generation = 0
+        self.model_version: str | None = swap.active.version if swap is not None else None
         self.stats = WorkerStats()
         self.detector: Recognizer | None = None
 
@@ -96,6 +101,7 @@ class DetectorWorker(threading.Thread):
             batch = [frame] if frame is not None else []
         if not batch:
             return
+        self._take_swap(detector)
         t0 = time.monotonic()
         self.stats.busy_since = t0
         try:
@@ -114,7 +120,17 @@ class DetectorWorker(threading.Thread):
         if self._on_inference:
             self._on_inference(ms, len(batch))
         for frame, dets in zip(batch, per_image):
-            self._deliver(FrameResult(frame=frame, detections=tuple(dets), inference_ms=ms / len(batch)))
+            self._deliver(FrameResult(frame=frame, detections=tuple(dets), inference_ms=ms / len(batch),
+                                      model_version=self.model_version))
+
+    def _take_swap(self, detector: Recognizer) -> None:
+        """Between two frames: take the classifier the swap published, if it is newer than ours."""
+        active = self._swap.active if self._swap is not None else None
+        if active is None or active.generation == self._generation or detector.classifier is None:
+            return
+        detector.classifier = active.classifier
+        self._generation, self.model_version = active.generation, active.version
+        log.info("worker_classifier_switched", version=active.version, generation=active.generation)
 
     def _deliver(self, result: FrameResult) -> None:
         while not self._halt.is_set():

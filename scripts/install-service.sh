@@ -110,6 +110,15 @@ if [ "$DRY_RUN" = 0 ]; then
   chmod 0644 "$UNIT_DIR/$UNIT.tmp"
   mv "$UNIT_DIR/$UNIT.tmp" "$UNIT_DIR/$UNIT"
 fi
+# the retrain units (README "Learns your porch"): installed, never enabled here (the timer is off by default)
+for extra in raccoon-watch-retrain.service raccoon-watch-retrain.timer; do
+  echo "+ install $SRC/systemd/$extra -> $UNIT_DIR/$extra (not enabled)"
+  if [ "$DRY_RUN" = 0 ]; then
+    sed "s#/opt/raccoon-watch/#$PREFIX/#g" "$SRC/systemd/$extra" > "$UNIT_DIR/$extra.tmp"
+    chmod 0644 "$UNIT_DIR/$extra.tmp"
+    mv "$UNIT_DIR/$extra.tmp" "$UNIT_DIR/$extra"
+  fi
+done
 getent group render >/dev/null 2>&1 || note "group 'render' does not exist: remove it from SupplementaryGroups= (drop-in)"
 
 # 7. start

@@ -179,3 +179,18 @@ def test_switching_detection_off_forgets_the_visit(rig):
     assert wait_until(lambda: router.processed["cam"] == 3)
     time.sleep(0.2)
     assert sink.events == []
+
+
+def test_events_carry_the_classifier_version_that_scored_their_start(rig):
+    """The version of the START frame stays with every message of the event (a swap mid-visit does
+    not relabel it), in the store row and the MQTT body (``Event.to_dict``)."""
+    from dataclasses import replace
+
+    results, router, sink, store = rig
+    # the visit score needs 3 frames, so the third starts the event; the later frames are another version
+    for seq, version in enumerate(("a1b2c3d4e5f6",) * 3 + ("ffffeeee0000",) * 2):
+        results.put(replace(_result(seq, (RACCOON,)), model_version=version))
+    start, end = sink.wait([EventKind.START, EventKind.END])
+    assert start.model_version == end.model_version == "a1b2c3d4e5f6"
+    assert start.to_dict()["model_version"] == "a1b2c3d4e5f6"
+    assert store.get_event(start.id)["model_version"] == "a1b2c3d4e5f6"

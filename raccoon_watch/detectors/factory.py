@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,14 +218,21 @@ def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
 
 
 def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
-                      min_score: float = DEFAULT_MIN_SCORE) -> Recognizer:
+                      min_score: float = DEFAULT_MIN_SCORE, classifier_dir: Path | None = None) -> Recognizer:
     """The detector of ``model_dir`` (default: cfg.model, else resolve_default_model()) and, when
-    the folder has one and ``cfg.classifier`` is on, its classifier stage: what every caller runs."""
+    the folder has one and ``cfg.classifier`` is on, its classifier stage: what every caller runs.
+    ``classifier_dir``: a folder holding another classifier stage (``classifier.tflite`` and its
+    card: a site's retrained one, ``raccoon_watch.site_models``), used instead of the folder's own."""
     path = model_dir or cfg.model or resolve_default_model()
     files = find_model(path)
+    if classifier_dir is not None and cfg.classifier:
+        classifier, classifier_card = _find_classifier(Path(classifier_dir))
+        if classifier is None:
+            raise ModelError(f"{classifier_dir}: no {CLASSIFIER_CARD_NAME} here")
+        files = replace(files, classifier=classifier, classifier_card=classifier_card)
     if not (cfg.classifier and files.classifier is not None):
         return Recognizer(create_detector(cfg, path, min_score=min_score))
-    card, card_path = files.classifier_card, files.path / CLASSIFIER_CARD_NAME
+    card, card_path = files.classifier_card, files.classifier.parent / CLASSIFIER_CARD_NAME
     try:
         params = RecognitionParams(
             proposal_threshold=float(cfg.proposal_threshold if cfg.proposal_threshold is not None
@@ -256,7 +263,7 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
 
 def _check_stages(files: ModelFiles, card: dict[str, Any], detector: Detector, classifier: TFLiteClassifier) -> None:
     """The classifier must be the one its card describes, trained behind this detector."""
-    card_path = files.path / CLASSIFIER_CARD_NAME
+    card_path = files.classifier.parent / CLASSIFIER_CARD_NAME  # type: ignore[union-attr]
     size = card.get("input_size")
     expected = tuple(size) if isinstance(size, (list, tuple)) else (size, size) if isinstance(size, int) else None
     if expected is not None and tuple(int(v) for v in expected[:2]) != classifier.input_size:

@@ -1,4 +1,4 @@
-"""raccoon-watch command line: run, check-config, detect, export-feedback, hash-password.
+"""raccoon-watch command line: run, check-config, detect, export-feedback, retrain, models, hash-password.
 
 Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key);
 3 model missing or not a model.
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     from raccoon_watch import detect_cmd
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
+    from raccoon_watch import retrain_cmd
+
+    retrain_cmd.add_parsers(sub)  # retrain, models (the site learns its porch)
 
     # the benchmark is a checkout tool (tools/bench.py), parsed there: the daemon never imports tools
     sub.add_parser("bench", add_help=False, help="replay generated clips through the pipeline; print JSON "
@@ -67,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export_feedback(args.config, args.dir)
     if args.command == "hash-password":
         return _hash_password()
+    if args.command in ("retrain", "models"):
+        from raccoon_watch import retrain_cmd
+
+        return retrain_cmd.main(args)
     if args.command == "detect":
         from raccoon_watch import detect_cmd
 

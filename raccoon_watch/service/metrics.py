@@ -61,6 +61,10 @@ class StatsCollector:
         yield _counter("queue_dropped", "Oldest frames evicted because the frame queue was full.", s.queue.dropped)
         yield _gauge("uptime_seconds", "Seconds since the daemon started.", s.uptime_s)
         yield from _delivery_families(s.deliveries)
+        if s.model_version:  # which classifier scores now (hot swap, roll back): raccoon_watch.site_models
+            info = GaugeMetricFamily(f"{PREFIX}_classifier_info", "1 for the classifier version in use.", labels=["version"])
+            info.add_metric([s.model_version], 1.0)
+            yield info
 
 
 def _counter(suffix: str, doc: str, value: float) -> CounterMetricFamily:

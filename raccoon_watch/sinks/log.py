@@ -36,6 +36,7 @@ class LogSink:
             box=[round(v, 4) for v in event.box],
             in_cooldown=event.in_cooldown,
             duration_s=None if event.end_time is None else round(event.end_time - event.start_time, 2),
+            model_version=event.model_version,
         )
 
     def stop(self) -> None:

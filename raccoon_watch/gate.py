@@ -1,0 +1,95 @@
+"""The promotion gate of a retrained classifier: it may not make things worse, and must make the site better.
+
+Inputs are measured by ``train.classifier.retrain.measure`` with the shipped code (the whole model
+folder, as the daemon runs it), for the deployed classifier and for the candidate, at the SAME
+operating point (the deployed threshold):
+
+- the standard set: the public raccoon test split (recall of its boxes, IoU 0.5) and the held-out
+  raccoon-free photos (how many alert); never trained on, never used for a choice;
+- the held-out part of the site's own feedback (``raccoon_watch.sitefeedback.split_site``: by night,
+  whole events): a "not a raccoon" event whose frame still alerts, or a "raccoon" event whose raccoon
+  no longer does, is one site error; and the mean best score of each kind of held-out frame.
+
+``decide`` promotes only when recall on the test split is no more than ``recall_drop`` below the
+deployed model's, at most ``extra_false_alerts`` more held-out photos alert, and the site errors on
+the held-out feedback are strictly fewer. Pure, tested as a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+DEFAULT_RECALL_DROP = 0.03  # about one raccoon box of the 40-photo test split's 45 (train/README.md)
+DEFAULT_EXTRA_FALSE_ALERTS = 0  # not one more alerting held-out raccoon-free photo
+SITE_SCORE_MARGIN = 0.05  # mean final score, on the 0..1 scale the threshold uses
+
+
+@dataclass(frozen=True, slots=True)
+class GateMetrics:
+    """One classifier's measurements (see the module doc)."""
+
+    recall: float  # test split boxes found at the operating point, 0..1
+    false_alerts: int  # held-out raccoon-free photos with a detection >= the threshold
+    negatives: int  # held-out raccoon-free photos measured
+    site_errors: int  # held-out site events judged wrong (false alert, or a raccoon missed)
+    site_events: int  # held-out site events measured
+    site_not_raccoon_mean: float | None = None  # mean best score of the held-out "not a raccoon" frames
+    site_raccoon_mean: float | None = None  # ... of the held-out "raccoon" frames
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def site_better(deployed: GateMetrics, candidate: GateMetrics) -> bool:
+    """Fewer held-out site errors, or as many with clearly lower scores on the not-raccoon frames
+    and no clearly lower ones on the raccoon frames (see the module doc)."""
+    if candidate.site_errors != deployed.site_errors:
+        return candidate.site_errors < deployed.site_errors
+    d_nr, c_nr = deployed.site_not_raccoon_mean, candidate.site_not_raccoon_mean
+    if d_nr is None or c_nr is None or d_nr - c_nr < SITE_SCORE_MARGIN - 1e-9:
+        return False
+    d_r, c_r = deployed.site_raccoon_mean, candidate.site_raccoon_mean
+    return d_r is None or c_r is None or c_r >= d_r - SITE_SCORE_MARGIN - 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class GateTolerance:
+    recall_drop: float = DEFAULT_RECALL_DROP
+    extra_false_alerts: int = DEFAULT_EXTRA_FALSE_ALERTS
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.recall_drop <= 1.0:
+            raise ValueError(f"recall_drop must be in 0..1, got {self.recall_drop}")
+        if self.extra_false_alerts < 0:
+            raise ValueError(f"extra_false_alerts must be >= 0, got {self.extra_false_alerts}")
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    promote: bool
+    reasons: tuple[str, ...]  # why not (empty when promoted)
+
+
+def decide(deployed: GateMetrics, candidate: GateMetrics, tolerance: GateTolerance = GateTolerance()) -> GateDecision:
+    """Promote the candidate or not, and why not (every failed check is named)."""
+    reasons = []
+    if deployed.negatives != candidate.negatives or deployed.site_events != candidate.site_events:
+        reasons.append("deployed and candidate were measured on different sets")
+    if candidate.recall < deployed.recall - tolerance.recall_drop - 1e-9:
+        reasons.append(f"test-split recall {candidate.recall:.3f} is more than {tolerance.recall_drop} below the "
+                       f"deployed {deployed.recall:.3f}")
+    if candidate.false_alerts > deployed.false_alerts + tolerance.extra_false_alerts:
+        reasons.append(f"{candidate.false_alerts} of {candidate.negatives} held-out raccoon-free photos alert, "
+                       f"deployed {deployed.false_alerts} (allowed {tolerance.extra_false_alerts} more)")
+    if candidate.site_events == 0:
+        reasons.append("no held-out site feedback to compare on (needs feedback on at least two events)")
+    elif not site_better(deployed, candidate):
+        reasons.append(f"not better on the held-out site feedback: {candidate.site_errors} of "
+                       f"{candidate.site_events} events wrong, deployed {deployed.site_errors}; mean scores "
+                       f"not-raccoon {_f(candidate.site_not_raccoon_mean)} vs {_f(deployed.site_not_raccoon_mean)}, "
+                       f"raccoon {_f(candidate.site_raccoon_mean)} vs {_f(deployed.site_raccoon_mean)}")
+    return GateDecision(not reasons, tuple(reasons))
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

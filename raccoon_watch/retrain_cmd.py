@@ -1,0 +1,240 @@
+"""``raccoon-watch retrain`` and ``raccoon-watch models``: the site learns its porch.
+
+    raccoon-watch retrain --config my.yaml [--feedback DIR] [--steps 150] [--mode auto|head|blocks]
+    raccoon-watch models --config my.yaml list | rollback | promote NAME
+
+``retrain``: exports the feedback from the event store into ``<storage>/feedback`` (or reads the
+folder given with ``--feedback``), reports and skips every unusable row (``sitefeedback``), holds out
+the latest nights for the gate, fine-tunes the classifier that runs now (the site's promoted one, or
+the model folder's) on the shipped training crops plus the site's crops (train/classifier/retrain.py,
+imported only here: TensorFlow is loaded by this command, never by the daemon), measures deployed and
+candidate the same way and lets ``raccoon_watch.gate.decide`` promote it or not. The candidate folder
+stays under ``<storage>/models/candidates/`` either way; its card says what data, how many site crops,
+both measurements and the gate's reasons. Promotion moves the ``current`` link (``site_models``);
+the daemon takes the new classifier on SIGHUP (``systemctl reload raccoon-watch``).
+
+Exit codes: 0 promoted (or ``--no-promote`` and the gate passed); 4 the gate refused (the candidate
+is kept, with REFUSED.txt); 2 bad input (config, no usable feedback, no shared data); 3 model unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from raccoon_watch import site_models
+from raccoon_watch.gate import DEFAULT_EXTRA_FALSE_ALERTS, DEFAULT_RECALL_DROP, GateTolerance, decide
+
+log = structlog.get_logger("raccoon_watch.retrain")
+
+COMMANDS = ("retrain", "models")
+EXIT_BAD_INPUT, EXIT_MODEL, EXIT_REFUSED = 2, 3, 4
+
+
+def add_parsers(sub: Any) -> None:
+    """The ``retrain`` and ``models`` subcommands of ``raccoon-watch``."""
+    r = sub.add_parser("retrain", help="fine-tune the raccoon classifier on this site's feedback; promote it "
+                       "only if the gate finds it no worse on the standard set and better on held-out site feedback")
+    r.add_argument("--config", "-c", required=True, type=Path, help="YAML config file (storage.path, the model)")
+    r.add_argument("--feedback", type=Path, help="an exported feedback folder (default: export the store's "
+                   "feedback into <storage>/feedback first)")
+    r.add_argument("--steps", type=int, default=150, help="optimizer steps per mode (default 150)")
+    r.add_argument("--mode", choices=("auto", "head", "blocks"), default="auto",
+                   help="train the head only, also the last two blocks, or both and keep the better (default)")
+    r.add_argument("--base-crops", type=Path, help="folder with the shipped training crops (train.npz, val.npz); "
+                   "default <storage>/retrain/base_crops, built there once from the shared data")
+    r.add_argument("--base-build-limit", type=int, help="build the base crops from N positives + N negatives "
+                   "per split only (tests)")
+    r.add_argument("--base-limit", type=int, default=1200, help="shipped training crops used per retrain")
+    r.add_argument("--holdout-share", type=float, default=0.3, help="share of the nights held out for the gate")
+    r.add_argument("--recall-drop", type=float, default=DEFAULT_RECALL_DROP,
+                   help="test-split recall the candidate may lose at the operating point (default 0.03)")
+    r.add_argument("--extra-false-alerts", type=int, default=DEFAULT_EXTRA_FALSE_ALERTS,
+                   help="more alerting held-out raccoon-free photos allowed (default 0)")
+    r.add_argument("--weights", type=Path, help="start from these float .weights.h5 (from `python -m train "
+                   "classifier`) instead of the deployed int8 file's recovered weights")
+    r.add_argument("--threads", type=int, default=int(os.environ.get("RACCOON_RETRAIN_THREADS", "2")))
+    r.add_argument("--no-promote", action="store_true", help="measure and keep the candidate, never promote")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    m = sub.add_parser("models", help="the site's retrained classifiers: list, roll back, promote one")
+    m.add_argument("--config", "-c", required=True, type=Path, help="YAML config file (for storage.path)")
+    m.add_argument("action", choices=("list", "rollback", "promote"))
+    m.add_argument("name", nargs="?", help="candidate folder name (promote)")
+
+
+def main(args: argparse.Namespace) -> int:
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    from raccoon_watch.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"raccoon-watch: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.command == "models":
+        return _models(cfg, args)
+    return _retrain(cfg, args)
+
+
+def _models(cfg: Any, args: argparse.Namespace) -> int:
+    root = site_models.models_root(cfg.storage.path)
+    if args.action == "list":
+        now = site_models.current(root)
+        rows = []
+        for folder in site_models.list_candidates(root):
+            card = _card(folder)
+            gate = card.get("gate", {})
+            rows.append({"name": folder.name, "current": now is not None and folder.resolve() == now,
+                         "promoted_by_gate": gate.get("promote"), "reasons": gate.get("reasons", []),
+                         "site_crops": card.get("retrain", {}).get("data", {}).get("site_crops")})
+        print(json.dumps({"current": now.name if now else site_models.SHIPPED, "candidates": rows}, indent=1))
+        return 0
+    try:
+        if args.action == "rollback":
+            now, was = site_models.roll_back(root)
+            print(json.dumps({"current": now.name if now else site_models.SHIPPED,
+                              "previous": was.name if was else site_models.SHIPPED}))
+        else:
+            if not args.name:
+                print("raccoon-watch models promote: name the candidate (see `models list`)", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            folder = root / site_models.CANDIDATES / args.name
+            if not folder.is_dir() or "/" in args.name:
+                print(f"raccoon-watch models promote: no candidate {args.name!r} under {folder.parent}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            site_models.promote(root, folder)
+            print(json.dumps({"current": args.name}))
+    except FileNotFoundError as exc:
+        print(f"raccoon-watch models: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("raccoon-watch models: send SIGHUP (systemctl reload raccoon-watch) for the daemon to switch", file=sys.stderr)
+    return 0
+
+
+def _card(folder: Path) -> dict[str, Any]:
+    try:
+        card = json.loads((folder / site_models.CLASSIFIER_CARD).read_text())
+        return card if isinstance(card, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _feedback_folder(cfg: Any, args: argparse.Namespace) -> tuple[Path, list[dict[str, str]]]:
+    """The folder to read, and the events the export skipped (with why)."""
+    if args.feedback is not None:
+        return args.feedback, []
+    from raccoon_watch.export_feedback import export_feedback_report
+    from raccoon_watch.store import EventStore
+
+    folder = Path(cfg.storage.path) / "feedback"
+    store = EventStore(cfg.storage.path)
+    try:
+        report = export_feedback_report(store, folder)
+    finally:
+        store.close()
+    return folder, [{"where": f"event {eid}", "reason": why} for eid, why in report.skipped]
+
+
+def _retrain(cfg: Any, args: argparse.Namespace) -> int:
+    from raccoon_watch.config import shared_dir
+    from raccoon_watch.detectors import find_model, resolve_default_model
+    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.sitefeedback import read_feedback, split_site
+
+    started = time.monotonic()
+    try:
+        tolerance = GateTolerance(args.recall_drop, args.extra_false_alerts)
+        model_dir = Path(cfg.detector.model or resolve_default_model())
+        files = find_model(model_dir)
+        if files.classifier is None:
+            raise ModelError(f"{model_dir}: no classifier stage to retrain ({site_models.CLASSIFIER_CARD})")
+    except ValueError as exc:
+        print(f"raccoon-watch retrain: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ModelError as exc:
+        print(f"raccoon-watch retrain: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    shared = shared_dir()
+    if not (shared / "data" / "raccoon_dataset" / "test_labels.csv").is_file():
+        print(f"raccoon-watch retrain: the shared data is not at {shared} (set RACCOON_SHARED): it holds the "
+              "shipped training crops' sources and the gate's test split", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    folder, problems = _feedback_folder(cfg, args)
+    try:
+        samples, row_problems = read_feedback(folder)
+    except ValueError as exc:
+        print(f"raccoon-watch retrain: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    problems += [p.to_dict() for p in row_problems]
+    for p in problems:
+        log.warning("feedback_skipped", where=p["where"], reason=p["reason"])
+    split = split_site(samples, args.holdout_share)
+    if not split.train:
+        print(f"raccoon-watch retrain: no usable feedback in {folder} ({len(problems)} rows skipped): mark some "
+              "events raccoon / not a raccoon on the review page first", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    log.info("retrain_feedback", usable=len(samples), skipped=len(problems), train_events=len({s.event_id for s in split.train}),
+             holdout_events=len({s.event_id for s in split.holdout}), split=split.by, holdout=list(split.holdout_groups))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from train.classifier import retrain as rt  # TensorFlow from here on
+    except ImportError as exc:
+        print(f"raccoon-watch retrain: needs TensorFlow and the training extras (pip install -e '.[train]'): {exc}",
+              file=sys.stderr)
+        return EXIT_MODEL
+
+    root = site_models.models_root(cfg.storage.path)
+    deployed = site_models.current(root) or model_dir
+    work = Path(cfg.storage.path) / "retrain"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    staging = site_models.staging_dir(root, stamp)
+    base = rt.ensure_base_crops(args.base_crops or work / "base_crops", model_dir, shared, args.base_build_limit)
+    opts = rt.RetrainOptions(deployed=deployed, model_dir=model_dir, base_crops=base, out=staging, work=work,
+                             steps=args.steps, mode=args.mode, base_limit=args.base_limit, threads=args.threads,
+                             float_weights=args.weights, progress=not args.quiet)
+    result = rt.retrain(opts, split.train)
+    threshold = float(files.classifier_card.get("threshold") if cfg.detector.threshold is None else cfg.detector.threshold)
+    standard = rt.StandardSet.from_shared(shared / "data")
+    measured = {}
+    for name, classifier_dir in (("deployed", deployed), ("candidate", staging)):
+        folder_for = rt.system_folder(classifier_dir, model_dir, work / "eval", name)
+        measured[name] = rt.measure(folder_for, threshold, standard, split.holdout, threads=args.threads)
+        log.info("retrain_measured", model=name, **measured[name][0].to_dict())
+    decision = decide(measured["deployed"][0], measured["candidate"][0], tolerance)
+    card = result.card
+    card["retrain"]["data"].update({"feedback_folder": str(folder), "feedback_usable": len(samples),
+                                    "feedback_skipped": problems[:200], "split": split.by,
+                                    "holdout_groups": list(split.holdout_groups),
+                                    "site_train_events": len({s.event_id for s in split.train}),
+                                    "site_holdout_events": len({s.event_id for s in split.holdout})})
+    card["gate"] = {"promote": decision.promote, "reasons": list(decision.reasons),
+                    "tolerance": {"recall_drop": tolerance.recall_drop, "extra_false_alerts": tolerance.extra_false_alerts},
+                    "deployed": {**measured["deployed"][0].to_dict(), **measured["deployed"][1]},
+                    "candidate": {**measured["candidate"][0].to_dict(), **measured["candidate"][1]}}
+    card["retrain"]["total_seconds"] = round(time.monotonic() - started, 1)
+    (staging / site_models.CLASSIFIER_CARD).write_text(json.dumps(card, indent=1) + "\n")
+    if not decision.promote:
+        (staging / site_models.REFUSED_FILE).write_text("".join(f"{r}\n" for r in decision.reasons))
+    name = f"{stamp}-{site_models.model_version(staging / site_models.CLASSIFIER_FILE)}"
+    candidate = site_models.install_candidate(root, staging, name)
+    promoted = decision.promote and not args.no_promote
+    if promoted:
+        site_models.promote(root, candidate)
+    summary = {"candidate": str(candidate), "promoted": promoted, "reasons": list(decision.reasons),
+               "deployed": measured["deployed"][0].to_dict(), "measured_candidate": measured["candidate"][0].to_dict(),
+               "site_crops": card["retrain"]["data"]["site_crops"], "mode": card["retrain"]["mode"],
+               "seconds": card["retrain"]["total_seconds"]}
+    log.info("retrain_done", promoted=promoted, candidate=name, reasons=list(decision.reasons))
+    print(json.dumps(summary))
+    if promoted:
+        print("raccoon-watch retrain: promoted; send SIGHUP (systemctl reload raccoon-watch) to switch", file=sys.stderr)
+    return 0 if decision.promote else EXIT_REFUSED

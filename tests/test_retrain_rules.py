@@ -1,0 +1,207 @@
+"""Learns your porch: the pure decisions (night of an event, feedback rows, the site split, the gate)
+as tables, and the feedback folder and the model links on real files."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from raccoon_watch import site_models
+from raccoon_watch.gate import GateMetrics, GateTolerance, decide
+from raccoon_watch.sitefeedback import (SPLIT_BY_EVENT, SPLIT_BY_NIGHT, UNKNOWN_NIGHT, SiteSample, night_of,
+                                        parse_rows, read_feedback, split_site)
+
+UTC = timezone.utc
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize("when, night", [
+    ("2026-05-03T23:30:00", "2026-05-03"),
+    ("2026-05-04T02:00:00", "2026-05-03"),  # after midnight: still the night that began on the 3rd
+    ("2026-05-04T11:59:59", "2026-05-03"),
+    ("2026-05-04T12:00:00", "2026-05-04"),
+    ("2026-05-04T21:00:00", "2026-05-04"),
+])
+def test_night_of(when, night):
+    assert night_of(_ts(when), UTC) == night
+
+
+def _sample(event: str, night: str, label: str = "not_raccoon") -> SiteSample:
+    return SiteSample(event, "porch", night, label, Path(f"/x/{event}.jpg"), 100, 100, (10, 10, 50, 50))
+
+
+@pytest.mark.parametrize("samples, by, held, train_n", [
+    # four nights: the latest one (0.3 * 4 = 1.2 -> 1) is held out, whole
+    ([_sample("a", "05-01"), _sample("b", "05-02"), _sample("c", "05-02"), _sample("d", "05-03"),
+      _sample("e", "05-04"), _sample("f", "05-04")], SPLIT_BY_NIGHT, ("05-04",), 4),
+    # two nights: one each side
+    ([_sample("a", "05-01"), _sample("b", "05-02")], SPLIT_BY_NIGHT, ("05-02",), 1),
+    # one night only: the latest whole events instead (3 events -> 1 held out)
+    ([_sample("a", "05-01"), _sample("b", "05-01"), _sample("c", "05-01")], SPLIT_BY_EVENT, ("c",), 2),
+    # an event with two frames stays on one side
+    ([_sample("a", "05-01"), _sample("b", "05-01"), _sample("b", "05-01")], SPLIT_BY_EVENT, ("b",), 1),
+    # a night unknown (hand-made folder without events.csv): by event
+    ([_sample("a", "05-01"), _sample("b", UNKNOWN_NIGHT), _sample("c", "05-02")], SPLIT_BY_EVENT, ("c",), 2),
+    # one event: nothing can be held out, everything trains (the gate then refuses)
+    ([_sample("a", "05-01")], SPLIT_BY_EVENT, (), 1),
+])
+def test_split_site(samples, by, held, train_n):
+    split = split_site(samples)
+    assert (split.by, split.holdout_groups, len(split.train)) == (by, held, train_n)
+    key = (lambda s: s.night) if by == SPLIT_BY_NIGHT else (lambda s: s.event_id)
+    assert not {key(s) for s in split.train} & {key(s) for s in split.holdout}  # never both sides
+    assert len(split.train) + len(split.holdout) == len(samples)
+
+
+def test_split_site_refuses_a_silly_share():
+    with pytest.raises(ValueError, match="holdout_share"):
+        split_site([_sample("a", "05-01")], holdout_share=1.0)
+
+
+ROW = {"filename": "porch_e1.jpg", "width": "640", "height": "360", "class": "not_raccoon",
+       "xmin": "10", "ymin": "20", "xmax": "110", "ymax": "220"}
+EVENTS = {"porch_e1.jpg": {"filename": "porch_e1.jpg", "event_id": "e1", "camera": "porch",
+                           "start_time": str(_ts("2026-05-03T23:30:00"))}}
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({}, None),
+    ({"class": "cat"}, "class 'cat' is not one of raccoon, not_raccoon"),
+    ({"xmax": "700"}, "empty or outside the 640x360 image"),
+    ({"xmin": "110"}, "empty or outside"),
+    ({"ymin": "twenty"}, "whole pixels"),
+    ({"width": ""}, "missing width"),
+    ({"filename": "porch_gone.jpg"}, "is gone"),
+    ({"filename": "../etc/passwd"}, "plain file name"),
+    ({None: ["extra"]}, "9 fields, expected 8"),
+])
+def test_parse_row(change, reason, tmp_path):
+    samples, problems = parse_rows([{**ROW, **change}], EVENTS, frozenset({"porch_e1.jpg"}), tmp_path, UTC)
+    if reason is None:
+        assert problems == [] and len(samples) == 1
+        s = samples[0]
+        assert (s.event_id, s.night, s.label, s.box_px) == ("e1", "2026-05-03", "not_raccoon", (10, 20, 110, 220))
+        assert s.box == pytest.approx((10 / 640, 20 / 360, 110 / 640, 220 / 360))
+    else:
+        assert samples == [] and len(problems) == 1 and reason in problems[0].reason
+
+
+def test_a_frame_labelled_both_ways_is_skipped_and_named_duplicates_count_once(tmp_path):
+    rows = [ROW, {**ROW, "class": "raccoon"}, {**ROW, "filename": "porch_e2.jpg"}, {**ROW, "filename": "porch_e2.jpg"}]
+    events = {**EVENTS, "porch_e2.jpg": {**EVENTS["porch_e1.jpg"], "filename": "porch_e2.jpg", "event_id": "e2"}}
+    samples, problems = parse_rows(rows, events, frozenset({"porch_e1.jpg", "porch_e2.jpg"}), tmp_path, UTC)
+    assert [s.event_id for s in samples] == ["e2"]
+    assert [(p.where, "labelled both raccoon and not_raccoon" in p.reason) for p in problems] == [("event e1", True)]
+
+
+def test_a_hand_edited_folder_is_reported_row_by_row_and_left_as_it_was(tmp_path):
+    folder = tmp_path / "feedback"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "porch_e1.jpg").write_bytes(b"jpeg")
+    (folder / "labels.csv").write_text(
+        "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+        "porch_e1.jpg,640,360,not_raccoon,10,20,110,220\n"
+        "porch_e1.jpg,640,360,not_raccoon,10,20\n"            # cut short by an editor
+        "\x00\xff garbage line\n"
+        "porch_e9.jpg,640,360,raccoon,1,1,5,5\n")              # its frame was swept
+    (folder / "events.csv").write_text("filename,event_id,camera,start_time\nporch_e1.jpg,e1,porch,not-a-time\n")
+    before = sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    samples, problems = read_feedback(folder, UTC)
+    assert samples == []
+    reasons = [p.reason for p in problems]
+    assert len(problems) == 4
+    assert any("start_time 'not-a-time' is not a time" in r for r in reasons)
+    assert any("missing xmax" in r for r in reasons)
+    assert any("porch_e9.jpg is gone" in r for r in reasons)
+    assert sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*")) == before  # nothing changed or deleted
+
+
+@pytest.mark.parametrize("header", ["file,w,h,label\n", ""])
+def test_a_folder_without_the_train_csv_header_is_a_clear_error(tmp_path, header):
+    (tmp_path / "labels.csv").write_text(header)
+    with pytest.raises(ValueError, match="expected filename,width,height,class"):
+        read_feedback(tmp_path)
+
+
+def test_no_folder_says_how_to_make_one(tmp_path):
+    with pytest.raises(ValueError, match="export-feedback"):
+        read_feedback(tmp_path / "nowhere")
+
+
+def _m(recall=0.9, false_alerts=1, site_errors=3, negatives=41, site_events=3, nr=0.8, r=None) -> GateMetrics:
+    return GateMetrics(recall, false_alerts, negatives, site_errors, site_events, nr, r)
+
+
+@pytest.mark.parametrize("deployed, candidate, promote, why", [
+    (_m(), _m(site_errors=0), True, ""),
+    (_m(), _m(recall=0.875, site_errors=0), True, ""),                    # within the 0.03 recall tolerance
+    (_m(), _m(recall=0.86, site_errors=0), False, "test-split recall 0.860"),
+    (_m(), _m(false_alerts=2, site_errors=0), False, "2 of 41 held-out raccoon-free photos alert"),
+    (_m(), _m(false_alerts=0, site_errors=3), False, "not better on the held-out site feedback"),
+    (_m(), _m(site_errors=4), False, "not better"),
+    (_m(site_events=0, site_errors=0), _m(site_events=0, site_errors=0), False, "no held-out site feedback"),
+    # as many errors (the stored frames scored under the threshold already) but clearly lower scores
+    (_m(site_errors=0, nr=0.69), _m(site_errors=0, nr=0.40), True, ""),
+    (_m(site_errors=0, nr=0.69), _m(site_errors=0, nr=0.66), False, "not better"),        # within the margin
+    (_m(site_errors=0, nr=0.69, r=0.9), _m(site_errors=0, nr=0.40, r=0.7), False, "raccoon 0.700 vs 0.900"),
+    (_m(site_errors=0, nr=0.69, r=0.9), _m(site_errors=0, nr=0.40, r=0.88), True, ""),
+    (_m(site_errors=1, nr=None, r=0.5), _m(site_errors=1, nr=None, r=0.9), False, "not better"),  # no not-raccoon frames
+    (_m(), _m(negatives=40, site_errors=0), False, "different sets"),
+])
+def test_gate(deployed, candidate, promote, why):
+    decision = decide(deployed, candidate)
+    assert decision.promote is promote
+    assert (decision.reasons == ()) is promote
+    assert all(why in r for r in decision.reasons[:1]) if why else True
+
+
+def test_gate_names_every_failed_check_and_honours_its_tolerance():
+    decision = decide(_m(), _m(recall=0.5, false_alerts=9, site_errors=5))
+    assert len(decision.reasons) == 3
+    assert decide(_m(), _m(false_alerts=2, site_errors=0), GateTolerance(extra_false_alerts=1)).promote
+    with pytest.raises(ValueError, match="recall_drop"):
+        GateTolerance(recall_drop=-0.1)
+
+
+def _candidate(root: Path, name: str, payload: bytes) -> Path:
+    staged = site_models.staging_dir(root, name)
+    (staged / site_models.CLASSIFIER_FILE).write_bytes(payload)
+    (staged / site_models.CLASSIFIER_CARD).write_text("{}")
+    return site_models.install_candidate(root, staged, name)
+
+
+def test_promote_and_roll_back_move_links_and_delete_nothing(tmp_path):
+    root = site_models.models_root(tmp_path)
+    a, b = _candidate(root, "a", b"first"), _candidate(root, "b", b"second")
+    assert site_models.current(root) is None
+    assert site_models.promote(root, a) is None  # the shipped one ran before
+    assert site_models.promote(root, b) == a.resolve()
+    assert (site_models.current(root), site_models.previous(root)) == (b.resolve(), a.resolve())
+    assert not os.path.isabs(os.readlink(root / site_models.CURRENT))  # relative: the state dir may move
+    assert site_models.roll_back(root) == (a.resolve(), b.resolve())
+    assert site_models.current(root) == a.resolve()
+    site_models.roll_back(root)  # twice undoes it
+    assert site_models.current(root) == b.resolve()
+    assert site_models.list_candidates(root) == [a, b]
+    assert site_models.model_version(b / site_models.CLASSIFIER_FILE) == "16367aacb67a"  # sha256(b"second")[:12]
+    with pytest.raises(FileExistsError):
+        _candidate(root, "a", b"again")
+    assert (a / site_models.CLASSIFIER_FILE).read_bytes() == b"first"
+
+
+def test_roll_back_from_the_first_promotion_returns_to_the_shipped_classifier(tmp_path):
+    root = site_models.models_root(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nothing to roll back"):
+        site_models.roll_back(root)
+    a = _candidate(root, "a", b"first")
+    site_models.promote(root, a)
+    assert site_models.roll_back(root) == (None, a.resolve())
+    assert site_models.current(root) is None and site_models.previous(root) == a.resolve()
+    with pytest.raises(FileNotFoundError, match="not a classifier folder"):
+        site_models.promote(root, tmp_path)
