@@ -27,6 +27,7 @@ from raccoon_watch.types import Event, EventKind
 from raccoon_watch.web.auth import Auth, client_address, login_allowed
 from raccoon_watch.web.chart import score_chart_svg
 from raccoon_watch.web.pages import ReviewPages
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 JPEG = cv2.imencode(".jpg", np.full((90, 160, 3), 120, np.uint8))[1].tobytes()
@@ -304,3 +305,63 @@ def test_score_chart_is_numbers_only():
     svg = score_chart_svg([(0.0, 0.2, 0.5, 0.1), (1.0, 0.8, None, None)], threshold=0.6)
     assert svg.startswith("<svg") and "<script" not in svg and svg.count("<circle") == 2
     assert score_chart_svg([], 0.5) == ""
+
+
+# --- the site's classifier: which runs, roll back, retrain ----------------------------------------
+
+@pytest.mark.parametrize("code, says", [(0, "promoted"), (4, "refused by the gate"), (2, "failed (exit 2)"),
+                                        (None, "running")])
+def test_retrain_outcome_words(code, says):
+    from raccoon_watch.web.retrain_job import outcome_of
+
+    assert says in outcome_of(code)
+
+
+def test_the_classifier_page_rolls_back_and_runs_one_retrain_at_a_time(tmp_path, small_clip):
+    import shutil
+    import sys
+
+    from raccoon_watch import site_models
+    from raccoon_watch.detectors import find_model
+    from raccoon_watch.web.retrain_job import RetrainJob
+
+    app, server = _serve(tmp_path, small_clip, {})
+    reloads: list[int] = []
+    # a stand-in for `raccoon-watch retrain` (a real process): says something, takes a moment, is refused
+    job = RetrainJob([sys.executable, "-c", "import sys, time; print('retraining on 12 site crops'); "
+                      "sys.stdout.flush(); time.sleep(1.5); sys.exit(4)"],
+                     tmp_path / "retrain.log", lambda: reloads.append(1))
+    pages = HealthServer("127.0.0.1", 0, lambda: (True, {}), lambda: b"", ReviewPages(app, retrain=job))
+    pages.start()
+    url = f"http://127.0.0.1:{pages.port}"
+    try:
+        files = find_model(app.model_path)
+        candidate = site_models.models_root(app.cfg.storage.path) / "candidates" / "20261202T120000-site"
+        candidate.mkdir(parents=True)
+        shutil.copy(files.classifier, candidate / site_models.CLASSIFIER_FILE)
+        shutil.copy(files.classifier.parent / site_models.CLASSIFIER_CARD, candidate / site_models.CLASSIFIER_CARD)
+        site_models.promote(app.models_root, candidate)
+
+        s = requests.Session()
+        html = s.get(url + "/models").text
+        assert app.swap.active.version in html and "retrained here: 20261202T120000-site" in html
+        resp = s.post(url + "/models/rollback", data={"csrf": _csrf(html)}, allow_redirects=False)
+        assert resp.status_code == 303 and resp.headers["Location"] == "/models"
+        assert site_models.current(app.models_root) is None  # back to the shipped classifier
+        html = s.get(url + "/models").text
+        assert "the shipped classifier" in html and "Before it: 20261202T120000-site" in html
+        assert s.post(url + "/models/rollback", data={}).status_code == 403  # no CSRF token: refused
+
+        first = s.post(url + "/models/retrain", data={"csrf": _csrf(html)}, allow_redirects=False)
+        assert first.status_code == 303
+        again = s.post(url + "/models/retrain", data={"csrf": _csrf(html)}, allow_redirects=False)
+        assert again.status_code == 409 and "running already" in _message(again)
+        assert wait_until(lambda: not job.state().running, timeout=30)
+        html = s.get(url + "/models").text
+        assert "refused by the gate" in html and "retraining on 12 site crops" in html
+        assert reloads == []  # refused: the running classifier is not reloaded
+    finally:
+        pages.stop()
+        server.stop()
+        app.stop_event.set()
+        app.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import structlog
@@ -249,7 +250,11 @@ class ServiceRuntime:
             if http.review:
                 from raccoon_watch.web.pages import ReviewPages
 
-                pages = ReviewPages(self.app)
+                from raccoon_watch.web.retrain_job import RetrainJob, retrain_command
+
+                job = RetrainJob(retrain_command(Path(self.config_path)), self.app.models_root / "retrain.log",
+                                 self.app.reload_classifier)
+                pages = ReviewPages(self.app, retrain=job)
             self.http = HealthServer(http.host, http.port, app_health(self.liveness), self.app.metrics.render, pages)
             try:
                 self.http.start()

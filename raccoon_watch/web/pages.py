@@ -20,6 +20,7 @@ path from the request touches the filesystem. Every response carries the Content
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import threading
 import time
@@ -38,7 +39,9 @@ from raccoon_watch.config import HttpConfig
 from raccoon_watch.service.logs import clip as clip_text
 from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SNAPSHOT_DIR
 from raccoon_watch.web.auth import COOKIE, Auth, Session, client_address, csrf_ok
+from raccoon_watch import site_models
 from raccoon_watch.web.chart import score_chart_svg
+from raccoon_watch.web.retrain_job import RetrainJob
 
 log = structlog.get_logger(__name__)
 
@@ -115,12 +118,22 @@ def _fmt_duration(row: Mapping[str, Any]) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A card as a dict; {} when it is missing or not JSON (a hand-edited folder must not break the page)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class ReviewPages:
     """Bound to a running App (its config, store, stats, live frames, clips and feedback)."""
 
-    def __init__(self, app: Any, http: HttpConfig | None = None) -> None:
+    def __init__(self, app: Any, http: HttpConfig | None = None, retrain: RetrainJob | None = None) -> None:
         self.app = app
         self.cfg = http or app.cfg.http
+        self.retrain = retrain  # "Retrain now" (None: the page has no config file to run it with)
         self.auth = Auth(self.cfg)
         self.csp = csp(self.cfg.frame_ancestors)
         self.secure_cookie = bool(self.cfg.public_url and self.cfg.public_url.startswith("https://"))
@@ -213,6 +226,10 @@ class ReviewPages:
             m = re.fullmatch(r"/events/([^/]+)/feedback", path)
             if m:
                 return self._feedback(h, req, m.group(1))
+            if path == "/models/rollback":
+                return self._roll_back(h, req)
+            if path == "/models/retrain":
+                return self._start_retrain(h, req)
             raise HttpError(404, "nothing to post to here")
         if req.method != "GET":
             raise HttpError(405, "only GET and POST")
@@ -220,6 +237,8 @@ class ReviewPages:
             return self._list(h, req)
         if path == "/live":
             return self._live_page(h, req)
+        if path == "/models":
+            return self._models_page(h, req)
         m = re.fullmatch(r"/live/([a-z0-9_]+)\.(mjpg|jpg)", path)
         if m:
             return self._live(h, m.group(1), m.group(2))
@@ -287,6 +306,40 @@ class ReviewPages:
             raise HttpError(400, "label must be raccoon, not_raccoon or none")
         self.app.set_feedback(event_id, None, None if label == "none" else label, "page")
         self._redirect(h, req, f"/events/{quote(event_id, safe='')}")
+
+    # --- the site's classifiers: which runs, roll back, retrain -----------------------------------
+    def _models_page(self, h: Any, req: Request) -> None:
+        root = self.app.models_root
+        running = self.app.swap.active.version if getattr(self.app, "swap", None) is not None else None
+        now, before = site_models.current(root), site_models.previous(root)
+        candidates = []
+        for folder in reversed(site_models.list_candidates(root)):
+            card = _read_json(folder / site_models.CLASSIFIER_CARD)
+            gate = card.get("gate") if isinstance(card.get("gate"), dict) else {}
+            candidates.append({"name": folder.name, "current": now is not None and folder == now,
+                               "previous": before is not None and folder == before,
+                               "refused": (folder / site_models.REFUSED_FILE).is_file(),
+                               "reasons": gate.get("reasons") or []})
+        self._page(h, req, "models.html", running=running, site=now.name if now else None,
+                   previous=before.name if before else None, candidates=candidates[:20],
+                   retrain=self.retrain.state() if self.retrain is not None else None)
+
+    def _roll_back(self, h: Any, req: Request) -> None:
+        try:
+            now, was = site_models.roll_back(self.app.models_root)
+        except FileNotFoundError:
+            raise HttpError(409, "nothing to roll back to: the shipped classifier is running") from None
+        log.info("classifier_rolled_back", source="page", now=now.name if now else "shipped",
+                 was=was.name if was else "shipped")
+        self.app.reload_classifier()
+        self._redirect(h, req, "/models")
+
+    def _start_retrain(self, h: Any, req: Request) -> None:
+        if self.retrain is None:
+            raise HttpError(409, "this daemon was started without a config file: run raccoon-watch retrain")
+        if not self.retrain.start():
+            raise HttpError(409, "a retrain is running already (or could not start: see the log)")
+        self._redirect(h, req, "/models")
 
     def _live_page(self, h: Any, req: Request) -> None:
         stats = self.app.stats()
