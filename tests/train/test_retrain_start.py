@@ -41,3 +41,28 @@ def test_a_file_of_another_architecture_is_refused(shared_dir):
     imagenet = shared_dir / "pretrained" / "imagenet" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
     with pytest.raises(ValueError, match="weighted ops|do not fit"):
         recover_float_weights(build_classifier(), imagenet)
+
+
+@pytest.mark.parametrize("before, fitted, expected", [
+    # both keep recall at the deployed threshold: the better AP, head on a tie
+    (0.9, {"head": {"ap": 0.95, "recall_at_threshold": 0.9}, "blocks": {"ap": 0.94, "recall_at_threshold": 0.91}}, "head"),
+    (0.9, {"head": {"ap": 0.94, "recall_at_threshold": 0.9}, "blocks": {"ap": 0.94, "recall_at_threshold": 0.9}}, "head"),
+    # measured on a site: head had the better AP but its scores sank below the threshold
+    (0.88, {"head": {"ap": 0.95, "recall_at_threshold": 0.70}, "blocks": {"ap": 0.94, "recall_at_threshold": 0.87}}, "blocks"),
+    # neither keeps it: the one that loses the least
+    (0.9, {"head": {"ap": 0.95, "recall_at_threshold": 0.6}, "blocks": {"ap": 0.90, "recall_at_threshold": 0.8}}, "blocks"),
+])
+def test_auto_keeps_the_mode_that_holds_the_deployed_operating_point(before, fitted, expected):
+    from train.classifier.retrain import choose_mode
+
+    assert choose_mode(before, fitted, recall_drop=0.03) == expected
+
+
+def test_recall_at_a_threshold():
+    import numpy as np
+
+    from train.classifier.retrain import recall_at
+
+    labels, scores = np.array([1, 1, 1, 0, 1]), np.array([0.9, 0.74, 0.5, 0.99, 0.741])
+    assert recall_at(labels, scores, 0.741) == 0.5
+    assert recall_at(np.array([0, 0]), np.array([0.9, 0.1]), 0.5) == 0.0

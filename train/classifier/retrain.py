@@ -16,7 +16,8 @@ module is imported only then (it needs TensorFlow; the daemon never imports trai
 3. Fit: the frozen trunk (Conv2d_0..11) runs once per view (``fit.cache_views``; the site's crops get
    several augmented views), then ``steps`` Adam steps on batches that are ``site_share`` site views.
    Mode ``head``: only the logit layer trains; ``blocks``: also Conv2d_12/13; ``auto``: both are
-   fitted from the same start and the one with the better AP on the validation crops is kept.
+   fitted from the same start and ``choose_mode`` keeps one by the validation crops AT THE DEPLOYED
+   THRESHOLD (the gate judges there; AP alone once kept a head fit whose scores had sunk below it).
 4. Export: int8 TFLite (``train.classifier.export``), calibrated on training crops.
 
 ``measure`` runs a model folder as the daemon does (``train.evaluate.predict_with_model``) on the
@@ -41,7 +42,7 @@ import numpy as np
 import structlog
 
 from raccoon_watch.detectors.base import normalise
-from raccoon_watch.gate import GateMetrics
+from raccoon_watch.gate import DEFAULT_RECALL_DROP, GateMetrics
 from raccoon_watch.recognition import classifier_crop
 from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 from raccoon_watch.sitefeedback import SiteSample
@@ -50,6 +51,7 @@ from raccoon_watch.types import box_iou
 log = structlog.get_logger(__name__)
 
 MODES = ("head", "blocks", "auto")
+MODE_RECALL_DROP = DEFAULT_RECALL_DROP  # auto: recall on validation crops at the deployed threshold may drop as much as the gate allows
 DEFAULT_STEPS = 150
 DEFAULT_BATCH = 32
 LEARNING_RATES = {"head": 2e-4, "blocks": 5e-5}
@@ -176,6 +178,23 @@ def site_crops(samples: Sequence[SiteSample], model_dir: Path, card: dict[str, A
 
 
 # ---------------------------------------------------------------- fit
+
+
+def recall_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """Share of the positive crops scoring at least ``threshold`` (pure; 0 without positives)."""
+    positive = labels == 1
+    return float((scores[positive] >= threshold).mean()) if positive.any() else 0.0
+
+
+def choose_mode(before_recall: float, fitted: dict[str, dict[str, float]], recall_drop: float) -> str:
+    """The mode ``auto`` keeps (pure). ``fitted``: mode -> {"ap", "recall_at_threshold"} on the
+    validation crops; ``before_recall``: the deployed classifier's recall there at its threshold.
+    Among the modes that keep recall at the deployed threshold within ``recall_drop`` of before, the
+    best AP (head on a tie); when none does, the one that loses the least recall."""
+    keeping = [m for m, v in fitted.items() if v["recall_at_threshold"] >= before_recall - recall_drop - 1e-9]
+    if keeping:
+        return max(keeping, key=lambda m: (fitted[m]["ap"], m == "head"))
+    return max(fitted, key=lambda m: (fitted[m]["recall_at_threshold"], fitted[m]["ap"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,9 +332,12 @@ def retrain(opts: RetrainOptions, train_samples: Sequence[SiteSample]) -> Retrai
     val_x = trunk.predict(normalise(base_val["crops"]), batch_size=64, verbose=0).astype(np.float16)
     log.info("retrain_views_cached", base=len(base_x), site=len(site_x), seconds=round(time.monotonic() - started, 1))
 
+    deployed_threshold = float(deployed_card.get("threshold", 0.5))
+
     def val_metrics(top: Any) -> dict[str, Any]:
         scores = fit._sigmoid(np.asarray(top.predict(val_x, batch_size=256, verbose=0)).reshape(-1))  # noqa: SLF001
-        return fit.crop_metrics(base_val["labels"], scores, base_val["groups"])
+        return {**fit.crop_metrics(base_val["labels"], scores, base_val["groups"]),
+                "recall_at_threshold": round(recall_at(base_val["labels"], scores, deployed_threshold), 4)}
 
     before = val_metrics(fit.split_model(first)[1])
     results = {}
@@ -326,10 +348,13 @@ def retrain(opts: RetrainOptions, train_samples: Sequence[SiteSample]) -> Retrai
         results[mode] = {"val": val_metrics(top), "loss_first": round(losses[0], 4), "loss_last": round(float(np.mean(losses[-10:])), 4),
                          "seconds": round(time.monotonic() - t0, 1)}
         log.info("retrain_mode_fitted", mode=mode, **results[mode]["val"], seconds=results[mode]["seconds"])
-    chosen = max(results, key=lambda m: (results[m]["val"]["ap"], m == "head"))
+    chosen = (choose_mode(before["recall_at_threshold"], {m: r["val"] for m, r in results.items()}, MODE_RECALL_DROP)
+              if opts.mode == "auto" else opts.mode)
     if opts.mode == "auto":
-        notes.append(f"kept {chosen}: validation-crop AP {results[chosen]['val']['ap']} "
-                     f"(head {results['head']['val']['ap']}, blocks {results['blocks']['val']['ap']})")
+        notes.append(f"kept {chosen}: validation crops at the deployed threshold {deployed_threshold}: recall "
+                     f"{before['recall_at_threshold']} before, head {results['head']['val']['recall_at_threshold']}, "
+                     f"blocks {results['blocks']['val']['recall_at_threshold']}; AP head {results['head']['val']['ap']}, "
+                     f"blocks {results['blocks']['val']['ap']}")
     opts.work.mkdir(parents=True, exist_ok=True)
     weights = opts.work / "candidate.weights.h5"
     models[chosen].save_weights(weights)
