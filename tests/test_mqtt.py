@@ -184,7 +184,9 @@ def test_event_start_end_frigate_format_and_jpeg_snapshot(mosquitto, recorder, s
     fired = [json.loads(m.payload) for m in rec.on(f"{P}/front_door/event")]
     assert len(fired) == 1 and fired[0]["event_type"] == "raccoon" and fired[0]["id"] == "ev1"
     assert [m.payload for m in rec.on(f"{P}/available")][:1] == [b"online"]
-    assert rec.on(f"{P}/available")[-1].payload == b"offline"  # clean shutdown
+    # clean shutdown: the sink's last word; it reaches the recorder a moment after stop() returns
+    rec.wait(lambda ms: [m.payload for m in ms if m.topic == f"{P}/available"][-1:] == [b"offline"], timeout=10)
+    assert rec.on(f"{P}/available")[-1].payload == b"offline"
 
     # a late subscriber gets the retained snapshot (the update's, the better frame) as a valid JPEG
     late = recorder(broker, f"{P}/front_door/raccoon/snapshot", f"{P}/front_door/raccoon/state", f"{P}/available")
