@@ -28,7 +28,7 @@ import pytest
 
 from tests.daemon import Daemon, detector_section, write_config
 from tests.fake_pushover import VALID_TOKEN, VALID_USER
-from tests.fixtures.mqtt import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 

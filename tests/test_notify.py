@@ -20,6 +20,7 @@ import pytest
 
 from raccoon_watch.service import notify
 from tests import wedged_daemon
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -167,12 +168,6 @@ logging: {{level: info, format: json}}
     return cfg
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(port: int, path: str) -> tuple[int, bytes]:
     import urllib.error
     import urllib.request
@@ -215,7 +210,7 @@ def test_daemon_ready_status_watchdog_reload_stopping(tmp_path: Path, coco_model
 
     sock = str(tmp_path / "notify.sock")
     lst = NotifyListener(sock)
-    port = _free_port()
+    port = free_port()
     cfg = _config(tmp_path, coco_model, http_port=port)
     proc = _start_daemon(cfg, sock)
     try:

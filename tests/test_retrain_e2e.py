@@ -32,7 +32,7 @@ from raccoon_watch.demo import empty_scene, letterbox_onto
 from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, current, model_version, models_root
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, write_config
 from tests.fixtures.media import make_clip
-from tests.fixtures.rtsp import free_port
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import REPO, Daemon, detector_section, write_config
-from tests.fixtures.rtsp import free_port
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtsp, pytest.mark.mqtt]
 CHROMIUM = "/usr/bin/chromium"

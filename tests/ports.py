@@ -1,0 +1,40 @@
+"""TCP ports for the servers tests start (brokers, RTSP cameras, daemons' HTTP, fake Pushover).
+
+``bind(("127.0.0.1", 0))`` hands out a port from the kernel's ephemeral range, the same range every
+outgoing connection takes its source port from, so under ``pytest -n`` (several workers, hundreds of
+client connections) a port that was free a moment ago is sometimes someone's source port, or another
+worker's server, by the time the daemon binds it: the daemon logs ``http_bind_failed`` and the test
+sees "connection refused". Ports here come from below the ephemeral range (Linux: 32768-60999), from
+a block of their own per xdist worker, in turn, and are checked free before they are handed out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+
+FIRST_PORT = 20000
+PORTS_PER_WORKER = 1500  # 8 workers fit below 32768
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... or unset without -n
+    return int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
+_BLOCK = FIRST_PORT + _worker_index() * PORTS_PER_WORKER
+_NEXT = itertools.cycle(range(_BLOCK, _BLOCK + PORTS_PER_WORKER))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now and that no other worker of this run hands out."""
+    for _ in range(PORTS_PER_WORKER):
+        port = next(_NEXT)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {_BLOCK}-{_BLOCK + PORTS_PER_WORKER - 1}")
