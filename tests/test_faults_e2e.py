@@ -20,6 +20,7 @@ import os
 import sqlite3
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -85,14 +86,19 @@ def _metric(port: int, name: str, **labels: str) -> float | None:
 
 
 def _wait_metric(port: int, name: str, pred, timeout: float, **labels: str) -> float | None:
+    """Poll /metrics until ``pred(value)``. The page may not listen yet: the service binds it after
+    the app has started its cameras, so on a loaded machine a camera can connect first."""
     deadline = time.monotonic() + timeout
-    value = None
+    value, error = None, None
     while time.monotonic() < deadline:
-        value = _metric(port, name, **labels)
+        try:
+            value, error = _metric(port, name, **labels), None
+        except urllib.error.URLError as exc:
+            error = exc
         if value is not None and pred(value):
             return value
         time.sleep(0.5)
-    raise AssertionError(f"{name}{labels} never satisfied the condition; last value {value}")
+    raise AssertionError(f"{name}{labels} never satisfied the condition; last value {value}, last error {error}")
 
 
 # --- MQTT -----------------------------------------------------------------------------------------
