@@ -77,19 +77,6 @@ def test_augment_and_copy_paste_keep_boxes_valid(shared_dir):
     assert boxes.shape == (1, 4) and np.all(boxes[:, 2:] > boxes[:, :2])
 
 
-def test_train_stage_writes_checkpoint_and_resumes(shared_env, tmp_path):
-    argv = ["train", "--work-dir", str(tmp_path), "--limit", "2", "--batch-size", "2", "--eval-every", "2"]
-    assert train_cli(argv + ["--steps", "2"]) == 0
-    result = json.loads((tmp_path / "training_result.json").read_text())
-    assert [h["step"] for h in result["history"]] == [0, 2]
-    assert (tmp_path / "best.weights.h5").is_file()
-    assert (tmp_path / "checkpoints" / "ckpt-2.index").is_file()
-    assert train_cli(argv + ["--steps", "3", "--resume"]) == 0
-    result = json.loads((tmp_path / "training_result.json").read_text())
-    assert [h["step"] for h in result["history"]] == [0, 2, 3]  # continued from step 2
-    assert 0.0 <= result["best"]["val_ap50"] <= 1.0
-
-
 def test_weight_average_follows_the_weights_and_swaps_back():
     import tensorflow as tf
 
@@ -118,7 +105,8 @@ def test_the_default_config_trains_the_raccoon_alone():
 def test_all_end_to_end_with_decoys_exports_raccoon_first_and_scores_only_raccoons(shared_env, tmp_path):
     """Every stage of ``train all`` end to end on a handful of images (one run: it takes minutes),
     with data.decoys: the teacher's boxes ride in the train record, the export has the labels
-    [raccoon, cat, dog], and evaluate counts only raccoon detections as alerts."""
+    [raccoon, cat, dog], and evaluate counts only raccoon detections as alerts. Then the train stage
+    resumes from the run's checkpoint."""
     import yaml
 
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -130,7 +118,11 @@ def test_all_end_to_end_with_decoys_exports_raccoon_first_and_scores_only_raccoo
             "--limit", "2", "--steps", "2", "--batch-size", "2", "--eval-every", "2"]
     assert train_cli(argv) == 0
     assert (work / "records" / "train.tfrecord").is_file()
-    assert (work / "train" / "checkpoints" / "ckpt-2.index").is_file()
+    train_dir = work / "train"
+    result = json.loads((train_dir / "training_result.json").read_text())
+    assert [h["step"] for h in result["history"]] == [0, 2]
+    assert (train_dir / "best.weights.h5").is_file()
+    assert (train_dir / "checkpoints" / "ckpt-2.index").is_file()
     for name in ("model.tflite", "labelmap.pbtxt", "model_card.json", "classifier.tflite", "classifier_card.json"):
         assert (target / name).is_file()
     card = json.loads((target / "model_card.json").read_text())
@@ -155,3 +147,14 @@ def test_all_end_to_end_with_decoys_exports_raccoon_first_and_scores_only_raccoo
     assert train_cli(common + ["--predictions", str(preds), "--remap", "raccoon=raccoon", "--output", str(tmp_path / "b.json")]) == 0
     a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab")
     assert a["at_threshold"] == b["at_threshold"] and a["per_image"] == b["per_image"]
+
+    # the train stage resumes from the run's latest checkpoint (here rather than in a test of its
+    # own: building the model and its data is most of a train stage's cost)
+    records, split = work / "records", work / "split"
+    assert train_cli(["train", "--config", str(config_path), "--work-dir", str(train_dir),
+                      "--train-records", str(records / "train.tfrecord"), "--val-records", str(records / "val.tfrecord"),
+                      "--night-list", str(split / "night_negatives.txt"), "--limit", "2", "--batch-size", "2",
+                      "--eval-every", "2", "--steps", "3", "--resume"]) == 0
+    result = json.loads((train_dir / "training_result.json").read_text())
+    assert [h["step"] for h in result["history"]] == [0, 2, 3]  # continued from step 2
+    assert 0.0 <= result["best"]["val_ap50"] <= 1.0
