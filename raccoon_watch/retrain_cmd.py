@@ -26,17 +26,26 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import structlog
 
 from raccoon_watch import site_models
 from raccoon_watch.gate import DEFAULT_EXTRA_FALSE_ALERTS, DEFAULT_RECALL_DROP, GateTolerance, decide
+from raccoon_watch.sitefeedback import DEFAULT_HOLDOUT_SHARE
 
 log = structlog.get_logger("raccoon_watch.retrain")
 
 COMMANDS = ("retrain", "models")
 EXIT_BAD_INPUT, EXIT_MODEL, EXIT_REFUSED = 2, 3, 4
+
+# The retrain's knobs a user sets, defined here once: train/classifier/retrain.py takes its defaults
+# from these (the daemon package imports nothing from train/, so the definitions live on this side).
+RetrainMode = Literal["auto", "head", "blocks"]
+MODES: tuple[RetrainMode, ...] = get_args(RetrainMode)
+DEFAULT_MODE: RetrainMode = "auto"
+DEFAULT_STEPS = 150  # optimizer steps per mode
+DEFAULT_BASE_LIMIT = 1200  # shipped training crops sampled per retrain (the trunk pass costs ~20 ms each)
 
 
 def add_parsers(sub: Any) -> None:
@@ -46,15 +55,16 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--config", "-c", required=True, type=Path, help="YAML config file (storage.path, the model)")
     r.add_argument("--feedback", type=Path, help="an exported feedback folder (default: export the store's "
                    "feedback into <storage>/feedback first)")
-    r.add_argument("--steps", type=int, default=150, help="optimizer steps per mode (default 150)")
-    r.add_argument("--mode", choices=("auto", "head", "blocks"), default="auto",
+    r.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimizer steps per mode (default {DEFAULT_STEPS})")
+    r.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="train the head only, also the last two blocks, or both and keep the better (default)")
     r.add_argument("--base-crops", type=Path, help="folder with the shipped training crops (train.npz, val.npz); "
                    "default <storage>/retrain/base_crops, built there once from the shared data")
     r.add_argument("--base-build-limit", type=int, help="build the base crops from N positives + N negatives "
                    "per split only (tests)")
-    r.add_argument("--base-limit", type=int, default=1200, help="shipped training crops used per retrain")
-    r.add_argument("--holdout-share", type=float, default=0.3, help="share of the nights held out for the gate")
+    r.add_argument("--base-limit", type=int, default=DEFAULT_BASE_LIMIT, help="shipped training crops used per retrain")
+    r.add_argument("--holdout-share", type=float, default=DEFAULT_HOLDOUT_SHARE,
+                   help="share of the nights held out for the gate")
     r.add_argument("--recall-drop", type=float, default=DEFAULT_RECALL_DROP,
                    help="test-split recall the candidate may lose at the operating point (default 0.03)")
     r.add_argument("--extra-false-alerts", type=int, default=DEFAULT_EXTRA_FALSE_ALERTS,

@@ -34,6 +34,7 @@ IMAGE_DIR = "images"
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 EVENT_COLUMNS = ("filename", "event_id", "camera", "start_time")
 SITE_LABELS = ("raccoon", "not_raccoon")
+DEFAULT_HOLDOUT_SHARE = 0.3  # of the nights, the latest, held out for the gate
 NIGHT_STARTS_HOUR = 12  # an event before noon belongs to the night that began the evening before
 UNKNOWN_NIGHT = "unknown"
 SPLIT_BY_NIGHT, SPLIT_BY_EVENT = "by_night", "by_event"
@@ -193,7 +194,8 @@ def read_feedback(folder: Path, tz: tzinfo | None = None) -> tuple[list[SiteSamp
     return samples, problems + row_problems
 
 
-def split_site(samples: list[SiteSample] | tuple[SiteSample, ...], holdout_share: float = 0.3) -> SiteSplit:
+def split_site(samples: list[SiteSample] | tuple[SiteSample, ...],
+               holdout_share: float = DEFAULT_HOLDOUT_SHARE) -> SiteSplit:
     """Hold out the LATEST nights (about ``holdout_share`` of them, at least one, never all) for the
     gate; with fewer than two known nights, the latest whole events instead. Pure."""
     if not 0.0 < holdout_share < 1.0:

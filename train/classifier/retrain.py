@@ -44,18 +44,16 @@ import structlog
 from raccoon_watch.detectors.base import normalise
 from raccoon_watch.gate import DEFAULT_RECALL_DROP, GateMetrics
 from raccoon_watch.recognition import classifier_crop
+from raccoon_watch.retrain_cmd import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
 from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 from raccoon_watch.sitefeedback import SiteSample
 from raccoon_watch.types import box_iou
 
 log = structlog.get_logger(__name__)
 
-MODES = ("head", "blocks", "auto")
 MODE_RECALL_DROP = DEFAULT_RECALL_DROP  # auto: recall on validation crops at the deployed threshold may drop as much as the gate allows
-DEFAULT_STEPS = 150
 DEFAULT_BATCH = 32
 LEARNING_RATES = {"head": 2e-4, "blocks": 5e-5}
-DEFAULT_BASE_LIMIT = 1200  # shipped training crops sampled per retrain (the trunk pass costs ~20 ms each)
 DEFAULT_VAL_LIMIT = 600
 SITE_VIEWS = 4  # the crop itself + 3 augmented views per site crop
 SITE_SHARE = 0.25  # of each batch, at most
@@ -205,7 +203,7 @@ class RetrainOptions:
     out: Path  # (staging) folder for the candidate's classifier.tflite + card
     work: Path  # scratch (weights)
     steps: int = DEFAULT_STEPS
-    mode: str = "auto"
+    mode: RetrainMode = DEFAULT_MODE
     batch_size: int = DEFAULT_BATCH
     base_limit: int = DEFAULT_BASE_LIMIT
     val_limit: int = DEFAULT_VAL_LIMIT
