@@ -50,10 +50,15 @@ RETENTION_SWEEP_S = 3600.0
 STOP_JOIN_S = 3.0  # how long stop() waits for all threads together
 
 
-def camera_filter(cam: CameraConfig, cfg: Config, threshold: float) -> DetectionFilter:
+def camera_filter(cam: CameraConfig, cfg: Config, threshold: float,
+                  ir_threshold: float | None = None) -> DetectionFilter:
+    """The camera's filter; ``threshold`` / ``ir_threshold`` are the daemon-wide ones (``App.thresholds_for``).
+    A camera's own ``threshold`` applies to every image mode unless it sets ``ir_threshold`` too."""
+    own = cam.threshold is not None
     return DetectionFilter(
         labels=frozenset(cam.labels or cfg.detector.labels),
-        threshold=cam.threshold if cam.threshold is not None else threshold,
+        threshold=cam.threshold if own else threshold,
+        ir_threshold=cam.ir_threshold if cam.ir_threshold is not None or own else ir_threshold,
         min_area=cam.min_area,
         max_area=cam.max_area,
         zones=tuple(tuple(p) for p in cam.zones),
@@ -80,7 +85,7 @@ def visit_params(cfg: Config) -> VisitParams:
 
 
 # Per-camera fields the event router's filters take (detection filter: labels, score, area, zones).
-LIVE_CAMERA_FIELDS = ("labels", "threshold", "min_area", "max_area", "zones", "masks")
+LIVE_CAMERA_FIELDS = ("labels", "threshold", "ir_threshold", "min_area", "max_area", "zones", "masks")
 
 
 def plan_reload(old: Config, new: Config, filters_live: bool) -> tuple[Config, list[str]]:
@@ -96,7 +101,8 @@ def plan_reload(old: Config, new: Config, filters_live: bool) -> tuple[Config, l
     if filters_live:
         update["events"] = new.events
         update["detector"] = old.detector.model_copy(
-            update={"threshold": new.detector.threshold, "labels": new.detector.labels}
+            update={"threshold": new.detector.threshold, "ir_threshold": new.detector.ir_threshold,
+                    "labels": new.detector.labels}
         )
         update["cameras"] = {
             name: cam.model_copy(update={k: getattr(new.cameras[name], k) for k in LIVE_CAMERA_FIELDS})
@@ -161,10 +167,12 @@ class App:
         self.clips: ClipService | None = None  # event clips (recorders + cutter)
         self.trace: EventTrace | None = None  # per-frame scores and clean best frame of each event
         self.card_threshold: float | None = None  # the model card's deployed threshold, once loaded
+        self.card_ir_threshold: float | None = None  # ... and its infrared-frame one (None: the same)
         self.models_root = site_models.models_root(cfg.storage.path)  # the site's retrained classifiers
         self.classifier_dir: Path | None = None  # site_models.current() when the daemon loaded it
         self.swap: ClassifierSwap | None = None  # the classifier the workers run (hot swap)
         self.threshold = DEFAULT_THRESHOLD
+        self.ir_threshold: float | None = None  # None: ``threshold`` in every image mode
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
         self.metrics = Metrics(self.stats)  # private Prometheus registry; read at scrape time
@@ -220,9 +228,9 @@ class App:
         merged, restart = plan_reload(self.cfg, new, filters_live=router is not None)
         logging.getLogger().setLevel(merged.logging.level.upper())
         if router is not None:
-            threshold = self.threshold_for(merged)
+            thresholds = self.thresholds_for(merged)
             router.reconfigure(
-                {name: camera_filter(cam, merged, threshold) for name, cam in merged.cameras.items() if cam.enabled},
+                {name: camera_filter(cam, merged, *thresholds) for name, cam in merged.cameras.items() if cam.enabled},
                 debounce_params(merged),
                 visit_params(merged),
             )
@@ -240,8 +248,10 @@ class App:
         """Load once in the main thread so a missing/corrupt model fails before anything starts."""
         probe = self._probe_model()
         self.card_threshold = getattr(probe, "threshold", None)
-        self.threshold = self.threshold_for(self.cfg)
+        self.card_ir_threshold = getattr(probe, "ir_threshold", None)
+        self.threshold, self.ir_threshold = self.thresholds_for(self.cfg)
         log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=self.threshold,
+                 ir_threshold=self.ir_threshold,
                  classifier=probe.classifier is not None,
                  proposal_threshold=probe.params.proposal_threshold if probe.classifier is not None else None)
         probe.close()
@@ -282,9 +292,15 @@ class App:
             return self.swap.load(None, files.classifier_card, files.classifier)
         return self.swap.load(site)
 
-    def threshold_for(self, cfg: Config) -> float:
-        """detector.threshold if set, else the model card's deployed threshold, else 0.5."""
-        return next(t for t in (cfg.detector.threshold, self.card_threshold, DEFAULT_THRESHOLD) if t is not None)
+    def thresholds_for(self, cfg: Config) -> tuple[float, float | None]:
+        """(threshold, infrared threshold). The first: detector.threshold if set, else the model card's
+        deployed threshold, else 0.5. The second: detector.ir_threshold if set; else None (the first,
+        in every mode) when detector.threshold is set; else the card's ``thresholds.ir``."""
+        d = cfg.detector
+        threshold = next(t for t in (d.threshold, self.card_threshold, DEFAULT_THRESHOLD) if t is not None)
+        if d.ir_threshold is not None:
+            return threshold, d.ir_threshold
+        return threshold, (None if d.threshold is not None else self.card_ir_threshold)
 
     def _open_store(self) -> None:
         s = self.cfg.storage
@@ -295,7 +311,7 @@ class App:
         self.clips = ClipService(self.store, self.cfg.cameras, self.cfg.clips, self.stop_event)
         self.clips.start()
         self.trace = EventTrace(self.store, {
-            name: camera_filter(cam, self.cfg, self.threshold).labels
+            name: camera_filter(cam, self.cfg, self.threshold, self.ir_threshold).labels
             for name, cam in self.cfg.cameras.items() if cam.enabled
         })
 
@@ -321,7 +337,7 @@ class App:
     def _start_router(self) -> None:
         assert self.store is not None
         filters = {
-            name: camera_filter(cam, self.cfg, self.threshold)
+            name: camera_filter(cam, self.cfg, self.threshold, self.ir_threshold)
             for name, cam in self.cfg.cameras.items() if cam.enabled
         }
         self.router = EventRouter(

@@ -133,6 +133,11 @@ class CameraConfig(_Strict):
     )
     labels: list[str] | None = Field(None, description="Labels to watch on this camera (default: detector.labels).")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Score threshold (default: detector.threshold).")
+    ir_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Score threshold in infrared/monochrome frames (default: this camera's threshold if set, "
+                    "else detector.ir_threshold).",
+    )
     min_area: float = Field(0.0, ge=0.0, le=1.0, description="Smallest box, as a fraction of the frame area.")
     max_area: float = Field(1.0, gt=0.0, le=1.0, description="Largest box, as a fraction of the frame area.")
     zones: list[list[Point]] = Field(
@@ -169,6 +174,11 @@ class DetectorConfig(_Strict):
         None, ge=0.0, le=1.0,
         description="Minimum final score for a detection to count (with a classifier stage: its P(raccoon)); "
         f"null: the model card's deployed threshold (else {DEFAULT_THRESHOLD}).",
+    )
+    ir_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Minimum final score in infrared/monochrome frames (night cameras); null: detector.threshold "
+        "when that is set, else the classifier card's infrared threshold (thresholds.ir), else the same as threshold.",
     )
     classifier: bool = Field(
         True, description="Use the model folder's raccoon classifier stage (classifier_card.json) when it has one: "

@@ -11,9 +11,12 @@ the full-resolution image.
 Images, ``--json``: exactly one JSON object per input, one per line, in input order (stable format,
 the evaluation tooling reads it)::
 
-    {"image": PATH, "width": W, "height": H,
+    {"image": PATH, "width": W, "height": H, "mode": "color",
      "detections": [{"label": "raccoon", "score": 0.93, "detector_score": 0.41,
                      "box": [xmin, ymin, xmax, ymax]}]}
+
+``mode`` is the image's mode (``raccoon_watch.imagemode``: ``color``, or ``ir`` for an infrared or
+monochrome picture); the default threshold is the cards' threshold for that mode.
 
 ``score`` is the final score (the classifier's P(raccoon) with a two-stage model; what
 ``--threshold`` compares), ``detector_score`` the detector's score for the box (present with a
@@ -58,6 +61,7 @@ from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
 from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
+from raccoon_watch.imagemode import image_mode
 from raccoon_watch.recognition import Recognizer
 from raccoon_watch.snapshot import draw_detections
 from raccoon_watch.types import Detection, box_to_pixels
@@ -110,11 +114,16 @@ def main(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(f"detect: cannot load the model: {exc}", file=sys.stderr)
         return EXIT_MODEL
-    threshold = args.threshold if args.threshold is not None else (detector.threshold or DEFAULT_THRESHOLD)
     wanted = {s.strip() for s in args.labels.split(",") if s.strip()} if args.labels else None
 
+    def threshold(mode: str | None) -> float:  # --threshold for every mode, else the cards' for this one
+        if args.threshold is not None:
+            return args.threshold
+        deployed = detector.threshold_for(mode)
+        return deployed if deployed is not None else DEFAULT_THRESHOLD
+
     def keep(dets: list[Detection]) -> list[Detection]:
-        return [d for d in dets if d.score >= threshold and (wanted is None or d.label in wanted)]
+        return [d for d in dets if d.score >= threshold(d.mode) and (wanted is None or d.label in wanted)]
 
     failed = 0
     try:
@@ -197,7 +206,7 @@ def _image(detector: Recognizer, source: str, keep, target: Path | None, max_pix
         return {"image": source, "error": problem}
     height, width = image.shape[:2]
     dets = keep(detector.detect([image])[0])
-    record = {"image": source, "width": width, "height": height,
+    record = {"image": source, "width": width, "height": height, "mode": image_mode(image),
               "detections": [detection_json(d, width, height) for d in dets]}
     if target is not None:
         try:

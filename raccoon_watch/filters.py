@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from raccoon_watch.imagemode import IR
 from raccoon_watch.types import Box, Detection, box_area
 
 Polygon = Sequence[tuple[float, float]]
@@ -16,12 +17,20 @@ Polygon = Sequence[tuple[float, float]]
 
 @dataclass(frozen=True, slots=True)
 class DetectionFilter:
+    """threshold: the score a detection must reach; ir_threshold: the same for detections found in an
+    infrared/monochrome frame (``Detection.mode == "ir"``), None = ``threshold`` for every mode."""
+
     labels: frozenset[str]
     threshold: float
     min_area: float = 0.0
     max_area: float = 1.0
     zones: tuple[tuple[tuple[float, float], ...], ...] = ()
     masks: tuple[tuple[tuple[float, float], ...], ...] = ()
+    ir_threshold: float | None = None
+
+    def threshold_for(self, mode: str | None) -> float:
+        """The threshold for a detection of this image mode."""
+        return self.ir_threshold if mode == IR and self.ir_threshold is not None else self.threshold
 
 
 def point_in_polygon(x: float, y: float, polygon: Polygon) -> bool:
@@ -61,8 +70,8 @@ def eligible(det: Detection, f: DetectionFilter) -> bool:
 
 
 def meets_threshold(det: Detection, f: DetectionFilter) -> bool:
-    """True when the detection's score reaches the filter's threshold (>=)."""
-    return det.score >= f.threshold
+    """True when the detection's score reaches the filter's threshold for its image mode (>=)."""
+    return det.score >= f.threshold_for(det.mode)
 
 
 def counts(det: Detection, f: DetectionFilter) -> bool:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import structlog
 
+from raccoon_watch.imagemode import IR, image_mode
 from raccoon_watch.motion import Crop, boxes_from_crop
 from raccoon_watch.types import Box, Detection, box_area, box_iou
 
@@ -203,11 +204,13 @@ class Recognizer:
     """
 
     def __init__(self, detector: Detector, classifier: Classifier | None = None,
-                 params: RecognitionParams = RecognitionParams(), threshold: float | None = None) -> None:
+                 params: RecognitionParams = RecognitionParams(), threshold: float | None = None,
+                 ir_threshold: float | None = None) -> None:
         self.detector = detector
         self.classifier = classifier
         self.params = params
         self.threshold = threshold if threshold is not None else detector.threshold
+        self.ir_threshold = ir_threshold  # the card's threshold for infrared frames; None: ``threshold``
         self.name = detector.name if classifier is None else f"{detector.name}+{classifier.name}"
         self.labels = detector.labels
         self.max_batch = detector.max_batch
@@ -215,7 +218,8 @@ class Recognizer:
 
     def recognize(self, images: Sequence[np.ndarray],
                   crops: Sequence[PixelWindow | None] | None = None) -> list[list[Detection]]:
-        """Detections per image, boxes normalised (xmin, ymin, xmax, ymax) of the FULL image, best first.
+        """Detections per image, boxes normalised (xmin, ymin, xmax, ymax) of the FULL image, best first,
+        each carrying its image's mode (``imagemode.image_mode``: which threshold applies to it).
 
         images: BGR uint8 (H, W, 3). crops: per image None (detect on all of it) or the pixel window
         the detector should look at (the motion gate's crop); the classifier always crops from the
@@ -229,9 +233,13 @@ class Recognizer:
             list(dets) if c is None else boxes_from_crop(list(dets), Crop(*c), im.shape[1], im.shape[0])
             for im, c, dets in zip(images, crops, found)
         ]
-        if self.classifier is None:
-            return per_image
-        return self._classify(images, per_image)
+        if self.classifier is not None:
+            per_image = self._classify(images, per_image)
+        return [[replace(d, mode=mode) for d in dets] for dets, mode in zip(per_image, map(image_mode, images))]
+
+    def threshold_for(self, mode: str | None) -> float | None:
+        """The deployed threshold for a detection of this image mode (the cards'), None if unknown."""
+        return self.ir_threshold if mode == IR and self.ir_threshold is not None else self.threshold
 
     def _classify(self, images: Sequence[np.ndarray], per_image: list[list[Detection]]) -> list[list[Detection]]:
         p = self.params

@@ -97,12 +97,15 @@ class Detection:
         (later, in the router, the candidate's visit score: the median over its recent frames).
     detector_score: the proposer's (SSD) score for this box; None when it is the same number as
         ``score`` (single-stage model).
+    mode: the image mode of the frame it was found in (``imagemode.image_mode``: "color" or "ir"),
+        which picks the threshold that applies; None when nobody looked (then the colour one).
     """
 
     label: str
     score: float
     box: Box
     detector_score: float | None = None
+    mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

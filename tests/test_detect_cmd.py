@@ -32,7 +32,8 @@ def run_json(capsys: pytest.CaptureFixture[str], coco_model: Path, *argv: str) -
 
 def check_record(record: dict, path: str) -> None:
     """The exact --json shape: keys, types, pixel boxes inside the original image, sorted scores."""
-    assert set(record) == {"image", "width", "height", "detections"}
+    assert set(record) == {"image", "width", "height", "mode", "detections"}
+    assert record["mode"] in ("color", "ir")
     image = cv2.imread(path)
     assert record["image"] == path and (record["height"], record["width"]) == image.shape[:2]
     assert isinstance(record["width"], int) and isinstance(record["height"], int)

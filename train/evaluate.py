@@ -141,6 +141,7 @@ def predict_with_model(
     from raccoon_watch.config import DetectorConfig
     from raccoon_watch.detect_cmd import detection_json
     from raccoon_watch.detectors import create_recognizer
+    from raccoon_watch.imagemode import image_mode
 
     cfg = DetectorConfig(model=Path(model), backend="tflite", labelmap=Path(label_map) if label_map else None,
                          num_threads=num_threads, classifier=classifier)
@@ -152,7 +153,7 @@ def predict_with_model(
                 raise ValueError(f"{path}: image missing or does not decode")
             height, width = image.shape[:2]
             detections = [d for d in recognizer.recognize([image])[0] if d.score >= min_score]
-            yield {"image": str(path), "width": width, "height": height,
+            yield {"image": str(path), "width": width, "height": height, "mode": image_mode(image),
                    "detections": [detection_json(d, width, height) for d in detections]}
     finally:
         recognizer.close()

@@ -247,6 +247,7 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
             views=int(card.get("views", DEFAULT_VIEWS)),
         )
         threshold = float(card["threshold"]) if card.get("threshold") is not None else None
+        ir_threshold = card_ir_threshold(card)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{card_path}: bad value: {exc}") from None
     from raccoon_watch.classifier import TFLiteClassifier
@@ -258,7 +259,22 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
     except ModelError:
         detector.close()
         raise
-    return Recognizer(detector, classifier, params, threshold=threshold)
+    return Recognizer(detector, classifier, params, threshold=threshold, ir_threshold=ir_threshold)
+
+
+def card_ir_threshold(card: dict[str, Any]) -> float | None:
+    """The classifier card's threshold for infrared/monochrome frames (``thresholds.ir``), None when the
+    card has one threshold for every mode. Raises ValueError for a value outside 0..1."""
+    thresholds = card.get("thresholds") or {}
+    if not isinstance(thresholds, dict):
+        raise ValueError(f"thresholds must be a mapping of image mode to threshold, got {thresholds!r:.60}")
+    value = thresholds.get("ir")
+    if value is None:
+        return None
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"thresholds.ir must be in 0..1, got {value}")
+    return value
 
 
 def _check_stages(files: ModelFiles, card: dict[str, Any], detector: Detector, classifier: TFLiteClassifier) -> None:

@@ -39,7 +39,7 @@ def stock_records(coco_model: Path, test_csv: Path, shared_dir: Path, negatives:
 def test_predictions_are_detect_json_records(stock_records: list[dict]) -> None:
     assert len(stock_records) == 40 + NEGATIVE_SAMPLE
     first = stock_records[0]
-    assert set(first) == {"image", "width", "height", "detections"}
+    assert set(first) == {"image", "width", "height", "mode", "detections"}
     for record in stock_records:
         for detection in record["detections"]:
             xmin, ymin, xmax, ymax = detection["box"]  # pixels of the original image
