@@ -103,7 +103,8 @@ def run_all(args: argparse.Namespace) -> int:
         output = eval_dir / f"{key}.json"
         _run("evaluate", ["--model", str(candidate), "--csv", str(raccoons / "test_labels.csv"),
                           "--images", str(raccoons / "images"), "--negatives", str(split_dir / "heldout_negatives.txt"),
-                          "--threshold", str(_deployed_threshold(candidate, extra)), "--output", str(output), *extra])
+                          "--threshold", str(_deployed_threshold(candidate, extra)), "--output", str(output), *extra,
+                          *_ir_threshold_flag(candidate, extra)])
         metrics[key] = export.model_card.summarize_evaluation(json.loads(output.read_text()))
     _promote_with_metrics(candidate, args.to, metrics, args.force)
     log.info("all_done", seconds=round(time.monotonic() - started, 1), model=str(args.to),
@@ -118,6 +119,16 @@ def _deployed_threshold(model_dir: Path, extra: list[str]) -> float:
     files = find_model(model_dir)
     card = files.classifier_card if files.classifier is not None and not extra else files.card
     return float(card.get("threshold", card.get("deployed_threshold", DEFAULT_THRESHOLD)))
+
+
+def _ir_threshold_flag(model_dir: Path, extra: list[str]) -> list[str]:
+    """``--ir-threshold T`` when the classifier card has a threshold of its own for infrared frames."""
+    from raccoon_watch.detectors import find_model
+    from raccoon_watch.detectors.factory import card_ir_threshold
+
+    files = find_model(model_dir)
+    value = card_ir_threshold(files.classifier_card) if files.classifier is not None and not extra else None
+    return [] if value is None else ["--ir-threshold", str(value)]
 
 
 def _copy_detector(source: Path, candidate: Path) -> None:

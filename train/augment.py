@@ -230,6 +230,65 @@ def ir_night(
     return _to_rgb(level), _as_boxes(boxes)
 
 
+PORCH_FLASH_REACH = (0.35, 0.9)  # flash falls to half at this share of the frame's half-diagonal
+PORCH_BLOWN_LEVEL = (150.0, 215.0)  # grey levels above this saturate (white bowls, bottles, siding)
+PORCH_EYE_PROBABILITY = 0.35  # eyeshine on some animal crops, raccoon and look-alike alike
+PORCH_JPEG_QUALITY = (18, 55)  # a cheap webcam's blocky night JPEG
+
+
+def _flash_gain(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) gain of an IR flash/illuminator: bright near a centre close to the frame's, falling
+    off to black (inverse-square-like: 1 / (1 + (r / reach)^2)^1.5), never a plain vignette."""
+    cy = height * rng.uniform(0.3, 0.7)
+    cx = width * rng.uniform(0.3, 0.7)
+    reach = rng.uniform(*PORCH_FLASH_REACH) * 0.5 * float(np.hypot(height, width))
+    ys = np.arange(height, dtype=np.float32)[:, None]
+    xs = np.arange(width, dtype=np.float32)[None, :]
+    r2 = ((ys - cy) ** 2 + (xs - cx) ** 2) / reach ** 2
+    return (1.0 + r2) ** -1.5
+
+
+def _eyeshine(level: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two small saturated dots side by side in the upper half: eyes reflecting the IR light."""
+    height, width = level.shape
+    radius = max(1.0, rng.uniform(0.012, 0.03) * min(height, width))
+    cy = rng.uniform(0.2, 0.5) * height
+    cx = rng.uniform(0.3, 0.7) * width
+    gap = rng.uniform(3.0, 7.0) * radius
+    ys = np.arange(height, dtype=np.float32)[:, None]
+    xs = np.arange(width, dtype=np.float32)[None, :]
+    glow = np.zeros_like(level)
+    for ex in (cx - gap / 2, cx + gap / 2):
+        glow += 400.0 * np.exp(-((ys - cy) ** 2 + (xs - ex) ** 2) / (2 * radius ** 2))
+    return level + glow
+
+
+def porch_ir(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+             eye_probability: float = PORCH_EYE_PROBABILITY) -> tuple[np.ndarray, np.ndarray]:
+    """Look like a cheap porch webcam or doorbell in infrared mode at night: grey, lit by its own IR
+    LEDs so the centre is bright and the edges fall off to black, white things (a bowl, a bottle)
+    blown out to 255 with a soft bloom, sometimes eyeshine, grey noise, then blocky JPEG.
+    Boxes [ymin, xmin, ymax, xmax] unchanged. Shared by the proposer's and the classifier's data."""
+    _check_image(image)
+    height, width = image.shape[:2]
+    gray = (_gray(image) / 255.0) ** rng.uniform(0.6, 1.3)  # IR reflectance: fur and foliage look pale
+    level = gray * 255.0 * rng.uniform(1.1, 2.2) * _flash_gain(height, width, rng)
+    blown = rng.uniform(*PORCH_BLOWN_LEVEL)
+    over = np.clip(level - blown, 0, None)
+    if over.any():  # blown highlights bleed into their surroundings
+        sigma = max(1.0, 0.01 * max(height, width))
+        level = level + cv2.GaussianBlur(over, (0, 0), sigma) * rng.uniform(0.5, 1.5)
+    if rng.random() < eye_probability:
+        level = _eyeshine(level, rng)
+    level = level + rng.normal(0.0, rng.uniform(3.0, 14.0), size=level.shape).astype(np.float32)
+    out = _to_rgb(level)
+    quality = int(rng.integers(*PORCH_JPEG_QUALITY))
+    ok, encoded = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if ok:
+        out = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    return out, _as_boxes(boxes)
+
+
 def blur(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian (defocus) or motion blur (a moving animal at night exposure); boxes unchanged."""
     _check_image(image)

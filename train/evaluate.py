@@ -32,6 +32,7 @@ import structlog
 
 from raccoon_watch.config import DEFAULT_THRESHOLD
 from raccoon_watch.detectors.base import ModelError
+from raccoon_watch.imagemode import IR, image_mode
 from train import metrics
 from train.voc import BoxRow, default_images_dir, list_images, read_csv
 
@@ -100,6 +101,22 @@ def parse_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
+def on_one_scale(records: Iterable[Record], threshold: float, ir_threshold: float | None) -> list[Record]:
+    """Per-image-mode thresholds as one threshold: every score of an ``"ir"`` record (``mode``, as
+    ``detect --json`` writes it) is multiplied by ``threshold / ir_threshold`` (capped at 1.0), so that
+    ``score >= threshold`` on the result is exactly ``score >= ir_threshold`` on the IR image's own
+    scores, and every metric at ``threshold`` is the daemon's per-mode decision. AP then ranks the
+    images as the per-mode rule does. Records without ``mode`` and ``ir_threshold`` None: unchanged."""
+    if ir_threshold is None or ir_threshold <= 0.0:
+        return list(records)
+    factor = threshold / ir_threshold
+    return [
+        {**r, "detections": [{**d, "score": min(1.0, float(d["score"]) * factor)} for d in r["detections"]]}
+        if r.get("mode") == IR else r
+        for r in records
+    ]
+
+
 def records_to_predictions(records: Iterable[Record]) -> dict[str, list[metrics.PredBox]]:
     """Records -> ``{basename: [PredBox]}``, boxes pixels (xmin, ymin, xmax, ymax)."""
     preds: dict[str, list[metrics.PredBox]] = {}
@@ -141,7 +158,6 @@ def predict_with_model(
     from raccoon_watch.config import DetectorConfig
     from raccoon_watch.detect_cmd import detection_json
     from raccoon_watch.detectors import create_recognizer
-    from raccoon_watch.imagemode import image_mode
 
     cfg = DetectorConfig(model=Path(model), backend="tflite", labelmap=Path(label_map) if label_map else None,
                          num_threads=num_threads, classifier=classifier)
@@ -294,6 +310,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negatives", type=Path, action="append", default=[],
                         help="raccoon-free images: a folder, a .txt list or a .csv with filename (repeatable)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="deployed score threshold")
+    parser.add_argument("--ir-threshold", type=float, help="deployed threshold for infrared/monochrome images "
+                        "(records' mode 'ir'; default: --threshold for every image)")
     parser.add_argument("--iou", type=float, default=metrics.DEFAULT_IOU, help="IoU for a hit (AP@IoU)")
     parser.add_argument("--max-false-alert-rate", type=float, default=metrics.DEFAULT_MAX_FALSE_ALERT_RATE,
                         help="target for the suggested threshold (only meaningful on a validation set)")
@@ -328,7 +346,10 @@ def main(args: argparse.Namespace) -> int:
             records = remap_labels(records, parse_mapping(args.remap))
         else:  # a decoy class (cat, dog) is not a raccoon alert: score only the labels in the ground truth
             records = remap_labels(records, {label: label for label in {r.label for r in rows}})
+        records = on_one_scale(records, args.threshold, args.ir_threshold)
         result = evaluate_records(records, rows, negatives, args.threshold, args.iou, args.max_false_alert_rate)
+        if args.ir_threshold is not None:
+            result["ir_threshold"] = args.ir_threshold
     except (ValueError, ModelError) as exc:  # VocError is a ValueError too
         log.error("evaluate_failed", problem=str(exc))
         return 1

@@ -334,7 +334,7 @@ def lowest_threshold_for_rate(
     if allowed >= len(scores):
         return float(min_threshold)
     # The (allowed+1)-th best negative must stay below the threshold: round its score up the grid.
-    above = (math.floor(scores[allowed] / THRESHOLD_STEP) + 1) * THRESHOLD_STEP
+    above = (math.floor(round(scores[allowed] / THRESHOLD_STEP, 6)) + 1) * THRESHOLD_STEP  # 0.7 / 0.001 is 699.99...
     return float(max(min_threshold, round(above, 6)))
 
 

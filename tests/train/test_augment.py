@@ -200,3 +200,31 @@ def test_contact_sheet(photo, tmp_path: Path) -> None:
     sheet = augment.save_contact_sheet(samples, str(path), columns=4)
     assert sheet.shape == (2 * augment.SHEET_TILE, 4 * augment.SHEET_TILE, 3)
     assert cv2.imread(str(path)).shape == sheet.shape
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_porch_ir_looks_like_a_porch_webcam_at_night(seed: int) -> None:
+    """Grey, lit from near the centre falling off towards the corners, white things blown out,
+    boxes untouched; the same seed gives the same picture."""
+    image = np.full((240, 320, 3), 150, np.uint8)
+    image[100:140, 140:180] = 255  # a white bowl in the middle
+    boxes = np.array([[0.2, 0.2, 0.6, 0.6]], np.float32)
+    out, out_boxes = augment.porch_ir(image, boxes, np.random.default_rng(seed), eye_probability=0.0)
+    again, _ = augment.porch_ir(image, boxes, np.random.default_rng(seed), eye_probability=0.0)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.array_equal(out, again)
+    np.testing.assert_array_equal(out_boxes, boxes)
+    spread = np.abs(out[..., 0].astype(int) - out[..., 1]).mean() + np.abs(out[..., 1].astype(int) - out[..., 2]).mean()
+    assert spread < 1.0  # infrared: no colour
+    grey = out[..., 0].astype(float)
+    corners = np.mean([grey[:30, :30].mean(), grey[:30, -30:].mean(), grey[-30:, :30].mean(), grey[-30:, -30:].mean()])
+    assert grey[80:160, 120:200].mean() > corners + 20  # the flash falls off towards the edges
+    assert np.percentile(grey[105:135, 145:175], 50) >= 235  # the white bowl is blown out
+
+
+def test_porch_ir_eyeshine_adds_two_bright_spots() -> None:
+    image = np.full((192, 192, 3), 60, np.uint8)
+    empty = np.zeros((0, 4), np.float32)
+    plain, _ = augment.porch_ir(image, empty, np.random.default_rng(1), eye_probability=0.0)
+    eyes, _ = augment.porch_ir(image, empty, np.random.default_rng(1), eye_probability=1.0)
+    assert (eyes[..., 0] >= 250).sum() > (plain[..., 0] >= 250).sum() + 4

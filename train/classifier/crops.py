@@ -13,6 +13,9 @@ Negatives (label 0):
 - the stock COCO detector's animal boxes on raccoon-free photos (the look-alikes it must be told
   from, even where the proposer missed them);
 - random background boxes of raccoon-free photos;
+- real night photos (../shared/data/night_extra, split by source repository): their raccoons are
+  positives like any split image's, every labelled fox, coyote, skunk, bobcat and opossum box a
+  negative (``night_extra_specs``);
 - those look-alikes pasted small onto night frames, as many as the pasted raccoons (below), so
   that a gray, soft, pasted animal is not a raccoon by its look alone.
 
@@ -28,6 +31,7 @@ Boxes here are normalised (xmin, ymin, xmax, ymax) of the image (``raccoon_watch
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -58,6 +62,13 @@ NIGHT_CROP_JITTERS = 2
 BACKGROUND_PER_IMAGE = 2
 VAL_NIGHT_CROP_GROUPS_EXCLUDED = ("bcc_crop_game",)  # the big group trains; the other cameras validate
 ENA24_VAL_MODULO = 3  # one ENA24 frame in three (by name hash) validates
+NIGHT_EXTRA = "night_extra"  # real night photos: labels.csv (boxes of every animal), images/
+# night_extra is split by SOURCE repository (a camera set is entirely in one part). These validate:
+# the only real infrared raccoons (alnah005's barn cameras, with their skunks) and iWildCam's IR
+# coyotes, foxes, opossum and empty frames; vhshen's 43 IR foxes, MLWIC, visipedia, MegaDetector's
+# fox and the flash raccoon train.
+NIGHT_EXTRA_VAL_SOURCES = frozenset({"alnah005/raccoon_identification", "bw4sz/iwildcam_comp"})
+NIGHT_EXTRA_ANIMAL_JITTERS = {"train": 3, "val": 1}  # crops per look-alike box (a fox, a skunk)
 MAX_IMAGE_SIDE = 2048  # decoded images larger than this are shrunk first (crops are 192 px anyway)
 
 
@@ -99,7 +110,7 @@ def _norm(boxes_px, width: int, height: int) -> list[Box]:
 
 def _group(entry_path: Path, shared_data: Path, image: np.ndarray) -> str:
     parent = entry_path.resolve()
-    if (shared_data / "night").resolve() in parent.parents:
+    if any((shared_data / folder).resolve() in parent.parents for folder in ("night", NIGHT_EXTRA)):
         return "night"
     if (shared_data / "ena24").resolve() in parent.parents and is_grayish(image):
         return "night"
@@ -208,6 +219,57 @@ def pasted_night_specs(animals: list[CropSpec], backgrounds: list[Path], part: s
     return specs
 
 
+@dataclass(frozen=True, slots=True)
+class NightExtraPhoto:
+    """One ../shared/data/night_extra photo: ``entry`` holds its raccoon boxes only (none: a
+    raccoon-free photo), ``animals`` every other animal's box, pixels (xmin, ymin, xmax, ymax)."""
+
+    entry: splits.Entry
+    animals: tuple[tuple[int, int, int, int], ...]
+    source: str
+
+
+def night_extra_photos(shared_data: Path, part: str) -> list[NightExtraPhoto]:
+    """The night_extra photos of one part ("val": ``NIGHT_EXTRA_VAL_SOURCES``, "train": the rest),
+    sorted by file name; [] when the folder is absent."""
+    folder = shared_data / NIGHT_EXTRA
+    if not (folder / "labels.csv").is_file():
+        return []
+
+    rows_by_file: dict[str, list[dict[str, str]]] = {}
+    with (folder / "labels.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows_by_file.setdefault(row["filename"], []).append(row)
+    out = []
+    for name, rows in sorted(rows_by_file.items()):
+        source = rows[0]["repo"]
+        if (source in NIGHT_EXTRA_VAL_SOURCES) != (part == "val"):
+            continue
+        boxed = [r for r in rows if r["xmin"]]
+        def box(r: dict[str, str]) -> tuple[int, int, int, int]:
+            return int(r["xmin"]), int(r["ymin"]), int(r["xmax"]), int(r["ymax"])
+        raccoons = tuple(box(r) for r in boxed if r["class"] == "raccoon")
+        out.append(NightExtraPhoto(
+            splits.Entry(folder / "images" / name, raccoons, tuple("raccoon" for _ in raccoons)),
+            tuple(box(r) for r in boxed if r["class"] != "raccoon"), source))
+    return out
+
+
+def night_extra_specs(photos: list[NightExtraPhoto], planner: "CropPlanner", part: str) -> list[CropSpec]:
+    """Crops of real night photos: as ``CropPlanner.specs_for`` cuts any split image (raccoons and
+    their jitters positive; the proposer's boxes away from raccoons, COCO animals and background
+    negative), plus every labelled look-alike (fox, coyote, skunk, ...) box as a negative."""
+    specs: list[CropSpec] = []
+    for photo in photos:
+        specs += planner.specs_for(photo.entry, POSITIVE_JITTERS if part == "train" else 1)
+        _, (width, height) = _read(photo.entry.path)
+        for box in _norm(photo.animals, width, height):
+            specs.append(CropSpec(photo.entry.path, box, 0, "night", "night_extra_animal"))
+            specs += [CropSpec(photo.entry.path, jitter_box(box, planner.rng), 0, "night", "night_extra_animal")
+                      for _ in range(NIGHT_EXTRA_ANIMAL_JITTERS[part] - 1)]
+    return specs
+
+
 def ena24_entries(shared_data: Path, part: str) -> list[splits.Entry]:
     """ENA24 camera-trap frames (raccoon-free) of one part, by name hash."""
     entries = splits.entries_from_dir(shared_data / "ena24") if (shared_data / "ena24").is_dir() else []
@@ -230,7 +292,7 @@ def plan_crops(plan: splits.DataPlan, planner: CropPlanner, shared_data: Path, o
         look_alikes = [c for c in specs if c.source.startswith("coco_")]  # cats, dogs, ... of raccoon-free photos
         pasted += pasted_night_specs(look_alikes, backgrounds, part, out_dir / SCENE_DIR, planner.rng, label=0,
                                      pastes=max(1, round(len(pasted) / max(len(look_alikes), 1))))
-        out[part] = specs + night_crops + pasted
+        out[part] = specs + night_crops + pasted + night_extra_specs(night_extra_photos(shared_data, part), planner, part)
     return out
 
 

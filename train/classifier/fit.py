@@ -42,11 +42,13 @@ NEGATIVE_VIEWS = 2
 CACHE_CHUNK = 256
 LOW_RES_PROBABILITY = 0.3
 LOW_RES_SCALE = (0.2, 0.6)  # of the crop side
+IR_NIGHT_SHARE = 0.12  # views given the trail-camera IR look (augment.ir_night)
+PORCH_IR_SHARE = 0.18  # views given the porch webcam IR look: flash fall-off, blown whites, eyeshine (augment.porch_ir)
 
 
 def augment_crop(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One camera-like variant of an RGB uint8 crop (same size): flip, low resolution, then one look
-    (IR night, grayscale or colour jitter), blur, JPEG. Uses train.augment's transforms."""
+    (trail-camera IR, porch-webcam IR, grayscale or colour jitter), blur, JPEG. Uses train.augment's transforms."""
     none = np.zeros((0, 4), np.float32)
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
@@ -56,8 +58,10 @@ def augment_crop(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         crop = cv2.resize(cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA), (side, side),
                           interpolation=cv2.INTER_LINEAR)
     look = rng.random()
-    if look < 0.25:
+    if look < IR_NIGHT_SHARE:
         crop, _ = augment.ir_night(np.ascontiguousarray(crop), none, rng)
+    elif look < IR_NIGHT_SHARE + PORCH_IR_SHARE:
+        crop, _ = augment.porch_ir(np.ascontiguousarray(crop), none, rng)
     elif look < 0.4:
         crop, _ = augment.grayscale(np.ascontiguousarray(crop), none)
     elif look < 0.9:

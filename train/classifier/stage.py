@@ -28,15 +28,16 @@ import numpy as np
 import structlog
 
 from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE, find_model
+from raccoon_watch.imagemode import COLOR, IR, MODES
 from raccoon_watch.labels import load_labels
 from raccoon_watch.recognition import (DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES, DEFAULT_VIEW_CONTAINMENT,
                                        DEFAULT_VIEW_IOU, DEFAULT_VIEW_MIN_AREA, DEFAULT_VIEWS)
 from train import evaluate, metrics
 from train.classifier import export, fit
-from train.classifier.crops import SCENE_DIR, ena24_entries, load_part
+from train.classifier.crops import NIGHT_EXTRA, SCENE_DIR, ena24_entries, load_part, night_extra_photos
 from train.classifier.model import DEPTH_MULTIPLIER, IMAGENET_FILE, INPUT_SIZE
 from train.model_card import file_sha256, git_revision
-from train.voc import read_csv
+from train.voc import BoxRow, read_csv
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,11 @@ SHIPPED_DETECTOR_WEIGHT = 0.1
 
 
 def validation_images(split_dir: Path, shared_data: Path) -> tuple[list, list[Path], dict[str, list[Path]]]:
-    """(positive CSV rows, positive image paths, {"day": [...], "night": [...]} raccoon-free photos)."""
+    """(positive CSV rows, positive image paths, raccoon-free photos per group): "day" and "night"
+    as the split lists them (plus ENA24's validation frames at night), and "night_real": the
+    validation sources of ../shared/data/night_extra (real infrared camera traps). Their real
+    infrared raccoons join the positives (file names start with the source's prefix, so
+    ``recall_group`` tells them apart)."""
     rows = read_csv(split_dir / "val_positives.csv")
     images = shared_data / "raccoon_dataset" / "images"
     positives = [images / name for name in dict.fromkeys(r.filename for r in rows)]
@@ -59,7 +64,29 @@ def validation_images(split_dir: Path, shared_data: Path) -> tuple[list, list[Pa
     for path in evaluate.list_images(split_dir / "val_negatives.txt"):
         groups["night" if night_dir in path.resolve().parents else "day"].append(path)
     groups["night"] += [e.path for e in ena24_entries(shared_data, "val")]
+    photos = night_extra_photos(shared_data, "val")
+    groups["night_real"] = [p.entry.path for p in photos if p.entry.is_negative]
+    for photo in (p for p in photos if not p.entry.is_negative):
+        width, height = _image_size(photo.entry.path)
+        rows += [BoxRow(photo.entry.path.name, width, height, "raccoon", *box) for box in photo.entry.boxes_px]
+        positives.append(photo.entry.path)
     return rows, positives, groups
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot decode image")
+    return image.shape[1], image.shape[0]
+
+
+def recall_group(path: Path) -> str:
+    """Which validation raccoons a file holds: pasted night scenes, real night photos, day photos."""
+    if path.name.startswith("night_scene_"):
+        return "night_scenes"
+    return "night_real" if NIGHT_EXTRA in path.parts else "day"
 
 
 NIGHT_SCENES_PER_CROP = 1
@@ -104,27 +131,68 @@ def choose_proposal_threshold(rows, records) -> tuple[float, dict[str, float]]:
     return (max(good) if good else min(PROPOSAL_GRID)), {str(t): round(float(r), 4) for t, r in recall.items()}
 
 
+REVIEW_MAX_FALSE_RATE = 0.2  # a detection (shown on the page, never pushed): at most 1 in 5 raccoon-free photos
+MIN_REVIEW_THRESHOLD = 0.2
+
+
+def mode_thresholds(preds, names_by_group: dict[str, list[str]], mode_of: dict[str, str], rate: float,
+                    floor: float) -> dict[str, float]:
+    """Per image mode, the lowest threshold (>= floor) at which at most ``rate`` of the raccoon-free
+    images of that mode alert in EVERY group (day photos, night frames, look-alike scenes, real
+    night photos each hold their own budget). A mode without any negative image takes the other
+    mode's threshold, the stricter of the two when both are missing nothing."""
+    chosen: dict[str, float] = {}
+    for mode in MODES:
+        groups = [[n for n in names if mode_of.get(n) == mode] for names in names_by_group.values()]
+        groups = [g for g in groups if g]
+        if groups:
+            chosen[mode] = max(metrics.lowest_threshold_for_rate(metrics.image_max_scores(preds, g), rate, floor)
+                               for g in groups)
+    if not chosen:
+        raise ValueError("no raccoon-free validation images: thresholds cannot be chosen")
+    return {mode: chosen.get(mode, max(chosen.values())) for mode in MODES}
+
+
 def system_validation(model_dir: Path, rows, positives, groups, max_false_alert_rate: float, threads: int) -> dict:
-    """Run the model folder on the validation photos; the threshold and its operating point per group."""
+    """Run the model folder on the validation photos; a threshold per image mode (colour, infrared)
+    from that mode's own raccoon-free photos, and the operating point per group.
+
+    Each group's negatives are split by image mode (``raccoon_watch.imagemode``, in the records) and
+    each mode's threshold holds every group's budget for that mode. Metrics are then computed with
+    each IR image's scores put on the colour scale (``evaluate.on_one_scale``): exactly the daemon's
+    per-mode decision at the colour threshold."""
     negatives = [p for g in groups.values() for p in g]
     records = list(evaluate.predict_with_model(model_dir, positives + negatives, num_threads=threads))
+    mode_of = {Path(r["image"]).name: r["mode"] for r in records}
     gt = evaluate.ground_truth(rows, negatives)
-    preds = evaluate.records_to_predictions(records)
+    raw = evaluate.records_to_predictions(records)
     names = {g: [p.name for p in paths] for g, paths in groups.items()}
-    choice = metrics.choose_threshold(gt, preds, None, max_false_alert_rate, metrics.DEFAULT_IOU, MIN_THRESHOLD,
-                                      negative_groups=list(names.values()))
-    t = choice.threshold
+    alert = mode_thresholds(raw, names, mode_of, max_false_alert_rate, MIN_THRESHOLD)
+    review = mode_thresholds(raw, names, mode_of, REVIEW_MAX_FALSE_RATE, MIN_REVIEW_THRESHOLD)
+    review = {m: min(review[m], alert[m]) for m in MODES}
+    t = alert[COLOR]
+    preds = evaluate.records_to_predictions(evaluate.on_one_scale(records, t, alert[IR]))
     result = evaluate.evaluate_predictions(gt, preds, t, metrics.DEFAULT_IOU, max_false_alert_rate)
     per_group = {g: round(float(metrics.false_alert_rate(preds, ids, t)), 4) for g, ids in names.items()}
+    per_group_mode = {
+        f"{g}/{mode}": {"negatives": len(ids), "alerting": int(sum(metrics.image_max_scores(preds, ids) >= t))}
+        for g, all_ids in names.items() for mode in MODES
+        if (ids := [n for n in all_ids if mode_of.get(n) == mode])
+    }
     recall = {}
-    for group, keep in (("day", lambda n: not n.startswith("night_scene_")), ("night", lambda n: n.startswith("night_scene_"))):
-        group_gt = {k: v for k, v in gt.items() if v and keep(k)}
+    group_of = {p.name: recall_group(p) for p in positives}
+    for group in ("day", "night_scenes", "night_real"):
+        group_gt = {k: v for k, v in gt.items() if v and group_of.get(k) == group}
         if group_gt:
             point = metrics.operating_point(group_gt, {k: preds.get(k, []) for k in group_gt}, t, [], metrics.DEFAULT_IOU)
-            recall[group] = {"recall": round(float(point.recall), 4), "objects": sum(len(v) for v in group_gt.values())}
-    return {"threshold": t, "ap50": result["ap50"], "at_threshold": result["at_threshold"],
+            modes = sorted({mode_of.get(k, "?") for k in group_gt})
+            recall[group] = {"recall": round(float(point.recall), 4), "objects": sum(len(v) for v in group_gt.values()),
+                             "modes": modes}
+    return {"threshold": t, "thresholds": alert, "review_thresholds": review,
+            "ap50": result["ap50"], "at_threshold": result["at_threshold"],
             "recall_by_group": recall, "false_alert_rate_by_group": per_group,
-            "negatives_by_group": {g: len(v) for g, v in names.items()}}
+            "negatives_by_group": {g: len(v) for g, v in names.items()},
+            "alerting_by_group_and_mode": per_group_mode}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +253,8 @@ def main(args: argparse.Namespace) -> int:
 
     card.update({
         "threshold": validation["threshold"],
+        "thresholds": validation["thresholds"],
+        "review_thresholds": validation["review_thresholds"],
         "metrics": {"validation_system": validation, "validation_proposal_recall": proposal_recall,
                     "validation_crops_fine_tuned": training["best"],
                     "validation_crops_baseline_frozen_features": training["baseline_frozen_features"]},
@@ -196,7 +266,8 @@ def main(args: argparse.Namespace) -> int:
         "git_revision": git_revision(), "seconds": round(time.monotonic() - started, 1),
     })
     card_path.write_text(json.dumps(card, indent=1) + "\n")
-    log.info("classifier_stage_written", card=str(card_path), threshold=validation["threshold"],
+    log.info("classifier_stage_written", card=str(card_path), thresholds=validation["thresholds"],
+             review_thresholds=validation["review_thresholds"],
              proposal_threshold=proposal_threshold, val_recall=validation["at_threshold"]["recall"],
              val_false_alerts=validation["false_alert_rate_by_group"])
     return 0
