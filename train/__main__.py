@@ -175,7 +175,7 @@ def _detector_stages(args: argparse.Namespace, cfg, work: Path, split_dir: Path,
     _run("csv2tfrecord", ["--csv", str(split_dir / "train_positives.csv"), "--images", str(raccoons / "images"),
                           "--csv", str(data / "extra_raccoons" / "positives.csv"), "--images", str(data / "extra_raccoons"),
                           "--csv", str(data / "night" / "positives" / "positives.csv"), "--images", str(data / "night" / "positives"),
-                          *train_negatives, "--labels", labels, "--output", str(records / "train.tfrecord")])
+                          *_night_extra_flags(split_dir, data), *train_negatives, "--labels", labels, "--output", str(records / "train.tfrecord")])
     _run("csv2tfrecord", ["--csv", str(split_dir / "val_positives.csv"), "--images", str(raccoons / "images"),
                           "--negatives", str(split_dir / "val_negatives.txt"),
                           "--labels", labels, "--output", str(records / "val.tfrecord")])
@@ -193,6 +193,17 @@ def _detector_stages(args: argparse.Namespace, cfg, work: Path, split_dir: Path,
                     "--reference-tflite", str(pretrained),
                     "--dataset-files", str(split_dir / "train_positives.csv"), str(split_dir / "val_positives.csv"),
                     "--images", *_training_images(split_dir, raccoons / "images")])
+
+
+def _night_extra_flags(split_dir: Path, data: Path) -> list[str]:
+    """csv2tfrecord flags for the real night photos the split gives the detector (training sources only)."""
+    positives, negatives = split_dir / "night_extra_train_positives.csv", split_dir / "night_extra_train_negatives.txt"
+    if not positives.is_file():
+        return []
+    flags = ["--negatives", str(negatives)] if negatives.is_file() and negatives.read_text().strip() else []
+    if positives.read_text().count("\n") > 1:  # more than the header
+        flags = ["--csv", str(positives), "--images", str(data / "night_extra" / "images"), *flags]
+    return flags
 
 
 def _promote_with_metrics(candidate: Path, target: Path, metrics: dict, force: bool) -> None:

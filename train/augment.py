@@ -392,6 +392,7 @@ class AugmentConfig:
     color_probability: float = 0.8
     grayscale_probability: float = 0.1
     night_probability: float = 0.15  # IR-night look; excludes grayscale and colour jitter
+    porch_ir_probability: float = 0.0  # porch-webcam IR look (``porch_ir``); excludes the other looks
     blur_probability: float = 0.1
     jpeg_probability: float = 0.2
 
@@ -436,7 +437,9 @@ def augment_with_labels(
     look = rng.random()
     if look < cfg.night_probability:
         image, boxes = ir_night(image, boxes, rng)
-    elif look < cfg.night_probability + cfg.grayscale_probability:
+    elif look < cfg.night_probability + cfg.porch_ir_probability:
+        image, boxes = porch_ir(image, boxes, rng)
+    elif look < cfg.night_probability + cfg.porch_ir_probability + cfg.grayscale_probability:
         image, boxes = grayscale(image, boxes)
     elif rng.random() < cfg.color_probability:
         image, boxes = color_jitter(image, boxes, rng)

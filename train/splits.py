@@ -8,20 +8,34 @@
   and the deployed threshold.
 - train: everything else: the rest of the train split, extra_raccoons, night positives, the other
   negatives and night negatives.
+- night_extra (real night camera-trap photos): split by SOURCE repository, not by hash
+  (``NIGHT_EXTRA_VAL_SOURCES`` validate the classifier stage); its training sources' raccoons and
+  raccoon-free photos train the detector too, and their infrared frames serve as backgrounds for
+  pasted night raccoons (``write_plan``).
 Boxes here are pixels (xmin, ymin, xmax, ymax) of the original image, as in the CSVs.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+
 from raccoon_watch.config import shared_dir
-from train.voc import read_csv, write_csv
+from raccoon_watch.imagemode import IR, image_mode
+from train.voc import BoxRow, read_csv, write_csv
 
 HOLDOUT_MODULO = 5  # one negative in five is held out for the false-alert test
+NIGHT_EXTRA = "night_extra"  # real night photos: labels.csv (boxes of every animal), images/
+# night_extra is split by SOURCE repository (a camera set is entirely in one part). These validate:
+# the only real infrared raccoons (alnah005's barn cameras, with their skunks) and iWildCam's IR
+# coyotes, foxes, opossum and empty frames; vhshen's 43 IR foxes, MLWIC, visipedia, MegaDetector's
+# fox and the flash raccoon train.
+NIGHT_EXTRA_VAL_SOURCES = frozenset({"alnah005/raccoon_identification", "bw4sz/iwildcam_comp"})
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -61,6 +75,42 @@ def entries_from_dir(image_dir: Path) -> list[Entry]:
     return [Entry(p) for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
+@dataclass(frozen=True, slots=True)
+class NightExtraPhoto:
+    """One ../shared/data/night_extra photo: ``entry`` holds its raccoon boxes only (none: a
+    raccoon-free photo), ``animals`` every other animal's box, pixels (xmin, ymin, xmax, ymax)."""
+
+    entry: Entry
+    animals: tuple[tuple[int, int, int, int], ...]
+    source: str
+
+
+def night_extra_photos(shared_data: Path, part: str) -> list[NightExtraPhoto]:
+    """The night_extra photos of one part ("val": ``NIGHT_EXTRA_VAL_SOURCES``, "train": the rest),
+    sorted by file name; [] when the folder is absent."""
+    folder = shared_data / NIGHT_EXTRA
+    if not (folder / "labels.csv").is_file():
+        return []
+
+    rows_by_file: dict[str, list[dict[str, str]]] = {}
+    with (folder / "labels.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows_by_file.setdefault(row["filename"], []).append(row)
+    out = []
+    for name, rows in sorted(rows_by_file.items()):
+        source = rows[0]["repo"]
+        if (source in NIGHT_EXTRA_VAL_SOURCES) != (part == "val"):
+            continue
+        boxed = [r for r in rows if r["xmin"]]
+        def box(r: dict[str, str]) -> tuple[int, int, int, int]:
+            return int(r["xmin"]), int(r["ymin"]), int(r["xmax"]), int(r["ymax"])
+        raccoons = tuple(box(r) for r in boxed if r["class"] == "raccoon")
+        out.append(NightExtraPhoto(
+            Entry(folder / "images" / name, raccoons, tuple("raccoon" for _ in raccoons)),
+            tuple(box(r) for r in boxed if r["class"] != "raccoon"), source))
+    return out
+
+
 def _by_hash(entries: list[Entry]) -> list[Entry]:
     return sorted(entries, key=lambda e: name_hash(e.path.name))
 
@@ -93,7 +143,7 @@ def make_plan(shared_data: Path, val_positives: int = 40, val_negatives: int = 4
     return DataPlan(train=train, val=val, test=test, heldout_negatives=heldout)
 
 
-def write_plan(plan: DataPlan, shared_data: Path, out_dir: Path) -> dict[str, Path]:
+def write_plan(plan: DataPlan, shared_data: Path, out_dir: Path, limit: int | None = None) -> dict[str, Path]:
     """Files for the csv2tfrecord / evaluate stages: positives CSVs of the raccoon dataset's train
     and val parts (same rows and pixels as train_labels.csv) and image lists (.txt, absolute paths)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,10 +161,30 @@ def write_plan(plan: DataPlan, shared_data: Path, out_dir: Path) -> dict[str, Pa
         "val_negatives": [e for e in plan.val if e.is_negative],
         "heldout_negatives": plan.heldout_negatives,
     }
+    extra = night_extra_photos(shared_data, "train")
+    extra_free = [p.entry for p in extra if p.entry.is_negative][:limit]
+    lists["night_extra_train_negatives"] = extra_free
+    lists["night_negatives"] += [e for e in extra_free if _is_ir(e.path)]  # real IR backgrounds to paste onto
+    files["night_extra_train_positives"] = out_dir / "night_extra_train_positives.csv"
+    write_csv([BoxRow(p.entry.path.name, *_size(p.entry.path), "raccoon", *box)
+               for p in extra for box in p.entry.boxes_px], files["night_extra_train_positives"])
     for name, entries in lists.items():
         files[name] = out_dir / f"{name}.txt"
         files[name].write_text("".join(f"{e.path.resolve()}\n" for e in entries))
     return files
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot decode image")
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def _is_ir(path: Path) -> bool:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return image is not None and image_mode(image) == IR
 
 
 def default_shared_data() -> Path:
@@ -144,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
     plan = make_plan(args.shared_data, args.val_positives, args.val_negatives)
     if args.limit:  # smoke tests: N positives + N negatives per split
         plan = limited(plan, args.limit)
-    files = write_plan(plan, args.shared_data, args.output)
+    files = write_plan(plan, args.shared_data, args.output, args.limit)
     for name in ("train", "val", "test", "heldout_negatives"):
         entries = getattr(plan, name)
         print(f"split {name}: {len(entries)} images, {sum(e.is_negative for e in entries)} without raccoons")

@@ -31,7 +31,6 @@ Boxes here are normalised (xmin, ymin, xmax, ymax) of the image (``raccoon_watch
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from raccoon_watch.detectors import create_detector
 from raccoon_watch.recognition import DEFAULT_MARGIN, classifier_crop
 from raccoon_watch.types import Box, box_iou
 from train import splits
+from train.splits import NIGHT_EXTRA, NIGHT_EXTRA_VAL_SOURCES, night_extra_photos  # noqa: F401 (re-exported)
 from train.augment import is_grayish
 from train.classifier.model import INPUT_SIZE
 
@@ -62,12 +62,6 @@ NIGHT_CROP_JITTERS = 2
 BACKGROUND_PER_IMAGE = 2
 VAL_NIGHT_CROP_GROUPS_EXCLUDED = ("bcc_crop_game",)  # the big group trains; the other cameras validate
 ENA24_VAL_MODULO = 3  # one ENA24 frame in three (by name hash) validates
-NIGHT_EXTRA = "night_extra"  # real night photos: labels.csv (boxes of every animal), images/
-# night_extra is split by SOURCE repository (a camera set is entirely in one part). These validate:
-# the only real infrared raccoons (alnah005's barn cameras, with their skunks) and iWildCam's IR
-# coyotes, foxes, opossum and empty frames; vhshen's 43 IR foxes, MLWIC, visipedia, MegaDetector's
-# fox and the flash raccoon train.
-NIGHT_EXTRA_VAL_SOURCES = frozenset({"alnah005/raccoon_identification", "bw4sz/iwildcam_comp"})
 NIGHT_EXTRA_ANIMAL_JITTERS = {"train": 3, "val": 1}  # crops per look-alike box (a fox, a skunk)
 MAX_IMAGE_SIDE = 2048  # decoded images larger than this are shrunk first (crops are 192 px anyway)
 
@@ -219,43 +213,7 @@ def pasted_night_specs(animals: list[CropSpec], backgrounds: list[Path], part: s
     return specs
 
 
-@dataclass(frozen=True, slots=True)
-class NightExtraPhoto:
-    """One ../shared/data/night_extra photo: ``entry`` holds its raccoon boxes only (none: a
-    raccoon-free photo), ``animals`` every other animal's box, pixels (xmin, ymin, xmax, ymax)."""
-
-    entry: splits.Entry
-    animals: tuple[tuple[int, int, int, int], ...]
-    source: str
-
-
-def night_extra_photos(shared_data: Path, part: str) -> list[NightExtraPhoto]:
-    """The night_extra photos of one part ("val": ``NIGHT_EXTRA_VAL_SOURCES``, "train": the rest),
-    sorted by file name; [] when the folder is absent."""
-    folder = shared_data / NIGHT_EXTRA
-    if not (folder / "labels.csv").is_file():
-        return []
-
-    rows_by_file: dict[str, list[dict[str, str]]] = {}
-    with (folder / "labels.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows_by_file.setdefault(row["filename"], []).append(row)
-    out = []
-    for name, rows in sorted(rows_by_file.items()):
-        source = rows[0]["repo"]
-        if (source in NIGHT_EXTRA_VAL_SOURCES) != (part == "val"):
-            continue
-        boxed = [r for r in rows if r["xmin"]]
-        def box(r: dict[str, str]) -> tuple[int, int, int, int]:
-            return int(r["xmin"]), int(r["ymin"]), int(r["xmax"]), int(r["ymax"])
-        raccoons = tuple(box(r) for r in boxed if r["class"] == "raccoon")
-        out.append(NightExtraPhoto(
-            splits.Entry(folder / "images" / name, raccoons, tuple("raccoon" for _ in raccoons)),
-            tuple(box(r) for r in boxed if r["class"] != "raccoon"), source))
-    return out
-
-
-def night_extra_specs(photos: list[NightExtraPhoto], planner: "CropPlanner", part: str) -> list[CropSpec]:
+def night_extra_specs(photos: list[splits.NightExtraPhoto], planner: "CropPlanner", part: str) -> list[CropSpec]:
     """Crops of real night photos: as ``CropPlanner.specs_for`` cuts any split image (raccoons and
     their jitters positive; the proposer's boxes away from raccoons, COCO animals and background
     negative), plus every labelled look-alike (fox, coyote, skunk, ...) box as a negative."""
