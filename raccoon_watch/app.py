@@ -66,6 +66,18 @@ def camera_filter(cam: CameraConfig, cfg: Config, threshold: float,
     )
 
 
+def deployed_thresholds(threshold: float | None, ir_threshold: float | None, card_threshold: float | None,
+                        card_ir_threshold: float | None) -> tuple[float, float | None]:
+    """(threshold, infrared threshold) from the config's ``detector.threshold`` / ``ir_threshold`` and
+    the model cards'. The first: the config's if set, else the card's, else DEFAULT_THRESHOLD. The
+    second: the config's ``ir_threshold`` if set; else None (the first applies in every mode) when the
+    config sets ``threshold``, since a user who sets one number means it; else the card's."""
+    chosen = next(t for t in (threshold, card_threshold, DEFAULT_THRESHOLD) if t is not None)
+    if ir_threshold is not None:
+        return chosen, ir_threshold
+    return chosen, (None if threshold is not None else card_ir_threshold)
+
+
 def _guarded(callback: Callable[..., None], *args: Any) -> None:
     """An observer's bug is logged, never allowed to stop the router thread."""
     try:
@@ -293,14 +305,9 @@ class App:
         return self.swap.load(site)
 
     def thresholds_for(self, cfg: Config) -> tuple[float, float | None]:
-        """(threshold, infrared threshold). The first: detector.threshold if set, else the model card's
-        deployed threshold, else 0.5. The second: detector.ir_threshold if set; else None (the first,
-        in every mode) when detector.threshold is set; else the card's ``thresholds.ir``."""
-        d = cfg.detector
-        threshold = next(t for t in (d.threshold, self.card_threshold, DEFAULT_THRESHOLD) if t is not None)
-        if d.ir_threshold is not None:
-            return threshold, d.ir_threshold
-        return threshold, (None if d.threshold is not None else self.card_ir_threshold)
+        """(threshold, infrared threshold) of ``cfg`` with this model's cards (``deployed_thresholds``)."""
+        return deployed_thresholds(cfg.detector.threshold, cfg.detector.ir_threshold,
+                                   self.card_threshold, self.card_ir_threshold)
 
     def _open_store(self) -> None:
         s = self.cfg.storage

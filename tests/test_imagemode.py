@@ -78,3 +78,32 @@ def test_shared_photos_by_mode():
     day = sorted((SHARED / "data" / "negatives").glob("kdvc_*.jpg"))[:40]
     modes = [image_mode(cv2.imread(str(p))) for p in day]
     assert modes.count("color") == len(modes)
+
+
+@pytest.mark.parametrize(("config", "card", "expected"), [
+    ((None, None), (0.741, 0.6), (0.741, 0.6)),  # the cards' pair
+    ((0.8, None), (0.741, 0.6), (0.8, None)),  # one number set by the user: every mode
+    ((0.8, 0.5), (0.741, 0.6), (0.8, 0.5)),
+    ((None, 0.5), (0.741, 0.6), (0.741, 0.5)),
+    ((None, None), (None, None), (0.5, None)),  # no card: the default, one threshold
+    ((None, None), (0.741, None), (0.741, None)),  # an old card: one threshold
+])
+def test_deployed_thresholds(config, card, expected):
+    from raccoon_watch.app import deployed_thresholds
+
+    assert deployed_thresholds(*config, *card) == expected
+
+
+@pytest.mark.parametrize(("camera", "daemon", "expected"), [
+    ({}, (0.741, 0.6), (0.741, 0.6)),
+    ({"threshold": 0.9}, (0.741, 0.6), (0.9, None)),  # a camera's own threshold: both modes
+    ({"threshold": 0.9, "ir_threshold": 0.7}, (0.741, 0.6), (0.9, 0.7)),
+    ({"ir_threshold": 0.4}, (0.741, 0.6), (0.741, 0.4)),
+])
+def test_camera_filter_thresholds(camera, daemon, expected):
+    from raccoon_watch.app import camera_filter
+    from raccoon_watch.config import Config
+
+    cfg = Config.model_validate({"cameras": {"porch": {"source": "0", **camera}}})
+    flt = camera_filter(cfg.cameras["porch"], cfg, *daemon)
+    assert (flt.threshold, flt.ir_threshold) == expected
