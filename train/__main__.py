@@ -175,7 +175,7 @@ def _detector_stages(args: argparse.Namespace, cfg, work: Path, split_dir: Path,
     _run("csv2tfrecord", ["--csv", str(split_dir / "train_positives.csv"), "--images", str(raccoons / "images"),
                           "--csv", str(data / "extra_raccoons" / "positives.csv"), "--images", str(data / "extra_raccoons"),
                           "--csv", str(data / "night" / "positives" / "positives.csv"), "--images", str(data / "night" / "positives"),
-                          *_night_extra_flags(split_dir, data), *train_negatives, "--labels", labels, "--output", str(records / "train.tfrecord")])
+                          *(_night_extra_flags(split_dir, data) if cfg.data.night_extra else []), *train_negatives, "--labels", labels, "--output", str(records / "train.tfrecord")])
     _run("csv2tfrecord", ["--csv", str(split_dir / "val_positives.csv"), "--images", str(raccoons / "images"),
                           "--negatives", str(split_dir / "val_negatives.txt"),
                           "--labels", labels, "--output", str(records / "val.tfrecord")])

@@ -31,6 +31,8 @@ class DataSection(_Strict):
     decoys: list[str] = Field(default_factory=list, description="COCO classes also trained as outputs of their own "
                               "(train/decoys.py), labelled by the COCO model on the raccoon-free photos, e.g. [cat, dog]")
     teacher_min_score: float = Field(0.4, ge=0.0, le=1.0, description="COCO score at which a decoy box is kept")
+    night_extra: bool = Field(False, description="Train the detector on night_extra's training sources too (its raccoons, "
+                              "its raccoon-free photos, their IR frames as paste backgrounds; train/splits.py)")
 
     @property
     def labels(self) -> list[str]:
