@@ -80,3 +80,15 @@ def test_recall_group(path: Path, group: str) -> None:
 def test_mode_thresholds_need_negatives() -> None:
     with pytest.raises(ValueError, match="no raccoon-free"):
         mode_thresholds({}, {"day": []}, {}, 0.05, 0.3)
+
+
+@pytest.mark.parametrize(("recall", "expected"), [
+    ({0.02: 1.0, 0.05: 1.0, 0.1: 0.91}, 0.05),  # the highest value that still reaches the target
+    ({0.02: 0.96, 0.05: 0.96, 0.1: 0.88}, 0.05),  # none reaches it: the highest with the best recall
+    ({0.02: 0.96, 0.05: 0.95, 0.1: 0.88}, 0.02),
+    ({0.02: 0.97, 0.05: 0.97, 0.1: 0.97}, 0.1),
+])
+def test_pick_proposal_threshold(recall, expected) -> None:
+    from train.classifier.stage import pick_proposal_threshold
+
+    assert pick_proposal_threshold(recall, 0.97) == expected

@@ -234,7 +234,8 @@ def ena24_entries(shared_data: Path, part: str) -> list[splits.Entry]:
     return [e for e in entries if (splits.name_hash(e.path.name) % ENA24_VAL_MODULO == 0) == (part == "val")]
 
 
-def plan_crops(plan: splits.DataPlan, planner: CropPlanner, shared_data: Path, out_dir: Path) -> dict[str, list[CropSpec]]:
+def plan_crops(plan: splits.DataPlan, planner: CropPlanner, shared_data: Path, out_dir: Path,
+               night_extra: bool = False) -> dict[str, list[CropSpec]]:
     """{"train": [...], "val": [...]}; the test split and the held-out negatives are never used.
     Pasted night scenes are written under ``out_dir/scenes``."""
     parts = {"train": plan.train + ena24_entries(shared_data, "train"), "val": plan.val + ena24_entries(shared_data, "val")}
@@ -250,7 +251,8 @@ def plan_crops(plan: splits.DataPlan, planner: CropPlanner, shared_data: Path, o
         look_alikes = [c for c in specs if c.source.startswith("coco_")]  # cats, dogs, ... of raccoon-free photos
         pasted += pasted_night_specs(look_alikes, backgrounds, part, out_dir / SCENE_DIR, planner.rng, label=0,
                                      pastes=max(1, round(len(pasted) / max(len(look_alikes), 1))))
-        out[part] = specs + night_crops + pasted + night_extra_specs(night_extra_photos(shared_data, part), planner, part)
+        extra = night_extra_specs(night_extra_photos(shared_data, part), planner, part) if night_extra else []
+        out[part] = specs + night_crops + pasted + extra
     return out
 
 
@@ -288,6 +290,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="context around each box (share of its longer side)")
     parser.add_argument("--limit", type=int, help="N positives + N negatives per split (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--night-extra", action="store_true",
+                        help="add night_extra's crops (split by source; off in the shipped recipe, train/README.md § 5b)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -296,7 +300,7 @@ def main(args: argparse.Namespace) -> int:
         plan = splits.limited(plan, args.limit)
     planner = CropPlanner(args.proposer, args.coco_model, args.shared_data, args.seed)
     try:
-        parts = plan_crops(plan, planner, args.shared_data, args.output)
+        parts = plan_crops(plan, planner, args.shared_data, args.output, night_extra=args.night_extra)
     finally:
         planner.close()
     summary = {}

@@ -123,14 +123,30 @@ def night_scenes(shared_data: Path, backgrounds: list[Path], out_dir: Path) -> t
 
 
 def choose_proposal_threshold(rows, records) -> tuple[float, dict[str, float]]:
-    """Highest PROPOSAL_GRID value whose box recall (detector alone) is >= the target."""
+    """Highest PROPOSAL_GRID value whose box recall (detector alone) is >= the target; when no value
+    reaches it, the highest value with the best recall there is (a lower one would only add
+    candidates, and cost, without proposing one more raccoon)."""
     gt = evaluate.ground_truth(rows)
     preds = evaluate.records_to_predictions(records)
     recall = {t: metrics.operating_point(gt, preds, t, [], metrics.DEFAULT_IOU).recall for t in PROPOSAL_GRID}
-    good = [t for t in PROPOSAL_GRID if recall[t] >= PROPOSAL_RECALL_TARGET]
-    return (max(good) if good else min(PROPOSAL_GRID)), {str(t): round(float(r), 4) for t, r in recall.items()}
+    return pick_proposal_threshold(recall), {str(t): round(float(r), 4) for t, r in recall.items()}
 
 
+def pick_proposal_threshold(recall: dict[float, float], target: float = PROPOSAL_RECALL_TARGET) -> float:
+    """The rule of ``choose_proposal_threshold`` over {grid value: recall} (table-tested)."""
+    good = [t for t, r in recall.items() if r >= target]
+    if good:
+        return max(good)
+    best = max(recall.values())
+    return max(t for t, r in recall.items() if r >= best - 1e-9)
+
+
+PASTED_GROUPS = ("night_look_alikes",)
+"""Negative groups that are reported but do not choose thresholds: cats, dogs and bears cut from day
+photos and pasted grey onto IR frames. With the shipped classifier their 4th-highest score of 79 is
+0.78 while real infrared look-alikes (foxes, coyotes, skunks of night_extra's validation cameras and
+the split's IR night frames, 41 photos) stay under 0.47: pasted scenes do not predict real night
+negatives, and letting them set the IR threshold would set it above the colour one."""
 REVIEW_MAX_FALSE_RATE = 0.2  # a detection (shown on the page, never pushed): at most 1 in 5 raccoon-free photos
 MIN_REVIEW_THRESHOLD = 0.2
 
@@ -158,7 +174,8 @@ def system_validation(model_dir: Path, rows, positives, groups, max_false_alert_
     from that mode's own raccoon-free photos, and the operating point per group.
 
     Each group's negatives are split by image mode (``raccoon_watch.imagemode``, in the records) and
-    each mode's threshold holds every group's budget for that mode. Metrics are then computed with
+    each mode's threshold holds every real group's budget for that mode (``PASTED_GROUPS`` are
+    reported only). Metrics are then computed with
     each IR image's scores put on the colour scale (``evaluate.on_one_scale``): exactly the daemon's
     per-mode decision at the colour threshold."""
     negatives = [p for g in groups.values() for p in g]
@@ -167,8 +184,9 @@ def system_validation(model_dir: Path, rows, positives, groups, max_false_alert_
     gt = evaluate.ground_truth(rows, negatives)
     raw = evaluate.records_to_predictions(records)
     names = {g: [p.name for p in paths] for g, paths in groups.items()}
-    alert = mode_thresholds(raw, names, mode_of, max_false_alert_rate, MIN_THRESHOLD)
-    review = mode_thresholds(raw, names, mode_of, REVIEW_MAX_FALSE_RATE, MIN_REVIEW_THRESHOLD)
+    real = {g: ids for g, ids in names.items() if g not in PASTED_GROUPS}
+    alert = mode_thresholds(raw, real, mode_of, max_false_alert_rate, MIN_THRESHOLD)
+    review = mode_thresholds(raw, real, mode_of, REVIEW_MAX_FALSE_RATE, MIN_REVIEW_THRESHOLD)
     review = {m: min(review[m], alert[m]) for m in MODES}
     t = alert[COLOR]
     preds = evaluate.records_to_predictions(evaluate.on_one_scale(records, t, alert[IR]))
