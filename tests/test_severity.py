@@ -156,3 +156,157 @@ def test_review_threshold_per_image_mode(flt, mode, alert_at, review_at):
         det = Detection("raccoon", score, BOX, mode=mode)
         assert meets_review_threshold(det, flt) is (score >= review_at)
         assert meets_threshold(det, flt) is (score >= alert_at)
+
+
+# --- where the review thresholds come from: config, camera, the classifier card ---------------------
+
+from raccoon_watch.app import App, Thresholds, camera_filter, review_thresholds  # noqa: E402
+from raccoon_watch.config import ConfigError, parse_config  # noqa: E402
+from raccoon_watch.detectors.factory import card_review_thresholds  # noqa: E402
+
+CARD_REVIEW = (0.45, 0.3)  # a card's review_thresholds: colour, ir
+
+
+@pytest.mark.parametrize(("config", "card", "expected"), [
+    ((None, None), (None, None), (None, None)),  # neither gives one: no detections
+    ((None, None), CARD_REVIEW, CARD_REVIEW),  # the card's pair
+    ((0.5, None), CARD_REVIEW, (0.5, None)),  # one number set by the user: every mode
+    ((0.5, 0.2), CARD_REVIEW, (0.5, 0.2)),
+    ((None, 0.2), CARD_REVIEW, (0.45, 0.2)),
+    ((None, 0.2), (None, None), (None, 0.2)),  # detections in infrared frames only
+    ((None, None), (None, 0.3), (None, 0.3)),
+])
+def test_review_thresholds(config, card, expected):
+    assert review_thresholds(*config, *card) == expected
+
+
+@pytest.mark.parametrize(
+    "detector, card_review, expected",
+    [
+        ("{}", (None, None), Thresholds(0.741, None, None, None)),  # the card has none: no detections
+        ("{}", CARD_REVIEW, Thresholds(0.741, None, 0.45, 0.3)),
+        ("{review_threshold: 0.5}", CARD_REVIEW, Thresholds(0.741, None, 0.5, None)),  # config's, every mode
+        ("{review_threshold: 0.5, ir_review_threshold: 0.2}", CARD_REVIEW, Thresholds(0.741, None, 0.5, 0.2)),
+        ("{ir_review_threshold: 0.2}", CARD_REVIEW, Thresholds(0.741, None, 0.45, 0.2)),
+        ("{review_threshold: 0.5}", (None, None), Thresholds(0.741, None, 0.5, None)),
+        ("{threshold: 0.8}", CARD_REVIEW, Thresholds(0.8, None, 0.45, 0.3)),  # own alert, the card's review
+    ],
+)
+def test_daemon_wide_thresholds(tmp_path, detector, card_review, expected):
+    app = App(parse_config(f"cameras: {{a: {{source: x.mp4}}}}\ndetector: {detector}\n"
+                           f"storage: {{path: {tmp_path}}}\n"))
+    app.card_threshold, app.card_review = 0.741, card_review
+    assert app.thresholds_for(app.cfg) == expected
+
+
+@pytest.mark.parametrize(
+    "camera, review, ir_review",
+    [
+        ("{source: x.mp4}", 0.45, 0.3),  # the daemon-wide ones
+        ("{source: x.mp4, review_threshold: 0.6}", 0.6, 0.6),  # a camera's own applies to every mode...
+        ("{source: x.mp4, review_threshold: 0.6, ir_review_threshold: 0.1}", 0.6, 0.1),  # ...unless it sets both
+        ("{source: x.mp4, ir_review_threshold: 0.1}", 0.45, 0.1),
+    ],
+)
+def test_camera_review_overrides(camera, review, ir_review):
+    cfg = parse_config(f"cameras: {{a: {camera}}}\n")
+    flt = camera_filter(cfg.cameras["a"], cfg, Thresholds(0.741, None, 0.45, 0.3))
+    assert (flt.review_threshold_for(COLOR), flt.review_threshold_for(IR)) == (review, ir_review)
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("cameras: {a: {source: x.mp4}}\ndetector: {threshold: 0.7, review_threshold: 0.8}\n",
+         "detector (line 2): Value error, review_threshold (0.8) must not be above threshold (0.7)"),
+        ("cameras: {a: {source: x.mp4}}\ndetector: {ir_threshold: 0.4, ir_review_threshold: 0.5}\n",
+         "detector (line 2): Value error, ir_review_threshold (0.5) must not be above ir_threshold (0.4)"),
+        ("cameras: {a: {source: x.mp4, threshold: 0.5, review_threshold: 0.6}}\n",
+         "cameras.a (line 1): Value error, review_threshold (0.6) must not be above threshold (0.5)"),
+        ("cameras: {a: {source: x.mp4}}\ndetector: {review_threshold: 1.5}\n",
+         "detector.review_threshold (line 2): Input should be less than or equal to 1"),
+        ("cameras: {a: {source: x.mp4, ir_review_threshold: -0.1}}\n",
+         "cameras.a.ir_review_threshold (line 1): Input should be greater than or equal to 0"),
+        ("cameras: {a: {source: x.mp4}}\ndetector: {review_treshold: 0.5}\n",
+         "detector.review_treshold (line 2): unknown key"),
+    ],
+)
+def test_bad_review_thresholds_name_the_key(yaml_text, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml_text)
+    assert message in str(err.value)
+
+
+def test_check_config_exits_2_naming_the_key(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.daemon import REPO
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras: {a: {source: x.mp4}}\ndetector: {threshold: 0.6, review_threshold: 0.7}\n")
+    done = subprocess.run([sys.executable, "-m", "raccoon_watch", "check-config", str(bad)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "detector (line 2)" in done.stderr and "review_threshold (0.7)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "card, expected",
+    [
+        ({"threshold": 0.741}, (None, None)),  # no review thresholds: no detections
+        ({"threshold": 0.741, "review_thresholds": {"color": 0.5, "ir": 0.35}}, (0.5, 0.35)),
+        ({"threshold": 0.741, "review_thresholds": {"ir": 0.35}}, (None, 0.35)),
+        ({"threshold": 0.741, "thresholds": {"ir": 0.5}, "review_thresholds": {"ir": 0.45}}, (None, 0.45)),
+    ],
+)
+def test_card_review_thresholds(card, expected):
+    assert card_review_thresholds(card) == expected
+
+
+@pytest.mark.parametrize(
+    "card, message",
+    [
+        ({"threshold": 0.741, "review_thresholds": [0.5]}, "must be a mapping"),
+        ({"threshold": 0.741, "review_thresholds": {"night": 0.5}}, "unknown image mode 'night'"),
+        ({"threshold": 0.741, "review_thresholds": {"color": 1.2}}, "review_thresholds.color must be in 0..1"),
+        ({"threshold": 0.741, "review_thresholds": {"color": 0.8}}, "review_thresholds.color (0.8) is above"),
+        ({"threshold": 0.741, "thresholds": {"ir": 0.5}, "review_thresholds": {"ir": 0.6}},
+         "review_thresholds.ir (0.6) is above"),
+        ({"threshold": 0.741, "review_thresholds": {"color": "abc"}}, "could not convert"),
+    ],
+)
+def test_bad_card_review_thresholds(card, message):
+    with pytest.raises(ValueError) as err:
+        card_review_thresholds(card)
+    assert message in str(err.value)
+
+
+def test_the_shipped_folder_with_review_thresholds_in_its_card(tmp_path):
+    """create_recognizer reads the card's review thresholds beside its alert thresholds; a bad one is
+    a ModelError naming the card (the daemon exits before anything starts)."""
+    import json
+    import shutil
+
+    from raccoon_watch.config import DetectorConfig
+    from raccoon_watch.detectors import create_recognizer
+    from raccoon_watch.detectors.base import ModelError
+    from tests.daemon import BUNDLED_MODEL
+
+    if not (BUNDLED_MODEL / "classifier_card.json").is_file():
+        pytest.skip("no bundled two-stage model")
+    folder = tmp_path / "model"
+    shutil.copytree(BUNDLED_MODEL, folder)
+    card_path = folder / "classifier_card.json"
+    card = json.loads(card_path.read_text())
+    assert "review_thresholds" not in card  # shipped: no detections until measured ones are written
+    card_path.write_text(json.dumps({**card, "review_thresholds": {"color": 0.5, "ir": 0.3}}))
+    recognizer = create_recognizer(DetectorConfig(model=folder))
+    try:
+        assert (recognizer.review_threshold, recognizer.ir_review_threshold) == (0.5, 0.3)
+    finally:
+        recognizer.close()
+    card_path.write_text(json.dumps({**card, "review_thresholds": {"color": 0.9}}))
+    with pytest.raises(ModelError, match="classifier_card.json: bad value: review_thresholds.color"):
+        create_recognizer(DetectorConfig(model=folder))
