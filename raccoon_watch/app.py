@@ -40,7 +40,7 @@ from raccoon_watch import site_models
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
-from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats
+from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, Severity
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
 
@@ -443,11 +443,12 @@ class App:
 
     def set_feedback(self, event_id: str | None, camera: str | None, label: str | None, source: str) -> str | None:
         """A user's verdict on an event (the page, MQTT, Home Assistant): ``event_id``, or the latest
-        event of ``camera``; returns the event id it was stored on, None when there is no such event."""
+        alert of ``camera`` (the one Home Assistant knows: detections are not published); returns the
+        event id it was stored on, None when there is no such event."""
         if self.store is None:
             return None
         if event_id is None and camera is not None:
-            event_id = self.store.latest_event_id(camera)
+            event_id = self.store.latest_event_id(camera, Severity.ALERT.value)
         if event_id is None or not self.store.set_feedback(event_id, label, source):
             return None
         log.info("feedback_stored", event_id=event_id, label=label, source=source)
