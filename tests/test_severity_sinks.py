@@ -191,3 +191,29 @@ def test_listing_by_severity_and_an_upgrade_in_the_store(store):
     assert store.latest_event_id("porch", "alert") == "a1"  # what Home Assistant's "latest event" means
     with pytest.raises(ValueError, match="severity must be one of"):
         store.list_events(severity="warning")
+
+
+def test_a_detection_marked_raccoon_is_a_positive_for_retrain(tmp_path, store):
+    """The export that ``retrain`` reads takes every judged event, detections too: a raccoon the daemon
+    only saw as a detection is taught as a raccoon, not only a false alarm as a not-raccoon."""
+    import cv2
+    import numpy as np
+
+    from raccoon_watch.export_feedback import export_feedback_report
+    from raccoon_watch.sitefeedback import read_feedback
+
+    frame = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))[1].tobytes()
+    for event_id, severity, verdict in (("missed", D, "raccoon"), ("false-alarm", A, "not_raccoon"),
+                                        ("unjudged", D, None)):
+        store.record(ev(E, event_id, severity))
+        store.write_frame("front_door", event_id, frame)
+        if verdict:
+            store.set_feedback(event_id, verdict, "page")
+    report = export_feedback_report(store, tmp_path / "feedback")
+    assert report.exported == 2 and report.skipped == ()
+    samples, problems = read_feedback(tmp_path / "feedback")
+    assert problems == []
+    assert sorted((s.event_id, s.label, s.is_raccoon) for s in samples) == [
+        ("false-alarm", "not_raccoon", False), ("missed", "raccoon", True)]
+    missed = next(s for s in samples if s.event_id == "missed")
+    assert missed.box == pytest.approx((0.25, 0.25, 0.75, 0.75), abs=0.01)  # the detection's own box
