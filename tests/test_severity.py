@@ -299,14 +299,13 @@ def test_the_shipped_folder_with_review_thresholds_in_its_card(tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(BUNDLED_MODEL, folder)
     card_path = folder / "classifier_card.json"
-    card = json.loads(card_path.read_text())
-    assert "review_thresholds" not in card  # shipped: no detections until measured ones are written
-    card_path.write_text(json.dumps({**card, "review_thresholds": {"color": 0.5, "ir": 0.3}}))
+    card = {k: v for k, v in json.loads(card_path.read_text()).items() if k != "thresholds"}  # one threshold
+    card_path.write_text(json.dumps({**card, "threshold": 0.741, "review_thresholds": {"color": 0.5, "ir": 0.3}}))
     recognizer = create_recognizer(DetectorConfig(model=folder))
     try:
         assert (recognizer.review_threshold, recognizer.ir_review_threshold) == (0.5, 0.3)
     finally:
         recognizer.close()
-    card_path.write_text(json.dumps({**card, "review_thresholds": {"color": 0.9}}))
+    card_path.write_text(json.dumps({**card, "threshold": 0.741, "review_thresholds": {"color": 0.9}}))
     with pytest.raises(ModelError, match="classifier_card.json: bad value: review_thresholds.color"):
         create_recognizer(DetectorConfig(model=folder))
