@@ -10,7 +10,7 @@ Two sources, no double bookkeeping:
   ``detection``; a detection upgraded to an alert counts one ``new`` in each, so
   ``raccoon_watch_events_total{kind="new",severity="alert"}`` is the number of alerts.
 
-Labels are camera names, detection labels, event kinds and sink names only: never a source URL,
+Labels are camera names, detection labels, event kinds, severities and sink names only: never a source URL,
 a host or a secret.
 """
 
