@@ -40,7 +40,7 @@ from raccoon_watch import site_models
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
-from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats
+from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, Severity
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
 
@@ -50,15 +50,32 @@ RETENTION_SWEEP_S = 3600.0
 STOP_JOIN_S = 3.0  # how long stop() waits for all threads together
 
 
-def camera_filter(cam: CameraConfig, cfg: Config, threshold: float,
-                  ir_threshold: float | None = None) -> DetectionFilter:
-    """The camera's filter; ``threshold`` / ``ir_threshold`` are the daemon-wide ones (``App.thresholds_for``).
-    A camera's own ``threshold`` applies to every image mode unless it sets ``ir_threshold`` too."""
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The daemon-wide score thresholds (``App.thresholds_for``), before a camera's own overrides.
+
+    alert / ir_alert: an alert's (ir None: ``alert`` in every mode); review / ir_review: a detection's
+    (review None: no detections; ir_review None: ``review`` in every mode)."""
+
+    alert: float
+    ir_alert: float | None = None
+    review: float | None = None
+    ir_review: float | None = None
+
+
+def camera_filter(cam: CameraConfig, cfg: Config, thresholds: Thresholds) -> DetectionFilter:
+    """The camera's filter from the daemon-wide ``thresholds``. A camera's own ``threshold`` applies
+    to every image mode unless it sets ``ir_threshold`` too; the same for ``review_threshold`` and
+    ``ir_review_threshold``."""
     own = cam.threshold is not None
+    own_review = cam.review_threshold is not None
     return DetectionFilter(
         labels=frozenset(cam.labels or cfg.detector.labels),
-        threshold=cam.threshold if own else threshold,
-        ir_threshold=cam.ir_threshold if cam.ir_threshold is not None or own else ir_threshold,
+        threshold=cam.threshold if own else thresholds.alert,
+        ir_threshold=cam.ir_threshold if cam.ir_threshold is not None or own else thresholds.ir_alert,
+        review_threshold=cam.review_threshold if own_review else thresholds.review,
+        ir_review_threshold=cam.ir_review_threshold if cam.ir_review_threshold is not None or own_review
+        else thresholds.ir_review,
         min_area=cam.min_area,
         max_area=cam.max_area,
         zones=tuple(tuple(p) for p in cam.zones),
@@ -76,6 +93,19 @@ def deployed_thresholds(threshold: float | None, ir_threshold: float | None, car
     if ir_threshold is not None:
         return chosen, ir_threshold
     return chosen, (None if threshold is not None else card_ir_threshold)
+
+
+def review_thresholds(review: float | None, ir_review: float | None, card_review: float | None,
+                      card_ir_review: float | None) -> tuple[float | None, float | None]:
+    """(review threshold, infrared review threshold) from the config's ``detector.review_threshold`` /
+    ``ir_review_threshold`` and the classifier card's ``review_thresholds``, by the rule of
+    ``deployed_thresholds`` but with no default: the first is None (no detections) when neither gives
+    one. The second: the config's if set; else None (the first, in every mode) when the config sets
+    ``review_threshold``; else the card's."""
+    chosen = review if review is not None else card_review
+    if ir_review is not None:
+        return chosen, ir_review
+    return chosen, (None if review is not None else card_ir_review)
 
 
 def _guarded(callback: Callable[..., None], *args: Any) -> None:
@@ -97,7 +127,12 @@ def visit_params(cfg: Config) -> VisitParams:
 
 
 # Per-camera fields the event router's filters take (detection filter: labels, score, area, zones).
-LIVE_CAMERA_FIELDS = ("labels", "threshold", "ir_threshold", "min_area", "max_area", "zones", "masks")
+LIVE_CAMERA_FIELDS = ("labels", "threshold", "ir_threshold", "review_threshold", "ir_review_threshold",
+                      "min_area", "max_area", "zones", "masks")
+
+
+# Detector fields the filters take: the alert and review thresholds and the labels.
+LIVE_DETECTOR_FIELDS = ("threshold", "ir_threshold", "review_threshold", "ir_review_threshold", "labels")
 
 
 def plan_reload(old: Config, new: Config, filters_live: bool) -> tuple[Config, list[str]]:
@@ -113,8 +148,7 @@ def plan_reload(old: Config, new: Config, filters_live: bool) -> tuple[Config, l
     if filters_live:
         update["events"] = new.events
         update["detector"] = old.detector.model_copy(
-            update={"threshold": new.detector.threshold, "ir_threshold": new.detector.ir_threshold,
-                    "labels": new.detector.labels}
+            update={k: getattr(new.detector, k) for k in LIVE_DETECTOR_FIELDS}
         )
         update["cameras"] = {
             name: cam.model_copy(update={k: getattr(new.cameras[name], k) for k in LIVE_CAMERA_FIELDS})
@@ -140,9 +174,11 @@ class Observer:
     """Callbacks the router calls, in its own thread, for what it processes (tools, benchmarks).
 
     on_result(result, hits): every FrameResult of an enabled camera, with its counting detections
-        (those that passed the camera's filter), before the debounce folds it in.
+        (those that passed the camera's filter at its review threshold, which is the alert threshold
+        when none is set), before the debounce folds it in.
     on_event(event): every Event (START/UPDATE/END), after the store recorded it and every sink's
-        ``publish`` returned.
+        ``publish`` returned. ``event.severity`` says alert or detection; an upgraded detection comes
+        again as a START with severity alert, so "START and alert" is each alert exactly once.
     A callback must be quick: it runs on the path from frame to alert. What it raises is logged.
     """
 
@@ -180,11 +216,11 @@ class App:
         self.trace: EventTrace | None = None  # per-frame scores and clean best frame of each event
         self.card_threshold: float | None = None  # the model card's deployed threshold, once loaded
         self.card_ir_threshold: float | None = None  # ... and its infrared-frame one (None: the same)
+        self.card_review: tuple[float | None, float | None] = (None, None)  # its review_thresholds (colour, ir)
         self.models_root = site_models.models_root(cfg.storage.path)  # the site's retrained classifiers
         self.classifier_dir: Path | None = None  # site_models.current() when the daemon loaded it
         self.swap: ClassifierSwap | None = None  # the classifier the workers run (hot swap)
-        self.threshold = DEFAULT_THRESHOLD
-        self.ir_threshold: float | None = None  # None: ``threshold`` in every image mode
+        self.thresholds = Thresholds(DEFAULT_THRESHOLD)  # daemon-wide; set by _load_model and reload
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
         self.metrics = Metrics(self.stats)  # private Prometheus registry; read at scrape time
@@ -242,7 +278,7 @@ class App:
         if router is not None:
             thresholds = self.thresholds_for(merged)
             router.reconfigure(
-                {name: camera_filter(cam, merged, *thresholds) for name, cam in merged.cameras.items() if cam.enabled},
+                {name: camera_filter(cam, merged, thresholds) for name, cam in merged.cameras.items() if cam.enabled},
                 debounce_params(merged),
                 visit_params(merged),
             )
@@ -261,9 +297,11 @@ class App:
         probe = self._probe_model()
         self.card_threshold = getattr(probe, "threshold", None)
         self.card_ir_threshold = getattr(probe, "ir_threshold", None)
-        self.threshold, self.ir_threshold = self.thresholds_for(self.cfg)
-        log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=self.threshold,
-                 ir_threshold=self.ir_threshold,
+        self.card_review = (getattr(probe, "review_threshold", None), getattr(probe, "ir_review_threshold", None))
+        self.thresholds = self.thresholds_for(self.cfg)
+        t = self.thresholds
+        log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=t.alert,
+                 ir_threshold=t.ir_alert, review_threshold=t.review, ir_review_threshold=t.ir_review,
                  classifier=probe.classifier is not None,
                  proposal_threshold=probe.params.proposal_threshold if probe.classifier is not None else None)
         probe.close()
@@ -304,10 +342,18 @@ class App:
             return self.swap.load(None, files.classifier_card, files.classifier)
         return self.swap.load(site)
 
-    def thresholds_for(self, cfg: Config) -> tuple[float, float | None]:
-        """(threshold, infrared threshold) of ``cfg`` with this model's cards (``deployed_thresholds``)."""
-        return deployed_thresholds(cfg.detector.threshold, cfg.detector.ir_threshold,
-                                   self.card_threshold, self.card_ir_threshold)
+    @property
+    def threshold(self) -> float:
+        """The daemon-wide alert threshold (colour frames)."""
+        return self.thresholds.alert
+
+    def thresholds_for(self, cfg: Config) -> Thresholds:
+        """The daemon-wide thresholds of ``cfg`` with this model's cards: the alert pair
+        (``deployed_thresholds``) and the review pair (``review_thresholds``)."""
+        d = cfg.detector
+        alert, ir_alert = deployed_thresholds(d.threshold, d.ir_threshold, self.card_threshold, self.card_ir_threshold)
+        review, ir_review = review_thresholds(d.review_threshold, d.ir_review_threshold, *self.card_review)
+        return Thresholds(alert, ir_alert, review, ir_review)
 
     def _open_store(self) -> None:
         s = self.cfg.storage
@@ -318,7 +364,7 @@ class App:
         self.clips = ClipService(self.store, self.cfg.cameras, self.cfg.clips, self.stop_event)
         self.clips.start()
         self.trace = EventTrace(self.store, {
-            name: camera_filter(cam, self.cfg, self.threshold, self.ir_threshold).labels
+            name: camera_filter(cam, self.cfg, self.thresholds).labels
             for name, cam in self.cfg.cameras.items() if cam.enabled
         })
 
@@ -344,7 +390,7 @@ class App:
     def _start_router(self) -> None:
         assert self.store is not None
         filters = {
-            name: camera_filter(cam, self.cfg, self.threshold, self.ir_threshold)
+            name: camera_filter(cam, self.cfg, self.thresholds)
             for name, cam in self.cfg.cameras.items() if cam.enabled
         }
         self.router = EventRouter(
@@ -397,11 +443,12 @@ class App:
 
     def set_feedback(self, event_id: str | None, camera: str | None, label: str | None, source: str) -> str | None:
         """A user's verdict on an event (the page, MQTT, Home Assistant): ``event_id``, or the latest
-        event of ``camera``; returns the event id it was stored on, None when there is no such event."""
+        alert of ``camera`` (the one Home Assistant knows: detections are not published); returns the
+        event id it was stored on, None when there is no such event."""
         if self.store is None:
             return None
         if event_id is None and camera is not None:
-            event_id = self.store.latest_event_id(camera)
+            event_id = self.store.latest_event_id(camera, Severity.ALERT.value)
         if event_id is None or not self.store.set_feedback(event_id, label, source):
             return None
         log.info("feedback_stored", event_id=event_id, label=label, source=source)

@@ -111,6 +111,20 @@ class MotionConfig(_Strict):
     )
 
 
+def _check_review(threshold: float | None, ir_threshold: float | None, review: float | None,
+                  ir_review: float | None) -> None:
+    """A review threshold set above the alert threshold of its mode in the same section is a mistake.
+    (One that only falls back there, e.g. review_threshold over a lower ir_threshold, gives no
+    detections in that mode: ``filters.DetectionFilter.review_threshold_for``.)"""
+    if review is not None and threshold is not None and review > threshold:
+        raise ValueError(f"review_threshold ({review}) must not be above threshold ({threshold}): a detection "
+                         "is a visit that passes the review threshold but not the alert threshold")
+    ir_alert = ir_threshold if ir_threshold is not None else threshold
+    if ir_review is not None and ir_alert is not None and ir_review > ir_alert:
+        alert_key = "ir_threshold" if ir_threshold is not None else "threshold"
+        raise ValueError(f"ir_review_threshold ({ir_review}) must not be above {alert_key} ({ir_alert})")
+
+
 class CameraConfig(_Strict):
     source: str = Field(description="Webcam index ('0'), device (/dev/video0), rtsp:// or http:// URL, or a video file.")
     enabled: bool = True
@@ -138,6 +152,16 @@ class CameraConfig(_Strict):
         description="Score threshold in infrared/monochrome frames (default: this camera's threshold if set, "
                     "else detector.ir_threshold).",
     )
+    review_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Review threshold: a visit scoring at least this but under the alert threshold is a "
+                    "detection, shown on the review page and not pushed (default: detector.review_threshold).",
+    )
+    ir_review_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Review threshold in infrared/monochrome frames (default: this camera's review_threshold "
+                    "if set, else detector.ir_review_threshold).",
+    )
     min_area: float = Field(0.0, ge=0.0, le=1.0, description="Smallest box, as a fraction of the frame area.")
     max_area: float = Field(1.0, gt=0.0, le=1.0, description="Largest box, as a fraction of the frame area.")
     zones: list[list[Point]] = Field(
@@ -161,6 +185,7 @@ class CameraConfig(_Strict):
     def _area_range(self) -> "CameraConfig":
         if self.min_area >= self.max_area:
             raise ValueError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
+        _check_review(self.threshold, self.ir_threshold, self.review_threshold, self.ir_review_threshold)
         return self
 
 
@@ -180,6 +205,17 @@ class DetectorConfig(_Strict):
         description="Minimum final score in infrared/monochrome frames (night cameras); null: detector.threshold "
         "when that is set, else the classifier card's infrared threshold (thresholds.ir), else the same as threshold.",
     )
+    review_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Review threshold: a visit scoring at least this but under the alert threshold is a "
+        "detection (Frigate's term), stored with its snapshot and clip and shown on the review page, never "
+        "pushed; null: the classifier card's review_thresholds.color, and without one no detections.",
+    )
+    ir_review_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Review threshold in infrared/monochrome frames; null: detector.review_threshold when that is "
+        "set, else the classifier card's review_thresholds.ir, else the same as review_threshold.",
+    )
     classifier: bool = Field(
         True, description="Use the model folder's raccoon classifier stage (classifier_card.json) when it has one: "
         "the detector proposes, the classifier decides on full-resolution crops. false: the detector alone.",
@@ -196,6 +232,11 @@ class DetectorConfig(_Strict):
     queue_size: int = Field(8, ge=1, le=1000, description="Frame queue capacity; when full the oldest frame is dropped.")
 
     _labels = field_validator("labels")(_check_labels)
+
+    @model_validator(mode="after")
+    def _review_below_alert(self) -> "DetectorConfig":
+        _check_review(self.threshold, self.ir_threshold, self.review_threshold, self.ir_review_threshold)
+        return self
 
 
 class EventsConfig(_Strict):

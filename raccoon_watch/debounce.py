@@ -8,7 +8,17 @@ Rules (per camera and label):
 - it ENDs once ``end_after`` seconds pass with no counting detection (end_time = last seen);
 - while it runs, an UPDATE is emitted when the top score improves or the count changes, at most
   every ``update_interval`` seconds;
-- a START within ``cooldown`` seconds of the previous event's end is flagged ``in_cooldown``.
+- a START within ``cooldown`` seconds of the previous alert's end is flagged ``in_cooldown``.
+
+Severity (Frigate's review terms). ``Observation.detections`` are the frame's detections that pass the
+review threshold; ``Observation.alerting`` those of them that pass the alert threshold too (None: all of
+them, which is the case when no review threshold is set). The frames are counted twice, over the same
+``window``: an event STARTs when ``min_frames`` counted at the review level, as an ALERT if
+``min_frames`` also counted at the alert level, else as a DETECTION. A running DETECTION whose
+alert-level count reaches ``min_frames`` is upgraded: a second START for the same id, with severity
+ALERT, ``in_cooldown`` measured at that moment; it never goes back. Only alerts start a cooldown
+(a detection pushes nothing, so it holds back no push). Without a review threshold both counts are
+the same and every event is an ALERT, exactly as before detections existed.
 
 Two clocks: every duration (``end_after``, ``cooldown``, ``update_interval``) is measured on the
 monotonic clock (``Observation.mono``, ``Frame.mono``; ``now`` of ``tick``/``end_all``), so an NTP
@@ -24,7 +34,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 
-from raccoon_watch.types import Box, Detection, Event, EventKind, Frame
+from raccoon_watch.types import Box, Detection, Event, EventKind, Frame, Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +48,27 @@ class DebounceParams:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Observation:
-    """What one processed frame of one camera contributed: only its counting detections."""
+    """What one processed frame of one camera contributed: only its counting detections.
+
+    detections: those at or above the review threshold (``filters.meets_review_threshold``).
+    alerting: the ones among them at or above the alert threshold; None: all of them.
+    """
 
     camera: str
     ts: float  # wall clock: the record
     detections: tuple[Detection, ...]
     frame: Frame | None = None
     mono: float | None = None  # monotonic clock: every duration; None: use ts
+    alerting: tuple[Detection, ...] | None = None
 
     @property
     def clock(self) -> float:
         return self.ts if self.mono is None else self.mono
+
+    def alert_hits(self, label: str) -> tuple[Detection, ...]:
+        """This frame's detections of ``label`` that pass the alert threshold."""
+        found = self.detections if self.alerting is None else self.alerting
+        return tuple(d for d in found if d.label == label)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -68,14 +88,16 @@ class Track:
     last_update: float
     best_frame: Frame | None = None
     dirty: bool = False  # score/count changed since the last START/UPDATE message
+    severity: Severity = Severity.ALERT
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class LabelState:
     history: tuple[bool, ...] = ()  # counted?, for the last `window` processed frames, oldest first
+    alert_history: tuple[bool, ...] = ()  # the same frames: counted at the alert threshold?
     first_hit: float | None = None  # ts of the oldest counting frame still in the history
     track: Track | None = None
-    last_end: float | None = None  # monotonic end of the previous event (for cooldown)
+    last_end: float | None = None  # monotonic end of the previous alert (for cooldown)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -98,19 +120,29 @@ def _event(kind: EventKind, camera: str, label: str, t: Track, frame_ts: float, 
     return Event(
         id=t.event_id, kind=kind, camera=camera, label=label, start_time=t.start_time, end_time=end,
         score=t.score, top_score=t.top_score, box=t.box, in_cooldown=t.in_cooldown,
-        frame_ts=frame_ts, first_seen_ts=t.first_seen, count=t.count,
+        frame_ts=frame_ts, first_seen_ts=t.first_seen, count=t.count, severity=t.severity,
     )
 
 
+def _cooled(ls: LabelState, obs: Observation, p: DebounceParams) -> bool:
+    """Within ``cooldown`` seconds (monotonic) of the previous alert's end."""
+    return ls.last_end is not None and obs.clock - ls.last_end < p.cooldown
+
+
+def _alerting(ls: LabelState, alert_hits: tuple[Detection, ...], p: DebounceParams) -> bool:
+    """This frame counts at the alert threshold, and ``min_frames`` of the window did."""
+    return bool(alert_hits) and sum(ls.alert_history) >= p.min_frames
+
+
 def _start(camera: str, label: str, ls: LabelState, obs: Observation, hits: tuple[Detection, ...],
-           p: DebounceParams) -> Track:
+           p: DebounceParams, severity: Severity) -> Track:
     best = _best(hits)
     first = ls.first_hit if ls.first_hit is not None else obs.ts
-    cooled = ls.last_end is not None and obs.clock - ls.last_end < p.cooldown
     return Track(
         event_id=make_event_id(camera, label, obs.ts), start_time=obs.ts, first_seen=first,
         last_seen=obs.ts, last_seen_mono=obs.clock, score=best.score, top_score=best.score, box=best.box,
-        count=len(hits), in_cooldown=cooled, last_update=obs.clock, best_frame=obs.frame,
+        count=len(hits), in_cooldown=_cooled(ls, obs, p), last_update=obs.clock, best_frame=obs.frame,
+        severity=severity,
     )
 
 
@@ -132,17 +164,25 @@ def _continue(t: Track, obs: Observation, hits: tuple[Detection, ...], p: Deboun
 def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
                 p: DebounceParams) -> tuple[LabelState, list[Event]]:
     hits = tuple(d for d in obs.detections if d.label == label)
+    alert_hits = obs.alert_hits(label) if hits else ()
     history = (ls.history + (bool(hits),))[-p.window:]
+    alert_history = (ls.alert_history + (bool(alert_hits),))[-p.window:]
     first_hit = ls.first_hit if ls.first_hit is not None and any(history) else (obs.ts if hits else None)
-    ls = replace(ls, history=history, first_hit=first_hit)
+    ls = replace(ls, history=history, alert_history=alert_history, first_hit=first_hit)
     if ls.track is None:
         if hits and sum(history) >= p.min_frames:
-            track = _start(camera, label, ls, obs, hits, p)
+            severity = Severity.ALERT if _alerting(ls, alert_hits, p) else Severity.DETECTION
+            track = _start(camera, label, ls, obs, hits, p, severity)
             return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts, None)]
         return ls, []
     if not hits:
         return _maybe_end(camera, label, ls, obs.clock, p)
     track, due = _continue(ls.track, obs, hits, p)
+    if track.severity is Severity.DETECTION and _alerting(ls, alert_hits, p):
+        # upgraded: the START an alert's sinks see first, same id; the held UPDATE is part of it
+        track = replace(track, severity=Severity.ALERT, in_cooldown=_cooled(ls, obs, p),
+                        last_update=obs.clock, dirty=False)
+        return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts, None)]
     events = [_event(EventKind.UPDATE, camera, label, track, obs.ts, None)] if due else []
     return replace(ls, track=track), events
 
@@ -155,7 +195,8 @@ def _maybe_end(camera: str, label: str, ls: LabelState, now: float,
         return ls, []
     ended = replace(t, count=0)
     event = _event(EventKind.END, camera, label, ended, t.last_seen + (now - t.last_seen_mono), t.last_seen)
-    return LabelState(history=(), first_hit=None, track=None, last_end=t.last_seen_mono), [event]
+    last_end = t.last_seen_mono if t.severity is Severity.ALERT else ls.last_end
+    return LabelState(history=(), first_hit=None, track=None, last_end=last_end), [event]
 
 
 def step(state: CameraState, obs: Observation, labels: tuple[str, ...],

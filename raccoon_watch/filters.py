@@ -1,5 +1,9 @@
 """Which detections count: label, box area, zones and masks (``eligible``), then score. Pure functions.
 
+Two score levels (Frigate's review terms): a detection at or above the alert threshold
+(``meets_threshold``) may raise an alert; one at or above only the lower review threshold
+(``meets_review_threshold``) may raise a detection, shown on the review page and never pushed.
+
 Boxes are normalised (xmin, ymin, xmax, ymax); polygons are lists of normalised (x, y) points.
 A box is "in" a polygon when its bottom-centre point (where an animal touches the ground) is.
 """
@@ -17,8 +21,12 @@ Polygon = Sequence[tuple[float, float]]
 
 @dataclass(frozen=True, slots=True)
 class DetectionFilter:
-    """threshold: the score a detection must reach; ir_threshold: the same for detections found in an
-    infrared/monochrome frame (``Detection.mode == "ir"``), None = ``threshold`` for every mode."""
+    """threshold: the score a detection must reach to alert; ir_threshold: the same for detections
+    found in an infrared/monochrome frame (``Detection.mode == "ir"``), None = ``threshold`` for every mode.
+    review_threshold: the lower score from which a detection is kept for review (a *detection*, not
+    pushed), None = no detections; ir_review_threshold: the same in infrared frames, None =
+    ``review_threshold`` for every mode. A review threshold at or above its mode's alert threshold
+    gives no detections in that mode."""
 
     labels: frozenset[str]
     threshold: float
@@ -27,10 +35,20 @@ class DetectionFilter:
     zones: tuple[tuple[tuple[float, float], ...], ...] = ()
     masks: tuple[tuple[tuple[float, float], ...], ...] = ()
     ir_threshold: float | None = None
+    review_threshold: float | None = None
+    ir_review_threshold: float | None = None
 
     def threshold_for(self, mode: str | None) -> float:
-        """The threshold for a detection of this image mode."""
+        """The alert threshold for a detection of this image mode."""
         return self.ir_threshold if mode == IR and self.ir_threshold is not None else self.threshold
+
+    def review_threshold_for(self, mode: str | None) -> float:
+        """The lowest score a detection of this image mode must reach to be kept at all: its mode's
+        review threshold, capped at its alert threshold; the alert threshold when it has none."""
+        alert = self.threshold_for(mode)
+        review = self.ir_review_threshold if mode == IR and self.ir_review_threshold is not None \
+            else self.review_threshold
+        return alert if review is None else min(review, alert)
 
 
 def point_in_polygon(x: float, y: float, polygon: Polygon) -> bool:
@@ -70,8 +88,14 @@ def eligible(det: Detection, f: DetectionFilter) -> bool:
 
 
 def meets_threshold(det: Detection, f: DetectionFilter) -> bool:
-    """True when the detection's score reaches the filter's threshold for its image mode (>=)."""
+    """True when the detection's score reaches the filter's alert threshold for its image mode (>=)."""
     return det.score >= f.threshold_for(det.mode)
+
+
+def meets_review_threshold(det: Detection, f: DetectionFilter) -> bool:
+    """True when the detection's score reaches the filter's review threshold for its image mode (>=);
+    every detection that meets the alert threshold meets this one too."""
+    return det.score >= f.review_threshold_for(det.mode)
 
 
 def counts(det: Detection, f: DetectionFilter) -> bool:

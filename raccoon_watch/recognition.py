@@ -205,12 +205,16 @@ class Recognizer:
 
     def __init__(self, detector: Detector, classifier: Classifier | None = None,
                  params: RecognitionParams = RecognitionParams(), threshold: float | None = None,
-                 ir_threshold: float | None = None) -> None:
+                 ir_threshold: float | None = None, review_threshold: float | None = None,
+                 ir_review_threshold: float | None = None) -> None:
         self.detector = detector
         self.classifier = classifier
         self.params = params
         self.threshold = threshold if threshold is not None else detector.threshold
         self.ir_threshold = ir_threshold  # the card's threshold for infrared frames; None: ``threshold``
+        # the card's review thresholds (``review_thresholds``): None, None = no detections, only alerts
+        self.review_threshold = review_threshold
+        self.ir_review_threshold = ir_review_threshold  # None: ``review_threshold``
         self.name = detector.name if classifier is None else f"{detector.name}+{classifier.name}"
         self.labels = detector.labels
         self.max_batch = detector.max_batch

@@ -1,5 +1,9 @@
 """Event router: detector results -> filters -> visit scores -> debounce -> snapshot -> store -> sinks.
 
+Each visit-scored detection is compared with two thresholds of its camera's filter: the review one
+(it counts) and the alert one (it may alert); ``debounce.step`` decides each event's severity. Every
+event, alert or detection, is recorded and handed to every sink; the sinks that push skip detections.
+
 One thread owns all visit and debounce state, so the pure ``step`` functions need no locks. Snapshots are
 encoded once per best frame (at START, and again only when a better frame arrives) and reused by
 UPDATE/END messages. Events leave for the sinks as soon as the confirming frame is folded in: no
@@ -18,7 +22,7 @@ import structlog
 
 from raccoon_watch import debounce, visits
 from raccoon_watch.debounce import CameraState, DebounceParams, Observation
-from raccoon_watch.filters import DetectionFilter, eligible, meets_threshold
+from raccoon_watch.filters import DetectionFilter, eligible, meets_review_threshold, meets_threshold
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.snapshot import draw_detections, encode_jpeg
 from raccoon_watch.types import Detection, Event, EventKind, FrameResult, RouterSnapshot
@@ -141,14 +145,15 @@ class EventRouter(threading.Thread):
         self.processed[cam] += 1
         seen = tuple(d for d in result.detections if eligible(d, flt))  # any score
         self._visits[cam], scored = visits.step(self._visits[cam], seen, self._visit_params)
-        hits = tuple(d for d in scored if meets_threshold(d, flt))  # on the visit score
+        hits = tuple(d for d in scored if meets_review_threshold(d, flt))  # on the visit score
+        alerting = tuple(d for d in hits if meets_threshold(d, flt))
         if self._on_result:
             self._on_result(result, hits)
-        obs = Observation(cam, result.frame.ts, hits, result.frame, mono=result.frame.mono)
+        obs = Observation(cam, result.frame.ts, hits, result.frame, mono=result.frame.mono, alerting=alerting)
         state, events = debounce.step(self._states[cam], obs, tuple(sorted(flt.labels)), self._params)
         for event in events:
-            if event.kind is EventKind.START:
-                self._versions[event.id] = result.model_version
+            if event.kind is EventKind.START:  # an upgrade's START keeps the version of the first
+                self._versions.setdefault(event.id, result.model_version)
         self._states[cam] = state
         self._emit(events, state)
 

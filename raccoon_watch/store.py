@@ -12,7 +12,9 @@ Review columns (added to older databases at open, ``_migrate``): ``clip`` (path 
 the camera records no clips) with ``clip_reason`` (why it is missing), ``frame`` (the clean best
 frame), ``scores`` (JSON ``[[ts, visit_score, classifier_score, detector_score], ...]`` per frame the
 router saw), ``feedback`` (``raccoon`` | ``not_raccoon`` | NULL), ``feedback_source`` and
-``feedback_time``. The retention sweep deletes snapshots, frames and clips by the same rules.
+``feedback_time``, ``severity`` (``alert`` | ``detection``: Frigate's review terms, ``types.Severity``;
+rows written before detections existed are alerts). The retention sweep deletes snapshots, frames and
+clips by the same rules.
 
 Events table: one row per occurrence (upserted on START/UPDATE/END). The box is stored as JSON
 ``[xmin, ymin, xmax, ymax]`` normalised to the frame, as in ``raccoon_watch.types.Box``.
@@ -62,7 +64,7 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.types import DeliveryCounts, Event, StorageSnapshot
+from raccoon_watch.types import DeliveryCounts, Event, Severity, StorageSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +78,9 @@ REVIEW_COLUMNS = (
     ("clip", "TEXT"), ("clip_state", "TEXT"), ("clip_reason", "TEXT"), ("frame", "TEXT"), ("scores", "TEXT"),
     ("feedback", "TEXT"), ("feedback_source", "TEXT"), ("feedback_time", "REAL"),
     ("model_version", "TEXT"),  # the classifier that scored the event (site_models.model_version)
+    ("severity", "TEXT NOT NULL DEFAULT 'alert'"),  # alert | detection; older rows were all alerts
 )
+SEVERITIES = tuple(s.value for s in Severity)  # what the severity column holds
 CLIP_PENDING, CLIP_READY, CLIP_MISSING = "pending", "ready", "missing"
 FEEDBACK_LABELS = ("raccoon", "not_raccoon")
 TABLES = ("events", "outbox", "kv")
@@ -387,11 +391,12 @@ class EventStore:
     def _upsert_event(self, conn: sqlite3.Connection, event: Event, snapshot: str | None) -> None:
         conn.execute(
             "INSERT INTO events (id, camera, label, start_time, end_time, top_score, box, in_cooldown,"
-            " snapshot, updated, model_version) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " snapshot, updated, model_version, severity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET end_time=excluded.end_time, top_score=excluded.top_score,"
             " box=excluded.box, in_cooldown=excluded.in_cooldown,"
             " snapshot=COALESCE(excluded.snapshot, events.snapshot), updated=excluded.updated,"
-            " model_version=COALESCE(excluded.model_version, events.model_version)",
+            " model_version=COALESCE(excluded.model_version, events.model_version),"
+            " severity=CASE events.severity WHEN 'alert' THEN 'alert' ELSE excluded.severity END",
             (
                 event.id,
                 event.camera,
@@ -404,6 +409,7 @@ class EventStore:
                 snapshot,
                 self._clock(),
                 event.model_version,
+                event.severity.value,
             ),
         )
 
@@ -469,9 +475,15 @@ class EventStore:
         self._safe_write(lambda c: c.execute(sql, [columns[n] for n in names] + [event_id]), "event")
 
     def list_events(self, camera: str | None = None, since: float | None = None, until: float | None = None,
-                    limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Events newest first (by start_time) with the filters, one page; and how many match in all."""
+                    limit: int = 50, offset: int = 0, severity: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Events newest first (by start_time) with the filters, one page; and how many match in all.
+        ``severity``: ``alert`` | ``detection`` | None (both)."""
         where, args = [], []
+        if severity is not None:
+            if severity not in SEVERITIES:
+                raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+            where.append("severity = ?")
+            args.append(severity)
         if camera is not None:
             where.append("camera = ?")
             args.append(camera)
@@ -500,9 +512,11 @@ class EventStore:
             "SELECT camera, COUNT(*) FROM events WHERE start_time >= ? GROUP BY camera", (since,)).fetchall(), [])
         return {camera: int(n) for camera, n in rows}
 
-    def latest_event_id(self, camera: str) -> str | None:
+    def latest_event_id(self, camera: str, severity: str | None = None) -> str | None:
+        """The camera's newest event (of ``severity``, when given)."""
         row = self._read(lambda conn: conn.execute(
-            "SELECT id FROM events WHERE camera = ? ORDER BY start_time DESC LIMIT 1", (camera,)).fetchone(), None)
+            "SELECT id FROM events WHERE camera = ? AND (? IS NULL OR severity = ?) ORDER BY start_time DESC LIMIT 1",
+            (camera, severity, severity)).fetchone(), None)
         return row[0] if row else None
 
     def events_with(self, where: str) -> list[dict[str, Any]]:

@@ -124,6 +124,16 @@ class EventKind(str, enum.Enum):
     END = "end"
 
 
+class Severity(str, enum.Enum):
+    """Frigate's review terms. An ALERT passed the alert threshold and is pushed (Pushover, MQTT,
+    Home Assistant); a DETECTION passed only the lower review threshold: stored and shown on the
+    review page, never pushed. A detection that later passes the alert threshold is upgraded: the
+    same event id gets a second START, with severity ALERT, and that one is pushed."""
+
+    ALERT = "alert"
+    DETECTION = "detection"
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Event:
     """A debounced occurrence: a raccoon arrived (START), is still there (UPDATE), left (END).
@@ -138,6 +148,9 @@ class Event:
     count: number of counting detections of this label in the latest frame.
     model_version: the classifier (sha256 prefix, ``site_models.model_version``) that scored the
         frame that started this occurrence; None for a detector alone.
+    severity: ALERT (pushed) or DETECTION (review page only); see ``Severity``. Every message of one
+        occurrence carries its severity at that moment: a detection's messages say DETECTION until the
+        START that upgrades it, and ALERT from there on.
     """
 
     id: str
@@ -155,13 +168,19 @@ class Event:
     first_seen_ts: float = 0.0
     count: int = 1
     model_version: str | None = None
+    severity: Severity = Severity.ALERT
+
+    @property
+    def is_alert(self) -> bool:
+        return self.severity is Severity.ALERT
 
     @property
     def has_snapshot(self) -> bool:
         return self.snapshot_jpeg is not None
 
     def to_dict(self) -> dict[str, object]:
-        """Frigate-style event body (no snapshot bytes); box in normalised xyxy."""
+        """Frigate-style event body (no snapshot bytes); box in normalised xyxy. No ``severity``: only
+        alerts are published, and their body is what it was before detections existed."""
         return {
             "id": self.id,
             "camera": self.camera,

@@ -22,7 +22,8 @@ from raccoon_watch.service.metrics import Metrics
 from raccoon_watch.app import plan_reload
 from raccoon_watch.service.notify import status_line
 from raccoon_watch.types import (
-    CaptureSnapshot, DeliveryCounts, PipelineStats, QueueSnapshot, RouterSnapshot, StorageSnapshot, WorkerSnapshot,
+    CaptureSnapshot, DeliveryCounts, Event, EventKind, PipelineStats, QueueSnapshot, RouterSnapshot, Severity,
+    StorageSnapshot, WorkerSnapshot,
 )
 
 NOW = 1000.0
@@ -184,7 +185,10 @@ def test_healthz_200_then_503(served) -> None:
 def test_metrics_endpoint(served) -> None:
     server, _, metrics = served
     metrics.on_inference(31.0, 1)
-    metrics.on_event(SimpleNamespace(camera="porch", label="raccoon", kind=SimpleNamespace(value="new")))
+    metrics.on_event(Event("e1", EventKind.START, "porch", "raccoon", 1.0, None, 0.9, 0.9, (0.1, 0.1, 0.5, 0.5)))
+    for kind in (EventKind.START, EventKind.END):  # a detection: counted apart from the alerts
+        metrics.on_event(Event("e2", kind, "porch", "raccoon", 2.0, None, 0.6, 0.6, (0.1, 0.1, 0.5, 0.5),
+                               severity=Severity.DETECTION))
     code, ctype, body = _get(server.port, "/metrics")
     assert code == 200 and ctype.startswith("text/plain")
     text = body.decode()
@@ -196,7 +200,9 @@ def test_metrics_endpoint(served) -> None:
         'raccoon_watch_camera_frames_processed_total{camera="porch"} 57.0',
         "raccoon_watch_queue_depth 1.0",
         "raccoon_watch_queue_dropped_total 3.0",
-        'raccoon_watch_events_total{camera="porch",kind="new",label="raccoon"} 1.0',
+        'raccoon_watch_events_total{camera="porch",kind="new",label="raccoon",severity="alert"} 1.0',
+        'raccoon_watch_events_total{camera="porch",kind="new",label="raccoon",severity="detection"} 1.0',
+        'raccoon_watch_events_total{camera="porch",kind="end",label="raccoon",severity="detection"} 1.0',
         'raccoon_watch_deliveries_pending{sink="mqtt"} 4.0',
         'raccoon_watch_deliveries_failed{sink="mqtt"} 1.0',
         "raccoon_watch_inference_seconds_count 1.0",

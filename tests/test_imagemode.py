@@ -101,9 +101,9 @@ def test_deployed_thresholds(config, card, expected):
     ({"ir_threshold": 0.4}, (0.741, 0.6), (0.741, 0.4)),
 ])
 def test_camera_filter_thresholds(camera, daemon, expected):
-    from raccoon_watch.app import camera_filter
+    from raccoon_watch.app import Thresholds, camera_filter
     from raccoon_watch.config import Config
 
     cfg = Config.model_validate({"cameras": {"porch": {"source": "0", **camera}}})
-    flt = camera_filter(cfg.cameras["porch"], cfg, *daemon)
+    flt = camera_filter(cfg.cameras["porch"], cfg, Thresholds(*daemon))
     assert (flt.threshold, flt.ir_threshold) == expected

@@ -113,6 +113,7 @@ def test_the_event_page_shows_scores_and_takes_feedback(page):
     ("GET", "/?page=99", None, 404, "only 1 pages"),
     ("GET", "/?day=2026-02-30", None, 400, "day must be a date"),
     ("GET", "/?camera=../../x", None, 400, "no camera named"),
+    ("GET", "/?severity=warning", None, 400, "severity must be alert or detection"),
     ("GET", "/?" + "q=1&" * 1500, None, 414, "longer than"),
     ("GET", "/events/e0/clip.mp4", None, 404, "no clip"),
     ("GET", "/events/e1/clip.mp4", None, 404, "no recorded segment"),

@@ -337,7 +337,7 @@ class Probe:
             self.anchor[frame.camera] = min(self.anchor.get(frame.camera, t0), t0)
 
     def on_event(self, event: Any) -> None:
-        if event.kind.value == "new":
+        if event.kind.value == "new" and event.severity.value == "alert":  # each alert once, never a detection
             self.starts.append({"camera": event.camera, "id": event.id, "handed_ts": time.time(),
                                 "frame_ts": event.frame_ts, "first_seen_ts": event.first_seen_ts,
                                 "label": event.label, "score": round(event.score, 3)})

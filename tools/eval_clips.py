@@ -213,7 +213,7 @@ class ClipProbe:
             self.frames.append((frame.seq, best, bool(hits)))
 
     def on_event(self, event: Any) -> None:
-        if event.kind.value == "new":
+        if event.kind.value == "new" and event.severity.value == "alert":  # each alert once, never a detection
             with self.lock:
                 self.start_ts.append(event.frame_ts)
 

@@ -48,7 +48,7 @@ storage: {{path: {args.storage}}}
     lat: list[float] = []
 
     def on_event(e) -> None:  # type: ignore[no-untyped-def]
-        if e.kind is EventKind.START:
+        if e.kind is EventKind.START and e.is_alert:  # each alert once, never a detection
             lat.append((time.time() - e.frame_ts) * 1000.0)
 
     app = App(cfg, observers=[Observer(on_event=on_event)])

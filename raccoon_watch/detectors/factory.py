@@ -39,6 +39,7 @@ import structlog
 
 from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig, shared_dir
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
+from raccoon_watch.imagemode import COLOR, IR, MODES
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
 from raccoon_watch.recognition import (DEFAULT_DETECTOR_WEIGHT, DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES,
                                        DEFAULT_PROPOSAL_THRESHOLD, DEFAULT_VIEW_CONTAINMENT, DEFAULT_VIEW_IOU,
@@ -248,6 +249,7 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
         )
         threshold = float(card["threshold"]) if card.get("threshold") is not None else None
         ir_threshold = card_ir_threshold(card)
+        review, ir_review = card_review_thresholds(card)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{card_path}: bad value: {exc}") from None
     from raccoon_watch.classifier import TFLiteClassifier
@@ -259,7 +261,8 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
     except ModelError:
         detector.close()
         raise
-    return Recognizer(detector, classifier, params, threshold=threshold, ir_threshold=ir_threshold)
+    return Recognizer(detector, classifier, params, threshold=threshold, ir_threshold=ir_threshold,
+                      review_threshold=review, ir_review_threshold=ir_review)
 
 
 def card_ir_threshold(card: dict[str, Any]) -> float | None:
@@ -275,6 +278,32 @@ def card_ir_threshold(card: dict[str, Any]) -> float | None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"thresholds.ir must be in 0..1, got {value}")
     return value
+
+
+def card_review_thresholds(card: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The classifier card's review thresholds (``review_thresholds: {"color": x, "ir": y}``): a visit
+    over its mode's review threshold but under the alert one is a detection. (None, None) when the card
+    has none: no detections. Raises ValueError for a value outside 0..1 or above its mode's threshold."""
+    review = card.get("review_thresholds") or {}
+    if not isinstance(review, dict):
+        raise ValueError(f"review_thresholds must be a mapping of image mode to threshold, got {review!r:.60}")
+    unknown = sorted(set(review) - set(MODES))
+    if unknown:
+        raise ValueError(f"review_thresholds: unknown image mode {unknown[0]!r}, expected one of {list(MODES)}")
+    threshold = float(card["threshold"]) if card.get("threshold") is not None else None
+    ir_threshold = card_ir_threshold(card)
+    alert = {COLOR: threshold, IR: ir_threshold if ir_threshold is not None else threshold}
+    out: dict[str, float | None] = {}
+    for mode in MODES:
+        value = review.get(mode)
+        if value is not None:
+            value = float(value)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"review_thresholds.{mode} must be in 0..1, got {value}")
+            if alert[mode] is not None and value > alert[mode]:
+                raise ValueError(f"review_thresholds.{mode} ({value}) is above that mode's threshold ({alert[mode]})")
+        out[mode] = value
+    return out[COLOR], out[IR]
 
 
 def _check_stages(files: ModelFiles, card: dict[str, Any], detector: Detector, classifier: TFLiteClassifier) -> None:

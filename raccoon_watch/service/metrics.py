@@ -6,20 +6,22 @@ Two sources, no double bookkeeping:
   outbox deliveries per sink). Counters there are owned by the threads that count them.
 - Two things ``PipelineStats`` cannot hold as plain numbers are fed by callbacks from the pipeline:
   the inference latency histogram (``DetectorWorker(on_inference=...)``) and events by
-  camera/label/kind (``EventRouter(on_event=...)``).
+  camera/label/kind/severity (``EventRouter(on_event=...)``). ``severity`` is ``alert`` or
+  ``detection``; a detection upgraded to an alert counts one ``new`` in each, so
+  ``raccoon_watch_events_total{kind="new",severity="alert"}`` is the number of alerts.
 
-Labels are camera names, detection labels, event kinds and sink names only: never a source URL,
+Labels are camera names, detection labels, event kinds, severities and sink names only: never a source URL,
 a host or a secret.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from raccoon_watch.types import CaptureSnapshot, DeliveryCounts, PipelineStats
+from raccoon_watch.types import CaptureSnapshot, DeliveryCounts, Event, PipelineStats
 
 if TYPE_CHECKING:
     from raccoon_watch.store import EventStore
@@ -114,8 +116,8 @@ class Metrics:
             buckets=INFERENCE_BUCKETS_S, registry=self.registry,
         )
         self.events = Counter(
-            f"{PREFIX}_events", "Event messages emitted (kind: new, update, end).",
-            ["camera", "label", "kind"], registry=self.registry,
+            f"{PREFIX}_events", "Event messages emitted (kind: new, update, end; severity: alert, detection).",
+            ["camera", "label", "kind", "severity"], registry=self.registry,
         )
         self.registry.register(StatsCollector(stats))
 
@@ -123,9 +125,8 @@ class Metrics:
     def on_inference(self, ms: float, batch: int) -> None:
         self.inference_seconds.observe(ms / 1000.0)
 
-    def on_event(self, event: Any) -> None:
-        kind = getattr(event.kind, "value", str(event.kind))
-        self.events.labels(event.camera, event.label, kind).inc()
+    def on_event(self, event: Event) -> None:
+        self.events.labels(event.camera, event.label, event.kind.value, event.severity.value).inc()
 
     def render(self) -> bytes:
         """Prometheus text exposition format 0.0.4."""

@@ -1,6 +1,8 @@
 """The one interface every event sink implements.
 
-A sink receives every Event (START, UPDATE, END) from the event router thread. ``publish`` must
+A sink receives every Event (START, UPDATE, END) from the event router thread, detections too
+(``Event.severity``); a sink that pushes to people (Pushover, MQTT and so Home Assistant) ignores
+detections and sees an upgraded one first as the START with severity alert. ``publish`` must
 return quickly: a sink that talks to the network records the delivery (outbox) and sends it from its
 own thread, so a slow or dead service never delays detection or the other sinks.
 """

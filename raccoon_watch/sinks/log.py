@@ -18,6 +18,9 @@ LOG_EVENT_NAMES = {
 class LogSink:
     """Logs ``event_started`` / ``event_updated`` / ``event_ended`` with the event's fields.
 
+    Every event, alerts and detections alike, with its ``severity``: a detection that is upgraded
+    logs a second ``event_started`` with the same id and ``severity: "alert"``, so the
+    ``event_started`` lines with ``severity: "alert"`` are each alert exactly once.
     The box is normalised (xmin, ymin, xmax, ymax), as everywhere in the daemon.
     """
 
@@ -32,6 +35,7 @@ class LogSink:
             camera=event.camera,
             label=event.label,
             id=event.id,
+            severity=event.severity.value,
             top_score=round(event.top_score, 4),
             box=[round(v, 4) for v in event.box],
             in_cooldown=event.in_cooldown,

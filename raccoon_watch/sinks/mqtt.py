@@ -29,8 +29,11 @@ anything else is logged as ``mqtt_command_ignored`` and changes nothing (``parse
 obeyed but logged as a warning, ``mqtt_retained_command``, with the command that clears it, and
 shown in ``health()`` (and so /healthz).
 
+Detections (``Event.severity``) are not published at all: ``publish`` ignores them, and an upgraded
+one is published from its upgrade's START on, as a new event.
+
 Feedback: ``P/<camera>/feedback/set`` (the HA select) with ``raccoon``, ``not_raccoon`` or ``none``
-sets the verdict on the camera's latest event, a JSON ``{"id": ..., "label": ...}`` on any event
+sets the verdict on the camera's latest alert, a JSON ``{"id": ..., "label": ...}`` on any event
 (``parse_feedback``); the sink calls ``feedback(event_id, camera, label, source)`` (the App stores it),
 then publishes ``P/<camera>/feedback`` (JSON, through the outbox) and, for the latest event,
 ``P/<camera>/feedback/state``. A verdict given on the page is published the same way
@@ -71,7 +74,8 @@ from raccoon_watch.sinks.discovery import (
     plan_discovery,
 )
 from raccoon_watch.store import EventStore, OutboxItem
-from raccoon_watch.types import SINK_CONNECTING, SINK_FAILING, SINK_OK, Event, EventKind, PipelineStats, SinkSnapshot
+from raccoon_watch.types import (SINK_CONNECTING, SINK_FAILING, SINK_OK, Event, EventKind, PipelineStats, Severity,
+                                 SinkSnapshot)
 
 log = structlog.get_logger(__name__)
 
@@ -279,6 +283,8 @@ class MqttSink:
             log.info("mqtt_resuming", pending=pending)
 
     def publish(self, event: Event) -> None:
+        if not event.is_alert:  # detections are for the review page; Home Assistant sees alerts only
+            return
         with self._lock:
             before = self._last_after.get(event.id)
             snap = digest(event.snapshot_jpeg) if event.snapshot_jpeg is not None else None
@@ -472,18 +478,18 @@ class MqttSink:
             log.warning("mqtt_feedback_no_event", camera=camera, event_id=(event_id or "")[:80])
 
     def feedback_changed(self, event_id: str, label: str | None, source: str = "") -> None:
-        """A verdict was stored (from any source): ``P/<camera>/feedback`` says so for every event
+        """A verdict was stored (from any source): ``P/<camera>/feedback`` says so for every alert
         (through the outbox, like event messages), and the retained select state follows it when the
-        event is its camera's latest."""
+        event is its camera's latest alert. A detection's verdict is not published: MQTT never saw it."""
         row = self.store.get_event(event_id)
-        if row is None:
+        if row is None or row.get("severity") != Severity.ALERT.value:
             return
         camera = row["camera"]
         body = json.dumps({"id": event_id, "camera": camera, "label": label, "source": source}).encode()
         self.store.enqueue(self.name, f"{event_id}:feedback:{time.time():.6f}", body,
                            {"topic": self.topics.feedback(camera), "retain": False})
         self._wake.set()
-        if self.store.latest_event_id(camera) == event_id:
+        if self.store.latest_event_id(camera, Severity.ALERT.value) == event_id:
             self._set_feedback_state(camera, label or FEEDBACK_NONE)
 
     def _set_feedback_state(self, camera: str, verdict: str) -> None:

@@ -1,7 +1,8 @@
 """PushoverSink: one push per event START, with the snapshot attached, delivered through the outbox.
 
-Flow: ``publish(event)`` (router thread) decides whether the event pushes (START only; not
-``in_cooldown``; label filter; quiet hours -> recorded in the store by the router, not pushed),
+Flow: ``publish(event)`` (router thread) decides whether the event pushes (START of an alert only,
+never a detection; not ``in_cooldown``; label filter; quiet hours -> recorded in the store by the
+router, not pushed; a detection upgraded to an alert pushes at its upgrade's START, once),
 writes the delivery to the outbox (key = event id) and wakes the sender thread. It never touches
 the network, so a stalled Pushover cannot delay detection or the other sinks. The sender thread
 drains the outbox one push at a time (which also keeps us far below Pushover's concurrency limits),
@@ -154,9 +155,12 @@ def in_quiet_hours(quiet: QuietHours | None, at: dt.time) -> bool:
 
 
 def should_push(cfg: PushoverConfig, event: Event) -> tuple[bool, str]:
-    """Pure decision: (push?, reason). Only START events of wanted labels, outside cooldown/quiet hours."""
+    """Pure decision: (push?, reason). Only START events of alerts of wanted labels, outside
+    cooldown/quiet hours."""
     if event.kind is not EventKind.START:
         return False, "not_start"
+    if not event.is_alert:
+        return False, "detection"
     if cfg.labels is not None and event.label not in cfg.labels:
         return False, "label_filtered"
     if event.in_cooldown:

@@ -1,6 +1,7 @@
 """Routes of the review page; called by ``health._Handler`` for every path but /healthz and /metrics.
 
     GET  /                              event list: newest first, ?page=N&camera=NAME&day=YYYY-MM-DD
+                                        &severity=alert|detection (absent or empty: both)
     GET  /events/<id>                   event view: snapshot, clip, score chart, scores, feedback buttons
     GET  /events/<id>/snapshot.jpg      the snapshot file the store recorded (box drawn)
     GET  /events/<id>/clip.mp4          the clip file the store recorded (Range requests for seeking)
@@ -37,7 +38,7 @@ from markupsafe import Markup
 
 from raccoon_watch.config import HttpConfig
 from raccoon_watch.service.logs import clip as clip_text
-from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SNAPSHOT_DIR
+from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SEVERITIES, SNAPSHOT_DIR
 from raccoon_watch.web.auth import COOKIE, Auth, Session, client_address, csrf_ok
 from raccoon_watch import site_models
 from raccoon_watch.web.chart import score_chart_svg
@@ -265,15 +266,20 @@ class ReviewPages:
                 since, until = local_day_range(day)
             except ValueError:
                 raise HttpError(400, f"day must be a date, YYYY-MM-DD, got {clip_text(day, 40)!r}") from None
+        severity = req.arg("severity") or None
+        if severity is not None and severity not in SEVERITIES:
+            raise HttpError(400, f"severity must be alert or detection, got {clip_text(severity, 40)!r}")
         size = self.cfg.page_size
-        rows, total = self.app.store.list_events(camera, since, until, limit=size, offset=(page - 1) * size)
+        rows, total = self.app.store.list_events(camera, since, until, limit=size, offset=(page - 1) * size,
+                                                 severity=severity)
         pages = max(1, -(-total // size))
         if page > pages and total:
             raise HttpError(404, f"there are only {pages} pages")
-        link = lambda p: self.root + "/?" + urlencode({k: v for k, v in (("page", p), ("camera", camera), ("day", day)) if v})  # noqa: E731
+        link = lambda p: self.root + "/?" + urlencode({k: v for k, v in (("page", p), ("camera", camera), ("day", day), ("severity", severity)) if v})  # noqa: E731
         for row in rows:
             row["duration"] = _fmt_duration(row)
         self._page(h, req, "list.html", events=rows, total=total, page=page, pages=pages, camera=camera, day=day,
+                   severity=severity,
                    cameras=self._cameras(), prev=link(page - 1) if page > 1 else None,
                    next=link(page + 1) if page < pages else None)
 
