@@ -124,9 +124,11 @@ def ensure_base_crops(folder: Path, model_dir: Path, shared: Path, limit: int | 
              note="once: the shipped training crops, cut again from the shared data (minutes)")
     folder.mkdir(parents=True, exist_ok=True)
     coco = shared / "pretrained" / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"
-    args = argparse.Namespace(shared_data=shared / "data", proposer=model_dir, coco_model=coco if coco.is_file() else None,
-                              output=folder, margin=0.2, limit=limit, seed=0)
-    code = crops_stage.main(args)
+    parser = argparse.ArgumentParser()
+    crops_stage.add_arguments(parser)  # the crop stage's own defaults (the shipped recipe), not a copy of them
+    argv = ["--shared-data", str(shared / "data"), "--proposer", str(model_dir), "--output", str(folder),
+            *(["--coco-model", str(coco)] if coco.is_file() else []), *(["--limit", str(limit)] if limit else [])]
+    code = crops_stage.main(parser.parse_args(argv))
     if code:
         raise RuntimeError(f"building the base crops into {folder} failed ({code})")
     return folder
