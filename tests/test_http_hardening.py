@@ -32,6 +32,7 @@ from raccoon_watch.store import CLIP_DIR
 from raccoon_watch.types import Event, EventKind
 from raccoon_watch.web.auth import LOGIN_MAX_FAILURES, MAX_PARALLEL_VERIFIES, Auth
 from raccoon_watch.web.pages import HttpError, ReviewPages, parse_page, parse_range, safe_next
+from tests.daemon import Daemon, write_config
 from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
@@ -488,3 +489,32 @@ def test_200_concurrent_healthz_are_all_answered(open_page):
             s.close()
     assert [statuses(a) for a in answers] == [[200]] * 200
     assert all(a.endswith(b'{"status": "ok"}') for a in answers)
+
+
+# --- the daemon: a taken port ------------------------------------------------------------------------
+
+def test_a_taken_port_exits_2_naming_http_port_before_any_camera_starts(tmp_path: Path):
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    cfg = write_config(tmp_path / "config.yaml", {
+        "cameras": {"porch": {"source": str(tmp_path / "no-such-clip.mp4")}},
+        "storage": {"path": str(tmp_path / "var")},
+        "http": {"enabled": True, "port": port},
+        "logging": {"format": "json"},
+    })
+    try:
+        daemon = Daemon.start(cfg)
+        code = daemon.proc.wait(timeout=60)
+    finally:
+        holder.close()
+    daemon.terminate()  # collects the rest of its output
+    out = "".join(daemon.raw)
+    assert code == 2, out[-2000:]
+    assert f"http.port {port}" in out and "Address already in use" in out
+    [failed] = daemon.events("http_bind_failed")
+    assert failed["port"] == port
+    for started in ("model_loaded", "daemon_started", "service_ready"):
+        assert not daemon.events(started), f"{started} before the port was checked"
+    assert "Traceback" not in out
