@@ -33,7 +33,6 @@ from raccoon_watch.types import Event, EventKind
 from raccoon_watch.web.auth import LOGIN_MAX_FAILURES, MAX_PARALLEL_VERIFIES, Auth
 from raccoon_watch.web.pages import HttpError, ReviewPages, parse_page, parse_range, safe_next
 from tests.daemon import Daemon, write_config
-from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery"

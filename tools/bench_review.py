@@ -127,7 +127,6 @@ def _healthz_burst(port: int, n: int) -> dict[str, Any]:
 def stage_http_probe(args: dict[str, Any]) -> dict[str, Any]:
     import requests
     from argon2 import PasswordHasher
-    from pydantic import SecretStr
 
     from raccoon_watch.app import App
     from raccoon_watch.config import Config

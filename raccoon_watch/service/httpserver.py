@@ -25,10 +25,10 @@ import asyncio
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import h11
 import structlog
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -42,6 +42,7 @@ MAX_CONNECTIONS = 512
 HEAD_TIMEOUT_S = 5.0
 MAX_HEAD = 16 * 1024  # request line + headers, bytes
 STOP_TIMEOUT_S = 3.0  # a stop waits this long for running responses (live streams end with the app)
+REPORT_EVERY_S = 10.0  # connections closed by the guards: one log line at most this often
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -113,19 +114,53 @@ def strict_framing(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
+class OpenConnections:
+    """One server's open connections, oldest first, and what the guards did to them (event loop only)."""
+
+    def __init__(self) -> None:
+        self.by_age: OrderedDict[GuardedH11, None] = OrderedDict()
+        self.evicted = 0
+        self.timed_out = 0
+        self._reported = (0, 0)
+        self._report_at = 0.0
+
+    def closed_by_us(self, conn: GuardedH11, why: str) -> None:
+        self.by_age.pop(conn, None)
+        if why == "evicted":
+            self.evicted += 1
+        else:
+            self.timed_out += 1
+        now = time.monotonic()
+        if now >= self._report_at:  # one line per REPORT_EVERY_S under a flood, not one per connection
+            self._report_at = now + REPORT_EVERY_S
+            log.warning("http_connections_closed", evicted=self.evicted - self._reported[0],
+                        timed_out=self.timed_out - self._reported[1], open=len(self.by_age))
+            self._reported = (self.evicted, self.timed_out)
+
+    @staticmethod
+    def of(server_state: Any) -> OpenConnections:
+        book = getattr(server_state, "raccoon_open", None)
+        if book is None:
+            book = OpenConnections()
+            server_state.raccoon_open = book  # uvicorn's ServerState is shared by the server's connections
+        return book
+
+
 class GuardedH11(H11Protocol):
     """uvicorn's h11 protocol with a deadline for each request head and a cap on open connections."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.accepted = time.monotonic()
         self._head_timer: asyncio.TimerHandle | None = None
+        self._book = OpenConnections.of(self.server_state)
+        self._book.by_age[self] = None
         self._evict_for_room()
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
+        self._book.by_age.pop(self, None)
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -144,17 +179,19 @@ class GuardedH11(H11Protocol):
     def _head_timeout(self, cycle_when_armed: object) -> None:
         """No new request began since the timer was armed (and none is running): close."""
         if self.cycle is cycle_when_armed and not self.in_flight() and not self.transport.is_closing():
-            log.debug("http_connection_timed_out", waited_s=HEAD_TIMEOUT_S)
-            if self.conn.our_state is not h11.ERROR:
-                self.transport.close()
+            self._book.closed_by_us(self, "timed_out")
+            self.transport.close()
 
     def _evict_for_room(self) -> None:
-        if len(self.connections) <= MAX_CONNECTIONS:
-            return
-        idle = [c for c in self.connections if isinstance(c, GuardedH11) and c is not self and not c.in_flight()]
-        victim = min(idle, key=lambda c: c.accepted, default=self)
-        log.debug("http_connection_evicted", open=len(self.connections), newest=victim is self)
-        victim.transport.close()
+        """Over ``MAX_CONNECTIONS``: close the oldest connection with no request in flight (this one
+        when every other is busy). Oldest first, so the first idle one is usually the first looked at."""
+        book = self._book
+        while len(book.by_age) > MAX_CONNECTIONS:
+            victim = next((c for c in book.by_age if c is not self and not c.in_flight()), self)
+            book.closed_by_us(victim, "evicted")
+            victim.transport.close()
+            if victim is self:
+                return
 
 
 class ServerThread:
