@@ -454,8 +454,8 @@ class HttpConfig(_Strict):
     def _login_off_loopback(self) -> "HttpConfig":
         if self.enabled and self.review and self.password_hash is None and self.token is None:
             if not is_loopback(self.host):
-                raise ValueError(f"host {self.host!r} is reachable from other machines: set http.password_hash "
-                                 "or http.token (or bind 127.0.0.1)")
+                raise ValueError(f"host {self.host!r} is reachable from other machines (it does not resolve to "
+                                 "loopback addresses only): set http.password_hash or http.token (or bind 127.0.0.1)")
             if self.login_required:  # loopback, but a proxy serves it to others at public_url
                 raise ValueError(f"public_url {self.public_url!r} serves the page to other machines through a "
                                  "proxy: set http.password_hash or http.token")

@@ -24,7 +24,7 @@ from argon2 import PasswordHasher
 from pydantic import SecretStr
 
 from raccoon_watch.app import App
-from raccoon_watch.config import Config, all_loopback, is_loopback
+from raccoon_watch.config import Config, ConfigError, all_loopback, is_loopback, parse_config
 from raccoon_watch.service.health import HealthServer
 from raccoon_watch.service import httpserver
 from raccoon_watch.service.httpserver import BindError, bind_listener, framing_error
@@ -134,6 +134,8 @@ def test_is_loopback_decides_on_the_resolved_address_not_the_name():
 def test_a_name_that_only_looks_like_loopback_needs_a_login():
     cfg = Config.model_validate({"cameras": {"c": {"source": "0"}}, "http": {"host": "127.evil.example"}}).http
     assert cfg.login_required  # it does not resolve here; what it resolves to elsewhere is not for the name to say
+    with pytest.raises(ConfigError, match="does not resolve to loopback addresses only"):
+        parse_config("cameras: {c: {source: '0'}}\nhttp: {enabled: true, host: 127.evil.example}\n")
 
 
 def test_the_bind_refuses_a_non_loopback_address_when_no_login_is_set():
