@@ -31,8 +31,9 @@ from raccoon_watch.service.httpserver import BindError, bind_listener, framing_e
 from raccoon_watch.store import CLIP_DIR
 from raccoon_watch.types import Event, EventKind
 from raccoon_watch.web.auth import LOGIN_MAX_FAILURES, MAX_PARALLEL_VERIFIES, Auth
-from raccoon_watch.web.pages import HttpError, ReviewPages, parse_page, parse_range, safe_next
+from raccoon_watch.web.pages import MAX_LIVE_VIEWERS, HttpError, ReviewPages, parse_page, parse_range, safe_next
 from tests.daemon import Daemon, write_config
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery"
@@ -382,6 +383,29 @@ def test_a_request_head_must_arrive_in_time(open_page, monkeypatch):
         while chunk := s.recv(65536):
             rest += chunk
         assert b"HTTP/1.1" not in rest.split(b"\r\n\r\n", 1)[1]
+
+
+def test_live_view_slots_come_back_however_the_viewer_leaves(open_page):
+    """Viewers that hang up before the first frame, or after it, give their slot back: the ninth of
+    nine open streams is refused (503), and after they leave eight can watch again."""
+    port, pages = open_page
+    for i in range(2 * MAX_LIVE_VIEWERS):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /live/porch.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            if i % 2:
+                assert s.recv(12) == b"HTTP/1.1 200"
+    assert wait_until(lambda: pages._viewers == 0, timeout=10), pages._viewers
+    streams = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(MAX_LIVE_VIEWERS + 1)]
+    try:
+        codes = []
+        for s in streams:
+            s.sendall(b"GET /live/porch.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            codes.append(int(s.recv(12)[9:12]))
+        assert codes == [200] * MAX_LIVE_VIEWERS + [503]
+    finally:
+        for s in streams:
+            s.close()
+    assert wait_until(lambda: pages._viewers == 0, timeout=10)
 
 
 # --- logins: one argon2 check at a time per client, counted first ------------------------------------

@@ -550,25 +550,26 @@ class ReviewPages:
             if self._viewers >= MAX_LIVE_VIEWERS:
                 raise HttpError(503, f"at most {MAX_LIVE_VIEWERS} live views at once")
             self._viewers += 1
-        return StreamingResponse(self._stream(tap), 200, media_type="multipart/x-mixed-replace; boundary=frame",
-                                 headers={"Cache-Control": "no-store", "Connection": "close"})
+        return _LiveView(self._stream(tap), self._viewer_left, 200,
+                         media_type="multipart/x-mixed-replace; boundary=frame",
+                         headers={"Cache-Control": "no-store", "Connection": "close"})
+
+    def _viewer_left(self) -> None:
+        with self._viewers_lock:
+            self._viewers -= 1
 
     async def _stream(self, tap: Any) -> AsyncIterator[bytes]:
         """MJPEG parts at most ``live_fps``, until the daemon stops or the viewer leaves (cancelled)."""
         period = 1.0 / self.cfg.live_fps
         last = None
-        try:
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                got = await anyio.to_thread.run_sync(tap.jpeg)
-                if got is not None and got[0] is not last:
-                    last = got[0]
-                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(last)).encode()
-                           + b"\r\n\r\n" + last + b"\r\n")
-                await asyncio.sleep(max(0.0, period - (time.monotonic() - t0)))
-        finally:
-            with self._viewers_lock:
-                self._viewers -= 1
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            got = await anyio.to_thread.run_sync(tap.jpeg)
+            if got is not None and got[0] is not last:
+                last = got[0]
+                yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(last)).encode()
+                       + b"\r\n\r\n" + last + b"\r\n")
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - t0)))
 
     # --- responses -----------------------------------------------------------------------------
     def _finish(self, response: Response, req: PageRequest | None) -> Response:
@@ -601,6 +602,21 @@ class ReviewPages:
         body = self.env.get_template("error.html").render(status=status, message=message, csrf="", login=False)
         response = Response(body.encode(), status, headers=dict(headers), media_type="text/html; charset=utf-8")
         return self._finish(response, None)
+
+
+class _LiveView(StreamingResponse):
+    """A live stream that gives its viewer slot back however it ends: streamed to the end, the viewer
+    gone, or the viewer gone before the first frame (when the stream's generator never even starts)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(content, *args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 class _Redirect(HttpError):
