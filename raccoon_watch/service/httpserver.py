@@ -79,7 +79,7 @@ def bind_listener(host: str, port: int, loopback_only: bool = False, backlog: in
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise BindError(exc.errno, f"http.port {port} on {host} cannot be bound: {exc.strerror or exc}") from None
+        raise BindError(f"http.port {port} on {host} cannot be bound: {exc.strerror or exc}") from None
     sock.set_inheritable(False)
     return sock
 
