@@ -8,9 +8,12 @@ print. ``load_config`` is the one entry point; it raises ``ConfigError`` (the CL
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -361,12 +364,36 @@ class ClipsConfig(_Strict):
     ffmpeg: str = Field("ffmpeg", description="The ffmpeg binary that records and cuts (stream copy, no decode).")
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+def resolve_host(host: str) -> list[str]:
+    """Every address ``host`` resolves to (getaddrinfo, TCP), numeric; OSError when it does not resolve."""
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
 
 
-def is_loopback(host: str) -> bool:
-    """True for a bind address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+def all_loopback(addresses: Iterable[str]) -> bool:
+    """True when there is at least one address and every one is loopback (127.0.0.0/8, ::1, and
+    ::ffff:127.x, IPv4 127.x written as IPv6); anything unparsable counts as not loopback (pure)."""
+    seen = False
+    for text in addresses:
+        try:
+            ip = ipaddress.ip_address(text.split("%", 1)[0])  # fe80::1%eth0: the zone is not the address
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not ip.is_loopback:
+            return False
+        seen = True
+    return seen
+
+
+def is_loopback(host: str, resolve: Callable[[str], list[str]] = resolve_host) -> bool:
+    """True for a bind address only this machine can reach: it resolves, and to loopback addresses
+    only. Decided on what the name resolves to, never on how it is spelled: ``127.evil.example`` may
+    resolve to 0.0.0.0 (every interface). A name that does not resolve is not loopback."""
+    try:
+        return all_loopback(resolve(host))
+    except (OSError, UnicodeError, ValueError):
+        return False
 
 
 class HttpConfig(_Strict):
@@ -427,8 +454,8 @@ class HttpConfig(_Strict):
     def _login_off_loopback(self) -> "HttpConfig":
         if self.enabled and self.review and self.password_hash is None and self.token is None:
             if not is_loopback(self.host):
-                raise ValueError(f"host {self.host!r} is reachable from other machines: set http.password_hash "
-                                 "or http.token (or bind 127.0.0.1)")
+                raise ValueError(f"host {self.host!r} is reachable from other machines (it does not resolve to "
+                                 "loopback addresses only): set http.password_hash or http.token (or bind 127.0.0.1)")
             if self.login_required:  # loopback, but a proxy serves it to others at public_url
                 raise ValueError(f"public_url {self.public_url!r} serves the page to other machines through a "
                                  "proxy: set http.password_hash or http.token")

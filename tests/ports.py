@@ -3,8 +3,8 @@
 ``bind(("127.0.0.1", 0))`` hands out a port from the kernel's ephemeral range, the same range every
 outgoing connection takes its source port from, so under ``pytest -n`` (several workers, hundreds of
 client connections) a port that was free a moment ago is sometimes someone's source port, or another
-worker's server, by the time the daemon binds it: the daemon logs ``http_bind_failed`` and the test
-sees "connection refused". Ports here come from below the ephemeral range (Linux: 32768-60999), from
+worker's server, by the time the daemon binds it: the daemon exits 2 (``http_bind_failed``) and the
+test fails for a reason of its own making. Ports here come from below the ephemeral range (Linux: 32768-60999), from
 a block of their own per xdist worker, in turn, and are checked free before they are handed out.
 """
 

@@ -128,6 +128,9 @@ def test_tiny_bench_run_prints_the_documented_json(tmp_path: Path, shared_dir: P
                                       "recording_le_0.05_core", "event_list_le_200ms_at_10k"}
     assert report["recording"]["segments"] >= 1 and report["recording"]["cpu_per_video_s"] >= 0
     assert report["review_list"]["events"] == 10000 and report["review_list"]["page_1"]["bytes"] > 0
+    probe = report["http_probe"]
+    assert probe["logins"]["argon2_checks"] <= 5 and sum(probe["logins"]["answers"].values()) == 64
+    assert probe["healthz"]["answered_200"] == 200 and report["targets"]["login_le_5_argon2_checks"]["met"] is True
 
 
 def test_bench_rejects_zero_cameras(capsys: pytest.CaptureFixture[str]) -> None:

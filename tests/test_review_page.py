@@ -121,7 +121,7 @@ def test_the_event_page_shows_scores_and_takes_feedback(page):
     ("GET", "/live/garage.mjpg", None, 404, "no camera named"),
     ("POST", "/events/e0/feedback", {"label": "raccoon"}, 403, "CSRF token"),
     ("POST", "/events/e0/feedback", {"label": "raccoon", "csrf": "forged"}, 403, "CSRF token"),
-    ("PUT", "/", None, 501, None),  # the stdlib answers a method it has no handler for
+    ("PUT", "/", None, 501, None),  # only GET and POST are served
 ])
 def test_bad_input_gets_a_clear_4xx_page(page, method, path, data, status, says):
     app, url = page

@@ -14,6 +14,8 @@ machine is, only on ratios):
 * ``models``: TFLite int8 (the shipped model) vs the stock COCO TFLite, ms per frame, 2 threads.
 * ``recording`` and ``review_list`` (``tools/bench_review.py``): the clip recorder's CPU per camera
   next to the decode floor, and the event list's render time with 10,000 events in the store.
+* ``http_probe`` (``tools/bench_review.py``): the page's server under issue 21's probe: RSS and argon2
+  checks during 64 parallel wrong logins from one address, and 200 concurrent ``/healthz``.
 * ``gpu``: batched TensorFlow inferences/s with batch 16 when TensorFlow sees a GPU, else skipped.
 
 Each stage runs in its own subprocess (``python -m tools.bench --stage NAME``), so its CPU
@@ -55,7 +57,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
-from tools.bench_review import stage_recording, stage_review_list
+from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 
 SCHEMA = 1
 STAGE_TIMEOUT_S = 900
@@ -76,6 +78,9 @@ TARGETS = {
     "savedmodel_vs_int8_min": 3.0,  # SavedModel ms / int8 TFLite ms
     "recording_cores_max": 0.05,  # clip recorder CPU per camera (1080p15 H.264)
     "review_list_ms_max": 200.0,  # event list, 10,000 events in the store
+    "login_argon2_checks_max": 5,  # 64 parallel wrong logins from one address (issue 21)
+    "login_rss_mb_max": 400.0,  # peak RSS meanwhile, server and clients
+    "healthz_within_1s_min": 200,  # of 200 concurrent /healthz
 }
 
 
@@ -575,7 +580,8 @@ def _sink_latency(result: dict[str, Any], sinks: dict[str, Any]) -> dict[str, An
 
 
 
-STAGES = {"recording": stage_recording, "review_list": stage_review_list, "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
+STAGES = {"recording": stage_recording, "review_list": stage_review_list, "http_probe": stage_http_probe,
+          "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
           "gpu": stage_gpu}
 
 
@@ -620,14 +626,14 @@ class Plan:
     sinks: bool = False
     motion: bool = True
     queue_size: int = 8
-    stages: tuple[str, ...] = ("decode", "recording", "review_list", "models", "pipeline", "baseline")
+    stages: tuple[str, ...] = ("decode", "recording", "review_list", "http_probe", "models", "pipeline", "baseline")
     no_tensorflow: bool = False
     threshold: float | None = BENCH_THRESHOLD  # None: the model card's deployed threshold
 
 
 def plan_from_args(ns: argparse.Namespace) -> Plan:
     seconds = ns.seconds if ns.seconds is not None else (12.0 if ns.quick else 30.0)
-    stages = ["decode", "recording", "review_list", "models", "pipeline"]
+    stages = ["decode", "recording", "review_list", "http_probe", "models", "pipeline"]
     if not ns.no_baseline:
         stages.append("baseline")
     if ns.gpu:
@@ -687,6 +693,9 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
     if "review_list" in plan.stages:
         say("review page: the event list with 10,000 events")
         report["review_list"] = run_stage("review_list", {"events": 10000, "runs": 20})
+    if "http_probe" in plan.stages:
+        say("review page under the probe: 64 parallel wrong logins, 200 concurrent /healthz")
+        report["http_probe"] = run_stage("http_probe", {"parallel": 64, "concurrent": 200})
     saved_model = None
     if {"baseline", "gpu", "models"} & set(plan.stages) and not plan.no_tensorflow:
         say("SavedModel for the baseline")
@@ -808,6 +817,15 @@ def targets(report: dict[str, Any], plan: Plan) -> dict[str, Any]:
                                    "decode_floor": _get(report, "decode", main_scene, "read_all", "cpu_per_video_s")},
         "event_list_le_200ms_at_10k": {"value": list_ms, "met": _met(list_ms, TARGETS["review_list_ms_max"], True)},
     }
+    checks = _get(report, "http_probe", "logins", "argon2_checks")
+    rss = _get(report, "http_probe", "logins", "rss_peak_mb")
+    within = _get(report, "http_probe", "healthz", "within_1s")
+    review.update({
+        "login_le_5_argon2_checks": {"value": checks, "met": _met(checks, TARGETS["login_argon2_checks_max"], True)},
+        "login_rss_lt_400mb": {"value": rss, "met": _met(rss, TARGETS["login_rss_mb_max"], True)},
+        "healthz_200_concurrent_within_1s": {"value": within,
+                                             "met": _met(within, TARGETS["healthz_within_1s_min"], False)},
+    })
     return {
         **review,
         "scope": f"{plan.cameras} x {spec.resolution} {spec.light}, {spec.seconds:g} s clips; CPU targets on the {still} scene",

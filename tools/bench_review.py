@@ -6,16 +6,25 @@
   Compare with ``decode.<scene>.read_all.cpu_per_video_s``, the floor of decoding the same clip.
 * ``review_list``: a real App's store filled with ``events`` events over 30 days, the real HTTP
   server and ``ReviewPages``; wall ms per ``GET /`` (page 1, a deep page, a camera + day filter).
+* ``http_probe`` (issue 21's probe, re-run): the real server (uvicorn + ``ReviewPages``) with an argon2
+  password (the hasher's defaults: 64 MiB per check). ``logins``: ``parallel`` wrong logins at once from
+  one address; the argon2 checks made, the answers, and this process's RSS sampled every 10 ms meanwhile
+  (the server and its clients: the whole process). ``healthz``: ``concurrent`` connections opened at
+  once, then each sends ``GET /healthz``; how many were answered, and within 1 s of the connect.
 """
 
 from __future__ import annotations
 
+import re
 import resource
+import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +91,87 @@ def stage_review_list(args: dict[str, Any]) -> dict[str, Any]:
                         body = resp.read()
                     ms.append((time.perf_counter() - w0) * 1000)
                 out[name] = {"p50_ms": round(statistics.median(ms), 1), "max_ms": round(max(ms), 1), "bytes": len(body)}
+        finally:
+            server.stop()
+            app.store.close()
+    return out
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _healthz_burst(port: int, n: int) -> dict[str, Any]:
+    """``n`` connections opened at once, then each sends GET /healthz: seconds from connect to answer."""
+    def one(_: int) -> tuple[int, float]:
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+        m = re.match(rb"HTTP/1\.1 (\d{3})", got)
+        return (int(m.group(1)) if m else 0), time.monotonic() - t0
+
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(one, range(n)))
+    took = sorted(t for _, t in results)
+    return {"concurrent": n, "answered_200": sum(code == 200 for code, _ in results),
+            "within_1s": sum(t < 1.0 for t in took), "p50_ms": round(statistics.median(took) * 1000, 1),
+            "max_ms": round(took[-1] * 1000, 1)}
+
+
+def stage_http_probe(args: dict[str, Any]) -> dict[str, Any]:
+    import requests
+    from argon2 import PasswordHasher
+
+    from raccoon_watch.app import App
+    from raccoon_watch.config import Config
+    from raccoon_watch.service.health import HealthServer
+    from raccoon_watch.web.pages import ReviewPages
+
+    parallel, concurrent = int(args["parallel"]), int(args["concurrent"])
+    with tempfile.TemporaryDirectory(prefix="raccoon-http-") as tmp:
+        cfg = Config.model_validate({"cameras": {"porch": {"source": "0"}}, "storage": {"path": tmp},
+                                     "http": {"enabled": True, "password_hash": PasswordHasher().hash("a right one")}})
+        app = App(cfg)
+        app._open_store()  # the store alone: no model, no cameras
+        pages = ReviewPages(app)
+        server = HealthServer("127.0.0.1", 0, lambda: (True, {"status": "ok"}), lambda: b"", pages)
+        server.start()
+        url = f"http://127.0.0.1:{server.port}"
+        out: dict[str, Any] = {"server": "uvicorn (h11) + Starlette"}
+        try:
+            login = requests.get(url + "/login")
+            sid = login.cookies["rw_session"]
+            csrf = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+            rss_before, peak, done = _rss_mb(), [0.0], threading.Event()
+
+            def sample() -> None:
+                while not done.is_set():
+                    peak[0] = max(peak[0], _rss_mb())
+                    time.sleep(0.01)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            w0 = time.monotonic()
+
+            def attempt(i: int) -> int:
+                return requests.post(url + "/login", data={"csrf": csrf, "password": f"guess{i}"},
+                                     cookies={"rw_session": sid}, allow_redirects=False, timeout=300).status_code
+
+            with ThreadPoolExecutor(parallel) as pool:
+                codes = list(pool.map(attempt, range(parallel)))
+            done.set()
+            sampler.join()
+            out["logins"] = {"parallel": parallel, "argon2_checks": pages.auth.verifies,
+                             "answers": {str(c): codes.count(c) for c in sorted(set(codes))},
+                             "wall_s": round(time.monotonic() - w0, 2), "rss_before_mb": round(rss_before, 1),
+                             "rss_peak_mb": round(peak[0], 1)}
+            out["healthz"] = _healthz_burst(server.port, concurrent)
         finally:
             server.stop()
             app.store.close()

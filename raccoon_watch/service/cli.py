@@ -1,6 +1,7 @@
 """raccoon-watch command line: run, check-config, detect, export-feedback, retrain, models, hash-password.
 
-Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key);
+Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key; this
+includes an ``http.port`` that cannot be bound, found before any camera starts);
 3 model missing or not a model.
 """
 
@@ -17,6 +18,7 @@ import structlog
 
 from raccoon_watch import __version__
 from raccoon_watch.config import Config, ConfigError, effective_config, load_config, redact_url
+from raccoon_watch.service.httpserver import bind_listener
 
 EXIT_CONFIG = 2
 EXIT_MODEL = 3
@@ -169,6 +171,15 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(cfg.logging.level, cfg.logging.format)  # (OpenCV's own log level: raccoon_watch/__init__.py)
     for name, cam in cfg.cameras.items():
         log.info("camera_configured", camera=name, source=redact_url(cam.source), detect_fps=cam.detect_fps)
+    listener = None
+    if cfg.http.enabled:  # bound before anything starts: a taken port is a config error, not a daemon without a page
+        try:
+            listener = bind_listener(cfg.http.host, cfg.http.port,
+                                     loopback_only=cfg.http.review and not cfg.http.login_required)
+        except OSError as exc:
+            log.error("http_bind_failed", host=cfg.http.host, port=cfg.http.port, error=str(exc))
+            print(f"raccoon-watch: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     if args.demo_if_no_camera:
         cfg = _with_demo_cameras(cfg)
 
@@ -182,14 +193,16 @@ def _run(args: argparse.Namespace) -> int:
         log.error("model_unusable", error=str(exc))
         print(f"raccoon-watch: cannot load the model: {exc}", file=sys.stderr)
         app.stop()
+        if listener is not None:
+            listener.close()
         return EXIT_MODEL
     from raccoon_watch.service.notify import ServiceRuntime
 
-    service = ServiceRuntime(app, args.config)  # sd_notify READY/STATUS/WATCHDOG/STOPPING, /healthz
+    service = ServiceRuntime(app, args.config, listener=listener)  # sd_notify READY/STATUS/WATCHDOG/STOPPING, /healthz
     _install_signal_handlers(app)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: service.request_reload())
-    service.start()
     try:
+        service.start()
         while not app.wait(service.tick_s):
             app.housekeeping()
             service.tick()

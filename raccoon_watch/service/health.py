@@ -13,40 +13,44 @@ wrong credentials, is listed in ``problems``; status degraded) and ``notes`` (de
 say by a retained MQTT command).
 
 Every other path goes to ``pages`` when given (the review page, ``raccoon_watch.web.pages``), so the
-page and the monitoring endpoints share one port and one hardened server.
+page and the monitoring endpoints share one port and one server: Starlette's router on uvicorn
+(``raccoon_watch.service.httpserver``: h11, a bounded request head, a 2048 backlog, a deadline per
+request head, a cap on open connections; none of it costs a thread per connection).
 
-The server is a stdlib ``ThreadingHTTPServer`` in a daemon thread; ``stop()`` shuts it down and
-closes the socket. Nothing secret is served: camera names and numbers only, no URLs.
-
-Hostile or broken clients: each connection has a socket timeout (``CONNECTION_TIMEOUT_S``, idle or
-half-sent requests are closed), at most ``MAX_CONNECTIONS`` are open at once (a new one beyond that
-closes the oldest, so a slowloris flood holds a bounded number of threads and cannot lock out
-/healthz), request lines are logged cut short, and a client hanging up mid-reply is one debug line,
-not a traceback.
+/healthz and /metrics never wait behind the page: their reports are computed in worker threads of
+their own (``MONITOR_THREADS``), and requests that arrive while one is being computed share it
+(``Coalesced``), so 200 at once cost one report, not 200. Nothing secret is served: camera names
+and numbers only, no URLs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
-import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
+import anyio
+import anyio.to_thread
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route, Router
 
 from raccoon_watch.service import liveness
+from raccoon_watch.service.httpserver import (
+    MAX_CONNECTIONS, ASGIApp, Receive, Scope, Send, ServerThread, bind_listener,
+)
 from raccoon_watch.service.logs import clip
 from raccoon_watch.types import SINK_FAILING, PipelineStats
 
 log = structlog.get_logger(__name__)
 
-MAX_CONNECTIONS = 32
-CONNECTION_TIMEOUT_S = 5.0
-_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+__all__ = ["MAX_CONNECTIONS", "HealthServer", "app_health", "health_report", "monitoring_app"]
+
+MONITOR_THREADS = 2  # worker threads for /healthz and /metrics reports, apart from the page's
+T = TypeVar("T")
 
 HealthFn = Callable[[], tuple[bool, Mapping[str, Any]]]
 MetricsFn = Callable[[], bytes]
@@ -121,134 +125,96 @@ def app_health(checker: liveness.AppLiveness) -> HealthFn:
     return health
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
-    protocol_version = "HTTP/1.1"
-    timeout = CONNECTION_TIMEOUT_S  # StreamRequestHandler sets it on the socket: no read or write waits longer
+class Coalesced:
+    """A blocking report run in a worker thread; callers that arrive while it runs share that run."""
 
-    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
-        path = self.path.split("?", 1)[0]
+    def __init__(self, fn: Callable[[], T], limiter: Callable[[], anyio.CapacityLimiter]) -> None:
+        self._fn = fn
+        self._limiter = limiter
+        self._running: asyncio.Future[T] | None = None
+
+    async def __call__(self) -> T:
+        if self._running is None:
+            running = asyncio.ensure_future(anyio.to_thread.run_sync(self._fn, limiter=self._limiter()))
+            running.add_done_callback(self._done)
+            self._running = running
+        return await asyncio.shield(self._running)  # one caller hanging up does not cancel the others' run
+
+    def _done(self, running: asyncio.Future[T]) -> None:
+        self._running = None
+        if not running.cancelled():
+            running.exception()  # retrieved: each caller got it, asyncio need not warn
+
+
+def _text(status: int, text: str) -> Response:
+    return PlainTextResponse(text, status, headers={"Cache-Control": "no-store"})
+
+
+def monitoring_app(health: HealthFn, metrics: MetricsFn, pages: ASGIApp | None = None) -> Router:
+    """The ASGI app: /healthz, /metrics, and ``pages`` (or a 404) for every other path."""
+    limiters: dict[int, anyio.CapacityLimiter] = {}
+
+    def limiter() -> anyio.CapacityLimiter:  # one per event loop (tests run several servers)
+        key = id(asyncio.get_running_loop())
+        if key not in limiters:
+            limiters[key] = anyio.CapacityLimiter(MONITOR_THREADS)
+        return limiters[key]
+
+    report, render = Coalesced(health, limiter), Coalesced(metrics, limiter)
+
+    async def healthz(request: Request) -> Response:
         try:
-            if path == "/healthz":
-                ok, body = self.server.health()
-                self._send(200 if ok else 503, "application/json", json.dumps(body, default=str).encode())
-            elif path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, self.server.metrics())
-            elif self.server.pages is not None:
-                self.server.pages.handle(self, "GET")
-            else:
-                self._send(404, "text/plain; charset=utf-8", b"not found: try /healthz or /metrics\n")
-        except _CLIENT_GONE:
-            self.close_connection = True
-            log.debug("http_client_gone", path=clip(path))
+            ok, body = await report()
         except Exception as exc:  # a bug in a report must not kill the endpoint
-            log.error("http_handler_failed", path=clip(path), error=repr(exc))
-            try:
-                self._send(500, "text/plain; charset=utf-8", b"internal error\n")
-            except _CLIENT_GONE:
-                self.close_connection = True
+            log.error("http_handler_failed", path="/healthz", error=clip(repr(exc)))
+            return _text(500, "internal error\n")
+        return Response(json.dumps(body, default=str).encode(), 200 if ok else 503, media_type="application/json",
+                        headers={"Cache-Control": "no-store"})
 
-    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
-        path = self.path.split("?", 1)[0]
+    async def metrics_text(request: Request) -> Response:
         try:
-            if self.server.pages is None:
-                self.close_connection = True
-                self._send(405, "text/plain; charset=utf-8", b"nothing to post to\n")
-            else:
-                self.server.pages.handle(self, "POST")
-        except _CLIENT_GONE:
-            self.close_connection = True
-            log.debug("http_client_gone", path=clip(path))
+            text = await render()
         except Exception as exc:
-            log.error("http_handler_failed", path=clip(path), error=repr(exc))
-            try:
-                self._send(500, "text/plain; charset=utf-8", b"internal error\n")
-            except _CLIENT_GONE:
-                self.close_connection = True
+            log.error("http_handler_failed", path="/metrics", error=clip(repr(exc)))
+            return _text(500, "internal error\n")
+        return Response(text, 200, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
-    def _send(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        await _text(404, "not found: try /healthz or /metrics\n")(scope, receive, send)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        log.debug("http_request", client=self.client_address[0], request=clip(format % args))
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # listen backlog: a burst of connects waits in the kernel, not in SYN retries
-
-    def __init__(self, address: tuple[str, int], health: HealthFn, metrics: MetricsFn,
-                 max_connections: int = MAX_CONNECTIONS, pages: Any = None) -> None:
-        self.health = health
-        self.metrics = metrics
-        self.pages = pages
-        self.max_connections = max_connections
-        self._open: dict[socket.socket, float] = {}  # connection -> monotonic time it was accepted
-        self._open_lock = threading.Lock()
-        self.evicted = 0
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            while len(self._open) >= self.max_connections:
-                oldest = min(self._open, key=self._open.__getitem__)
-                del self._open[oldest]
-                self.evicted += 1
-                try:  # its handler thread sees EOF (or an error) and ends
-                    oldest.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._open[request] = time.monotonic()
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.pop(request, None)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """socketserver prints a traceback to stderr here; one log line is enough."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (*_CLIENT_GONE, OSError)):
-            log.debug("http_client_gone", error=type(exc).__name__)
-        else:
-            log.error("http_connection_failed", error=clip(repr(exc)))
+    return Router(routes=[Route("/healthz", healthz), Route("/metrics", metrics_text)],
+                  default=pages if pages is not None else not_found, redirect_slashes=False)
 
 
 class HealthServer:
-    """``start()`` binds and serves in a daemon thread; ``stop()`` undoes it. Port 0 picks a free port."""
+    """``start()`` binds (or takes ``listener``, bound earlier) and serves in a daemon thread;
+    ``stop()`` undoes it. Port 0 picks a free port; ``port`` is the one bound."""
 
-    def __init__(self, host: str, port: int, health: HealthFn, metrics: MetricsFn, pages: Any = None) -> None:
+    def __init__(self, host: str, port: int, health: HealthFn, metrics: MetricsFn, pages: Any = None,
+                 listener: socket.socket | None = None) -> None:
         self.host = host
         self.port = port
         self.pages = pages
         self._health = health
         self._metrics = metrics
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._listener = listener
+        self._server: ServerThread | None = None
 
     def start(self) -> None:
-        self._server = _Server((self.host, self.port), self._health, self._metrics, pages=self.pages)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="http-health", daemon=True,
-        )
-        self._thread.start()
-        log.info("http_listening", host=self.host, port=self.port,
+        """Raises ``httpserver.BindError`` (an OSError naming http.host / http.port) when it cannot listen."""
+        listener = self._listener
+        if listener is None:
+            open_page = self.pages is not None and not self.pages.auth.login_required
+            listener = bind_listener(self.host, self.port, loopback_only=open_page)
+        self._listener = None  # a listener is used once: stop() closes it
+        self._server = ServerThread(monitoring_app(self._health, self._metrics, self.pages), listener)
+        self.port = self._server.port
+        self._server.start()
+        log.info("http_listening", host=self.host, port=self.port, server="uvicorn",
                  paths=["/healthz", "/metrics", *(["/ (review page)"] if self.pages is not None else [])])
 
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        self._server.stop()
         self._server = None
-        self._thread = None

@@ -110,6 +110,6 @@ def setup_logging(level: str = "info", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "urllib3"):
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "urllib3", "uvicorn"):  # uvicorn: "Started server process"
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

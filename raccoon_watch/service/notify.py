@@ -226,15 +226,19 @@ class ServiceRuntime:
         while not app.wait(runtime.tick_s): app.housekeeping(); runtime.tick()
         runtime.stop()                                                   # STOPPING=1, HTTP off
 
+    ``listener``: the socket ``httpserver.bind_listener`` bound for ``http`` before the App started (the
+    CLI binds first, so a taken port exits 2 before any camera starts).
     ``request_reload()`` is safe from a signal handler: the reload itself runs in ``tick()``.
     ``limits``: the liveness limits of the watchdog and /healthz (default ``LivenessLimits()``).
     """
 
-    def __init__(self, app: App, config_path: str | os.PathLike[str], limits: LivenessLimits | None = None) -> None:
+    def __init__(self, app: App, config_path: str | os.PathLike[str], limits: LivenessLimits | None = None,
+                 listener: socket.socket | None = None) -> None:
         from raccoon_watch.service import liveness
 
         self.app = app
         self.config_path = config_path
+        self.listener = listener  # http.host:http.port, bound before the App started (None: bind in start())
         self.liveness = liveness.AppLiveness(app, limits or liveness.LivenessLimits())
         self.notifier = ServiceNotifier(self.liveness.check, app.stats)
         self.tick_s = self.notifier.tick_s
@@ -255,12 +259,10 @@ class ServiceRuntime:
                 job = RetrainJob(retrain_command(Path(self.config_path)), self.app.models_root / "retrain.log",
                                  self.app.reload_classifier)
                 pages = ReviewPages(self.app, retrain=job)
-            self.http = HealthServer(http.host, http.port, app_health(self.liveness), self.app.metrics.render, pages)
-            try:
-                self.http.start()
-            except OSError as exc:  # port taken: monitoring is lost, detection is not
-                log.error("http_bind_failed", host=http.host, port=http.port, error=str(exc))
-                self.http = None
+            self.http = HealthServer(http.host, http.port, app_health(self.liveness), self.app.metrics.render, pages,
+                                     listener=self.listener)
+            self.listener = None
+            self.http.start()  # an OSError naming http.port when not bound beforehand and taken
         self.notifier.ready()
 
     def request_reload(self) -> None:

@@ -11,19 +11,34 @@ Policy (``http`` config):
   ``MAX_SESSIONS`` are kept (the oldest is forgotten first);
 - a failed login counts against the client address (behind a proxy in ``http.trusted_proxies``, the
   address its X-Forwarded-For names, ``client_address``): ``LOGIN_MAX_FAILURES`` failures within
-  ``LOGIN_WINDOW_S`` lock it out until the oldest of them is that old (``login_allowed``, pure).
+  ``LOGIN_WINDOW_S`` lock it out until the oldest of them is that old (``login_allowed``, pure);
+- a wrong bearer token is a failed login like a wrong password, and a locked-out client cannot use
+  the token either (``check_bearer``); tokens are compared in constant time, as SHA-256 digests so
+  that not even their length shows in the timing.
+
+Argon2 costs 64 MiB and tens of milliseconds per check, so ``login`` runs them one at a time per
+client (an asyncio lock per client address) and at most ``MAX_PARALLEL_VERIFIES`` at once in all,
+and counts the attempt as a failure *before* the check (forgiven on success): 64 parallel wrong
+logins from one address cost ``LOGIN_MAX_FAILURES`` checks and 59 quick 429s, not 64 x 64 MiB.
+``verifies`` counts the argon2 checks made and ``verify_peak`` the most at once (tests and
+``tools/bench.py`` read them).
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
+import hashlib
 import hmac
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -33,7 +48,27 @@ MAX_SESSIONS = 1000
 LOGIN_MAX_FAILURES = 5
 LOGIN_WINDOW_S = 300.0
 MAX_TRACKED_CLIENTS = 10000
+MAX_PARALLEL_VERIFIES = 2  # argon2 checks at once, all clients together (64 MiB each)
+MAX_PASSWORD = 1024
 COOKIE = "rw_session"
+
+
+class Bearer(enum.Enum):
+    """What an ``Authorization`` header says about a request (``Auth.check_bearer``)."""
+
+    NONE = "none"  # no bearer token sent
+    OK = "ok"
+    WRONG = "wrong"  # counted as a failed login
+    LOCKED = "locked"  # the client is locked out: not even the right token is looked at
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant time, whatever the lengths: both sides are hashed to 32 bytes first (pure)."""
+    return hmac.compare_digest(_digest(given), _digest(expected))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +91,7 @@ def login_allowed(failures: tuple[float, ...], now: float,
 
 
 def csrf_ok(session: Session | None, token: str | None) -> bool:
-    return session is not None and token is not None and hmac.compare_digest(session.csrf, token)
+    return session is not None and token is not None and same_secret(token, session.csrf)
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[str]) -> str:
@@ -72,7 +107,8 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[str])
 
 
 class Auth:
-    """Sessions and the login check for one server; thread-safe."""
+    """Sessions and the login check for one server. Sessions and failure counts are thread-safe;
+    ``login`` is a coroutine for the server's event loop (the argon2 check runs in a worker thread)."""
 
     def __init__(self, cfg: HttpConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
@@ -82,6 +118,11 @@ class Auth:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._failures: OrderedDict[str, tuple[float, ...]] = OrderedDict()
         self._hasher = PasswordHasher()
+        self._gates: dict[str, _Gate] = {}  # client -> its login lock (event-loop side only)
+        self._verify_slots: asyncio.Semaphore | None = None
+        self.verifies = 0  # argon2 checks made, for tests and the bench
+        self.verify_peak = 0  # the most argon2 checks that ran at once
+        self._verifying = 0
 
     # --- sessions ------------------------------------------------------------------------------
     def session(self, sid: str | None) -> Session | None:
@@ -108,49 +149,102 @@ class Auth:
         with self._lock:
             self._sessions.pop(sid, None)
 
-    def authenticated(self, session: Session | None, authorization: str | None) -> bool:
-        """May this request see the page: loopback, a logged-in session or the bearer token."""
-        if not self.login_required:
-            return True
-        if session is not None and session.authenticated:
-            return True
-        return self._bearer_ok(authorization)
+    # --- failures: counted per client, first ---------------------------------------------------
+    def locked_out(self, client: str) -> float:
+        """Seconds until ``client`` may try again; 0 when it may now."""
+        with self._lock:
+            allowed, wait = login_allowed(self._failures.get(client, ()), self._clock())
+        return 0.0 if allowed else max(wait, 0.0)
 
-    def _bearer_ok(self, authorization: str | None) -> bool:
-        if self.cfg.token is None or not authorization or not authorization.startswith("Bearer "):
-            return False
-        return hmac.compare_digest(authorization[7:].strip().encode(), self.cfg.token.get_secret_value().encode())
-
-    # --- login ---------------------------------------------------------------------------------
-    def try_login(self, client: str, password: str, old: Session | None) -> tuple[Session | None, float]:
-        """(a new authenticated session, 0) on success; (None, retry_after_s) when locked out or wrong
-        (retry_after_s 0 when only wrong)."""
+    def _charge(self, client: str) -> float:
+        """One attempt by ``client``, counted as a failure before it is checked: the seconds it
+        must wait when it is locked out (nothing counted then), else 0 (one failure counted)."""
         now = self._clock()
         with self._lock:
-            allowed, wait = login_allowed(self._failures.get(client, ()), now)
-        if not allowed:
-            return None, wait
-        if not self._password_ok(password):
-            with self._lock:
-                kept = tuple(t for t in self._failures.pop(client, ()) if now - t < LOGIN_WINDOW_S)
-                self._failures[client] = (*kept, now)
-                while len(self._failures) > MAX_TRACKED_CLIENTS:
-                    self._failures.popitem(last=False)
-            return None, 0.0
+            kept = tuple(t for t in self._failures.pop(client, ()) if now - t < LOGIN_WINDOW_S)
+            allowed, wait = login_allowed(kept, now)
+            self._failures[client] = (*kept, now) if allowed else kept
+            while len(self._failures) > MAX_TRACKED_CLIENTS:
+                self._failures.popitem(last=False)
+        return 0.0 if allowed else max(wait, 0.0)
+
+    def _forgive(self, client: str) -> None:
         with self._lock:
             self._failures.pop(client, None)
+
+    # --- the bearer token ----------------------------------------------------------------------
+    def check_bearer(self, client: str, authorization: str | None) -> tuple[Bearer, float]:
+        """(verdict, retry_after_s) for an ``Authorization: Bearer ...`` header from ``client``.
+        A wrong token counts as a failed login; a locked-out client is refused unchecked."""
+        if not authorization or authorization[:7].lower() != "bearer ":  # the scheme is case-insensitive
+            return Bearer.NONE, 0.0
+        wait = self._charge(client)
+        if wait > 0:
+            return Bearer.LOCKED, wait
+        token = self.cfg.token
+        if token is not None and same_secret(authorization[7:].strip(), token.get_secret_value()):
+            self._forgive(client)
+            return Bearer.OK, 0.0
+        return Bearer.WRONG, 0.0
+
+    # --- login ---------------------------------------------------------------------------------
+    async def login(self, client: str, password: str, old: Session | None) -> tuple[Session | None, float]:
+        """(a new authenticated session, 0) on success; (None, retry_after_s) when locked out or
+        wrong (retry_after_s 0 when only wrong). One check at a time per client, counted first."""
+        async with self._client_gate(client):
+            wait = self._charge(client)
+            if wait > 0:
+                return None, wait
+            if self._verify_slots is None:
+                self._verify_slots = asyncio.Semaphore(MAX_PARALLEL_VERIFIES)
+            async with self._verify_slots:
+                ok = await anyio.to_thread.run_sync(self.password_ok, password)
+            if not ok:
+                return None, 0.0
+            self._forgive(client)
         if old is not None:
             self.end_session(old.id)  # a new id at login: a planted session id is worth nothing
         return self.new_session(True), 0.0
 
-    def _password_ok(self, password: str) -> bool:
-        if not password or len(password) > 1024:
+    @asynccontextmanager
+    async def _client_gate(self, client: str) -> AsyncIterator[None]:
+        """Hold ``client``'s login lock; the lock is dropped when nobody holds or awaits it."""
+        gate = self._gates.get(client)
+        if gate is None:
+            gate = self._gates[client] = _Gate()
+        gate.users += 1
+        try:
+            async with gate.lock:
+                yield
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                del self._gates[client]
+
+    def password_ok(self, password: str) -> bool:
+        """The password (or the token typed as one) is right; blocking: argon2 runs here."""
+        if not password or len(password) > MAX_PASSWORD:
             return False
-        if self.cfg.token is not None and hmac.compare_digest(password.encode(), self.cfg.token.get_secret_value().encode()):
+        if self.cfg.token is not None and same_secret(password, self.cfg.token.get_secret_value()):
             return True
-        if self.cfg.password_hash is not None:
-            try:
-                return self._hasher.verify(self.cfg.password_hash.get_secret_value(), password)
-            except (VerificationError, InvalidHashError):
-                return False
-        return False
+        if self.cfg.password_hash is None:
+            return False
+        with self._lock:
+            self.verifies += 1
+            self._verifying += 1
+            self.verify_peak = max(self.verify_peak, self._verifying)
+        try:
+            return self._hasher.verify(self.cfg.password_hash.get_secret_value(), password)
+        except (VerificationError, InvalidHashError):
+            return False
+        finally:
+            with self._lock:
+                self._verifying -= 1
+
+
+class _Gate:
+    """One client's login lock and how many requests hold or await it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0

@@ -1,4 +1,5 @@
-"""Routes of the review page; called by ``health._Handler`` for every path but /healthz and /metrics.
+"""Routes of the review page: an ASGI app (Starlette requests and responses, on uvicorn) that
+``health.monitoring_app`` hands every path but /healthz and /metrics.
 
     GET  /                              event list: newest first, ?page=N&camera=NAME&day=YYYY-MM-DD
                                         &severity=alert|detection (absent or empty: both)
@@ -8,39 +9,55 @@
     POST /events/<id>/feedback          label=raccoon|not_raccoon|none, csrf=<token>
     GET  /live                          every camera: live image, state, last frame age, events today
     GET  /live/<camera>.mjpg            MJPEG stream, at most http.live_fps; .jpg: one frame
+    GET  /models, POST /models/rollback, POST /models/retrain   the site's classifier
     GET  /login, POST /login, POST /logout, GET /static/style.css
 
 Bad input never reaches a traceback: an unknown event or camera is a 404 page, a malformed page
-number, day or camera filter a 400, a query string over ``MAX_QUERY`` characters a 414, a POST
-without the session's CSRF token a 403, a form body over ``MAX_FORM`` bytes a 413; each says what
-was wrong. A file URL resolves only through the store's record of the event (``media_file``): no
-path from the request touches the filesystem. Every response carries the Content-Security-Policy
-``CSP`` and ``X-Content-Type-Options: nosniff``; pages are ``Cache-Control: no-store``.
+number, day, camera filter or Range a 400 or 416, a query string over ``MAX_QUERY`` characters a
+414, a POST without the session's CSRF token a 403, a form body over ``MAX_FORM`` bytes a 413, one
+not sent within ``BODY_TIMEOUT_S`` a 408, a method other than GET and POST a 501; each says what
+was wrong. ``next`` after a login is only ever a path of this site (``safe_next``): anything else
+(another host, a scheme, a backslash, a control or non-ASCII character) becomes ``/``. A file URL
+resolves only through the store's record of the event (``media_file``): no path from the request
+touches the filesystem. Every response carries the Content-Security-Policy ``CSP`` and
+``X-Content-Type-Options: nosniff``; pages are ``Cache-Control: no-store``.
+
+Threads: the event loop only parses, checks and streams; what blocks (SQLite, templates, files,
+JPEG encodes) runs in worker threads, at most ``PAGE_THREADS`` at once, and argon2 runs in
+``Auth.login`` (one check at a time per client).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+import anyio
+import anyio.to_thread
 import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
+from starlette.requests import ClientDisconnect
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response, StreamingResponse
 
+from raccoon_watch import site_models
 from raccoon_watch.config import HttpConfig
+from raccoon_watch.service.httpserver import Receive, Scope, Send
 from raccoon_watch.service.logs import clip as clip_text
 from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SEVERITIES, SNAPSHOT_DIR
-from raccoon_watch.web.auth import COOKIE, Auth, Session, client_address, csrf_ok
-from raccoon_watch import site_models
+from raccoon_watch.web.auth import COOKIE, Auth, Bearer, Session, client_address, csrf_ok
 from raccoon_watch.web.chart import score_chart_svg
 from raccoon_watch.web.retrain_job import RetrainJob
 
@@ -50,9 +67,15 @@ MAX_QUERY = 2048
 MAX_FORM = 4096
 MAX_PAGE = 100_000
 MAX_LIVE_VIEWERS = 8
+MAX_RANGE_DIGITS = 18  # a byte offset longer than this is past any file (and int() refuses 4,300 digits)
+BODY_TIMEOUT_S = 5.0
+PAGE_THREADS = 8
 CHUNK = 256 * 1024
 EVENT_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
-DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+# a path of this site: "/" then RFC 3986 path/query characters only (no "\\", no controls, no
+# spaces, no non-ASCII); not "//" or "/\\" (a browser reads both as another host)
+NEXT_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*")
 STATIC = Path(__file__).resolve().parent / "static"
 FEEDBACK_NAMES = {"raccoon": "raccoon", "not_raccoon": "not a raccoon", None: "no verdict"}
 
@@ -68,19 +91,35 @@ class HttpError(Exception):
 
 
 @dataclass
-class Request:
+class PageRequest:
+    """One request as the routes see it (parsed from the ASGI scope; the form read when it is a POST)."""
+
     method: str
-    path: str
+    path: str  # percent-decoded
+    target: str  # the raw path and query, ASCII (h11 refuses anything else in a request line)
     query: dict[str, list[str]]
     client: str
+    host: str
     session: Session | None
     authorization: str | None
+    range: str | None
     form: dict[str, list[str]] = field(default_factory=dict)
     new_cookie: Session | None = None  # a session made for this request: set its cookie
+    bearer: bool = False  # let in by the bearer token (no CSRF token needed: a browser never sends one)
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name) or self.form.get(name)
         return values[0] if values else None
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after a login: ``value`` when it is a path of this site, else "/" (pure).
+
+    Refused: another host (``//evil``, ``/\\evil``: browsers read a backslash as a slash), a
+    scheme, anything but printable ASCII path and query characters (CR/LF would split the header)."""
+    if value and len(value) <= MAX_QUERY and NEXT_PATH.fullmatch(value):
+        return value
+    return "/"
 
 
 def csp(frame_ancestors: list[str]) -> str:
@@ -103,7 +142,8 @@ def parse_page(value: str | None) -> int:
     """?page= -> 1.. ; HttpError 400 for anything but a whole number in range."""
     if value is None:
         return 1
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    # isascii: "²".isdigit() is True, and int("²") raises
+    if not (value.isascii() and value.isdigit() and len(value) <= 6) or not 1 <= int(value) <= MAX_PAGE:
         raise HttpError(400, f"page must be a whole number from 1 to {MAX_PAGE}, got {clip_text(value, 40)!r}")
     return int(value)
 
@@ -128,8 +168,45 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def parse_range(header: str | None, size: int) -> tuple[int, int, int]:
+    """(start, end exclusive, status) for a ``Range: bytes=a-b`` header over a file of ``size`` bytes
+    (one range; anything else: the whole file, 200); HttpError 416 when it lies past the end (pure)."""
+    m = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip(), flags=re.ASCII)
+    if not m or size == 0 or (not m.group(1) and not m.group(2)):
+        return 0, size, 200
+    first, last = (_offset(g) if g else None for g in m.groups())
+    if first is not None:
+        start, end = first, min(last + 1, size) if last is not None else size
+    else:  # the last N bytes
+        start, end = max(0, size - (last or 0)), size
+    if start >= size or start >= end:
+        raise HttpError(416, "requested range not satisfiable", {"Content-Range": f"bytes */{size}"})
+    return start, end, 206
+
+
+def _offset(digits: str) -> int:
+    """A byte offset; one with more than ``MAX_RANGE_DIGITS`` digits is past any file."""
+    return int(digits) if len(digits) <= MAX_RANGE_DIGITS else 10 ** MAX_RANGE_DIGITS
+
+
+def _file_chunks(fh: Any, start: int, end: int) -> Iterator[bytes]:
+    """Bytes [start, end) of the open file ``fh`` in ``CHUNK``s, then closes it (Starlette iterates
+    a plain iterator in a worker thread)."""
+    try:
+        fh.seek(start)
+        left = end - start
+        while left > 0:
+            chunk = fh.read(min(CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+    finally:
+        fh.close()
+
+
 class ReviewPages:
-    """Bound to a running App (its config, store, stats, live frames, clips and feedback)."""
+    """Bound to a running App (its config, store, stats, live frames, clips and feedback); an ASGI app."""
 
     def __init__(self, app: Any, http: HttpConfig | None = None, retrain: RetrainJob | None = None) -> None:
         self.app = app
@@ -155,106 +232,159 @@ class ReviewPages:
         self.env.globals["root"] = self.root
         self._viewers = 0
         self._viewers_lock = threading.Lock()
+        self._limiters: dict[int, anyio.CapacityLimiter] = {}
 
-    # --- entry point (handler thread) ------------------------------------------------------------
-    def handle(self, h: Any, method: str) -> None:
-        """Answer one request on the stdlib handler ``h``; never raises for bad input."""
+    # --- entry point (event loop) --------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        response = await self.respond(StarletteRequest(scope, receive))
+        if response is not None:
+            await response(scope, receive, send)
+
+    async def respond(self, request: StarletteRequest) -> Response | None:
+        """The response to one request; never raises for bad input (None: the client has gone)."""
+        req: PageRequest | None = None
         try:
-            req = self._request(h, method)
-            self._route(h, req)
+            req = await self._request(request)
+            return self._finish(await self._route(req), req)
         except HttpError as exc:
-            self._error(h, exc.status, exc.message, exc.headers)
+            return self._error(exc.status, exc.message, exc.headers)
+        except ClientDisconnect:
+            log.debug("http_client_gone", path=clip_text(request.url.path))
+            return None
+        except Exception as exc:  # a bug in a page must not kill the server
+            log.error("http_handler_failed", path=clip_text(request.url.path), error=clip_text(repr(exc)))
+            return self._finish(Response("internal error\n", 500, media_type="text/plain; charset=utf-8"), None)
 
-    def _request(self, h: Any, method: str) -> Request:
-        if len(h.path) > MAX_QUERY:
+    async def _request(self, request: StarletteRequest) -> PageRequest:
+        scope = request.scope
+        query_string = scope.get("query_string", b"").decode("ascii", "replace")
+        target = scope.get("raw_path", b"/").decode("ascii", "replace") + ("?" + query_string if query_string else "")
+        if len(target) > MAX_QUERY:
             raise HttpError(414, f"the address is longer than {MAX_QUERY} characters")
-        parts = urlsplit(h.path)
         try:
-            query = parse_qs(parts.query, max_num_fields=20, strict_parsing=False)
+            query = parse_qs(query_string, max_num_fields=20)
         except ValueError:
             raise HttpError(400, "too many query parameters") from None
+        headers = request.headers
         sid = None
         try:
-            cookie = SimpleCookie(h.headers.get("Cookie", ""))
+            cookie = SimpleCookie(headers.get("cookie", ""))
             sid = cookie[COOKIE].value if COOKIE in cookie else None
         except CookieError:
             sid = None
-        client = client_address(h.client_address[0], h.headers.get("X-Forwarded-For"), self.cfg.trusted_proxies)
-        req = Request(method, unquote(parts.path), query, client, self.auth.session(sid), h.headers.get("Authorization"))
-        if method == "POST":
-            req.form = self._read_form(h)
+        peer = scope["client"][0] if scope.get("client") else ""
+        req = PageRequest(
+            method=scope["method"], path=scope["path"], target=target, query=query,
+            client=client_address(peer, headers.get("x-forwarded-for"), self.cfg.trusted_proxies),
+            host=headers.get("host", ""), session=self.auth.session(sid), authorization=headers.get("authorization"),
+            range=headers.get("range"))
+        if req.method == "POST":
+            req.form = await self._read_form(request)
         return req
 
-    def _read_form(self, h: Any) -> dict[str, list[str]]:
+    async def _read_form(self, request: StarletteRequest) -> dict[str, list[str]]:
+        declared = request.headers.get("content-length")  # digits only: h11 refuses anything else
+        if declared is not None and (len(declared) > 9 or int(declared) > MAX_FORM):
+            raise HttpError(413, f"a form is at most {MAX_FORM} bytes", {"Connection": "close"})
+        body = bytearray()
         try:
-            length = int(h.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise HttpError(400, "Content-Length is not a number") from None
-        if length > MAX_FORM:
-            raise HttpError(413, f"a form is at most {MAX_FORM} bytes")
-        body = h.rfile.read(length) if length > 0 else b""
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > MAX_FORM:
+                        raise HttpError(413, f"a form is at most {MAX_FORM} bytes", {"Connection": "close"})
+        except TimeoutError:
+            raise HttpError(408, f"the form did not arrive within {BODY_TIMEOUT_S:.0f} s", {"Connection": "close"}) from None
         try:
             return parse_qs(body.decode("utf-8"), max_num_fields=20)
         except (UnicodeDecodeError, ValueError):
             raise HttpError(400, "the form is not valid UTF-8 url-encoded data") from None
 
-    def _host_ok(self, h: Any) -> bool:
-        host = (h.headers.get("Host") or "").lower()
+    def _host_ok(self, req: PageRequest) -> bool:
+        host = req.host.lower()
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return self.auth.login_required or name in self.hosts
 
-    def _route(self, h: Any, req: Request) -> None:
+    async def _sync(self, fn: Callable[..., Response], *args: Any) -> Response:
+        """Run a blocking page handler in a worker thread (at most ``PAGE_THREADS`` at once)."""
+        key = id(asyncio.get_running_loop())
+        if key not in self._limiters:
+            self._limiters[key] = anyio.CapacityLimiter(PAGE_THREADS)
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiters[key])
+
+    async def _route(self, req: PageRequest) -> Response:
         path = req.path
-        if not self._host_ok(h):
+        if req.method not in ("GET", "POST"):
+            raise HttpError(501, f"{clip_text(req.method, 20)} is not supported here: only GET and POST")
+        if not self._host_ok(req):
             raise HttpError(421, "this page answers only to 127.0.0.1 / localhost (or http.public_url's host)")
         if path == "/static/style.css" and req.method == "GET":
-            return self._send(h, 200, "text/css; charset=utf-8", (STATIC / "style.css").read_bytes(), cache=True)
+            return await self._sync(self._static)
         if path == "/login":
-            return self._login(h, req)
-        if not self.auth.authenticated(req.session, req.authorization):
-            if req.method == "GET" and not path.endswith((".jpg", ".mp4", ".mjpg")):
-                return self._redirect(h, req, "/login?" + urlencode({"next": h.path}))
-            raise HttpError(401, "log in first", {"WWW-Authenticate": 'Bearer realm="raccoon_watch"'})
+            return await self._login(req)
+        self._authorize(req)
         if req.session is None:
             req.session = req.new_cookie = self.auth.new_session(False)
         if req.method == "POST":
-            bearer = self.auth.login_required and self.auth.authenticated(None, req.authorization)
-            if not bearer and not csrf_ok(req.session, req.arg("csrf")):
+            if not req.bearer and not csrf_ok(req.session, req.arg("csrf")):
                 raise HttpError(403, "the form's CSRF token is missing or stale: reload the page and try again")
             if path == "/logout":
                 self.auth.end_session(req.session.id)
-                return self._redirect(h, req, "/login" if self.auth.login_required else "/")
+                return self._redirect("/login" if self.auth.login_required else "/")
             m = re.fullmatch(r"/events/([^/]+)/feedback", path)
             if m:
-                return self._feedback(h, req, m.group(1))
+                return await self._sync(self._feedback, req, m.group(1))
             if path == "/models/rollback":
-                return self._roll_back(h, req)
+                return await self._sync(self._roll_back)
             if path == "/models/retrain":
-                return self._start_retrain(h, req)
+                return await self._sync(self._start_retrain)
             raise HttpError(404, "nothing to post to here")
-        if req.method != "GET":
-            raise HttpError(405, "only GET and POST")
         if path == "/":
-            return self._list(h, req)
+            return await self._sync(self._list, req)
         if path == "/live":
-            return self._live_page(h, req)
+            return await self._sync(self._live_page, req)
         if path == "/models":
-            return self._models_page(h, req)
+            return await self._sync(self._models_page, req)
         m = re.fullmatch(r"/live/([a-z0-9_]+)\.(mjpg|jpg)", path)
         if m:
-            return self._live(h, m.group(1), m.group(2))
+            return await self._live(m.group(1), m.group(2))
         m = re.fullmatch(r"/events/([^/]+)(/snapshot\.jpg|/clip\.mp4)?", path)
         if m:
             if m.group(2) is None:
-                return self._event(h, req, m.group(1))
-            return self._media(h, m.group(1), SNAPSHOT_DIR if m.group(2) == "/snapshot.jpg" else CLIP_DIR)
+                return await self._sync(self._event, req, m.group(1))
+            kind = SNAPSHOT_DIR if m.group(2) == "/snapshot.jpg" else CLIP_DIR
+            return await self._sync(self._media, req, m.group(1), kind)
         raise HttpError(404, f"no page at {clip_text(path, 80)}")
 
-    # --- pages ---------------------------------------------------------------------------------
+    def _authorize(self, req: PageRequest) -> None:
+        """Let the request in (loopback, a logged-in session, the bearer token) or raise: a redirect
+        to the login for a page, 401 for a file or a POST, 429 for a locked-out client's token."""
+        if not self.auth.login_required or (req.session is not None and req.session.authenticated):
+            return
+        verdict, wait = self.auth.check_bearer(req.client, req.authorization)
+        if verdict is Bearer.OK:
+            req.bearer = True
+            return
+        if verdict is Bearer.LOCKED:
+            log.warning("http_login_locked_out", client=req.client, retry_after_s=round(wait), by="token")
+            raise HttpError(429, f"too many failed logins: try again in {wait:.0f} s", {"Retry-After": str(int(wait) + 1)})
+        if verdict is Bearer.WRONG:
+            log.warning("http_token_failed", client=req.client)
+        elif req.method == "GET" and not req.path.endswith((".jpg", ".mp4", ".mjpg")):
+            raise _Redirect("/login?" + urlencode({"next": req.target}))
+        raise HttpError(401, "log in first", {"WWW-Authenticate": 'Bearer realm="raccoon_watch"'})
+
+    # --- pages (worker threads) ----------------------------------------------------------------
+    def _static(self) -> Response:
+        return Response((STATIC / "style.css").read_bytes(), 200, media_type="text/css; charset=utf-8",
+                        headers={"Cache-Control": "max-age=3600"})
+
     def _cameras(self) -> list[str]:
         return [name for name, cam in self.app.cfg.cameras.items() if cam.enabled]
 
-    def _list(self, h: Any, req: Request) -> None:
+    def _list(self, req: PageRequest) -> Response:
         page = parse_page(req.arg("page"))
         camera = req.arg("camera") or None
         if camera is not None and camera not in self._cameras():
@@ -278,10 +408,9 @@ class ReviewPages:
         link = lambda p: self.root + "/?" + urlencode({k: v for k, v in (("page", p), ("camera", camera), ("day", day), ("severity", severity)) if v})  # noqa: E731
         for row in rows:
             row["duration"] = _fmt_duration(row)
-        self._page(h, req, "list.html", events=rows, total=total, page=page, pages=pages, camera=camera, day=day,
-                   severity=severity,
-                   cameras=self._cameras(), prev=link(page - 1) if page > 1 else None,
-                   next=link(page + 1) if page < pages else None)
+        return self._page(req, "list.html", events=rows, total=total, page=page, pages=pages, camera=camera, day=day,
+                          severity=severity, cameras=self._cameras(), prev=link(page - 1) if page > 1 else None,
+                          next=link(page + 1) if page < pages else None)
 
     def _get_event(self, event_id: str) -> dict[str, Any]:
         row = self.app.store.get_event(event_id) if EVENT_ID.fullmatch(event_id) else None
@@ -289,7 +418,7 @@ class ReviewPages:
             raise HttpError(404, f"no event {clip_text(event_id, 100)!r} (deleted, or never was)")
         return row
 
-    def _event(self, h: Any, req: Request, event_id: str) -> None:
+    def _event(self, req: PageRequest, event_id: str) -> Response:
         row = self._get_event(event_id)
         row["duration"] = _fmt_duration(row)
         scores = row["scores"]
@@ -302,19 +431,19 @@ class ReviewPages:
             "detector": max((r[3] for r in scores if len(r) > 3 and r[3] is not None), default=None),
         }
         threshold = self.app.threshold
-        self._page(h, req, "event.html", e=row, has_snapshot=has_snapshot, has_clip=has_clip, summary=summary,
-                   chart=Markup(score_chart_svg(scores, threshold)), threshold=threshold, labels=FEEDBACK_LABELS)
+        return self._page(req, "event.html", e=row, has_snapshot=has_snapshot, has_clip=has_clip, summary=summary,
+                          chart=Markup(score_chart_svg(scores, threshold)), threshold=threshold, labels=FEEDBACK_LABELS)
 
-    def _feedback(self, h: Any, req: Request, event_id: str) -> None:
+    def _feedback(self, req: PageRequest, event_id: str) -> Response:
         self._get_event(event_id)
         label = req.arg("label")
         if label not in (*FEEDBACK_LABELS, "none"):
             raise HttpError(400, "label must be raccoon, not_raccoon or none")
         self.app.set_feedback(event_id, None, None if label == "none" else label, "page")
-        self._redirect(h, req, f"/events/{quote(event_id, safe='')}")
+        return self._redirect(f"/events/{quote(event_id, safe='')}")
 
     # --- the site's classifiers: which runs, roll back, retrain -----------------------------------
-    def _models_page(self, h: Any, req: Request) -> None:
+    def _models_page(self, req: PageRequest) -> Response:
         root = self.app.models_root
         running = self.app.swap.active.version if getattr(self.app, "swap", None) is not None else None
         now, before = site_models.current(root), site_models.previous(root)
@@ -326,11 +455,11 @@ class ReviewPages:
                                "previous": before is not None and folder == before,
                                "refused": (folder / site_models.REFUSED_FILE).is_file(),
                                "reasons": gate.get("reasons") or []})
-        self._page(h, req, "models.html", running=running, site=now.name if now else None,
-                   previous=before.name if before else None, candidates=candidates[:20],
-                   retrain=self.retrain.state() if self.retrain is not None else None)
+        return self._page(req, "models.html", running=running, site=now.name if now else None,
+                          previous=before.name if before else None, candidates=candidates[:20],
+                          retrain=self.retrain.state() if self.retrain is not None else None)
 
-    def _roll_back(self, h: Any, req: Request) -> None:
+    def _roll_back(self) -> Response:
         try:
             now, was = site_models.roll_back(self.app.models_root)
         except FileNotFoundError:
@@ -338,16 +467,16 @@ class ReviewPages:
         log.info("classifier_rolled_back", source="page", now=now.name if now else "shipped",
                  was=was.name if was else "shipped")
         self.app.reload_classifier()
-        self._redirect(h, req, "/models")
+        return self._redirect("/models")
 
-    def _start_retrain(self, h: Any, req: Request) -> None:
+    def _start_retrain(self) -> Response:
         if self.retrain is None:
             raise HttpError(409, "this daemon was started without a config file: run raccoon-watch retrain")
         if not self.retrain.start():
             raise HttpError(409, "a retrain is running already (or could not start: see the log)")
-        self._redirect(h, req, "/models")
+        return self._redirect("/models")
 
-    def _live_page(self, h: Any, req: Request) -> None:
+    def _live_page(self, req: PageRequest) -> Response:
         stats = self.app.stats()
         midnight = dt.datetime.combine(dt.date.today(), dt.time()).astimezone().timestamp()
         today = self.app.store.count_events_since(midnight)
@@ -357,34 +486,34 @@ class ReviewPages:
             cams.append({"name": cam.camera, "state": cam.state, "age": stats.last_frame_age_s(cam),
                          "today": today.get(cam.camera, 0), "detect": stats.detect_enabled(cam.camera),
                          "recording": recording.get(cam.camera, {}).get("recording", "off")})
-        self._page(h, req, "live.html", cams=cams, fps=self.cfg.live_fps)
+        return self._page(req, "live.html", cams=cams, fps=self.cfg.live_fps)
 
-    def _login(self, h: Any, req: Request) -> None:
+    # --- login (event loop; argon2 in Auth.login) ----------------------------------------------
+    async def _login(self, req: PageRequest) -> Response:
         if not self.auth.login_required:
-            return self._redirect(h, req, "/")
-        nxt = req.arg("next") or "/"
-        if not nxt.startswith("/") or nxt.startswith("//"):
-            nxt = "/"
+            return self._redirect("/")
+        nxt = safe_next(req.arg("next"))
         if req.method == "GET":
             if req.session is None:
                 req.session = req.new_cookie = self.auth.new_session(False)
-            return self._page(h, req, "login.html", next=nxt, failed=False)
+            return await self._sync(functools.partial(self._page, req, "login.html", next=nxt, failed=False))
         if not csrf_ok(req.session, req.arg("csrf")):
             raise HttpError(403, "the login form's CSRF token is missing or stale: reload the page")
-        session, wait = self.auth.try_login(req.client, req.arg("password") or "", req.session)
+        session, wait = await self.auth.login(req.client, req.arg("password") or "", req.session)
         if session is None and wait > 0:
             log.warning("http_login_locked_out", client=req.client, retry_after_s=round(wait))
             raise HttpError(429, f"too many failed logins: try again in {wait:.0f} s",
                             {"Retry-After": str(int(wait) + 1)})
         if session is None:
             log.warning("http_login_failed", client=req.client)
-            return self._page(h, req, "login.html", next=nxt, failed=True, status=401)
+            return await self._sync(functools.partial(self._page, req, "login.html", next=nxt, failed=True,
+                                                      status=401))
         log.info("http_login", client=req.client)
         req.new_cookie = req.session = session
-        self._redirect(h, req, nxt)
+        return self._redirect(nxt)
 
     # --- files and streams ---------------------------------------------------------------------
-    def _media(self, h: Any, event_id: str, kind: str) -> None:
+    def _media(self, req: PageRequest, event_id: str, kind: str) -> Response:
         self._get_event(event_id)
         path = self.app.store.media_file(event_id, kind)
         what = "snapshot" if kind == SNAPSHOT_DIR else "clip"
@@ -392,125 +521,106 @@ class ReviewPages:
             row = self.app.store.get_event(event_id) or {}
             why = row.get("clip_reason") if kind == CLIP_DIR else None
             raise HttpError(404, f"this event has no {what}" + (f": {why}" if why else " (deleted by retention?)"))
-        ctype = "image/jpeg" if kind == SNAPSHOT_DIR else "video/mp4"
         try:
-            size = path.stat().st_size
-            start, end, status = self._range(h.headers.get("Range"), size)
-            with open(path, "rb") as fh:
-                h.send_response(status)
-                h.send_header("Content-Type", ctype)
-                h.send_header("Accept-Ranges", "bytes")
-                h.send_header("Content-Length", str(end - start))
-                if status == 206:
-                    h.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-                h.send_header("Cache-Control", "private, max-age=3600")
-                self._common_headers(h)
-                h.end_headers()
-                fh.seek(start)
-                left = end - start
-                while left > 0:
-                    chunk = fh.read(min(CHUNK, left))
-                    if not chunk:
-                        break
-                    h.wfile.write(chunk)
-                    left -= len(chunk)
+            fh = open(path, "rb")  # noqa: SIM115 (_file_chunks closes it)
         except FileNotFoundError:  # swept between the lookup and the open
             raise HttpError(404, f"this event's {what} was just deleted") from None
+        try:
+            size = path.stat().st_size
+            start, end, status = parse_range(req.range, size)
+        except BaseException:
+            fh.close()
+            raise
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start), "Cache-Control": "private, max-age=3600"}
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        ctype = "image/jpeg" if kind == SNAPSHOT_DIR else "video/mp4"
+        return StreamingResponse(_file_chunks(fh, start, end), status, headers=headers, media_type=ctype)
 
-    @staticmethod
-    def _range(header: str | None, size: int) -> tuple[int, int, int]:
-        """(start, end exclusive, status) for a ``Range: bytes=a-b`` header (one range; else the whole)."""
-        m = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
-        if not m or size == 0 or (not m.group(1) and not m.group(2)):
-            return 0, size, 200
-        if m.group(1):
-            start = int(m.group(1))
-            end = min(int(m.group(2)) + 1, size) if m.group(2) else size
-        else:  # the last N bytes
-            start, end = max(0, size - int(m.group(2))), size
-        if start >= size or start >= end:
-            raise HttpError(416, "requested range not satisfiable", {"Content-Range": f"bytes */{size}"})
-        return start, end, 206
-
-    def _live(self, h: Any, camera: str, kind: str) -> None:
+    async def _live(self, camera: str, kind: str) -> Response:
         tap = self.app.live.get(camera)
         if tap is None:
             raise HttpError(404, f"no camera named {camera!r}")
         if kind == "jpg":
-            got = tap.jpeg()
+            got = await anyio.to_thread.run_sync(tap.jpeg)
             if got is None:
                 raise HttpError(404, f"camera {camera} has sent no frame yet")
-            return self._send(h, 200, "image/jpeg", got[0])
+            return Response(got[0], 200, media_type="image/jpeg")
         with self._viewers_lock:
             if self._viewers >= MAX_LIVE_VIEWERS:
                 raise HttpError(503, f"at most {MAX_LIVE_VIEWERS} live views at once")
             self._viewers += 1
-        try:
-            self._stream(h, tap)
-        finally:
-            with self._viewers_lock:
-                self._viewers -= 1
+        return _LiveView(self._stream(tap), self._viewer_left, 200,
+                         media_type="multipart/x-mixed-replace; boundary=frame",
+                         headers={"Cache-Control": "no-store", "Connection": "close"})
 
-    def _stream(self, h: Any, tap: Any) -> None:
-        h.close_connection = True
-        h.send_response(200)
-        h.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        h.send_header("Cache-Control", "no-store")
-        self._common_headers(h)
-        h.end_headers()
+    def _viewer_left(self) -> None:
+        with self._viewers_lock:
+            self._viewers -= 1
+
+    async def _stream(self, tap: Any) -> AsyncIterator[bytes]:
+        """MJPEG parts at most ``live_fps``, until the daemon stops or the viewer leaves (cancelled)."""
         period = 1.0 / self.cfg.live_fps
         last = None
         while not self.stop.is_set():
             t0 = time.monotonic()
-            got = tap.jpeg()
+            got = await anyio.to_thread.run_sync(tap.jpeg)
             if got is not None and got[0] is not last:
                 last = got[0]
-                h.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                              + str(len(last)).encode() + b"\r\n\r\n" + last + b"\r\n")
-                h.wfile.flush()
-            self.stop.wait(max(0.0, period - (time.monotonic() - t0)))
+                yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(last)).encode()
+                       + b"\r\n\r\n" + last + b"\r\n")
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - t0)))
 
     # --- responses -----------------------------------------------------------------------------
-    def _common_headers(self, h: Any) -> None:
-        h.send_header("Content-Security-Policy", self.csp)
-        h.send_header("X-Content-Type-Options", "nosniff")
-        h.send_header("Referrer-Policy", "same-origin")
-
-    def _cookie(self, h: Any, req: Request) -> None:
-        s = req.new_cookie
+    def _finish(self, response: Response, req: PageRequest | None) -> Response:
+        """Every response's security headers, and the cookie of a session made for ``req``."""
+        headers = response.headers
+        headers["Content-Security-Policy"] = self.csp
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Referrer-Policy"] = "same-origin"
+        if "cache-control" not in headers:
+            headers["Cache-Control"] = "no-store"
+        s = req.new_cookie if req is not None else None
         if s is not None:
             secure = "; Secure" if self.secure_cookie else ""
-            h.send_header("Set-Cookie", f"{COOKIE}={s.id}; Path={self.root or '/'}; HttpOnly; SameSite=Strict; "
-                                        f"Max-Age={int(self.cfg.session_ttl_s)}{secure}")
+            headers.append("Set-Cookie", f"{COOKIE}={s.id}; Path={self.root or '/'}; HttpOnly; SameSite=Strict; "
+                                         f"Max-Age={int(self.cfg.session_ttl_s)}{secure}")
+        return response
 
-    def _page(self, h: Any, req: Request, template: str, status: int = 200, **ctx: Any) -> None:
+    def _page(self, req: PageRequest, template: str, status: int = 200, **ctx: Any) -> Response:
         body = self.env.get_template(template).render(
-            csrf=req.session.csrf if req.session else "", login=self.auth.login_required, **ctx).encode()
-        self._send(h, status, "text/html; charset=utf-8", body, req=req)
+            csrf=req.session.csrf if req.session else "", login=self.auth.login_required, **ctx)
+        return Response(body.encode(), status, media_type="text/html; charset=utf-8")
 
-    def _send(self, h: Any, status: int, ctype: str, body: bytes, req: Request | None = None,
-              headers: Mapping[str, str] | None = None, cache: bool = False) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", ctype)
-        h.send_header("Content-Length", str(len(body)))
-        h.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        self._common_headers(h)
-        if req is not None:
-            self._cookie(h, req)
-        h.end_headers()
-        h.wfile.write(body)
-
-    def _redirect(self, h: Any, req: Request, location: str) -> None:
+    def _redirect(self, location: str) -> Response:
         """303 to ``location``, a path of this server (the public_url's path is put in front)."""
-        h.send_response(303)
-        h.send_header("Location", self.root + location)
-        h.send_header("Content-Length", "0")
-        self._common_headers(h)
-        self._cookie(h, req)
-        h.end_headers()
+        return Response(b"", 303, headers={"Location": quote(self.root + location, safe="/?&=%:@!$'()*+,;~-._")})
 
-    def _error(self, h: Any, status: int, message: str, headers: Mapping[str, str]) -> None:
+    def _error(self, status: int, message: str, headers: Mapping[str, str]) -> Response:
+        if status == 303:  # _Redirect: the login page
+            return self._finish(self._redirect(headers["Location"]), None)
         body = self.env.get_template("error.html").render(status=status, message=message, csrf="", login=False)
-        self._send(h, status, "text/html; charset=utf-8", body.encode(), headers=headers)
+        response = Response(body.encode(), status, headers=dict(headers), media_type="text/html; charset=utf-8")
+        return self._finish(response, None)
+
+
+class _LiveView(StreamingResponse):
+    """A live stream that gives its viewer slot back however it ends: streamed to the end, the viewer
+    gone, or the viewer gone before the first frame (when the stream's generator never even starts)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(content, *args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+class _Redirect(HttpError):
+    """Go log in first (raised where a page needs a login it does not have)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(303, "log in first", {"Location": location})
