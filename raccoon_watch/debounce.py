@@ -89,6 +89,7 @@ class Track:
     best_frame: Frame | None = None
     dirty: bool = False  # score/count changed since the last START/UPDATE message
     severity: Severity = Severity.ALERT
+    mode: str | None = None  # image mode of the best detection ("color" / "ir"): whose threshold applied
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -120,7 +121,7 @@ def _event(kind: EventKind, camera: str, label: str, t: Track, frame_ts: float, 
     return Event(
         id=t.event_id, kind=kind, camera=camera, label=label, start_time=t.start_time, end_time=end,
         score=t.score, top_score=t.top_score, box=t.box, in_cooldown=t.in_cooldown,
-        frame_ts=frame_ts, first_seen_ts=t.first_seen, count=t.count, severity=t.severity,
+        frame_ts=frame_ts, first_seen_ts=t.first_seen, count=t.count, severity=t.severity, mode=t.mode,
     )
 
 
@@ -140,7 +141,7 @@ def _start(camera: str, label: str, ls: LabelState, obs: Observation, hits: tupl
     first = ls.first_hit if ls.first_hit is not None else obs.ts
     return Track(
         event_id=make_event_id(camera, label, obs.ts), start_time=obs.ts, first_seen=first,
-        last_seen=obs.ts, last_seen_mono=obs.clock, score=best.score, top_score=best.score, box=best.box,
+        last_seen=obs.ts, last_seen_mono=obs.clock, score=best.score, top_score=best.score, box=best.box, mode=best.mode,
         count=len(hits), in_cooldown=_cooled(ls, obs, p), last_update=obs.clock, best_frame=obs.frame,
         severity=severity,
     )
@@ -155,6 +156,7 @@ def _continue(t: Track, obs: Observation, hits: tuple[Detection, ...], p: Deboun
         t, last_seen=obs.ts, last_seen_mono=obs.clock, score=best.score, count=len(hits),
         top_score=max(t.top_score, best.score),
         box=best.box if improved else t.box,
+        mode=best.mode if improved else t.mode,
         best_frame=obs.frame if improved and obs.frame is not None else t.best_frame,
     )
     due = dirty and p.update_interval > 0 and obs.clock - t.last_update >= p.update_interval

@@ -169,6 +169,7 @@ class Event:
     count: int = 1
     model_version: str | None = None
     severity: Severity = Severity.ALERT
+    mode: str | None = None  # image mode of the best detection ("color" / "ir"): whose threshold applied
 
     @property
     def is_alert(self) -> bool:

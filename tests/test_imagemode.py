@@ -107,3 +107,23 @@ def test_camera_filter_thresholds(camera, daemon, expected):
     cfg = Config.model_validate({"cameras": {"porch": {"source": "0", **camera}}})
     flt = camera_filter(cfg.cameras["porch"], cfg, Thresholds(*daemon))
     assert (flt.threshold, flt.ir_threshold) == expected
+
+
+@pytest.mark.parametrize(("modes", "expected"), [
+    (("ir", "ir", "ir"), "ir"),
+    (("color", "color", "color"), "color"),
+    (("ir", "ir", "color"), "color"),  # the best frame (the last, scoring highest) decides
+])
+def test_event_carries_the_mode_of_its_best_detection(modes, expected):
+    from raccoon_watch import debounce
+    from raccoon_watch.debounce import CameraState, DebounceParams, Observation
+
+    params = DebounceParams(min_frames=1, window=1, end_after=10.0, cooldown=300.0, update_interval=0.0)
+    state, events = CameraState("porch"), []
+    for i, mode in enumerate(modes):
+        hit = Detection("raccoon", 0.8 + i / 100, (0.1, 0.1, 0.3, 0.3), mode=mode)
+        state, new = debounce.step(state, Observation("porch", 100.0 + i, (hit,), mono=float(i)), ("raccoon",), params)
+        events += new
+    state, ended = debounce.end_all(state, 10.0)
+    assert events[0].mode == modes[0]
+    assert ended[-1].mode == expected

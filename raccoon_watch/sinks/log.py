@@ -36,6 +36,7 @@ class LogSink:
             label=event.label,
             id=event.id,
             severity=event.severity.value,
+            mode=event.mode,
             top_score=round(event.top_score, 4),
             box=[round(v, 4) for v in event.box],
             in_cooldown=event.in_cooldown,
