@@ -40,6 +40,7 @@ from raccoon_watch import site_models
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
+from raccoon_watch.storelock import StorageLock
 from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, Severity
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
@@ -205,6 +206,7 @@ class App:
         self.stop_event = threading.Event()
         self.frames = FrameQueue(cfg.detector.queue_size)
         self.results: "queue.Queue[FrameResult]" = queue.Queue(maxsize=256)
+        self.storage_lock = StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
         self.store: EventStore | None = None
         self.sinks: list[Sink] = []
         self.workers: list[DetectorWorker] = []
@@ -237,6 +239,7 @@ class App:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        self.storage_lock.acquire()  # StorageLocked: another daemon has this store; nothing is started
         self._load_model()
         self._open_store()
         self._start_clips()
@@ -267,6 +270,7 @@ class App:
                 log.error("sink_stop_failed", sink=getattr(sink, "name", "?"), error=repr(exc))
         if self.store is not None:
             self.store.close()
+        self.storage_lock.release()
         log.info("daemon_stopped")
 
     def reload(self, new: Config) -> Reloaded:
@@ -460,6 +464,7 @@ class App:
     def housekeeping(self) -> None:
         """Called about once a second from the main thread."""
         now = time.monotonic()
+        self.storage_lock.check()  # a stat: the lock file deleted with the folder is locked again
         if self.store is not None and now - self._last_sweep >= RETENTION_SWEEP_S:
             self._last_sweep = now
             self.store.sweep()

@@ -1,8 +1,8 @@
 """raccoon-watch command line: run, check-config, detect, export-feedback, retrain, models, hash-password.
 
 Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key; this
-includes an ``http.port`` that cannot be bound, found before any camera starts);
-3 model missing or not a model.
+includes an ``http.port`` that cannot be bound, found before any camera starts), or the store is in
+use by another daemon (``run``: the message names its PID); 3 model missing or not a model.
 """
 
 from __future__ import annotations
@@ -185,10 +185,16 @@ def _run(args: argparse.Namespace) -> int:
 
     from raccoon_watch.app import App
     from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.storelock import StorageLocked
 
     app = App(cfg)
     try:
         app.start()
+    except StorageLocked as exc:  # before anything started: this daemon leaves the store to the other
+        log.error("storage_locked", path=str(exc.lock_file), holder_pid=exc.holder_pid)
+        print(f"raccoon-watch: {exc}", file=sys.stderr)
+        app.stop()
+        return EXIT_CONFIG
     except ModelError as exc:
         log.error("model_unusable", error=str(exc))
         print(f"raccoon-watch: cannot load the model: {exc}", file=sys.stderr)

