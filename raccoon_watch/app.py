@@ -23,6 +23,7 @@ import structlog
 from raccoon_watch.capture import CaptureThread
 from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
+from raccoon_watch import debounce
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.detectors.base import ModelError
@@ -400,9 +401,24 @@ class App:
         self.router = EventRouter(
             self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
             clock=self.clock, on_event=self._on_event, on_result=self._on_result,
-            visit_params=visit_params(self.cfg),
+            visit_params=visit_params(self.cfg), states=self._cooldown_states(filters),
         )
         self.router.start()
+
+    def _cooldown_states(self, filters: dict[str, DetectionFilter]) -> dict[str, debounce.CameraState]:
+        """Each camera's debounce state seeded with the end of its last stored event per label, so
+        the cooldown runs on across a restart (a visit soon after a pushed one is not pushed again)."""
+        assert self.store is not None
+        ends = self.store.last_event_ends()
+        now_wall, now_mono = time.time(), self.clock()
+        states = {}
+        for cam, flt in filters.items():
+            mine = {label: end for (camera, label), end in ends.items() if camera == cam and label in flt.labels}
+            if mine:
+                states[cam] = debounce.seeded(cam, mine, now_wall, now_mono)
+                log.info("cooldown_restored", camera=cam,
+                         ended_s_ago={label: round(max(0.0, now_wall - end), 1) for label, end in mine.items()})
+        return states
 
     def _start_cameras(self) -> None:
         for name, cam in self.cfg.cameras.items():

@@ -8,7 +8,10 @@ Rules (per camera and label):
 - it ENDs once ``end_after`` seconds pass with no counting detection (end_time = last seen);
 - while it runs, an UPDATE is emitted when the top score improves or the count changes, at most
   every ``update_interval`` seconds;
-- a START within ``cooldown`` seconds of the previous alert's end is flagged ``in_cooldown``.
+- a START within ``cooldown`` seconds of the previous alert's end is flagged ``in_cooldown``;
+  the previous alert may be one of an earlier run: ``seeded`` puts the store's last alert ends
+  (wall clock) into a fresh state as monotonic times (``cooldown_since``), so a restart forgets
+  no cooldown.
 
 Severity (Frigate's review terms). ``Observation.detections`` are the frame's detections that pass the
 review threshold; ``Observation.alerting`` those of them that pass the alert threshold too (None: all of
@@ -197,6 +200,23 @@ def _maybe_end(camera: str, label: str, ls: LabelState, now: float,
     event = _event(EventKind.END, camera, label, ended, t.last_seen + (now - t.last_seen_mono), t.last_seen)
     last_end = t.last_seen_mono if t.severity is Severity.ALERT else ls.last_end
     return LabelState(history=(), first_hit=None, track=None, last_end=last_end), [event]
+
+
+def cooldown_since(last_end_wall: float, now_wall: float, now_mono: float) -> float:
+    """The monotonic time a previous run's event ended at, from its stored wall-clock end (pure).
+
+    The wall time elapsed since then is taken as the monotonic time elapsed (the monotonic clock
+    does not survive a reboot; the record is wall-clock). An end in the future (the wall clock
+    stepped back since, or a wrong clock then) counts as just now: the cooldown is kept, never lost."""
+    return now_mono - max(0.0, now_wall - last_end_wall)
+
+
+def seeded(camera: str, last_ends: dict[str, float], now_wall: float, now_mono: float) -> CameraState:
+    """A fresh state of ``camera`` whose labels remember when their last event ended, from the
+    store's wall-clock ends (label -> end); the next START of a label within ``cooldown`` of it is
+    flagged ``in_cooldown`` as if no restart had happened."""
+    return CameraState(camera, {label: LabelState(last_end=cooldown_since(end, now_wall, now_mono))
+                                for label, end in last_ends.items()})
 
 
 def step(state: CameraState, obs: Observation, labels: tuple[str, ...],

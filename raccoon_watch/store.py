@@ -512,6 +512,14 @@ class EventStore:
             "SELECT camera, COUNT(*) FROM events WHERE start_time >= ? GROUP BY camera", (since,)).fetchall(), [])
         return {camera: int(n) for camera, n in rows}
 
+    def last_event_ends(self) -> dict[tuple[str, str], float]:
+        """(camera, label) -> wall-clock end of its latest alert (for one that never ended, its last
+        write): where the debounce cooldown of a new run starts from (detections start none)."""
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT camera, label, MAX(COALESCE(end_time, updated)) FROM events WHERE severity = ?"
+            " GROUP BY camera, label", (Severity.ALERT.value,)).fetchall(), [])
+        return {(camera, label): float(end) for camera, label, end in rows if end is not None}
+
     def latest_event_id(self, camera: str, severity: str | None = None) -> str | None:
         """The camera's newest event (of ``severity``, when given)."""
         row = self._read(lambda conn: conn.execute(

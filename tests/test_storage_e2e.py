@@ -100,3 +100,38 @@ def test_a_second_daemon_on_the_same_store_exits_2_and_the_first_goes_on(
     started = {r["id"] for r in first.events("event_started")}
     assert {r[0] for r in _rows(storage / "events.db", "SELECT id FROM events")} == started
     assert (storage / "raccoon-watch.lock").read_text() == "", "the PID is cleared at a clean stop"
+
+
+# --- cooldown across a restart --------------------------------------------------------------------
+
+
+def test_a_visit_soon_after_a_pushed_event_is_not_pushed_again_after_a_restart(
+        tmp_path, raccoon_clip_mp4, coco_model, fake_pushover):
+    storage = tmp_path / "var"
+    cfg = _config(tmp_path, raccoon_clip_mp4.path, coco_model, fake_pushover.url, storage, cooldown=300, loop=False)
+    first = Daemon.start(cfg)
+    try:
+        pushed = first.wait_for("event_started", timeout=90)[0]
+        first.wait_for("event_ended", timeout=30)
+        fake_pushover.wait_for(1, timeout=20)
+    finally:
+        code, _ = first.terminate()
+    assert code == 0 and not pushed["in_cooldown"]
+
+    second = Daemon.start(cfg)  # a new process: the raccoon comes back a few seconds later
+    try:
+        again = second.wait_for("event_started", timeout=90)[0]
+        second.wait_for("event_ended", timeout=30)
+        time.sleep(2.0)  # a push would have gone out by now
+    finally:
+        code, _ = second.terminate()
+    assert code == 0
+    gap = float(again["id"].split("-")[0]) - float(pushed["id"].split("-")[0])  # ids begin with the start time
+    print(f"second visit {gap:.1f} s after the pushed one")
+    assert again["id"] != pushed["id"] and again["in_cooldown"] is True
+    assert len(fake_pushover.received) == 1, "the visit after the restart was pushed again"
+    assert [r["reason"] for r in second.events("pushover_skipped")] == ["cooldown"]
+    restored = second.events("cooldown_restored")
+    assert restored and restored[0]["camera"] == "porch", "".join(second.raw[-30:])
+    rows = _rows(storage / "events.db", "SELECT id, in_cooldown FROM events ORDER BY start_time")
+    assert rows == [(pushed["id"], 0), (again["id"], 1)]
