@@ -481,6 +481,8 @@ class App:
         """Called about once a second from the main thread."""
         now = time.monotonic()
         self.storage_lock.check()  # a stat: the lock file deleted with the folder is locked again
+        if self.store is not None:
+            self.store.maintain()  # a stat; in memory: the disk tried again every few seconds
         if self.store is not None and now - self._last_sweep >= RETENTION_SWEEP_S:
             self._last_sweep = now
             self.store.sweep()

@@ -255,6 +255,11 @@ class SegmentRecorder(threading.Thread):
         self.state = "stopped"
 
     def _record_once(self) -> None:
+        try:  # again at each (re)start: the storage folder may have been deleted under a running recorder
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.last_error = f"cannot make {self.dir}: {exc.strerror or exc}"
+            return
         run = f"{int(time.time() * 1000)}"
         cmd = record_command(self.clips.ffmpeg, self.source, self.dir, run, self.clips.segment_s)
         list_path = self.dir / f"{run}.csv"

@@ -135,3 +135,99 @@ def test_a_visit_soon_after_a_pushed_event_is_not_pushed_again_after_a_restart(
     assert restored and restored[0]["camera"] == "porch", "".join(second.raw[-30:])
     rows = _rows(storage / "events.db", "SELECT id, in_cooldown FROM events ORDER BY start_time")
     assert rows == [(pushed["id"], 0), (again["id"], 1)]
+
+
+# --- storage deleted or full, then back -----------------------------------------------------------
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    where.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {res.stderr.strip()}")
+
+
+def _fill(where: Path) -> None:
+    """A filler file until the filesystem says ENOSPC."""
+    fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("fault", ["folder_deleted", "disk_full"])
+def test_storage_lost_then_back_keeps_every_event_and_pushes_each_once(
+        fault, tmp_path, raccoon_clip_mp4, small_clip, coco_model, fake_pushover):
+    """folder_deleted: ``rm -rf`` of the storage folder after the first visit; disk_full: the store's
+    tmpfs filled after the first visit, a visit recorded in memory, then the filler removed. Every
+    visit is pushed (cooldown 0), so "each exactly once" is checked on every event."""
+    fs = tmp_path / "fs"
+    if fault == "disk_full":
+        _mount_tmpfs(fs, "4m")
+    storage = (fs if fault == "disk_full" else tmp_path) / "var"
+    port = free_port()
+    cfg = _config(tmp_path, raccoon_clip_mp4.path, coco_model, fake_pushover.url, storage, cooldown=0,
+                  http_port=port)
+    daemon = Daemon.start(cfg)
+    try:
+        daemon.wait_for("event_ended", timeout=90)  # visit 1, on disk
+        if fault == "folder_deleted":
+            shutil.rmtree(storage)
+            daemon.wait_for("store_vanished", timeout=10)
+            health = _healthz(port)
+            assert health["status"] == "degraded" and health["storage"]["vanished"]["restored"], health
+            assert (storage / "events.db").is_file()
+            assert wait_until(lambda: (storage / "raccoon-watch.lock").is_file(), timeout=3), "lock not renewed"
+            daemon.wait_for("event_ended", count=3, timeout=40)  # two visits after the deletion
+        else:
+            _fill(fs)
+            daemon.wait_for("event_ended", count=2, timeout=40)  # visit 2: the disk is full
+            daemon.wait_for("store_fallback_memory", timeout=10)
+            health = _healthz(port)
+            assert health["status"] == "degraded" and health["storage"]["persistent"] is False, health
+            (fs / "filler").unlink()  # space again
+            daemon.wait_for("store_back_on_disk", timeout=20)
+            assert wait_until(lambda: _healthz(port)["storage"]["persistent"] is True, timeout=10)
+            daemon.wait_for("event_ended", count=3, timeout=40)  # visit 3: on disk again
+        started = [r["id"] for r in daemon.events("event_started")]
+        sent = fake_pushover.wait_for(len(started), timeout=20)
+        assert daemon.proc.poll() is None
+    finally:
+        code, took = daemon.terminate()
+        ended = {r["id"] for r in daemon.events("event_ended")}
+    try:
+        assert code == 0 and took < STOP_WITHIN_S, "".join(daemon.raw[-30:])
+        assert "Traceback" not in "".join(daemon.raw)
+        assert len(sent) == len(started) and len(started) >= 3
+        pushed = [r["event_id"] for r in daemon.events("pushover_sent")]
+        assert sorted(pushed) == sorted(set(pushed)) and set(pushed) == set(started), (pushed, started)
+
+        # a restart (on a clip without a raccoon): every event is in events.db, every push done, none re-sent
+        cfg2 = _config(tmp_path, small_clip.path, coco_model, fake_pushover.url, storage, name="restart.yaml")
+        again = Daemon.start(cfg2)
+        try:
+            again.wait_for("camera_connected", timeout=90)
+            time.sleep(3.0)
+        finally:
+            code2, _ = again.terminate()
+        assert code2 == 0 and not again.events("store_corrupt_recovered")
+        assert len(fake_pushover.received) == len(started), "a push was sent twice"
+        db = storage / "events.db"
+        rows = dict(_rows(db, "SELECT id, end_time FROM events"))
+        assert set(rows) == set(started) and all(rows[i] is not None for i in ended), rows
+        assert dict(_rows(db, "SELECT key, state FROM outbox WHERE sink = 'pushover'")) == \
+            {i: "done" for i in started}
+        snapshots = dict(_rows(db, "SELECT id, snapshot FROM events"))
+        assert all((storage / s).is_file() for s in snapshots.values() if s), "a row names a file that is gone"
+        # the first visit's snapshot went with the deleted folder (its row says so: NULL); every later
+        # one is there, those held in memory while the disk was full included
+        lost = {started[0]} if fault == "folder_deleted" else set()
+        assert {i for i, s in snapshots.items() if s is None} == lost
+    finally:
+        if fault == "disk_full":
+            subprocess.run(["umount", "-l", str(fs)], check=False, capture_output=True)
