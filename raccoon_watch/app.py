@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.capture import CaptureThread
+from raccoon_watch.capture import CaptureThread, Clock
 from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
 from raccoon_watch import debounce
@@ -197,11 +197,15 @@ class App:
     (durations are monotonic, like ``Frame.mono``); ``time.monotonic`` for cameras. An offline
     evaluation of draining file cameras (``drain: true``, frames on file time) passes one that
     follows the clip's ``Frame.mono``.
+    capture_clock: what the capture threads stamp frames with (``time()`` for ``Frame.ts``,
+    ``monotonic()`` for ``Frame.mono``): the ``time`` module; a test steps its wall clock.
     """
 
-    def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.monotonic,
+                 capture_clock: Clock = time) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.capture_clock = capture_clock
         self.observers: tuple[Observer, ...] = tuple(observers)  # replaced whole, never mutated
         self.model_path: Path = cfg.detector.model or resolve_default_model()
         self.stop_event = threading.Event()
@@ -430,7 +434,8 @@ class App:
                 cam.motion, event_active=(lambda n=name: router.has_active_event(n)) if router else None,
             )
             self.live[name] = LatestFrame(self.gates[name])
-            thread = CaptureThread(name, cam, self.frames, self.stop_event, sample_hook=self.live[name],
+            thread = CaptureThread(name, cam, self.frames, self.stop_event, clock=self.capture_clock,
+                                   sample_hook=self.live[name],
                                    file_clock=self.clips.file_clocks.get(name) if self.clips else None)
             thread.start()
             self.cameras[name] = thread

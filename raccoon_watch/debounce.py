@@ -27,7 +27,11 @@ Two clocks: every duration (``end_after``, ``cooldown``, ``update_interval``) is
 monotonic clock (``Observation.mono``, ``Frame.mono``; ``now`` of ``tick``/``end_all``), so an NTP
 step of the wall clock changes no event's length, cooldown or messages. Wall-clock seconds
 (``Observation.ts``, the frame's capture time) only name and date events: ``start_time``,
-``end_time``, ``first_seen_ts``, the id. Without ``mono`` an observation's ``ts`` serves as both.
+``first_seen_ts``, the id. ``end_time`` is ``start_time`` plus the event's monotonic length (first
+counting frame of the START to the last sighting), so ``end_time - start_time`` is the true
+duration even when the wall clock was stepped during the event; events also carry their first and
+last sighting on the monotonic clock (``first_seen_mono``, ``last_seen_mono``: the clip window).
+Without ``mono`` an observation's ``ts`` serves as both.
 Events leave here without snapshot bytes; the best frame is kept in the state
 (``Track.best_frame``) and the event router encodes it once.
 """
@@ -83,6 +87,8 @@ class Track:
     first_seen: float
     last_seen: float
     last_seen_mono: float
+    start_mono: float
+    first_seen_mono: float
     score: float
     top_score: float
     box: Box
@@ -99,6 +105,7 @@ class LabelState:
     history: tuple[bool, ...] = ()  # counted?, for the last `window` processed frames, oldest first
     alert_history: tuple[bool, ...] = ()  # the same frames: counted at the alert threshold?
     first_hit: float | None = None  # ts of the oldest counting frame still in the history
+    first_hit_mono: float | None = None  # the same frame's monotonic time
     track: Track | None = None
     last_end: float | None = None  # monotonic end of the previous alert (for cooldown)
 
@@ -119,11 +126,14 @@ def _best(dets: tuple[Detection, ...]) -> Detection:
     return max(dets, key=lambda d: d.score)
 
 
-def _event(kind: EventKind, camera: str, label: str, t: Track, frame_ts: float, end: float | None) -> Event:
+def _event(kind: EventKind, camera: str, label: str, t: Track, frame_ts: float, ended: bool = False) -> Event:
+    """``ended``: an END, whose ``end_time`` is the start plus the monotonic time to the last sighting."""
     return Event(
-        id=t.event_id, kind=kind, camera=camera, label=label, start_time=t.start_time, end_time=end,
+        id=t.event_id, kind=kind, camera=camera, label=label, start_time=t.start_time,
+        end_time=t.start_time + (t.last_seen_mono - t.start_mono) if ended else None,
         score=t.score, top_score=t.top_score, box=t.box, in_cooldown=t.in_cooldown,
         frame_ts=frame_ts, first_seen_ts=t.first_seen, count=t.count, severity=t.severity,
+        first_seen_mono=t.first_seen_mono, last_seen_mono=t.last_seen_mono,
     )
 
 
@@ -141,9 +151,11 @@ def _start(camera: str, label: str, ls: LabelState, obs: Observation, hits: tupl
            p: DebounceParams, severity: Severity) -> Track:
     best = _best(hits)
     first = ls.first_hit if ls.first_hit is not None else obs.ts
+    first_mono = ls.first_hit_mono if ls.first_hit_mono is not None else obs.clock
     return Track(
         event_id=make_event_id(camera, label, obs.ts), start_time=obs.ts, first_seen=first,
-        last_seen=obs.ts, last_seen_mono=obs.clock, score=best.score, top_score=best.score, box=best.box,
+        last_seen=obs.ts, last_seen_mono=obs.clock, start_mono=obs.clock, first_seen_mono=first_mono,
+        score=best.score, top_score=best.score, box=best.box,
         count=len(hits), in_cooldown=_cooled(ls, obs, p), last_update=obs.clock, best_frame=obs.frame,
         severity=severity,
     )
@@ -170,13 +182,15 @@ def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
     alert_hits = obs.alert_hits(label) if hits else ()
     history = (ls.history + (bool(hits),))[-p.window:]
     alert_history = (ls.alert_history + (bool(alert_hits),))[-p.window:]
-    first_hit = ls.first_hit if ls.first_hit is not None and any(history) else (obs.ts if hits else None)
-    ls = replace(ls, history=history, alert_history=alert_history, first_hit=first_hit)
+    keep = ls.first_hit is not None and any(history)
+    first_hit = ls.first_hit if keep else (obs.ts if hits else None)
+    first_hit_mono = ls.first_hit_mono if keep else (obs.clock if hits else None)
+    ls = replace(ls, history=history, alert_history=alert_history, first_hit=first_hit, first_hit_mono=first_hit_mono)
     if ls.track is None:
         if hits and sum(history) >= p.min_frames:
             severity = Severity.ALERT if _alerting(ls, alert_hits, p) else Severity.DETECTION
             track = _start(camera, label, ls, obs, hits, p, severity)
-            return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts, None)]
+            return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts)]
         return ls, []
     if not hits:
         return _maybe_end(camera, label, ls, obs.clock, p)
@@ -185,8 +199,8 @@ def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
         # upgraded: the START an alert's sinks see first, same id; the held UPDATE is part of it
         track = replace(track, severity=Severity.ALERT, in_cooldown=_cooled(ls, obs, p),
                         last_update=obs.clock, dirty=False)
-        return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts, None)]
-    events = [_event(EventKind.UPDATE, camera, label, track, obs.ts, None)] if due else []
+        return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts)]
+    events = [_event(EventKind.UPDATE, camera, label, track, obs.ts)] if due else []
     return replace(ls, track=track), events
 
 
@@ -197,7 +211,7 @@ def _maybe_end(camera: str, label: str, ls: LabelState, now: float,
     if t is None or now - t.last_seen_mono < p.end_after:
         return ls, []
     ended = replace(t, count=0)
-    event = _event(EventKind.END, camera, label, ended, t.last_seen + (now - t.last_seen_mono), t.last_seen)
+    event = _event(EventKind.END, camera, label, ended, t.last_seen + (now - t.last_seen_mono), ended=True)
     last_end = t.last_seen_mono if t.severity is Severity.ALERT else ls.last_end
     return LabelState(history=(), first_hit=None, track=None, last_end=last_end), [event]
 

@@ -145,6 +145,10 @@ class Event:
         previous one of the same camera and label; sinks that push to a phone skip it.
     frame_ts: wall-clock capture time of the frame that caused this message (for latency metrics).
     first_seen_ts: capture time of the first counting frame of this occurrence.
+    end_time: on END, ``start_time`` plus the occurrence's length on the monotonic clock (so
+        ``end_time - start_time`` is its true duration whatever the wall clock did); None before.
+    first_seen_mono, last_seen_mono: the first and the latest counting frame on the monotonic clock
+        (``Frame.mono``): the clip window; None when the producer had no monotonic times.
     count: number of counting detections of this label in the latest frame.
     model_version: the classifier (sha256 prefix, ``site_models.model_version``) that scored the
         frame that started this occurrence; None for a detector alone.
@@ -169,6 +173,8 @@ class Event:
     count: int = 1
     model_version: str | None = None
     severity: Severity = Severity.ALERT
+    first_seen_mono: float | None = None
+    last_seen_mono: float | None = None
 
     @property
     def is_alert(self) -> bool:

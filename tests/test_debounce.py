@@ -222,6 +222,13 @@ def test_wall_clock_steps_change_no_duration_cooldown_or_push_count(steps, coold
     assert ends == ref_ends
     # wall time stays the record: the start time is the wall clock of the frame that started it
     assert all(e.start_time > 1_000_000_000 for e in events)
+    # and every duration is the true one (issue 21: a step mid-event gave 3,603 s and -3,597 s), as is
+    # the clip window (first and last sighting on the monotonic clock)
+    durations = [e.end_time - e.start_time for e in events if e.kind is EventKind.END]
+    assert durations == pytest.approx([e.end_time - e.start_time for e in reference if e.kind is EventKind.END])
+    assert all(0 < d < 10 for d in durations), durations
+    windows = [(e.first_seen_mono, e.last_seen_mono) for e in events if e.kind is EventKind.END]
+    assert windows == [(e.first_seen_mono, e.last_seen_mono) for e in reference if e.kind is EventKind.END]
 
 
 def test_end_waits_end_after_of_monotonic_time_even_if_the_wall_clock_jumps_back():
