@@ -223,3 +223,50 @@ def test_a_retrain_stopped_by_sigterm_leaves_no_half_candidate(tmp_path, shared_
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Traceback" not in err
     assert _candidates(tmp_path) == []
+
+
+class _FailingRetrain:
+    """Stands in for train.classifier.retrain (TensorFlow) in-process: the fit stops with ``error``
+    after writing part of the candidate, as a crash mid-export would."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def ensure_base_crops(self, folder, *_args):
+        return folder
+
+    class RetrainOptions:
+        def __init__(self, **kw):
+            self.out = kw["out"]
+
+    def retrain(self, opts, _train):
+        (opts.out / "classifier.tflite").write_bytes(b"half a model")
+        raise self.error
+
+
+@pytest.mark.parametrize("error, code", [
+    (ValueError("a feedback image was replaced"), 2),
+    (OSError(28, "No space left on device"), 2),
+    (RuntimeError("building the base crops failed (1)"), 1),
+    (KeyboardInterrupt(), None),  # Ctrl-C: re-raised (no message to add), the folder still removed
+])
+def test_every_way_out_of_a_retrain_removes_its_unfinished_candidate(tmp_path, shared_dir, monkeypatch, error, code):
+    import argparse
+
+    import train.classifier
+
+    from raccoon_watch import retrain_cmd
+
+    fake = _FailingRetrain(error)
+    monkeypatch.setitem(sys.modules, "train.classifier.retrain", fake)
+    monkeypatch.setattr(train.classifier, "retrain", fake, raising=False)
+    hostile_folder(tmp_path / "fb", shared_dir, good=(2, 2))
+    parser = argparse.ArgumentParser()
+    retrain_cmd.add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["retrain", "--config", str(_config(tmp_path)), "--feedback", str(tmp_path / "fb")])
+    if code is None:
+        with pytest.raises(KeyboardInterrupt):
+            retrain_cmd.main(args)
+    else:
+        assert retrain_cmd.main(args) == code
+    assert _candidates(tmp_path) == []
