@@ -199,10 +199,12 @@ class App:
     follows the clip's ``Frame.mono``.
     capture_clock: what the capture threads stamp frames with (``time()`` for ``Frame.ts``,
     ``monotonic()`` for ``Frame.mono``): the ``time`` module; a test steps its wall clock.
+    storage_lock: the store's lock when the caller took it already (the ``run`` command takes it
+    before its heavy imports); else ``start()`` takes it. ``stop()`` releases it either way.
     """
 
     def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.monotonic,
-                 capture_clock: Clock = time) -> None:
+                 capture_clock: Clock = time, storage_lock: StorageLock | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
         self.capture_clock = capture_clock
@@ -211,7 +213,7 @@ class App:
         self.stop_event = threading.Event()
         self.frames = FrameQueue(cfg.detector.queue_size)
         self.results: "queue.Queue[FrameResult]" = queue.Queue(maxsize=256)
-        self.storage_lock = StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
+        self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
         self.store: EventStore | None = None
         self.sinks: list[Sink] = []
         self.workers: list[DetectorWorker] = []
@@ -244,7 +246,8 @@ class App:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        self.storage_lock.acquire()  # StorageLocked: another daemon has this store; nothing is started
+        if not self.storage_lock.held:  # StorageLocked: another daemon has this store; nothing is started
+            self.storage_lock.acquire()
         self._load_model()
         self._open_store()
         self._start_clips()

@@ -169,6 +169,15 @@ def _run(args: argparse.Namespace) -> int:
     from raccoon_watch.service.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)  # (OpenCV's own log level: raccoon_watch/__init__.py)
+    from raccoon_watch.storelock import StorageLock, StorageLocked
+
+    lock = StorageLock(cfg.storage.path)  # first, before the heavy imports: a second daemon leaves at once
+    try:
+        lock.acquire()
+    except StorageLocked as exc:
+        log.error("storage_locked", path=str(exc.lock_file), holder_pid=exc.holder_pid)
+        print(f"raccoon-watch: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     for name, cam in cfg.cameras.items():
         log.info("camera_configured", camera=name, source=redact_url(cam.source), detect_fps=cam.detect_fps)
     listener = None
@@ -185,16 +194,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from raccoon_watch.app import App
     from raccoon_watch.detectors.base import ModelError
-    from raccoon_watch.storelock import StorageLocked
 
-    app = App(cfg)
+    app = App(cfg, storage_lock=lock)  # App.stop releases it
     try:
         app.start()
-    except StorageLocked as exc:  # before anything started: this daemon leaves the store to the other
-        log.error("storage_locked", path=str(exc.lock_file), holder_pid=exc.holder_pid)
-        print(f"raccoon-watch: {exc}", file=sys.stderr)
-        app.stop()
-        return EXIT_CONFIG
     except ModelError as exc:
         log.error("model_unusable", error=str(exc))
         print(f"raccoon-watch: cannot load the model: {exc}", file=sys.stderr)
