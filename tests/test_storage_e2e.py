@@ -78,14 +78,20 @@ def test_a_second_daemon_on_the_same_store_exits_2_and_the_first_goes_on(
     try:
         first.wait_for("daemon_started", timeout=90)
         assert (storage / "raccoon-watch.lock").read_text().strip() == str(first.proc.pid)
+        # what no daemon can beat on this machine now: starting Python and importing the CLI (it reads
+        # the config with it); on a quiet machine 0.6 s, under a load average of 16 on 2 cores over 4 s
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import raccoon_watch.service.cli"], cwd=REPO, check=True)
+        floor = time.monotonic() - t0
         t0 = time.monotonic()
         second = subprocess.run([sys.executable, "-m", "raccoon_watch", "run", "--config", str(cfg)],
                                 cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
                                 text=True, timeout=60)
         took = time.monotonic() - t0
-        print(f"second daemon: exit {second.returncode} after {took:.2f} s")
+        print(f"second daemon: exit {second.returncode} after {took:.2f} s (importing the CLI alone: {floor:.2f} s)")
         assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
-        assert took < SECOND_EXITS_WITHIN_S, f"the second daemon took {took:.1f} s to give up"
+        # within 5 s; on a machine so loaded that the import alone takes seconds, at most 2 s more than it
+        assert took < max(SECOND_EXITS_WITHIN_S, floor + 2.0), f"the second daemon took {took:.1f} s to give up"
         assert f"PID {first.proc.pid}" in second.stderr, second.stderr
         assert "Traceback" not in second.stdout + second.stderr
         assert "camera_connected" not in second.stdout, "the second daemon opened a camera"
