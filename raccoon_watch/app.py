@@ -20,9 +20,10 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.capture import CaptureThread
+from raccoon_watch.capture import CaptureThread, Clock
 from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
+from raccoon_watch import debounce
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.detectors.base import ModelError
@@ -40,6 +41,7 @@ from raccoon_watch import site_models
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
+from raccoon_watch.storelock import StorageLock
 from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, Severity
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
@@ -195,16 +197,23 @@ class App:
     (durations are monotonic, like ``Frame.mono``); ``time.monotonic`` for cameras. An offline
     evaluation of draining file cameras (``drain: true``, frames on file time) passes one that
     follows the clip's ``Frame.mono``.
+    capture_clock: what the capture threads stamp frames with (``time()`` for ``Frame.ts``,
+    ``monotonic()`` for ``Frame.mono``): the ``time`` module; a test steps its wall clock.
+    storage_lock: the store's lock when the caller took it already (the ``run`` command takes it
+    before its heavy imports); else ``start()`` takes it. ``stop()`` releases it either way.
     """
 
-    def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cfg: Config, observers: Iterable[Observer] = (), clock: Callable[[], float] = time.monotonic,
+                 capture_clock: Clock = time, storage_lock: StorageLock | None = None) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.capture_clock = capture_clock
         self.observers: tuple[Observer, ...] = tuple(observers)  # replaced whole, never mutated
         self.model_path: Path = cfg.detector.model or resolve_default_model()
         self.stop_event = threading.Event()
         self.frames = FrameQueue(cfg.detector.queue_size)
         self.results: "queue.Queue[FrameResult]" = queue.Queue(maxsize=256)
+        self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
         self.store: EventStore | None = None
         self.sinks: list[Sink] = []
         self.workers: list[DetectorWorker] = []
@@ -237,6 +246,8 @@ class App:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        if not self.storage_lock.held:  # StorageLocked: another daemon has this store; nothing is started
+            self.storage_lock.acquire()
         self._load_model()
         self._open_store()
         self._start_clips()
@@ -267,6 +278,7 @@ class App:
                 log.error("sink_stop_failed", sink=getattr(sink, "name", "?"), error=repr(exc))
         if self.store is not None:
             self.store.close()
+        self.storage_lock.release()
         log.info("daemon_stopped")
 
     def reload(self, new: Config) -> Reloaded:
@@ -396,9 +408,24 @@ class App:
         self.router = EventRouter(
             self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
             clock=self.clock, on_event=self._on_event, on_result=self._on_result,
-            visit_params=visit_params(self.cfg),
+            visit_params=visit_params(self.cfg), states=self._cooldown_states(filters),
         )
         self.router.start()
+
+    def _cooldown_states(self, filters: dict[str, DetectionFilter]) -> dict[str, debounce.CameraState]:
+        """Each camera's debounce state seeded with the end of its last stored event per label, so
+        the cooldown runs on across a restart (a visit soon after a pushed one is not pushed again)."""
+        assert self.store is not None
+        ends = self.store.last_event_ends()
+        now_wall, now_mono = time.time(), self.clock()
+        states = {}
+        for cam, flt in filters.items():
+            mine = {label: end for (camera, label), end in ends.items() if camera == cam and label in flt.labels}
+            if mine:
+                states[cam] = debounce.seeded(cam, mine, now_wall, now_mono)
+                log.info("cooldown_restored", camera=cam,
+                         ended_s_ago={label: round(max(0.0, now_wall - end), 1) for label, end in mine.items()})
+        return states
 
     def _start_cameras(self) -> None:
         for name, cam in self.cfg.cameras.items():
@@ -410,7 +437,8 @@ class App:
                 cam.motion, event_active=(lambda n=name: router.has_active_event(n)) if router else None,
             )
             self.live[name] = LatestFrame(self.gates[name])
-            thread = CaptureThread(name, cam, self.frames, self.stop_event, sample_hook=self.live[name],
+            thread = CaptureThread(name, cam, self.frames, self.stop_event, clock=self.capture_clock,
+                                   sample_hook=self.live[name],
                                    file_clock=self.clips.file_clocks.get(name) if self.clips else None)
             thread.start()
             self.cameras[name] = thread
@@ -460,6 +488,9 @@ class App:
     def housekeeping(self) -> None:
         """Called about once a second from the main thread."""
         now = time.monotonic()
+        self.storage_lock.check()  # a stat: the lock file deleted with the folder is locked again
+        if self.store is not None:
+            self.store.maintain()  # a stat; in memory: the disk tried again every few seconds
         if self.store is not None and now - self._last_sweep >= RETENTION_SWEEP_S:
             self._last_sweep = now
             self.store.sweep()

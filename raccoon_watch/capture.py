@@ -228,21 +228,22 @@ class _End(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class FileAnchor:
-    """At wall time ``wall`` (the ``Frame.ts`` clock) a file camera showed second ``stream`` of its
-    file, in ``run`` (0 for the first pass through the file, +1 at each loop or reopen)."""
+    """At monotonic time ``mono`` (the ``Frame.mono`` clock) a file camera showed second ``stream``
+    of its file, in ``run`` (0 for the first pass through the file, +1 at each loop or reopen)."""
 
-    wall: float
+    mono: float
     stream: float
     run: int
 
 
 class FileClock:
-    """Which second of a file camera's file was on screen at a wall time: written by the camera's
-    capture thread (``mark`` on every decoded frame), read by the clip cutter (``anchors``), which
-    cuts an event's clip out of the file itself by stream copy (clips.file_span).
+    """Which second of a file camera's file was on screen at a monotonic time: written by the
+    camera's capture thread (``mark`` on every decoded frame), read by the clip cutter (``anchors``),
+    which cuts an event's clip out of the file itself by stream copy (clips.file_span). Monotonic,
+    not wall-clock: a step of the wall clock during an event must not move its clip.
 
-    Between anchors stream time advances 1:1 with wall time, as a paced file plays; a new anchor is
-    kept when the file starts again (its stream time goes back) or the schedule slips by more than
+    Between anchors stream time advances 1:1 with monotonic time, as a paced file plays; a new anchor
+    is kept when the file starts again (its stream time goes back) or the schedule slips by more than
     ``tolerance_s`` (a busy machine), so a mapped time is never further off than that. The newest
     ``keep`` anchors are kept (a looping 30 s file adds one per loop)."""
 
@@ -252,13 +253,13 @@ class FileClock:
         self._last_stream = math.inf
         self._lock = threading.Lock()
 
-    def mark(self, wall: float, stream: float) -> None:
+    def mark(self, mono: float, stream: float) -> None:
         with self._lock:
             last = self._anchors[-1] if self._anchors else None
             if last is None or stream < self._last_stream:
-                self._anchors.append(FileAnchor(wall, stream, last.run + 1 if last else 0))
-            elif abs(last.stream + (wall - last.wall) - stream) > self.tolerance_s:
-                self._anchors.append(FileAnchor(wall, stream, last.run))
+                self._anchors.append(FileAnchor(mono, stream, last.run + 1 if last else 0))
+            elif abs(last.stream + (mono - last.mono) - stream) > self.tolerance_s:
+                self._anchors.append(FileAnchor(mono, stream, last.run))
             self._last_stream = stream
 
     def anchors(self) -> tuple[FileAnchor, ...]:
@@ -472,7 +473,7 @@ class CaptureThread(threading.Thread):
         if self._file_t0 is not None:  # drain: file time
             ts, mono = self._file_t0[0] + seq / fps, self._file_t0[1] + seq / fps
         if self.file_clock is not None:
-            self.file_clock.mark(ts, stream_t)
+            self.file_clock.mark(mono, stream_t)  # the clip cutter maps monotonic ranges (clips.file_span)
         self.handle_frame(Frame(camera=self.camera, seq=seq, ts=ts, mono=mono, image=image))
         return True
 

@@ -16,13 +16,19 @@ the wanted frame itself.
 Audio is not kept (``-map 0:v:0``). Browsers play the clip when the camera sends H.264 (H.265 is
 copied as it is, and most browsers cannot play it).
 
-Wall-clock times of segments: ffmpeg's segment list gives each closed segment's start and end in
-stream seconds; the file's mtime is when ffmpeg closed it, at or a little after the wall time its
-end arrived (never before: a write can be late, not early; the first segments of a run are written
-in a burst after ffmpeg's probing). So each run's offset (wall - stream) is the smallest of the last
-``OFFSET_SAMPLES`` (mtime - end) pairs, a min-filter as NTP uses; on a live camera it lands within
-0.1 s of when a capture reading the same stream sees the frame (tests/test_clips.py measures it). The closed segments are listed in ``index.jsonl`` beside them
-(wall times), so a restarted daemon can still cut the clip of an event it was cutting when it died.
+Times of segments, on the monotonic clock (as ``Frame.mono`` and the events' ``first_seen_mono`` /
+``last_seen_mono``, so a step of the wall clock during an event moves no clip): ffmpeg's segment list
+gives each closed segment's start and end in stream seconds; the file is closed at or a little after
+its end arrived (never before: a write can be late, not early; the first segments of a run are
+written in a burst after ffmpeg's probing). The recorder sees a new segment within ``poll_s`` of its
+close and dates the close on the monotonic clock (now, less how long ago the file's mtime says it
+was closed, that lag capped at ``MAX_CLOSE_LAG_S`` so a wall step in between cannot move it). Each
+run's offset (monotonic - stream) is the smallest of the last ``OFFSET_SAMPLES`` (close - end)
+pairs, a min-filter as NTP uses; on a live camera it lands within 0.1 s of when a capture reading
+the same stream sees the frame (tests/test_clips.py measures it). The closed segments are listed in
+``index.jsonl`` beside them with wall times (the monotonic clock does not survive a reboot), so a
+restarted daemon can still cut the clip of an event it was cutting when it died; wall and monotonic
+times are converted with the offset between the two clocks at that moment (``wall_offset``).
 
 Failure policy: the recorder is a separate process; when it exits (camera gone, bad URL) it is
 restarted with capped back-off and the camera's detection never notices. An event whose range has
@@ -32,7 +38,7 @@ one that was being cut when the daemon died is cut (or marked missing) at the ne
 File cameras record nothing: the file already holds every packet. Their capture thread keeps a
 ``capture.FileClock`` (which second of the file was on screen at which wall time), and an event's
 clip is cut out of the source file itself, by the same stream-copy cut, as soon as the event ends
-(``file_span`` maps the clip's wall-clock range to seconds of the pass through the file that showed
+(``file_span`` maps the clip's monotonic range to seconds of the pass through the file that showed
 the first sighting; a clip is cut to the file's end when the file looped during it). Webcams record
 nothing (``recording_reason`` says why): they give raw frames that would have to be encoded.
 """
@@ -53,7 +59,7 @@ from typing import Any
 import structlog
 
 from raccoon_watch.backoff import backoff_delay
-from raccoon_watch.capture import FileAnchor, FileClock, SourceKind, classify_source
+from raccoon_watch.capture import Clock, FileAnchor, FileClock, SourceKind, classify_source
 from raccoon_watch.config import CameraConfig, ClipsConfig, redact_url
 from raccoon_watch.store import CLIP_DIR, CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
 from raccoon_watch.types import Event, EventKind
@@ -63,25 +69,33 @@ log = structlog.get_logger(__name__)
 RECORDINGS_DIR = "recordings"
 INDEX_NAME = "index.jsonl"
 OFFSET_SAMPLES = 10
+MAX_CLOSE_LAG_S = 10.0  # a segment seen later than this after its mtime: dated at most this far back
 CUT_TIMEOUT_S = 60.0
 RECORDED_KINDS = (SourceKind.RTSP, SourceKind.HTTP)  # an ffmpeg recorder per camera
 CLIPPED_KINDS = (*RECORDED_KINDS, SourceKind.FILE)  # files: cut from the file itself
 CLIP_URL = "/events/{id}/clip.mp4"
 
 
+def wall_offset(clock: Clock = time) -> float:
+    """wall - monotonic now: ``mono + wall_offset()`` is the wall time of a monotonic one, as the
+    wall clock reads now (for records that outlive the process and for messages people read)."""
+    return clock.time() - clock.monotonic()
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One closed segment file; ``wall_start``/``wall_end`` in wall-clock seconds (time.time())."""
+    """One closed segment file; ``start``/``end`` on the monotonic clock (time.monotonic())."""
 
     path: Path
-    wall_start: float
-    wall_end: float
+    start: float
+    end: float
 
 
 @dataclass(frozen=True, slots=True)
 class ClipJob:
-    """A clip to cut: the event and the wall-clock range [start, end] it should cover; ``seen``: its
-    first sighting (wall), which picks a file camera's pass through its file (None: ``start``)."""
+    """A clip to cut: the event and the range [start, end] it should cover on the monotonic clock;
+    ``seen``: its first sighting (monotonic), which picks a file camera's pass through its file
+    (None: ``start``)."""
 
     event_id: str
     camera: str
@@ -101,13 +115,13 @@ def recording_reason(cam: CameraConfig, clips: ClipsConfig) -> str | None:
 
 
 def clip_window(first_seen: float, last_seen: float, clips: ClipsConfig) -> tuple[float, float]:
-    """The wall-clock range a clip covers: first sighting - pre_roll .. last sighting + post_roll."""
+    """The range a clip covers: first sighting - pre_roll .. last sighting + post_roll (one clock)."""
     return first_seen - clips.pre_roll, last_seen + clips.post_roll
 
 
 def select_segments(segments: Iterable[Segment], start: float, end: float) -> list[Segment]:
     """Segments overlapping [start, end], oldest first (pure)."""
-    return sorted((s for s in segments if s.wall_end > start and s.wall_start < end), key=lambda s: s.wall_start)
+    return sorted((s for s in segments if s.end > start and s.start < end), key=lambda s: s.start)
 
 
 def covered_seconds(chosen: Sequence[Segment], start: float, end: float) -> float:
@@ -115,7 +129,7 @@ def covered_seconds(chosen: Sequence[Segment], start: float, end: float) -> floa
     ``start`` and the first segment's start to the earlier of ``end`` and the last segment's end (pure)."""
     if not chosen:
         return 0.0
-    return max(0.0, min(end, chosen[-1].wall_end) - max(start, chosen[0].wall_start))
+    return max(0.0, min(end, chosen[-1].end) - max(start, chosen[0].start))
 
 
 def coverage_note(chosen: Sequence[Segment], start: float, end: float, slack: float = 1.0) -> str | None:
@@ -124,35 +138,47 @@ def coverage_note(chosen: Sequence[Segment], start: float, end: float, slack: fl
     if not chosen:
         return f"no recorded segment between {_hms(start)} and {_hms(end)} (was the recorder down?)"
     notes = []
-    if chosen[0].wall_start > start + slack:
-        notes.append(f"the recording starts {chosen[0].wall_start - start:.1f} s late")
-    if chosen[-1].wall_end < end - slack:
-        notes.append(f"the recording ends {end - chosen[-1].wall_end:.1f} s early")
-    notes += [f"a {b.wall_start - a.wall_end:.1f} s gap at {_hms(a.wall_end)}"
-              for a, b in zip(chosen, chosen[1:]) if b.wall_start - a.wall_end > slack]
+    if chosen[0].start > start + slack:
+        notes.append(f"the recording starts {chosen[0].start - start:.1f} s late")
+    if chosen[-1].end < end - slack:
+        notes.append(f"the recording ends {end - chosen[-1].end:.1f} s early")
+    notes += [f"a {b.start - a.end:.1f} s gap at {_hms(a.end)}"
+              for a, b in zip(chosen, chosen[1:]) if b.start - a.end > slack]
     return "; ".join(notes) or None
 
 
 def file_span(anchors: Sequence[FileAnchor], start: float, end: float, seen: float) -> tuple[float, float] | None:
-    """(offset, duration) in seconds of a file camera's file for the wall-clock range [start, end],
-    read in the pass through the file that was on screen at wall time ``seen`` (the first sighting),
-    or None when no frame was marked by then or the range maps to nothing (pure).
+    """(offset, duration) in seconds of a file camera's file for the monotonic range [start, end],
+    read in the pass through the file that was on screen at monotonic time ``seen`` (the first
+    sighting), or None when no frame was marked by then or the range maps to nothing (pure).
 
     ``anchors``: a FileClock's, oldest first. The offset is clamped to the file's start; an end past
     the pass's last frame (the file looped or ended) is left to the cut, which stops at the file's end."""
-    before = [a for a in anchors if a.wall <= seen]
+    before = [a for a in anchors if a.mono <= seen]
     if not before:
         return None
     run = [a for a in anchors if a.run == before[-1].run]
 
-    def stream_at(wall: float) -> float:
-        prior = [a for a in run if a.wall <= wall]
+    def stream_at(mono: float) -> float:
+        prior = [a for a in run if a.mono <= mono]
         a = prior[-1] if prior else run[0]
-        return a.stream + (wall - a.wall)
+        return a.stream + (mono - a.mono)
 
     offset = max(0.0, stream_at(start))
     duration = stream_at(end) - offset
     return (offset, duration) if duration > 0 else None
+
+
+def sighting_span(event: Event) -> tuple[float, float]:
+    """First and last sighting of an event on the monotonic clock: the event's own when it has them
+    (the debounce sets them), else its wall times converted at the current offset; an open event's
+    last sighting is its first."""
+    if event.first_seen_mono is not None:
+        first = event.first_seen_mono
+        return first, event.last_seen_mono if event.last_seen_mono is not None else first
+    offset = wall_offset()
+    first = (event.first_seen_ts or event.start_time) - offset
+    return first, (event.end_time - offset) if event.end_time is not None else first
 
 
 def parse_list_line(line: str) -> tuple[str, float, float] | None:
@@ -166,8 +192,9 @@ def parse_list_line(line: str) -> tuple[str, float, float] | None:
         return None
 
 
-def _hms(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
+def _hms(mono: float) -> str:
+    """A monotonic time as the wall clock's HH:MM:SS (for messages people read)."""
+    return time.strftime("%H:%M:%S", time.localtime(mono + wall_offset()))
 
 
 def record_command(ffmpeg: str, source: str, out_dir: Path, run: str, segment_s: float) -> list[str]:
@@ -201,7 +228,7 @@ class SegmentRecorder(threading.Thread):
     """Keeps one ffmpeg recorder running for one camera and the list of its closed segments."""
 
     def __init__(self, camera: str, source: str, root: Path, clips: ClipsConfig, stop: threading.Event,
-                 poll_s: float = 0.25) -> None:
+                 poll_s: float = 0.25, clock: Clock = time) -> None:
         super().__init__(name=f"recorder-{camera}", daemon=True)
         self.camera = camera
         self.source = source
@@ -209,9 +236,10 @@ class SegmentRecorder(threading.Thread):
         self.clips = clips
         self._halt = stop
         self._poll_s = poll_s
+        self._clock = clock  # time() only to read file mtimes and write the index; segments are monotonic
         self._lock = threading.Lock()
         self._segments: list[Segment] = []
-        self._keep_from: dict[str, float] = {}  # event id -> wall time its clip still needs
+        self._keep_from: dict[str, float] = {}  # event id -> monotonic time its clip still needs
         self.state = "starting"
         self.last_error = ""
         self.restarts = 0
@@ -224,7 +252,7 @@ class SegmentRecorder(threading.Thread):
             return list(self._segments)
 
     def hold(self, event_id: str, since: float | None) -> None:
-        """Keep segments from ``since`` (wall) on until released (None): an open or uncut event's range."""
+        """Keep segments from ``since`` (monotonic) on until released (None): an open or uncut event's range."""
         with self._lock:
             if since is None:
                 self._keep_from.pop(event_id, None)
@@ -232,9 +260,9 @@ class SegmentRecorder(threading.Thread):
                 self._keep_from[event_id] = since
 
     def covered_until(self) -> float:
-        """Wall end of the newest closed segment (0 before any)."""
+        """Monotonic end of the newest closed segment (-inf before any)."""
         with self._lock:
-            return self._segments[-1].wall_end if self._segments else 0.0
+            return self._segments[-1].end if self._segments else float("-inf")
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -255,6 +283,11 @@ class SegmentRecorder(threading.Thread):
         self.state = "stopped"
 
     def _record_once(self) -> None:
+        try:  # again at each (re)start: the storage folder may have been deleted under a running recorder
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.last_error = f"cannot make {self.dir}: {exc.strerror or exc}"
+            return
         run = f"{int(time.time() * 1000)}"
         cmd = record_command(self.clips.ffmpeg, self.source, self.dir, run, self.clips.segment_s)
         list_path = self.dir / f"{run}.csv"
@@ -305,9 +338,11 @@ class SegmentRecorder(threading.Thread):
             name, start, end = parsed
             path = self.dir / Path(name).name
             try:
-                closed_at = path.stat().st_mtime
+                closed_wall = path.stat().st_mtime
             except OSError:
                 continue
+            lag = min(max(0.0, self._clock.time() - closed_wall), MAX_CLOSE_LAG_S)
+            closed_at = self._clock.monotonic() - lag
             offsets.append(closed_at - end)
             del offsets[:-OFFSET_SAMPLES]
             offset = min(offsets)
@@ -319,13 +354,13 @@ class SegmentRecorder(threading.Thread):
 
     def _prune(self) -> None:
         """Delete segments older than buffer_s, except those an open or uncut event still needs."""
-        now = time.time()
+        now = self._clock.monotonic()
         with self._lock:
             keep_from = min([now - self.clips.buffer_s, *self._keep_from.values()])
-            old = [s for s in self._segments if s.wall_end < keep_from]
+            old = [s for s in self._segments if s.end < keep_from]
             if not old:
                 return
-            self._segments = [s for s in self._segments if s.wall_end >= keep_from]
+            self._segments = [s for s in self._segments if s.end >= keep_from]
             kept = list(self._segments)
         for s in old:
             try:
@@ -335,18 +370,22 @@ class SegmentRecorder(threading.Thread):
         self._write_index(kept)
 
     # --- index.jsonl: the closed segments with wall times, for a restart ------------------------
+    @staticmethod
+    def _index_line(s: Segment, offset: float) -> str:
+        return json.dumps({"name": s.path.name, "start": s.start + offset, "end": s.end + offset}) + "\n"
+
     def _append_index(self, s: Segment) -> None:
         try:
             with open(self.dir / INDEX_NAME, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"name": s.path.name, "start": s.wall_start, "end": s.wall_end}) + "\n")
+                fh.write(self._index_line(s, wall_offset(self._clock)))
         except OSError as exc:
             self._log.warning("segment_index_failed", reason=exc.strerror)
 
     def _write_index(self, kept: list[Segment]) -> None:
         tmp = self.dir / f".{INDEX_NAME}.tmp"
         try:
-            tmp.write_text("".join(json.dumps({"name": s.path.name, "start": s.wall_start, "end": s.wall_end}) + "\n"
-                                   for s in kept))
+            offset = wall_offset(self._clock)
+            tmp.write_text("".join(self._index_line(s, offset) for s in kept))
             os.replace(tmp, self.dir / INDEX_NAME)
         except OSError as exc:
             self._log.warning("segment_index_failed", reason=exc.strerror)
@@ -359,17 +398,19 @@ class SegmentRecorder(threading.Thread):
             lines = (self.dir / INDEX_NAME).read_text(errors="replace").splitlines()
         except OSError:
             lines = []
+        offset = wall_offset(self._clock)  # the index holds wall times: back to this process's monotonic clock
         for line in lines:
             try:
                 rec = json.loads(line)
-                seg = Segment(self.dir / Path(rec["name"]).name, float(rec["start"]), float(rec["end"]))
+                seg = Segment(self.dir / Path(rec["name"]).name, float(rec["start"]) - offset,
+                              float(rec["end"]) - offset)
             except (ValueError, KeyError, TypeError):
                 continue
             if seg.path.is_file():
                 found.append(seg)
         found += unlisted_tails(found, self.clips.ffmpeg)
         with self._lock:
-            self._segments = sorted(found, key=lambda s: s.wall_start)
+            self._segments = sorted(found, key=lambda s: s.start)
         for stale in self.dir.glob("*.csv"):  # lists of runs that died with the daemon
             stale.unlink(missing_ok=True)
 
@@ -416,7 +457,7 @@ def unlisted_tails(listed: Sequence[Segment], ffmpeg: str) -> list[Segment]:
         tail = s.path.with_name(f"{run}-{number + 1:06d}.ts")
         duration = _probe_duration(ffmpeg, tail) if tail.is_file() else None
         if duration:
-            tails.append(Segment(tail, s.wall_end, s.wall_end + duration))
+            tails.append(Segment(tail, s.end, s.end + duration))
     return tails
 
 
@@ -433,13 +474,13 @@ def cut_clip(segments: Sequence[Segment], job: ClipJob, out: Path, ffmpeg: str) 
     joined = out.with_name(f".{out.stem}.joined.ts")
     full = out.with_name(f".{out.stem}.full.mp4")
     tmp = out.with_name(f".{out.stem}.tmp.mp4")
-    start = max(job.start, chosen[0].wall_start)
+    start = max(job.start, chosen[0].start)
     try:
         with open(joined, "wb") as fh:
             for s in chosen:
                 fh.write(s.path.read_bytes())
         return _run_cut([remux_command(ffmpeg, joined, full),
-                         cut_command(ffmpeg, full, start - chosen[0].wall_start, job.end - start, tmp)], tmp, out)
+                         cut_command(ffmpeg, full, start - chosen[0].start, job.end - start, tmp)], tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         return f"ffmpeg could not cut the clip: {exc}"
@@ -451,7 +492,7 @@ def cut_clip(segments: Sequence[Segment], job: ClipJob, out: Path, ffmpeg: str) 
 def cut_file_clip(source: Path, anchors: Sequence[FileAnchor], job: ClipJob, seen: float, out: Path,
                   ffmpeg: str) -> str | None:
     """Cut ``job``'s range out of a file camera's own file into ``out`` by stream copy (atomic).
-    ``seen``: the event's first sighting (wall), which picks the pass through the file.
+    ``seen``: the event's first sighting (monotonic), which picks the pass through the file.
     Returns None when the clip is written, else why not."""
     span = file_span(anchors, job.start, job.end, seen)
     if span is None:
@@ -549,18 +590,18 @@ class ClipService:
                 self.store.set_clip(event.id, CLIP_MISSING, reason=self.reasons.get(event.camera) or "not recorded")
                 return
             if rec is not None:
-                rec.hold(event.id, event.first_seen_ts - self.clips.pre_roll)
+                rec.hold(event.id, sighting_span(event)[0] - self.clips.pre_roll)
             self.store.set_clip(event.id, CLIP_PENDING)
         elif event.kind is EventKind.END and self.has_clip(event.camera):
-            seen = event.first_seen_ts or event.start_time
-            start, end = clip_window(seen, event.end_time or time.time(), self.clips)
+            seen, last = sighting_span(event)
+            start, end = clip_window(seen, last, self.clips)
             self._enqueue(ClipJob(event.id, event.camera, start, end, seen))
 
     def _enqueue(self, job: ClipJob) -> None:
         if job.camera in self.file_clocks:  # the file already holds the post-roll: cut now
             self._jobs.put((time.monotonic(), job))
             return
-        deadline = time.monotonic() + max(0.0, job.end - time.time()) + 3 * self.clips.segment_s + 5.0
+        deadline = time.monotonic() + max(0.0, job.end - time.monotonic()) + 3 * self.clips.segment_s + 5.0
         self._jobs.put((deadline, job))
 
     def _recover(self) -> None:
@@ -572,8 +613,9 @@ class ClipService:
                           "then is not kept" if row["camera"] in self.file_clocks else "the camera no longer records clips")
                 self.store.set_clip(row["id"], CLIP_MISSING, reason=reason)
                 continue
-            first = row["start_time"]
-            last = row["end_time"] or row["updated"]
+            offset = wall_offset()  # the row's times are wall-clock: on this process's monotonic clock
+            first = row["start_time"] - offset
+            last = (row["end_time"] or row["updated"]) - offset
             start, end = clip_window(first, last, self.clips)
             rec.hold(row["id"], start)
             self._jobs.put((time.monotonic() + 3 * self.clips.segment_s + 5.0, ClipJob(row["id"], row["camera"], start, end)))

@@ -8,7 +8,10 @@ Rules (per camera and label):
 - it ENDs once ``end_after`` seconds pass with no counting detection (end_time = last seen);
 - while it runs, an UPDATE is emitted when the top score improves or the count changes, at most
   every ``update_interval`` seconds;
-- a START within ``cooldown`` seconds of the previous alert's end is flagged ``in_cooldown``.
+- a START within ``cooldown`` seconds of the previous alert's end is flagged ``in_cooldown``;
+  the previous alert may be one of an earlier run: ``seeded`` puts the store's last alert ends
+  (wall clock) into a fresh state as monotonic times (``cooldown_since``), so a restart forgets
+  no cooldown.
 
 Severity (Frigate's review terms). ``Observation.detections`` are the frame's detections that pass the
 review threshold; ``Observation.alerting`` those of them that pass the alert threshold too (None: all of
@@ -24,7 +27,11 @@ Two clocks: every duration (``end_after``, ``cooldown``, ``update_interval``) is
 monotonic clock (``Observation.mono``, ``Frame.mono``; ``now`` of ``tick``/``end_all``), so an NTP
 step of the wall clock changes no event's length, cooldown or messages. Wall-clock seconds
 (``Observation.ts``, the frame's capture time) only name and date events: ``start_time``,
-``end_time``, ``first_seen_ts``, the id. Without ``mono`` an observation's ``ts`` serves as both.
+``first_seen_ts``, the id. ``end_time`` is ``start_time`` plus the event's monotonic length (first
+counting frame of the START to the last sighting), so ``end_time - start_time`` is the true
+duration even when the wall clock was stepped during the event; events also carry their first and
+last sighting on the monotonic clock (``first_seen_mono``, ``last_seen_mono``: the clip window).
+Without ``mono`` an observation's ``ts`` serves as both.
 Events leave here without snapshot bytes; the best frame is kept in the state
 (``Track.best_frame``) and the event router encodes it once.
 """
@@ -80,6 +87,8 @@ class Track:
     first_seen: float
     last_seen: float
     last_seen_mono: float
+    start_mono: float
+    first_seen_mono: float
     score: float
     top_score: float
     box: Box
@@ -97,6 +106,7 @@ class LabelState:
     history: tuple[bool, ...] = ()  # counted?, for the last `window` processed frames, oldest first
     alert_history: tuple[bool, ...] = ()  # the same frames: counted at the alert threshold?
     first_hit: float | None = None  # ts of the oldest counting frame still in the history
+    first_hit_mono: float | None = None  # the same frame's monotonic time
     track: Track | None = None
     last_end: float | None = None  # monotonic end of the previous alert (for cooldown)
 
@@ -117,11 +127,14 @@ def _best(dets: tuple[Detection, ...]) -> Detection:
     return max(dets, key=lambda d: d.score)
 
 
-def _event(kind: EventKind, camera: str, label: str, t: Track, frame_ts: float, end: float | None) -> Event:
+def _event(kind: EventKind, camera: str, label: str, t: Track, frame_ts: float, ended: bool = False) -> Event:
+    """``ended``: an END, whose ``end_time`` is the start plus the monotonic time to the last sighting."""
     return Event(
-        id=t.event_id, kind=kind, camera=camera, label=label, start_time=t.start_time, end_time=end,
+        id=t.event_id, kind=kind, camera=camera, label=label, start_time=t.start_time,
+        end_time=t.start_time + (t.last_seen_mono - t.start_mono) if ended else None,
         score=t.score, top_score=t.top_score, box=t.box, in_cooldown=t.in_cooldown,
         frame_ts=frame_ts, first_seen_ts=t.first_seen, count=t.count, severity=t.severity, mode=t.mode,
+        first_seen_mono=t.first_seen_mono, last_seen_mono=t.last_seen_mono,
     )
 
 
@@ -139,9 +152,11 @@ def _start(camera: str, label: str, ls: LabelState, obs: Observation, hits: tupl
            p: DebounceParams, severity: Severity) -> Track:
     best = _best(hits)
     first = ls.first_hit if ls.first_hit is not None else obs.ts
+    first_mono = ls.first_hit_mono if ls.first_hit_mono is not None else obs.clock
     return Track(
         event_id=make_event_id(camera, label, obs.ts), start_time=obs.ts, first_seen=first,
-        last_seen=obs.ts, last_seen_mono=obs.clock, score=best.score, top_score=best.score, box=best.box, mode=best.mode,
+        last_seen=obs.ts, last_seen_mono=obs.clock, start_mono=obs.clock, first_seen_mono=first_mono,
+        score=best.score, top_score=best.score, box=best.box, mode=best.mode,
         count=len(hits), in_cooldown=_cooled(ls, obs, p), last_update=obs.clock, best_frame=obs.frame,
         severity=severity,
     )
@@ -169,13 +184,15 @@ def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
     alert_hits = obs.alert_hits(label) if hits else ()
     history = (ls.history + (bool(hits),))[-p.window:]
     alert_history = (ls.alert_history + (bool(alert_hits),))[-p.window:]
-    first_hit = ls.first_hit if ls.first_hit is not None and any(history) else (obs.ts if hits else None)
-    ls = replace(ls, history=history, alert_history=alert_history, first_hit=first_hit)
+    keep = ls.first_hit is not None and any(history)
+    first_hit = ls.first_hit if keep else (obs.ts if hits else None)
+    first_hit_mono = ls.first_hit_mono if keep else (obs.clock if hits else None)
+    ls = replace(ls, history=history, alert_history=alert_history, first_hit=first_hit, first_hit_mono=first_hit_mono)
     if ls.track is None:
         if hits and sum(history) >= p.min_frames:
             severity = Severity.ALERT if _alerting(ls, alert_hits, p) else Severity.DETECTION
             track = _start(camera, label, ls, obs, hits, p, severity)
-            return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts, None)]
+            return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts)]
         return ls, []
     if not hits:
         return _maybe_end(camera, label, ls, obs.clock, p)
@@ -184,8 +201,8 @@ def _step_label(camera: str, label: str, ls: LabelState, obs: Observation,
         # upgraded: the START an alert's sinks see first, same id; the held UPDATE is part of it
         track = replace(track, severity=Severity.ALERT, in_cooldown=_cooled(ls, obs, p),
                         last_update=obs.clock, dirty=False)
-        return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts, None)]
-    events = [_event(EventKind.UPDATE, camera, label, track, obs.ts, None)] if due else []
+        return replace(ls, track=track), [_event(EventKind.START, camera, label, track, obs.ts)]
+    events = [_event(EventKind.UPDATE, camera, label, track, obs.ts)] if due else []
     return replace(ls, track=track), events
 
 
@@ -196,9 +213,26 @@ def _maybe_end(camera: str, label: str, ls: LabelState, now: float,
     if t is None or now - t.last_seen_mono < p.end_after:
         return ls, []
     ended = replace(t, count=0)
-    event = _event(EventKind.END, camera, label, ended, t.last_seen + (now - t.last_seen_mono), t.last_seen)
+    event = _event(EventKind.END, camera, label, ended, t.last_seen + (now - t.last_seen_mono), ended=True)
     last_end = t.last_seen_mono if t.severity is Severity.ALERT else ls.last_end
     return LabelState(history=(), first_hit=None, track=None, last_end=last_end), [event]
+
+
+def cooldown_since(last_end_wall: float, now_wall: float, now_mono: float) -> float:
+    """The monotonic time a previous run's event ended at, from its stored wall-clock end (pure).
+
+    The wall time elapsed since then is taken as the monotonic time elapsed (the monotonic clock
+    does not survive a reboot; the record is wall-clock). An end in the future (the wall clock
+    stepped back since, or a wrong clock then) counts as just now: the cooldown is kept, never lost."""
+    return now_mono - max(0.0, now_wall - last_end_wall)
+
+
+def seeded(camera: str, last_ends: dict[str, float], now_wall: float, now_mono: float) -> CameraState:
+    """A fresh state of ``camera`` whose labels remember when their last event ended, from the
+    store's wall-clock ends (label -> end); the next START of a label within ``cooldown`` of it is
+    flagged ``in_cooldown`` as if no restart had happened."""
+    return CameraState(camera, {label: LabelState(last_end=cooldown_since(end, now_wall, now_mono))
+                                for label, end in last_ends.items()})
 
 
 def step(state: CameraState, obs: Observation, labels: tuple[str, ...],

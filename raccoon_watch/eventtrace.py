@@ -5,6 +5,8 @@ An App observer (router thread): ``on_result`` keeps, per camera, the last ``MAX
 ``(wall ts, visit score, classifier score, detector score)`` of the best candidate of each watched
 label, and the frame of the best-scoring hit since that camera's last END; ``on_event(END)`` writes
 the rows between first sighting and end (``store.set_scores``) and the frame (``store.write_frame``).
+Rows are picked by the frames' monotonic times (the event's ``first_seen_mono`` .. ``last_seen_mono``),
+so a step of the wall clock during the event loses none; the wall ts they carry is what people read.
 A frame with no candidate counts as scores (0, None, None): the chart shows the gaps too.
 Scores: ``visit`` is what the threshold compared (the median over the object's recent frames),
 ``classifier`` the frame's own final score, ``detector`` the proposer's score of that box.
@@ -17,6 +19,7 @@ from collections.abc import Mapping
 
 import structlog
 
+from raccoon_watch.clips import sighting_span
 from raccoon_watch.snapshot import encode_jpeg
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult
@@ -42,14 +45,15 @@ class EventTrace:
     def __init__(self, store: EventStore, labels: Mapping[str, frozenset[str]]) -> None:
         self.store = store
         self.labels = dict(labels)  # camera -> labels that raise its events
-        self._rows: dict[str, deque[ScoreRow]] = {cam: deque(maxlen=MAX_FRAMES) for cam in self.labels}
+        # per camera: (frame's monotonic time, its score row)
+        self._rows: dict[str, deque[tuple[float, ScoreRow]]] = {cam: deque(maxlen=MAX_FRAMES) for cam in self.labels}
         self._best: dict[tuple[str, str], tuple[float, Frame]] = {}  # (camera, label) -> (score, frame)
 
     def on_result(self, result: FrameResult, hits: tuple[Detection, ...]) -> None:
         cam = result.frame.camera
         if cam not in self._rows:
             return
-        self._rows[cam].append(score_row(result, hits, self.labels[cam]))
+        self._rows[cam].append((result.frame.mono, score_row(result, hits, self.labels[cam])))
         for d in hits:
             key = (cam, d.label)
             if key not in self._best or d.score > self._best[key][0]:
@@ -59,9 +63,8 @@ class EventTrace:
         if event.kind is not EventKind.END:
             return
         rows = self._rows.get(event.camera, ())
-        first = event.first_seen_ts or event.start_time
-        last = event.end_time if event.end_time is not None else first
-        self.store.set_scores(event.id, [r for r in rows if first - 1.0 <= r[0] <= last + 1.0])
+        first, last = sighting_span(event)
+        self.store.set_scores(event.id, [row for mono, row in rows if first - 1.0 <= mono <= last + 1.0])
         best = self._best.pop((event.camera, event.label), None)
         if best is not None:
             try:

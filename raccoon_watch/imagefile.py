@@ -1,9 +1,12 @@
 """Read one image file safely for one-shot detection: size checked before decoding, truncation found.
 
 ``read_image(path, max_pixels)`` returns ``(image, None)`` or ``(None, error)``; the error is a
-short sentence for a per-input record. Before anything is decoded, the header's width x height
-(``header_size``: PNG, JPEG, BMP, WebP, PNM) must be at most ``max_pixels``: a small file can
-declare 30000 x 30000 pixels and take gigabytes to decode. A JPEG without its end-of-image marker
+short sentence for a per-input record. Before anything is read, the file may be at most
+``max_file_bytes(max_pixels)`` long (4 bytes a pixel and 1 MiB: more than any image of that many
+pixels needs), so a huge non-image is never loaded; before anything is decoded, the header's width x
+height (``header_size``: PNG, JPEG, BMP, WebP, PNM) must be at most ``max_pixels``: a small file can
+declare 30000 x 30000 pixels and take gigabytes to decode. ``detect`` and ``retrain`` read every
+image through it. A JPEG without its end-of-image marker
 (a file cut short: libjpeg only warns and fills the rest with grey) is an error, not 0 detections.
 """
 
@@ -73,10 +76,20 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def max_file_bytes(max_pixels: int) -> int:
+    """The longest file ``read_image`` reads: 4 bytes a pixel (an uncompressed BGRA BMP) and 1 MiB."""
+    return 4 * max_pixels + (1 << 20)
+
+
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
     """Decode ``path`` as BGR, or say why not (too large, truncated, not an image, unreadable)."""
     try:
-        data = path.read_bytes()
+        size_bytes = path.stat().st_size
+        if size_bytes > max_file_bytes(max_pixels):
+            return None, (f"file is {size_bytes / 1e6:.0f} MB, more than an image of {max_pixels / 1e6:g} MP "
+                          "(--max-megapixels) can be")
+        with open(path, "rb") as fh:
+            data = fh.read(max_file_bytes(max_pixels) + 1)
     except OSError as exc:
         return None, f"cannot read: {exc.strerror or exc}"
     size = header_size(data)

@@ -14,16 +14,26 @@ both measurements and the gate's reasons. Promotion moves the ``current`` link (
 the daemon takes the new classifier on SIGHUP (``systemctl reload raccoon-watch``).
 
 Exit codes: 0 promoted (or ``--no-promote`` and the gate passed); 4 the gate refused (the candidate
-is kept, with REFUSED.txt); 2 bad input (config, no usable feedback, no shared data); 3 model unusable.
+is kept, with REFUSED.txt); 2 bad input (config, no usable feedback, no shared data, a feedback image
+replaced by an unreadable one during the run); 3 model unusable. Feedback images are read through
+``imagefile.read_image``, the capped per-file reader of ``detect`` (``--max-megapixels``): a non-image,
+a truncated JPEG or an image declaring more pixels is one skipped row (``feedback_skipped``, with its
+event), never a traceback. A run that stops before its candidate is whole (an error, Ctrl-C,
+SIGTERM) removes its ``candidates/.tmp-*`` folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -32,6 +42,7 @@ import structlog
 
 from raccoon_watch import site_models
 from raccoon_watch.gate import DEFAULT_EXTRA_FALSE_ALERTS, DEFAULT_RECALL_DROP, GateTolerance, decide
+from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS
 from raccoon_watch.sitefeedback import DEFAULT_HOLDOUT_SHARE
 
 log = structlog.get_logger("raccoon_watch.retrain")
@@ -72,6 +83,9 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--weights", type=Path, help="start from these float .weights.h5 (from `python -m train "
                    "classifier`) instead of the deployed int8 file's recovered weights")
     r.add_argument("--threads", type=int, default=int(os.environ.get("RACCOON_RETRAIN_THREADS", "2")))
+    r.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                   help="skip feedback images larger than this, read from the header before decoding "
+                   "(default: %(default)g, as detect)")
     r.add_argument("--no-promote", action="store_true", help="measure and keep the candidate, never promote")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -161,6 +175,11 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     from raccoon_watch.sitefeedback import read_feedback, split_site
 
     started = time.monotonic()
+    max_mp = float(getattr(args, "max_megapixels", DEFAULT_MAX_PIXELS / 1e6))
+    if not (math.isfinite(max_mp) and max_mp > 0):
+        print(f"raccoon-watch retrain: --max-megapixels must be a positive number, got {max_mp}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    max_pixels = int(max_mp * 1e6)
     try:
         tolerance = GateTolerance(args.recall_drop, args.extra_false_alerts)
         model_dir = Path(cfg.detector.model or resolve_default_model())
@@ -180,7 +199,7 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     folder, problems = _feedback_folder(cfg, args)
     try:
-        samples, row_problems = read_feedback(folder)
+        samples, row_problems = read_feedback(folder, max_pixels=max_pixels)
     except ValueError as exc:
         print(f"raccoon-watch retrain: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -203,34 +222,87 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
         return EXIT_MODEL
 
     root = site_models.models_root(cfg.storage.path)
-    deployed = site_models.current(root) or model_dir
-    work = Path(cfg.storage.path) / "retrain"
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    staging = site_models.staging_dir(root, stamp)
-    base = rt.ensure_base_crops(args.base_crops or work / "base_crops", model_dir, shared, args.base_build_limit)
-    opts = rt.RetrainOptions(deployed=deployed, model_dir=model_dir, base_crops=base, out=staging, work=work,
+    try:
+        staging = site_models.staging_dir(root, stamp)
+    except OSError as exc:
+        print(f"raccoon-watch retrain: cannot write a candidate under {root}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    checked = CheckedInput(model_dir, files.classifier_card, shared, split, len(samples), problems, folder,
+                           tolerance, started, max_pixels)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # stop: SystemExit, cleanup runs
+    try:
+        return _fit_gate_install(cfg, args, rt, checked, root, staging, stamp)
+    except (ValueError, OSError) as exc:  # a feedback image replaced mid-run, a folder that cannot be written
+        print(f"raccoon-watch retrain: {str(exc)[:500]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ModelError as exc:
+        print(f"raccoon-watch retrain: {str(exc)[:500]}", file=sys.stderr)
+        return EXIT_MODEL
+    except RuntimeError as exc:  # the base crops could not be built from the shared data
+        print(f"raccoon-watch retrain: {str(exc)[:500]}", file=sys.stderr)
+        return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if staging.exists():  # not installed as a candidate: whatever stopped the run, no half candidate stays
+            shutil.rmtree(staging, ignore_errors=True)
+            log.warning("retrain_staging_removed", folder=str(staging))
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedInput:
+    """What the checks before TensorFlow found: the model, the shared data, the usable feedback."""
+
+    model_dir: Path
+    classifier_card: dict[str, Any]
+    shared: Path
+    split: Any  # sitefeedback.SiteSplit
+    usable: int  # feedback rows read and kept
+    problems: list[dict[str, str]]  # rows skipped, with the event and why
+    folder: Path
+    tolerance: GateTolerance
+    started: float  # monotonic
+    max_pixels: int
+
+
+def _fit_gate_install(cfg: Any, args: argparse.Namespace, rt: Any, inp: CheckedInput, root: Path, staging: Path,
+                      stamp: str) -> int:
+    """Fit the candidate into ``staging``, measure both, let the gate decide, install (and promote)."""
+    deployed = site_models.current(root) or inp.model_dir
+    work = Path(cfg.storage.path) / "retrain"
+    base = rt.ensure_base_crops(args.base_crops or work / "base_crops", inp.model_dir, inp.shared, args.base_build_limit)
+    opts = rt.RetrainOptions(deployed=deployed, model_dir=inp.model_dir, base_crops=base, out=staging, work=work,
                              steps=args.steps, mode=args.mode, base_limit=args.base_limit, threads=args.threads,
-                             float_weights=args.weights, progress=not args.quiet)
-    result = rt.retrain(opts, split.train)
-    threshold = float(files.classifier_card.get("threshold") if cfg.detector.threshold is None else cfg.detector.threshold)
-    standard = rt.StandardSet.from_shared(shared / "data")
+                             float_weights=args.weights, progress=not args.quiet, max_pixels=inp.max_pixels)
+    result = rt.retrain(opts, inp.split.train)
+    threshold = float(inp.classifier_card.get("threshold") if cfg.detector.threshold is None else cfg.detector.threshold)
+    standard = rt.StandardSet.from_shared(inp.shared / "data")
     measured = {}
     for name, classifier_dir in (("deployed", deployed), ("candidate", staging)):
-        folder_for = rt.system_folder(classifier_dir, model_dir, work / "eval", name)
-        measured[name] = rt.measure(folder_for, threshold, standard, split.holdout, threads=args.threads)
+        folder_for = rt.system_folder(classifier_dir, inp.model_dir, work / "eval", name)
+        measured[name] = rt.measure(folder_for, threshold, standard, inp.split.holdout, threads=args.threads,
+                                    max_pixels=inp.max_pixels)
         log.info("retrain_measured", model=name, **measured[name][0].to_dict())
-    decision = decide(measured["deployed"][0], measured["candidate"][0], tolerance)
+    decision = decide(measured["deployed"][0], measured["candidate"][0], inp.tolerance)
+    split = inp.split
     card = result.card
-    card["retrain"]["data"].update({"feedback_folder": str(folder), "feedback_usable": len(samples),
-                                    "feedback_skipped": problems[:200], "split": split.by,
+    card["retrain"]["data"].update({"feedback_folder": str(inp.folder), "feedback_usable": inp.usable,
+                                    "feedback_skipped": inp.problems[:200], "split": split.by,
                                     "holdout_groups": list(split.holdout_groups),
                                     "site_train_events": len({s.event_id for s in split.train}),
                                     "site_holdout_events": len({s.event_id for s in split.holdout})})
     card["gate"] = {"promote": decision.promote, "reasons": list(decision.reasons),
-                    "tolerance": {"recall_drop": tolerance.recall_drop, "extra_false_alerts": tolerance.extra_false_alerts},
+                    "tolerance": {"recall_drop": inp.tolerance.recall_drop,
+                                  "extra_false_alerts": inp.tolerance.extra_false_alerts},
                     "deployed": {**measured["deployed"][0].to_dict(), **measured["deployed"][1]},
                     "candidate": {**measured["candidate"][0].to_dict(), **measured["candidate"][1]}}
-    card["retrain"]["total_seconds"] = round(time.monotonic() - started, 1)
+    card["retrain"]["total_seconds"] = round(time.monotonic() - inp.started, 1)
     (staging / site_models.CLASSIFIER_CARD).write_text(json.dumps(card, indent=1) + "\n")
     if not decision.promote:
         (staging / site_models.REFUSED_FILE).write_text("".join(f"{r}\n" for r in decision.reasons))

@@ -46,6 +46,7 @@ class EventRouter(threading.Thread):
         on_event: Callable[[Event], None] | None = None,
         on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None,
         visit_params: VisitParams = VisitParams(),
+        states: Mapping[str, CameraState] | None = None,
     ) -> None:
         super().__init__(name="event-router", daemon=True)
         self._results = results
@@ -57,7 +58,8 @@ class EventRouter(threading.Thread):
         self._clock = clock
         self._on_event = on_event
         self._on_result = on_result
-        self._states = {cam: CameraState(cam) for cam in self._filters}
+        # debounce state per camera; ``states``: seeded ones (debounce.seeded: the last run's cooldowns)
+        self._states = {cam: (states or {}).get(cam) or CameraState(cam) for cam in self._filters}
         self._visit_params = visit_params
         self._visits = {cam: VisitState() for cam in self._filters}
         self._snapshots: dict[str, tuple[tuple[int, float], bytes | None]] = {}  # event id -> (frame key, jpeg)

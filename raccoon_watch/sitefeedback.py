@@ -11,7 +11,10 @@ A folder edited by hand may break any of it. ``read_feedback`` never raises for 
 files: every row it cannot use becomes a ``Problem`` naming the event (or the file and line) and the
 reason, and is skipped; nothing in the folder is changed or deleted. Reasons: a malformed row, an
 unknown class, a box outside its image, an image that is gone (the event's frame was swept), the same
-frame labelled both ways (all its rows are skipped: the user has not decided).
+frame labelled both ways (all its rows are skipped: the user has not decided), and an image file
+that is not one ``detect`` would read: each is read once through ``imagefile.read_image``, the same
+capped, per-file reader (``max_pixels`` from its header before decoding, a truncated JPEG, a
+non-image, a file too long), and must be as large as its row says.
 
 ``split_site`` holds out part of the feedback for the promotion gate, by NIGHT (the evening and the
 morning after are one night) and, inside that, whole events: never by frame, so near-identical
@@ -27,6 +30,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
+
+from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
 
 LABELS_CSV = "labels.csv"
 EVENTS_CSV = "events.csv"
@@ -162,9 +167,33 @@ def _parse_row(row: dict[str, str | None], info: dict[str, str], name: str, exis
     return SiteSample(event_id, info.get("camera", ""), night, label, image_dir / name, w, h, (x0, y0, x1, y1)), None
 
 
-def read_feedback(folder: Path, tz: tzinfo | None = None) -> tuple[list[SiteSample], list[Problem]]:
+def check_images(samples: list[SiteSample], max_pixels: int = DEFAULT_MAX_PIXELS,
+                 ) -> tuple[list[SiteSample], list[Problem]]:
+    """The samples whose image ``read_image`` decodes at the size their row says; a Problem for each
+    other one. Each file is decoded once and let go (one image in memory at a time)."""
+    verdicts: dict[Path, str | None] = {}
+    kept: list[SiteSample] = []
+    problems: list[Problem] = []
+    for s in samples:
+        if s.image not in verdicts:
+            image, why = read_image(s.image, max_pixels)
+            if image is not None and (image.shape[1], image.shape[0]) != (s.width, s.height):
+                why = f"{LABELS_CSV} says {s.width}x{s.height}, the image is {image.shape[1]}x{image.shape[0]}"
+            verdicts[s.image] = why
+            del image
+        why = verdicts[s.image]
+        if why is None:
+            kept.append(s)
+        else:
+            problems.append(Problem(f"event {s.event_id}", f"{IMAGE_DIR}/{s.image.name}: {why}"))
+    return kept, problems
+
+
+def read_feedback(folder: Path, tz: tzinfo | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[SiteSample], list[Problem]]:
     """Read an exported feedback folder (see the module doc). A missing folder or labels.csv is a
-    ValueError naming the path: there is nothing to retrain on; everything else is a Problem."""
+    ValueError naming the path: there is nothing to retrain on; everything else is a Problem.
+    ``max_pixels``: the largest image read (``--max-megapixels``), checked before decoding."""
     labels = folder / LABELS_CSV
     if not labels.is_file():
         raise ValueError(f"{labels}: no feedback here (run `raccoon-watch export-feedback {folder}` first)")
@@ -191,7 +220,8 @@ def read_feedback(folder: Path, tz: tzinfo | None = None) -> tuple[list[SiteSamp
     image_dir = folder / IMAGE_DIR
     existing = frozenset(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else frozenset()
     samples, row_problems = parse_rows(rows, events, existing, image_dir, tz)
-    return samples, problems + row_problems
+    samples, image_problems = check_images(samples, max_pixels)
+    return samples, problems + row_problems + image_problems
 
 
 def split_site(samples: list[SiteSample] | tuple[SiteSample, ...],

@@ -39,10 +39,27 @@ Failure policy: the store never raises into its caller for storage problems.
   (``sqlite3 <file> .recover`` when the sqlite3 command exists, else row by row) into a new
   ``events.db``, and ``store_corrupt_recovered`` is logged at error level; ``health()`` (and so
   /healthz) shows it for the rest of the run. Detection never stops for it.
-- If the database cannot be opened at all, or an outbox write fails (disk full, read-only), the
-  store switches to an in-memory database (copying whatever pending rows can still be read) and logs
-  ``store_fallback_memory`` at error level: alerts keep flowing, but pending deliveries no longer
-  survive a restart until the storage is fixed and the daemon restarted.
+- If the database cannot be opened at all, or a write fails (disk full, read-only), the store
+  switches to an in-memory database and logs ``store_fallback_memory`` at error level: alerts keep
+  flowing. The memory database starts as a copy of the whole file (SQLite's backup API; when even
+  that cannot be read, the pending deliveries only). Snapshots and frames that cannot be written are
+  held in memory too (``MEDIA_HOLD_BYTES`` at most, the oldest given up first, logged).
+- Back to disk: ``maintain()`` (the daemon's housekeeping calls it every second) tries the disk
+  again every ``DISK_RETRY_S``: a probe file of ``PROBE_BYTES`` must be written and synced first;
+  then what the memory database holds is written into ``events.db`` in one transaction (the whole
+  copy; or, when it began without one, merged row by row: an event's non-empty columns win, a
+  finished delivery is never made pending again), the held media files are written and their paths
+  recorded, and the store is on disk again (``store_back_on_disk``). A failed attempt changes nothing
+  on disk (the transaction rolls back) and is tried again later. Delivery row ids stay the same, so
+  a sender holding a row across the switch marks the right one done: nothing is pushed twice.
+- The folder or the file deleted while running (``rm -rf`` of the storage): SQLite would go on
+  writing into the deleted file, and all of it would be gone at the next start. Before each write
+  and in ``maintain()`` the store compares the file at ``events.db`` with the one it has open
+  (device and inode, one ``stat``); when it is gone or another file, the store re-creates the folder
+  and a new ``events.db`` and copies everything from the open (deleted) file into it, logging
+  ``store_vanished`` at error level; ``health()`` shows it for the rest of the run (media files
+  deleted with the folder are gone; their rows stay). When the new file cannot be made, the store
+  goes to memory as above and returns to disk when it can.
 
 Durability: ``synchronous=NORMAL`` in WAL mode survives a process crash / ``kill -9`` (the case
 this outbox exists for); only an OS crash or power loss can lose the last transactions.
@@ -85,6 +102,10 @@ CLIP_PENDING, CLIP_READY, CLIP_MISSING = "pending", "ready", "missing"
 FEEDBACK_LABELS = ("raccoon", "not_raccoon")
 TABLES = ("events", "outbox", "kv")
 RECOVER_TIMEOUT_S = 60.0
+DISK_RETRY_S = 5.0  # in memory: how often maintain() tries the disk again
+PROBE_BYTES = 64 * 1024  # a write the disk must take (and sync) before the write-back is tried
+MEDIA_HOLD_BYTES = 64 * 1024 * 1024  # snapshots/frames kept in memory while they cannot be written
+PARTIAL_ID_BASE = 1 << 40  # first outbox id of a memory store that began without a copy of the file
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # primary result codes (sqlite.org/rescode.html)
 
 PENDING = "pending"
@@ -130,6 +151,17 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 @dataclass(frozen=True, slots=True)
+class HeldMedia:
+    """A snapshot or clean frame that could not be written: its bytes until the disk takes them.
+    ``column``: the events column that records its path once written (``snapshot`` | ``frame``)."""
+
+    event_id: str
+    column: str
+    target: Path
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxItem:
     """One pending delivery. ``payload`` is bytes (text payloads are stored UTF-8 encoded)."""
 
@@ -163,6 +195,11 @@ class EventStore:
         self._lock = threading.RLock()
         self.persistent = True
         self.recovered: dict[str, Any] | None = None  # set when a corrupt database was replaced
+        self.vanished: dict[str, Any] | None = None  # set when events.db was deleted under us and re-created
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the events.db we have open
+        self._memory_complete = False  # in memory: it began as a copy of the whole file
+        self._next_disk_try = 0.0  # monotonic
+        self._held: dict[Path, HeldMedia] = {}  # media waiting for the disk, oldest first
         self._conn = self._open()
 
     # --- connection -------------------------------------------------------------------------
@@ -187,9 +224,11 @@ class EventStore:
             conn.executescript(_SCHEMA)
             _migrate(conn)
             conn.commit()
+            st = os.stat(self.db_path)
         except BaseException:
             conn.close()
             raise
+        self._identity = (st.st_dev, st.st_ino)
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -205,27 +244,60 @@ class EventStore:
 
     def _open_failed(self, exc: Exception) -> sqlite3.Connection:
         self.persistent = False
+        self._memory_complete = False  # the file (if any) was not read: merge into it later
+        self._next_disk_try = time.monotonic() + DISK_RETRY_S
         log.error(
             "store_fallback_memory",
             path=str(self.db_path),
             reason=str(exc),
-            consequence="deliveries and events are kept in memory only; they are lost on restart",
+            consequence=f"events and deliveries are kept in memory; the disk is tried again every {DISK_RETRY_S:g} s",
         )
-        return self._memory_connection()
+        return self._memory_connection(id_base=PARTIAL_ID_BASE)
 
     @staticmethod
-    def _memory_connection() -> sqlite3.Connection:
+    def _memory_connection(id_base: int = 0) -> sqlite3.Connection:
+        """An empty in-memory store; ``id_base``: its outbox ids start above it (so rows made here
+        never take the id of a row in a file it did not copy)."""
         conn = sqlite3.connect(":memory:", check_same_thread=False)
         conn.executescript(_SCHEMA)
         _migrate(conn)
+        if id_base:
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (id_base,))
+            conn.commit()
         return conn
 
     def _fallback(self, reason: str) -> None:
-        """Switch to an in-memory DB mid-run, carrying over the pending rows we can still read."""
+        """Switch to an in-memory DB mid-run: a copy of the whole file (SQLite's backup API), or
+        when that cannot be read, the pending rows we can still read."""
         if not self.persistent:
             return
-        mem = self._memory_connection()
-        carried = 0
+        mem = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            self._conn.backup(mem)
+            complete, carried = True, int(mem.execute("SELECT COUNT(*) FROM outbox WHERE state = ?",
+                                                      (PENDING,)).fetchone()[0])
+        except sqlite3.Error as exc:
+            mem.close()
+            mem, complete = self._memory_connection(id_base=PARTIAL_ID_BASE), False
+            carried, reason = self._carry_pending(mem, f"{reason}; the file could not be copied ({exc})")
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+        self._conn = mem
+        self.persistent = False
+        self._memory_complete = complete
+        self._next_disk_try = time.monotonic() + DISK_RETRY_S
+        log.error(
+            "store_fallback_memory",
+            path=str(self.db_path),
+            reason=reason,
+            copied="everything" if complete else "pending deliveries only",
+            carried_pending=carried,
+            consequence=f"events and deliveries are kept in memory; the disk is tried again every {DISK_RETRY_S:g} s",
+        )
+
+    def _carry_pending(self, mem: sqlite3.Connection, reason: str) -> tuple[int, str]:
         try:
             rows = self._conn.execute(
                 "SELECT id, sink, key, payload, meta, state, attempts, retry_at, error, created, updated "
@@ -234,26 +306,14 @@ class EventStore:
             ).fetchall()
             mem.executemany("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             mem.commit()
-            carried = len(rows)
+            return len(rows), reason
         except sqlite3.Error as exc:
-            reason = f"{reason}; pending rows could not be read: {exc}"
-        try:
-            self._conn.close()
-        except sqlite3.Error:
-            pass
-        self._conn = mem
-        self.persistent = False
-        log.error(
-            "store_fallback_memory",
-            path=str(self.db_path),
-            reason=reason,
-            carried_pending=carried,
-            consequence="deliveries and events are kept in memory only; they are lost on restart",
-        )
+            return 0, f"{reason}; pending rows could not be read: {exc}"
 
     def _write(self, sql_ops: Any, what: str) -> Any:
         """Run ``sql_ops(conn)`` in a transaction; on a storage failure fall back to memory and retry."""
         with self._lock:
+            self._check_vanished()
             for _ in range(2):
                 try:
                     with self._conn:
@@ -265,10 +325,180 @@ class EventStore:
                     if _is_corruption(exc):
                         self._replace_corrupt(f"{what}: {exc}")
                     elif isinstance(exc, sqlite3.OperationalError):
-                        self._fallback(f"{what}: {exc}")
+                        if not self._check_vanished():  # SQLite refusing to write a moved file
+                            self._fallback(f"{what}: {exc}")
                     else:  # a constraint or a bug, not the storage: let the caller's handler log it
                         raise
             return None  # not reached
+
+    # --- the file deleted under us; the disk back after a fallback ------------------------------
+
+    def _gone(self) -> str | None:
+        """Why the file we have open is no longer ``events.db`` (deleted, replaced), or None."""
+        try:
+            st = os.stat(self.db_path)
+        except FileNotFoundError:
+            return f"{self.db_path} is gone (was the storage folder deleted?)"
+        except OSError as exc:
+            return f"{self.db_path} cannot be looked at: {exc.strerror or exc}"
+        if self._identity is not None and (st.st_dev, st.st_ino) != self._identity:
+            return f"{self.db_path} is another file than the one the store opened (replaced)"
+        return None
+
+    def _check_vanished(self) -> bool:
+        """On disk and the file vanished: re-create it from the open copy (or go to memory). True
+        when it had vanished. One ``stat``."""
+        if not self.persistent:
+            return False
+        reason = self._gone()
+        if reason is None:
+            return False
+        self.vanished = {"at": time.time(), "reason": reason, "restored": False}
+        log.error("store_vanished", path=str(self.db_path), reason=reason,
+                  consequence="re-creating the folder and events.db from the copy the store still has open")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fresh = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            self._fallback(f"{reason}; a new events.db cannot be made: {exc}")
+            return True
+        try:
+            self._conn.backup(fresh)
+        except sqlite3.Error as exc:
+            fresh.close()
+            self._fallback(f"{reason}; the open copy cannot be written into a new events.db: {exc}")
+            return True
+        old, self._conn = self._conn, fresh
+        try:
+            old.close()
+        except sqlite3.Error:
+            pass
+        self.vanished["restored"] = True
+        forgotten = self._forget_lost_media(fresh)
+        log.warning("store_restored", path=str(self.db_path), media_lost=forgotten, **self._counts(fresh))
+        return True
+
+    def _forget_lost_media(self, conn: sqlite3.Connection) -> int:
+        """After the folder was deleted: rows whose snapshot, frame or clip file went with it no
+        longer name it (a clip is marked missing, saying why). Returns how many paths were cleared."""
+        lost = 0
+        with conn:
+            for column in ("snapshot", "frame", "clip"):
+                rows = conn.execute(f"SELECT id, {column} FROM events WHERE {column} IS NOT NULL").fetchall()  # noqa: S608
+                gone = [(eid,) for eid, rel in rows if not (self.path / rel).is_file()]
+                if column == "clip":
+                    conn.executemany("UPDATE events SET clip=NULL, clip_state=?, clip_reason=? WHERE id=?",
+                                     [(CLIP_MISSING, "deleted with the storage folder", eid) for (eid,) in gone])
+                else:
+                    conn.executemany(f"UPDATE events SET {column}=NULL WHERE id=?", gone)  # noqa: S608
+                lost += len(gone)
+        return lost
+
+    @staticmethod
+    def _counts(conn: sqlite3.Connection) -> dict[str, int]:
+        return {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608 (fixed names)
+                for table in ("events", "outbox")}
+
+    def maintain(self, now: float | None = None) -> None:
+        """Housekeeping (about once a second): notice a vanished file; in memory, try the disk again
+        every ``DISK_RETRY_S``; write held media files. ``now``: monotonic."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self.persistent:
+                self._check_vanished()
+            if now < self._next_disk_try:
+                return
+            self._next_disk_try = now + DISK_RETRY_S
+            if not self.persistent:
+                self._back_to_disk()
+            elif self._held:
+                self._write_held()
+
+    def _disk_takes_writes(self) -> str | None:
+        """None when a ``PROBE_BYTES`` file can be written, synced and removed in the folder, else why not."""
+        probe = self.path / f".probe-{os.getpid()}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as fh:
+                fh.write(b"\0" * PROBE_BYTES)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return None
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        finally:
+            try:
+                probe.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _back_to_disk(self) -> bool:
+        """Write what the memory database holds into events.db and use the file again. False (and
+        nothing changed on disk) when the disk does not take it yet."""
+        why = self._disk_takes_writes()
+        if why is not None:
+            log.debug("store_disk_still_unusable", reason=why)
+            return False
+        try:
+            try:
+                disk = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    raise
+                # found damaged: moved aside and salvaged as at start-up, then what memory holds goes in
+                disk = self._recover(f"found when returning to disk: {exc}", to_memory=False)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("store_disk_still_unusable", reason=str(exc))
+            return False
+        try:
+            if self._memory_complete:
+                self._conn.backup(disk)  # one transaction: all of it or, on a failure, nothing
+                merged = self._counts(disk)
+            else:
+                with disk:
+                    merged = _merge_into(self._conn, disk)
+        except sqlite3.Error as exc:
+            disk.close()
+            log.warning("store_disk_still_unusable", reason=str(exc))
+            return False
+        old, self._conn = self._conn, disk
+        old.close()
+        self.persistent = True
+        held = self._write_held()
+        log.warning("store_back_on_disk", path=str(self.db_path), how="copy" if self._memory_complete else "merge",
+                    media_written=held, media_waiting=len(self._held), **merged)
+        return True
+
+    # --- media held in memory -----------------------------------------------------------------
+
+    def _hold(self, item: HeldMedia) -> None:
+        """Keep media that could not be written, up to ``MEDIA_HOLD_BYTES`` (the oldest given up first)."""
+        with self._lock:
+            self._held.pop(item.target, None)
+            self._held[item.target] = item
+            total = sum(len(h.data) for h in self._held.values())
+            while total > MEDIA_HOLD_BYTES and len(self._held) > 1:
+                oldest = next(iter(self._held))
+                total -= len(self._held.pop(oldest).data)
+                log.error("store_media_given_up", path=str(oldest), reason=f"over {MEDIA_HOLD_BYTES} bytes held in memory")
+            self._next_disk_try = min(self._next_disk_try, time.monotonic() + DISK_RETRY_S)
+
+    def _write_held(self) -> int:
+        """Write the held media files and record their paths; returns how many were written."""
+        written = 0
+        for target, item in list(self._held.items()):
+            if not _atomic_write(target, item.data, quiet=True):
+                break  # the disk is still full: the rest waits too
+            del self._held[target]
+            written += 1
+            rel = str(target.relative_to(self.path))
+            self._safe_write(lambda c, i=item, r=rel: c.execute(
+                f"UPDATE events SET {i.column}=? WHERE id=?", (r, i.event_id)), "event")  # noqa: S608 (fixed names)
+        return written
+
+    def held_media(self) -> int:
+        with self._lock:
+            return len(self._held)
 
     def _read(self, ops: Any, default: Any) -> Any:
         """Run the query ``ops(conn)``; a damaged database is replaced and the query retried once.
@@ -295,8 +525,9 @@ class EventStore:
             pass
         self._conn = self._recover(reason)
 
-    def _recover(self, reason: str) -> sqlite3.Connection:
-        """Move the damaged file aside, salvage what can be read into a new file, log it loudly."""
+    def _recover(self, reason: str, to_memory: bool = True) -> sqlite3.Connection:
+        """Move the damaged file aside, salvage what can be read into a new file, log it loudly.
+        When no new file can be made: memory (``to_memory``), else the OSError / sqlite3.Error."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         aside = self.db_path.with_name(f"{DB_NAME}.corrupt-{stamp}")
         n = 1
@@ -310,11 +541,15 @@ class EventStore:
                 if extra.exists():
                     os.replace(extra, Path(f"{aside}{suffix}"))
         except OSError as exc:
+            if not to_memory:
+                raise
             return self._open_failed(OSError(f"{reason}; cannot move the damaged file aside: {exc}"))
         rows, method = _salvage(aside)
         try:
             conn = self._connect()
         except (OSError, sqlite3.Error) as exc:  # no new file either: memory, with what was salvaged
+            if not to_memory:
+                raise
             conn = self._open_failed(exc)
         salvaged = _insert_salvaged(conn, rows)
         self.recovered = {
@@ -332,15 +567,25 @@ class EventStore:
         return conn
 
     def health(self) -> StorageSnapshot:
-        """For /healthz: is the store on disk, and was a damaged database replaced in this run."""
-        return StorageSnapshot(self.persistent, dict(self.recovered) if self.recovered else None)
+        """For /healthz: is the store on disk, was a damaged database replaced or a deleted one
+        re-created in this run, how many media files wait in memory."""
+        with self._lock:
+            return StorageSnapshot(self.persistent, dict(self.recovered) if self.recovered else None,
+                                   dict(self.vanished) if self.vanished else None, len(self._held))
 
     def delivery_counts(self, sink: str) -> DeliveryCounts:
         """``sink``'s outbox now: pending, failed for good, dropped by the bound."""
         return DeliveryCounts(self.pending_count(sink), self.failed_count(sink), self.dropped_count(sink))
 
     def close(self) -> None:
+        """Close the database; in memory, one last try to write it back to disk first."""
         with self._lock:
+            if not self.persistent or self._held:
+                self._next_disk_try = 0.0
+                self.maintain()
+            if not self.persistent:
+                log.error("store_closed_in_memory", lost_events=self._counts(self._conn)["events"],
+                          consequence="what was kept in memory is lost: the disk did not take it back")
             try:
                 self._conn.close()
             except sqlite3.Error:
@@ -354,10 +599,14 @@ class EventStore:
         return self.snapshot_root / camera / f"{safe}.jpg"
 
     def record(self, event: Event) -> None:
-        """Upsert the event row and write its snapshot. Never raises for storage problems."""
+        """Upsert the event row and write its snapshot (held in memory when it cannot be written,
+        written and recorded when the disk takes it). Never raises for storage problems."""
         rel: str | None = None
         if event.snapshot_jpeg is not None:
             rel = self._write_snapshot(event)
+            if rel is None:
+                self._hold(HeldMedia(event.id, "snapshot", self.snapshot_path(event.camera, event.id),
+                                     event.snapshot_jpeg))
         try:
             self._write(lambda c: self._upsert_event(c, event, rel), "event")
         except sqlite3.Error as exc:
@@ -445,6 +694,8 @@ class EventStore:
         target = self.media_path(FRAME_DIR, camera, event_id)
         if _atomic_write(target, jpeg, what="frame", event_id=event_id):
             self._set(event_id, frame=str(target.relative_to(self.path)))
+        else:
+            self._hold(HeldMedia(event_id, "frame", target, jpeg))
 
     def set_scores(self, event_id: str, scores: list[tuple[float, float, float | None, float | None]]) -> None:
         """Per-frame scores of the event: (wall ts, visit score, classifier score, detector score)."""
@@ -511,6 +762,14 @@ class EventStore:
         rows = self._read(lambda conn: conn.execute(
             "SELECT camera, COUNT(*) FROM events WHERE start_time >= ? GROUP BY camera", (since,)).fetchall(), [])
         return {camera: int(n) for camera, n in rows}
+
+    def last_event_ends(self) -> dict[tuple[str, str], float]:
+        """(camera, label) -> wall-clock end of its latest alert (for one that never ended, its last
+        write): where the debounce cooldown of a new run starts from (detections start none)."""
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT camera, label, MAX(COALESCE(end_time, updated)) FROM events WHERE severity = ?"
+            " GROUP BY camera, label", (Severity.ALERT.value,)).fetchall(), [])
+        return {(camera, label): float(end) for camera, label, end in rows if end is not None}
 
     def latest_event_id(self, camera: str, severity: str | None = None) -> str | None:
         """The camera's newest event (of ``severity``, when given)."""
@@ -767,8 +1026,9 @@ def _event_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _atomic_write(target: Path, data: bytes, **context: Any) -> bool:
-    """Write ``data`` to ``target`` through a temp file and rename; False (logged) on an OSError."""
+def _atomic_write(target: Path, data: bytes, quiet: bool = False, **context: Any) -> bool:
+    """Write ``data`` to ``target`` through a temp file and rename; False (logged unless ``quiet``)
+    on an OSError."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -779,7 +1039,8 @@ def _atomic_write(target: Path, data: bytes, **context: Any) -> bool:
         os.replace(tmp, target)
         return True
     except OSError as exc:
-        log.error("store_write_failed", path=str(target), reason=exc.strerror or str(exc), **context)
+        if not quiet:
+            log.error("store_write_failed", path=str(target), reason=exc.strerror or str(exc), **context)
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
@@ -793,6 +1054,47 @@ def _migrate(conn: sqlite3.Connection) -> None:
     for name, kind in REVIEW_COLUMNS:
         if name not in have:
             conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")  # noqa: S608 (fixed names)
+
+
+# --- back to disk: merge a memory store that did not begin as a copy of the file ----------------------
+
+FINISHED = (DONE, FAILED, DROPPED)
+
+
+def _merge_into(mem: sqlite3.Connection, disk: sqlite3.Connection) -> dict[str, int]:
+    """Write what ``mem`` holds into ``disk`` (call inside one transaction of ``disk``); returns how
+    many rows of each table went in. Events: a column the memory row has (not NULL) wins, so a
+    START recorded on disk and its END in memory make one whole row. Outbox, by (sink, key): a
+    finished delivery (done, failed, dropped) is never made pending again, otherwise the memory row
+    wins; a new row keeps its id (memory ids start above ``PARTIAL_ID_BASE``, so no id is taken twice,
+    and a sender holding an id marks the same row). kv: memory wins."""
+    counts = {"events": 0, "outbox": 0}
+    cur = mem.execute("SELECT * FROM events")
+    names = [d[0] for d in cur.description]
+    rest = [n for n in names if n != "id"]
+    sql = (f"INSERT INTO events ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"  # noqa: S608
+           f" ON CONFLICT(id) DO UPDATE SET {', '.join(f'{n}=COALESCE(excluded.{n}, events.{n})' for n in rest)}")
+    for row in cur.fetchall():
+        disk.execute(sql, row)
+        counts["events"] += 1
+    columns = "id, sink, key, payload, meta, state, attempts, retry_at, error, created, updated"
+    for row in mem.execute(f"SELECT {columns} FROM outbox ORDER BY id").fetchall():  # noqa: S608
+        sink, key, state = row[1], row[2], row[5]
+        there = disk.execute("SELECT id, state FROM outbox WHERE sink=? AND key=?", (sink, key)).fetchone()
+        if there is None:
+            try:
+                disk.execute(f"INSERT INTO outbox ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)  # noqa: S608
+            except sqlite3.IntegrityError:  # the id is taken by another delivery: a new id
+                disk.execute(f"INSERT INTO outbox ({columns.split(', ', 1)[1]}) VALUES (?,?,?,?,?,?,?,?,?,?)", row[1:])  # noqa: S608
+        elif there[1] in FINISHED and state == PENDING:
+            continue
+        else:
+            disk.execute("UPDATE outbox SET payload=?, meta=?, state=?, attempts=?, retry_at=?, error=?, updated=?"
+                         " WHERE id=?", (row[3], row[4], state, row[6], row[7], row[8], row[10], there[0]))
+        counts["outbox"] += 1
+    disk.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                     mem.execute("SELECT key, value FROM kv").fetchall())
+    return counts
 
 
 # --- salvage (module functions: they touch only the damaged file and the new connection) ----------

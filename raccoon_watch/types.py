@@ -145,6 +145,10 @@ class Event:
         previous one of the same camera and label; sinks that push to a phone skip it.
     frame_ts: wall-clock capture time of the frame that caused this message (for latency metrics).
     first_seen_ts: capture time of the first counting frame of this occurrence.
+    end_time: on END, ``start_time`` plus the occurrence's length on the monotonic clock (so
+        ``end_time - start_time`` is its true duration whatever the wall clock did); None before.
+    first_seen_mono, last_seen_mono: the first and the latest counting frame on the monotonic clock
+        (``Frame.mono``): the clip window; None when the producer had no monotonic times.
     count: number of counting detections of this label in the latest frame.
     model_version: the classifier (sha256 prefix, ``site_models.model_version``) that scored the
         frame that started this occurrence; None for a detector alone.
@@ -170,6 +174,8 @@ class Event:
     model_version: str | None = None
     severity: Severity = Severity.ALERT
     mode: str | None = None  # image mode of the best detection ("color" / "ir"): whose threshold applied
+    first_seen_mono: float | None = None
+    last_seen_mono: float | None = None
 
     @property
     def is_alert(self) -> bool:
@@ -287,14 +293,35 @@ class DeliveryCounts:
 
 @dataclass(frozen=True, slots=True)
 class StorageSnapshot:
-    """The event store (``EventStore.health()``): on disk or in memory only, and, when a damaged
-    events.db was replaced in this run, ``recovered`` = {"at", "reason", "moved_to", "method", "salvaged"}."""
+    """The event store (``EventStore.health()``): on disk or in memory only; when a damaged
+    events.db was replaced in this run, ``recovered`` = {"at", "reason", "moved_to", "method", "salvaged"};
+    when events.db was deleted under the running store, ``vanished`` = {"at", "reason", "restored"};
+    ``held_media``: snapshots and frames waiting in memory for the disk."""
 
     persistent: bool = True
     recovered: Mapping[str, Any] | None = None
+    vanished: Mapping[str, Any] | None = None
+    held_media: int = 0
+
+    def problems(self) -> list[str]:
+        """What makes /healthz say degraded, one sentence each (empty: the store is fine)."""
+        out = []
+        if self.recovered:
+            out.append(f"events.db was damaged and replaced; the old file is {self.recovered['moved_to']}")
+        if self.vanished:
+            out.append(f"events.db vanished while running ({self.vanished['reason']}); "
+                       + ("it was re-created with everything the store had" if self.vanished.get("restored")
+                          else "the store could not re-create it"))
+        if not self.persistent:
+            out.append("event store is in memory only (the disk is tried again every few seconds): "
+                       "what it holds does not survive a restart until then")
+        if self.held_media:
+            out.append(f"{self.held_media} snapshot/frame files wait in memory for the disk")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"persistent": self.persistent, "recovered": dict(self.recovered) if self.recovered else None}
+        return {"persistent": self.persistent, "recovered": dict(self.recovered) if self.recovered else None,
+                "vanished": dict(self.vanished) if self.vanished else None, "held_media": self.held_media}
 
 
 SINK_OK, SINK_CONNECTING, SINK_FAILING = "ok", "connecting", "failing"

@@ -41,7 +41,7 @@ def seg(a: float, b: float) -> Segment:
     ([], 0.0, 1.0, []),
 ])
 def test_select_segments(segments, start, end, expected):
-    assert [(s.wall_start, s.wall_end) for s in select_segments(segments, start, end)] == expected
+    assert [(s.start, s.end) for s in select_segments(segments, start, end)] == expected
 
 
 @pytest.mark.parametrize("segments, start, end, expected", [
@@ -311,6 +311,53 @@ def test_the_cut_starts_on_the_wanted_frame(tmp_path, small_clip_h264, ffmpeg_bi
     small = cv2.resize(image, (80, 60)).astype(int)
     assert min(range(len(refs)), key=lambda i: abs(refs[i] - small).sum()) == first_frame
     assert 0.9 <= _ffprobe_duration(out) <= 1.1
+
+
+class ManualClock:
+    """A wall clock and a monotonic one, moved by hand; ``step`` moves the wall clock only (NTP)."""
+
+    def __init__(self) -> None:
+        self.mono, self.offset = 500.0, 1_700_000_000.0
+
+    def time(self) -> float:
+        return self.mono + self.offset
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+@pytest.mark.parametrize("step", [+3600.0, -3600.0, 0.0])
+def test_segment_times_are_monotonic_whatever_the_wall_clock_does(tmp_path, step):
+    """The recorder's own segment list, read as ffmpeg writes it (a CSV line and the file's mtime at
+    its close, on the wall clock of that moment); the wall clock steps between the second and the
+    third segment: the segments stay back to back on the monotonic clock, so an event's window
+    (monotonic) selects them all (issue 21: stepped clocks lost clips)."""
+    import os
+
+    from raccoon_watch.clips import SegmentRecorder, select_segments
+
+    clock = ManualClock()
+    rec = SegmentRecorder("porch", "rtsp://x", tmp_path, ClipsConfig(segment_s=2.0), threading.Event(), clock=clock)
+    rec.dir.mkdir(parents=True)
+    listing = rec.dir / "run.csv"
+    offsets: list[float] = []
+    seen, starts = 0, []
+    for i in range(5):
+        clock.mono += 2.0  # segment i (stream seconds 2i .. 2i+2) closes 2 s after the one before
+        if i == 2:
+            clock.offset += step
+        path = rec.dir / f"run-{i:06d}.ts"
+        path.write_bytes(b"\0" * 188)
+        os.utime(path, (clock.time() - 0.05, clock.time() - 0.05))  # written a moment before we look
+        with open(listing, "a") as fh:
+            fh.write(f"{path.name},{2.0 * i:.6f},{2.0 * i + 2:.6f}\n")
+        starts.append(clock.mono - 2.0)
+        seen = rec._read_list(listing, seen, offsets)  # noqa: SLF001 (the recorder's poll, one step)
+    segments = rec.segments()
+    assert [s.start for s in segments] == pytest.approx([t - 0.05 for t in starts])
+    assert all(b.start == pytest.approx(a.end) for a, b in zip(segments, segments[1:])), "a gap or an overlap"
+    # an event sighted from segment 1 to segment 3 on the monotonic clock gets all three
+    assert len(select_segments(segments, starts[1] + 0.5, starts[3] + 1.0)) == 3
 
 
 def test_cut_clip_without_segments_says_why(tmp_path):

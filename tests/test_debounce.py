@@ -83,6 +83,32 @@ def test_end_time_is_last_seen_and_id_is_stable():
     assert end.count == 0
 
 
+@pytest.mark.parametrize("last_end_wall, now_wall, now_mono, expected", [
+    (1000.0, 1084.0, 50.0, -34.0),  # ended 84 s ago (wall) -> 84 s before now on the monotonic clock
+    (1000.0, 1000.0, 50.0, 50.0),  # just now
+    (1000.0, 5000.0, 7.0, -3993.0),  # long ago: far in the monotonic past (no cooldown left)
+    (2000.0, 1000.0, 50.0, 50.0),  # an end in the future (the wall clock stepped back): counts as just now
+])
+def test_cooldown_since(last_end_wall, now_wall, now_mono, expected):
+    assert debounce.cooldown_since(last_end_wall, now_wall, now_mono) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("ended_ago, visit_after, cooled", [
+    (84.0, 0.0, True),  # the issue's probe: a visit 84 s after the last run's event
+    (84.0, 215.0, True),  # 299 s after it
+    (84.0, 217.0, False),  # 301 s after it
+    (400.0, 0.0, False),  # the cooldown had run out before the restart
+    (-3600.0, 0.0, True),  # the stored end is an hour ahead of the wall clock now: kept, not lost
+])
+def test_a_seeded_state_keeps_the_last_runs_cooldown(ended_ago, visit_after, cooled):
+    params = DebounceParams(min_frames=1, window=1, end_after=5.0, cooldown=300.0)
+    now_wall, now_mono = 1_800_000_000.0, 100.0  # a new process: its monotonic clock is small
+    state = debounce.seeded("cam", {"raccoon": now_wall - ended_ago}, now_wall, now_mono)
+    obs = Observation("cam", now_wall + visit_after, (R,), mono=now_mono + visit_after)
+    state, events = debounce.step(state, obs, ("raccoon",), params)
+    assert [(e.kind, e.in_cooldown) for e in events] == [(EventKind.START, cooled)]
+
+
 @pytest.mark.parametrize(
     "second_visit_after, cooled",
     [(100.0, True), (299.0, True), (301.0, False)],
@@ -196,6 +222,13 @@ def test_wall_clock_steps_change_no_duration_cooldown_or_push_count(steps, coold
     assert ends == ref_ends
     # wall time stays the record: the start time is the wall clock of the frame that started it
     assert all(e.start_time > 1_000_000_000 for e in events)
+    # and every duration is the true one (issue 21: a step mid-event gave 3,603 s and -3,597 s), as is
+    # the clip window (first and last sighting on the monotonic clock)
+    durations = [e.end_time - e.start_time for e in events if e.kind is EventKind.END]
+    assert durations == pytest.approx([e.end_time - e.start_time for e in reference if e.kind is EventKind.END])
+    assert all(0 < d < 10 for d in durations), durations
+    windows = [(e.first_seen_mono, e.last_seen_mono) for e in events if e.kind is EventKind.END]
+    assert windows == [(e.first_seen_mono, e.last_seen_mono) for e in reference if e.kind is EventKind.END]
 
 
 def test_end_waits_end_after_of_monotonic_time_even_if_the_wall_clock_jumps_back():

@@ -365,12 +365,15 @@ def test_tensorflow_backend_batch16_on_gpu(tf, stub_models: dict[str, Path]) -> 
 
 def test_auto_backend_prefers_tflite_without_gpu(tf, stub_models: dict[str, Path], coco_model: Path) -> None:
     d = stub_models["any_batch"].parent
+    card = (d / "model_card.json").read_text()
     (d / "model.tflite").symlink_to(coco_model)
+    (d / "model_card.json").write_text(json.dumps({"threshold": 0.7}))  # its 64x96 is the stub's, not COCO's 300x300
     try:
         expected = "tensorflow" if tf.config.list_physical_devices("GPU") else "tflite"
         assert create_detector(DetectorConfig(backend="auto", labelmap=coco_model.parent / "coco_labelmap.txt"), d).name == expected
     finally:
         (d / "model.tflite").unlink()
+        (d / "model_card.json").write_text(card)
     assert create_detector(DetectorConfig(backend="auto"), d).name == "tensorflow"  # only a SavedModel
 
 

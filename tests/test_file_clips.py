@@ -1,7 +1,7 @@
 """Event clips of file cameras: cut out of the camera's own file by stream copy.
 
-The capture thread marks which second of the file was on screen when (``capture.FileClock``); the
-pure ``clips.file_span`` maps an event's wall-clock range to seconds of the pass through the file
+The capture thread marks which second of the file was on screen when (``capture.FileClock``, on the
+monotonic clock); the pure ``clips.file_span`` maps an event's range to seconds of the pass through the file
 that showed its first sighting. Tables for both, then a real capture thread playing a real H.264
 file in a loop and a real ffmpeg cut: the clip's packets are the file's own, byte for byte in size,
 it starts on the frame the window asks for, and it is ready as soon as the event ends.
@@ -105,9 +105,15 @@ def _contains_run(haystack: list[int], needle: list[int]) -> bool:
     return any(haystack[i:i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
 
 
-def _event(kind: EventKind, first_seen: float, end: float | None) -> Event:
-    return Event(id="e1", kind=kind, camera="porch", label="raccoon", start_time=first_seen, end_time=end,
-                 score=0.9, top_score=0.9, box=(0.1, 0.1, 0.5, 0.5), first_seen_ts=first_seen)
+def _event(kind: EventKind, first_seen: float, end: float | None, mono: bool = False) -> Event:
+    """``mono``: the sightings are monotonic times (as the debounce gives them), the wall ones derived."""
+    if not mono:
+        return Event(id="e1", kind=kind, camera="porch", label="raccoon", start_time=first_seen, end_time=end,
+                     score=0.9, top_score=0.9, box=(0.1, 0.1, 0.5, 0.5), first_seen_ts=first_seen)
+    wall = time.time() - time.monotonic()
+    return Event(id="e1", kind=kind, camera="porch", label="raccoon", start_time=first_seen + wall,
+                 end_time=None if end is None else end + wall, score=0.9, top_score=0.9, box=(0.1, 0.1, 0.5, 0.5),
+                 first_seen_ts=first_seen + wall, first_seen_mono=first_seen, last_seen_mono=end)
 
 
 @pytest.mark.slow
@@ -137,15 +143,15 @@ def test_a_file_camera_event_gets_its_clip_cut_from_the_file(tmp_path, small_cli
         while len(seen) < n + 40 and time.monotonic() < deadline:
             frame = queue.get(timeout=1.0)
             if frame is not None:
-                seen[frame.seq] = frame.ts
+                seen[frame.seq] = frame.mono  # the clip window is on the monotonic clock
         assert len(seen) >= n + 40, f"only {len(seen)} frames in 30 s"
         first_seen, last_seen = seen[n + 20], seen[n + 35]  # file seconds 1.33 and 2.33 of the second pass
-        start = _event(EventKind.START, first_seen, None)
+        start = _event(EventKind.START, first_seen, None, mono=True)
         store.record(start)
         service.on_event(start)
         assert store.get_event("e1")["clip_state"] == CLIP_PENDING
         assert service.event_fields(start)["has_clip"] is True
-        end = _event(EventKind.END, first_seen, last_seen)
+        end = _event(EventKind.END, first_seen, last_seen, mono=True)
         store.record(end)
         ended = time.monotonic()
         service.on_event(end)

@@ -132,12 +132,16 @@ def test_health_report_status(alive: bool, cameras_up: tuple[str, str], status: 
         ({"persistent": True, "recovered": None}, "ok", None),
         ({"persistent": True, "recovered": {"moved_to": "/v/events.db.corrupt-1"}}, "degraded", "damaged and replaced"),
         ({"persistent": False, "recovered": None}, "degraded", "in memory only"),
+        ({"vanished": {"reason": "/v/events.db is gone", "restored": True}}, "degraded", "re-created"),
+        ({"vanished": {"reason": "/v/events.db is gone", "restored": False}}, "degraded", "could not re-create"),
+        ({"held_media": 3}, "degraded", "3 snapshot/frame files wait"),
     ],
 )
 def test_health_report_storage(storage: dict, status: str, problem: str | None) -> None:
     stats = dataclasses.replace(with_states(STATS, garden="up"), storage=StorageSnapshot(**storage))
     _, body = health_report(True, "ok", True, stats)
-    assert body["status"] == status and body["storage"] == storage
+    expected = {"persistent": True, "recovered": None, "vanished": None, "held_media": 0, **storage}
+    assert body["status"] == status and body["storage"] == expected
     assert (problem is None and body["problems"] == []) or problem in " ".join(body["problems"])
 
 

@@ -197,7 +197,10 @@ def test_single_stage_folder_still_loads(model_copy: Path) -> None:
 @pytest.mark.parametrize(("damage", "message"), [
     ("no_file", f"{CLASSIFIER_FILE}: the classifier stage named by"),
     ("no_card", f"{CLASSIFIER_FILE}: classifier without its {CLASSIFIER_CARD_NAME}"),
-    ("input_size", "says [224, 224]"),
+    ("input_size", "input_size [224, 224] but"),
+    ("input_size_text", "input_size 'abc' is not [height, width]"),
+    ("tflite_outside", "tflite: '../../../../etc/passwd' must name a file inside"),
+    ("tflite_absolute", "tflite: '/etc/passwd' must name a file inside"),
     ("labels", "trained behind a detector with labels ['???', 'cat']"),
     ("bad_json", "unreadable model card"),
     ("bad_value", "bad value"),
@@ -211,8 +214,9 @@ def test_broken_classifier_stage_is_a_clear_error(model_copy: Path, damage: str,
     elif damage == "bad_json":
         (model_copy / CLASSIFIER_CARD_NAME).write_text("{not json")
     else:
-        card.update({"input_size": {"input_size": [224, 224]}, "labels": {"proposer": {"labels": ["???", "cat"]}},
-                     "bad_value": {"margin": "wide"}}[damage])
+        card.update({"input_size": {"input_size": [224, 224]}, "input_size_text": {"input_size": "abc"},
+                     "tflite_outside": {"tflite": "../../../../etc/passwd"}, "tflite_absolute": {"tflite": "/etc/passwd"},
+                     "labels": {"proposer": {"labels": ["???", "cat"]}}, "bad_value": {"margin": "wide"}}[damage])
         (model_copy / CLASSIFIER_CARD_NAME).write_text(json.dumps(card))
     with pytest.raises(ModelError, match=re.escape(message)) as info:
         create_recognizer(DetectorConfig(model=model_copy))
@@ -280,3 +284,47 @@ def test_bundled_two_stage_model_on_the_test_split_and_held_out_photos(shared_di
     assert result["at_threshold"]["recall"] >= 0.88  # the single-stage detector alone: 0.45
     assert result["at_threshold"]["false_alert_rate"] <= 0.05  # at most 1 in 20
     assert result["ap50"]["raccoon"] >= 0.95
+
+
+# --- the detector's own card and label map ------------------------------------------------------------
+
+@needs_two_stage
+@pytest.mark.parametrize(("change", "message"), [
+    ({"input_size": "abc"}, "model_card.json: input_size 'abc' is not [height, width]"),
+    ({"input_size": [True, 300]}, "model_card.json: input_size"),
+    ({"input_size": [320, 320]}, "model_card.json: input_size [320, 320] but model.tflite takes [300, 300]"),
+    ({"input_size": 256}, "model_card.json: input_size [256, 256] but model.tflite takes [300, 300]"),
+    ({"tflite": "../../../../etc/passwd"}, "model_card.json: tflite: '../../../../etc/passwd' must name a file inside"),
+    ({"tflite": "/etc/passwd"}, "model_card.json: tflite: '/etc/passwd' must name a file inside"),
+    ({"tflite": "sub/../../x.tflite"}, "must name a file inside"),
+])
+def test_a_bad_detector_card_is_an_error_naming_the_key(model_copy: Path, change: dict, message: str) -> None:
+    card = json.loads((model_copy / "model_card.json").read_text())
+    card.update(change)
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=re.escape(message)):
+        create_recognizer(DetectorConfig(model=model_copy))
+
+
+@needs_two_stage
+def test_a_card_naming_a_file_inside_its_folder_is_used(model_copy: Path) -> None:
+    (model_copy / "model.tflite").rename(model_copy / "detector-v2.tflite")
+    card = json.loads((model_copy / "model_card.json").read_text())
+    card["tflite"] = "detector-v2.tflite"
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    recognizer = create_recognizer(DetectorConfig(model=model_copy))
+    try:
+        assert recognizer.detector.model_path.name == "detector-v2.tflite"
+    finally:
+        recognizer.close()
+
+
+@needs_two_stage
+def test_a_10000_line_label_map_gives_a_short_error(model_copy: Path) -> None:
+    (model_copy / "labelmap.pbtxt").unlink()
+    (model_copy / "labels.txt").write_text("".join(f"label{i}\n" for i in range(10_000)))
+    with pytest.raises(ModelError) as info:
+        create_recognizer(DetectorConfig(model=model_copy))
+    text = str(info.value)
+    print(f"{len(text)} characters: {text}")
+    assert len(text) < 600 and "10,000 labels" in text and "9,995 more" in text

@@ -51,7 +51,7 @@ EXPECTED = {
     "queue_dropped": 3,
     "events": 2,
     "deliveries": {"mqtt": {"pending": 4, "failed": 1, "dropped": 0}},
-    "storage": {"persistent": True, "recovered": None},
+    "storage": {"persistent": True, "recovered": None, "vanished": None, "held_media": 0},
     "sinks": {"mqtt": {"state": "ok", "reason": None, "broker": "127.0.0.1:1883", "retained_commands": {}}},
 }
 

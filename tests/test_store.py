@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import structlog
 
 from raccoon_watch.store import EventStore
-from raccoon_watch.types import EventKind
+from raccoon_watch.types import EventKind, Severity
 from tests import corrupt_db
 from tests.fixtures.pushover import make_event
 
@@ -276,3 +277,20 @@ def test_damage_met_mid_run_by_a_read_is_recovered_in_place(tmp_path: Path) -> N
     assert pending == 1 and store.pending_count("pushover") == 2 and store.persistent
     assert store.health().recovered is not None
     store.close()
+
+
+def test_last_event_ends_per_camera_and_label(tmp_path: Path) -> None:
+    clock = [5000.0]
+    store = EventStore(tmp_path, clock=lambda: clock[0])
+    assert store.last_event_ends() == {}
+    store.record(make_event(EventKind.END, event_id="a", start_time=1000.0, end_time=1010.0, snapshot=False))
+    store.record(make_event(EventKind.END, event_id="b", start_time=2000.0, end_time=2030.0, snapshot=False))
+    store.record(make_event(EventKind.END, event_id="c", label="cat", start_time=3000.0, end_time=3005.0,
+                            snapshot=False))
+    store.record(make_event(EventKind.START, event_id="d", camera="garden", start_time=4000.0, snapshot=False))
+    # a later detection (below the alert threshold: never pushed) starts no cooldown
+    store.record(dataclasses.replace(make_event(EventKind.END, event_id="e", start_time=4100.0, end_time=4110.0,
+                                                snapshot=False), severity=Severity.DETECTION))
+    # the garden event never ended (the daemon died): its last write counts
+    assert store.last_event_ends() == {("front_door", "raccoon"): 2030.0, ("front_door", "cat"): 3005.0,
+                                       ("garden", "raccoon"): 5000.0}

@@ -25,7 +25,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import structlog
@@ -147,11 +147,14 @@ def ground_truth(rows: Sequence[BoxRow], negative_images: Sequence[str | Path] =
 def predict_with_model(
     model: str | Path, images: Iterable[str | Path], label_map: str | Path | None = None,
     min_score: float = 0.01, num_threads: int = 2, classifier: bool = True,
+    read: Callable[[Path], np.ndarray] | None = None,
 ) -> Iterator[Record]:
     """Run a model folder (detector, and its classifier stage when it has one) or a detector
     ``.tflite`` on image files with the daemon's own code (``raccoon_watch.recognition.Recognizer``
     built by ``create_recognizer``: the same preprocessing, output mapping, crops and scores);
     yields ``detect --json`` records (pixel xmin, ymin, xmax, ymax; ``score`` the final score).
+    ``read``: path -> BGR image, raising for one it cannot read (default: cv2.imread, ValueError);
+    the retrain passes ``imagefile.read_image``'s capped reader for files a user can put there.
     """
     import cv2
 
@@ -164,9 +167,12 @@ def predict_with_model(
     recognizer = create_recognizer(cfg, min_score=min_score)
     try:
         for path in map(Path, images):
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied
-            if image is None:
-                raise ValueError(f"{path}: image missing or does not decode")
+            if read is not None:
+                image = read(path)
+            else:
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied
+                if image is None:
+                    raise ValueError(f"{path}: image missing or does not decode")
             height, width = image.shape[:2]
             detections = [d for d in recognizer.recognize([image])[0] if d.score >= min_score]
             yield {"image": str(path), "width": width, "height": height, "mode": image_mode(image),

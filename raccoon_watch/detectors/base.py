@@ -16,8 +16,17 @@ import numpy as np
 from raccoon_watch.types import Detection
 
 
+MAX_ERROR_CHARS = 600  # a model error is one log line and one message: what it quotes from files is cut
+
+
 class ModelError(Exception):
-    """The model file/directory is missing, unreadable or not a detector; str() says which and why."""
+    """The model file/directory is missing, unreadable or not a detector; str() says which and why,
+    in at most ``MAX_ERROR_CHARS`` characters (a 10,000-line label map once made a 129 KB line)."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_ERROR_CHARS:
+            message = f"{message[:MAX_ERROR_CHARS]}... [{len(message) - MAX_ERROR_CHARS} more characters]"
+        super().__init__(message)
 
 
 class Detector(Protocol):

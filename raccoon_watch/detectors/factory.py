@@ -21,6 +21,12 @@ From ``model_card.json`` the factory reads ``labels`` (list, class id 1 first), 
 ([height, width] or one int) and the deployed ``threshold`` (also ``deployed_threshold`` or
 ``deploy.threshold``); a label map file wins over the card's labels.
 
+A card is checked where it is read (``check_card``), each problem a ModelError naming the card and
+the key: ``input_size`` must be one positive whole number or [height, width] of them, and must match
+the model's own input tensor; ``tflite`` must name a file inside the model folder (a plain relative
+name: no absolute path, no ``..``), so a card cannot make the daemon open ``/etc/passwd``. Lists
+quoted in errors are cut (``quoted``): a 10,000-line label map gives a short line, not 129 KB.
+
 ``backend: auto`` picks TensorFlow when a SavedModel exists and TensorFlow sees a GPU, else TFLite
 (TensorFlow is imported for the check only when a SavedModel exists, TensorFlow is installed and a
 GPU driver is present). With only a SavedModel, ``auto`` uses TensorFlow on the CPU.
@@ -79,12 +85,51 @@ class ModelFiles:
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        size = self.card.get("input_size")
-        if isinstance(size, int):
-            return (size, size)
-        if isinstance(size, (list, tuple)) and len(size) >= 2:
-            return (int(size[0]), int(size[1]))
+        """(height, width) the card declares, None without one (``check_card`` refused bad ones)."""
+        return card_size(self.card.get("input_size"))
+
+
+def quoted(values: Any, limit: int = 6, each: int = 40) -> str:
+    """A list for an error message, cut: "['a', 'b', ... 9,995 more]" (each item at most ``each`` chars)."""
+    items = list(values) if isinstance(values, (list, tuple)) else [values]
+    shown = ", ".join(repr(str(v)[:each]) for v in items[:limit])
+    more = len(items) - limit
+    return f"[{shown}{f', ... {more:,} more' if more > 0 else ''}]"
+
+
+def card_size(value: Any) -> tuple[int, int] | None:
+    """A card's ``input_size`` as (height, width): one positive whole number, or [height, width];
+    None when absent. ValueError for anything else (pure)."""
+    if value is None:
         return None
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 100_000
+    if whole(value):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) in (2, 3) and all(whole(v) for v in value[:2]):
+        return (value[0], value[1])  # a third entry (channels) is allowed and ignored
+    raise ValueError(f"input_size {str(value)[:40]!r} is not [height, width] or one whole number of pixels")
+
+
+def inside(directory: Path, name: Any, where: str) -> Path:
+    """``directory / name`` for a file a card names; ModelError naming ``where`` (card and key) when
+    the name is not a plain relative path inside the folder (absolute, ``..``, empty)."""
+    text = str(name)
+    parts = Path(text).parts
+    if not isinstance(name, str) or not text or Path(text).is_absolute() or ".." in parts or "\x00" in text:
+        raise ModelError(f"{where}: {text[:80]!r} must name a file inside {directory} (no absolute path, no '..')")
+    return directory / text
+
+
+def check_card(card: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The card, once its keys the factory uses are sound; ModelError naming the card and the key."""
+    try:
+        card_size(card.get("input_size"))
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    if "tflite" in card:
+        inside(path.parent, card["tflite"], f"{path}: tflite")
+    return card
 
 
 def find_model(path: str | os.PathLike[str]) -> ModelFiles:
@@ -116,15 +161,17 @@ def _find_classifier(directory: Path) -> tuple[Path | None, dict[str, Any]]:
                              "(input size, margin and threshold are unknown); restore the card or remove the file")
         return None, {}
     name = card.get("tflite", CLASSIFIER_FILE)
-    path = directory / str(name)
+    path = inside(directory, name, f"{directory / CLASSIFIER_CARD_NAME}: tflite")
     if not path.is_file():
         raise ModelError(f"{path}: the classifier stage named by {directory / CLASSIFIER_CARD_NAME} is missing")
     return path, card
 
 
 def _find_tflite(directory: Path, card: dict[str, Any]) -> Path | None:
-    if isinstance(card.get("tflite"), str) and (directory / card["tflite"]).is_file():
-        return directory / card["tflite"]
+    if "tflite" in card:  # check_card refused a name outside the folder
+        named = inside(directory, card["tflite"], f"{directory / CARD_NAME}: tflite")
+        if named.is_file():
+            return named
     if (directory / "model.tflite").is_file():
         return directory / "model.tflite"
     candidates = [c for c in sorted(directory.glob("*.tflite")) if c.name != CLASSIFIER_FILE]
@@ -153,7 +200,7 @@ def _read_card(directory: Path, name: str = CARD_NAME) -> dict[str, Any]:
         raise ModelError(f"{path}: unreadable model card: {exc}") from None
     if not isinstance(card, dict):
         raise ModelError(f"{path}: model card must be a JSON object")
-    return card
+    return check_card(card, path)
 
 
 def _labels_for(files: ModelFiles, labelmap: Path | None) -> tuple[str, ...]:
@@ -209,13 +256,35 @@ def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
         from raccoon_watch.detectors.tensorflow import TensorFlowDetector
 
         assert files.saved_model is not None
-        return TensorFlowDetector(files.saved_model, labels, min_score=min_score, threshold=files.threshold,
-                                  batch_size=cfg.batch_size, input_size=files.input_size)
+        tf_detector = TensorFlowDetector(files.saved_model, labels, min_score=min_score, threshold=files.threshold,
+                                         batch_size=cfg.batch_size, input_size=files.input_size)
+        try:
+            _check_size(files, tf_detector.input_size, files.saved_model)
+        except ModelError:
+            tf_detector.close()
+            raise
+        return tf_detector
     from raccoon_watch.detectors.tflite import TFLiteDetector
 
     assert files.tflite is not None
-    return TFLiteDetector(files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score,
-                          threshold=files.threshold)
+    detector = TFLiteDetector(files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score,
+                              threshold=files.threshold)
+    try:
+        _check_size(files, detector.input_size, files.tflite)
+    except ModelError:
+        detector.close()
+        raise
+    return detector
+
+
+def _check_size(files: ModelFiles, model_size: tuple[int, int], model_file: Path) -> None:
+    """The card's ``input_size`` must be what the model's input tensor takes (0: any size)."""
+    declared = files.input_size
+    if declared is None:
+        return
+    if any(m and m != d for m, d in zip(model_size, declared)):
+        raise ModelError(f"{files.path / CARD_NAME}: input_size {list(declared)} but {model_file.name} takes "
+                         f"{list(model_size)} (height, width): the card is not this model's")
 
 
 def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
@@ -251,7 +320,7 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
         ir_threshold = card_ir_threshold(card)
         review, ir_review = card_review_thresholds(card)
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"{card_path}: bad value: {exc}") from None
+        raise ModelError(f"{card_path}: bad value: {str(exc)[:120]}") from None
     from raccoon_watch.classifier import TFLiteClassifier
 
     detector = create_detector(cfg, path, min_score=min(min_score, params.proposal_threshold))
@@ -309,14 +378,14 @@ def card_review_thresholds(card: dict[str, Any]) -> tuple[float | None, float | 
 def _check_stages(files: ModelFiles, card: dict[str, Any], detector: Detector, classifier: TFLiteClassifier) -> None:
     """The classifier must be the one its card describes, trained behind this detector."""
     card_path = files.classifier.parent / CLASSIFIER_CARD_NAME  # type: ignore[union-attr]
-    size = card.get("input_size")
-    expected = tuple(size) if isinstance(size, (list, tuple)) else (size, size) if isinstance(size, int) else None
-    if expected is not None and tuple(int(v) for v in expected[:2]) != classifier.input_size:
-        raise ModelError(f"{files.classifier}: input {list(classifier.input_size)} but {card_path} says {list(expected)}")
+    expected = card_size(card.get("input_size"))  # check_card refused a bad one
+    if expected is not None and expected != classifier.input_size:
+        raise ModelError(f"{card_path}: input_size {list(expected)} but {files.classifier} takes "
+                         f"{list(classifier.input_size)}")
     proposer = card.get("proposer", {}).get("labels") if isinstance(card.get("proposer"), dict) else None
-    if proposer is not None and tuple(proposer) != tuple(detector.labels):
-        raise ModelError(f"{card_path}: the classifier was trained behind a detector with labels {list(proposer)}, "
-                         f"but {files.path}'s detector has {list(detector.labels)}")
+    if proposer is not None and (not isinstance(proposer, list) or tuple(map(str, proposer)) != tuple(detector.labels)):
+        raise ModelError(f"{card_path}: the classifier was trained behind a detector with labels {quoted(proposer)}, "
+                         f"but {files.path}'s detector has {len(detector.labels) - 1:,} labels {quoted(detector.labels)}")
 
 
 def resolve_default_model() -> Path:

@@ -1,8 +1,8 @@
 """raccoon-watch command line: run, check-config, detect, export-feedback, retrain, models, hash-password.
 
 Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key; this
-includes an ``http.port`` that cannot be bound, found before any camera starts);
-3 model missing or not a model.
+includes an ``http.port`` that cannot be bound, found before any camera starts), or the store is in
+use by another daemon (``run``: the message names its PID); 3 model missing or not a model.
 """
 
 from __future__ import annotations
@@ -169,6 +169,15 @@ def _run(args: argparse.Namespace) -> int:
     from raccoon_watch.service.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)  # (OpenCV's own log level: raccoon_watch/__init__.py)
+    from raccoon_watch.storelock import StorageLock, StorageLocked
+
+    lock = StorageLock(cfg.storage.path)  # first, before the heavy imports: a second daemon leaves at once
+    try:
+        lock.acquire()
+    except StorageLocked as exc:
+        log.error("storage_locked", path=str(exc.lock_file), holder_pid=exc.holder_pid)
+        print(f"raccoon-watch: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     for name, cam in cfg.cameras.items():
         log.info("camera_configured", camera=name, source=redact_url(cam.source), detect_fps=cam.detect_fps)
     listener = None
@@ -186,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
     from raccoon_watch.app import App
     from raccoon_watch.detectors.base import ModelError
 
-    app = App(cfg)
+    app = App(cfg, storage_lock=lock)  # App.stop releases it
     try:
         app.start()
     except ModelError as exc:

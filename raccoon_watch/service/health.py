@@ -5,8 +5,8 @@
 
 ``status``: "failing" when the pipeline is not alive (the same verdict that withholds the systemd
 ``WATCHDOG=1``: a wedged detector, router or capture thread); "degraded" when it is alive but a
-camera is not delivering frames (down and retrying), or the event store is in memory only or
-replaced a damaged database in this run (``storage``; ``problems`` says which); else "ok". Body
+camera is not delivering frames (down and retrying), or the event store is in memory only, or
+replaced a damaged or deleted database in this run (``storage``; ``problems`` says which); else "ok". Body
 fields per camera: ``state``, ``last_frame_age_s``, ``up``; and ``detector.alive``, ``reason``,
 ``uptime_s``, ``storage``, ``sinks`` (each sink's ``health()``: a failing sink, such as MQTT with
 wrong credentials, is listed in ``problems``; status degraded) and ``notes`` (detection switched off,
@@ -77,10 +77,8 @@ def health_report(
     sinks = dict(stats.sinks)
     problems = [f"camera {name} is {c['state']}" for name, c in cameras.items() if not c["up"]]
     storage = stats.storage
-    if storage is not None and storage.recovered:
-        problems.append(f"events.db was damaged and replaced; the old file is {storage.recovered['moved_to']}")
-    if storage is not None and not storage.persistent:
-        problems.append("event store is in memory only: pending deliveries do not survive a restart")
+    if storage is not None:
+        problems += storage.problems()  # in memory, a damaged or deleted events.db replaced, media waiting
     problems += [f"{name} sink failing: {sink.reason}" for name, sink in sinks.items() if sink.state == SINK_FAILING]
     retained = {cam: sink_name for sink_name, sink in sinks.items() for cam in sink.retained_commands}
     notes = [f"detection is off for camera {name}"

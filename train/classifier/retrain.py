@@ -43,6 +43,7 @@ import structlog
 
 from raccoon_watch.detectors.base import normalise
 from raccoon_watch.gate import DEFAULT_RECALL_DROP, GateMetrics
+from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
 from raccoon_watch.recognition import classifier_crop
 from raccoon_watch.retrain_cmd import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
 from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
@@ -143,8 +144,10 @@ class SiteCrops:
     other_proposals: int  # negatives from the other proposals of "not a raccoon" frames
 
 
-def site_crops(samples: Sequence[SiteSample], model_dir: Path, card: dict[str, Any], threads: int = 1) -> SiteCrops:
-    """The site's training crops (see the module doc), cut as the daemon cuts them."""
+def site_crops(samples: Sequence[SiteSample], model_dir: Path, card: dict[str, Any], threads: int = 1,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> SiteCrops:
+    """The site's training crops (see the module doc), cut as the daemon cuts them. Frames are read
+    through ``imagefile.read_image`` (capped at ``max_pixels`` before decoding), as ``detect`` reads."""
     from raccoon_watch.config import DetectorConfig
     from raccoon_watch.detectors import create_detector
 
@@ -156,9 +159,9 @@ def site_crops(samples: Sequence[SiteSample], model_dir: Path, card: dict[str, A
     crops, labels, others = [], [], 0
     try:
         for sample in samples:
-            image = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
+            image, why = read_image(sample.image, max_pixels)
             if image is None:  # checked when read; a file replaced since then is skipped, never a traceback
-                log.warning("retrain_frame_unreadable", event_id=sample.event_id, file=sample.image.name)
+                log.warning("retrain_frame_unreadable", event_id=sample.event_id, file=sample.image.name, reason=why)
                 continue
             judged = sample.box
             crops.append(classifier_crop(image, judged, margin, size))
@@ -215,6 +218,7 @@ class RetrainOptions:
     threads: int = 2
     float_weights: Path | None = None
     progress: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the largest site frame read (--max-megapixels)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -323,7 +327,7 @@ def retrain(opts: RetrainOptions, train_samples: Sequence[SiteSample]) -> Retrai
     trunk, _, _ = fit.split_model(first)
     base_train = _subsample(load_part(opts.base_crops / "train.npz"), opts.base_limit, rng)
     base_val = _subsample(load_part(opts.base_crops / "val.npz"), opts.val_limit, rng)
-    site = site_crops(train_samples, opts.model_dir, deployed_card, threads=opts.threads)
+    site = site_crops(train_samples, opts.model_dir, deployed_card, threads=opts.threads, max_pixels=opts.max_pixels)
     log.info("retrain_data", base_train=len(base_train["labels"]), base_val=len(base_val["labels"]),
              site_crops=len(site.labels), site_events=site.events, site_other_proposals=site.other_proposals)
     base_x, base_y, _ = fit.cache_views(trunk, base_train["crops"], base_train["labels"], rng, views=(1, 1))
@@ -431,14 +435,32 @@ class StandardSet:
         return cls(tuple(rows), images, negatives)
 
 
+class UnreadableImage(ValueError):
+    """An image the gate must measure no longer reads (a feedback file replaced during the retrain)."""
+
+
+def checked_reader(max_pixels: int) -> Any:
+    """``path -> BGR image`` through ``imagefile.read_image``; UnreadableImage naming the file and why."""
+
+    def read(path: Path) -> np.ndarray:
+        image, why = read_image(Path(path), max_pixels)
+        if image is None:
+            raise UnreadableImage(f"{path}: {why}")
+        return image
+
+    return read
+
+
 def measure(folder: Path, threshold: float, standard: StandardSet, holdout: Sequence[SiteSample],
-            threads: int = 2) -> tuple[GateMetrics, dict[str, Any]]:
-    """Run ``folder`` (detector + classifier, the daemon's code) and score it at ``threshold``."""
+            threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[GateMetrics, dict[str, Any]]:
+    """Run ``folder`` (detector + classifier, the daemon's code) and score it at ``threshold``. Every
+    image is read through ``imagefile.read_image`` (``checked_reader``): the site's frames were checked
+    when the feedback was read, so an UnreadableImage here means one was replaced since."""
     from train import evaluate, metrics
 
     site_images = [s.image for s in holdout]
     records = list(evaluate.predict_with_model(folder, [*standard.images, *standard.negatives, *site_images],
-                                               num_threads=threads))
+                                               num_threads=threads, read=checked_reader(max_pixels)))
     n_std = len(standard.images) + len(standard.negatives)
     gt = evaluate.ground_truth(list(standard.rows), list(standard.negatives))
     preds = evaluate.records_to_predictions(records[:n_std])
