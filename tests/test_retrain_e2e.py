@@ -79,8 +79,10 @@ def _mark(url: str, event_id: str, label: str) -> None:
 
 
 def _starts(daemon: Daemon, camera: str, version: str | None = None) -> list[dict]:
+    """The camera's alerts (``event_started`` with severity alert; a detection is stored, never pushed)."""
     return [e for e in daemon.events("event_started")
-            if e.get("camera") == camera and (version is None or e.get("model_version") == version)]
+            if e.get("camera") == camera and e.get("severity", "alert") == "alert"
+            and (version is None or e.get("model_version") == version)]
 
 
 def _wait(predicate, timeout: float, what: str, daemon: Daemon) -> None:
