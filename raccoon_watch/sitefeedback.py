@@ -18,15 +18,32 @@ non-image, a file too long), and must be as large as its row says.
 
 ``split_site`` holds out part of the feedback for the promotion gate, by NIGHT (the evening and the
 morning after are one night) and, inside that, whole events: never by frame, so near-identical
-frames of one visit are never on both sides. With feedback from one night only it falls back to
-whole events, and says so. Both are pure functions, tested as tables.
+frames of one visit are never on both sides. It is stratified by label: it picks the set of whole
+nights whose held-out share of marked visits is closest to ``holdout_share`` among those that give
+BOTH sides at least ``minimum`` raccoon and ``minimum`` raccoon-free visits (``choose_nights``). With
+feedback from one night only it holds out the latest whole events of each label instead
+(``choose_events``), and says so. When no split reaches the minimum, the split says how many more
+marked visits of each kind it lacks (``Shortfall``) and, at this porch's pace so far, from how many
+more nights (``nights_needed``): the gate then does not judge (``need_more_message``). All pure,
+tested as tables.
+
+Why ``DEFAULT_MIN_VISITS`` = 3 of each kind on each side: with one or two held-out visits of a kind,
+one visit is half or all of that kind and the gate's "fewer mistakes" is decided by a single visit
+(the measured porch: 1 raccoon in training, 7 held out, and the candidate lost); held-out raccoons
+are what shows a candidate that fixed the cat by pushing every night score under the threshold (the
+public test split is day photos), and training raccoons are what keeps it from learning "not this
+porch". Three is the least at which one visit is at most a third of its kind on its side, and a
+porch with raccoons reaches it in a few nights (the measured porch: 7 raccoon and 16 raccoon-free
+visits in one night).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -39,7 +56,10 @@ IMAGE_DIR = "images"
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 EVENT_COLUMNS = ("filename", "event_id", "camera", "start_time")
 SITE_LABELS = ("raccoon", "not_raccoon")
-DEFAULT_HOLDOUT_SHARE = 0.3  # of the nights, the latest, held out for the gate
+DEFAULT_HOLDOUT_SHARE = 0.3  # of the marked visits, held out for the gate (whole nights, latest preferred)
+DEFAULT_MIN_VISITS = 3  # raccoon and raccoon-free visits each side needs before the gate judges (module doc)
+SEARCH_NIGHTS = 10  # held-out nights are chosen among the latest this many (2**10 sets); older ones train
+MAX_NIGHTS_AHEAD = 60  # nights_needed looks this far ahead at most
 NIGHT_STARTS_HOUR = 12  # an event before noon belongs to the night that began the evening before
 UNKNOWN_NIGHT = "unknown"
 SPLIT_BY_NIGHT, SPLIT_BY_EVENT = "by_night", "by_event"
@@ -60,6 +80,7 @@ class SiteSample:
     width: int
     height: int
     box_px: tuple[int, int, int, int]
+    start_time: float | None = None  # wall clock s of the event (events.csv), None without a row
 
     @property
     def is_raccoon(self) -> bool:
@@ -84,11 +105,171 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class Mix:
+    """Marked visits (events, not frames) of each kind. Counts are whole numbers, except in the
+    average night ``nights_needed`` imagines."""
+
+    raccoon: float = 0
+    not_raccoon: float = 0
+
+    def __add__(self, other: "Mix") -> "Mix":
+        return Mix(self.raccoon + other.raccoon, self.not_raccoon + other.not_raccoon)
+
+    @property
+    def total(self) -> float:
+        return self.raccoon + self.not_raccoon
+
+    def to_dict(self) -> dict[str, float]:
+        return {"raccoon": _num(self.raccoon), "not_raccoon": _num(self.not_raccoon)}
+
+
+def _num(value: float) -> float:
+    return int(value) if float(value).is_integer() else round(float(value), 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """How many more marked visits of each kind each side of a split needs to reach the minimum."""
+
+    holdout: Mix = Mix()
+    train: Mix = Mix()
+
+    @property
+    def raccoon(self) -> int:
+        return math.ceil(self.holdout.raccoon + self.train.raccoon - 1e-9)
+
+    @property
+    def not_raccoon(self) -> int:
+        return math.ceil(self.holdout.not_raccoon + self.train.not_raccoon - 1e-9)
+
+    @property
+    def met(self) -> bool:
+        return self.raccoon == 0 and self.not_raccoon == 0
+
+
+def shortfall(holdout: Mix, train: Mix, minimum: int) -> Shortfall:
+    """What ``holdout`` and ``train`` lack of ``minimum`` visits of each kind (pure)."""
+    def lack(m: Mix) -> Mix:
+        return Mix(max(0.0, minimum - m.raccoon), max(0.0, minimum - m.not_raccoon))
+    return Shortfall(lack(holdout), lack(train))
+
+
+def _empty_cells(holdout: Mix, train: Mix) -> int:
+    """Sides x kinds without a single visit: a split should have both kinds on both sides."""
+    return sum(v <= 0 for v in (holdout.raccoon, holdout.not_raccoon, train.raccoon, train.not_raccoon))
+
+
+def choose_nights(nights: Sequence[Mix], share: float = DEFAULT_HOLDOUT_SHARE,
+                  minimum: int = DEFAULT_MIN_VISITS) -> tuple[int, ...]:
+    """Which whole nights to hold out (indices into ``nights``, oldest first; ascending). Pure.
+
+    Among the non-empty sets of nights (never all of them) drawn from the latest ``SEARCH_NIGHTS``,
+    the one with, in order: the smallest shortfall of ``minimum`` visits of each kind on both sides;
+    the fewest sides without a kind; the held-out share of visits closest to ``share``; the later
+    nights. Fewer than two nights: ()."""
+    if len(nights) < 2:
+        return ()
+    total = sum(nights, Mix())
+    first = max(0, len(nights) - SEARCH_NIGHTS)
+    pool = range(first, len(nights))
+    best: tuple[tuple[object, ...], tuple[int, ...]] | None = None
+    for size in range(1, len(pool) + 1):
+        for held in itertools.combinations(pool, size):
+            if len(held) == len(nights):
+                continue
+            out = sum((nights[i] for i in held), Mix())
+            rest = Mix(total.raccoon - out.raccoon, total.not_raccoon - out.not_raccoon)
+            short = shortfall(out, rest, minimum)
+            key = (round(short.holdout.total + short.train.total, 6), _empty_cells(out, rest),
+                   round(abs(out.total - share * total.total), 6), tuple(-i for i in reversed(held)))
+            if best is None or key < best[0]:
+                best = (key, held)
+    assert best is not None
+    return best[1]
+
+
+def choose_events(labels: Sequence[str], share: float = DEFAULT_HOLDOUT_SHARE,
+                  minimum: int = DEFAULT_MIN_VISITS) -> tuple[int, ...]:
+    """One night (or nights unknown): which whole events to hold out, by label (indices into
+    ``labels``, the events oldest first; ascending). Per label, the latest k of its n events, k
+    chosen by: the smallest shortfall of ``minimum`` on both sides, both sides non-empty when n >= 2,
+    k closest to ``share`` * n, then the larger k. Pure."""
+    held: list[int] = []
+    for label in SITE_LABELS:
+        mine = [i for i, lab in enumerate(labels) if lab == label]
+        n = len(mine)
+        k = min(range(n + 1), key=lambda k: (max(0, minimum - k) + max(0, minimum - (n - k)),
+                                             n >= 2 and k in (0, n), abs(k - share * n), -k))
+        held += mine[n - k:]
+    return tuple(sorted(held))
+
+
+def nights_needed(nights: Sequence[Mix], share: float = DEFAULT_HOLDOUT_SHARE,
+                  minimum: int = DEFAULT_MIN_VISITS) -> int | None:
+    """How many more nights like the average night so far (visits of each kind a night) until some
+    split of whole nights reaches the minimum: 0 when one does now; None when no number of such
+    nights would (a kind never marked yet) or there are no nights. Pure."""
+    if not nights:
+        return None
+    average = Mix(sum(n.raccoon for n in nights) / len(nights), sum(n.not_raccoon for n in nights) / len(nights))
+    if minimum > 0 and (average.raccoon == 0 or average.not_raccoon == 0):
+        return None  # nights like these never bring the kind that is missing
+    for ahead in range(MAX_NIGHTS_AHEAD + 1):
+        future = [*nights, *[average] * ahead]
+        held = choose_nights(future, share, minimum)
+        if not held:
+            continue
+        out = sum((future[i] for i in held), Mix())
+        rest = Mix(sum(n.raccoon for n in future) - out.raccoon, sum(n.not_raccoon for n in future) - out.not_raccoon)
+        if shortfall(out, rest, minimum).met:
+            return ahead
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class SiteSplit:
     train: tuple[SiteSample, ...]
     holdout: tuple[SiteSample, ...]
     by: str  # SPLIT_BY_NIGHT | SPLIT_BY_EVENT
-    holdout_groups: tuple[str, ...]
+    holdout_groups: tuple[str, ...]  # the held-out nights (by night) or event ids (by event)
+    train_mix: Mix = Mix()  # marked visits (events) of each kind on each side
+    holdout_mix: Mix = Mix()
+    minimum: int = 0
+    short: Shortfall = Shortfall()
+    nights_needed: int | None = 0  # more nights at this site's pace until the minimum is reached
+
+    @property
+    def enough(self) -> bool:
+        """True when both sides have ``minimum`` visits of each kind: the gate can judge."""
+        return self.short.met
+
+    def need_more_message(self) -> str:
+        """"need 3 more raccoon visits marked (from 1 more night)"; "" when there is enough."""
+        if self.enough:
+            return ""
+        parts = [f"{n} more {kind} visit{'s' if n != 1 else ''}"
+                 for n, kind in ((self.short.raccoon, "raccoon"), (self.short.not_raccoon, "raccoon-free")) if n]
+        if self.nights_needed:
+            when = f"from {self.nights_needed} more night{'s' if self.nights_needed != 1 else ''}"
+        elif not self._nights_known():
+            when = "how many nights is unknown: the feedback does not say when its events were (events.csv)"
+        else:
+            missing = [k for k, v in (("raccoon", self.train_mix.raccoon + self.holdout_mix.raccoon),
+                                      ("raccoon-free", self.train_mix.not_raccoon + self.holdout_mix.not_raccoon)) if not v]
+            when = (f"no {' or '.join(missing)} visit is marked yet, so no pace to count nights by" if missing
+                    else f"more than {MAX_NIGHTS_AHEAD} nights at this pace")
+        return f"need {' and '.join(parts)} marked ({when})"
+
+    def _nights_known(self) -> bool:
+        return all(s.night != UNKNOWN_NIGHT for s in (*self.train, *self.holdout))
+
+    def to_dict(self) -> dict[str, object]:
+        """The split as the card and ``models list`` show it."""
+        return {"by": self.by, "holdout_groups": list(self.holdout_groups), "minimum_per_kind_and_side": self.minimum,
+                "train_visits": self.train_mix.to_dict(), "holdout_visits": self.holdout_mix.to_dict(),
+                "enough": self.enough, "need_more": {"raccoon": self.short.raccoon, "not_raccoon": self.short.not_raccoon,
+                                                     "nights": self.nights_needed} if not self.enough else None,
+                "message": self.need_more_message()}
 
 
 def night_of(start_time: float, tz: tzinfo | None = None) -> str:
@@ -154,7 +335,7 @@ def _parse_row(row: dict[str, str | None], info: dict[str, str], name: str, exis
         return None, f"filename {name[:60]!r} must be a plain file name under {IMAGE_DIR}/"
     if name not in existing:
         return None, f"its frame {IMAGE_DIR}/{name} is gone (swept by retention, or never exported)"
-    night = UNKNOWN_NIGHT
+    night, start = UNKNOWN_NIGHT, None
     if info.get("start_time"):
         try:
             start = float(info["start_time"])
@@ -164,7 +345,8 @@ def _parse_row(row: dict[str, str | None], info: dict[str, str], name: str, exis
         except (ValueError, OverflowError, OSError):
             return None, f"{EVENTS_CSV}: start_time {info['start_time'][:30]!r} is not a time"
     event_id = info.get("event_id") or Path(name).stem
-    return SiteSample(event_id, info.get("camera", ""), night, label, image_dir / name, w, h, (x0, y0, x1, y1)), None
+    return SiteSample(event_id, info.get("camera", ""), night, label, image_dir / name, w, h, (x0, y0, x1, y1),
+                      start), None
 
 
 def check_images(samples: list[SiteSample], max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -224,25 +406,45 @@ def read_feedback(folder: Path, tz: tzinfo | None = None,
     return samples, problems + row_problems + image_problems
 
 
-def split_site(samples: list[SiteSample] | tuple[SiteSample, ...],
-               holdout_share: float = DEFAULT_HOLDOUT_SHARE) -> SiteSplit:
-    """Hold out the LATEST nights (about ``holdout_share`` of them, at least one, never all) for the
-    gate; with fewer than two known nights, the latest whole events instead. Pure."""
+def _event_labels(samples: Sequence[SiteSample]) -> dict[str, str]:
+    """event id -> its label, events in the order the export wrote them (oldest first)."""
+    labels: dict[str, str] = {}
+    for s in samples:
+        labels.setdefault(s.event_id, s.label)
+    return labels
+
+
+def _mix(labels: Sequence[str]) -> Mix:
+    return Mix(sum(lab == "raccoon" for lab in labels), sum(lab != "raccoon" for lab in labels))
+
+
+def split_site(samples: Sequence[SiteSample], holdout_share: float = DEFAULT_HOLDOUT_SHARE,
+               minimum: int = DEFAULT_MIN_VISITS) -> SiteSplit:
+    """Hold out whole nights (``choose_nights``), or with fewer than two known nights whole events
+    (``choose_events``), stratified by label, and say what is missing for the gate to judge. Pure."""
     if not 0.0 < holdout_share < 1.0:
         raise ValueError(f"holdout_share must be in (0, 1), got {holdout_share}")
+    if minimum < 0:
+        raise ValueError(f"minimum must be >= 0, got {minimum}")
+    events = _event_labels(samples)
+    night_of_event = {s.event_id: s.night for s in samples}
     nights = sorted({s.night for s in samples if s.night != UNKNOWN_NIGHT})
+    per_night = [_mix([lab for e, lab in events.items() if night_of_event[e] == n]) for n in nights]
+    pace = nights_needed(per_night, holdout_share, minimum) if len(nights) == len(
+        {s.night for s in samples}) else None
     if len(nights) >= 2 and all(s.night != UNKNOWN_NIGHT for s in samples):
-        by, groups, key = SPLIT_BY_NIGHT, nights, (lambda s: s.night)
+        by = SPLIT_BY_NIGHT
+        held = tuple(nights[i] for i in choose_nights(per_night, holdout_share, minimum))
+        out_events = {e for e in events if night_of_event[e] in held}
     else:
         by = SPLIT_BY_EVENT
-        first: dict[str, int] = {}
-        for i, s in enumerate(samples):  # events in the order the export wrote them (oldest first)
-            first.setdefault(s.event_id, i)
-        groups = sorted(first, key=lambda e: first[e])
-        key = lambda s: s.event_id  # noqa: E731
-    if len(groups) < 2:
-        return SiteSplit(tuple(samples), (), by, ())
-    n_out = min(len(groups) - 1, max(1, round(holdout_share * len(groups))))
-    held = tuple(groups[-n_out:])
-    return SiteSplit(tuple(s for s in samples if key(s) not in held), tuple(s for s in samples if key(s) in held),
-                     by, held)
+        ids = list(events)
+        chosen = choose_events([events[e] for e in ids], holdout_share, minimum) if len(ids) >= 2 else ()
+        held = tuple(ids[i] for i in chosen)
+        out_events = set(held)
+    train_mix = _mix([lab for e, lab in events.items() if e not in out_events])
+    holdout_mix = _mix([lab for e, lab in events.items() if e in out_events])
+    short = shortfall(holdout_mix, train_mix, minimum)
+    return SiteSplit(tuple(s for s in samples if s.event_id not in out_events),
+                     tuple(s for s in samples if s.event_id in out_events), by, held,
+                     train_mix, holdout_mix, minimum, short, pace)

@@ -11,8 +11,9 @@ import pytest
 
 from raccoon_watch import site_models
 from raccoon_watch.gate import GateMetrics, GateTolerance, decide
-from raccoon_watch.sitefeedback import (SPLIT_BY_EVENT, SPLIT_BY_NIGHT, UNKNOWN_NIGHT, SiteSample, night_of,
-                                        parse_rows, read_feedback, split_site)
+from raccoon_watch.sitefeedback import (SPLIT_BY_EVENT, SPLIT_BY_NIGHT, UNKNOWN_NIGHT, Mix, SiteSample,
+                                        choose_events, choose_nights, night_of, nights_needed, parse_rows,
+                                        read_feedback, split_site)
 
 UTC = timezone.utc
 
@@ -36,32 +37,107 @@ def _sample(event: str, night: str, label: str = "not_raccoon") -> SiteSample:
     return SiteSample(event, "porch", night, label, Path(f"/x/{event}.jpg"), 100, 100, (10, 10, 50, 50))
 
 
-@pytest.mark.parametrize("samples, by, held, train_n", [
+def _nights(*mixes: tuple[int, int]) -> list[SiteSample]:
+    """Samples of whole nights 05-01, 05-02, ...: (raccoon visits, raccoon-free visits) each."""
+    out = []
+    for n, (raccoons, others) in enumerate(mixes):
+        out += [_sample(f"n{n}r{i}", f"05-{n + 1:02d}", "raccoon") for i in range(raccoons)]
+        out += [_sample(f"n{n}f{i}", f"05-{n + 1:02d}") for i in range(others)]
+    return out
+
+
+M = Mix
+
+
+@pytest.mark.parametrize("nights, minimum, held", [
+    ([M(3, 3)] * 4, 3, (3,)),                              # one night is closest to 30 %; the latest of equals
+    ([M(1, 7), M(0, 8), M(7, 16)], 3, (0,)),               # the measured porch: no split reaches 3 + 3 a side;
+                                                           # the smallest shortfall, then closest to 30 %
+    ([M(0, 5), M(4, 4), M(0, 5), M(4, 0)], 3, (1,)),       # the latest night has no raccoon-free visit
+    ([M(0, 4), M(4, 0)], 1, (1,)),                         # nothing covers both kinds: on a tie, the later night
+    ([M(5, 5)] * 12, 3, (8, 9, 10, 11)),                   # 36 of 120 visits: 4 nights (40) are nearer than 3
+    ([M(1, 1)] * 15, 1, (11, 12, 13, 14)),                 # 9 of 30: 4 or 5 nights are as near; the fewer
+    ([M(0, 1)] * 4, 0, (3,)),                              # minimum 0: the share alone
+    ([M(3, 3)], 3, ()),                                    # one night: no night split
+])
+def test_choose_nights(nights, minimum, held):
+    assert choose_nights(nights, 0.3, minimum) == held
+
+
+@pytest.mark.parametrize("labels, held", [
+    (["raccoon", "not_raccoon"] * 6, (6, 7, 8, 9, 10, 11)),  # the latest 3 of each kind, 3 of each left to train
+    (["raccoon"] * 3 + ["not_raccoon"] * 10, (2, 10, 11, 12)),  # 3 raccoons cannot give 3 a side: 1 held, 2 train
+    (["raccoon"] + ["not_raccoon"] * 2, (2,)),             # a lone raccoon trains; one of two others is held out
+    ([], ()),
+])
+def test_choose_events(labels, held):
+    assert choose_events(labels, 0.3, 3) == held
+
+
+@pytest.mark.parametrize("nights, ahead", [
+    ([M(3, 3), M(3, 3)], 0),                 # enough now
+    ([M(1, 7), M(0, 8), M(7, 16)], 1),       # the measured porch: one more night like its average one
+    ([M(1, 1)], 5),                          # 6 raccoons are needed, one a night: five more nights
+    ([M(0, 5), M(0, 9)], None),              # no raccoon marked yet: no pace to count by
+    ([], None),
+])
+def test_nights_needed(nights, ahead):
+    assert nights_needed(nights, 0.3, 3) == ahead
+
+
+@pytest.mark.parametrize("samples, minimum, by, held, train_n", [
     # four nights: the latest one (0.3 * 4 = 1.2 -> 1) is held out, whole
     ([_sample("a", "05-01"), _sample("b", "05-02"), _sample("c", "05-02"), _sample("d", "05-03"),
-      _sample("e", "05-04"), _sample("f", "05-04")], SPLIT_BY_NIGHT, ("05-04",), 4),
+      _sample("e", "05-04"), _sample("f", "05-04")], 0, SPLIT_BY_NIGHT, ("05-04",), 4),
     # two nights: one each side
-    ([_sample("a", "05-01"), _sample("b", "05-02")], SPLIT_BY_NIGHT, ("05-02",), 1),
+    ([_sample("a", "05-01"), _sample("b", "05-02")], 0, SPLIT_BY_NIGHT, ("05-02",), 1),
     # one night only: the latest whole events instead (3 events -> 1 held out)
-    ([_sample("a", "05-01"), _sample("b", "05-01"), _sample("c", "05-01")], SPLIT_BY_EVENT, ("c",), 2),
+    ([_sample("a", "05-01"), _sample("b", "05-01"), _sample("c", "05-01")], 0, SPLIT_BY_EVENT, ("c",), 2),
     # an event with two frames stays on one side
-    ([_sample("a", "05-01"), _sample("b", "05-01"), _sample("b", "05-01")], SPLIT_BY_EVENT, ("b",), 1),
+    ([_sample("a", "05-01"), _sample("b", "05-01"), _sample("b", "05-01")], 0, SPLIT_BY_EVENT, ("b",), 1),
     # a night unknown (hand-made folder without events.csv): by event
-    ([_sample("a", "05-01"), _sample("b", UNKNOWN_NIGHT), _sample("c", "05-02")], SPLIT_BY_EVENT, ("c",), 2),
-    # one event: nothing can be held out, everything trains (the gate then refuses)
-    ([_sample("a", "05-01")], SPLIT_BY_EVENT, (), 1),
+    ([_sample("a", "05-01"), _sample("b", UNKNOWN_NIGHT), _sample("c", "05-02")], 0, SPLIT_BY_EVENT, ("c",), 2),
+    # one event: nothing can be held out, everything trains (the gate then cannot judge)
+    ([_sample("a", "05-01")], 0, SPLIT_BY_EVENT, (), 1),
+    # stratified: the latest night has raccoons only, so the one before is held out with it
+    (_nights((3, 3), (0, 3), (3, 0)), 3, SPLIT_BY_NIGHT, ("05-02", "05-03"), 6),
+    # one night, both kinds: the latest 3 of each kind held out
+    (_nights((6, 6)), 3, SPLIT_BY_EVENT, ("n0r3", "n0r4", "n0r5", "n0f3", "n0f4", "n0f5"), 6),
 ])
-def test_split_site(samples, by, held, train_n):
-    split = split_site(samples)
+def test_split_site(samples, minimum, by, held, train_n):
+    split = split_site(samples, minimum=minimum)
     assert (split.by, split.holdout_groups, len(split.train)) == (by, held, train_n)
     key = (lambda s: s.night) if by == SPLIT_BY_NIGHT else (lambda s: s.event_id)
     assert not {key(s) for s in split.train} & {key(s) for s in split.holdout}  # never both sides
     assert len(split.train) + len(split.holdout) == len(samples)
+    assert split.train_mix.total + split.holdout_mix.total == len({s.event_id for s in samples})
 
 
-def test_split_site_refuses_a_silly_share():
+@pytest.mark.parametrize("samples, enough, message", [
+    (_nights((3, 3), (3, 3)), True, ""),
+    # the measured porch: 39 visits over three nights, 8 of them raccoons, 7 on the last night
+    (_nights((1, 7), (0, 8), (7, 16)), False, "need 2 more raccoon visits marked (from 1 more night)"),
+    (_nights((1, 2)), False, "need 5 more raccoon visits and 4 more raccoon-free visits marked (from 5 more nights)"),
+    (_nights((0, 4), (0, 5)), False, "need 6 more raccoon visits marked (no raccoon visit is marked yet, so no pace "
+                                     "to count nights by)"),
+    ([_sample("a", UNKNOWN_NIGHT, "raccoon"), _sample("b", UNKNOWN_NIGHT)], False,
+     "need 5 more raccoon visits and 5 more raccoon-free visits marked (how many nights is unknown: the feedback "
+     "does not say when its events were (events.csv))"),
+])
+def test_split_says_what_it_needs_to_judge(samples, enough, message):
+    split = split_site(samples)
+    assert split.enough is enough
+    assert split.need_more_message() == message
+    shown = split.to_dict()
+    assert shown["enough"] is enough and shown["message"] == message
+    assert (shown["need_more"] is None) is enough
+
+
+def test_split_site_refuses_a_silly_share_or_minimum():
     with pytest.raises(ValueError, match="holdout_share"):
         split_site([_sample("a", "05-01")], holdout_share=1.0)
+    with pytest.raises(ValueError, match="minimum"):
+        split_site([_sample("a", "05-01")], minimum=-1)
 
 
 ROW = {"filename": "porch_e1.jpg", "width": "640", "height": "360", "class": "not_raccoon",
