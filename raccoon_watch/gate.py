@@ -6,18 +6,27 @@ operating point (the deployed threshold):
 
 - the standard set: the public raccoon test split (recall of its boxes, IoU 0.5) and the held-out
   raccoon-free photos (how many alert); never trained on, never used for a choice;
-- the held-out part of the site's own feedback (``raccoon_watch.sitefeedback.split_site``: by night,
-  whole events): a "not a raccoon" event whose frame still alerts, or a "raccoon" event whose raccoon
-  no longer does, is one site error; and the mean best score of each kind of held-out frame.
+- the held-out part of the site's own feedback (``raccoon_watch.sitefeedback.split_site``: whole
+  nights, both kinds on both sides), each visit judged the way the daemon judged it live
+  (``raccoon_watch.replay``: the deployed classifier's outcome is what the daemon did, the candidate
+  replays the same visit through visit scoring, threshold and debounce): a "not a raccoon" visit
+  that alerts, or a "raccoon" visit that does not, is one site error; and the mean visit score of
+  each kind of held-out visit.
 
 ``decide`` promotes only when recall on the test split is no more than ``recall_drop`` below the
 deployed model's, at most ``extra_false_alerts`` more held-out photos alert, and the site errors on
-the held-out feedback are strictly fewer. Pure, tested as a table.
+the held-out feedback are strictly fewer. ``wrong_visits`` / ``wrong_table`` name the held-out
+visits either classifier got wrong, for the card, ``REFUSED.txt``, ``models list`` and the page.
+Pure, tested as tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Literal, Sequence
+
+from raccoon_watch.replay import VisitOutcome
 
 DEFAULT_RECALL_DROP = 0.03  # about one raccoon box of the 40-photo test split's 45 (train/README.md)
 DEFAULT_EXTRA_FALSE_ALERTS = 0  # not one more alerting held-out raccoon-free photo
@@ -31,13 +40,52 @@ class GateMetrics:
     recall: float  # test split boxes found at the operating point, 0..1
     false_alerts: int  # held-out raccoon-free photos with a detection >= the threshold
     negatives: int  # held-out raccoon-free photos measured
-    site_errors: int  # held-out site events judged wrong (false alert, or a raccoon missed)
-    site_events: int  # held-out site events measured
-    site_not_raccoon_mean: float | None = None  # mean best score of the held-out "not a raccoon" frames
-    site_raccoon_mean: float | None = None  # ... of the held-out "raccoon" frames
+    site_errors: int  # held-out site visits judged wrong (false alert, or a raccoon missed)
+    site_events: int  # held-out site visits measured
+    site_not_raccoon_mean: float | None = None  # mean best visit score of the held-out "not a raccoon" visits
+    site_raccoon_mean: float | None = None  # ... of the held-out "raccoon" visits
 
     def to_dict(self) -> dict[str, float | int]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def gate_metrics(recall: float, false_alerts: int, negatives: int, outcomes: Sequence[VisitOutcome],
+                 which: Literal["deployed", "candidate"]) -> GateMetrics:
+    """One classifier's ``GateMetrics`` from the standard set's numbers and the judged held-out visits."""
+    scores = {label: [o.deployed_score if which == "deployed" else o.candidate_score
+                      for o in outcomes if o.label == label] for label in ("not_raccoon", "raccoon")}
+    mean = {k: (sum(v) / len(v) if v else None) for k, v in scores.items()}
+    return GateMetrics(recall, false_alerts, negatives, sum(o.wrong(which) for o in outcomes), len(outcomes),
+                       mean["not_raccoon"], mean["raccoon"])
+
+
+def wrong_visits(outcomes: Sequence[VisitOutcome]) -> tuple[VisitOutcome, ...]:
+    """The held-out visits the deployed classifier or the candidate got wrong, oldest first."""
+    wrong = [o for o in outcomes if o.wrong("deployed") or o.wrong("candidate")]
+    return tuple(sorted(wrong, key=lambda o: (o.start_time is None, o.start_time or 0.0, o.event_id)))
+
+
+def _when(start_time: float | None) -> str:
+    return "-" if start_time is None else datetime.fromtimestamp(start_time).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _alerts(alerted: bool) -> str:
+    return "alert" if alerted else "no alert"
+
+
+def wrong_table(outcomes: Sequence[VisitOutcome]) -> str:
+    """``wrong_visits`` as plain text, one visit a line (REFUSED.txt, the command's stderr)."""
+    wrong = wrong_visits(outcomes)
+    if not wrong:
+        return "no held-out visit was wrong for either classifier\n"
+    head = f"{'event':<28} {'camera':<10} {'time':<19} {'verdict':<11} {'deployed':<20} {'candidate':<20} kept"
+    lines = [head]
+    for o in wrong:
+        deployed = f"{o.deployed_score:.3f} {_alerts(o.deployed_alerted)}{' X' if o.wrong('deployed') else ''}"
+        candidate = f"{o.candidate_score:.3f} {_alerts(o.candidate_alerted)}{' X' if o.wrong('candidate') else ''}"
+        lines.append(f"{o.event_id:<28} {o.camera:<10} {_when(o.start_time):<19} {o.label:<11} {deployed:<20} "
+                     f"{candidate:<20} {o.kept}{' (deployed: live)' if o.deployed_from == 'live' else ''}")
+    return "\n".join(lines) + "\n(X: wrong; scores are visit scores, the threshold compares them)\n"
 
 
 def site_better(deployed: GateMetrics, candidate: GateMetrics) -> bool:
