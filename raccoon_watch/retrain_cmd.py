@@ -5,16 +5,23 @@
 
 ``retrain``: exports the feedback from the event store into ``<storage>/feedback`` (or reads the
 folder given with ``--feedback``), reports and skips every unusable row (``sitefeedback``), holds out
-the latest nights for the gate, fine-tunes the classifier that runs now (the site's promoted one, or
-the model folder's) on the shipped training crops plus the site's crops (train/classifier/retrain.py,
-imported only here: TensorFlow is loaded by this command, never by the daemon), measures deployed and
-candidate the same way and lets ``raccoon_watch.gate.decide`` promote it or not. The candidate folder
-stays under ``<storage>/models/candidates/`` either way; its card says what data, how many site crops,
-both measurements and the gate's reasons. Promotion moves the ``current`` link (``site_models``);
-the daemon takes the new classifier on SIGHUP (``systemctl reload raccoon-watch``).
+whole nights for the gate with raccoon and raccoon-free visits on both sides (``split_site``). With
+fewer than ``--min-visits`` of each kind on either side it stops there: it says how many more marked
+visits (and nights) it needs, trains nothing and promotes nothing (exit 5). Otherwise it fine-tunes
+the classifier that runs now (the site's promoted one, or the model folder's) on the shipped
+training crops plus the site's crops (train/classifier/retrain.py, imported only here: TensorFlow is
+loaded by this command, never by the daemon), measures deployed and candidate the same way, judges
+each held-out visit as the daemon did live (``raccoon_watch.replay``) and lets
+``raccoon_watch.gate.decide`` promote it or not. The candidate folder stays under
+``<storage>/models/candidates/`` either way; its card says what data, how many site crops, both
+measurements, every held-out visit's outcome, which ones either classifier got wrong, and the gate's
+reasons. Promotion moves the ``current`` link (``site_models``); the daemon takes the new classifier
+on SIGHUP (``systemctl reload raccoon-watch``). Every run ends by writing
+``<storage>/models/last_retrain.json`` (the page's Classifier tab shows it).
 
 Exit codes: 0 promoted (or ``--no-promote`` and the gate passed); 4 the gate refused (the candidate
-is kept, with REFUSED.txt); 2 bad input (config, no usable feedback, no shared data, a feedback image
+is kept, with REFUSED.txt); 5 too little feedback to judge (nothing trained, nothing refused: mark
+more visits); 2 bad input (config, no usable feedback, no shared data, a feedback image
 replaced by an unreadable one during the run); 3 model unusable. Feedback images are read through
 ``imagefile.read_image``, the capped per-file reader of ``detect`` (``--max-megapixels``): a non-image,
 a truncated JPEG or an image declaring more pixels is one skipped row (``feedback_skipped``, with its
@@ -41,14 +48,16 @@ from typing import Any, Literal, get_args
 import structlog
 
 from raccoon_watch import site_models
-from raccoon_watch.gate import DEFAULT_EXTRA_FALSE_ALERTS, DEFAULT_RECALL_DROP, GateTolerance, decide
+from raccoon_watch.gate import (DEFAULT_EXTRA_FALSE_ALERTS, DEFAULT_RECALL_DROP, GateTolerance, decide, gate_metrics,
+                                wrong_table, wrong_visits)
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS
-from raccoon_watch.sitefeedback import DEFAULT_HOLDOUT_SHARE
+from raccoon_watch.sitefeedback import DEFAULT_HOLDOUT_SHARE, DEFAULT_MIN_VISITS, SiteSample, SiteSplit
 
 log = structlog.get_logger("raccoon_watch.retrain")
 
 COMMANDS = ("retrain", "models")
-EXIT_BAD_INPUT, EXIT_MODEL, EXIT_REFUSED = 2, 3, 4
+EXIT_BAD_INPUT, EXIT_MODEL, EXIT_REFUSED, EXIT_NEED_MORE = 2, 3, 4, 5
+OUTCOME_PROMOTED, OUTCOME_PASSED, OUTCOME_REFUSED, OUTCOME_NEED_MORE = "promoted", "passed", "refused", "need_more"
 
 # The retrain's knobs a user sets, defined here once: train/classifier/retrain.py takes its defaults
 # from these (the daemon package imports nothing from train/, so the definitions live on this side).
@@ -75,7 +84,10 @@ def add_parsers(sub: Any) -> None:
                    "per split only (tests)")
     r.add_argument("--base-limit", type=int, default=DEFAULT_BASE_LIMIT, help="shipped training crops used per retrain")
     r.add_argument("--holdout-share", type=float, default=DEFAULT_HOLDOUT_SHARE,
-                   help="share of the nights held out for the gate")
+                   help="share of the marked visits held out for the gate, as whole nights (default 0.3)")
+    r.add_argument("--min-visits", type=int, default=DEFAULT_MIN_VISITS,
+                   help="raccoon and raccoon-free visits the gate needs on each side of the split before it "
+                   f"judges (default {DEFAULT_MIN_VISITS}); fewer: exit 5, saying how many more to mark")
     r.add_argument("--recall-drop", type=float, default=DEFAULT_RECALL_DROP,
                    help="test-split recall the candidate may lose at the operating point (default 0.03)")
     r.add_argument("--extra-false-alerts", type=int, default=DEFAULT_EXTRA_FALSE_ALERTS,
@@ -119,8 +131,13 @@ def _models(cfg: Any, args: argparse.Namespace) -> int:
             gate = card.get("gate", {})
             rows.append({"name": folder.name, "current": now is not None and folder.resolve() == now,
                          "promoted_by_gate": gate.get("promote"), "reasons": gate.get("reasons", []),
-                         "site_crops": card.get("retrain", {}).get("data", {}).get("site_crops")})
-        print(json.dumps({"current": now.name if now else site_models.SHIPPED, "candidates": rows}, indent=1))
+                         "site_crops": card.get("retrain", {}).get("data", {}).get("site_crops"),
+                         "wrong": gate.get("wrong", [])})
+        listing: dict[str, Any] = {"current": now.name if now else site_models.SHIPPED, "candidates": rows}
+        last = site_models.last_retrain(root)
+        if last is not None:
+            listing["last_retrain"] = last
+        print(json.dumps(listing, indent=1))
         return 0
     try:
         if args.action == "rollback":
@@ -168,6 +185,77 @@ def _feedback_folder(cfg: Any, args: argparse.Namespace) -> tuple[Path, list[dic
     return folder, [{"where": f"event {eid}", "reason": why} for eid, why in report.skipped]
 
 
+def _thresholds(cfg: Any, card: dict[str, Any]) -> Any:
+    """The daemon-wide ``app.Thresholds`` (alert and review, colour and infrared) as the daemon takes
+    them from the config and the classifier card (``App.thresholds_for``)."""
+    from raccoon_watch.app import Thresholds, deployed_thresholds, review_thresholds
+    from raccoon_watch.detectors.factory import card_ir_threshold, card_review_thresholds
+
+    d = cfg.detector
+    card_threshold = card.get("threshold")
+    alert, ir_alert = deployed_thresholds(d.threshold, d.ir_threshold,
+                                          None if card_threshold is None else float(card_threshold),
+                                          card_ir_threshold(card))
+    review, ir_review = review_thresholds(d.review_threshold, d.ir_review_threshold, *card_review_thresholds(card))
+    return Thresholds(alert, ir_alert, review, ir_review)
+
+
+def _filter_for(cfg: Any, thresholds: Any) -> Any:
+    """camera name -> the detection filter the daemon applies to it (cameras not in the config: the
+    daemon-wide labels and thresholds)."""
+    from raccoon_watch.app import camera_filter
+    from raccoon_watch.filters import DetectionFilter
+
+    default = DetectionFilter(labels=frozenset(cfg.detector.labels), threshold=thresholds.alert,
+                              ir_threshold=thresholds.ir_alert, review_threshold=thresholds.review,
+                              ir_review_threshold=thresholds.ir_review)
+    filters = {name: camera_filter(cam, cfg, thresholds) for name, cam in cfg.cameras.items()}
+    return lambda camera: filters.get(camera, default)
+
+
+def _kept_visits(cfg: Any, holdout: tuple[SiteSample, ...]) -> dict[str, Any]:
+    """event id -> ``replay.KeptVisit``: the store's record of each held-out event (what the daemon
+    did, its per-frame scores), or only the verdict for an event this store does not have."""
+    from raccoon_watch.replay import KeptVisit, kept_visit_from_event
+    from raccoon_watch.store import DB_NAME, EventStore
+
+    rows: dict[str, dict[str, Any]] = {}
+    if (Path(cfg.storage.path) / DB_NAME).is_file():  # never create a store just to look
+        store = EventStore(cfg.storage.path)
+        try:
+            for s in holdout:
+                row = store.get_event(s.event_id)
+                if row is not None:
+                    rows[s.event_id] = row
+        finally:
+            store.close()
+    visits = {}
+    for s in holdout:
+        if s.event_id in visits:
+            continue
+        row = rows.get(s.event_id)
+        visits[s.event_id] = (kept_visit_from_event(row, s.label) if row is not None
+                              else KeptVisit(s.event_id, s.camera, s.start_time, s.label))
+    return visits
+
+
+def _need_more(root: Path, split: SiteSplit, usable: int, problems: list[dict[str, str]]) -> int:
+    """Too little feedback to judge a candidate: say what is missing, train and promote nothing."""
+    message = split.need_more_message()
+    held, trained = split.holdout_mix, split.train_mix
+    report = {"time": time.time(), "outcome": OUTCOME_NEED_MORE, "message": message, "candidate": None,
+              "split": split.to_dict(), "feedback_usable": usable, "feedback_skipped": len(problems)}
+    site_models.write_last_retrain(root, report)
+    log.info("retrain_needs_more", **split.to_dict())
+    print(json.dumps({"promoted": False, "need_more": True, "message": message, "split": split.to_dict()}))
+    print(f"raccoon-watch retrain: too little feedback to judge a candidate: {message}. The gate needs at least "
+          f"{split.minimum} raccoon and {split.minimum} raccoon-free marked visits held out (whole nights) and as "
+          f"many to train on; held out now: {held.raccoon:g} raccoon, {held.not_raccoon:g} raccoon-free; training: "
+          f"{trained.raccoon:g} raccoon, {trained.not_raccoon:g} raccoon-free. Nothing was trained or promoted.",
+          file=sys.stderr)
+    return EXIT_NEED_MORE
+
+
 def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     from raccoon_watch.config import shared_dir
     from raccoon_watch.detectors import find_model, resolve_default_model
@@ -182,10 +270,15 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     max_pixels = int(max_mp * 1e6)
     try:
         tolerance = GateTolerance(args.recall_drop, args.extra_false_alerts)
+        if args.min_visits < 0:
+            raise ValueError(f"--min-visits must be >= 0, got {args.min_visits}")
+        if not 0.0 < args.holdout_share < 1.0:
+            raise ValueError(f"--holdout-share must be in (0, 1), got {args.holdout_share}")
         model_dir = Path(cfg.detector.model or resolve_default_model())
         files = find_model(model_dir)
         if files.classifier is None:
             raise ModelError(f"{model_dir}: no classifier stage to retrain ({site_models.CLASSIFIER_CARD})")
+        _thresholds(cfg, files.classifier_card)  # a card with a bad threshold: bad input, before any work
     except ValueError as exc:
         print(f"raccoon-watch retrain: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -206,13 +299,16 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     problems += [p.to_dict() for p in row_problems]
     for p in problems:
         log.warning("feedback_skipped", where=p["where"], reason=p["reason"])
-    split = split_site(samples, args.holdout_share)
-    if not split.train:
+    if not samples:
         print(f"raccoon-watch retrain: no usable feedback in {folder} ({len(problems)} rows skipped): mark some "
               "events raccoon / not a raccoon on the review page first", file=sys.stderr)
         return EXIT_BAD_INPUT
+    split = split_site(samples, args.holdout_share, args.min_visits)
     log.info("retrain_feedback", usable=len(samples), skipped=len(problems), train_events=len({s.event_id for s in split.train}),
-             holdout_events=len({s.event_id for s in split.holdout}), split=split.by, holdout=list(split.holdout_groups))
+             holdout_events=len({s.event_id for s in split.holdout}), split=split.by, holdout=list(split.holdout_groups),
+             train_visits=split.train_mix.to_dict(), holdout_visits=split.holdout_mix.to_dict())
+    if not split.enough:
+        return _need_more(site_models.models_root(cfg.storage.path), split, len(samples), problems)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         from train.classifier import retrain as rt  # TensorFlow from here on
@@ -281,42 +377,79 @@ def _fit_gate_install(cfg: Any, args: argparse.Namespace, rt: Any, inp: CheckedI
                              steps=args.steps, mode=args.mode, base_limit=args.base_limit, threads=args.threads,
                              float_weights=args.weights, progress=not args.quiet, max_pixels=inp.max_pixels)
     result = rt.retrain(opts, inp.split.train)
-    threshold = float(inp.classifier_card.get("threshold") if cfg.detector.threshold is None else cfg.detector.threshold)
+    thresholds = _thresholds(cfg, inp.classifier_card)
+    filter_for = _filter_for(cfg, thresholds)
+    threshold = thresholds.alert  # the standard set (photos, colour) is measured at the alert threshold
     standard = rt.StandardSet.from_shared(inp.shared / "data")
+    split = inp.split
     measured = {}
     for name, classifier_dir in (("deployed", deployed), ("candidate", staging)):
         folder_for = rt.system_folder(classifier_dir, inp.model_dir, work / "eval", name)
-        measured[name] = rt.measure(folder_for, threshold, standard, inp.split.holdout, threads=args.threads,
+        measured[name] = rt.measure(folder_for, threshold, standard, split.holdout, filter_for, threads=args.threads,
                                     max_pixels=inp.max_pixels)
-        log.info("retrain_measured", model=name, **measured[name][0].to_dict())
-    decision = decide(measured["deployed"][0], measured["candidate"][0], inp.tolerance)
-    split = inp.split
+    outcomes = _judge(cfg, split, measured, filter_for, site_models.model_version(deployed / site_models.CLASSIFIER_FILE))
+    metrics = {name: gate_metrics(m[0].recall, m[0].false_alerts, m[0].negatives, outcomes, name)  # type: ignore[arg-type]
+               for name, m in measured.items()}
+    for name, m in metrics.items():
+        log.info("retrain_measured", model=name, **m.to_dict())
+    decision = decide(metrics["deployed"], metrics["candidate"], inp.tolerance)
+    wrong = wrong_visits(outcomes)
     card = result.card
     card["retrain"]["data"].update({"feedback_folder": str(inp.folder), "feedback_usable": inp.usable,
                                     "feedback_skipped": inp.problems[:200], "split": split.by,
-                                    "holdout_groups": list(split.holdout_groups),
+                                    "holdout_groups": list(split.holdout_groups), "site_split": split.to_dict(),
                                     "site_train_events": len({s.event_id for s in split.train}),
                                     "site_holdout_events": len({s.event_id for s in split.holdout})})
     card["gate"] = {"promote": decision.promote, "reasons": list(decision.reasons),
                     "tolerance": {"recall_drop": inp.tolerance.recall_drop,
                                   "extra_false_alerts": inp.tolerance.extra_false_alerts},
-                    "deployed": {**measured["deployed"][0].to_dict(), **measured["deployed"][1]},
-                    "candidate": {**measured["candidate"][0].to_dict(), **measured["candidate"][1]}}
+                    "deployed": {**metrics["deployed"].to_dict(), **measured["deployed"][0].detail},
+                    "candidate": {**metrics["candidate"].to_dict(), **measured["candidate"][0].detail},
+                    "site_holdout": [o.to_dict() for o in outcomes], "wrong": [o.to_dict() for o in wrong],
+                    "replay_disagrees_with_live": sum(o.replay_agrees is False for o in outcomes)}
     card["retrain"]["total_seconds"] = round(time.monotonic() - inp.started, 1)
     (staging / site_models.CLASSIFIER_CARD).write_text(json.dumps(card, indent=1) + "\n")
     if not decision.promote:
-        (staging / site_models.REFUSED_FILE).write_text("".join(f"{r}\n" for r in decision.reasons))
+        (staging / site_models.REFUSED_FILE).write_text(
+            "".join(f"{r}\n" for r in decision.reasons) + "\nHeld-out visits either classifier got wrong:\n"
+            + wrong_table(outcomes))
     name = f"{stamp}-{site_models.model_version(staging / site_models.CLASSIFIER_FILE)}"
     candidate = site_models.install_candidate(root, staging, name)
     promoted = decision.promote and not args.no_promote
     if promoted:
         site_models.promote(root, candidate)
+    outcome = OUTCOME_PROMOTED if promoted else (OUTCOME_PASSED if decision.promote else OUTCOME_REFUSED)
+    site_models.write_last_retrain(root, {"time": time.time(), "outcome": outcome, "candidate": name,
+                                          "message": "; ".join(decision.reasons), "split": split.to_dict(),
+                                          "wrong": [o.to_dict() for o in wrong]})
     summary = {"candidate": str(candidate), "promoted": promoted, "reasons": list(decision.reasons),
-               "deployed": measured["deployed"][0].to_dict(), "measured_candidate": measured["candidate"][0].to_dict(),
-               "site_crops": card["retrain"]["data"]["site_crops"], "mode": card["retrain"]["mode"],
-               "seconds": card["retrain"]["total_seconds"]}
-    log.info("retrain_done", promoted=promoted, candidate=name, reasons=list(decision.reasons))
+               "deployed": metrics["deployed"].to_dict(), "measured_candidate": metrics["candidate"].to_dict(),
+               "wrong": [o.to_dict() for o in wrong], "site_crops": card["retrain"]["data"]["site_crops"],
+               "mode": card["retrain"]["mode"], "seconds": card["retrain"]["total_seconds"]}
+    log.info("retrain_done", promoted=promoted, candidate=name, reasons=list(decision.reasons),
+             wrong=[o.event_id for o in wrong])
     print(json.dumps(summary))
+    print(f"raccoon-watch retrain: held-out visits either classifier got wrong:\n{wrong_table(outcomes)}", file=sys.stderr)
     if promoted:
         print("raccoon-watch retrain: promoted; send SIGHUP (systemctl reload raccoon-watch) to switch", file=sys.stderr)
     return 0 if decision.promote else EXIT_REFUSED
+
+
+def _judge(cfg: Any, split: SiteSplit, measured: dict[str, Any], filter_for: Any, deployed_version: str) -> list[Any]:
+    """Each held-out visit's outcome for both classifiers, judged as the daemon judges a visit."""
+    from raccoon_watch.app import debounce_params, visit_params
+    from raccoon_watch.replay import ReplayRules, judge_visit
+
+    visits = _kept_visits(cfg, split.holdout)
+    outcomes = []
+    for event_id, visit in visits.items():
+        dep, cand = measured["deployed"][1].get(event_id), measured["candidate"][1].get(event_id)
+        if dep is None or cand is None:
+            continue
+        rules = ReplayRules(filter_for(visit.camera), visit_params(cfg), debounce_params(cfg), mode=dep.mode)
+        outcome = judge_visit(visit, dep.score, cand.score, rules, deployed_version)
+        if outcome.replay_agrees is False:
+            log.warning("retrain_replay_disagrees", event_id=event_id, live_alerted=visit.live_alerted,
+                        note="replaying the live trace does not give what the daemon did; the live outcome is used")
+        outcomes.append(outcome)
+    return outcomes

@@ -8,6 +8,8 @@ Layout under ``<storage.path>/models`` (``models_root``)::
     current  -> candidates/<name>          symlink: the classifier the daemon runs instead of the
                                            model folder's own; absent = the shipped classifier
     previous -> candidates/<name>          symlink: what ``roll_back`` returns to
+    last_retrain.json                      what the latest ``raccoon-watch retrain`` did (promoted,
+                                           refused, or needs more feedback, and why), for the page
 
 Switching is ``os.replace`` of a freshly made symlink: atomic, so a daemon reading ``current``
 (at start-up or on SIGHUP) sees the old or the new target, never half of one. Nothing here deletes a
@@ -18,13 +20,16 @@ the first 12 hex digits of the classifier file's SHA-256.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 CANDIDATES = "candidates"
 CURRENT, PREVIOUS = "current", "previous"
 REFUSED_FILE = "REFUSED.txt"
+LAST_RETRAIN = "last_retrain.json"
 CLASSIFIER_FILE = "classifier.tflite"  # = raccoon_watch.detectors.factory.CLASSIFIER_FILE
 CLASSIFIER_CARD = "classifier_card.json"  # = factory.CLASSIFIER_CARD_NAME
 VERSION_DIGITS = 12
@@ -118,3 +123,20 @@ def list_candidates(root: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def write_last_retrain(root: Path, report: dict[str, Any]) -> None:
+    """Replace ``last_retrain.json`` (a new file, then one rename)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{LAST_RETRAIN}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(tmp, root / LAST_RETRAIN)
+
+
+def last_retrain(root: Path) -> dict[str, Any] | None:
+    """What the latest retrain did, or None (never run, or the file is unreadable)."""
+    try:
+        report = json.loads((root / LAST_RETRAIN).read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None

@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from raccoon_watch import site_models
+from raccoon_watch.retrain_cmd import EXIT_NEED_MORE
 from raccoon_watch.store import EventStore
+from raccoon_watch.types import Event, EventKind
 from tests.daemon import REPO, write_config
 
 
@@ -64,3 +69,40 @@ def test_models_list_shows_the_shipped_one_and_a_bad_config_is_exit_2(cfg, tmp_p
     bad.write_text("cameras: {porch: {source: '0'}}\nstorage: {pth: x}\n")
     run = _run("retrain", "--config", str(bad))
     assert run.returncode == 2 and "storage.pth" in run.stderr
+
+
+def _marked(store: EventStore, event_id: str, when: str, label: str) -> None:
+    """An event the daemon stored (its clean frame too) and the user marked."""
+    start = datetime.fromisoformat(when).timestamp()
+    store.record(Event(id=event_id, kind=EventKind.END, camera="porch", label="raccoon", start_time=start,
+                       end_time=start + 5, score=0.9, top_score=0.9, box=(0.25, 0.2, 0.75, 0.8), first_seen_ts=start))
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    store.write_frame("porch", event_id, cv2.imencode(".jpg", frame)[1].tobytes())
+    assert store.set_feedback(event_id, label, "page")
+
+
+def test_too_little_feedback_says_how_many_more_visits_and_trains_nothing(cfg, shared_dir):
+    """Two nights, one raccoon: exit 5 with how many more to mark; no candidate, no refusal, the page's record."""
+    store = EventStore(cfg.parent / "var")
+    try:
+        _marked(store, "e1", "2026-05-03T22:00:00", "raccoon")
+        for i, when in enumerate(("2026-05-03T23:00:00", "2026-05-04T01:00:00", "2026-05-04T22:30:00",
+                                  "2026-05-04T23:30:00", "2026-05-05T02:00:00", "2026-05-05T03:00:00")):
+            _marked(store, f"c{i}", when, "not_raccoon")
+    finally:
+        store.close()
+    run = _run("retrain", "--config", str(cfg))
+    assert run.returncode == EXIT_NEED_MORE == 5, run.stderr
+    assert "Traceback" not in run.stderr
+    # night 05-03: 1 raccoon, 2 raccoon-free; night 05-04: 4 raccoon-free. Either night held out leaves a side
+    # without raccoons; at half a raccoon a night, 6 raccoons take 10 more nights
+    message = "need 5 more raccoon visits and 1 more raccoon-free visit marked (from 10 more nights)"
+    assert message in run.stderr and "Nothing was trained or promoted" in run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["need_more"] and not summary["promoted"] and summary["message"] == message
+    assert summary["split"]["holdout_visits"] == {"raccoon": 1, "not_raccoon": 2}  # a whole night: the nearer to 30 %
+    root = site_models.models_root(cfg.parent / "var")
+    assert site_models.list_candidates(root) == [] and not (root / "candidates").exists()
+    listing = json.loads(_run("models", "--config", str(cfg), "list").stdout)
+    assert listing["candidates"] == [] and listing["last_retrain"]["outcome"] == "need_more"
+    assert listing["last_retrain"]["message"] == message

@@ -33,7 +33,7 @@ def test_the_retrain_units_verify_without_a_word(tmp_path):
 def test_retrain_shares_the_daemons_user_never_competes_and_stays_off():
     service = SERVICE.read_text()
     for line in ("User=raccoon-watch", "StateDirectory=raccoon-watch", "CPUSchedulingPolicy=idle", "Nice=19",
-                 "RACCOON_RETRAIN_THREADS=1", "SuccessExitStatus=4", "ExecStartPost=-+/bin/systemctl reload raccoon-watch.service"):
+                 "RACCOON_RETRAIN_THREADS=1", "SuccessExitStatus=4 5", "ExecStartPost=-+/bin/systemctl reload raccoon-watch.service"):
         assert line in service
     install = (REPO / "scripts" / "install-service.sh").read_text()
     assert "raccoon-watch-retrain.timer" in install

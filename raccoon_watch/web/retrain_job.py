@@ -3,7 +3,8 @@
 The process runs at nice 19 with one thread (as ``raccoon-watch-retrain.service`` does), its output
 goes to ``<storage>/models/retrain.log``, and when it exits 0 (the gate promoted the candidate) the
 daemon loads the new classifier in the background (``App.reload_classifier``), as after SIGHUP.
-Exit 4 is a refused candidate (it stays on disk with the reason); anything else is a failure,
+Exit 4 is a refused candidate (it stays on disk with the reason), exit 5 too little feedback to judge
+one (nothing trained: the page says how many more visits to mark); anything else is a failure,
 shown on the page with the end of the log. Detection never waits for it.
 """
 
@@ -23,7 +24,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-EXIT_PROMOTED, EXIT_REFUSED = 0, 4
+EXIT_PROMOTED, EXIT_REFUSED, EXIT_NEED_MORE = 0, 4, 5  # = raccoon_watch.retrain_cmd's
 LOG_TAIL_BYTES = 2000
 
 
@@ -46,6 +47,8 @@ def outcome_of(exit_code: int | None) -> str:
         return "promoted: the new classifier is being loaded"
     if exit_code == EXIT_REFUSED:
         return "refused by the gate: the candidate stays on disk with the reason"
+    if exit_code == EXIT_NEED_MORE:
+        return "not enough marked visits to judge a candidate yet: nothing was trained (see below)"
     return f"failed (exit {exit_code}): see the log below"
 
 

@@ -21,8 +21,10 @@ module is imported only then (it needs TensorFlow; the daemon never imports trai
 4. Export: int8 TFLite (``train.classifier.export``), calibrated on training crops.
 
 ``measure`` runs a model folder as the daemon does (``train.evaluate.predict_with_model``) on the
-public test split, the held-out raccoon-free photos and the held-out site frames, at one threshold,
-and returns ``raccoon_watch.gate.GateMetrics`` with the per-event details.
+public test split and the held-out raccoon-free photos at one threshold (``StandardMeasure``), and
+on the kept frame of each held-out site visit (``KeptScore``: the final score there of the object
+the verdict is about, and the frame's image mode); ``raccoon_watch.replay`` turns those into the
+visit's outcome the way the daemon scores a visit, and ``raccoon_watch.gate`` into ``GateMetrics``.
 Boxes: site samples carry pixels (xmin, ymin, xmax, ymax) of their frame; crops use normalised ones.
 """
 
@@ -35,20 +37,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
 import structlog
 
 from raccoon_watch.detectors.base import normalise
-from raccoon_watch.gate import DEFAULT_RECALL_DROP, GateMetrics
+from raccoon_watch.filters import DetectionFilter, eligible
+from raccoon_watch.gate import DEFAULT_RECALL_DROP
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
 from raccoon_watch.recognition import classifier_crop
 from raccoon_watch.retrain_cmd import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
 from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 from raccoon_watch.sitefeedback import SiteSample
-from raccoon_watch.types import box_iou
+from raccoon_watch.types import Detection, box_iou
 
 log = structlog.get_logger(__name__)
 
@@ -451,15 +454,47 @@ def checked_reader(max_pixels: int) -> Any:
     return read
 
 
+@dataclass(frozen=True, slots=True)
+class StandardMeasure:
+    recall: float  # test split boxes found at the threshold, 0..1
+    false_alerts: int  # held-out raccoon-free photos with a detection >= the threshold
+    negatives: int
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptScore:
+    """A model's final score in a held-out visit's kept frame (``kept_score``) and the frame's mode."""
+
+    score: float
+    mode: str | None
+
+
+def kept_score(detections: Sequence[Detection], sample: SiteSample, flt: DetectionFilter) -> float:
+    """The final score a model gives the verdict's object in the kept frame (pure). Detections: the
+    recognizer's, boxes normalised. Only those the camera's filter lets count (label, area, zones,
+    masks) are looked at; for a "raccoon" visit only those on its box (IoU >= ``SITE_HIT_IOU``: the
+    raccoon, not the bowl beside it), for a "not a raccoon" one any (whatever alerts is an alert).
+    0.0 when there is none."""
+    seen = [d for d in detections if eligible(d, flt)]
+    if sample.is_raccoon:
+        seen = [d for d in seen if box_iou(d.box, sample.box) >= SITE_HIT_IOU]
+    return max((d.score for d in seen), default=0.0)
+
+
 def measure(folder: Path, threshold: float, standard: StandardSet, holdout: Sequence[SiteSample],
-            threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[GateMetrics, dict[str, Any]]:
-    """Run ``folder`` (detector + classifier, the daemon's code) and score it at ``threshold``. Every
-    image is read through ``imagefile.read_image`` (``checked_reader``): the site's frames were checked
-    when the feedback was read, so an UnreadableImage here means one was replaced since."""
+            filter_for: Callable[[str], DetectionFilter], threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS,
+            ) -> tuple[StandardMeasure, dict[str, KeptScore]]:
+    """Run ``folder`` (detector + classifier, the daemon's code): the standard set scored at
+    ``threshold``, and the kept frame of each held-out visit (event id -> ``KeptScore``; an event
+    with several rows keeps its first), with ``filter_for(camera)`` the camera's detection filter.
+    Every image is read through ``imagefile.read_image`` (``checked_reader``): the site's frames were
+    checked when the feedback was read, so an UnreadableImage here means one was replaced since."""
     from train import evaluate, metrics
 
-    site_images = [s.image for s in holdout]
-    records = list(evaluate.predict_with_model(folder, [*standard.images, *standard.negatives, *site_images],
+    visits = list({s.event_id: s for s in reversed(holdout)}.values())[::-1]  # first row of each event
+    records = list(evaluate.predict_with_model(folder, [*standard.images, *standard.negatives,
+                                                        *(s.image for s in visits)],
                                                num_threads=threads, read=checked_reader(max_pixels)))
     n_std = len(standard.images) + len(standard.negatives)
     gt = evaluate.ground_truth(list(standard.rows), list(standard.negatives))
@@ -467,32 +502,17 @@ def measure(folder: Path, threshold: float, standard: StandardSet, holdout: Sequ
     negative_ids = [p.name for p in standard.negatives]
     point = metrics.operating_point(gt, preds, threshold, negative_ids)
     alerting = [n for n in negative_ids if max((p.score for p in preds.get(n, ())), default=0.0) >= threshold]
-    per_event, errors = [], 0
-    for sample, record in zip(holdout, records[n_std:]):
-        dets = record["detections"]
-        best = max((d["score"] for d in dets), default=0.0)
-        if sample.is_raccoon:
-            wrong = not any(d["score"] >= threshold and box_iou(_norm(d["box"], sample), sample.box) >= SITE_HIT_IOU
-                            for d in dets)
-        else:
-            wrong = best >= threshold
-        errors += wrong
-        per_event.append({"event_id": sample.event_id, "night": sample.night, "label": sample.label,
-                          "best_score": round(float(best), 4), "wrong": bool(wrong)})
-    means = {label: [e["best_score"] for e in per_event if e["label"] == label] for label in ("not_raccoon", "raccoon")}
-    mean = {k: (float(np.mean(v)) if v else None) for k, v in means.items()}
-    gate_metrics = GateMetrics(recall=float(point.recall), false_alerts=len(alerting), negatives=len(negative_ids),
-                               site_errors=int(errors), site_events=len(holdout),
-                               site_not_raccoon_mean=mean["not_raccoon"], site_raccoon_mean=mean["raccoon"])
+    kept = {}
+    for sample, record in zip(visits, records[n_std:]):
+        w, h = float(record["width"]), float(record["height"])  # boxes: pixels -> normalised (xmin, ymin, xmax, ymax)
+        dets = [Detection(d["label"], float(d["score"]), (d["box"][0] / w, d["box"][1] / h, d["box"][2] / w,
+                                                           d["box"][3] / h), mode=record.get("mode"))
+                for d in record["detections"]]
+        kept[sample.event_id] = KeptScore(kept_score(dets, sample, filter_for(sample.camera)), record.get("mode"))
     detail = {"threshold": threshold, "test_recall": round(float(point.recall), 4),
               "test_precision": _round(point.precision), "heldout_false_alert_rate": _round(point.false_alert_rate),
-              "heldout_alerting": alerting, "site_holdout": per_event}
-    return gate_metrics, detail
-
-
-def _norm(box_px: Sequence[float], sample: SiteSample) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = box_px
-    return (x0 / sample.width, y0 / sample.height, x1 / sample.width, y1 / sample.height)
+              "heldout_alerting": alerting}
+    return StandardMeasure(float(point.recall), len(alerting), len(negative_ids), detail), kept
 
 
 def _round(value: float) -> float | None:
