@@ -311,11 +311,53 @@ def test_score_chart_is_numbers_only():
 # --- the site's classifier: which runs, roll back, retrain ----------------------------------------
 
 @pytest.mark.parametrize("code, says", [(0, "promoted"), (4, "refused by the gate"), (2, "failed (exit 2)"),
-                                        (None, "running")])
+                                        (5, "not enough marked visits"), (None, "running")])
 def test_retrain_outcome_words(code, says):
     from raccoon_watch.web.retrain_job import outcome_of
 
     assert says in outcome_of(code)
+
+
+def test_the_classifier_page_says_what_the_gate_needs_and_which_held_out_visits_were_wrong(page):
+    import json
+    import shutil
+
+    from raccoon_watch import site_models
+    from raccoon_watch.replay import VisitOutcome
+
+    app, url = page
+    root = site_models.models_root(app.cfg.storage.path)
+    split = {"by": "by_night", "holdout_groups": ["2026-05-03"], "minimum_per_kind_and_side": 3,
+             "train_visits": {"raccoon": 7, "not_raccoon": 24}, "holdout_visits": {"raccoon": 1, "not_raccoon": 7},
+             "enough": False, "need_more": {"raccoon": 2, "not_raccoon": 0, "nights": 1},
+             "message": "need 2 more raccoon visits marked (from 1 more night)"}
+    wrong = [VisitOutcome("e0", "porch", time.time() - 60, "not_raccoon", 0.741, "ir", "trace", 12, 0.91, True, "live",
+                          0.52, False, True, True).to_dict(),
+             VisitOutcome("still-7", "porch", None, "raccoon", 0.741, "color", "best_frame", 10, 0.80, True,
+                          "replayed", 0.60, False, False, None).to_dict()]
+    candidate = root / "candidates" / "20261207T120000-0123456789ab"
+    try:
+        site_models.write_last_retrain(root, {"time": time.time(), "outcome": "need_more", "candidate": None,
+                                              "message": split["message"], "split": split})
+        html = requests.get(url + "/models", timeout=10).text
+        assert "need 2 more raccoon visits marked (from 1 more night)" in html and "not judged yet" in html
+        assert re.search(r"held out now\s+1 raccoon, 7 raccoon-free; training\s+7 raccoon, 24 raccoon-free", html)
+
+        candidate.mkdir(parents=True)
+        card = {"gate": {"promote": False, "reasons": ["not better on the held-out site feedback"], "wrong": wrong}}
+        (candidate / site_models.CLASSIFIER_CARD).write_text(json.dumps(card))
+        (candidate / site_models.REFUSED_FILE).write_text("not better\n")
+        site_models.write_last_retrain(root, {"time": time.time(), "outcome": "refused", "candidate": candidate.name,
+                                              "message": "not better on the held-out site feedback", "wrong": wrong})
+        html = requests.get(url + "/models", timeout=10).text
+        assert "<strong>refused</strong>" in html and "2 held-out visits wrong" in html
+        assert html.count('href="/events/e0"') == 2  # the last retrain's table and the candidate's
+        assert "still-7" in html and 'href="/events/still-7"' not in html  # not in this store: no link
+        assert "0.910 alert ✗" in html and "0.520 no alert" in html and "0.600 no alert ✗" in html
+        assert "only its best frame is kept" in html and "what happened live" in html
+    finally:
+        shutil.rmtree(candidate, ignore_errors=True)
+        (root / site_models.LAST_RETRAIN).unlink(missing_ok=True)
 
 
 def test_the_classifier_page_rolls_back_and_runs_one_retrain_at_a_time(tmp_path, small_clip):

@@ -454,10 +454,11 @@ class ReviewPages:
             candidates.append({"name": folder.name, "current": now is not None and folder == now,
                                "previous": before is not None and folder == before,
                                "refused": (folder / site_models.REFUSED_FILE).is_file(),
-                               "reasons": gate.get("reasons") or []})
+                               "reasons": gate.get("reasons") or [], "wrong": gate.get("wrong") or []})
         return self._page(req, "models.html", running=running, site=now.name if now else None,
                           previous=before.name if before else None, candidates=candidates[:20],
-                          retrain=self.retrain.state() if self.retrain is not None else None)
+                          retrain=self.retrain.state() if self.retrain is not None else None,
+                          last=site_models.last_retrain(root))
 
     def _roll_back(self) -> Response:
         try:
