@@ -378,7 +378,7 @@ class App:
         self.trace = EventTrace(self.store, {
             name: camera_filter(cam, self.cfg, self.thresholds).labels
             for name, cam in self.cfg.cameras.items() if cam.enabled
-        })
+        }, lookback=self.cfg.events.score_window)
 
     def _start_sinks(self) -> None:
         assert self.store is not None

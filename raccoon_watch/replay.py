@@ -5,9 +5,11 @@ What is kept of a visit (``store.py``, ``eventtrace.py``):
 - the event row: it exists because the visit reached the alert threshold (an ``alert``; a row whose
   ``severity`` says ``detection`` did not alert), its best visit score (``top_score``) and the
   classifier version that scored it (``model_version``);
-- its trace (``scores``): per frame the router processed, from 1 s before the first sighting to 1 s
-  after the end, ``[wall ts, visit score, final score of the frame's best candidate of a watched
-  label (None: no candidate), detector score]``;
+- its trace (``scores``): per frame the router processed, from the visit window's frames before
+  the first sighting to 1 s after the end (``eventtrace.event_rows``), ``[wall ts, visit score,
+  final score of the frame's best candidate of a watched label (None: no candidate), detector
+  score]``; events stored before the lookback began keep from 1 s before the first sighting only,
+  which may miss the first frames of a visit when frames came slowly (``replay_agrees`` says so);
 - ONE image: the clean best frame (``frames/<camera>/<id>.jpg``), the frame of the best visit score.
   The other frames' images are gone (a clip, where the camera records one, is not used here).
 

@@ -142,3 +142,21 @@ def test_the_gate_counts_and_lists_the_visits_either_got_wrong():
     when = datetime.fromtimestamp(3.0).strftime("%Y-%m-%d %H:%M:%S")
     assert when in cat1 and "0.850 alert X" in cat1 and "0.400 no alert " in cat1 and "(deployed: live)" in cat1
     assert wrong_table(OUTCOMES[2:3]) == "no held-out visit was wrong for either classifier\n"
+
+
+def _rows(*ts: float) -> list[tuple[float, tuple[float, float, float | None, float | None]]]:
+    """(monotonic time, row) pairs as EventTrace keeps them; the row's wall ts is the same here."""
+    return [(t, (t, 0.0, 0.5, 0.3)) for t in ts]
+
+
+@pytest.mark.parametrize("rows, first, last, lookback, kept", [
+    (_rows(8.0, 9.5, 10.0, 11.0, 12.0, 14.0), 10.0, 12.0, 0, [9.5, 10.0, 11.0, 12.0]),  # 1 s either side
+    (_rows(8.0, 9.5, 10.0, 11.0, 12.0, 14.0), 10.0, 12.0, 1, [8.0, 9.5, 10.0, 11.0, 12.0]),  # + the window before
+    (_rows(5.0, 6.0, 7.5, 10.0, 12.0), 10.0, 12.0, 2, [6.0, 7.5, 10.0, 12.0]),  # slow frames: the lookback holds them
+    (_rows(10.0, 11.0), 10.0, 11.0, 10, [10.0, 11.0]),  # fewer rows than the lookback
+    (_rows(1.0, 2.0), 10.0, 11.0, 10, []),  # nothing of the event left (the deque rolled over)
+])
+def test_an_event_keeps_the_frames_its_first_visit_score_looked_back_at(rows, first, last, lookback, kept):
+    from raccoon_watch.eventtrace import event_rows
+
+    assert [r[0] for r in event_rows(rows, first, last, lookback)] == kept
