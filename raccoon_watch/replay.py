@@ -21,11 +21,13 @@ changes. Its change is measured on the kept frame, where both were run with the 
 recognizer (``score_shift``: in logits, the candidate's score there minus the reference's), and moved
 onto every frame of the trace (``shift_scores``); those per-frame scores then go through the
 daemon's own visit scoring (``visits.step``: median of the recent scores, padded with misses up to
-``min_frames``), threshold (``filters.meets_threshold``, for the kept frame's image mode) and
-debounce (``debounce.step``: ``min_frames`` counting frames of ``window`` start an event): it alerts
-when the debounce STARTs an event. With no trace (a feedback folder of stills, not from this store)
-only the kept frame exists: it is replayed as a still seen for ``visit.window`` frames, for the
-deployed classifier and the candidate alike, and the outcome says ``kept: best_frame``.
+``min_frames``), thresholds (``filters.meets_review_threshold`` and ``meets_threshold``, for the kept
+frame's image mode, as the router counts them) and debounce (``debounce.step``: ``min_frames``
+counting frames of ``window`` start an event): it alerts when the debounce STARTs an event with
+severity ALERT (a detection that is upgraded later alerts too). With no trace (a feedback folder of
+stills, not from this store) only the kept frame exists: it is replayed as a still seen for
+``visit.window`` frames, for the deployed classifier and the candidate alike, and the outcome says
+``kept: best_frame``.
 
 The trace keeps the best candidate of each frame, not which box it was: the replay follows it as one
 object (one box, so ``visits.match`` continues it frame after frame).
@@ -40,13 +42,13 @@ from typing import Literal, Sequence
 
 from raccoon_watch import debounce, visits
 from raccoon_watch.debounce import CameraState, DebounceParams, Observation
-from raccoon_watch.filters import DetectionFilter, meets_threshold
-from raccoon_watch.types import Box, Detection, EventKind
+from raccoon_watch.filters import DetectionFilter, meets_review_threshold, meets_threshold
+from raccoon_watch.types import Box, Detection, EventKind, Severity
 from raccoon_watch.visits import VisitParams, VisitState
 
 KEPT_TRACE, KEPT_BEST_FRAME = "trace", "best_frame"
 FROM_LIVE, FROM_REPLAY = "live", "replayed"
-ALERT, DETECTION = "alert", "detection"  # an event row's severity (none: every stored event alerted)
+DETECTION = Severity.DETECTION.value  # an event row's severity that did not alert (rows before severity: alerts)
 SCORE_EPS = 1e-3  # scores are clipped to [eps, 1 - eps] before logits: a 0.0 or 1.0 would be infinite
 REPLAY_BOX: Box = (0.25, 0.25, 0.75, 0.75)  # the trace has no boxes: one object, followed frame to frame
 REPLAY_CAMERA = "replay"
@@ -156,11 +158,12 @@ def replay(frames: Sequence[TraceFrame], rules: ReplayRules) -> tuple[float, boo
     for ts, score in frames:
         seen = () if score is None else (Detection(rules.label, float(score), REPLAY_BOX, mode=rules.mode),)
         vstate, scored = visits.step(vstate, seen, rules.visit)
-        hits = tuple(d for d in scored if meets_threshold(d, rules.filter))
+        hits = tuple(d for d in scored if meets_review_threshold(d, rules.filter))  # as the router counts
+        alerting = tuple(d for d in hits if meets_threshold(d, rules.filter))
         best = max([best, *(d.score for d in scored)])
-        obs = Observation(REPLAY_CAMERA, ts, hits, mono=ts)
+        obs = Observation(REPLAY_CAMERA, ts, hits, mono=ts, alerting=alerting)
         cstate, events = debounce.step(cstate, obs, (rules.label,), rules.debounce)
-        alerted = alerted or any(e.kind is EventKind.START for e in events)
+        alerted = alerted or any(e.kind is EventKind.START and e.severity is Severity.ALERT for e in events)
     return best, alerted, len(frames)
 
 

@@ -19,6 +19,8 @@ from raccoon_watch.visits import VisitParams
 FILTER = DetectionFilter(labels=frozenset({"raccoon"}), threshold=0.7, ir_threshold=0.5)
 RULES = ReplayRules(FILTER, VisitParams(window=10, min_frames=3), DebounceParams(min_frames=3, window=5))
 IR_RULES = ReplayRules(FILTER, RULES.visit, RULES.debounce, mode="ir")
+REVIEW_RULES = ReplayRules(DetectionFilter(labels=frozenset({"raccoon"}), threshold=0.7, review_threshold=0.5),
+                           RULES.visit, RULES.debounce)
 SHIPPED = "0123456789ab"
 
 
@@ -36,6 +38,8 @@ def _frames(*scores: float | None) -> tuple[tuple[float, float | None], ...]:
     ([0.9, None] * 6, RULES, 0.9, True),                # every other frame: the odd frames' median holds
     ([0.9, None, None] * 4, RULES, 0.45, False),        # one frame in three: the median never reaches it
     ([], RULES, 0.0, False),
+    ([0.6] * 6, REVIEW_RULES, 0.6, False),              # a detection (over the review threshold only) is no alert
+    ([0.6] * 4 + [0.9] * 8, REVIEW_RULES, 0.9, True),   # ... until the debounce upgrades it
 ])
 def test_replay_is_the_daemons_visit_scoring_threshold_and_debounce(scores, rules, best, alerted):
     got_best, got_alerted, frames = replay(_frames(*scores), rules)
