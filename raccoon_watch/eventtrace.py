@@ -32,18 +32,21 @@ from raccoon_watch.visits import VisitParams
 log = structlog.get_logger(__name__)
 
 MAX_FRAMES = 3000  # per camera: 10 minutes at 5 fps
-ScoreRow = tuple[float, float, float | None, float | None]
+ScoreRow = tuple[float, ...]
+"""(wall ts, visit score, classifier score | None, detector score | None[, xmin, ymin, xmax, ymax]): the
+best candidate's box (normalised, ``types.Box``) follows when there is one, so a replay can tell the
+animal from a still thing that was the best candidate before it came (``raccoon_watch.replay``)."""
 
 
 def score_row(result: FrameResult, hits: tuple[Detection, ...], labels: frozenset[str]) -> ScoreRow:
     """One frame's scores (pure): the best hit's visit score, and the best raw candidate of a watched
-    label (its final and detector scores); no candidate: (ts, 0.0, None, None)."""
+    label (its final and detector scores, and its box); no candidate: (ts, 0.0, None, None)."""
     visit = max((d.score for d in hits if d.label in labels), default=0.0)
     raw = [d for d in result.detections if d.label in labels]
     best = max(raw, key=lambda d: d.score, default=None)
     if best is None:
         return (result.frame.ts, visit, None, None)
-    return (result.frame.ts, visit, best.score, best.detector_score)
+    return (result.frame.ts, visit, best.score, best.detector_score, *best.box)  # type: ignore[return-value]
 
 
 def event_rows(rows: Sequence[tuple[float, ScoreRow]], first: float, last: float, lookback: int) -> list[ScoreRow]:

@@ -29,8 +29,10 @@ stills, not from this store) only the kept frame exists: it is replayed as a sti
 ``visit.window`` frames, for the deployed classifier and the candidate alike, and the outcome says
 ``kept: best_frame``.
 
-The trace keeps the best candidate of each frame, not which box it was: the replay follows it as one
-object (one box, so ``visits.match`` continues it frame after frame).
+The trace keeps the best candidate of each frame and its box: the replay follows those boxes through
+``visits.step`` as the router did, so a still thing that was the best candidate before the animal
+came (a bowl at 0.02) stays a visit of its own. Rows written without a box (before boxes were kept)
+are followed as one object.
 Everything here is pure and tested as tables (tests/test_gate_replay.py).
 """
 
@@ -54,8 +56,9 @@ REPLAY_BOX: Box = (0.25, 0.25, 0.75, 0.75)  # the trace has no boxes: one object
 REPLAY_CAMERA = "replay"
 FRAME_S = 1.0  # seconds between the frames of a replayed still (only debounce's end_after reads them)
 
-TraceFrame = tuple[float, float | None]
-"""(wall ts, final score of the frame's best candidate; None: no candidate in that frame)."""
+TraceFrame = tuple[float, float | None, Box | None]
+"""(wall ts, final score of the frame's best candidate (None: no candidate in that frame), its box
+normalised (xmin, ymin, xmax, ymax); None: not kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,8 @@ def kept_visit_from_event(row: dict[str, object], sample_label: str) -> KeptVisi
         if not isinstance(r, (list, tuple)) or len(r) < 3 or not _is_number(r[0]):
             continue
         score = float(r[2]) if _is_number(r[2]) else None
-        trace.append((float(r[0]), score))
+        box = tuple(float(v) for v in r[4:8]) if len(r) >= 8 and all(_is_number(v) for v in r[4:8]) else None
+        trace.append((float(r[0]), score, box))  # type: ignore[arg-type]
         visit = float(r[1]) if _is_number(r[1]) else 0.0
         if visit > best_visit:  # the first frame of the best visit score: the one eventtrace kept
             best_visit, kept_live = visit, score
@@ -155,8 +159,8 @@ def replay(frames: Sequence[TraceFrame], rules: ReplayRules) -> tuple[float, boo
     frames replayed)."""
     vstate, cstate = VisitState(), CameraState(REPLAY_CAMERA)
     best, alerted = 0.0, False
-    for ts, score in frames:
-        seen = () if score is None else (Detection(rules.label, float(score), REPLAY_BOX, mode=rules.mode),)
+    for ts, score, box in frames:
+        seen = () if score is None else (Detection(rules.label, float(score), box or REPLAY_BOX, mode=rules.mode),)
         vstate, scored = visits.step(vstate, seen, rules.visit)
         hits = tuple(d for d in scored if meets_review_threshold(d, rules.filter))  # as the router counts
         alerting = tuple(d for d in hits if meets_threshold(d, rules.filter))
@@ -169,7 +173,7 @@ def replay(frames: Sequence[TraceFrame], rules: ReplayRules) -> tuple[float, boo
 
 def still_frames(score: float | None, rules: ReplayRules) -> tuple[TraceFrame, ...]:
     """A kept frame alone, as a still the camera saw for ``visit.window`` frames."""
-    return tuple((i * FRAME_S, score) for i in range(rules.visit.window))
+    return tuple((i * FRAME_S, score, None) for i in range(rules.visit.window))
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +224,7 @@ def judge_visit(visit: KeptVisit, kept_deployed: float, kept_candidate: float, r
     deployed classifier; the live outcome stands for it when the event's version is the same (or
     the event predates versions)."""
     live_is_deployed = visit.live_version is None or visit.live_version == deployed_version
-    scores = [s for _, s in visit.trace]
-    times = [t for t, _ in visit.trace]
+    times, scores, boxes = zip(*visit.trace) if visit.trace else ((), (), ())
     if visit.trace and (live_is_deployed or visit.kept_live_score is None):
         reference = kept_deployed  # both run offline on the same kept JPEG
     else:
@@ -233,8 +236,8 @@ def judge_visit(visit: KeptVisit, kept_deployed: float, kept_candidate: float, r
         if reference <= SCORE_EPS:  # the reference found nothing in the kept frame: no scale to move by
             if kept_score <= SCORE_EPS:  # nor did this one: no sign of a change, the visit as it was
                 return visit.trace
-            return tuple(zip(times, (None if s is None else kept_score for s in scores)))
-        return tuple(zip(times, shift_scores(scores, score_shift(reference, kept_score))))
+            return tuple(zip(times, (None if s is None else kept_score for s in scores), boxes))
+        return tuple(zip(times, shift_scores(scores, score_shift(reference, kept_score)), boxes))
 
     cand_score, cand_alerted, frames = replay(frames_for(kept_candidate), rules)
     agrees = None

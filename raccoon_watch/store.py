@@ -10,8 +10,8 @@ Layout under ``storage.path``::
 Review columns (added to older databases at open, ``_migrate``): ``clip`` (path relative to
 ``storage.path``, NULL while none), ``clip_state`` (``pending`` | ``ready`` | ``missing``, NULL when
 the camera records no clips) with ``clip_reason`` (why it is missing), ``frame`` (the clean best
-frame), ``scores`` (JSON ``[[ts, visit_score, classifier_score, detector_score], ...]`` per frame the
-router saw), ``feedback`` (``raccoon`` | ``not_raccoon`` | NULL), ``feedback_source`` and
+frame), ``scores`` (JSON ``[[ts, visit_score, classifier_score, detector_score(, box)], ...]`` per
+frame the router saw), ``feedback`` (``raccoon`` | ``not_raccoon`` | NULL), ``feedback_source`` and
 ``feedback_time``, ``severity`` (``alert`` | ``detection``: Frigate's review terms, ``types.Severity``;
 rows written before detections existed are alerts). The retention sweep deletes snapshots, frames and
 clips by the same rules.
@@ -697,8 +697,9 @@ class EventStore:
         else:
             self._hold(HeldMedia(event_id, "frame", target, jpeg))
 
-    def set_scores(self, event_id: str, scores: list[tuple[float, float, float | None, float | None]]) -> None:
-        """Per-frame scores of the event: (wall ts, visit score, classifier score, detector score)."""
+    def set_scores(self, event_id: str, scores: list[tuple[float | None, ...]]) -> None:
+        """Per-frame scores of the event: (wall ts, visit score, classifier score, detector score[, the
+        candidate's box xmin, ymin, xmax, ymax normalised]), as ``eventtrace.score_row`` makes them."""
         self._set(event_id, scores=json.dumps([[round(v, 4) if v is not None else None for v in row]
                                                for row in scores]))
 

@@ -14,6 +14,7 @@ from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.gate import gate_metrics, wrong_table, wrong_visits
 from raccoon_watch.replay import (FROM_LIVE, FROM_REPLAY, KEPT_BEST_FRAME, KEPT_TRACE, KeptVisit, ReplayRules,
                                   VisitOutcome, judge_visit, kept_visit_from_event, replay, score_shift, shift_scores)
+from raccoon_watch.types import Detection
 from raccoon_watch.visits import VisitParams
 
 FILTER = DetectionFilter(labels=frozenset({"raccoon"}), threshold=0.7, ir_threshold=0.5)
@@ -24,8 +25,8 @@ REVIEW_RULES = ReplayRules(DetectionFilter(labels=frozenset({"raccoon"}), thresh
 SHIPPED = "0123456789ab"
 
 
-def _frames(*scores: float | None) -> tuple[tuple[float, float | None], ...]:
-    return tuple((100.0 + 0.25 * i, s) for i, s in enumerate(scores))
+def _frames(*scores: float | None, box=None) -> tuple[tuple[float, float | None, tuple | None], ...]:
+    return tuple((100.0 + 0.25 * i, s, box) for i, s in enumerate(scores))
 
 
 @pytest.mark.parametrize("scores, rules, best, alerted", [
@@ -44,6 +45,19 @@ def _frames(*scores: float | None) -> tuple[tuple[float, float | None], ...]:
 def test_replay_is_the_daemons_visit_scoring_threshold_and_debounce(scores, rules, best, alerted):
     got_best, got_alerted, frames = replay(_frames(*scores), rules)
     assert (round(got_best, 4), got_alerted, frames) == (best, alerted, len(scores))
+
+
+BOWL, RACCOON = (0.7, 0.6, 0.8, 0.75), (0.1, 0.2, 0.45, 0.7)
+
+
+def test_a_still_thing_before_the_animal_is_a_visit_of_its_own():
+    """Measured in the end-to-end test: the empty yard's best candidate (a still thing at 0.02) for
+    11 frames, then the raccoon for 4. With the boxes the raccoon's visit starts fresh and alerts,
+    as it did live; followed as one object, the bowl's 0.02s hold the median down."""
+    bowl, raccoon = _frames(*[0.0206] * 11, box=BOWL), _frames(0.8514, 0.8591, 0.8514, 0.8514, box=RACCOON)
+    frames = bowl + tuple((t + 3.0, s, b) for t, s, b in raccoon)
+    assert replay(frames, RULES)[1] is True
+    assert replay(tuple((t, s, None) for t, s, _ in frames), RULES)[1] is False
 
 
 def test_a_score_shift_is_measured_on_the_kept_frame_and_moves_every_frame_in_logits():
@@ -105,13 +119,16 @@ def test_judge_visit(visit, kept_deployed, kept_candidate, expect):
 @pytest.mark.parametrize("row, expect", [
     ({"id": "e1", "camera": "porch", "start_time": 5.0, "top_score": 0.8, "model_version": SHIPPED,
       "scores": [[1.0, 0.0, None, None], [1.25, 0.0, 0.7, 0.4], [1.5, 0.8, 0.9, 0.5], [1.75, 0.8, 0.6, 0.5]]},
-     dict(trace=((1.0, None), (1.25, 0.7), (1.5, 0.9), (1.75, 0.6)), kept_live_score=0.9, live_alerted=True,
-          live_score=0.8, live_version=SHIPPED)),
+     dict(trace=((1.0, None, None), (1.25, 0.7, None), (1.5, 0.9, None), (1.75, 0.6, None)), kept_live_score=0.9,
+          live_alerted=True, live_score=0.8, live_version=SHIPPED)),
+    ({"id": "e4", "camera": "porch", "start_time": 5.0, "top_score": 0.8,
+      "scores": [[1.0, 0.0, 0.7, 0.4, 0.1, 0.2, 0.5, 0.6], [1.25, 0.8, 0.9, 0.5, 0.1, 0.2, "x", 0.6]]},
+     dict(trace=((1.0, 0.7, (0.1, 0.2, 0.5, 0.6)), (1.25, 0.9, None)), kept_live_score=0.9)),
     ({"id": "e2", "camera": "porch", "start_time": 5.0, "top_score": 0.6, "severity": "detection", "scores": []},
      dict(trace=(), kept_live_score=None, live_alerted=False, live_version=None)),
     ({"id": "e3", "camera": "porch", "start_time": 5.0, "top_score": 0.9, "severity": "alert",
       "scores": [["x", 1, 2], [1.0], [2.0, 0.9, float("nan")], None]},
-     dict(trace=((2.0, None),), live_alerted=True)),
+     dict(trace=((2.0, None, None),), live_alerted=True)),
 ])
 def test_kept_visit_from_a_store_row(row, expect):
     visit = kept_visit_from_event(row, "raccoon")
@@ -164,3 +181,18 @@ def test_an_event_keeps_the_frames_its_first_visit_score_looked_back_at(rows, fi
     from raccoon_watch.eventtrace import event_rows
 
     assert [r[0] for r in event_rows(rows, first, last, lookback)] == kept
+
+
+@pytest.mark.parametrize("detections, row", [
+    ((), (5.0, 0.0, None, None)),
+    ((Detection("raccoon", 0.3, RACCOON, 0.9), Detection("raccoon", 0.8, BOWL, 0.2), Detection("cat", 0.99, BOWL)),
+     (5.0, 0.0, 0.8, 0.2, *BOWL)),  # the best candidate of a watched label, with its box
+])
+def test_a_trace_row_keeps_the_best_candidates_box(detections, row):
+    import numpy as np
+
+    from raccoon_watch.eventtrace import score_row
+    from raccoon_watch.types import Frame, FrameResult
+
+    result = FrameResult(Frame("porch", 0, 5.0, 1.0, np.zeros((4, 4, 3), np.uint8)), detections, 1.0)
+    assert score_row(result, (), frozenset({"raccoon"})) == row
