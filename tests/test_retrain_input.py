@@ -199,7 +199,8 @@ def test_retrain_with_hostile_rows_in_the_held_out_part_skips_them_and_finishes(
     base = tmp_path / "base"
     run, peak = _retrain("--config", str(_config(tmp_path)), "--feedback", str(tmp_path / "fb"),
                          "--base-crops", str(base), "--base-build-limit", "8", "--base-limit", "16",
-                         "--steps", "5", "--mode", "head", "--no-promote", "--quiet", "--holdout-share", "0.5")
+                         "--steps", "5", "--mode", "head", "--no-promote", "--quiet", "--holdout-share", "0.5",
+                         "--min-visits", "1")  # 4 + 4 good visits: the gate's default 3 a side would stop at exit 5
     print(f"hostile rows among 8 good ones: exit {run.returncode}, peak RSS {peak / 1e6:.0f} MB")
     assert run.returncode in (0, 4), run.stderr[-3000:]  # the gate may refuse a 5-step candidate: not the point
     assert "Traceback" not in run.stderr + run.stdout
@@ -219,7 +220,7 @@ def test_a_retrain_stopped_by_sigterm_leaves_no_half_candidate(tmp_path, shared_
     hostile_folder(tmp_path / "fb", shared_dir, good=(4, 4))
     proc = subprocess.Popen([sys.executable, "-m", "raccoon_watch", "retrain", "--config", str(_config(tmp_path)),
                              "--feedback", str(tmp_path / "fb"), "--base-crops", str(tmp_path / "base"),
-                             "--base-build-limit", "8", "--steps", "5", "--quiet"],
+                             "--base-build-limit", "8", "--steps", "5", "--quiet", "--min-visits", "1"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     candidates = tmp_path / "var" / "models" / "candidates"
     deadline = time.monotonic() + 300
@@ -271,7 +272,8 @@ def test_every_way_out_of_a_retrain_removes_its_unfinished_candidate(tmp_path, s
     hostile_folder(tmp_path / "fb", shared_dir, good=(2, 2))
     parser = argparse.ArgumentParser()
     retrain_cmd.add_parsers(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["retrain", "--config", str(_config(tmp_path)), "--feedback", str(tmp_path / "fb")])
+    args = parser.parse_args(["retrain", "--config", str(_config(tmp_path)), "--feedback", str(tmp_path / "fb"),
+                              "--min-visits", "1"])  # 2 + 2 good visits: enough to get to the fit
     if code is None:
         with pytest.raises(KeyboardInterrupt):
             retrain_cmd.main(args)
