@@ -4,8 +4,10 @@ the bundled two-stage model on real photos (raccoons at night and by day, cats, 
 from __future__ import annotations
 
 import json
+import queue
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import cv2
@@ -20,7 +22,11 @@ from raccoon_watch.detectors.factory import create_detector
 from raccoon_watch.imagemode import COLOR, IR, image_mode
 from raccoon_watch.recognition import (CandidateHints, RecognitionParams, Recognizer, classifier_crop, crop_window,
                                        extra_candidates, final_score, group_views)
-from raccoon_watch.types import ORIGIN_DETECTOR, ORIGIN_MOTION, ORIGIN_TRACK, Box, Detection, box_iou
+from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.tracking import HintBoard
+from raccoon_watch.types import (ORIGIN_DETECTOR, ORIGIN_MOTION, ORIGIN_TRACK, Box, Detection, Frame, TrackHint,
+                                 box_iou, shift_box)
+from raccoon_watch.workers import DetectorWorker
 
 
 @pytest.mark.parametrize(("box", "size", "margin", "window"), [
@@ -472,3 +478,32 @@ def test_hint_candidates_join_the_one_batched_classifier_call(shared_dir, bundle
     recognizer.recognize([image, image], hints=[CandidateHints(tracked=(box,)), CandidateHints(moving=(box,))])
     assert counting.calls == 2 and counting.crops - crops_without == crops_without + 2  # one call each, 2 extra crops
     assert plain[0] == plain[1]
+
+
+@pytest.mark.shared
+def test_the_worker_passes_each_frame_its_camera_hints_and_motion_regions(shared_dir):
+    """A real worker and the bundled model: a frame alone, a frame with the gate's region on the small
+    night raccoon, and a frame of a camera whose track the router published (moving right at 0.02 of
+    the width per second, 1 s before the frame: the worker predicts where it is now)."""
+    if not (DEFAULT_MODEL_DIR / CLASSIFIER_CARD_NAME).is_file():
+        pytest.skip("models/raccoon has no classifier stage")
+    image, box = night_scene(shared_dir, "bcc_crop_gait_307.jpg")
+    board = HintBoard(["porch", "yard"])
+    board.publish("yard", (TrackHint(4, shift_box(box, -0.02, 0.0), mono=99.0, velocity=(0.02, 0.0)),))
+    frames = [Frame("porch", 0, 0.0, 100.0, image), Frame("porch", 1, 0.0, 100.0, image, motion_regions=(box,)),
+              Frame("yard", 0, 0.0, 100.0, image)]
+    fq, results, stop = FrameQueue(4), queue.Queue(), threading.Event()
+    for frame in frames:
+        fq.put(frame)
+    worker = DetectorWorker(0, lambda: create_recognizer(DetectorConfig(workers=1)), fq, results, stop, hints=board)
+    worker.start()
+    try:
+        out = {(r.frame.camera, r.frame.seq): r for r in (results.get(timeout=30) for _ in frames)}
+    finally:
+        stop.set()
+        worker.join(5)
+    assert _at(list(out["porch", 0].detections), box) == []
+    assert [d.origin for d in _at(list(out["porch", 1].detections), box)] == [ORIGIN_MOTION]
+    (tracked,) = _at(list(out["yard", 0].detections), box)
+    assert tracked.origin == ORIGIN_TRACK and tracked.box == pytest.approx(box)
+    assert worker.stats.hinted == 2 and worker.stats.frames == 3
