@@ -50,7 +50,7 @@ from raccoon_watch.types import (ORIGIN_TRACK, Box, Detection, TrackHint, box_ar
 
 THUMB_SIDE = 16
 """Cells per side of a track's thumbnail."""
-THUMB_SAMPLES = 4
+THUMB_SAMPLES = 2
 """At most this many pixels per cell side are read (a strided sample), so a large box costs what a
 small one does: about 0.03 ms per thumbnail of a 1080p frame on this 2-core machine."""
 
@@ -167,17 +167,21 @@ def changed_cells(first: np.ndarray, now: np.ndarray, floor: float) -> float:
     """Share (0..1) of the cells of two same-shape grey thumbnails that differ by more than ``floor``
     grey levels once the camera's exposure is taken out: each thumbnail less its median, and ``now``
     divided by its least-squares gain over ``first`` (a brighter, darker or contrastier frame is no
-    change). Medians, not means, so a quarter of the box changing does not shift the other three."""
+    change). Medians, not means, so a quarter of the box changing does not shift the other three.
+    (Medians by ``np.partition``: ``np.median`` costs 0.1 ms on 256 values, this whole function 0.02.)"""
     if first.shape != now.shape:
         raise ValueError(f"thumbnails differ in shape: {first.shape} vs {now.shape}")
-    a = first.astype(np.float32)
-    b = now.astype(np.float32)
-    a -= float(np.median(a))
-    b -= float(np.median(b))
-    energy = float(np.dot(a.ravel(), a.ravel()))
-    gain = float(np.dot(a.ravel(), b.ravel())) / energy if energy > 0.0 else 1.0
+    a = first.astype(np.float32).ravel()
+    b = now.astype(np.float32).ravel()
+    middle = a.size // 2
+    a -= np.partition(a, middle)[middle]
+    b -= np.partition(b, middle)[middle]
+    energy = float(a.dot(a))
+    gain = float(a.dot(b)) / energy if energy > 0.0 else 1.0
     gain = min(max(gain, 0.5), 2.0)  # an exposure change, not a different picture
-    return float(np.mean(np.abs(b / gain - a) > floor))
+    b /= gain
+    b -= a
+    return np.count_nonzero(np.abs(b) > floor) / b.size
 
 
 def motion_cover(box: Box, regions: Iterable[Box], inside: float) -> float:
@@ -206,23 +210,38 @@ def match(tracks: Sequence[tuple[str, Box]], detections: Sequence[Detection], mi
 
     tracks: (label, box to compare with: the predicted one) per track. Only same-label pairs with IoU
     >= ``min_iou``; ties go to the older track, then to the earlier detection, so the result does not
-    depend on dict or set order.
+    depend on dict or set order. IoU as ``types.box_iou``, for all pairs at once.
     """
-    pairs = sorted(
-        ((box_iou(box, d.box), ti, di)
-         for ti, (label, box) in enumerate(tracks) for di, d in enumerate(detections) if label == d.label),
-        key=lambda pair: (-pair[0], pair[1], pair[2]),
-    )
+    if not tracks or not detections:
+        return {}
+    iou = iou_matrix(np.array([box for _, box in tracks], np.float64), np.array([d.box for d in detections], np.float64))
+    same = np.array([[label == d.label for d in detections] for label, _ in tracks])
+    iou = np.where(same, iou, -1.0)
+    ti, di = np.indices(iou.shape)
+    order = np.lexsort((di.ravel(), ti.ravel(), -iou.ravel()))  # by IoU down, then track, then detection
     matched: dict[int, int] = {}
     used: set[int] = set()
-    for iou, ti, di in pairs:
-        if iou < min_iou:
+    for k in order.tolist():
+        t, d = divmod(k, iou.shape[1])
+        if iou[t, d] < min_iou:
             break
-        if ti in used or di in matched:
+        if t in used or d in matched:
             continue
-        matched[di] = ti
-        used.add(ti)
+        matched[d] = t
+        used.add(t)
     return matched
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of (N, 4) and (M, 4) (xmin, ymin, xmax, ymax) boxes, continuous areas as ``box_iou``
+    (0.0 where the union is empty)."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0.0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0.0, None)
+    inter = ix * iy
+    area_a = np.clip(a[:, 2] - a[:, 0], 0.0, None) * np.clip(a[:, 3] - a[:, 1], 0.0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0.0, None) * np.clip(b[:, 3] - b[:, 1], 0.0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
 
 
 def _supports(det: Detection) -> bool:
@@ -265,10 +284,13 @@ def _judge(track: Track, image: np.ndarray | None, regions: Sequence[Box], mover
             cells = changed_cells(reference, now_thumb, p.thumb_floor)
     evidence = MoveEvidence(
         changed_cells=cells,
-        motion_cover=motion_cover(track.box, regions, p.motion_inside),
+        motion_cover=motion_cover(track.box, regions, p.motion_inside) if regions else 0.0,
         occluded=any(box_iou(other, first_box) > 0.0 for other in movers),
     )
-    return replace(track, first_box=first_box, first_thumb=first_thumb, moved=has_moved(evidence, p))
+    moved = has_moved(evidence, p)
+    if not moved and first_box is track.first_box and first_thumb is track.first_thumb:
+        return track  # nothing new: no copy
+    return replace(track, first_box=first_box, first_thumb=first_thumb, moved=moved)
 
 
 def step(state: TrackState, detections: Sequence[Detection], p: TrackParams, now: float,

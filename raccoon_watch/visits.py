@@ -107,9 +107,9 @@ def step(state: VisitState, detections: tuple[Detection, ...], p: VisitParams,
     if len(set(ids)) != len(ids):
         raise ValueError(f"a track continues at most one detection per frame, got ids {ids}")
     det_of = {cid: di for di, cid in enumerate(ids)}
-    continued = [
-        replace(c, box=detections[det_of[c.id]].box, scores=(c.scores + (detections[det_of[c.id]].score,))[-p.window:])
-        if c.id in det_of else replace(c, scores=(c.scores + (MISS,))[-p.window:])
+    continued = [  # Candidate(...) rather than replace(): this runs for every candidate of every frame
+        Candidate(c.id, c.label, detections[det_of[c.id]].box, (*c.scores, detections[det_of[c.id]].score)[-p.window:])
+        if c.id in det_of else Candidate(c.id, c.label, c.box, (*c.scores, MISS)[-p.window:])
         for c in state.candidates
     ]
     known = {c.id: c for c in continued}

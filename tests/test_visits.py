@@ -235,3 +235,9 @@ def test_bad_track_ids_are_refused(track_ids, message):
 def test_best_scores_per_candidate():
     state = VisitState((Candidate(0, "raccoon", BOWL_LEFT, (0.2, 0.7, 0.0)), Candidate(4, "cat", BOWL_RIGHT, (0.0,))), 5)
     assert visits.best_scores(state) == {0: 0.7, 4: 0.0}
+
+
+@pytest.mark.parametrize("params", [PER_FRAME, P])
+def test_a_candidate_keeps_at_most_window_scores(params):
+    _, state = run(RACCOON_20, params)
+    assert len(state.candidates[0].scores) == params.window
