@@ -433,7 +433,7 @@ def test_a_tracked_raccoon_is_classified_where_the_detector_no_longer_proposes_i
     (found,) = _at(bundled.recognize([image], hints=[CandidateHints(tracked=(box,))])[0], box)
     assert found.origin == origin and found.mode == IR
     assert found.detector_score == pytest.approx(bundled.params.extra_score_floor)
-    assert found.score > 0.7  # the classifier is sure (measured 0.75 and 0.79 against the card's 0.741)
+    assert found.score > 0.7  # the classifier is sure (measured 0.75 and 0.79; the card: IR 0.464, colour 0.698)
     if origin == ORIGIN_TRACK:
         assert found.box == box
 
