@@ -102,6 +102,16 @@ def walk_onto(background: np.ndarray, photo: np.ndarray, boxes_px: Iterable[tupl
     return [letterbox_onto(background, photo, boxes, size, (i / steps, 0.3 + 0.4 * i / steps)) for i in range(frames)]
 
 
+def arrive_onto(background: np.ndarray, photo: np.ndarray, boxes_px: Iterable[tuple[int, int, int, int]],
+                frames: int, walking: int) -> list[Composite]:
+    """``frames`` composites of ``photo`` letterboxed onto ``background`` (full size) that first walks in
+    from the left edge for ``walking`` frames, then stays where ``letterbox_onto`` centres it (an animal
+    that comes to the bowl and sits down)."""
+    boxes = list(boxes_px)
+    steps = max(1, walking - 1)
+    return [letterbox_onto(background, photo, boxes, 1.0, (0.5 * min(i, steps) / steps, 0.5)) for i in range(frames)]
+
+
 def raccoon_boxes(dataset_dir: Path, filename: str) -> list[tuple[int, int, int, int]]:
     """Pixel boxes (xmin, ymin, xmax, ymax) of ``filename`` from the dataset's raccoon_labels.csv."""
     with open(Path(dataset_dir) / "raccoon_labels.csv", newline="") as fh:
