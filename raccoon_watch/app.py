@@ -42,6 +42,7 @@ from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
 from raccoon_watch.storelock import StorageLock
+from raccoon_watch.tracking import HintBoard
 from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, Severity
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
@@ -218,6 +219,7 @@ class App:
         self.sinks: list[Sink] = []
         self.workers: list[DetectorWorker] = []
         self.router: EventRouter | None = None
+        self.hints = HintBoard(name for name, cam in cfg.cameras.items() if cam.enabled)  # router -> workers
         self.cameras: dict[str, CaptureThread] = {}
         self.gates: dict[str, MotionGate] = {}  # per camera: decoded frame -> detector or not
         self.live: dict[str, LatestFrame] = {}  # per camera: the newest decoded frame, for the live view
@@ -395,6 +397,7 @@ class App:
                 i, self._make_detector, self.frames, self.results, self.stop_event, wait_s,
                 on_inference=self.metrics.on_inference,
                 swap=self.swap,
+                hints=self.hints,
             )
             worker.start()
             self.workers.append(worker)
@@ -408,7 +411,7 @@ class App:
         self.router = EventRouter(
             self.results, filters, debounce_params(self.cfg), self._record, self.sinks, self.stop_event,
             clock=self.clock, on_event=self._on_event, on_result=self._on_result,
-            visit_params=visit_params(self.cfg), states=self._cooldown_states(filters),
+            visit_params=visit_params(self.cfg), states=self._cooldown_states(filters), hints=self.hints,
         )
         self.router.start()
 

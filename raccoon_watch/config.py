@@ -251,7 +251,8 @@ class EventsConfig(_Strict):
     score_window: int = Field(
         _VISIT.window, ge=1, le=100,
         description="A detection's score is the median of its object's last this-many per-frame scores, "
-                    "a frame that misses it counting 0 (1: each frame's own score).",
+                    "a frame that misses it counting 0 (1: each frame's own score); a tracked object not seen "
+                    "for this many frames is forgotten.",
     )
     score_min_frames: int = Field(
         _VISIT.min_frames, ge=1,
@@ -259,7 +260,8 @@ class EventsConfig(_Strict):
     )
     score_match_iou: float = Field(
         _VISIT.match_iou, ge=0.0, le=1.0,
-        description="A detection continues the object whose last box overlaps it most, if at least this much (IoU).",
+        description="A detection continues the tracked object whose predicted box (its last box moved on at its "
+                    "speed) overlaps it most, if at least this much (IoU).",
     )
 
     @model_validator(mode="after")

@@ -1,12 +1,15 @@
-"""A demo clip for machines without a camera: an empty scene, a raccoon, the empty scene again.
+"""A demo clip for machines without a camera: an empty scene, a raccoon walking across, the empty scene again.
 
 ``make run`` falls back to it when no configured camera opens, so a newcomer sees detections and
 events. The clip is built once from ``../shared/data`` images and cached (never committed):
 
     empty 3 s | raccoon A 4 s | empty 12 s | raccoon B 4 s | empty 12 s     (640x360, 15 fps, mp4v)
 
-12 s of empty scene is longer than the default ``events.end_after`` (10 s), so each raccoon gives
-one event start and one end. The compositing helpers are also used by tests/fixtures/media.py.
+Each raccoon walks: its photo, scaled to ``WALK_SCALE`` of the frame, crosses from left to right
+(``walk_onto``). A still picture would never alert: the daemon only alerts on a candidate that
+moved (``tracking``), as a watering can never does. 12 s of empty scene is longer than the default
+``events.end_after`` (10 s), so each raccoon gives one event start and one end. The compositing
+helpers are also used by tests/fixtures/media.py.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from raccoon_watch.types import Box
 
 log = structlog.get_logger(__name__)
 
-DEMO_PATH = Path("var/demo/raccoon_demo.mp4")
+DEMO_PATH = Path("var/demo/raccoon_demo_walk.mp4")  # not the old still one's name: a cached still clip never alerts
 DEMO_SIZE = (640, 360)  # (width, height)
 DEMO_FPS = 15.0
 # Raccoon photos from the dataset's test split: one whole, large raccoon each.
@@ -35,6 +38,7 @@ DEMO_RACCOONS = ("raccoon-186.jpg", "raccoon-41.jpg")
 EMPTY_SCENE = "ctai_blank2.jpg"
 # (what, seconds) in clip order; "empty" or an index into DEMO_RACCOONS.
 DEMO_TIMELINE: tuple[tuple[str | int, float], ...] = (("empty", 3), (0, 4), ("empty", 12), (1, 4), ("empty", 12))
+WALK_SCALE = 0.85  # a walking photo's size, share of the letterboxed (largest) size: room to walk in
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +72,17 @@ def cover(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
 
 
-def letterbox_onto(background: np.ndarray, photo: np.ndarray, boxes_px: Iterable[tuple[int, int, int, int]]) -> Composite:
-    """Scale ``photo`` to fit inside ``background`` (keeping its aspect), centre it, and map its
-    pixel boxes (xmin, ymin, xmax, ymax in the photo) to normalised boxes of the composite."""
+def letterbox_onto(background: np.ndarray, photo: np.ndarray, boxes_px: Iterable[tuple[int, int, int, int]],
+                   size: float = 1.0, at: tuple[float, float] = (0.5, 0.5)) -> Composite:
+    """Scale ``photo`` to ``size`` of the largest size that fits inside ``background`` (keeping its
+    aspect), place it (``at``: where in the room left over, (0, 0) top left, (1, 1) bottom right,
+    (0.5, 0.5) centred), and map its pixel boxes (xmin, ymin, xmax, ymax in the photo) to normalised
+    boxes of the composite."""
     height, width = background.shape[:2]
     h, w = photo.shape[:2]
-    scale = min(width / w, height / h)
+    scale = min(width / w, height / h) * size
     pw, ph = max(1, round(w * scale)), max(1, round(h * scale))
-    x0, y0 = (width - pw) // 2, (height - ph) // 2
+    x0, y0 = round((width - pw) * at[0]), round((height - ph) * at[1])
     out = background.copy()
     out[y0 : y0 + ph, x0 : x0 + pw] = cv2.resize(photo, (pw, ph), interpolation=cv2.INTER_AREA)
     boxes = tuple(
@@ -83,6 +90,26 @@ def letterbox_onto(background: np.ndarray, photo: np.ndarray, boxes_px: Iterable
         for xmin, ymin, xmax, ymax in boxes_px
     )
     return Composite(out, boxes)
+
+
+def walk_onto(background: np.ndarray, photo: np.ndarray, boxes_px: Iterable[tuple[int, int, int, int]],
+              frames: int, size: float = WALK_SCALE) -> list[Composite]:
+    """``frames`` composites of ``photo`` at ``size`` (see ``letterbox_onto``) crossing ``background``
+    from its left edge to its right edge at a steady pace, a little lower as it goes (an animal
+    walking in, not a picture hung on the scene)."""
+    boxes = list(boxes_px)
+    steps = max(1, frames - 1)
+    return [letterbox_onto(background, photo, boxes, size, (i / steps, 0.3 + 0.4 * i / steps)) for i in range(frames)]
+
+
+def arrive_onto(background: np.ndarray, photo: np.ndarray, boxes_px: Iterable[tuple[int, int, int, int]],
+                frames: int, walking: int) -> list[Composite]:
+    """``frames`` composites of ``photo`` letterboxed onto ``background`` (full size) that first walks in
+    from the left edge for ``walking`` frames, then stays where ``letterbox_onto`` centres it (an animal
+    that comes to the bowl and sits down)."""
+    boxes = list(boxes_px)
+    steps = max(1, walking - 1)
+    return [letterbox_onto(background, photo, boxes, 1.0, (0.5 * min(i, steps) / steps, 0.5)) for i in range(frames)]
 
 
 def raccoon_boxes(dataset_dir: Path, filename: str) -> list[tuple[int, int, int, int]]:
@@ -98,10 +125,20 @@ def raccoon_boxes(dataset_dir: Path, filename: str) -> list[tuple[int, int, int,
 def raccoon_composite(shared_dir: Path, filename: str, background: np.ndarray) -> Composite:
     """A dataset raccoon photo letterboxed onto ``background``, with its boxes."""
     dataset = Path(shared_dir) / "data" / "raccoon_dataset"
+    return letterbox_onto(background, _raccoon_photo(dataset, filename), raccoon_boxes(dataset, filename))
+
+
+def raccoon_walk(shared_dir: Path, filename: str, background: np.ndarray, frames: int) -> list[Composite]:
+    """A dataset raccoon photo walking across ``background`` in ``frames`` frames (``walk_onto``)."""
+    dataset = Path(shared_dir) / "data" / "raccoon_dataset"
+    return walk_onto(background, _raccoon_photo(dataset, filename), raccoon_boxes(dataset, filename), frames)
+
+
+def _raccoon_photo(dataset: Path, filename: str) -> np.ndarray:
     photo = cv2.imread(str(dataset / "images" / filename))
     if photo is None:
         raise FileNotFoundError(f"raccoon photo not readable: {dataset / 'images' / filename}")
-    return letterbox_onto(background, photo, raccoon_boxes(dataset, filename))
+    return photo
 
 
 def write_mp4v(frames: Iterable[np.ndarray], path: Path, fps: float) -> int:
@@ -134,11 +171,12 @@ def write_mp4v(frames: Iterable[np.ndarray], path: Path, fps: float) -> int:
 
 def _demo_frames(shared_dir: Path) -> Iterator[np.ndarray]:
     empty = empty_scene(shared_dir)
-    raccoons = [raccoon_composite(shared_dir, name, empty).image for name in DEMO_RACCOONS]
     for what, seconds in DEMO_TIMELINE:
-        image = empty if what == "empty" else raccoons[int(what)]
-        for _ in range(round(seconds * DEMO_FPS)):
-            yield image
+        count = round(seconds * DEMO_FPS)
+        if what == "empty":
+            yield from (empty for _ in range(count))
+        else:
+            yield from (c.image for c in raccoon_walk(shared_dir, DEMO_RACCOONS[int(what)], empty, count))
 
 
 def ensure_demo_clip(

@@ -11,7 +11,10 @@ Three small pieces, each doing one job:
   that differ by more than ``threshold`` grey levels, after a 3x3 opening that removes isolated
   noise specks, are "changed"; their fraction of the frame is ``Motion.area`` and their bounding
   rectangle is ``Motion.region``, normalised (xmin, ymin, xmax, ymax) of the full frame (the
-  daemon's ``Box`` order). About 1 ms per 1080p frame on this 2-core machine, most of it the resize.
+  daemon's ``Box`` order). ``Motion.regions`` are the boxes of its connected groups (``motion_regions``:
+  a few at most, specks dropped), which the gate hands on as ``Frame.motion_regions``: in infrared
+  frames they are classifier candidates, and for the tracker evidence that a candidate moved.
+  About 1 ms per 1080p frame on this 2-core machine, most of it the resize.
 * ``decide`` (pure): the gate's decision table, see its docstring. Table-tested.
 * ``crop_decision`` (pure): whether the detector should look at a square crop around the motion
   region instead of the whole frame, see its docstring. Table-tested.
@@ -49,6 +52,8 @@ BLUR_KERNEL = (5, 5)  # Gaussian blur at MOTION_WIDTH, against noise and compres
 BACKGROUND_ALPHA = 0.1  # running-average weight of each new sample (about 10 samples of memory)
 OPEN_KERNEL = np.ones((3, 3), np.uint8)  # morphological opening: drops 1-2 px noise specks
 CROP_MIN_SIDE = 300  # px: a crop is never smaller than the 300x300 SSD input, so it is never upscaled
+MAX_REGIONS = 4  # motion regions handed on per frame, largest first
+REGION_MERGE_KERNEL = np.ones((5, 5), np.uint8)  # changed pixels this close (at MOTION_WIDTH) are one region
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +64,14 @@ class Motion:
     area: changed fraction of the frame, 0..1.
     region: normalised (xmin, ymin, xmax, ymax) of the full frame around every changed pixel;
         None when nothing changed.
+    regions: ``motion_regions`` of the changed pixels: normalised (xmin, ymin, xmax, ymax) of the
+        full frame, largest first.
     """
 
     moving: bool
     area: float
     region: Box | None
+    regions: tuple[Box, ...] = ()
 
 
 NO_MOTION = Motion(False, 0.0, None)
@@ -125,7 +133,33 @@ class MotionDetector:
         x, y, w, h = cv2.boundingRect(changed)  # pixels of the small frame
         small_h, small_w = changed.shape
         region = (x / small_w, y / small_h, (x + w) / small_w, (y + h) / small_h)
-        return Motion(area >= self.min_area, area, region)
+        return Motion(area >= self.min_area, area, region, motion_regions(changed, self.min_area))
+
+
+def motion_regions(changed: np.ndarray, min_area: float, max_regions: int = MAX_REGIONS) -> tuple[Box, ...]:
+    """The moving things of a changed-pixel mask (uint8 (h, w), non-zero = changed), as boxes.
+
+    Changed pixels within ``REGION_MERGE_KERNEL`` of each other are one group (a raccoon's body and
+    its tail are one thing, not two); a group with fewer changed pixels (counted in its bounding
+    rectangle) than ``min_area`` of the mask is a speck and dropped. Returns the box around each
+    group's CHANGED pixels (not the merge margin), normalised (xmin, ymin, xmax, ymax) of the mask,
+    i.e. of the full frame it was made from, largest group first (ties: top-left first), at most
+    ``max_regions``. Outer contours, not connectedComponentsWithStats: 0.03 ms instead of 0.4 ms here.
+    """
+    height, width = changed.shape
+    mask = (changed > 0).astype(np.uint8)
+    contours, _ = cv2.findContours(cv2.dilate(mask, REGION_MERGE_KERNEL), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    found = []
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)  # pixels of the mask, the merge margin included
+        inside = mask[y:y + h, x:x + w]
+        pixels = cv2.countNonZero(inside)
+        if pixels == 0 or pixels < min_area * mask.size:
+            continue
+        bx, by, bw, bh = cv2.boundingRect(inside)
+        x0, y0 = x + bx, y + by
+        found.append((-pixels, y0, x0, (x0 / width, y0 / height, (x0 + bw) / width, (y0 + bh) / height)))
+    return tuple(box for *_, box in sorted(found)[:max_regions])
 
 
 # --- the decision ---------------------------------------------------------------------------------
@@ -218,7 +252,8 @@ class MotionGate:
     counted; by_reason records "disabled") and none is cropped.
 
     Returns the frame to queue, or None. With ``cfg.crop`` a frame passed for MOTION or HOLD
-    comes back as a copy with ``crop`` set when ``crop_decision`` says so (see there).
+    comes back as a copy with ``crop`` set when ``crop_decision`` says so (see there). A passed
+    frame in which something moved carries its ``Motion.regions`` as ``Frame.motion_regions``.
     """
 
     def __init__(self, cfg: MotionConfig, event_active: Callable[[], bool] | None = None,
@@ -260,9 +295,10 @@ class MotionGate:
             self.stats.last_motion = motion
         if not reason.run:
             return None
-        if crop is None:
+        if crop is None and not motion.regions:
             return frame
-        return replace(frame, crop=(crop.x0, crop.y0, crop.x1, crop.y1))
+        return replace(frame, crop=(crop.x0, crop.y0, crop.x1, crop.y1) if crop is not None else None,
+                       motion_regions=motion.regions)
 
     def snapshot(self) -> MotionSnapshot:
         with self._lock:

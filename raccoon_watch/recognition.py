@@ -6,7 +6,11 @@
               mean of its best views' P, detector score), detector_score)
 
 This is the one inference path: the daemon's detector workers, ``raccoon-watch detect`` and
-``python -m train evaluate`` all call ``Recognizer.recognize``. Camera-trap systems work the same way
+``python -m train evaluate`` all call ``Recognizer.recognize``. The daemon's workers also pass
+``CandidateHints`` per frame: where the router's tracks expect an animal, and (in infrared frames)
+where the motion gate saw something move. ``extra_candidates`` turns them into candidates the
+detector did not propose above the threshold, classified in the same batched call; without hints
+(``detect``, ``train evaluate``) the result is exactly what it was without this. Camera-trap systems work the same way
 (MegaDetector finds animals, SpeciesNet names them on crops), as does Frigate 0.17's object
 classification.
 
@@ -25,7 +29,7 @@ import structlog
 
 from raccoon_watch.imagemode import IR, image_mode
 from raccoon_watch.motion import Crop, boxes_from_crop
-from raccoon_watch.types import Box, Detection, box_area, box_iou
+from raccoon_watch.types import ORIGIN_MOTION, ORIGIN_TRACK, Box, Detection, box_area, box_iou
 
 if TYPE_CHECKING:  # detectors/ imports this module (the factory builds Recognizers)
     from raccoon_watch.detectors.base import Detector
@@ -44,6 +48,12 @@ DEFAULT_VIEW_IOU = 0.3  # a proposal overlapping a better-proposed box this much
 DEFAULT_VIEW_CONTAINMENT = 0.7  # ... and so is one lying this much inside it (a head, a half)
 DEFAULT_VIEW_MIN_AREA = 0.1  # a view smaller than this share of the animal's box is absorbed, not counted
 DEFAULT_VIEWS = 2  # P(raccoon) of an animal = the mean of its best this-many views
+HINT_MIN_DETECTOR_SCORE = 0.01
+"""Two-stage detectors return proposals down to this score, so that a tracked animal the detector
+still sees, only under the proposal threshold, is classified at the detector's box (``extra_candidates``)."""
+DEFAULT_HINT_IOU = 0.3  # a hint overlapping a candidate this much is that candidate
+DEFAULT_EXTRA_SCORE_FLOOR = 0.1  # detector score given to a hint or motion candidate (final_score's factor)
+DEFAULT_MAX_EXTRA = 4  # hint and motion candidates classified per image, on top of max_candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,7 @@ class RecognitionParams:
     detector_weight: exponent of the detector score in the final score (``final_score``).
     view_iou, view_containment, view_min_area, views: how proposals are grouped into animals
     (``group_views``).
+    hint_iou, extra_score_floor, max_extra: candidates from hints (``extra_candidates``).
     """
 
     proposal_threshold: float = DEFAULT_PROPOSAL_THRESHOLD
@@ -68,6 +79,9 @@ class RecognitionParams:
     view_containment: float = DEFAULT_VIEW_CONTAINMENT
     view_min_area: float = DEFAULT_VIEW_MIN_AREA
     views: int = DEFAULT_VIEWS
+    hint_iou: float = DEFAULT_HINT_IOU
+    extra_score_floor: float = DEFAULT_EXTRA_SCORE_FLOOR
+    max_extra: int = DEFAULT_MAX_EXTRA
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.proposal_threshold <= 1.0:
@@ -85,6 +99,28 @@ class RecognitionParams:
             raise ValueError(f"view_min_area must be in 0..1, got {self.view_min_area}")
         if self.views < 1:
             raise ValueError(f"views must be >= 1, got {self.views}")
+        if not 0.0 < self.hint_iou <= 1.0:
+            raise ValueError(f"hint_iou must be in (0, 1], got {self.hint_iou}")
+        if not 0.0 <= self.extra_score_floor <= 1.0:
+            raise ValueError(f"extra_score_floor must be in 0..1, got {self.extra_score_floor}")
+        if self.max_extra < 0:
+            raise ValueError(f"max_extra must be >= 0, got {self.max_extra}")
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateHints:
+    """Where to look in one image besides the detector's proposals (the detector workers build one per
+    frame). Boxes normalised (xmin, ymin, xmax, ymax) of the FULL image.
+
+    tracked: the predicted boxes of the router's tracks (``TrackHint.box_at`` the frame's time).
+    moving: the motion gate's regions of this frame (``Frame.motion_regions``); used in infrared frames only.
+    """
+
+    tracked: tuple[Box, ...] = ()
+    moving: tuple[Box, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.tracked or self.moving)
 
 
 class Classifier(Protocol):
@@ -186,6 +222,50 @@ def group_views(candidates: Sequence[Detection], probabilities: Sequence[float],
     return sorted(out, key=lambda d: (d.score, d.detector_score or 0.0), reverse=True)
 
 
+def extra_candidates(candidates: Sequence[Detection], below: Sequence[Detection], hints: CandidateHints,
+                     mode: str, params: RecognitionParams) -> list[Detection]:
+    """Candidates the proposals above the threshold missed, from one image's hints. Pure.
+
+    candidates: the image's proposals already chosen (score >= proposal_threshold); below: its other
+    proposals, under the threshold (the detector returns them down to ``HINT_MIN_DETECTOR_SCORE``);
+    mode: the image's ``imagemode.image_mode``. All boxes normalised (xmin, ymin, xmax, ymax).
+
+    In order, each hint not already covered by a candidate (IoU >= ``hint_iou`` with one chosen so
+    far) adds one:
+
+    ==============================================  =========================================  ========
+    hint                                            candidate                                  origin
+    ==============================================  =========================================  ========
+    tracked box, a proposal below overlaps it       the best such proposal (the detector's     detector
+    (IoU >= hint_iou)                               box, its score)
+    tracked box, no proposal there                  the predicted box itself                   track
+    moving region, infrared image                   the region's box                           motion
+    moving region, colour image                     none (daylight motion is leaves, shadows)  -
+    ==============================================  =========================================  ========
+
+    Their score (the detector score ``final_score`` weighs) is at least ``extra_score_floor``, and at
+    most ``max_extra`` are added, tracked ones first.
+    """
+    taken = [d.box for d in candidates]
+    out: list[Detection] = []
+
+    def covered(box: Box) -> bool:
+        return any(box_iou(box, other) >= params.hint_iou for other in taken)
+
+    def add(hint: Box, det: Detection) -> None:
+        if len(out) < params.max_extra and not covered(hint) and not covered(det.box):
+            out.append(replace(det, score=max(det.score, params.extra_score_floor)))
+            taken.append(det.box)
+
+    for box in hints.tracked:
+        seen = [d for d in below if box_iou(d.box, box) >= params.hint_iou]
+        add(box, max(seen, key=lambda d: d.score) if seen else Detection(params.label, 0.0, box, origin=ORIGIN_TRACK))
+    if mode == IR:
+        for box in hints.moving:
+            add(box, Detection(params.label, 0.0, box, origin=ORIGIN_MOTION))
+    return out
+
+
 def _region(image: np.ndarray, crop: PixelWindow | None) -> np.ndarray:
     if crop is None:
         return image
@@ -220,34 +300,46 @@ class Recognizer:
         self.max_batch = detector.max_batch
         self.input_size = detector.input_size
 
-    def recognize(self, images: Sequence[np.ndarray],
-                  crops: Sequence[PixelWindow | None] | None = None) -> list[list[Detection]]:
+    def recognize(self, images: Sequence[np.ndarray], crops: Sequence[PixelWindow | None] | None = None,
+                  hints: Sequence[CandidateHints | None] | None = None) -> list[list[Detection]]:
         """Detections per image, boxes normalised (xmin, ymin, xmax, ymax) of the FULL image, best first,
         each carrying its image's mode (``imagemode.image_mode``: which threshold applies to it).
 
         images: BGR uint8 (H, W, 3). crops: per image None (detect on all of it) or the pixel window
         the detector should look at (the motion gate's crop); the classifier always crops from the
-        full image.
+        full image. hints: per image None or where else to look (``extra_candidates``; with a
+        classifier stage only: the detector alone has nothing to judge them with).
         """
         crops = list(crops) if crops is not None else [None] * len(images)
         if len(crops) != len(images):
             raise ValueError(f"expected one crop (or None) per image, got {len(crops)} for {len(images)} images")
+        hints = list(hints) if hints is not None else [None] * len(images)
+        if len(hints) != len(images):
+            raise ValueError(f"expected one hint (or None) per image, got {len(hints)} for {len(images)} images")
         found = self.detector.detect([_region(im, c) for im, c in zip(images, crops)])
         per_image = [
             list(dets) if c is None else boxes_from_crop(list(dets), Crop(*c), im.shape[1], im.shape[0])
             for im, c, dets in zip(images, crops, found)
         ]
+        modes = [image_mode(im) for im in images]
         if self.classifier is not None:
-            per_image = self._classify(images, per_image)
-        return [[replace(d, mode=mode) for d in dets] for dets, mode in zip(per_image, map(image_mode, images))]
+            per_image = self._classify(images, per_image, modes, hints)
+        return [[replace(d, mode=mode) for d in dets] for dets, mode in zip(per_image, modes)]
 
     def threshold_for(self, mode: str | None) -> float | None:
         """The deployed threshold for a detection of this image mode (the cards'), None if unknown."""
         return self.ir_threshold if mode == IR and self.ir_threshold is not None else self.threshold
 
-    def _classify(self, images: Sequence[np.ndarray], per_image: list[list[Detection]]) -> list[list[Detection]]:
+    def _classify(self, images: Sequence[np.ndarray], per_image: list[list[Detection]], modes: Sequence[str],
+                  hints: Sequence[CandidateHints | None]) -> list[list[Detection]]:
         p = self.params
-        candidates = [[d for d in dets if d.score >= p.proposal_threshold][:p.max_candidates] for dets in per_image]
+        candidates = []
+        for dets, mode, hint in zip(per_image, modes, hints):
+            chosen = [d for d in dets if d.score >= p.proposal_threshold][:p.max_candidates]
+            if hint:
+                below = [d for d in dets if d.score < p.proposal_threshold]
+                chosen += extra_candidates(chosen, below, hint, mode, p)
+            candidates.append(chosen)
         patches = [classifier_crop(im, d.box, p.margin, self.classifier.input_size)
                    for im, cands in zip(images, candidates) for d in cands]
         if not patches:

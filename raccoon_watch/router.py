@@ -1,10 +1,18 @@
-"""Event router: detector results -> filters -> visit scores -> debounce -> snapshot -> store -> sinks.
+"""Event router: detector results -> filters -> tracks -> visit scores -> moved? -> threshold -> debounce
+-> snapshot -> store -> sinks.
 
 Each visit-scored detection is compared with two thresholds of its camera's filter: the review one
 (it counts) and the alert one (it may alert); ``debounce.step`` decides each event's severity. Every
 event, alert or detection, is recorded and handed to every sink; the sinks that push skip detections.
 
-One thread owns all visit and debounce state, so the pure ``step`` functions need no locks. Snapshots are
+One thread owns all track, visit and debounce state, so the pure ``step`` functions need no locks.
+Per camera, ``tracking.step`` follows each eligible detection's object (a track), ``visits.step``
+scores each track over its recent frames, and a detection counts only when its visit score passes
+the threshold AND its track has moved (a watering can, a plant or a lamp never raises an alert, nor
+a detection, however much it looks like a raccoon). After each frame the router publishes the
+camera's track hints on the ``HintBoard`` (moving tracks that scored something): the detector
+workers classify those tracks at their predicted boxes in the next frames, even when the detector
+no longer proposes them. Snapshots are
 encoded once per best frame (at START, and again only when a better frame arrives) and reused by
 UPDATE/END messages. Events leave for the sinks as soon as the confirming frame is folded in: no
 periodic loop sits between detection and alert.
@@ -20,17 +28,25 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import structlog
 
-from raccoon_watch import debounce, visits
+from raccoon_watch import debounce, tracking, visits
 from raccoon_watch.debounce import CameraState, DebounceParams, Observation
 from raccoon_watch.filters import DetectionFilter, eligible, meets_review_threshold, meets_threshold
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.snapshot import draw_detections, encode_jpeg
+from raccoon_watch.tracking import HintBoard, Track, TrackParams, TrackState
 from raccoon_watch.types import Detection, Event, EventKind, FrameResult, RouterSnapshot
 from raccoon_watch.visits import VisitParams, VisitState
 
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.25
+
+
+def track_params(visit_params: VisitParams) -> TrackParams:
+    """The tracker follows the visit-scoring config: a detection continues a track whose predicted box
+    overlaps it by ``score_match_iou``, and a track lives as long as a visit candidate (``score_window``
+    frames without support)."""
+    return TrackParams(match_iou=visit_params.match_iou, max_misses=visit_params.window)
 
 
 class EventRouter(threading.Thread):
@@ -47,6 +63,7 @@ class EventRouter(threading.Thread):
         on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None,
         visit_params: VisitParams = VisitParams(),
         states: Mapping[str, CameraState] | None = None,
+        hints: HintBoard | None = None,
     ) -> None:
         super().__init__(name="event-router", daemon=True)
         self._results = results
@@ -62,6 +79,10 @@ class EventRouter(threading.Thread):
         self._states = {cam: (states or {}).get(cam) or CameraState(cam) for cam in self._filters}
         self._visit_params = visit_params
         self._visits = {cam: VisitState() for cam in self._filters}
+        self._track_params = track_params(visit_params)
+        self._tracks = {cam: TrackState() for cam in self._filters}
+        self._hints = hints  # where the workers read each camera's track hints
+        self._still_logged: dict[str, set[int]] = {cam: set() for cam in self._filters}  # tracks logged as still
         self._snapshots: dict[str, tuple[tuple[int, float], bytes | None]] = {}  # event id -> (frame key, jpeg)
         self._versions: dict[str, str | None] = {}  # event id -> the classifier version that scored its START
         self._enabled = {cam: True for cam in self._filters}
@@ -121,6 +142,7 @@ class EventRouter(threading.Thread):
     def _apply_commands(self) -> None:
         while not self._reconfig.empty():
             filters, self._params, self._visit_params = self._reconfig.get_nowait()
+            self._track_params = track_params(self._visit_params)
             self._filters.update({cam: f for cam, f in filters.items() if cam in self._states})
             log.info("router_reconfigured", cameras=sorted(self._filters))
         while True:
@@ -137,6 +159,9 @@ class EventRouter(threading.Thread):
                 state, events = debounce.end_all(self._states[camera], self._clock())
                 self._states[camera] = state
                 self._visits[camera] = VisitState()  # a visit does not span detection being off
+                self._tracks[camera] = TrackState()  # ... nor does a track
+                if self._hints is not None:
+                    self._hints.publish(camera, ())
                 self._emit(events)
 
     def _handle(self, result: FrameResult) -> None:
@@ -145,10 +170,19 @@ class EventRouter(threading.Thread):
         if flt is None or not self._enabled[cam]:
             return
         self.processed[cam] += 1
+        frame = result.frame
         seen = tuple(d for d in result.detections if eligible(d, flt))  # any score
-        self._visits[cam], scored = visits.step(self._visits[cam], seen, self._visit_params)
-        hits = tuple(d for d in scored if meets_review_threshold(d, flt))  # on the visit score
+        self._tracks[cam], owners = tracking.step(self._tracks[cam], seen, self._track_params, frame.mono,
+                                                  frame.image, frame.motion_regions)
+        live = {t.id for t in self._tracks[cam].tracks}
+        self._visits[cam], scored = visits.step(self._visits[cam], seen, self._visit_params,
+                                                track_ids=[t.id for t in owners], live=live)
+        hits = tuple(d for d, track in zip(scored, owners)  # on the visit score, and only what moved
+                     if meets_review_threshold(d, flt) and self._has_moved(cam, d, track, live))
         alerting = tuple(d for d in hits if meets_threshold(d, flt))
+        if self._hints is not None:
+            self._hints.publish(cam, tracking.select_hints(self._tracks[cam].tracks,
+                                                           visits.best_scores(self._visits[cam]), self._track_params))
         if self._on_result:
             self._on_result(result, hits)
         obs = Observation(cam, result.frame.ts, hits, result.frame, mono=result.frame.mono, alerting=alerting)
@@ -158,6 +192,19 @@ class EventRouter(threading.Thread):
                 self._versions.setdefault(event.id, result.model_version)
         self._states[cam] = state
         self._emit(events, state)
+
+    def _has_moved(self, cam: str, det: Detection, track: Track, live: set[int]) -> bool:
+        """True when the track of a detection that passed the (review) threshold has moved; a still one is
+        logged once per track (it would have counted: a watering can, a plant, a picture of a raccoon)."""
+        logged = self._still_logged[cam]
+        logged &= live
+        if track.moved:
+            return True
+        if track.id not in logged:
+            logged.add(track.id)
+            log.info("still_candidate_ignored", camera=cam, track=track.id, label=det.label,
+                     score=round(det.score, 3), box=[round(v, 3) for v in det.box], mode=det.mode)
+        return False
 
     def _tick(self, now: float) -> None:
         for cam, state in list(self._states.items()):

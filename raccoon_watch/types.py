@@ -39,6 +39,15 @@ def box_area(box: Box) -> float:
     return max(0.0, xmax - xmin) * max(0.0, ymax - ymin)
 
 
+def shift_box(box: Box, dx: float, dy: float) -> Box:
+    """A normalised (xmin, ymin, xmax, ymax) box moved by (dx, dy) (fractions of the frame's width and
+    height), stopped at the frame's edges: it keeps its size and never leaves the frame."""
+    xmin, ymin, xmax, ymax = box
+    dx = min(max(dx, -xmin), 1.0 - xmax)
+    dy = min(max(dy, -ymin), 1.0 - ymax)
+    return (xmin + dx, ymin + dy, xmax + dx, ymax + dy)
+
+
 def box_iou(a: Box, b: Box) -> float:
     """Intersection over union of two (xmin, ymin, xmax, ymax) boxes, any one unit for both (0..1).
 
@@ -62,6 +71,11 @@ class Frame:
         ``image``, ends exclusive (the crop is ``image[y0:y1, x0:x1]``), 0 <= x0 < x1 <= W,
         0 <= y0 < y1 <= H. Note the order is x first, like ``Box``, but in pixels, not normalised.
         Whatever the crop, detections leave the detector worker as ``Box`` of the FULL image.
+    motion_regions: what moved in this frame, set by the motion gate (empty without one, or when it
+        is disabled): at most ``motion.MAX_REGIONS`` boxes, normalised (xmin, ymin, xmax, ymax) of the
+        FULL image, largest first, one per connected group of changed pixels, specks dropped. In
+        infrared frames they are candidates for the classifier (``recognition``); the tracker takes
+        them as evidence that a candidate moved (``tracking``).
     """
 
     camera: str
@@ -70,6 +84,7 @@ class Frame:
     mono: float
     image: np.ndarray
     crop: tuple[int, int, int, int] | None = None
+    motion_regions: tuple[Box, ...] = ()
 
     def __post_init__(self) -> None:
         if self.crop is not None:
@@ -88,6 +103,10 @@ class Frame:
         return int(self.image.shape[1])
 
 
+ORIGIN_DETECTOR, ORIGIN_TRACK, ORIGIN_MOTION = "detector", "track", "motion"
+"""``Detection.origin`` values."""
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One object found by a detector. ``box`` is normalised (xmin, ymin, xmax, ymax).
@@ -99,6 +118,9 @@ class Detection:
         ``score`` (single-stage model).
     mode: the image mode of the frame it was found in (``imagemode.image_mode``: "color" or "ir"),
         which picks the threshold that applies; None when nobody looked (then the colour one).
+    origin: what made it a candidate: ``ORIGIN_DETECTOR`` (a detector proposal, also a sub-threshold
+        one found at a tracked animal), ``ORIGIN_TRACK`` (a track's predicted box, nothing proposed
+        there) or ``ORIGIN_MOTION`` (a moving region of an infrared frame). See ``recognition``.
     """
 
     label: str
@@ -106,6 +128,28 @@ class Detection:
     box: Box
     detector_score: float | None = None
     mode: str | None = None
+    origin: str = ORIGIN_DETECTOR
+
+
+@dataclass(frozen=True, slots=True)
+class TrackHint:
+    """Where a tracked animal of one camera is expected next: published by the event router (which owns
+    the tracks, ``tracking.select_hints``) for the detector workers, which classify it there even when
+    the detector's score for it falls under the proposal threshold.
+
+    box: normalised (xmin, ymin, xmax, ymax) of the track's last supported detection, at monotonic
+    time ``mono``; velocity: its centre's (dx, dy) per second, fractions of the frame's width and height.
+    """
+
+    track_id: int
+    box: Box
+    mono: float
+    velocity: tuple[float, float] = (0.0, 0.0)
+
+    def box_at(self, mono: float) -> Box:
+        """The box predicted at monotonic time ``mono`` (constant velocity; never before ``self.mono``)."""
+        dt = max(0.0, mono - self.mono)
+        return shift_box(self.box, self.velocity[0] * dt, self.velocity[1] * dt)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,18 +1,20 @@
 """Visit scoring: a visit is many frames, not one photo. Pure functions over immutable state.
 
-    state, scored = step(state, detections, params)   # after each processed frame of one camera
+    state, scored = step(state, detections, params, track_ids, live)   # after each processed frame
 
 Per camera (the router keeps one ``VisitState`` each). ``detections`` are one frame's eligible
 detections (label, area, zones and masks passed; NOT yet the score threshold), boxes normalised
-(xmin, ymin, xmax, ymax). Each is matched to a *candidate* (an object followed across frames):
+(xmin, ymin, xmax, ymax). Each belongs to a *candidate* (an object followed across frames), one per
+track: the daemon's tracker (``tracking.step``) says which track each detection continued
+(``track_ids``) and which tracks are still alive (``live``). Called without ``track_ids`` (tables,
+tools) it follows objects itself the simple way: ``tracking.match`` of each detection with the box
+of a candidate's last detection (greedy by IoU, highest first, same label only, one-to-one, IoU >=
+``match_iou``), an unmatched detection starting a new candidate. Then:
 
-- matching is greedy by IoU of boxes, highest first, same label only, each candidate and each
-  detection used at most once, and only pairs with IoU >= ``match_iou``; a candidate is compared
-  by the box of its last matched detection;
-- a matched candidate appends the detection's per-frame score, an unmatched one appends 0.0 (a
-  miss), an unmatched detection starts a new candidate;
+- a candidate continued in this frame appends the detection's per-frame score, any other appends
+  0.0 (a miss);
 - a candidate whose last ``window`` scores are all 0.0 is dropped (a detection scoring 0.0 counts
-  like a miss here).
+  like a miss here), and so is one whose track is no longer ``live``.
 
 The detections come back in their input order with ``score`` replaced by their candidate's visit
 score (``detector_score`` untouched): the median of its last ``window`` scores, padded with zeros up
@@ -25,9 +27,10 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Collection, Sequence
 
-from raccoon_watch.types import Box, Detection, box_iou
+from raccoon_watch.tracking import match as match_boxes
+from raccoon_watch.types import Box, Detection
 
 MISS = 0.0
 """The score a candidate appends for a frame in which no detection continued it."""
@@ -73,51 +76,54 @@ def visit_score(scores: Sequence[float], p: VisitParams) -> float:
 
 def match(candidates: Sequence[Candidate], detections: Sequence[Detection],
           min_iou: float) -> dict[int, int]:
-    """Greedy one-to-one matching, highest IoU first: detection index -> candidate index.
-
-    Only same-label pairs with IoU >= ``min_iou``; ties go to the older candidate, then to the
-    earlier detection, so the result does not depend on dict or set order.
-    """
-    pairs = sorted(
-        ((box_iou(c.box, d.box), ci, di)
-         for ci, c in enumerate(candidates) for di, d in enumerate(detections) if c.label == d.label),
-        key=lambda pair: (-pair[0], pair[1], pair[2]),
-    )
-    matched: dict[int, int] = {}
-    used: set[int] = set()
-    for iou, ci, di in pairs:
-        if iou < min_iou:
-            break
-        if ci in used or di in matched:
-            continue
-        matched[di] = ci
-        used.add(ci)
-    return matched
+    """Greedy one-to-one matching by the candidates' last boxes: detection index -> candidate index
+    (``tracking.match``: highest IoU first, same label, IoU >= ``min_iou``, ties to the older candidate)."""
+    return match_boxes([(c.label, c.box) for c in candidates], detections, min_iou)
 
 
-def step(state: VisitState, detections: tuple[Detection, ...],
-         p: VisitParams) -> tuple[VisitState, tuple[Detection, ...]]:
-    """Fold one processed frame's eligible detections into ``state``; return them visit-scored."""
+def _own_ids(state: VisitState, detections: Sequence[Detection], p: VisitParams) -> list[int]:
+    """Without a tracker: each detection's candidate id by ``match``, new ids for the unmatched ones."""
     matched = match(state.candidates, detections, p.match_iou)
-    by_candidate = {ci: di for di, ci in matched.items()}
-    continued = [
-        replace(c, box=detections[by_candidate[ci]].box,
-                scores=(c.scores + (detections[by_candidate[ci]].score,))[-p.window:])
-        if ci in by_candidate else replace(c, scores=(c.scores + (MISS,))[-p.window:])
-        for ci, c in enumerate(state.candidates)
-    ]
-    owner: list[Candidate] = []  # per detection, in input order: the candidate it continued or began
-    next_id = state.next_id
-    for di, det in enumerate(detections):
+    ids, next_id = [], state.next_id
+    for di in range(len(detections)):
         if di in matched:
-            owner.append(continued[matched[di]])
+            ids.append(state.candidates[matched[di]].id)
         else:
-            owner.append(Candidate(next_id, det.label, det.box, (det.score,)))
+            ids.append(next_id)
             next_id += 1
-    started = [c for di, c in enumerate(owner) if di not in matched]
-    kept = tuple(c for c in (*continued, *started) if not _gone(c, p))
-    scored = tuple(replace(d, score=visit_score(c.scores, p)) for d, c in zip(detections, owner))
+    return ids
+
+
+def step(state: VisitState, detections: tuple[Detection, ...], p: VisitParams,
+         track_ids: Sequence[int] | None = None,
+         live: Collection[int] | None = None) -> tuple[VisitState, tuple[Detection, ...]]:
+    """Fold one processed frame's eligible detections into ``state``; return them visit-scored.
+
+    track_ids: per detection, the id of the track it belongs to (``tracking.step``), all different;
+    None: match them here. live: ids of the tracks still alive (None: every candidate is)."""
+    ids = list(track_ids) if track_ids is not None else _own_ids(state, detections, p)
+    if len(ids) != len(detections):
+        raise ValueError(f"expected one track id per detection, got {len(ids)} for {len(detections)}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"a track continues at most one detection per frame, got ids {ids}")
+    det_of = {cid: di for di, cid in enumerate(ids)}
+    continued = [  # Candidate(...) rather than replace(): this runs for every candidate of every frame
+        Candidate(c.id, c.label, detections[det_of[c.id]].box, (*c.scores, detections[det_of[c.id]].score)[-p.window:])
+        if c.id in det_of else Candidate(c.id, c.label, c.box, (*c.scores, MISS)[-p.window:])
+        for c in state.candidates
+    ]
+    known = {c.id: c for c in continued}
+    started = [Candidate(cid, det.label, det.box, (det.score,)) for cid, det in zip(ids, detections) if cid not in known]
+    owner = {**known, **{c.id: c for c in started}}
+    kept = tuple(c for c in (*continued, *started) if not _gone(c, p) and (live is None or c.id in live))
+    scored = tuple(replace(d, score=visit_score(owner[cid].scores, p)) for d, cid in zip(detections, ids))
+    next_id = max([state.next_id, *(cid + 1 for cid in ids)])
     return VisitState(kept, next_id), scored
+
+
+def best_scores(state: VisitState) -> dict[int, float]:
+    """Candidate id -> its best per-frame score in the window (``tracking.select_hints`` reads it)."""
+    return {c.id: max(c.scores, default=MISS) for c in state.candidates}
 
 
 def _gone(c: Candidate, p: VisitParams) -> bool:

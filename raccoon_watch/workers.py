@@ -10,6 +10,11 @@ path: a frame with ``Frame.crop`` set (by the motion gate, around a small motion
 detected on that crop only, its boxes come back as normalised (xmin, ymin, xmax, ymax) of the FULL
 frame, and the classifier stage (when the model has one) crops its candidates from the full frame.
 Nothing downstream knows about crops. Crops and whole frames of any size can share one batch.
+
+Each frame also goes in with its ``CandidateHints``: the router's track hints for its camera (read
+from the ``HintBoard``, an immutable tuple per camera: no lock), predicted at the frame's capture
+time, and the motion gate's regions of the frame. With neither (a still scene, nothing tracked) the
+frame goes in without hints and costs what it did before.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import structlog
 from raccoon_watch.detectors.base import Detector
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.hotswap import ClassifierSwap
-from raccoon_watch.recognition import Recognizer
-from raccoon_watch.types import FrameResult, WorkerSnapshot
+from raccoon_watch.recognition import CandidateHints, Recognizer
+from raccoon_watch.tracking import HintBoard
+from raccoon_watch.types import Frame, FrameResult, WorkerSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +45,7 @@ class WorkerStats:
 
     frames: int = 0
     cropped: int = 0  # of ``frames``, those detected on their ``Frame.crop`` instead of the whole image
+    hinted: int = 0  # of ``frames``, those that went in with track hints or motion regions
     calls: int = 0
     errors: int = 0
     last_inference_ms: float = 0.0
@@ -57,6 +64,7 @@ class DetectorWorker(threading.Thread):
         batch_wait_s: float = 0.0,
         on_inference: Callable[[float, int], None] | None = None,
         swap: ClassifierSwap | None = None,
+        hints: HintBoard | None = None,
     ) -> None:
         super().__init__(name=f"detector-{index}", daemon=True)
         self.index = index
@@ -68,6 +76,7 @@ class DetectorWorker(threading.Thread):
         self._on_inference = on_inference
         self._swap = swap  # the published classifier (hot swap); taken between frames
         self._generation = 0
+        self._hints = hints  # the router's track hints per camera
         self.model_version: str | None = swap.active.version if swap is not None else None
         self.stats = WorkerStats()
         self.detector: Recognizer | None = None
@@ -105,7 +114,8 @@ class DetectorWorker(threading.Thread):
         t0 = time.monotonic()
         self.stats.busy_since = t0
         try:
-            per_image = detector.recognize([f.image for f in batch], [f.crop for f in batch])
+            hints = [self._hints_for(f) for f in batch]
+            per_image = detector.recognize([f.image for f in batch], [f.crop for f in batch], hints)
         except Exception as exc:  # a bad frame must not kill the worker
             self.stats.errors += 1
             log.error("detect_failed", error=repr(exc), cameras=[f.camera for f in batch])
@@ -116,12 +126,21 @@ class DetectorWorker(threading.Thread):
         self.stats.calls += 1
         self.stats.frames += len(batch)
         self.stats.cropped += sum(f.crop is not None for f in batch)
+        self.stats.hinted += sum(h is not None for h in hints)
         self.stats.last_inference_ms = ms
         if self._on_inference:
             self._on_inference(ms, len(batch))
         for frame, dets in zip(batch, per_image):
             self._deliver(FrameResult(frame=frame, detections=tuple(dets), inference_ms=ms / len(batch),
                                       model_version=self.model_version))
+
+    def _hints_for(self, frame: Frame) -> CandidateHints | None:
+        """Where else to look in this frame: its camera's tracks, predicted at its capture time, and
+        what moved in it. None when there is neither."""
+        tracked = tuple(h.box_at(frame.mono) for h in self._hints.get(frame.camera)) if self._hints is not None else ()
+        if not tracked and not frame.motion_regions:
+            return None
+        return CandidateHints(tracked=tracked, moving=frame.motion_regions)
 
     def _take_swap(self, detector: Recognizer) -> None:
         """Between two frames: take the classifier the swap published, if it is newer than ours."""

@@ -367,3 +367,21 @@ def test_demo_clip_needs_the_dataset(tmp_path: Path):
 
     with pytest.raises(FileNotFoundError, match="raccoon dataset"):
         ensure_demo_clip(tmp_path, tmp_path / "demo.mp4")
+
+
+def test_walking_and_arriving_composites_move_the_photo_and_its_boxes() -> None:
+    """The clips' subjects move (a still picture never alerts): walk_onto crosses the frame, arrive_onto
+    walks in and then sits where letterbox_onto puts it; the boxes go with the photo."""
+    from raccoon_watch.demo import arrive_onto, letterbox_onto, walk_onto
+
+    background = np.zeros((360, 640, 3), np.uint8)
+    photo = np.full((300, 400, 3), 200, np.uint8)
+    box_px = [(100, 50, 300, 250)]
+    walk = walk_onto(background, photo, box_px, 10)
+    xs = [c.boxes[0][0] for c in walk]
+    assert xs == sorted(xs) and xs[0] < xs[-1]  # left to right, steadily
+    assert all(0.0 <= v <= 1.0 for c in walk for v in c.boxes[0])
+    arrive = arrive_onto(background, photo, box_px, 10, walking=4)
+    still = letterbox_onto(background, photo, box_px)
+    assert arrive[0].boxes[0][0] < still.boxes[0][0]
+    assert all(c.boxes == still.boxes and (c.image == still.image).all() for c in arrive[3:])

@@ -16,6 +16,7 @@ from raccoon_watch.motion import (
     crop_decision,
     crop_for_model,
     decide,
+    motion_regions,
 )
 from raccoon_watch.types import Detection, Frame
 
@@ -72,6 +73,51 @@ def test_object_appearing_is_motion_with_its_region() -> None:
     xmin, ymin, xmax, ymax = motion.region  # normalised xyxy of the full frame
     assert xmin == pytest.approx(1000 / 1920, abs=0.02) and xmax == pytest.approx(1200 / 1920, abs=0.02)
     assert ymin == pytest.approx(500 / 1080, abs=0.03) and ymax == pytest.approx(700 / 1080, abs=0.03)
+
+
+def _mask(*blobs: tuple[int, int, int, int], size: tuple[int, int] = (160, 90)) -> np.ndarray:
+    """A changed-pixel mask (uint8 (h, w), 255 = changed) with rectangles (x0, y0, x1, y1) px set."""
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    for x0, y0, x1, y1 in blobs:
+        mask[y0:y1, x0:x1] = 255
+    return mask
+
+
+def _norm(x0: int, y0: int, x1: int, y1: int) -> tuple[float, float, float, float]:
+    return (x0 / 160, y0 / 90, x1 / 160, y1 / 90)
+
+
+@pytest.mark.parametrize(
+    ("name", "mask", "expected"),
+    [
+        ("nothing changed", _mask(), ()),
+        ("one thing", _mask((10, 10, 30, 40)), (_norm(10, 10, 30, 40),)),
+        ("two things, the larger first", _mask((10, 10, 20, 20), (100, 50, 130, 80)),
+         (_norm(100, 50, 130, 80), _norm(10, 10, 20, 20))),
+        ("two parts 2 px apart are one thing", _mask((10, 10, 30, 40), (32, 10, 40, 40)), (_norm(10, 10, 40, 40),)),
+        ("a speck under min_area (29 px of 14400) is dropped", _mask((10, 10, 30, 40), (100, 50, 105, 55)),
+         (_norm(10, 10, 30, 40),)),
+        ("at most MAX_REGIONS (4), largest first",
+         _mask(*((10 + 30 * i, 10, 10 + 30 * i + 10 + i, 30) for i in range(5))),
+         tuple(_norm(10 + 30 * i, 10, 10 + 30 * i + 10 + i, 30) for i in (4, 3, 2, 1))),
+    ],
+)
+def test_motion_regions(name: str, mask: np.ndarray, expected: tuple) -> None:
+    found = motion_regions(mask, min_area=0.002)
+    assert len(found) == len(expected), name
+    for box, want in zip(found, expected):
+        assert box == pytest.approx(want), name
+
+
+def test_object_appearing_gives_its_region_among_the_regions() -> None:
+    detector = MotionDetector(threshold=25, min_area=0.002)
+    base = scene()
+    detector.update(base)
+    motion = detector.update(with_square(with_square(base, (1000, 500, 1200, 700)), (100, 100, 160, 160)))
+    assert len(motion.regions) == 2  # the 200 px square, then the 60 px one
+    big, small = motion.regions
+    assert big == pytest.approx((1000 / 1920, 500 / 1080, 1200 / 1920, 700 / 1080), abs=0.02)
+    assert small == pytest.approx((100 / 1920, 100 / 1080, 160 / 1920, 160 / 1080), abs=0.02)
 
 
 def test_change_below_min_area_is_not_motion() -> None:
@@ -180,6 +226,20 @@ def test_disabled_gate_passes_every_frame() -> None:
     gate = MotionGate(MotionConfig(enabled=False))
     assert all(run_gate(gate, frames([scene()] * 5)))
     assert gate.snapshot().by_reason == {"disabled": 5}
+
+
+def test_passed_frames_carry_what_moved_in_them() -> None:
+    base = scene()
+    images = [base] * 3 + [with_square(base, (600 + 40 * i, 400, 800 + 40 * i, 600)) for i in range(3)]
+    gate = MotionGate(MotionConfig(recheck_s=0.0, hold_s=0.0, crop=False), event_active=lambda: True)
+    out = [gate(f) for f in frames(images)]
+    assert all(f is not None for f in out)  # an event is open: every frame passes
+    assert [len(f.motion_regions) for f in out] == [0, 0, 0, 1, 1, 1]  # only the moving frames have regions
+    for i, frame in enumerate(out[3:]):
+        xmin, ymin, xmax, ymax = frame.motion_regions[0]  # normalised xyxy of the full frame
+        assert xmax == pytest.approx((800 + 40 * i) / 1920, abs=0.02) and ymin == pytest.approx(400 / 1080, abs=0.03)
+    disabled = MotionGate(MotionConfig(enabled=False))
+    assert all(disabled(f).motion_regions == () for f in frames(images))  # no gate: nothing says what moved
 
 
 # --- crops -------------------------------------------------------------------------------------------

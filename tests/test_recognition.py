@@ -4,8 +4,10 @@ the bundled two-stage model on real photos (raccoons at night and by day, cats, 
 from __future__ import annotations
 
 import json
+import queue
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import cv2
@@ -16,9 +18,15 @@ from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig
 from raccoon_watch.detectors import ModelError, create_recognizer
 from raccoon_watch.detectors.base import input_tensor
 from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE
-from raccoon_watch.recognition import (RecognitionParams, Recognizer, classifier_crop, crop_window, final_score,
-                                       group_views)
-from raccoon_watch.types import Detection
+from raccoon_watch.detectors.factory import create_detector
+from raccoon_watch.imagemode import COLOR, IR, image_mode
+from raccoon_watch.recognition import (CandidateHints, RecognitionParams, Recognizer, classifier_crop, crop_window,
+                                       extra_candidates, final_score, group_views)
+from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.tracking import HintBoard
+from raccoon_watch.types import (ORIGIN_DETECTOR, ORIGIN_MOTION, ORIGIN_TRACK, Box, Detection, Frame, TrackHint,
+                                 box_iou, shift_box)
+from raccoon_watch.workers import DetectorWorker
 
 
 @pytest.mark.parametrize(("box", "size", "margin", "window"), [
@@ -142,6 +150,57 @@ def test_recognition_params_are_checked() -> None:
         RecognitionParams(view_iou=0.0)
     with pytest.raises(ValueError, match="views"):
         RecognitionParams(views=0)
+
+
+# --- candidates from hints: tracked boxes and moving regions --------------------------------------
+
+HINTED = (0.40, 0.40, 0.50, 0.55)  # where a track expects its animal
+NEAR_HINT = (0.41, 0.41, 0.51, 0.56)  # a proposal there: IoU 0.78 with it
+FAR = (0.05, 0.05, 0.15, 0.15)
+MOVING = (0.70, 0.60, 0.80, 0.75)
+
+
+def _extra(box: Box, score: float, origin: str) -> tuple[Box, float, str]:
+    return (box, score, origin)
+
+
+@pytest.mark.parametrize(("name", "chosen", "below", "hints", "mode", "params", "expected"), [
+    ("no hints", [], [_proposal(0.03, NEAR_HINT)], CandidateHints(), IR, RecognitionParams(), []),
+    ("a tracked box already a candidate", [_proposal(0.4, NEAR_HINT)], [], CandidateHints(tracked=(HINTED,)), COLOR,
+     RecognitionParams(), []),
+    ("the detector still sees it, under the threshold: its box, score floored",
+     [_proposal(0.4, FAR)], [_proposal(0.03, NEAR_HINT), _proposal(0.02, FAR)], CandidateHints(tracked=(HINTED,)),
+     COLOR, RecognitionParams(), [_extra(NEAR_HINT, 0.1, ORIGIN_DETECTOR)]),
+    ("several under the threshold: the best", [], [_proposal(0.02, HINTED), _proposal(0.04, NEAR_HINT)],
+     CandidateHints(tracked=(HINTED,)), COLOR, RecognitionParams(), [_extra(NEAR_HINT, 0.1, ORIGIN_DETECTOR)]),
+    ("a proposal above the floor keeps its score", [], [_proposal(0.25, NEAR_HINT)],
+     CandidateHints(tracked=(HINTED,)), COLOR, RecognitionParams(proposal_threshold=0.3),
+     [_extra(NEAR_HINT, 0.25, ORIGIN_DETECTOR)]),
+    ("nothing proposed there: the predicted box", [], [_proposal(0.03, FAR)], CandidateHints(tracked=(HINTED,)),
+     COLOR, RecognitionParams(), [_extra(HINTED, 0.1, ORIGIN_TRACK)]),
+    ("two hints at one place: one candidate", [], [], CandidateHints(tracked=(HINTED, NEAR_HINT)), COLOR,
+     RecognitionParams(), [_extra(HINTED, 0.1, ORIGIN_TRACK)]),
+    ("a moving region at night", [_proposal(0.4, FAR)], [], CandidateHints(moving=(MOVING,)), IR,
+     RecognitionParams(), [_extra(MOVING, 0.1, ORIGIN_MOTION)]),
+    ("a moving region by day: leaves and shadows, not looked at", [], [], CandidateHints(moving=(MOVING,)), COLOR,
+     RecognitionParams(), []),
+    ("a moving region already proposed", [_proposal(0.4, MOVING)], [], CandidateHints(moving=(MOVING,)), IR,
+     RecognitionParams(), []),
+    ("a moving region on a tracked box: the track's", [], [], CandidateHints(tracked=(HINTED,), moving=(NEAR_HINT,)),
+     IR, RecognitionParams(), [_extra(HINTED, 0.1, ORIGIN_TRACK)]),
+    ("at most max_extra, tracked first", [], [], CandidateHints(tracked=(HINTED,), moving=(MOVING, FAR)), IR,
+     RecognitionParams(max_extra=2), [_extra(HINTED, 0.1, ORIGIN_TRACK), _extra(MOVING, 0.1, ORIGIN_MOTION)]),
+])
+def test_extra_candidates(name, chosen, below, hints, mode, params, expected) -> None:
+    extra = extra_candidates(chosen, below, hints, mode, params)
+    assert [(d.box, pytest.approx(d.score), d.origin) for d in extra] == expected, name
+
+
+def test_recognition_params_check_the_hint_knobs() -> None:
+    with pytest.raises(ValueError, match="hint_iou"):
+        RecognitionParams(hint_iou=0.0)
+    with pytest.raises(ValueError, match="max_extra"):
+        RecognitionParams(max_extra=-1)
 
 
 # --- model folders ------------------------------------------------------------------------------
@@ -328,3 +387,123 @@ def test_a_10000_line_label_map_gives_a_short_error(model_copy: Path) -> None:
     text = str(info.value)
     print(f"{len(text)} characters: {text}")
     assert len(text) < 600 and "10,000 labels" in text and "9,995 more" in text
+
+
+# --- hints on real night frames -------------------------------------------------------------------
+
+NIGHT_BACKGROUND = "mct_SEQ75016_0006.jpg"  # an infrared Missouri camera-trap frame, no animal
+
+
+def night_scene(shared_dir: Path, crop: str, width_px: int = 90, at: tuple[int, int] = (900, 500)) -> tuple[np.ndarray, Box]:
+    """A held-out night raccoon crop (not the classifier's training group), grey, ``width_px`` wide on a
+    1920x1080 infrared frame: small, as on a porch camera, where the SSD often proposes nothing."""
+    background = cv2.resize(cv2.imread(str(shared_dir / "data" / "night" / "negatives" / NIGHT_BACKGROUND)), (1920, 1080))
+    patch = cv2.cvtColor(cv2.imread(str(shared_dir / "data" / "night" / "positives_crops" / crop)), cv2.COLOR_BGR2GRAY)
+    height = round(patch.shape[0] * width_px / patch.shape[1])
+    patch = cv2.resize(patch, (width_px, height), interpolation=cv2.INTER_AREA)
+    image = background.copy()
+    x0, y0 = at
+    image[y0:y0 + height, x0:x0 + width_px] = patch[..., None]
+    return image, (x0 / 1920, y0 / 1080, (x0 + width_px) / 1920, (y0 + height) / 1080)
+
+
+def _at(dets: list[Detection], box: Box) -> list[Detection]:
+    return [d for d in dets if box_iou(d.box, box) >= 0.3]
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Recognizer:
+    if not (DEFAULT_MODEL_DIR / CLASSIFIER_CARD_NAME).is_file():
+        pytest.skip("models/raccoon has no classifier stage")
+    recognizer = create_recognizer(DetectorConfig())
+    yield recognizer
+    recognizer.close()
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize(("crop", "width_px", "origin"), [
+    ("bcc_crop_gait_611.jpg", 100, ORIGIN_DETECTOR),  # the SSD scores it 0.04, under the 0.05 threshold: its box
+    ("bcc_crop_gait_307.jpg", 90, ORIGIN_TRACK),  # the SSD proposes nothing there: the predicted box
+])
+def test_a_tracked_raccoon_is_classified_where_the_detector_no_longer_proposes_it(shared_dir, bundled, crop,
+                                                                                   width_px, origin):
+    image, box = night_scene(shared_dir, crop, width_px)
+    assert image_mode(image) == IR
+    assert _at(bundled.recognize([image])[0], box) == []  # what happened on the porch: not a candidate
+    (found,) = _at(bundled.recognize([image], hints=[CandidateHints(tracked=(box,))])[0], box)
+    assert found.origin == origin and found.mode == IR
+    assert found.detector_score == pytest.approx(bundled.params.extra_score_floor)
+    assert found.score > 0.7  # the classifier is sure (measured 0.75 and 0.79; the card: IR 0.464, colour 0.698)
+    if origin == ORIGIN_TRACK:
+        assert found.box == box
+
+
+@pytest.mark.shared
+def test_moving_regions_are_candidates_at_night_only(shared_dir, bundled):
+    image, box = night_scene(shared_dir, "bcc_crop_gait_307.jpg")
+    hints = [CandidateHints(moving=(box,))]
+    (found,) = _at(bundled.recognize([image], hints=hints)[0], box)
+    assert found.origin == ORIGIN_MOTION and found.score > 0.7
+    colour = np.clip(image.astype(np.float32) * (0.8, 0.95, 1.15), 0, 255).astype(np.uint8)  # lamp-lit, warm
+    assert image_mode(colour) == COLOR
+    assert _at(bundled.recognize([colour], hints=hints)[0], box) == []
+
+
+@pytest.mark.shared
+def test_without_hints_recognition_is_what_it_was(shared_dir, bundled, raccoon_images):
+    """detect and train evaluate call recognize without hints: the same detections, to the bit, as a
+    recognizer whose detector returns only what it did before (min_score = the proposal threshold)."""
+    before = create_detector(DetectorConfig(), min_score=bundled.params.proposal_threshold)
+    old = Recognizer(before, bundled.classifier, bundled.params, bundled.threshold, bundled.ir_threshold)
+    try:
+        night = sorted((shared_dir / "data" / "night" / "negatives").glob("*.jpg"))[:4]
+        images = [cv2.imread(str(p)) for p in [*raccoon_images[:6], *night]]
+        images.append(night_scene(shared_dir, "bcc_crop_gait_611.jpg")[0])
+        expected = old.recognize(images)
+        assert bundled.recognize(images) == expected
+        assert bundled.recognize(images, hints=[None] * len(images)) == expected
+        assert bundled.recognize(images, hints=[CandidateHints()] * len(images)) == expected
+        assert sum(len(d) for d in expected) >= 6
+    finally:
+        before.close()
+
+
+@pytest.mark.shared
+def test_hint_candidates_join_the_one_batched_classifier_call(shared_dir, bundled):
+    counting = CountingClassifier(bundled.classifier)
+    recognizer = Recognizer(bundled.detector, counting, bundled.params, bundled.threshold)
+    image, box = night_scene(shared_dir, "bcc_crop_gait_307.jpg")
+    plain = recognizer.recognize([image, image])
+    crops_without = counting.crops
+    recognizer.recognize([image, image], hints=[CandidateHints(tracked=(box,)), CandidateHints(moving=(box,))])
+    assert counting.calls == 2 and counting.crops - crops_without == crops_without + 2  # one call each, 2 extra crops
+    assert plain[0] == plain[1]
+
+
+@pytest.mark.shared
+def test_the_worker_passes_each_frame_its_camera_hints_and_motion_regions(shared_dir):
+    """A real worker and the bundled model: a frame alone, a frame with the gate's region on the small
+    night raccoon, and a frame of a camera whose track the router published (moving right at 0.02 of
+    the width per second, 1 s before the frame: the worker predicts where it is now)."""
+    if not (DEFAULT_MODEL_DIR / CLASSIFIER_CARD_NAME).is_file():
+        pytest.skip("models/raccoon has no classifier stage")
+    image, box = night_scene(shared_dir, "bcc_crop_gait_307.jpg")
+    board = HintBoard(["porch", "yard"])
+    board.publish("yard", (TrackHint(4, shift_box(box, -0.02, 0.0), mono=99.0, velocity=(0.02, 0.0)),))
+    frames = [Frame("porch", 0, 0.0, 100.0, image), Frame("porch", 1, 0.0, 100.0, image, motion_regions=(box,)),
+              Frame("yard", 0, 0.0, 100.0, image)]
+    fq, results, stop = FrameQueue(4), queue.Queue(), threading.Event()
+    for frame in frames:
+        fq.put(frame)
+    worker = DetectorWorker(0, lambda: create_recognizer(DetectorConfig(workers=1)), fq, results, stop, hints=board)
+    worker.start()
+    try:
+        out = {(r.frame.camera, r.frame.seq): r for r in (results.get(timeout=30) for _ in frames)}
+    finally:
+        stop.set()
+        worker.join(5)
+    assert _at(list(out["porch", 0].detections), box) == []
+    assert [d.origin for d in _at(list(out["porch", 1].detections), box)] == [ORIGIN_MOTION]
+    (tracked,) = _at(list(out["yard", 0].detections), box)
+    assert tracked.origin == ORIGIN_TRACK and tracked.box == pytest.approx(box)
+    assert worker.stats.hinted == 2 and worker.stats.frames == 3

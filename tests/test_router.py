@@ -6,15 +6,19 @@ import queue
 import threading
 import time
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
+import structlog
 
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.router import EventRouter
 from raccoon_watch.store import EventStore
-from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult
+from raccoon_watch.tracking import HintBoard
+from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult, box_to_pixels
 from raccoon_watch.visits import VisitParams
 from tests.waiting import wait_until
 
@@ -75,9 +79,18 @@ def rig(tmp_path):
     store.close()
 
 
-def _result(seq: int, dets: tuple[Detection, ...]) -> FrameResult:
+def _result(seq: int, dets: tuple[Detection, ...], moving: bool = True) -> FrameResult:
+    """A frame with these detections. moving: each detected animal moves, as a raccoon does: a bright
+    patch shifts inside its box from frame to frame, and the motion gate's regions are its boxes.
+    Otherwise the frame is a still picture: a detection in it is a watering can, never an alert."""
     image = np.full((120, 160, 3), 90, np.uint8)
-    frame = Frame("cam", seq, time.time(), time.monotonic(), image)
+    for det in dets if moving else ():
+        x0, y0, x1, y1 = box_to_pixels(det.box, 160, 120)
+        half = max(1, (x1 - x0) // 2)
+        shift = (seq * 7) % half
+        image[y0:(y0 + y1) // 2, x0 + shift:x0 + shift + half] = 200
+    regions = tuple(d.box for d in dets) if moving else ()
+    frame = Frame("cam", seq, time.time(), time.monotonic(), image, motion_regions=regions)
     return FrameResult(frame, dets, 5.0)
 
 
@@ -184,8 +197,6 @@ def test_switching_detection_off_forgets_the_visit(rig):
 def test_events_carry_the_classifier_version_that_scored_their_start(rig):
     """The version of the START frame stays with every message of the event (a swap mid-visit does
     not relabel it), in the store row and the MQTT body (``Event.to_dict``)."""
-    from dataclasses import replace
-
     results, router, sink, store = rig
     # the visit score needs 3 frames, so the third starts the event; the later frames are another version
     for seq, version in enumerate(("a1b2c3d4e5f6",) * 3 + ("ffffeeee0000",) * 2):
@@ -194,3 +205,60 @@ def test_events_carry_the_classifier_version_that_scored_their_start(rig):
     assert start.model_version == end.model_version == "a1b2c3d4e5f6"
     assert start.to_dict()["model_version"] == "a1b2c3d4e5f6"
     assert store.get_event(start.id)["model_version"] == "a1b2c3d4e5f6"
+
+
+# --- tracks: still candidates never alert; moving ones are hinted to the workers ----------------------
+
+WATERING_CAN = Detection("raccoon", 0.9, (0.7, 0.1, 0.9, 0.4))  # the classifier likes it; it never moves
+
+
+@pytest.fixture()
+def tracked(tmp_path):
+    """The router with a hint board, per-frame scoring (each frame's own score counts) and a
+    2-frame debounce."""
+    results: queue.Queue[FrameResult] = queue.Queue()
+    stop = threading.Event()
+    sink = Collect()
+    board = HintBoard(["cam"])
+    router = EventRouter(
+        results, {"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
+        DebounceParams(min_frames=2, window=3, end_after=60, cooldown=0, update_interval=0),
+        lambda event: None, [sink], stop, visit_params=PER_FRAME, hints=board,
+    )
+    router.start()
+    yield results, router, sink, board
+    stop.set()
+    router.join(timeout=5)
+
+
+def test_a_still_candidate_never_starts_an_event(tracked):
+    results, router, sink, board = tracked
+    with structlog.testing.capture_logs() as logs:
+        for seq in range(8):
+            results.put(_result(seq, (WATERING_CAN,), moving=False))
+        assert wait_until(lambda: router.processed["cam"] == 8)
+        time.sleep(0.2)
+    assert sink.events == [] and board.get("cam") == ()  # never alerted, never looked for
+    still = [e for e in logs if e["event"] == "still_candidate_ignored"]
+    assert len(still) == 1 and still[0]["camera"] == "cam" and still[0]["score"] == 0.9  # logged once
+
+
+def test_a_moving_raccoon_beside_a_still_look_alike_alerts_with_its_own_box(tracked):
+    results, router, sink, board = tracked
+    for seq in range(4):
+        frame = _result(seq, (RACCOON,))
+        both = replace(frame, detections=(WATERING_CAN, RACCOON))  # the can is in the frame, it does not move
+        results.put(both)
+    (start,) = sink.wait([EventKind.START])
+    assert start.box == RACCOON.box
+    hints = board.get("cam")
+    assert [h.box for h in hints] == [RACCOON.box]  # the moving raccoon is looked for next; the can is not
+
+
+def test_switching_detection_off_withdraws_the_hints(tracked):
+    results, router, sink, board = tracked
+    for seq in range(2):
+        results.put(_result(seq, (RACCOON,)))
+    assert wait_until(lambda: len(board.get("cam")) == 1)
+    router.set_detect("cam", False)
+    assert wait_until(lambda: board.get("cam") == ())

@@ -197,3 +197,47 @@ def test_box_iou(a, b, expected):
 def test_bad_params_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         VisitParams(**kwargs)
+
+
+# --- with the tracker's ids (what the router does) ----------------------------------------------------
+
+
+def test_track_ids_decide_the_candidate_however_far_the_box_jumped():
+    """The tracker followed a fast animal by its predicted box: its visit goes on, the scores add up."""
+    state = VisitState()
+    for i, x in enumerate((0.0, 0.3, 0.6)):  # never overlapping: matching by last box would split it
+        state, scored = visits.step(state, (Detection("raccoon", 0.8, (x, 0.5, x + 0.1, 0.6)),), P, track_ids=(7,))
+    assert [(c.id, c.scores) for c in state.candidates] == [(7, (0.8, 0.8, 0.8))]
+    assert scored[0].score == pytest.approx(0.8) and state.next_id == 8
+
+
+@pytest.mark.parametrize(
+    "live, kept",
+    [(None, [0, 1]), ({0, 1}, [0, 1]), ({1}, [1]), (set(), [])],
+)
+def test_candidates_of_dead_tracks_are_dropped(live, kept):
+    state, _ = visits.step(VisitState(), (Detection("raccoon", 0.8, BOWL_LEFT), Detection("raccoon", 0.3, BOWL_RIGHT)),
+                           P, track_ids=(0, 1))
+    state, _ = visits.step(state, (), P, track_ids=(), live=live)
+    assert [c.id for c in state.candidates] == kept
+
+
+@pytest.mark.parametrize(
+    "track_ids, message",
+    [((0,), "one track id per detection"), ((3, 3, 3), "at most one detection")],
+)
+def test_bad_track_ids_are_refused(track_ids, message):
+    dets = (Detection("raccoon", 0.8, BOWL_LEFT),) * 3
+    with pytest.raises(ValueError, match=message):
+        visits.step(VisitState(), dets, P, track_ids=track_ids)
+
+
+def test_best_scores_per_candidate():
+    state = VisitState((Candidate(0, "raccoon", BOWL_LEFT, (0.2, 0.7, 0.0)), Candidate(4, "cat", BOWL_RIGHT, (0.0,))), 5)
+    assert visits.best_scores(state) == {0: 0.7, 4: 0.0}
+
+
+@pytest.mark.parametrize("params", [PER_FRAME, P])
+def test_a_candidate_keeps_at_most_window_scores(params):
+    _, state = run(RACCOON_20, params)
+    assert len(state.candidates[0].scores) == params.window

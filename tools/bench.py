@@ -12,6 +12,9 @@ machine is, only on ratios):
 * ``baseline``: the naive 2017-tutorial loop: every frame, one loop, a TensorFlow SavedModel on the
   CPU, no gating, as fast as it can (CPU per video second is what it would need to keep up).
 * ``models``: TFLite int8 (the shipped model) vs the stock COCO TFLite, ms per frame, 2 threads.
+* ``tracker``: what the router adds per frame for tracks (``tracking.step`` with its thumbnails,
+  ``visits.step`` by track, ``select_hints``) at 8 candidates on the clip's decoded frames: 2 walking,
+  6 still (a still track computes a thumbnail every frame, a moved one no longer does: the worst case).
 * ``recording`` and ``review_list`` (``tools/bench_review.py``): the clip recorder's CPU per camera
   next to the decode floor, and the event list's render time with 10,000 events in the store.
 * ``http_probe`` (``tools/bench_review.py``): the page's server under issue 21's probe: RSS and argon2
@@ -81,6 +84,7 @@ TARGETS = {
     "login_argon2_checks_max": 5,  # 64 parallel wrong logins from one address (issue 21)
     "login_rss_mb_max": 400.0,  # peak RSS meanwhile, server and clients
     "healthz_within_1s_min": 200,  # of 200 concurrent /healthz
+    "tracker_ms_max": 1.0,  # router's track work per frame at 8 candidates (issue 20)
 }
 
 
@@ -222,6 +226,67 @@ def stage_models(args: dict[str, Any]) -> dict[str, Any]:
         out[key] = {"wall_ms": {**percentiles(wall[key]), "min": round(min(wall[key]), 1)},
                     "cpu_ms": round(cpu[key] * 1000.0 / args["runs"], 1)}
     return out
+
+
+# --- stage: tracker -----------------------------------------------------------------------------------
+
+TRACKER_CANDIDATES = 8  # the recognizer's max_candidates
+TRACKER_WALKING = 2
+
+
+def tracker_frames(width: int, height: int, frames: int) -> list[tuple[Any, ...]]:
+    """Per frame, ``TRACKER_CANDIDATES`` detections (normalised xyxy boxes): ``TRACKER_WALKING`` animals
+    crossing the frame, the others still things whose boxes jitter by a pixel or two, as SSD boxes do."""
+    from raccoon_watch.types import Detection
+
+    rng = np.random.default_rng(0)
+    still = [(0.05 + 0.11 * i, 0.6, 0.13 + 0.11 * i, 0.75) for i in range(TRACKER_CANDIDATES - TRACKER_WALKING)]
+    out = []
+    for f in range(frames):
+        dets = []
+        for k in range(TRACKER_WALKING):
+            x = (0.01 * f + 0.3 * k) % 0.8
+            dets.append(Detection("raccoon", float(rng.uniform(0.5, 0.9)), (x, 0.1 + 0.2 * k, x + 0.15, 0.3 + 0.2 * k)))
+        for box in still:
+            jitter = rng.uniform(-2, 2, 4) / (width, height, width, height)
+            dets.append(Detection("raccoon", float(rng.uniform(0.05, 0.4)), tuple(float(v) for v in np.add(box, jitter))))
+        out.append(tuple(dets))
+    return out
+
+
+def stage_tracker(args: dict[str, Any]) -> dict[str, Any]:
+    """ms per frame of the router's track work: ``tracking.step`` (prediction, association, thumbnails),
+    ``visits.step`` by track and ``select_hints``, on the clip's decoded frames (their resolution).
+    cpu_ms: this process's CPU time per frame (the target's value: on a busy machine wall time also
+    counts the time other processes ran); wall_ms: per frame, p50/p95/mean."""
+    from raccoon_watch import tracking, visits
+    from raccoon_watch.router import track_params
+    from raccoon_watch.visits import VisitParams, VisitState
+
+    images = [sample_frame(args["clip"], i) for i in range(0, 3 * args["images"], 3)]
+    height, width = images[0].shape[:2]
+    per_frame = tracker_frames(width, height, args["frames"])
+    vp = VisitParams()
+    tp = track_params(vp)
+
+    def run(n: int, timings: list[float] | None) -> None:
+        tracks, visit = tracking.TrackState(), VisitState()
+        for i, dets in enumerate(per_frame[:n]):
+            t0 = time.perf_counter()
+            tracks, owners = tracking.step(tracks, dets, tp, i / args["detect_fps"], images[i % len(images)])
+            visit, _ = visits.step(visit, dets, vp, [t.id for t in owners], {t.id for t in tracks.tracks})
+            tracking.select_hints(tracks.tracks, visits.best_scores(visit), tp)
+            if timings is not None:
+                timings.append((time.perf_counter() - t0) * 1000.0)
+
+    run(20, None)  # warm-up
+    wall: list[float] = []
+    c0 = cpu_seconds()
+    run(args["frames"], wall)
+    cpu_ms = (cpu_seconds() - c0) * 1000.0 / args["frames"]
+    return {"candidates": TRACKER_CANDIDATES, "walking": TRACKER_WALKING, "frames": args["frames"],
+            "width": width, "height": height, "wall_ms": {**percentiles(wall), "mean": round(float(np.mean(wall)), 3)},
+            "cpu_ms": round(cpu_ms, 3), "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 # --- stage: baseline (TensorFlow SavedModel, every frame) --------------------------------------------
@@ -582,7 +647,7 @@ def _sink_latency(result: dict[str, Any], sinks: dict[str, Any]) -> dict[str, An
 
 STAGES = {"recording": stage_recording, "review_list": stage_review_list, "http_probe": stage_http_probe,
           "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
-          "gpu": stage_gpu}
+          "gpu": stage_gpu, "tracker": stage_tracker}
 
 
 # --- orchestration -----------------------------------------------------------------------------------
@@ -626,14 +691,15 @@ class Plan:
     sinks: bool = False
     motion: bool = True
     queue_size: int = 8
-    stages: tuple[str, ...] = ("decode", "recording", "review_list", "http_probe", "models", "pipeline", "baseline")
+    stages: tuple[str, ...] = ("decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline",
+                               "baseline")
     no_tensorflow: bool = False
     threshold: float | None = BENCH_THRESHOLD  # None: the model card's deployed threshold
 
 
 def plan_from_args(ns: argparse.Namespace) -> Plan:
     seconds = ns.seconds if ns.seconds is not None else (12.0 if ns.quick else 30.0)
-    stages = ["decode", "recording", "review_list", "http_probe", "models", "pipeline"]
+    stages = ["decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline"]
     if not ns.no_baseline:
         stages.append("baseline")
     if ns.gpu:
@@ -710,6 +776,10 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
             **common, "clip": str(main_clip), "models": models, "threads": sorted({1, plan.threads}),
             "runs": plan.model_runs, "saved_model": str(saved_model) if saved_model else None,
             "frame": main_tl.still if main_tl.still < main_tl.frames else 0})
+    if "tracker" in plan.stages:
+        say(f"tracker: the router's track work per frame at {TRACKER_CANDIDATES} candidates")
+        report["tracker"] = run_stage("tracker", {**common, "clip": str(main_clip), "images": 10,
+                                                  "frames": 100 if plan.model_runs < 50 else 500})
     if "pipeline" in plan.stages:
         report["pipeline"] = {}
         for scene, (spec, path, tl, _) in clips.items():
@@ -811,11 +881,14 @@ def targets(report: dict[str, Any], plan: Plan) -> dict[str, Any]:
     spec = plan.specs[0]
     rec_cores = _get(report, "recording", "cpu_per_video_s")
     list_ms = _get(report, "review_list", "page_1", "p50_ms")
+    tracker_ms = _get(report, "tracker", "cpu_ms")  # CPU: what it costs the machine, whatever else runs
     main_scene = "raccoon" if "raccoon" in (report.get("decode") or {}) else still
     review = {
         "recording_le_0.05_core": {"value": rec_cores, "met": _met(rec_cores, TARGETS["recording_cores_max"], True),
                                    "decode_floor": _get(report, "decode", main_scene, "read_all", "cpu_per_video_s")},
         "event_list_le_200ms_at_10k": {"value": list_ms, "met": _met(list_ms, TARGETS["review_list_ms_max"], True)},
+        "tracker_le_1ms_at_8_candidates": {"value": tracker_ms, "met": _met(tracker_ms, TARGETS["tracker_ms_max"], True),
+                                           "wall_ms": _get(report, "tracker", "wall_ms")},
     }
     checks = _get(report, "http_probe", "logins", "argon2_checks")
     rss = _get(report, "http_probe", "logins", "rss_peak_mb")

@@ -49,7 +49,8 @@ from raccoon_watch.imagemode import COLOR, IR, MODES
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
 from raccoon_watch.recognition import (DEFAULT_DETECTOR_WEIGHT, DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES,
                                        DEFAULT_PROPOSAL_THRESHOLD, DEFAULT_VIEW_CONTAINMENT, DEFAULT_VIEW_IOU,
-                                       DEFAULT_VIEW_MIN_AREA, DEFAULT_VIEWS, RecognitionParams, Recognizer)
+                                       DEFAULT_VIEW_MIN_AREA, DEFAULT_VIEWS, HINT_MIN_DETECTOR_SCORE,
+                                       RecognitionParams, Recognizer)
 
 if TYPE_CHECKING:  # imported when a classifier stage is built, not at start-up
     from raccoon_watch.classifier import TFLiteClassifier
@@ -323,7 +324,9 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
         raise ModelError(f"{card_path}: bad value: {str(exc)[:120]}") from None
     from raccoon_watch.classifier import TFLiteClassifier
 
-    detector = create_detector(cfg, path, min_score=min(min_score, params.proposal_threshold))
+    # proposals under the threshold too: a tracked animal's (recognition.extra_candidates); only
+    # those >= proposal_threshold are classified without hints, so detect/evaluate are unchanged
+    detector = create_detector(cfg, path, min_score=min(min_score, params.proposal_threshold, HINT_MIN_DETECTOR_SCORE))
     try:
         classifier = TFLiteClassifier(files.classifier, num_threads=cfg.num_threads)
         _check_stages(files, card, detector, classifier)
