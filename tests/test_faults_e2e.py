@@ -16,7 +16,6 @@ and SQLite store; the local Pushover stand-in (tests/fake_pushover.py) is the on
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.diskfaults import fill, mount_tmpfs
 from tests.daemon import Daemon, detector_section, write_config
 from tests.fake_pushover import VALID_TOKEN, VALID_USER
 from tests.ports import free_port
@@ -196,27 +196,6 @@ def test_pushover_bad_token_is_logged_once_and_not_retried(tmp_path, raccoon_cli
 # --- storage --------------------------------------------------------------------------------------
 
 
-def _mount_tmpfs(where: Path, size: str = "1m") -> None:
-    """A small tmpfs at ``where``; skip the test if mounting is not allowed here."""
-    where.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {res.stderr.strip()}")
-
-
-def _fill(where: Path) -> None:
-    """Write a filler file until the filesystem says ENOSPC."""
-    fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @pytest.mark.parametrize("variant", ["parent_is_a_file", "disk_full_mid_run"])
 def test_unusable_storage_still_alerts(variant, tmp_path, raccoon_clip_mp4, coco_model, mosquitto, recorder,
                                        fake_pushover):
@@ -230,7 +209,7 @@ def test_unusable_storage_still_alerts(variant, tmp_path, raccoon_clip_mp4, coco
         storage = tmp_path / "not_a_dir" / "var"
         expected_errors = {"store_fallback_memory"}
     else:
-        _mount_tmpfs(mount)
+        mount_tmpfs(mount)
         storage = mount / "var"
         expected_errors = {"store_write_failed", "store_fallback_memory"}
     broker = mosquitto()
@@ -243,7 +222,7 @@ def test_unusable_storage_still_alerts(variant, tmp_path, raccoon_clip_mp4, coco
             daemon.wait_for("camera_connected", timeout=90)
             if variant == "disk_full_mid_run":
                 assert (storage / "events.db").is_file() and not daemon.events("store_fallback_memory")
-                _fill(mount)
+                fill(mount)
             daemon.wait_for("event_ended", timeout=120)
             rec.wait(lambda ms: "end" in [t for _, t in _event_types(ms)], timeout=20)
             pushes = fake_pushover.wait_for(1, timeout=20)

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.diskfaults import fill, mount_tmpfs
 from tests.daemon import REPO, Daemon, detector_section, write_config
 from tests.fake_pushover import VALID_TOKEN, VALID_USER
 from tests.ports import free_port
@@ -146,26 +147,6 @@ def test_a_visit_soon_after_a_pushed_event_is_not_pushed_again_after_a_restart(
 # --- storage deleted or full, then back -----------------------------------------------------------
 
 
-def _mount_tmpfs(where: Path, size: str) -> None:
-    where.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {res.stderr.strip()}")
-
-
-def _fill(where: Path) -> None:
-    """A filler file until the filesystem says ENOSPC."""
-    fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @pytest.mark.parametrize("fault", ["folder_deleted", "disk_full"])
 def test_storage_lost_then_back_keeps_every_event_and_pushes_each_once(
         fault, tmp_path, raccoon_clip_mp4, small_clip, coco_model, fake_pushover):
@@ -174,7 +155,7 @@ def test_storage_lost_then_back_keeps_every_event_and_pushes_each_once(
     visit is pushed (cooldown 0), so "each exactly once" is checked on every event."""
     fs = tmp_path / "fs"
     if fault == "disk_full":
-        _mount_tmpfs(fs, "4m")
+        mount_tmpfs(fs, "4m")
     storage = (fs if fault == "disk_full" else tmp_path) / "var"
     port = free_port()
     cfg = _config(tmp_path, raccoon_clip_mp4.path, coco_model, fake_pushover.url, storage, cooldown=0,
@@ -191,7 +172,7 @@ def test_storage_lost_then_back_keeps_every_event_and_pushes_each_once(
             assert wait_until(lambda: (storage / "raccoon-watch.lock").is_file(), timeout=3), "lock not renewed"
             daemon.wait_for("event_ended", count=3, timeout=40)  # two visits after the deletion
         else:
-            _fill(fs)
+            fill(fs)
             daemon.wait_for("event_ended", count=2, timeout=40)  # visit 2: the disk is full
             daemon.wait_for("store_fallback_memory", timeout=10)
             health = _healthz(port)

@@ -257,21 +257,20 @@ def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
         from raccoon_watch.detectors.tensorflow import TensorFlowDetector
 
         assert files.saved_model is not None
-        tf_detector = TensorFlowDetector(files.saved_model, labels, min_score=min_score, threshold=files.threshold,
-                                         batch_size=cfg.batch_size, input_size=files.input_size)
-        try:
-            _check_size(files, tf_detector.input_size, files.saved_model)
-        except ModelError:
-            tf_detector.close()
-            raise
-        return tf_detector
+        return _size_checked(files, files.saved_model, TensorFlowDetector(
+            files.saved_model, labels, min_score=min_score, threshold=files.threshold,
+            batch_size=cfg.batch_size, input_size=files.input_size))
     from raccoon_watch.detectors.tflite import TFLiteDetector
 
     assert files.tflite is not None
-    detector = TFLiteDetector(files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score,
-                              threshold=files.threshold)
+    return _size_checked(files, files.tflite, TFLiteDetector(
+        files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score, threshold=files.threshold))
+
+
+def _size_checked(files: ModelFiles, model_file: Path, detector: Detector) -> Detector:
+    """The loaded detector, closed and refused (ModelError) when its card's input_size disagrees."""
     try:
-        _check_size(files, detector.input_size, files.tflite)
+        _check_size(files, detector.input_size, model_file)
     except ModelError:
         detector.close()
         raise
