@@ -29,6 +29,9 @@ stills, not from this store) only the kept frame exists: it is replayed as a sti
 ``visit.window`` frames, for the deployed classifier and the candidate alike, and the outcome says
 ``kept: best_frame``.
 
+Whether the visit's track moved (the router counts only what moved, ``tracking``) is the visit's,
+not the classifier's: a stored event counted, so its track had moved, and the replay takes it as
+moving; a still from a feedback folder is taken as moving too (the same for both classifiers).
 The trace keeps the best candidate of each frame and its box: the replay follows those boxes through
 ``visits.step`` as the router did, so a still thing that was the best candidate before the animal
 came (a bowl at 0.02) stays a visit of its own. Rows written without a box (before boxes were kept)

@@ -107,7 +107,9 @@ def _wait(predicate, timeout: float, what: str, daemon: Daemon) -> None:
 
 
 def _ended(daemon: Daemon, camera: str) -> list[str]:
-    return [e["id"] for e in daemon.events("event_ended") if e.get("camera") == camera]
+    """The camera's ended alerts (the visits marked here; a detection would be marked the same way)."""
+    return [e["id"] for e in daemon.events("event_ended")
+            if e.get("camera") == camera and e.get("severity", "alert") == "alert"]
 
 
 def _retrain(cfg: Path, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
