@@ -22,22 +22,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium
 from tests.daemon import REPO, Daemon, detector_section, write_config
 from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtsp, pytest.mark.mqtt]
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} not found (Debian package chromium; scripts/install-system-deps.sh installs it as root)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (the test extra)")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
-        yield browser
-        browser.close()
+    yield from chromium("--autoplay-policy=no-user-gesture-required")
 
 
 def _config(tmp_path: Path, source: str, coco_model: Path, broker, port: int) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -25,13 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, detector_section, write_config
 from tests.fake_pushover import VALID_TOKEN, VALID_USER
 from tests.fixtures.media import make_clip
 from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
-CHROMIUM = "/usr/bin/chromium"
 EVENTS = {"min_frames": 3, "window": 5, "end_after": 2.0, "cooldown": 60}
 ABOVE_THE_CLIP = 0.99  # an alert threshold the walking raccoon never reaches (per frame 0.84-0.98, median 0.94)
 
@@ -46,13 +45,7 @@ def _needs_the_two_stage_model():
 
 @pytest.fixture(scope="module")
 def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} not found (Debian package chromium; scripts/install-system-deps.sh installs it as root)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (the test extra)")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    yield from chromium()
 
 
 def _config(path: Path, cameras: dict, coco_model: Path, broker, pushover_url: str, port: int | None = None) -> Path:
