@@ -458,6 +458,10 @@ class App:
                 _guarded(observer.on_event, event)
 
     def _on_result(self, result: FrameResult, hits: tuple[Detection, ...]) -> None:
+        """Router thread: the live view's boxes, the score trace, then each observer."""
+        tap = self.live.get(result.frame.camera)
+        if tap is not None:
+            tap.show(result.frame.mono, hits)
         if self.trace is not None:
             _guarded(self.trace.on_result, result, hits)
         for observer in self.observers:
