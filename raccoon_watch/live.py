@@ -7,9 +7,12 @@ asks ``jpeg()``: a frame is encoded when one is asked for and newer than the las
 one, shrunk to at most ``LIVE_MAX_SIDE`` px, and shared by all viewers, so nobody watching costs
 nothing and N viewers cost one encode per new frame.
 
-Boxes: the router thread hands each processed frame's counting detections (the review threshold
-passed, the track moved: ``Observer.on_result``'s ``hits``) to ``show`` with that frame's monotonic
-time. Their boxes are normalised (xmin, ymin, xmax, ymax) of the full frame, as everywhere in the
+Boxes: for each processed frame the router thread hands ``show`` that frame's monotonic time and
+``live_boxes``: the detections that count toward an event (``Observer.on_result``'s ``hits``: the
+visit score passed the review threshold, the track moved) that this frame itself shows, i.e. whose
+own score in this frame passes the review threshold too, with that score. (A visit score is the
+median of the track's last frames, so a track still counts for a moment after the animal left; its
+box is not drawn on the empty frames.) Their boxes are normalised (xmin, ymin, xmax, ymax) of the full frame, as everywhere in the
 daemon (``types.Box``); they become pixels of the shrunk JPEG only when drawn (``snapshot.draw_detections``,
 the snapshot's amber), and ``jpeg`` returns them so, as integer pixel (xmin, ymin, xmax, ymax). The
 newest frame is usually one or two frames newer than the one the boxes were found on (the detector's
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from raccoon_watch.filters import DetectionFilter, meets_review_threshold
 from raccoon_watch.snapshot import draw_detections, encode_jpeg
 from raccoon_watch.types import Detection, Frame, box_to_pixels
 
@@ -108,6 +112,21 @@ class LatestFrame:
         """The newest frame as JPEG (boxes drawn) and its age in seconds (monotonic); None before any frame."""
         picture = self.picture()
         return None if picture is None else (picture.jpeg, picture.age_s)
+
+
+def live_boxes(detections: tuple[Detection, ...], hits: tuple[Detection, ...],
+               flt: DetectionFilter) -> tuple[Detection, ...]:
+    """What the live picture shows for one processed frame (pure): each of ``hits`` (visit-scored,
+    the router's counted detections) whose detection in this frame's ``detections`` (the detector's
+    result, per-frame scores; the router keeps each box as it came, so boxes match exactly) meets
+    ``flt``'s review threshold, as that frame detection. Boxes normalised (xmin, ymin, xmax, ymax)."""
+    in_frame = {d.box: d for d in detections}
+    shown = []
+    for hit in hits:
+        own = in_frame.get(hit.box)
+        if own is not None and meets_review_threshold(own, flt):
+            shown.append(own)
+    return tuple(shown)
 
 
 def _ascii(text: str) -> str:

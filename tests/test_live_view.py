@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from raccoon_watch.live import BOX_HOLD_S, LatestFrame, placeholder_jpeg, placeholder_lines
+from raccoon_watch.filters import DetectionFilter
+from raccoon_watch.live import BOX_HOLD_S, LatestFrame, live_boxes, placeholder_jpeg, placeholder_lines
 from raccoon_watch.snapshot import DEFAULT_COLOR
 from raccoon_watch.types import Detection, Frame
 from raccoon_watch.web.retrain_job import retrain_lines
@@ -52,6 +53,22 @@ def test_boxes_are_drawn_in_pixels_of_the_shrunk_picture_and_expire():
     tap(_frame(3, mono + BOX_HOLD_S + 0.3))
     assert tap.picture().boxes == ()
     assert tap.jpeg()[0] == tap.picture().jpeg
+
+
+def test_a_counted_track_is_boxed_only_on_frames_that_show_it():
+    """The router still counts a track for a moment after the raccoon left (its visit score is the
+    median of its last frames); the live picture boxes it only where this frame scores it."""
+    flt = DetectionFilter(labels=frozenset({"raccoon"}), threshold=0.74, review_threshold=0.5)
+    here, gone, cat = (0.2, 0.3, 0.5, 0.8), (0.6, 0.3, 0.9, 0.8), (0.1, 0.1, 0.2, 0.2)
+    frame = (Detection("raccoon", 0.93, here), Detection("raccoon", 0.04, gone, origin="track"),
+             Detection("raccoon", 0.55, cat))
+    hits = (Detection("raccoon", 0.88, here), Detection("raccoon", 0.81, gone))  # visit scores
+    assert live_boxes(frame, hits, flt) == (frame[0],)  # its own score in this frame, 0.93
+    assert live_boxes(frame, (), flt) == ()  # not counted (a still track, a first frame): no box
+    ir = DetectionFilter(labels=frozenset({"raccoon"}), threshold=0.74, review_threshold=0.5, ir_threshold=0.95,
+                         ir_review_threshold=0.9)
+    night = (Detection("raccoon", 0.8, here, mode="ir"),)
+    assert live_boxes(night, (Detection("raccoon", 0.95, here, mode="ir"),), ir) == ()  # under the ir bar
 
 
 @pytest.mark.parametrize("state, since, reason, says", [
