@@ -2,9 +2,9 @@
 
 ``raccoon-watch retrain`` from a shell, the review page's "Retrain now" (``web/retrain_job.py``) and
 ``raccoon-watch-retrain.service`` all run the same command, and the command itself drops its own
-priority before TensorFlow starts a thread (``lower_priority``): the idle CPU class (``SCHED_IDLE``,
-which a thread of a normal process always wins against) where the kernel has it, and nice 19 either
-way (nice is also what the I/O scheduler derives a process's I/O priority from). It trains with
+priority before TensorFlow starts a thread (``lower_priority``): the idle CPU class (``SCHED_IDLE``:
+the scheduler weighs it 3 against a nice-0 thread's 1024 and a nice-19 one's 15, so it runs on CPU
+time nothing else wants) where the kernel has it, and nice 19 either way (nice is also what the I/O scheduler derives a process's I/O priority from). It trains with
 ``DEFAULT_THREADS`` TensorFlow thread (``tf_env`` sets the thread pools' and OpenMP's sizes before
 TensorFlow is imported). ``--priority normal`` and ``--threads N`` override both (a machine with no
 daemon on it).
