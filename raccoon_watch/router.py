@@ -13,8 +13,9 @@ a detection, however much it looks like a raccoon). After each frame the router 
 camera's track hints on the ``HintBoard`` (moving tracks that scored something): the detector
 workers classify those tracks at their predicted boxes in the next frames, even when the detector
 no longer proposes them. Snapshots are
-encoded once per best frame (at START, and again only when a better frame arrives) and reused by
-UPDATE/END messages. Events leave for the sinks as soon as the confirming frame is folded in: no
+encoded once per best frame and score (at START, and again only when a better frame arrives, the
+END included) and reused by the other messages: the score drawn on the stored snapshot is the
+event's final ``top_score``. Events leave for the sinks as soon as the confirming frame is folded in: no
 periodic loop sits between detection and alert.
 """
 
@@ -34,7 +35,7 @@ from raccoon_watch.filters import DetectionFilter, eligible, meets_review_thresh
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.snapshot import draw_detections, encode_jpeg
 from raccoon_watch.tracking import HintBoard, Track, TrackParams, TrackState
-from raccoon_watch.types import Detection, Event, EventKind, FrameResult, RouterSnapshot
+from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult, RouterSnapshot
 from raccoon_watch.visits import VisitParams, VisitState
 
 log = structlog.get_logger(__name__)
@@ -83,7 +84,8 @@ class EventRouter(threading.Thread):
         self._tracks = {cam: TrackState() for cam in self._filters}
         self._hints = hints  # where the workers read each camera's track hints
         self._still_logged: dict[str, set[int]] = {cam: set() for cam in self._filters}  # tracks logged as still
-        self._snapshots: dict[str, tuple[tuple[int, float], bytes | None]] = {}  # event id -> (frame key, jpeg)
+        # event id -> ((frame seq, frame mono, score drawn), jpeg)
+        self._snapshots: dict[str, tuple[tuple[int, float, float], bytes | None]] = {}
         self._versions: dict[str, str | None] = {}  # event id -> the classifier version that scored its START
         self._enabled = {cam: True for cam in self._filters}
         self._commands: "queue.SimpleQueue[tuple[str, bool]]" = queue.SimpleQueue()
@@ -160,13 +162,14 @@ class EventRouter(threading.Thread):
             self._enabled[camera] = enabled
             log.info("detect_switched", camera=camera, enabled=enabled)
             if not enabled:
-                state, events = debounce.end_all(self._states[camera], self._clock())
+                before = self._states[camera]
+                state, events = debounce.end_all(before, self._clock())
                 self._states[camera] = state
                 self._visits[camera] = VisitState()  # a visit does not span detection being off
                 self._tracks[camera] = TrackState()  # ... nor does a track
                 if self._hints is not None:
                     self._hints.publish(camera, ())
-                self._emit(events)
+                self._emit(events, before)
 
     def _handle(self, result: FrameResult) -> None:
         cam = result.frame.camera
@@ -190,12 +193,13 @@ class EventRouter(threading.Thread):
         if self._on_result:
             self._on_result(result, hits)
         obs = Observation(cam, result.frame.ts, hits, result.frame, mono=result.frame.mono, alerting=alerting)
-        state, events = debounce.step(self._states[cam], obs, tuple(sorted(flt.labels)), self._params)
+        before = self._states[cam]
+        state, events = debounce.step(before, obs, tuple(sorted(flt.labels)), self._params)
         for event in events:
             if event.kind is EventKind.START:  # an upgrade's START keeps the version of the first
                 self._versions.setdefault(event.id, result.model_version)
         self._states[cam] = state
-        self._emit(events, state)
+        self._emit(events, state, before)
 
     def _has_moved(self, cam: str, det: Detection, track: Track, live: set[int]) -> bool:
         """True when the track of a detection that passed the (review) threshold has moved; a still one is
@@ -211,21 +215,23 @@ class EventRouter(threading.Thread):
         return False
 
     def _tick(self, now: float) -> None:
-        for cam, state in list(self._states.items()):
-            state, events = debounce.tick(state, now, self._params)
+        for cam, before in list(self._states.items()):
+            state, events = debounce.tick(before, now, self._params)
             self._states[cam] = state
-            self._emit(events)
+            self._emit(events, before)
 
     def _end_all(self, now: float) -> None:
-        for cam, state in list(self._states.items()):
-            state, events = debounce.end_all(state, now)
+        for cam, before in list(self._states.items()):
+            state, events = debounce.end_all(before, now)
             self._states[cam] = state
-            self._emit(events)
+            self._emit(events, before)
 
     # --- output --------------------------------------------------------------------------------
-    def _emit(self, events: Iterable[Event], state: CameraState | None = None) -> None:
+    def _emit(self, events: Iterable[Event], *states: CameraState) -> None:
+        """``states``: the camera's state after the step that made ``events``, and the one before it
+        (an END's track is only in the state before: its best frame is drawn from there)."""
         for event in events:
-            event = replace(event, snapshot_jpeg=self._snapshot(event, state), model_version=self._versions.get(event.id))
+            event = replace(event, snapshot_jpeg=self._snapshot(event, states), model_version=self._versions.get(event.id))
             if event.kind is EventKind.END:
                 self._snapshots.pop(event.id, None)
                 self._versions.pop(event.id, None)
@@ -239,13 +245,16 @@ class EventRouter(threading.Thread):
             if self._on_event:
                 self._on_event(event)
 
-    def _snapshot(self, event: Event, state: CameraState | None) -> bytes | None:
-        """JPEG of the best frame with its box drawn, encoded once per best frame."""
-        frame = debounce.best_frame(state, event.label) if state is not None else None
+    def _snapshot(self, event: Event, states: Sequence[CameraState]) -> bytes | None:
+        """JPEG of the event's best frame with its box and its score (``top_score``) drawn, encoded once
+        per best frame and score. The END is drawn too when the best frame or score changed since the
+        last message (a better frame between the last UPDATE and the END): the snapshot the store
+        keeps always says the score the page and the store say."""
+        frame = next((f for f in (_best_frame(s, event) for s in states) if f is not None), None)
         cached = self._snapshots.get(event.id)
         if frame is None:
             return cached[1] if cached else None
-        key = (frame.seq, frame.mono)
+        key = (frame.seq, frame.mono, event.top_score)
         if cached and cached[0] == key:
             return cached[1]
         try:
@@ -256,3 +265,10 @@ class EventRouter(threading.Thread):
             jpeg = cached[1] if cached else None
         self._snapshots[event.id] = (key, jpeg)
         return jpeg
+
+
+def _best_frame(state: CameraState, event: Event) -> Frame | None:
+    """The best frame of ``event``'s own track in ``state`` (None: not there, e.g. ended)."""
+    ls = state.labels.get(event.label)
+    track = ls.track if ls is not None else None
+    return track.best_frame if track is not None and track.event_id == event.id else None

@@ -11,7 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from raccoon_watch.types import Detection, box_to_pixels
+from raccoon_watch.types import Detection, box_to_pixels, score_text
 
 DEFAULT_COLOR = (0, 200, 255)  # BGR amber: visible on day and IR-grey night frames
 TEXT_COLOR = (0, 0, 0)
@@ -33,7 +33,7 @@ def draw_detections(image_bgr: np.ndarray, detections: Sequence[Detection],
     for det in detections:
         x1, y1, x2, y2 = box_to_pixels(det.box, width, height)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_8)
-        text = f"{det.label} {det.score:.2f}"
+        text = f"{det.label} {score_text(det.score)}"
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = y1 - th - baseline - thickness if y1 - th - baseline - thickness >= 0 else y1
         cv2.rectangle(out, (x1, top), (min(x1 + tw + 2 * thickness, width - 1), top + th + baseline + thickness),

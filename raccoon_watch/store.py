@@ -96,10 +96,12 @@ REVIEW_COLUMNS = (
     ("feedback", "TEXT"), ("feedback_source", "TEXT"), ("feedback_time", "REAL"),
     ("model_version", "TEXT"),  # the classifier that scored the event (site_models.model_version)
     ("severity", "TEXT NOT NULL DEFAULT 'alert'"),  # alert | detection; older rows were all alerts
+    ("first_seen", "REAL"),  # wall time of the first sighting (Event.first_seen_ts); NULL in older rows
 )
 SEVERITIES = tuple(s.value for s in Severity)  # what the severity column holds
 CLIP_PENDING, CLIP_READY, CLIP_MISSING = "pending", "ready", "missing"
 FEEDBACK_LABELS = ("raccoon", "not_raccoon")
+UNREVIEWED = "unreviewed"  # list_events(verdict=...): no verdict yet; or one of FEEDBACK_LABELS
 TABLES = ("events", "outbox", "kv")
 RECOVER_TIMEOUT_S = 60.0
 DISK_RETRY_S = 5.0  # in memory: how often maintain() tries the disk again
@@ -640,8 +642,9 @@ class EventStore:
     def _upsert_event(self, conn: sqlite3.Connection, event: Event, snapshot: str | None) -> None:
         conn.execute(
             "INSERT INTO events (id, camera, label, start_time, end_time, top_score, box, in_cooldown,"
-            " snapshot, updated, model_version, severity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " snapshot, updated, model_version, severity, first_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET end_time=excluded.end_time, top_score=excluded.top_score,"
+            " first_seen=COALESCE(events.first_seen, excluded.first_seen),"
             " box=excluded.box, in_cooldown=excluded.in_cooldown,"
             " snapshot=COALESCE(excluded.snapshot, events.snapshot), updated=excluded.updated,"
             " model_version=COALESCE(excluded.model_version, events.model_version),"
@@ -659,6 +662,7 @@ class EventStore:
                 self._clock(),
                 event.model_version,
                 event.severity.value,
+                event.first_seen_ts or event.start_time,
             ),
         )
 
@@ -727,25 +731,12 @@ class EventStore:
         self._safe_write(lambda c: c.execute(sql, [columns[n] for n in names] + [event_id]), "event")
 
     def list_events(self, camera: str | None = None, since: float | None = None, until: float | None = None,
-                    limit: int = 50, offset: int = 0, severity: str | None = None) -> tuple[list[dict[str, Any]], int]:
-        """Events newest first (by start_time) with the filters, one page; and how many match in all.
-        ``severity``: ``alert`` | ``detection`` | None (both)."""
-        where, args = [], []
-        if severity is not None:
-            if severity not in SEVERITIES:
-                raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
-            where.append("severity = ?")
-            args.append(severity)
-        if camera is not None:
-            where.append("camera = ?")
-            args.append(camera)
-        if since is not None:
-            where.append("start_time >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("start_time < ?")
-            args.append(until)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+                    limit: int = 50, offset: int = 0, severity: str | None = None,
+                    verdict: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Events newest first (by start_time, then id) with the filters, one page; and how many match
+        in all. ``severity``: ``alert`` | ``detection`` | None (both); ``verdict``: ``unreviewed`` (no
+        feedback yet) | ``raccoon`` | ``not_raccoon`` | None (any)."""
+        clause, args = _filter_clause(camera, since, until, severity, verdict)
 
         def ops(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
             total = conn.execute(f"SELECT COUNT(*) FROM events{clause}", args).fetchone()[0]  # noqa: S608
@@ -757,6 +748,29 @@ class EventStore:
             return [_event_row(dict(zip(names, row))) for row in cur.fetchall()], int(total)
 
         return self._read(ops, ([], 0))
+
+    def neighbours(self, event_id: str, camera: str | None = None, since: float | None = None,
+                   until: float | None = None, severity: str | None = None,
+                   verdict: str | None = None) -> tuple[str | None, str | None]:
+        """(newer, older): the ids next to ``event_id`` in ``list_events``' order among the events that
+        match the filters (``event_id`` itself need not match: one just marked stays a place to step
+        from in the unreviewed list). (None, None) when there is no such event."""
+        clause, args = _filter_clause(camera, since, until, severity, verdict)
+        glue = " AND " if clause else " WHERE "
+
+        def ops(conn: sqlite3.Connection) -> tuple[str | None, str | None]:
+            here = conn.execute("SELECT start_time, id FROM events WHERE id = ?", (event_id,)).fetchone()
+            if here is None:
+                return None, None
+            newer = conn.execute(
+                f"SELECT id FROM events{clause}{glue}(start_time > ? OR (start_time = ? AND id > ?))"  # noqa: S608
+                " ORDER BY start_time ASC, id ASC LIMIT 1", [*args, here[0], here[0], here[1]]).fetchone()
+            older = conn.execute(
+                f"SELECT id FROM events{clause}{glue}(start_time < ? OR (start_time = ? AND id < ?))"  # noqa: S608
+                " ORDER BY start_time DESC, id DESC LIMIT 1", [*args, here[0], here[0], here[1]]).fetchone()
+            return (newer[0] if newer else None), (older[0] if older else None)
+
+        return self._read(ops, (None, None))
 
     def count_events_since(self, since: float) -> dict[str, int]:
         """camera -> number of events that started at or after ``since`` (wall clock)."""
@@ -1022,6 +1036,31 @@ class EventStore:
         except OSError as exc:
             log.error("store_write_failed", what="sweep", path=str(p), reason=exc.strerror or str(exc))
             return False
+
+
+def _filter_clause(camera: str | None, since: float | None, until: float | None, severity: str | None,
+                   verdict: str | None) -> tuple[str, list[Any]]:
+    """`` WHERE ...`` (or "") and its arguments for ``list_events``' filters; ValueError for an
+    unknown severity or verdict (pure)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if severity is not None:
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+        where.append("severity = ?")
+        args.append(severity)
+    if verdict == UNREVIEWED:
+        where.append("feedback IS NULL")
+    elif verdict is not None:
+        if verdict not in FEEDBACK_LABELS:
+            raise ValueError(f"verdict must be {UNREVIEWED} or one of {FEEDBACK_LABELS}, got {verdict!r}")
+        where.append("feedback = ?")
+        args.append(verdict)
+    for sql, value in (("camera = ?", camera), ("start_time >= ?", since), ("start_time < ?", until)):
+        if value is not None:
+            where.append(sql)
+            args.append(value)
+    return (f" WHERE {' AND '.join(where)}" if where else ""), args
 
 
 def _event_row(row: dict[str, Any]) -> dict[str, Any]:

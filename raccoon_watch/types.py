@@ -248,6 +248,14 @@ class Event:
         }
 
 
+def score_text(score: float) -> str:
+    """THE way an event's score is written for people, everywhere: the label burned into the
+    snapshot, the review list and event page, the push. Two decimals, "0.90", in the units of the
+    thresholds in the config. The score is the event's ``top_score``: the best visit score (what the
+    threshold compares) of the event so far."""
+    return f"{score:.2f}"
+
+
 # --- pipeline stats: what each stage reports about itself ---------------------------------------
 # Each stage's ``snapshot()`` returns one of these frozen values (counters copied at that moment);
 # ``App.stats()`` gathers them into a ``PipelineStats``. Times are ``time.monotonic()`` seconds.

@@ -106,7 +106,7 @@ def test_push_arrives_once_with_jpeg_attachment(fake_pushover: FakePushover, sto
     assert len(fake_pushover.received) == 1 and len(got) == 1
     rec = got[0]
     assert rec.fields["title"] == "Raccoon at front_door"
-    assert "93%" in rec.fields["message"]
+    assert "(score 0.93)" in rec.fields["message"]  # types.score_text, as on the page
     assert rec.fields["timestamp"] == str(int(event.start_time))
     assert (rec.fields["priority"], rec.fields["sound"], rec.fields["url"], rec.fields["url_title"]) == (
         "1", "pushover", "http://ha.local", "Open HA")

@@ -5,15 +5,14 @@ lists the event, its snapshot loads, its clip plays in ``<video>`` (readyState >
 daemon meant to cut within a second), the live view shows frames, and pressing "Not a raccoon"
 changes the stored label, the MQTT feedback state and the exported training set.
 
-Screenshots of the list and the event page go to ``$RACCOON_SCREENSHOTS`` when it is set (that is how
-docs/review-*.png were made), else to the test's temporary folder.
+Screenshots of the list and the event page go to the test's temporary folder (the ones in docs/
+come from tests/test_review_keys_browser.py, at 390 and 1280 px).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -47,11 +46,6 @@ def _config(tmp_path: Path, source: str, coco_model: Path, broker, port: int) ->
     })
 
 
-def _shots() -> Path | None:
-    value = os.environ.get("RACCOON_SCREENSHOTS")
-    return Path(value) if value else None
-
-
 def test_review_page_in_chromium(tmp_path, browser, raccoon_clip_h264, rtsp_server, coco_model, mosquitto, recorder):
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg not installed: no clips to play")
@@ -62,7 +56,7 @@ def test_review_page_in_chromium(tmp_path, browser, raccoon_clip_h264, rtsp_serv
     cfg = _config(tmp_path, server.url, coco_model, broker, port)
     daemon = Daemon.start(cfg)
     url = f"http://127.0.0.1:{port}"
-    shots = _shots() or tmp_path
+    shots = tmp_path
     try:
         ready = daemon.wait_for("clip_ready", timeout=150)[0]
         event_id, wanted_s = ready["event_id"], ready["seconds"]

@@ -25,8 +25,8 @@ from raccoon_watch.service.health import HealthServer
 from raccoon_watch.store import CLIP_MISSING
 from raccoon_watch.types import Event, EventKind
 from raccoon_watch.web.auth import Auth, client_address, login_allowed
-from raccoon_watch.web.chart import score_chart_svg
-from raccoon_watch.web.pages import ReviewPages
+from raccoon_watch.web.chart import duration_text, event_span, score_chart_svg
+from raccoon_watch.web.pages import ReviewPages, verdict_title
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -101,6 +101,67 @@ def test_the_event_page_shows_scores_and_takes_feedback(page):
     assert 'class="feedback not_raccoon"' in resp.text
 
 
+def test_the_title_follows_the_verdict_and_a_mark_goes_back_where_it_came_from(page):
+    app, url = page
+    s = requests.Session()
+    html = s.get(url + "/events/e5").text
+    assert "<title>Raccoon (unreviewed) at porch" in html
+    for label, title in (("not_raccoon", "Not a raccoon at porch"), ("raccoon", "Raccoon (confirmed) at porch"),
+                         ("none", "Raccoon (unreviewed) at porch")):
+        resp = s.post(url + "/events/e5/feedback", data={"label": label, "csrf": _csrf(html)})
+        assert f"<title>{title} · raccoon_watch</title>" in resp.text and f'id="title-text">{title}<' in resp.text
+    # from the list without the script: back to the same list (only a path of this site)
+    back = s.post(url + "/events/e5/feedback", data={"label": "raccoon", "csrf": _csrf(html),
+                                                      "back": "/?verdict=unreviewed&page=1"}, allow_redirects=False)
+    assert back.status_code == 303 and back.headers["Location"] == "/?verdict=unreviewed&page=1"
+    evil = s.post(url + "/events/e5/feedback", data={"label": "raccoon", "csrf": _csrf(html),
+                                                      "back": "//evil.example/"}, allow_redirects=False)
+    assert evil.headers["Location"] == "/"
+    # the page's script asks for JSON: the same store write, the new title, no redirect
+    got = s.post(url + "/events/e5/feedback", data={"label": "not_raccoon", "csrf": _csrf(html)},
+                 headers={"Accept": "application/json"}, allow_redirects=False)
+    assert got.status_code == 200 and got.json() == {"id": "e5", "feedback": "not_raccoon", "verdict": "not a raccoon",
+                                                     "title": "Not a raccoon at porch"}
+    row = app.store.get_event("e5")
+    assert (row["feedback"], row["feedback_source"]) == ("not_raccoon", "page")
+    app.store.set_feedback("e5", None, "test")
+
+
+def test_the_unreviewed_filter_and_next_previous_within_it(page):
+    app, url = page
+    ids = [f"e{i}" for i in range(7)] + ["nosnap"]
+    for eid in ids:  # other tests mark some
+        app.store.set_feedback(eid, None, "test")
+    try:
+        app.store.set_feedback("e2", "raccoon", "test")
+        app.store.set_feedback("e4", "not_raccoon", "test")
+        html = requests.get(url + "/?verdict=unreviewed").text
+        assert re.findall(r'class="event" data-id="([^"]+)"', html) == [i for i in ids if i not in ("e2", "e4")]
+        assert 'href="/events/e3?verdict=unreviewed"' in html  # the event keeps the filter
+        marked = requests.get(url + "/?verdict=not_raccoon").text
+        assert re.findall(r'class="event" data-id="([^"]+)"', marked) == ["e4"]
+        event = requests.get(url + "/events/e3?verdict=unreviewed").text
+        assert 'id="newer" rel="prev"' in event and 'href="/events/e1?verdict=unreviewed"' in event  # e2 is marked
+        assert 'href="/events/e5?verdict=unreviewed"' in event  # e4 is marked
+        # a marked event (no longer in the filter) is still a place to step from
+        event = requests.get(url + "/events/e2?verdict=unreviewed").text
+        assert 'href="/events/e1?verdict=unreviewed"' in event and 'href="/events/e3?verdict=unreviewed"' in event
+        newest = requests.get(url + "/events/e0").text
+        assert 'id="newer"' not in newest and 'href="/events/e1"' in newest
+    finally:
+        for eid in ("e2", "e4"):
+            app.store.set_feedback(eid, None, "test")
+
+
+def test_the_script_is_served_and_allowed_by_the_csp(page):
+    app, url = page
+    js = requests.get(url + "/static/review.js")
+    assert js.status_code == 200 and js.headers["Content-Type"].startswith("text/javascript")
+    policy = requests.get(url + "/").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "<script>" not in requests.get(url + "/events/e0").text  # no inline script: only the file
+
+
 @pytest.mark.parametrize("method, path, data, status, says", [
     ("GET", "/events/unknown-id", None, 404, "no event"),
     ("GET", "/events/%2e%2e%2fsecret.txt", None, 404, "no page"),
@@ -114,6 +175,9 @@ def test_the_event_page_shows_scores_and_takes_feedback(page):
     ("GET", "/?day=2026-02-30", None, 400, "day must be a date"),
     ("GET", "/?camera=../../x", None, 400, "no camera named"),
     ("GET", "/?severity=warning", None, 400, "severity must be alert or detection"),
+    ("GET", "/?verdict=maybe", None, 400, "verdict must be unreviewed"),
+    ("GET", "/events/e0?verdict=maybe", None, 400, "verdict must be unreviewed"),
+    ("GET", "/static/other.js", None, 404, "no page"),
     ("GET", "/?" + "q=1&" * 1500, None, 414, "longer than"),
     ("GET", "/events/e0/clip.mp4", None, 404, "no clip"),
     ("GET", "/events/e1/clip.mp4", None, 404, "no recorded segment"),
@@ -306,6 +370,31 @@ def test_score_chart_is_numbers_only():
     svg = score_chart_svg([(0.0, 0.2, 0.5, 0.1), (1.0, 0.8, None, None)], threshold=0.6)
     assert svg.startswith("<svg") and "<script" not in svg and svg.count("<circle") == 2
     assert score_chart_svg([], 0.5) == ""
+
+
+def test_the_chart_spans_the_event_as_its_duration_says():
+    """The store keeps rows around the sighting (the visit window, a second either side) for the
+    retrain's replay; the chart's axis is first to last sighting, the same span as Duration."""
+    rows = [(100.0 + 0.2 * k, 0.7 if 0 <= k <= 5 else 0.0, 0.8, 0.5) for k in range(-10, 11)]
+    row = {"start_time": 100.4, "first_seen": 100.0, "end_time": 101.0}
+    span = event_span(row)
+    assert span == (100.0, 101.0) and duration_text(span[1] - span[0]) == "1.0 s"
+    svg = score_chart_svg(rows, 0.6, span)
+    assert svg.count('class="clf"') == 6 and '<text class="axis-end" x="616" y="154" text-anchor="end">1.0 s</text>' in svg
+    assert event_span({"start_time": 100.4, "first_seen": None, "end_time": 101.0}) == (100.4, 101.0)  # older rows
+    assert event_span({"start_time": 100.4, "end_time": None}) is None  # still going
+
+
+@pytest.mark.parametrize("seconds, text", [(0.0, "0.0 s"), (1.04, "1.0 s"), (9.96, "10 s"), (12.4, "12 s"),
+                                           (119.4, "119 s"), (150.0, "2.5 min")])
+def test_duration_text(seconds, text):
+    assert duration_text(seconds) == text
+
+
+@pytest.mark.parametrize("feedback, title", [(None, "Raccoon (unreviewed)"), ("raccoon", "Raccoon (confirmed)"),
+                                             ("not_raccoon", "Not a raccoon")])
+def test_verdict_title(feedback, title):
+    assert verdict_title("raccoon", feedback) == title
 
 
 # --- the site's classifier: which runs, roll back, retrain ----------------------------------------

@@ -262,3 +262,33 @@ def test_switching_detection_off_withdraws_the_hints(tracked):
     assert wait_until(lambda: len(board.get("cam")) == 1)
     router.set_detect("cam", False)
     assert wait_until(lambda: board.get("cam") == ())
+
+
+def test_the_end_snapshot_says_the_score_the_store_keeps(rig, monkeypatch):
+    """A better frame after the last message (no UPDATE is due: update_interval=0) is drawn on the END's
+    snapshot, with the event's final top score: the label burned into the JPEG, the store's top_score
+    and the page say one number (issue 22: the label said 0.77 while the page said 0.90)."""
+    import raccoon_watch.router as router_module
+
+    drawn: list[tuple[int, float]] = []
+    real = router_module.draw_detections
+
+    def spy(image, dets, *args, **kwargs):
+        drawn.append((int(image[0, 0, 0]), dets[0].score))
+        return real(image, dets, *args, **kwargs)
+
+    monkeypatch.setattr(router_module, "draw_detections", spy)
+    results, router, sink, store = rig
+    router.reconfigure({"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
+                       DebounceParams(min_frames=2, window=3, end_after=0.5, cooldown=0, update_interval=0),
+                       PER_FRAME)
+    wait_applied(router)
+    for seq, score in enumerate((0.6, 0.77, 0.9, 0.8)):
+        result = _result(seq, (replace(RACCOON, score=score),))
+        result.frame.image[0, 0] = seq  # which frame was drawn
+        results.put(result)
+    start, end = sink.wait([EventKind.START, EventKind.END])
+    assert (start.top_score, end.top_score) == (0.77, 0.9)
+    assert drawn == [(1, 0.77), (2, 0.9)]  # the START's best frame, then the END's: frame 2 at 0.9
+    assert store.get_event(end.id)["top_score"] == 0.9
+    assert store.read_snapshot(end.id) == end.snapshot_jpeg != start.snapshot_jpeg

@@ -79,7 +79,7 @@ def test_pushover_pushes_an_upgraded_detection_once_and_a_detection_never(fake_p
         time.sleep(0.5)
     finally:
         sink.stop()
-    assert len(fake_pushover.received) == 1 and "score 90%" in fake_pushover.received[0].fields["message"]
+    assert len(fake_pushover.received) == 1 and "(score 0.90)" in fake_pushover.received[0].fields["message"]
     assert store.outbox_state("pushover", "upgraded") == "done"  # the outbox key is the event id
     assert store.outbox_state("pushover", "only-seen") is None  # never even queued
 

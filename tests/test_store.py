@@ -294,3 +294,36 @@ def test_last_event_ends_per_camera_and_label(tmp_path: Path) -> None:
     # the garden event never ended (the daemon died): its last write counts
     assert store.last_event_ends() == {("front_door", "raccoon"): 2030.0, ("front_door", "cat"): 3005.0,
                                        ("garden", "raccoon"): 5000.0}
+
+
+@pytest.mark.parametrize("verdict, event_id, expected", [
+    (None, "b", ("b2", "a")),             # newest first, ties by id: c, b2, b, a
+    (None, "c", (None, "b2")),
+    (None, "b2", ("c", "b")),
+    ("unreviewed", "b", ("c", "a")),      # b2 is marked: stepped over
+    ("unreviewed", "b2", ("c", "b")),     # b2 itself need not match the filter
+    ("raccoon", "c", (None, "b2")),
+    ("not_raccoon", "a", (None, None)),
+    (None, "missing", (None, None)),
+])
+def test_neighbours_within_the_filter(tmp_path: Path, verdict, event_id, expected) -> None:
+    store = EventStore(tmp_path / "var")
+    for eid, start in (("a", 100.0), ("b", 200.0), ("b2", 200.0), ("c", 300.0)):
+        store.record(make_event(EventKind.END, event_id=eid, start_time=start, end_time=start + 5, snapshot=False))
+    store.set_feedback("b2", "raccoon", "page")
+    assert store.neighbours(event_id, verdict=verdict) == expected
+    rows, total = store.list_events(verdict=verdict)
+    order = [r["id"] for r in rows]
+    assert total == len(order) and order == [e for e in ("c", "b2", "b", "a") if e in order]
+    store.close()
+
+
+def test_first_seen_is_kept_from_the_first_message(tmp_path: Path) -> None:
+    """The event's span (first sighting to END) is what the page's Duration and chart show."""
+    store = EventStore(tmp_path / "var")
+    start = dataclasses.replace(make_event(event_id="x", start_time=100.0, snapshot=False), first_seen_ts=99.2)
+    store.record(start)
+    store.record(dataclasses.replace(start, kind=EventKind.END, end_time=101.5, first_seen_ts=0.0))
+    row = store.get_event("x")
+    assert (row["first_seen"], row["end_time"]) == (99.2, 101.5)
+    store.close()

@@ -55,7 +55,7 @@ from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import PushoverConfig, QuietHours
 from raccoon_watch.service.logs import clip
 from raccoon_watch.store import EventStore, OutboxItem
-from raccoon_watch.types import Event, EventKind
+from raccoon_watch.types import Event, EventKind, score_text
 
 log = structlog.get_logger(__name__)
 
@@ -178,7 +178,7 @@ def build_message(cfg: PushoverConfig, event: Event, public_url: str | None = No
     local = dt.datetime.fromtimestamp(event.start_time).strftime("%H:%M:%S")
     meta: dict[str, Any] = {
         "title": f"{event.label.capitalize()} at {event.camera}",
-        "message": f"{event.label.capitalize()} seen at {local} (score {event.top_score:.0%})",
+        "message": f"{event.label.capitalize()} seen at {local} (score {score_text(event.top_score)})",
         "timestamp": int(event.start_time),
         "priority": cfg.priority,
         "sound": cfg.sound,

@@ -3,10 +3,16 @@
 
     GET  /                              event list: newest first, ?page=N&camera=NAME&day=YYYY-MM-DD
                                         &severity=alert|detection (absent or empty: both)
-    GET  /events/<id>                   event view: snapshot, clip, score chart, scores, feedback buttons
+                                        &verdict=unreviewed|raccoon|not_raccoon (absent or empty: any)
+    GET  /events/<id>                   event view: feedback buttons, next/previous within the list's
+                                        filter (the same query), snapshot, clip, score chart, scores
     GET  /events/<id>/snapshot.jpg      the snapshot file the store recorded (box drawn)
     GET  /events/<id>/clip.mp4          the clip file the store recorded (Range requests for seeking)
-    POST /events/<id>/feedback          label=raccoon|not_raccoon|none, csrf=<token>
+    POST /events/<id>/feedback          label=raccoon|not_raccoon|none, csrf=<token>[, back=<path>]:
+                                        303 to ``back`` (a path of this site) or the event; with
+                                        ``Accept: application/json`` (the page's script) a JSON answer
+    GET  /static/review.js              the list's and the event's keys and marking without a page
+                                        load (progressive: every form works without it)
     GET  /live                          every camera: live image, state, last frame age, events today
     GET  /live/<camera>.mjpg            MJPEG stream, at most http.live_fps, the counted boxes drawn, or a
                                         placeholder picture saying why there is no frame (down since, reason);
@@ -40,7 +46,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -60,9 +66,10 @@ from raccoon_watch.config import HttpConfig
 from raccoon_watch.live import placeholder_jpeg, placeholder_lines
 from raccoon_watch.service.httpserver import Receive, Scope, Send
 from raccoon_watch.service.logs import clip as clip_text
-from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SEVERITIES, SNAPSHOT_DIR
+from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SEVERITIES, SNAPSHOT_DIR, UNREVIEWED
+from raccoon_watch.types import score_text
 from raccoon_watch.web.auth import COOKIE, Auth, Bearer, Session, client_address, csrf_ok
-from raccoon_watch.web.chart import score_chart_svg
+from raccoon_watch.web.chart import duration_text, event_span, rows_in_span, score_chart_svg
 from raccoon_watch.web.retrain_job import RetrainJob
 
 log = structlog.get_logger(__name__)
@@ -87,6 +94,8 @@ DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 NEXT_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*")
 STATIC = Path(__file__).resolve().parent / "static"
 FEEDBACK_NAMES = {"raccoon": "raccoon", "not_raccoon": "not a raccoon", None: "no verdict"}
+VERDICTS = (UNREVIEWED, *FEEDBACK_LABELS)  # the list's ?verdict= filter
+STATIC_FILES = {"style.css": "text/css; charset=utf-8", "review.js": "text/javascript; charset=utf-8"}
 
 
 class HttpError(Exception):
@@ -113,6 +122,7 @@ class PageRequest:
     authorization: str | None
     range: str | None
     form: dict[str, list[str]] = field(default_factory=dict)
+    accept: str = ""  # the Accept header: the page's script asks for JSON
     new_cookie: Session | None = None  # a session made for this request: set its cookie
     bearer: bool = False  # let in by the bearer token (no CSRF token needed: a browser never sends one)
 
@@ -132,9 +142,42 @@ def safe_next(value: str | None) -> str:
 
 
 def csp(frame_ancestors: list[str]) -> str:
+    """Only this site's own files: one script (``static/review.js``, no inline script anywhere), which
+    may only talk to this site."""
     ancestors = " ".join(["'self'", *frame_ancestors])
-    return ("default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; form-action 'self'; "
-            f"base-uri 'none'; frame-ancestors {ancestors}")
+    return ("default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; script-src 'self'; "
+            f"connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}")
+
+
+def verdict_title(label: str, feedback: str | None) -> str:
+    """An event's title as its verdict says (pure): "Raccoon (unreviewed)", "Raccoon (confirmed)",
+    "Not a raccoon"."""
+    if feedback == "not_raccoon":
+        return f"Not a {label}"
+    return f"{label.capitalize()} ({'confirmed' if feedback == 'raccoon' else 'unreviewed'})"
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """The event list's filter (``?camera=&day=&severity=&verdict=``), carried to the event pages so
+    next / previous step within it."""
+
+    camera: str | None = None
+    day: str | None = None
+    severity: str | None = None
+    verdict: str | None = None
+
+    def query(self, **extra: Any) -> str:
+        """``?camera=...`` of the fields that are set (and ``extra``), or "" (pure)."""
+        pairs = {"camera": self.camera, "day": self.day, "severity": self.severity, "verdict": self.verdict, **extra}
+        encoded = urlencode({k: v for k, v in pairs.items() if v})
+        return "?" + encoded if encoded else ""
+
+    def store_args(self) -> dict[str, Any]:
+        """``list_events`` / ``neighbours`` keyword arguments."""
+        since, until = local_day_range(self.day) if self.day else (None, None)
+        return {"camera": self.camera, "since": since, "until": until, "severity": self.severity,
+                "verdict": self.verdict}
 
 
 def local_day_range(day: str) -> tuple[float, float]:
@@ -162,10 +205,9 @@ def _fmt_time(ts: float | None) -> str:
 
 
 def _fmt_duration(row: Mapping[str, Any]) -> str:
-    if row.get("end_time") is None:
-        return "ongoing"
-    s = max(0.0, row["end_time"] - row["start_time"])
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+    """First to last sighting (``chart.event_span``): what the chart's time axis spans too."""
+    span = event_span(row)
+    return "ongoing" if span is None else duration_text(span[1] - span[0])
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -237,6 +279,7 @@ class ReviewPages:
                                autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
         self.env.filters["t"] = _fmt_time
         self.env.filters["q"] = lambda s: quote(str(s), safe="")
+        self.env.filters["score"] = score_text
         self.env.globals["FEEDBACK_NAMES"] = FEEDBACK_NAMES
         self.env.globals["root"] = self.root
         self._viewers = 0
@@ -289,7 +332,7 @@ class ReviewPages:
             method=scope["method"], path=scope["path"], target=target, query=query,
             client=client_address(peer, headers.get("x-forwarded-for"), self.cfg.trusted_proxies),
             host=headers.get("host", ""), session=self.auth.session(sid), authorization=headers.get("authorization"),
-            range=headers.get("range"))
+            range=headers.get("range"), accept=headers.get("accept", ""))
         if req.method == "POST":
             req.form = await self._read_form(request)
         return req
@@ -330,8 +373,8 @@ class ReviewPages:
             raise HttpError(501, f"{clip_text(req.method, 20)} is not supported here: only GET and POST")
         if not self._host_ok(req):
             raise HttpError(421, "this page answers only to 127.0.0.1 / localhost (or http.public_url's host)")
-        if path == "/static/style.css" and req.method == "GET":
-            return await self._sync(self._static)
+        if path.startswith("/static/") and path[len("/static/"):] in STATIC_FILES and req.method == "GET":
+            return await self._sync(self._static, path[len("/static/"):])
         if path == "/login":
             return await self._login(req)
         self._authorize(req)
@@ -387,39 +430,48 @@ class ReviewPages:
         raise HttpError(401, "log in first", {"WWW-Authenticate": 'Bearer realm="raccoon_watch"'})
 
     # --- pages (worker threads) ----------------------------------------------------------------
-    def _static(self) -> Response:
-        return Response((STATIC / "style.css").read_bytes(), 200, media_type="text/css; charset=utf-8",
+    def _static(self, name: str) -> Response:
+        return Response((STATIC / name).read_bytes(), 200, media_type=STATIC_FILES[name],
                         headers={"Cache-Control": "max-age=3600"})
 
     def _cameras(self) -> list[str]:
         return [name for name, cam in self.app.cfg.cameras.items() if cam.enabled]
 
-    def _list(self, req: PageRequest) -> Response:
-        page = parse_page(req.arg("page"))
+    def _filter(self, req: PageRequest) -> ListFilter:
+        """The list's filter from the query; HttpError 400 for a value it cannot be."""
         camera = req.arg("camera") or None
         if camera is not None and camera not in self._cameras():
             raise HttpError(400, f"no camera named {clip_text(camera, 64)!r}")
         day = req.arg("day") or None
-        since = until = None
         if day is not None:
             try:
-                since, until = local_day_range(day)
+                local_day_range(day)
             except ValueError:
                 raise HttpError(400, f"day must be a date, YYYY-MM-DD, got {clip_text(day, 40)!r}") from None
         severity = req.arg("severity") or None
         if severity is not None and severity not in SEVERITIES:
             raise HttpError(400, f"severity must be alert or detection, got {clip_text(severity, 40)!r}")
+        verdict = req.arg("verdict") or None
+        if verdict is not None and verdict not in VERDICTS:
+            raise HttpError(400, f"verdict must be unreviewed, raccoon or not_raccoon, got {clip_text(verdict, 40)!r}")
+        return ListFilter(camera, day, severity, verdict)
+
+    def _list(self, req: PageRequest) -> Response:
+        page = parse_page(req.arg("page"))
+        flt = self._filter(req)
         size = self.cfg.page_size
-        rows, total = self.app.store.list_events(camera, since, until, limit=size, offset=(page - 1) * size,
-                                                 severity=severity)
+        rows, total = self.app.store.list_events(limit=size, offset=(page - 1) * size, **flt.store_args())
         pages = max(1, -(-total // size))
         if page > pages and total:
             raise HttpError(404, f"there are only {pages} pages")
-        link = lambda p: self.root + "/?" + urlencode({k: v for k, v in (("page", p), ("camera", camera), ("day", day), ("severity", severity)) if v})  # noqa: E731
+        link = lambda p: self.root + "/" + flt.query(page=p if p > 1 else None)  # noqa: E731
         for row in rows:
             row["duration"] = _fmt_duration(row)
-        return self._page(req, "list.html", events=rows, total=total, page=page, pages=pages, camera=camera, day=day,
-                          severity=severity, cameras=self._cameras(), prev=link(page - 1) if page > 1 else None,
+        here = "/" + flt.query(page=page if page > 1 else None)  # where a mark without the script comes back to
+        return self._page(req, "list.html", events=rows, total=total, page=page, pages=pages, camera=flt.camera,
+                          day=flt.day, severity=flt.severity, verdict=flt.verdict, filter_query=flt.query(),
+                          here=here, unreviewed_link=self.root + "/" + replace(flt, verdict=UNREVIEWED).query(),
+                          cameras=self._cameras(), prev=link(page - 1) if page > 1 else None,
                           next=link(page + 1) if page < pages else None)
 
     def _get_event(self, event_id: str) -> dict[str, Any]:
@@ -430,27 +482,42 @@ class ReviewPages:
 
     def _event(self, req: PageRequest, event_id: str) -> Response:
         row = self._get_event(event_id)
+        flt = self._filter(req)
         row["duration"] = _fmt_duration(row)
-        scores = row["scores"]
+        span = event_span(row)
+        in_span = rows_in_span(row["scores"], span)
         has_snapshot = self.app.store.media_file(event_id, SNAPSHOT_DIR) is not None
         has_clip = self.app.store.media_file(event_id, CLIP_DIR) is not None
         summary = {
-            "frames": len(scores),
-            "visit": max((r[1] for r in scores), default=None),
-            "classifier": max((r[2] for r in scores if r[2] is not None), default=None),
-            "detector": max((r[3] for r in scores if len(r) > 3 and r[3] is not None), default=None),
+            "frames": len(in_span),
+            "classifier": max((r[2] for r in in_span if r[2] is not None), default=None),
+            "detector": max((r[3] for r in in_span if len(r) > 3 and r[3] is not None), default=None),
         }
+        newer, older = self.app.store.neighbours(event_id, **flt.store_args())
+        query = flt.query()
+        step = lambda other: f"{self.root}/events/{quote(other, safe='')}{query}" if other else None  # noqa: E731
         threshold = self.app.threshold
         return self._page(req, "event.html", e=row, has_snapshot=has_snapshot, has_clip=has_clip, summary=summary,
-                          chart=Markup(score_chart_svg(scores, threshold)), threshold=threshold, labels=FEEDBACK_LABELS)
+                          chart=Markup(score_chart_svg(row["scores"], threshold, span)), threshold=threshold,
+                          labels=FEEDBACK_LABELS, title=verdict_title(row["label"], row["feedback"]),
+                          newer=step(newer), older=step(older), list_url=self.root + "/" + query,
+                          here=f"/events/{quote(event_id, safe='')}{query}", filter_query=query,
+                          verdict=flt.verdict)
 
     def _feedback(self, req: PageRequest, event_id: str) -> Response:
         self._get_event(event_id)
         label = req.arg("label")
         if label not in (*FEEDBACK_LABELS, "none"):
             raise HttpError(400, "label must be raccoon, not_raccoon or none")
-        self.app.set_feedback(event_id, None, None if label == "none" else label, "page")
-        return self._redirect(f"/events/{quote(event_id, safe='')}")
+        verdict = None if label == "none" else label
+        self.app.set_feedback(event_id, None, verdict, "page")
+        if "application/json" in req.accept:  # the page's script: no page load
+            row = self._get_event(event_id)
+            body = {"id": event_id, "feedback": row["feedback"], "verdict": FEEDBACK_NAMES[row["feedback"]],
+                    "title": f"{verdict_title(row['label'], row['feedback'])} at {row['camera']}"}
+            return Response(json.dumps(body).encode(), 200, media_type="application/json")
+        back = req.arg("back")
+        return self._redirect(safe_next(back) if back else f"/events/{quote(event_id, safe='')}")
 
     # --- the site's classifiers: which runs, roll back, retrain -----------------------------------
     def _chosen_version(self, site: Path | None) -> str | None:
