@@ -32,7 +32,7 @@ from raccoon_watch.hotswap import ClassifierSwap
 from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.live import LatestFrame
+from raccoon_watch.live import LatestFrame, live_boxes
 from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition import Recognizer
@@ -458,6 +458,11 @@ class App:
                 _guarded(observer.on_event, event)
 
     def _on_result(self, result: FrameResult, hits: tuple[Detection, ...]) -> None:
+        """Router thread: the live view's boxes, the score trace, then each observer."""
+        tap = self.live.get(result.frame.camera)
+        flt = self.router.filter_for(result.frame.camera) if self.router is not None else None
+        if tap is not None and flt is not None:
+            tap.show(result.frame.mono, live_boxes(result.detections, hits, flt))
         if self.trace is not None:
             _guarded(self.trace.on_result, result, hits)
         for observer in self.observers:

@@ -195,6 +195,7 @@ class CameraStats:
     open_failures: failed opens; last_open_s: seconds the last successful open took
     last_frame_mono: time.monotonic() of the last frame grabbed (0 before any)
     width, height, fps: of the source (0 when unknown); last_error: why it last went down
+    state_since: wall-clock time (``time()`` of the capture clock) the camera entered ``state`` (0: unknown)
     """
 
     camera: str
@@ -213,6 +214,7 @@ class CameraStats:
     height: int = 0
     fps: float = 0.0
     last_error: str = ""
+    state_since: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -302,7 +304,7 @@ class CaptureThread(threading.Thread):
         self.sample_hook = sample_hook
         self.kind = classify_source(cfg.source)
         self.file_clock = file_clock if self.kind is SourceKind.FILE else None
-        self.stats = CameraStats(camera=name, kind=self.kind.value)
+        self.stats = CameraStats(camera=name, kind=self.kind.value, state_since=clock.time())
         self._sampler = RateSampler(cfg.detect_fps)
         self._seq = 0
         self._log = log.bind(camera=name, source=redact_url(cfg.source), kind=self.kind.value)
@@ -357,7 +359,7 @@ class CaptureThread(threading.Thread):
                 was_down = True
                 failures = 1
                 self._backoff(failures)
-        self.stats.state = "stopped"
+        self.stats.state, self.stats.state_since = "stopped", self.clock.time()
         self._log.info("camera_stopped", **self._counters())
 
     def _connect(self) -> cv2.VideoCapture | None:
@@ -380,7 +382,7 @@ class CaptureThread(threading.Thread):
         self.stats.fps = fps if math.isfinite(fps) and 0 < fps <= 240 else 0.0
         self.stats.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.stats.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        self.stats.state = "up"
+        self.stats.state, self.stats.state_since = "up", self.clock.time()
         self.stats.last_error = ""
         self.stats.last_open_s = open_s
         self._sampler.reset()
@@ -397,6 +399,8 @@ class CaptureThread(threading.Thread):
 
     def _mark_down(self, why: str) -> None:
         first = self.stats.state != "down"
+        if first:
+            self.stats.state_since = self.clock.time()
         self.stats.state = "down"
         self.stats.last_error = why
         # A camera that stays missing logs at warning once, then quietly at debug on each retry.

@@ -118,6 +118,12 @@ class ClassifierSwap:
         self.failures += 1
         log.error("classifier_swap_failed", file=what, reason=reason[:300], kept_version=self.active.version)
 
+    @property
+    def loading(self) -> bool:
+        """A classifier is being loaded now (``load`` started one that has not finished)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def join(self, timeout: float | None = None) -> None:
         thread = self._thread
         if thread is not None:

@@ -1,7 +1,7 @@
 """``raccoon-watch retrain`` and ``raccoon-watch models``: the site learns its porch.
 
     raccoon-watch retrain --config my.yaml [--feedback DIR] [--steps 150] [--mode auto|head|blocks]
-    raccoon-watch models --config my.yaml list | rollback | promote NAME
+    raccoon-watch models --config my.yaml list | rollback | promote NAME [--force]
 
 ``retrain``: exports the feedback from the event store into ``<storage>/feedback`` (or reads the
 folder given with ``--feedback``), reports and skips every unusable row (``sitefeedback``), holds out
@@ -19,8 +19,13 @@ reasons. Promotion moves the ``current`` link (``site_models``); the daemon take
 on SIGHUP (``systemctl reload raccoon-watch``). Every run ends by writing
 ``<storage>/models/last_retrain.json`` (the page's Classifier tab shows it).
 
+``retrain`` runs at idle priority with one thread unless told otherwise (``--priority``, ``--threads``;
+``retrain_priority``), whoever starts it. ``models promote`` of a candidate the gate refused stops with
+exit 4 and asks for ``--force``; with it, it promotes and logs ``classifier_promoted`` with
+``forced=true`` and the gate's reasons.
+
 Exit codes: 0 promoted (or ``--no-promote`` and the gate passed); 4 the gate refused (the candidate
-is kept, with REFUSED.txt); 5 too little feedback to judge (nothing trained, nothing refused: mark
+is kept, with REFUSED.txt; ``models promote`` of it without ``--force``); 5 too little feedback to judge (nothing trained, nothing refused: mark
 more visits); 2 bad input (config, no usable feedback, no shared data, a feedback image
 replaced by an unreadable one during the run); 3 model unusable. Feedback images are read through
 ``imagefile.read_image``, the capped per-file reader of ``detect`` (``--max-megapixels``): a non-image,
@@ -34,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -51,6 +55,8 @@ from raccoon_watch import site_models
 from raccoon_watch.gate import (DEFAULT_EXTRA_FALSE_ALERTS, DEFAULT_RECALL_DROP, GateTolerance, decide, gate_metrics,
                                 wrong_table, wrong_visits)
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS
+from raccoon_watch.retrain_priority import (DEFAULT_PRIORITY, DEFAULT_THREADS, PRIORITIES, THREADS_ENV, apply_tf_env,
+                                            default_threads, lower_priority)
 from raccoon_watch.sitefeedback import DEFAULT_HOLDOUT_SHARE, DEFAULT_MIN_VISITS, SiteSample, SiteSplit
 
 log = structlog.get_logger("raccoon_watch.retrain")
@@ -94,7 +100,11 @@ def add_parsers(sub: Any) -> None:
                    help="more alerting held-out raccoon-free photos allowed (default 0)")
     r.add_argument("--weights", type=Path, help="start from these float .weights.h5 (from `python -m train "
                    "classifier`) instead of the deployed int8 file's recovered weights")
-    r.add_argument("--threads", type=int, default=int(os.environ.get("RACCOON_RETRAIN_THREADS", "2")))
+    r.add_argument("--threads", type=int, default=default_threads(),
+                   help=f"TensorFlow / LiteRT threads (default {DEFAULT_THREADS}, or ${THREADS_ENV})")
+    r.add_argument("--priority", choices=PRIORITIES, default=DEFAULT_PRIORITY,
+                   help="idle (default): the idle CPU class and nice 19, so detection never waits for the "
+                   "retrain; normal: as started (a machine with no daemon on it)")
     r.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
                    help="skip feedback images larger than this, read from the header before decoding "
                    "(default: %(default)g, as detect)")
@@ -105,6 +115,7 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("--config", "-c", required=True, type=Path, help="YAML config file (for storage.path)")
     m.add_argument("action", choices=("list", "rollback", "promote"))
     m.add_argument("name", nargs="?", help="candidate folder name (promote)")
+    m.add_argument("--force", action="store_true", help="promote a candidate the gate refused (logged as forced)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -152,13 +163,33 @@ def _models(cfg: Any, args: argparse.Namespace) -> int:
             if not folder.is_dir() or "/" in args.name:
                 print(f"raccoon-watch models promote: no candidate {args.name!r} under {folder.parent}", file=sys.stderr)
                 return EXIT_BAD_INPUT
+            refused = refused_reasons(folder)
+            if refused is not None and not getattr(args, "force", False):
+                print(f"raccoon-watch models promote: the gate refused {args.name}: {'; '.join(refused) or 'see REFUSED.txt'}. "
+                      "Promote it anyway with --force", file=sys.stderr)
+                return EXIT_REFUSED
             site_models.promote(root, folder)
-            print(json.dumps({"current": args.name}))
+            if refused is not None:
+                log.warning("classifier_promoted", candidate=args.name, forced=True, gate_reasons=refused)
+            else:
+                log.info("classifier_promoted", candidate=args.name, forced=False)
+            print(json.dumps({"current": args.name, "forced": refused is not None}))
     except FileNotFoundError as exc:
         print(f"raccoon-watch models: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print("raccoon-watch models: send SIGHUP (systemctl reload raccoon-watch) for the daemon to switch", file=sys.stderr)
     return 0
+
+
+def refused_reasons(folder: Path) -> list[str] | None:
+    """The gate's reasons when it refused the candidate in ``folder`` (its REFUSED.txt exists, or its
+    card says the gate did not promote it), else None."""
+    gate = _card(folder).get("gate")
+    gate = gate if isinstance(gate, dict) else {}
+    if not (folder / site_models.REFUSED_FILE).is_file() and gate.get("promote") is not False:
+        return None
+    reasons = gate.get("reasons")
+    return [str(r) for r in reasons] if isinstance(reasons, list) else []
 
 
 def _card(folder: Path) -> dict[str, Any]:
@@ -263,6 +294,13 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     from raccoon_watch.sitefeedback import read_feedback, split_site
 
     started = time.monotonic()
+    threads = int(getattr(args, "threads", DEFAULT_THREADS))
+    if threads < 1:
+        print(f"raccoon-watch retrain: --threads must be at least 1, got {threads}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # before any thread starts (LiteRT's, TensorFlow's): new threads inherit nice and the CPU class
+    log.info("retrain_priority", threads=threads, **lower_priority(getattr(args, "priority", DEFAULT_PRIORITY)))
+    apply_tf_env(threads)
     max_mp = float(getattr(args, "max_megapixels", DEFAULT_MAX_PIXELS / 1e6))
     if not (math.isfinite(max_mp) and max_mp > 0):
         print(f"raccoon-watch retrain: --max-megapixels must be a positive number, got {max_mp}", file=sys.stderr)
@@ -309,7 +347,6 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
              train_visits=split.train_mix.to_dict(), holdout_visits=split.holdout_mix.to_dict())
     if not split.enough:
         return _need_more(site_models.models_root(cfg.storage.path), split, len(samples), problems)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         from train.classifier import retrain as rt  # TensorFlow from here on
     except ImportError as exc:

@@ -116,6 +116,10 @@ class EventRouter(threading.Thread):
     def is_enabled(self, camera: str) -> bool:
         return self._enabled.get(camera, False)
 
+    def filter_for(self, camera: str) -> DetectionFilter | None:
+        """The camera's filter now (the router thread's own callbacks; a reload replaces it whole)."""
+        return self._filters.get(camera)
+
     def snapshot(self) -> RouterSnapshot:
         """Heartbeat and counters now, as a frozen value (read from other threads: the per-camera
         dicts never gain or lose keys after ``__init__``, so copying them is safe)."""

@@ -778,6 +778,14 @@ class EventStore:
             "SELECT camera, COUNT(*) FROM events WHERE start_time >= ? GROUP BY camera", (since,)).fetchall(), [])
         return {camera: int(n) for camera, n in rows}
 
+    def count_feedback(self) -> dict[str, int]:
+        """verdict (``raccoon`` | ``not_raccoon``) -> number of events marked so (both always present)."""
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT feedback, COUNT(*) FROM events WHERE feedback IS NOT NULL GROUP BY feedback").fetchall(), [])
+        counts = {label: 0 for label in FEEDBACK_LABELS}
+        counts.update({label: int(n) for label, n in rows if label in counts})
+        return counts
+
     def last_event_ends(self) -> dict[tuple[str, str], float]:
         """(camera, label) -> wall-clock end of its latest alert (for one that never ended, its last
         write): where the debounce cooldown of a new run starts from (detections start none)."""

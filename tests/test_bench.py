@@ -199,3 +199,37 @@ def test_batched_tensorflow_on_gpu(tmp_path: Path, shared_dir: Path) -> None:
         assert [d.label for d in b[:1]] == [d.label for d in s[:1]]
         if b and s:
             assert b[0].score == pytest.approx(s[0].score, abs=1e-3)
+
+
+def test_the_retrain_stage_reports_dropped_frames_during_a_cli_retrain() -> None:
+    """``make bench``'s stage ``retrain`` (a real daemon, a real CLI retrain: minutes, so a bench stage,
+    not a test) against its target: no frame dropped while the retrain runs."""
+    phases = {"idle": {"dropped_frames": 0}, "during_cli_retrain": {"dropped_frames": 0, "retrain_exit": 4}}
+    report = {**_report(), "retrain": {"phases": phases}}
+    report["ratios"] = bench.ratios(report)
+    plan = bench.Plan(specs=(ClipSpec("1080p", "empty", "day", 30),), cameras=1)
+    assert bench.targets(report, plan)["zero_dropped_frames_during_cli_retrain"] == {"value": 0, "met": True, "idle": 0}
+    phases["during_cli_retrain"]["dropped_frames"] = 3
+    assert bench.targets(report, plan)["zero_dropped_frames_during_cli_retrain"]["met"] is False
+    del report["retrain"]
+    assert bench.targets(report, plan)["zero_dropped_frames_during_cli_retrain"]["met"] is None  # not run
+
+
+def test_retrain_latency_reads_the_dropped_counters_from_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import retrain_latency
+
+    page = ("# HELP raccoon_watch_queue_dropped_total Oldest frames evicted\n"
+            "raccoon_watch_queue_dropped_total 7.0\n"
+            'raccoon_watch_camera_frames_dropped_total{camera="porch"} 5.0\n'
+            'raccoon_watch_camera_frames_dropped_total{camera="yard"} 2.0\n'
+            'raccoon_watch_camera_frames_processed_total{camera="porch"} 1234.0\n')
+
+    class Answer:
+        text = page
+
+    monkeypatch.setattr(retrain_latency.requests, "get", lambda url, timeout: Answer())
+    got = retrain_latency.scrape("http://127.0.0.1:1")
+    assert got == {"raccoon_watch_queue_dropped_total": 7.0,
+                   'raccoon_watch_camera_frames_dropped_total{camera="porch"}': 5.0,
+                   'raccoon_watch_camera_frames_queued_total{camera="porch"}': 0.0,
+                   'raccoon_watch_camera_frames_processed_total{camera="porch"}': 1234.0}

@@ -106,3 +106,71 @@ def test_too_little_feedback_says_how_many_more_visits_and_trains_nothing(cfg, s
     listing = json.loads(_run("models", "--config", str(cfg), "list").stdout)
     assert listing["candidates"] == [] and listing["last_retrain"]["outcome"] == "need_more"
     assert listing["last_retrain"]["message"] == message
+
+
+# --- a retrain yields the machine; promoting what the gate refused takes --force -------------------
+
+def test_a_cli_retrain_runs_at_idle_priority_with_one_thread_unless_told(cfg, shared_dir):
+    """The process itself drops to the idle CPU class and nice 19 before any work (its log says what
+    the kernel reports back), as the page's button and the systemd unit run it; flags override."""
+    import os
+
+    run = _run("retrain", "--config", str(cfg))  # no feedback: exit 2, after the priority is set
+    assert run.returncode == 2, run.stderr
+    line = next(ln for ln in run.stderr.splitlines() if "retrain_priority" in ln)
+    assert "priority=idle" in line and "threads=1" in line and "nice=19" in line
+    if hasattr(os, "SCHED_IDLE"):
+        assert "sched=idle" in line
+    run = _run("retrain", "--config", str(cfg), "--priority", "normal", "--threads", "2")
+    line = next(ln for ln in run.stderr.splitlines() if "retrain_priority" in ln)
+    assert "priority=normal" in line and "threads=2" in line and f"nice={os.getpriority(os.PRIO_PROCESS, 0)}" in line
+    run = _run("retrain", "--config", str(cfg), "--threads", "0")
+    assert run.returncode == 2 and "--threads must be at least 1" in run.stderr
+
+
+def test_the_page_and_the_cli_share_the_retrain_defaults():
+    import argparse
+
+    from raccoon_watch.retrain_cmd import add_parsers
+    from raccoon_watch.retrain_priority import DEFAULT_PRIORITY, DEFAULT_THREADS, default_threads, tf_env
+    from raccoon_watch.web.retrain_job import retrain_command
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["retrain", "--config", "x.yaml"])
+    assert (args.priority, args.threads) == (DEFAULT_PRIORITY, DEFAULT_THREADS) == ("idle", 1)
+    # the page runs the command as typed, no overrides: the command's defaults are the page's
+    assert retrain_command(Path("c.yaml"))[-4:] == ["retrain", "--config", "c.yaml", "--quiet"]
+    assert not {"--priority", "--threads", "nice"} & set(retrain_command(Path("c.yaml")))
+    assert default_threads({"RACCOON_RETRAIN_THREADS": "3"}) == 3 and default_threads({"RACCOON_RETRAIN_THREADS": "x"}) == 1
+    env = tf_env(1)
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "3" and env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+def _candidate(root: Path, name: str, refused: bool) -> Path:
+    folder = root / site_models.CANDIDATES / name
+    folder.mkdir(parents=True)
+    (folder / site_models.CLASSIFIER_FILE).write_bytes(b"not read by promote")
+    gate = {"promote": not refused, "reasons": ["not better on the held-out site feedback"] if refused else []}
+    (folder / site_models.CLASSIFIER_CARD).write_text(json.dumps({"gate": gate}))
+    if refused:
+        (folder / site_models.REFUSED_FILE).write_text("not better on the held-out site feedback\n")
+    return folder
+
+
+def test_promoting_a_refused_candidate_needs_force_and_says_it_was_forced(cfg):
+    root = site_models.models_root(cfg.parent / "var")
+    good, bad = _candidate(root, "20261201T000000Z-good", False), _candidate(root, "20261202T000000Z-bad", True)
+    run = _run("models", "--config", str(cfg), "promote", bad.name)
+    assert run.returncode == 4, run.stderr
+    assert "the gate refused 20261202T000000Z-bad: not better on the held-out site feedback" in run.stderr
+    assert "--force" in run.stderr and site_models.current(root) is None  # nothing changed
+
+    run = _run("models", "--config", str(cfg), "promote", good.name)  # a passed one: as before
+    assert run.returncode == 0 and json.loads(run.stdout) == {"current": good.name, "forced": False}
+    run = _run("models", "--config", str(cfg), "promote", bad.name, "--force")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"current": bad.name, "forced": True}
+    assert site_models.current(root) == bad.resolve() and site_models.previous(root) == good.resolve()
+    line = next(ln for ln in run.stderr.splitlines() if "classifier_promoted" in ln)
+    assert "forced=True" in line and "not better on the held-out site feedback" in line

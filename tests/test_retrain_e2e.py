@@ -116,7 +116,7 @@ def _retrain(cfg: Path, tmp_path: Path, env: dict[str, str]) -> subprocess.Compl
     return subprocess.run(
         [sys.executable, "-m", "raccoon_watch", "retrain", "--config", str(cfg), "--steps", "150", "--mode", "blocks",
          "--base-crops", str(tmp_path / "base"), "--base-build-limit", "20", "--base-limit", "600",
-         "--threads", "1", "--quiet"],
+         "--threads", "1", "--quiet", "--priority", "normal"],  # idle would wait on the other test workers
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -163,7 +163,9 @@ _MEASURED = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1
 
 def _retrain(*args: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``raccoon-watch retrain``; returns it (stderr without the RSS line) and its peak RSS in bytes."""
-    run = subprocess.run([sys.executable, "-c", _MEASURED, sys.executable, "-m", "raccoon_watch", "retrain", *args],
+    # --priority normal: at idle priority its time would depend on what the other test workers run
+    run = subprocess.run([sys.executable, "-c", _MEASURED, sys.executable, "-m", "raccoon_watch", "retrain", *args,
+                          "--priority", "normal"],
                          cwd=REPO, capture_output=True, text=True, timeout=timeout,
                          env={**os.environ, "RACCOON_RETRAIN_THREADS": "1"})
     lines = run.stderr.splitlines()

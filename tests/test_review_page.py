@@ -455,42 +455,74 @@ def test_the_classifier_page_rolls_back_and_runs_one_retrain_at_a_time(tmp_path,
 
     from raccoon_watch import site_models
     from raccoon_watch.detectors import find_model
+    from raccoon_watch.web.pages import MODELS_REFRESH_S
     from raccoon_watch.web.retrain_job import RetrainJob
 
     app, server = _serve(tmp_path, small_clip, {})
     reloads: list[int] = []
-    # a stand-in for `raccoon-watch retrain` (a real process): says something, takes a moment, is refused
-    job = RetrainJob([sys.executable, "-c", "import sys, time; print('retraining on 12 site crops'); "
-                      "sys.stdout.flush(); time.sleep(1.5); sys.exit(4)"],
-                     tmp_path / "retrain.log", lambda: reloads.append(1))
+    # a stand-in for `raccoon-watch retrain` (a real process): writes its own log lines among
+    # TensorFlow's C++ noise, takes a moment, is refused
+    noise = ("I0000 00:00:1796676560.876151    4205 cpu_feature_guard.cc:227] This TensorFlow binary is optimized",
+             "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+             "oneDNN custom operations are on. You may see slightly different numerical results")
+    script = ("import sys, time\n"
+              + "".join(f"print({n!r}, file=sys.stderr)\n" for n in noise)
+              + "print('2026-12-07 20:51:33 [info     ] retrain_data   site_crops=12 site_events=9', flush=True)\n"
+              "time.sleep(3)\n"
+              "print('raccoon-watch retrain: the gate refused the candidate', flush=True)\n"
+              "sys.exit(4)\n")
+    job = RetrainJob([sys.executable, "-c", script], tmp_path / "retrain.log", lambda: reloads.append(1))
     pages = HealthServer("127.0.0.1", 0, lambda: (True, {}), lambda: b"", ReviewPages(app, retrain=job))
     pages.start()
     url = f"http://127.0.0.1:{pages.port}"
     try:
+        now = time.time()
+        for i in range(9):  # 9 verdicts, as the user who saw "None yet: mark events" had
+            app.store.record(_event(f"v{i}", now - 60 * i))
+            app.set_feedback(f"v{i}", None, "raccoon" if i < 4 else "not_raccoon", "page")
+        shipped = app.swap.active.version
         files = find_model(app.model_path)
         candidate = site_models.models_root(app.cfg.storage.path) / "candidates" / "20261202T120000-site"
         candidate.mkdir(parents=True)
-        shutil.copy(files.classifier, candidate / site_models.CLASSIFIER_FILE)
+        # another file (its own version), the same network: the bytes after a flatbuffer are not read
+        (candidate / site_models.CLASSIFIER_FILE).write_bytes(files.classifier.read_bytes() + b"site")
         shutil.copy(files.classifier.parent / site_models.CLASSIFIER_CARD, candidate / site_models.CLASSIFIER_CARD)
         site_models.promote(app.models_root, candidate)
+        site_version = site_models.model_version(candidate / site_models.CLASSIFIER_FILE)
 
         s = requests.Session()
-        html = s.get(url + "/models").text
-        assert app.swap.active.version in html and "retrained here: 20261202T120000-site" in html
-        resp = s.post(url + "/models/rollback", data={"csrf": _csrf(html)}, allow_redirects=False)
-        assert resp.status_code == 303 and resp.headers["Location"] == "/models"
+        html = s.get(url + "/models").text  # promoted on disk, not loaded yet (as after `models promote`)
+        assert shipped in html and "retrained here: 20261202T120000-site" in html
+        assert f"Chosen on disk: {site_version}" in html and 'http-equiv="refresh"' not in html
+        app.reload_classifier()
+        app.swap.join(30)
+        assert app.swap.active.version == site_version
+
+        # roll back: the answer after the redirect already shows what runs now (no reload needed)
+        resp = s.post(url + "/models/rollback", data={"csrf": _csrf(html)})
+        assert resp.history[0].status_code == 303 and resp.history[0].headers["Location"] == "/models"
         assert site_models.current(app.models_root) is None  # back to the shipped classifier
-        html = s.get(url + "/models").text
-        assert "the shipped classifier" in html and "Before it: 20261202T120000-site" in html
+        assert re.search(rf'id="running-version">{shipped}<', resp.text), resp.text[:600]
+        assert "the shipped classifier" in resp.text and "Before it: 20261202T120000-site" in resp.text
+        assert 'id="switching"' not in resp.text
         assert s.post(url + "/models/rollback", data={}).status_code == 403  # no CSRF token: refused
 
         first = s.post(url + "/models/retrain", data={"csrf": _csrf(html)}, allow_redirects=False)
         assert first.status_code == 303
         again = s.post(url + "/models/retrain", data={"csrf": _csrf(html)}, allow_redirects=False)
         assert again.status_code == 409 and "running already" in _message(again)
+        # while it runs: the page reloads itself, counts the verdicts, shows only the retrain's lines
+        assert wait_until(lambda: "site_crops=12" in s.get(url + "/models").text, timeout=10)
+        html = s.get(url + "/models").text
+        assert f'<meta http-equiv="refresh" content="{MODELS_REFRESH_S}">' in html
+        assert 'data-running="yes"' in html and "None yet: mark events" not in html
+        assert re.search(r'id="verdicts">Marked so far: <strong>9</strong>\s*events\s*\(4 raccoon, 5 not a raccoon\)', html)
+        assert not any(n[:30] in html for n in noise)
         assert wait_until(lambda: not job.state().running, timeout=30)
         html = s.get(url + "/models").text
-        assert "refused by the gate" in html and "retraining on 12 site crops" in html
+        assert "refused by the gate" in html and "site_crops=12" in html and "the gate refused the candidate" in html
+        assert 'http-equiv="refresh"' not in html  # done: it stops reloading
+        assert not any(n[:30] in html for n in noise)
         assert reloads == []  # refused: the running classifier is not reloaded
     finally:
         pages.stop()

@@ -20,6 +20,11 @@ machine is, only on ratios):
 * ``http_probe`` (``tools/bench_review.py``): the page's server under issue 21's probe: RSS and argon2
   checks during 64 parallel wrong logins from one address, and 200 concurrent ``/healthz``.
 * ``gpu``: batched TensorFlow inferences/s with batch 16 when TensorFlow sees a GPU, else skipped.
+* ``retrain`` (``tools/retrain_latency.py``): a real daemon (one file camera at 5 fps, every frame to
+  the detector) alone, then while ``raccoon-watch retrain`` runs as typed (its defaults: idle
+  priority, one thread); the frames it dropped, read from its ``/metrics``. A bench stage, not a
+  test: whether a 2-core machine drops a frame depends on everything else it runs. Needs
+  TensorFlow (skipped with ``--no-baseline``) and takes about 3 minutes.
 
 Each stage runs in its own subprocess (``python -m tools.bench --stage NAME``), so its CPU
 time (``os.times`` of that process, all threads, user + system) and peak RSS (``ru_maxrss``) are
@@ -645,9 +650,20 @@ def _sink_latency(result: dict[str, Any], sinks: dict[str, Any]) -> dict[str, An
 
 
 
+# --- stage: retrain (a real daemon during a real CLI retrain) ------------------------------------------
+
+
+def stage_retrain(args: dict[str, Any]) -> dict[str, Any]:
+    from tools.retrain_latency import measure
+
+    phases = measure(Path(args["work"]), idle_s=args["idle_s"], steps=args["steps"],
+                     say=lambda m: print(f"bench: retrain: {m}", file=sys.stderr, flush=True))
+    return {"phases": {p.pop("phase"): p for p in phases}, "camera": "porch", "detect_fps": 5.0}
+
+
 STAGES = {"recording": stage_recording, "review_list": stage_review_list, "http_probe": stage_http_probe,
           "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
-          "gpu": stage_gpu, "tracker": stage_tracker}
+          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain}
 
 
 # --- orchestration -----------------------------------------------------------------------------------
@@ -702,6 +718,8 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
     stages = ["decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline"]
     if not ns.no_baseline:
         stages.append("baseline")
+        if not ns.no_retrain:
+            stages.append("retrain")
     if ns.gpu:
         stages.append("gpu")
     scenes = ("empty", "raccoon") if ns.scene == "both" else (ns.scene,)
@@ -799,6 +817,10 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
         say(f"naive baseline: TensorFlow SavedModel on every frame ({plan.baseline_s:g} s of video)")
         report["baseline"] = run_stage("baseline", {**common, "clip": str(main_clip), "saved_model": str(saved_model),
                                                     "max_frames": round(plan.baseline_s * main_spec.fps)})
+    if "retrain" in plan.stages:
+        say("a real daemon during a real CLI retrain (minutes)")
+        report["retrain"] = run_stage("retrain", {"work": str(out_dir / "retrain_latency"), "idle_s": 20.0,
+                                                  "steps": 20})
     if "gpu" in plan.stages and saved_model is not None:
         say("GPU batched TensorFlow")
         report["gpu"] = run_stage("gpu", {**common, "clip": str(main_clip), "saved_model": str(saved_model),
@@ -899,6 +921,10 @@ def targets(report: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "healthz_200_concurrent_within_1s": {"value": within,
                                              "met": _met(within, TARGETS["healthz_within_1s_min"], False)},
     })
+    during = _get(report, "retrain", "phases", "during_cli_retrain", "dropped_frames")
+    review["zero_dropped_frames_during_cli_retrain"] = {
+        "value": during, "met": None if during is None else during == 0,
+        "idle": _get(report, "retrain", "phases", "idle", "dropped_frames")}
     return {
         **review,
         "scope": f"{plan.cameras} x {spec.resolution} {spec.light}, {spec.seconds:g} s clips; CPU targets on the {still} scene",
@@ -953,6 +979,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sinks", dest="sinks", action="store_true", default=None,
                         help="time MQTT (local mosquitto) and Pushover (local fake API) deliveries")
     parser.add_argument("--no-sinks", dest="sinks", action="store_false")
+    parser.add_argument("--no-retrain", action="store_true",
+                        help="skip the retrain stage (a daemon's dropped frames during a CLI retrain, ~3 min)")
     parser.add_argument("--gpu", action="store_true", help="also run the batched TensorFlow GPU stage")
     parser.add_argument("--quick", action="store_true", help="short run: 12 s clip, 2 s baseline, fewer model runs, no sinks")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")

@@ -14,7 +14,10 @@
     GET  /static/review.js              the list's and the event's keys and marking without a page
                                         load (progressive: every form works without it)
     GET  /live                          every camera: live image, state, last frame age, events today
-    GET  /live/<camera>.mjpg            MJPEG stream, at most http.live_fps; .jpg: one frame
+    GET  /live/<camera>.mjpg            MJPEG stream, at most http.live_fps, the counted boxes drawn, or a
+                                        placeholder picture saying why there is no frame (down since, reason);
+                                        .jpg: one picture (X-Live-Boxes: the boxes drawn, pixel
+                                        [xmin, ymin, xmax, ymax] of that JPEG)
     GET  /models, POST /models/rollback, POST /models/retrain   the site's classifier
     GET  /login, POST /login, POST /logout, GET /static/style.css
 
@@ -60,6 +63,7 @@ from starlette.responses import Response, StreamingResponse
 
 from raccoon_watch import site_models
 from raccoon_watch.config import HttpConfig
+from raccoon_watch.live import placeholder_jpeg, placeholder_lines
 from raccoon_watch.service.httpserver import Receive, Scope, Send
 from raccoon_watch.service.logs import clip as clip_text
 from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SEVERITIES, SNAPSHOT_DIR, UNREVIEWED
@@ -76,6 +80,11 @@ MAX_PAGE = 100_000
 MAX_LIVE_VIEWERS = 8
 MAX_RANGE_DIGITS = 18  # a byte offset longer than this is past any file (and int() refuses 4,300 digits)
 BODY_TIMEOUT_S = 5.0
+LIVE_STALE_S = 10.0  # an "up" camera whose newest frame is older than this shows a placeholder
+LIVE_RESEND_S = 2.0  # an unchanged live picture (a placeholder, a still file) is sent again this often
+LIVE_STREAM_MAX_S = 3600.0  # a live stream ends after this, with a placeholder asking to reload
+MODELS_REFRESH_S = 5  # the Classifier tab reloads itself this often while a retrain runs or a swap loads
+ROLLBACK_WAIT_S = 15.0  # a roll back answers once the daemon runs the classifier it returned to (or this)
 PAGE_THREADS = 8
 CHUNK = 256 * 1024
 EVENT_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -276,6 +285,7 @@ class ReviewPages:
         self._viewers = 0
         self._viewers_lock = threading.Lock()
         self._limiters: dict[int, anyio.CapacityLimiter] = {}
+        self._placeholders: dict[str, tuple[list[str], bytes]] = {}  # camera -> (words, JPEG)
 
     # --- entry point (event loop) --------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -510,10 +520,28 @@ class ReviewPages:
         return self._redirect(safe_next(back) if back else f"/events/{quote(event_id, safe='')}")
 
     # --- the site's classifiers: which runs, roll back, retrain -----------------------------------
+    def _chosen_version(self, site: Path | None) -> str | None:
+        """The version of the classifier chosen on disk: the site's promoted one, else the model
+        folder's own (None when it cannot be read)."""
+        try:
+            if site is not None:
+                return site_models.model_version(site / site_models.CLASSIFIER_FILE)
+            from raccoon_watch.detectors import find_model
+
+            files = find_model(self.app.model_path)
+            return site_models.model_version(files.classifier) if files.classifier is not None else None
+        except Exception:  # a folder changed under us: the page shows what runs
+            return None
+
     def _models_page(self, req: PageRequest) -> Response:
         root = self.app.models_root
-        running = self.app.swap.active.version if getattr(self.app, "swap", None) is not None else None
+        swap = getattr(self.app, "swap", None)
+        running = swap.active.version if swap is not None else None
         now, before = site_models.current(root), site_models.previous(root)
+        chosen = self._chosen_version(now) if swap is not None else None
+        # the daemon runs another classifier than the one chosen on disk: loading it now, or waiting
+        # for a reload (a `models promote` / `rollback` from the command line, before SIGHUP)
+        switching = None if chosen is None or chosen == running else ("loading" if swap.loading else "waiting")
         candidates = []
         for folder in reversed(site_models.list_candidates(root)):
             card = _read_json(folder / site_models.CLASSIFIER_CARD)
@@ -522,10 +550,12 @@ class ReviewPages:
                                "previous": before is not None and folder == before,
                                "refused": (folder / site_models.REFUSED_FILE).is_file(),
                                "reasons": gate.get("reasons") or [], "wrong": gate.get("wrong") or []})
+        retrain = self.retrain.state() if self.retrain is not None else None
+        refresh = MODELS_REFRESH_S if (retrain is not None and retrain.running) or switching == "loading" else None
         return self._page(req, "models.html", running=running, site=now.name if now else None,
                           previous=before.name if before else None, candidates=candidates[:20],
-                          retrain=self.retrain.state() if self.retrain is not None else None,
-                          last=site_models.last_retrain(root))
+                          retrain=retrain, last=site_models.last_retrain(root), chosen=chosen, switching=switching,
+                          verdicts=self.app.store.count_feedback(), refresh=refresh)
 
     def _roll_back(self) -> Response:
         try:
@@ -534,7 +564,9 @@ class ReviewPages:
             raise HttpError(409, "nothing to roll back to: the shipped classifier is running") from None
         log.info("classifier_rolled_back", source="page", now=now.name if now else "shipped",
                  was=was.name if was else "shipped")
-        self.app.reload_classifier()
+        loader = self.app.reload_classifier()
+        if loader is not None:  # the page after the redirect shows the classifier that runs now
+            loader.join(ROLLBACK_WAIT_S)
         return self._redirect("/models")
 
     def _start_retrain(self) -> Response:
@@ -551,10 +583,47 @@ class ReviewPages:
         recording = self.app.clips.snapshot() if self.app.clips is not None else {}
         cams = []
         for cam in stats.cameras:
+            status = self._camera_status(cam.camera)
             cams.append({"name": cam.camera, "state": cam.state, "age": stats.last_frame_age_s(cam),
                          "today": today.get(cam.camera, 0), "detect": stats.detect_enabled(cam.camera),
-                         "recording": recording.get(cam.camera, {}).get("recording", "off")})
+                         "recording": recording.get(cam.camera, {}).get("recording", "off"),
+                         "since": status.since, "reason": status.reason, "showing": status.showing})
         return self._page(req, "live.html", cams=cams, fps=self.cfg.live_fps)
+
+    def _camera_status(self, camera: str) -> CameraStatus:
+        """What the live picture of ``camera`` shows: its frames ("frames") or a placeholder (the
+        state's name), since when (wall clock) and why."""
+        thread = self.app.cameras.get(camera)
+        tap = self.app.live.get(camera)
+        if thread is None or tap is None:
+            return CameraStatus("stopped", None, "not started")
+        st = thread.stats
+        state, since, reason = st.state, st.state_since or None, st.last_error
+        frame = tap.frame
+        if state == "up" and frame is None:
+            return CameraStatus("connecting", since, "connected, no frame decoded yet")
+        if state == "up" and frame is not None and time.monotonic() - frame.mono > LIVE_STALE_S:
+            return CameraStatus("stale", None, f"no frame for {time.monotonic() - frame.mono:.0f} s")
+        if state in ("down", "connecting", "stopped") or frame is None:
+            return CameraStatus(state, since, reason)
+        return CameraStatus("frames", since, "")
+
+    def _live_picture(self, camera: str, tap: Any) -> tuple[bytes, tuple[Any, ...], str]:
+        """Worker thread: (JPEG, boxes drawn in its pixels, what it shows) of ``camera`` now: the
+        newest frame with its boxes, or the placeholder for its state (cached while its words stay)."""
+        status = self._camera_status(camera)
+        if status.showing == "frames":
+            picture = tap.picture()
+            if picture is not None:
+                return picture.jpeg, picture.boxes, "frames"
+        return self._placeholder(camera, status.showing, status.since, status.reason), (), status.showing
+
+    def _placeholder(self, camera: str, state: str, since: float | None, reason: str) -> bytes:
+        lines = placeholder_lines(camera, state, since, reason)
+        cached = self._placeholders.get(camera)
+        if cached is None or cached[0] != lines:
+            cached = self._placeholders[camera] = (lines, placeholder_jpeg(lines))
+        return cached[1]
 
     # --- login (event loop; argon2 in Auth.login) ----------------------------------------------
     async def _login(self, req: PageRequest) -> Response:
@@ -609,16 +678,15 @@ class ReviewPages:
         tap = self.app.live.get(camera)
         if tap is None:
             raise HttpError(404, f"no camera named {camera!r}")
-        if kind == "jpg":
-            got = await anyio.to_thread.run_sync(tap.jpeg)
-            if got is None:
-                raise HttpError(404, f"camera {camera} has sent no frame yet")
-            return Response(got[0], 200, media_type="image/jpeg")
+        if kind == "jpg":  # one picture: the frame, or the placeholder saying why there is none
+            jpeg, boxes, showing = await anyio.to_thread.run_sync(self._live_picture, camera, tap)
+            return Response(jpeg, 200, media_type="image/jpeg",
+                            headers={"X-Live-Showing": showing, "X-Live-Boxes": json.dumps([list(b) for b in boxes])})
         with self._viewers_lock:
             if self._viewers >= MAX_LIVE_VIEWERS:
                 raise HttpError(503, f"at most {MAX_LIVE_VIEWERS} live views at once")
             self._viewers += 1
-        return _LiveView(self._stream(tap), self._viewer_left, 200,
+        return _LiveView(self._stream(camera, tap), self._viewer_left, 200,
                          media_type="multipart/x-mixed-replace; boundary=frame",
                          headers={"Cache-Control": "no-store", "Connection": "close"})
 
@@ -626,17 +694,23 @@ class ReviewPages:
         with self._viewers_lock:
             self._viewers -= 1
 
-    async def _stream(self, tap: Any) -> AsyncIterator[bytes]:
-        """MJPEG parts at most ``live_fps``, until the daemon stops or the viewer leaves (cancelled)."""
+    async def _stream(self, camera: str, tap: Any) -> AsyncIterator[bytes]:
+        """MJPEG parts at most ``live_fps``, until the daemon stops, the viewer leaves (cancelled) or
+        ``LIVE_STREAM_MAX_S`` have passed. The first part goes out at once, whatever the camera's
+        state (a frame or its placeholder), so a page with a dead camera finishes loading; a part
+        that did not change is sent again every ``LIVE_RESEND_S``, which also finds a viewer gone."""
         period = 1.0 / self.cfg.live_fps
-        last = None
+        last, sent, started = None, 0.0, time.monotonic()
         while not self.stop.is_set():
             t0 = time.monotonic()
-            got = await anyio.to_thread.run_sync(tap.jpeg)
-            if got is not None and got[0] is not last:
-                last = got[0]
-                yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(last)).encode()
-                       + b"\r\n\r\n" + last + b"\r\n")
+            if t0 - started >= LIVE_STREAM_MAX_S:  # a forgotten tab does not hold a viewer slot for ever
+                yield _mjpeg_part(await anyio.to_thread.run_sync(
+                    self._placeholder, camera, "paused", None, f"after {LIVE_STREAM_MAX_S / 60:.0f} min: reload the page"))
+                return
+            jpeg = (await anyio.to_thread.run_sync(self._live_picture, camera, tap))[0]
+            if jpeg is not last or t0 - sent >= LIVE_RESEND_S:
+                last, sent = jpeg, t0
+                yield _mjpeg_part(jpeg)
             await asyncio.sleep(max(0.0, period - (time.monotonic() - t0)))
 
     # --- responses -----------------------------------------------------------------------------
@@ -670,6 +744,21 @@ class ReviewPages:
         body = self.env.get_template("error.html").render(status=status, message=message, csrf="", login=False)
         response = Response(body.encode(), status, headers=dict(headers), media_type="text/html; charset=utf-8")
         return self._finish(response, None)
+
+
+def _mjpeg_part(jpeg: bytes) -> bytes:
+    return (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
+            + b"\r\n\r\n" + jpeg + b"\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStatus:
+    """What a camera's live picture shows: ``showing`` "frames", or the placeholder's state ("down",
+    "connecting", "stopped", "stale"); ``since``: wall-clock time of the state, None when unknown."""
+
+    showing: str
+    since: float | None
+    reason: str
 
 
 class _LiveView(StreamingResponse):

@@ -1,7 +1,9 @@
 """The review page's "Retrain now": one ``raccoon-watch retrain`` at a time, as its own process.
 
-The process runs at nice 19 with one thread (as ``raccoon-watch-retrain.service`` does), its output
-goes to ``<storage>/models/retrain.log``, and when it exits 0 (the gate promoted the candidate) the
+The process lowers its own priority to the idle CPU class and nice 19 and trains with one thread, as
+every ``raccoon-watch retrain`` does by default (``raccoon_watch.retrain_priority``, the one definition
+of those defaults); its output goes to ``<storage>/models/retrain.log``, and the page shows only the
+retrain's own lines of it (``retrain_lines``: its log lines and its messages, never TensorFlow's), and when it exits 0 (the gate promoted the candidate) the
 daemon loads the new classifier in the background (``App.reload_classifier``), as after SIGHUP.
 Exit 4 is a refused candidate (it stays on disk with the reason), exit 5 too little feedback to judge
 one (nothing trained: the page says how many more visits to mark); anything else is a failure,
@@ -10,8 +12,9 @@ shown on the page with the end of the log. Detection never waits for it.
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import re
 import subprocess
 import sys
 import threading
@@ -22,10 +25,17 @@ from pathlib import Path
 
 import structlog
 
+from raccoon_watch.retrain_priority import default_threads, tf_env
+
 log = structlog.get_logger(__name__)
 
 EXIT_PROMOTED, EXIT_REFUSED, EXIT_NEED_MORE = 0, 4, 5  # = raccoon_watch.retrain_cmd's
-LOG_TAIL_BYTES = 2000
+LOG_READ_BYTES = 256 * 1024  # the end of retrain.log that is read for the page
+LOG_LINES = 40  # of the retrain's own lines, the last this many are shown
+LOG_LINE_CHARS = 1500
+# a structlog console line: "2026-12-07 20:51:08 [info     ] retrain_feedback   usable=38 ..."
+CONSOLE_LINE = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S* \[\s*\w+\s*\] \w")
+OWN_MESSAGE = "raccoon-watch"  # "raccoon-watch retrain: too little feedback ...": the command's own words
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +46,7 @@ class RetrainState:
     started: float | None = None
     exit_code: int | None = None
     outcome: str = "never run from the page"
-    log_tail: str = ""
+    log_tail: str = ""  # the retrain's own lines (``retrain_lines``), whole lines, newest last
 
 
 def outcome_of(exit_code: int | None) -> str:
@@ -53,10 +63,61 @@ def outcome_of(exit_code: int | None) -> str:
 
 
 def retrain_command(config_path: Path) -> list[str]:
-    """``raccoon-watch retrain --config PATH --quiet`` with this Python, at nice 19 where ``nice`` exists."""
-    cmd = [sys.executable, "-m", "raccoon_watch", "retrain", "--config", str(config_path), "--quiet"]
-    nice = shutil.which("nice")
-    return [nice, "-n", "19", *cmd] if nice else cmd
+    """``raccoon-watch retrain --config PATH --quiet`` with this Python: its default priority (idle)
+    and threads (1) are those of a retrain typed in a shell (``retrain_priority``)."""
+    return [sys.executable, "-m", "raccoon_watch", "retrain", "--config", str(config_path), "--quiet"]
+
+
+def retrain_lines(text: str, keep: int = LOG_LINES, cut: bool = False) -> list[str]:
+    """The retrain's own lines of its log, the last ``keep`` (pure): its structlog lines (console or
+    JSON), the command's own messages (``raccoon-watch retrain: ...``) and the last line of a Python
+    traceback (what failed). Everything else is dropped: TensorFlow's and absl's C++ lines
+    (``I0000 00:00:...``, ``WARNING: All log messages before absl::InitializeLog()``), oneDNN and
+    LiteRT notices, Python warnings. With ``cut`` (the text was read from the middle of the file)
+    its first line is a piece of one and is dropped; each kept line is at most ``LOG_LINE_CHARS``
+    characters."""
+    lines = text.split("\n")[1 if cut else 0:]
+    kept: list[str] = []
+    in_traceback = False
+    for raw in lines:
+        line = raw.rstrip("\r")
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+            continue
+        if in_traceback:
+            if line[:1].isspace() or not line:
+                continue
+            in_traceback = False
+            kept.append(line)
+            continue
+        if _own(line):
+            kept.append(_readable(line))
+    return [k if len(k) <= LOG_LINE_CHARS else k[:LOG_LINE_CHARS - 1] + "…" for k in kept[-keep:]]
+
+
+def _own(line: str) -> bool:
+    return bool(CONSOLE_LINE.match(line) or line.startswith(OWN_MESSAGE) or _json_object(line) is not None)
+
+
+def _json_object(line: str) -> dict[str, object] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _readable(line: str) -> str:
+    """A JSON log line as "HH:MM:SS level event key=value ..." (other lines as they are)."""
+    record = _json_object(line)
+    if record is None or "event" not in record:
+        return line
+    stamp = str(record.pop("timestamp", ""))[11:19]
+    level, event = record.pop("level", ""), record.pop("event")
+    rest = " ".join(f"{k}={v}" for k, v in record.items() if k != "logger")
+    return " ".join(str(p) for p in (stamp, level, event, rest) if p)
 
 
 class RetrainJob:
@@ -77,8 +138,9 @@ class RetrainJob:
             if self._proc is not None and self._proc.poll() is None:
                 return False
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, "RACCOON_RETRAIN_THREADS": "1", "OMP_NUM_THREADS": "1",
-                   "TF_NUM_INTRAOP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+            # the command applies these itself before TensorFlow starts; here too, so that nothing the
+            # process runs before that (or a stand-in command) writes C++ log lines or starts threads
+            env = {**os.environ, **tf_env(default_threads()), "PYTHONUNBUFFERED": "1"}
             try:
                 with open(self.log_path, "wb") as out:
                     self._proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out,
@@ -114,12 +176,15 @@ class RetrainJob:
                             "running" if running else outcome_of(code), self._tail())
 
     def _tail(self) -> str:
+        """The retrain's own lines at the end of its log (``retrain_lines``), whole lines."""
         try:
             with open(self.log_path, "rb") as fh:
-                fh.seek(max(0, fh.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
-                return fh.read().decode(errors="replace")
+                start = max(0, fh.seek(0, os.SEEK_END) - LOG_READ_BYTES)
+                fh.seek(start)
+                text = fh.read().decode(errors="replace")
         except OSError:
             return ""
+        return "\n".join(retrain_lines(text, cut=start > 0))
 
     def stop(self) -> None:
         with self._lock:
