@@ -10,8 +10,10 @@ Where each file sits in the flow (one module per stage; ``app.py`` is the one pl
 
 - values that travel between stages: ``types.py`` (Frame, Detection, FrameResult, Event; Box order);
 - configuration and its one set of defaults: ``config.py``; model label maps: ``labels.py``;
-  image files with limits: ``imagefile.py``; capped back-off: ``backoff.py``;
-- the service around the pipeline, in ``service/``: ``cli.py`` (commands), ``notify.py`` (sd_notify,
+  image files with limits: ``imagefile.py``; capped back-off: ``backoff.py``; why a connection
+  failed, in a few words (DNS, refused, timed out): ``netdiag.py``;
+- the service around the pipeline, in ``service/``: ``cli.py`` (commands), ``preflight.py`` (what
+  ``check-config`` checks beyond the schema; the exit codes), ``notify.py`` (sd_notify,
   SIGHUP), ``liveness.py`` (watchdog), ``health.py`` (/healthz and the page's server), ``metrics.py``
   (/metrics), ``logs.py`` (structured logs, secret redaction);
 - the review page: ``clips.py`` (ffmpeg stream-copy recorder per camera, a clip cut per event),
