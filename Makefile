@@ -33,6 +33,12 @@ test-fast: venv
 bench: venv system-deps
 	$(BIN)/python -m tools.bench
 
+# Issue 22's disk soak: 3 looping file cameras with clips for SOAK_MINUTES under small caps, the storage
+# folder sampled every second; JSON in var/disk_soak/<time>/ (docs/soak.md). The memory soak: scripts/soak.py.
+SOAK_MINUTES ?= 30
+soak: venv
+	$(BIN)/python -m tools.disk_soak --minutes $(SOAK_MINUTES)
+
 # Event-level evaluation (train/README.md, "Clips: event-level evaluation"): validation clips built
 # from validation photos, then the real pipeline on them with $(CONFIG) and the shipped model.
 CLIPS_DIR ?= var/clips/val

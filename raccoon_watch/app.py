@@ -377,7 +377,7 @@ class App:
 
     def _open_store(self) -> None:
         s = self.cfg.storage
-        self.store = EventStore(s.path, s.snapshot_retention_days, s.snapshot_retention_mb, s.outbox_max)
+        self.store = EventStore(s.path, s.retention(), s.outbox_max)
 
     def _start_clips(self) -> None:
         assert self.store is not None

@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator,
 )
 
+from raccoon_watch.retention import RetentionPolicy
 from raccoon_watch.visits import VisitParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,9 @@ def shared_dir() -> Path:
     return shared_dir_from_env() or REPO_ROOT.parent / "shared"
 
 _VISIT = VisitParams()  # the visit-scoring defaults are defined once, in visits.py
+_RETENTION = RetentionPolicy()  # the media caps' defaults are defined once, in retention.py
+DEFAULT_BASE_CROPS_MB = 250.0
+"""storage.base_crops_mb: about 2,300 of the shipped training crops (192 x 192 RGB); a retrain uses 1,200 + 600."""
 
 Point = tuple[float, float]
 """A polygon vertex (x, y), normalised to [0, 1] of the frame width and height."""
@@ -278,10 +282,26 @@ class EventsConfig(_Strict):
 
 
 class StorageConfig(_Strict):
+    """The storage folder; what it holds and how big each part grows: README, "The storage folder"."""
+
     path: Path = Field(Path("./var"), description="Directory for the SQLite event store and snapshots.")
-    snapshot_retention_days: float = Field(14.0, ge=0, description="Delete snapshots older than this (0: keep).")
-    snapshot_retention_mb: float = Field(500.0, ge=0, description="Keep snapshots under this total size (0: no limit).")
+    snapshot_retention_days: float = Field(
+        _RETENTION.days, ge=0, description="Delete snapshots, frames and clips older than this (0: keep).")
+    snapshot_retention_mb: float = Field(
+        _RETENTION.snapshot_mb, ge=0,
+        description="Snapshots and clean frames together stay under this size, oldest deleted first, checked at "
+                    "every write (0: no limit).")
+    clip_retention_mb: float = Field(
+        _RETENTION.clip_mb, ge=0,
+        description="Event clips stay under this size, oldest deleted first, checked at every clip (0: no limit).")
+    base_crops_mb: float = Field(
+        DEFAULT_BASE_CROPS_MB, ge=50,
+        description="retrain/base_crops (the shipped training crops a retrain mixes in, built on the first "
+                    "retrain) is cut down to this size.")
     outbox_max: int = Field(10000, ge=10, description="Pending deliveries kept; beyond this the oldest are dropped (logged).")
+
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(self.snapshot_retention_days, self.snapshot_retention_mb, self.clip_retention_mb)
 
 
 class TlsConfig(_Strict):
