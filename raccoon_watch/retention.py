@@ -108,13 +108,16 @@ class RetentionPlan:
 
 def plan_deletions(files: Iterable[MediaFile], caps: Sequence[MediaCap], keep: Collection[str] = (), *,
                    now: float | None = None, max_age_s: float = 0.0,
-                   incoming: Mapping[str, int] | None = None) -> RetentionPlan:
+                   incoming: Mapping[str, int] | None = None, labelled: Collection[str] = ()) -> RetentionPlan:
     """The files to delete so that every cap holds (pure).
 
     ``keep``: events (``MediaFile.event``) whose files are never chosen. ``max_age_s`` > 0 (with
     ``now``): every other file older than that goes first. Then, for each cap, the oldest files of
     its kinds until their total plus ``incoming`` (kind -> bytes about to be written) is at most
-    ``max_bytes``. Ties in age go by path, so the plan is the same for the same files."""
+    ``max_bytes``. Ties in age go by path, so the plan is the same for the same files.
+    ``labelled``: events the user gave a verdict (retrain's teaching material): within a cap their
+    files go only after every unlabelled file has, so the cap still holds but a marked event is the
+    last thing it costs."""
     incoming = incoming or {}
     files = list(files)
     chosen: dict[str, tuple[MediaFile, str]] = {}
@@ -130,7 +133,7 @@ def plan_deletions(files: Iterable[MediaFile], caps: Sequence[MediaCap], keep: C
         total = sum(f.size for f in mine) + sum(incoming.get(k, 0) for k in cap.kinds)
         if total <= cap.max_bytes:
             continue  # the usual case at a write: no sorting
-        for f in sorted(mine, key=lambda f: (f.mtime, f.rel)):
+        for f in sorted(mine, key=lambda f: (f.event in labelled, f.mtime, f.rel)):
             if total <= cap.max_bytes:
                 break
             if f.event in keep:

@@ -990,8 +990,11 @@ class EventStore:
         media = self._media  # a local: another thread may drop the list meanwhile (_write_held, _check_vanished)
         if media is None:
             media = self._media = {m.rel: m for m in scan_media(self.path)}
+        labelled = {safe_name(r[0]) for r in self._read(
+            lambda c: c.execute("SELECT id FROM events WHERE feedback IS NOT NULL").fetchall(), [])}
         plan = plan_deletions(media.values(), self.retention.caps(), kept, incoming=incoming,
-                              now=self._clock() if now is None else now, max_age_s=self.retention.max_age_s)
+                              now=self._clock() if now is None else now, max_age_s=self.retention.max_age_s,
+                              labelled=labelled)
         gone = [f for f in plan.delete if self._unlink(self.path / f.rel)]
         for f in gone:
             media.pop(f.rel, None)

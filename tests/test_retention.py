@@ -55,6 +55,12 @@ def f(event: str, kind: str = SNAPSHOT_DIR, size: int = 30, mtime: float = 0.0) 
      {"args": {"now": 100.0, "max_age_s": 30.0}}, ["b"], {}),
     # the same age: by path, so the plan does not depend on the order of the listing
     ([f("b", mtime=1), f("a", mtime=1), f("c", mtime=1), f("d", mtime=1)], [PICTURES], (), {}, ["a"], {}),
+    # a marked (labelled) event's files go after every unmarked one, even when older
+    ([f("a", mtime=1), f("b", mtime=2), f("c", mtime=3), f("d", mtime=4)], [PICTURES], (),
+     {"args": {"labelled": {"a"}}}, ["b"], {}),
+    # ... but the cap still holds: with only marked files left to take, the oldest marked one goes
+    ([f("a", size=60, mtime=1), f("b", size=60, mtime=2), f("c", size=10, mtime=3)], [PICTURES], (),
+     {"args": {"labelled": {"a", "b"}}}, ["a", "c"], {}),
 ])
 def test_plan_deletions(files, caps, keep, extra, deleted, over):
     plan = plan_deletions(files, caps, frozenset(keep), **extra.get("args", {}))
