@@ -10,7 +10,7 @@ export RACCOON_SHARED ?= $(abspath ../shared)
 $(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e '.[cpu,train,test]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[cpu,train,test,scale]'
 	touch $@
 
 venv: $(VENV)/.installed
