@@ -19,6 +19,7 @@ import pytest
 from tests.ports import free_port
 
 pytest.importorskip("ray", reason="Ray is the scale extra: make test installs it (pip install '.[scale]')")
+pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 DETECT = [str(BIN / "raccoon-watch"), "detect"]
