@@ -109,7 +109,8 @@ def main(args: argparse.Namespace) -> int:
     if not (math.isfinite(max_mp) and max_mp > 0):
         print(f"detect: --max-megapixels must be a positive number, got {max_mp}", file=sys.stderr)
         return EXIT_USAGE
-    if getattr(args, "recursive", False) or getattr(args, "output", None) or getattr(args, "ray", None):
+    if any(getattr(args, name, None) for name in ("recursive", "output", "ray", "checkpoint")) \
+            or getattr(args, "format", "jsonl") != "jsonl":
         from raccoon_watch.archive import cli as archive_cli
 
         return archive_cli.main(args, int(max_mp * 1e6))  # a folder tree, resumable, optionally on Ray

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(args: argparse.Namespace) -> str | None:
     """The problem with the archive options, or None."""
     if not args.recursive:
-        return "--ray and --output go with --recursive DIR (a folder tree)"
+        return "--ray, --output, --format and --checkpoint go with --recursive DIR (a folder tree)"
     if len(args.inputs) != 1:
         return f"--recursive takes one folder, got {len(args.inputs)} inputs"
     if not Path(args.inputs[0]).is_dir():
