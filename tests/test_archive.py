@@ -147,6 +147,7 @@ def test_megadetector_output_of_a_real_archive_passes_the_spec(archive, tmp_path
     (["--recursive", "{archive}"], "needs --output"),
     (["--recursive", "--output", "o.jsonl", "{missing}"], "no such folder"),
     (["--output", "o.jsonl", "{archive}"], "go with --recursive"),
+    (["--format", "megadetector", "{archive}"], "go with --recursive"),
     (["--recursive", "--output", "o.jsonl", "--video-fps", "0", "{archive}"], "--video-fps must be a positive"),
     (["--recursive", "--output", "o.jsonl", "--batch-size", "0", "{archive}"], "--batch-size must be >= 1"),
 ])
@@ -171,3 +172,14 @@ def test_a_clip_in_the_archive_gives_its_visit(raccoon_clip_mp4, corrupt_clip, t
     shown = raccoon_clip_mp4.raccoon_frames
     assert visit["label"] == "raccoon" and visit["score"] >= 0.5
     assert shown.start - 3 <= visit["first_frame"] and visit["frame"] < shown.stop  # seen while it is on screen
+
+
+def test_the_bench_archive_repeats_the_photos_into_camera_folders(shared_dir, tmp_path):
+    from tools.bench_archive import build_archive, shared_photos
+
+    photos = shared_photos(shared_dir)[:3]
+    made = build_archive(tmp_path / "archive", photos, 7)
+    assert len(made) == len(set(made)) == 7
+    assert sorted({p.relative_to(tmp_path / "archive").parts[0] for p in made}) == ["cam01", "cam02", "cam03"]
+    assert all(p.is_symlink() and p.resolve() in {q.resolve() for q in photos} for p in made)
+    assert [f.path for f in find_files(tmp_path / "archive")] == [str(p) for p in made]  # the walk's order
