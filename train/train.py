@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,11 +74,28 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name in ("multi_worker", "multiworker"):
-        if not os.environ.get("TF_CONFIG"):
-            raise ValueError("--strategy multi_worker needs TF_CONFIG: the cluster's workers and this one's index "
-                             "(train/README.md, 'Train on more than one machine')")
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"strategy must be one of {', '.join(STRATEGIES[:3])}, got {name!r}")
+
+
+def check_tf_config(text: str | None) -> None:
+    """ValueError naming what is wrong with TF_CONFIG for a multi-worker run (None: unset)."""
+    where = "(train/README.md, 'Train on more than one machine')"
+    if not text:
+        raise ValueError(f"--strategy multi_worker needs TF_CONFIG: the cluster's workers and this one's index {where}")
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"TF_CONFIG is not JSON ({exc}) {where}") from None
+    workers = spec.get("cluster", {}).get("worker") if isinstance(spec, dict) and isinstance(spec.get("cluster"), dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not (isinstance(workers, list) and workers and all(isinstance(w, str) and ":" in w for w in workers)):
+        raise ValueError(f'TF_CONFIG needs "cluster": {{"worker": ["host:port", ...]}}, got {text[:200]} {where}')
+    if not (isinstance(task, dict) and task.get("type") in ("worker", "chief") and isinstance(task.get("index"), int)
+            and 0 <= task["index"] < len(workers)):
+        raise ValueError(f'TF_CONFIG needs "task": {{"type": "worker", "index": 0..{len(workers) - 1}}}, '
+                         f"got {json.dumps(task)[:200]} {where}")
 
 
 @dataclass(frozen=True)
@@ -349,7 +367,12 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    strategy = make_strategy(args.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    try:
+        strategy = make_strategy(args.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    except ValueError as exc:
+        log.error("bad_strategy", error=str(exc))
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
     keras.utils.set_random_seed(cfg.seed)
     role = worker_role(strategy)
     args = argparse.Namespace(**{**vars(args), "work_dir": role.dir(args.work_dir)})  # a worker's own files

@@ -109,3 +109,21 @@ def test_two_workers_train_together_and_the_checkpoint_restores(shared_dir, tmp_
     moved = [not np.array_equal(a, v.numpy()) for a, v in zip(start, model.trainable_variables)]
     assert any(moved), "the restored weights are the start point: nothing was trained or restored"
     print(f"multi-worker test: 2 workers, {STEPS} steps, {seconds:.1f} s for the workers")
+
+
+@pytest.mark.parametrize(("tf_config", "message"), [
+    (None, "needs TF_CONFIG"),
+    ("{cluster", "TF_CONFIG is not JSON"),
+    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', '"worker": ["host:port"'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}', '"index": 0..0'),
+])
+def test_a_bad_tf_config_is_named_before_any_work(monkeypatch, capsys, tmp_path, tf_config, message):
+    from train.__main__ import main as train_cli
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert train_cli(["train", "--strategy", "multi_worker", "--work-dir", str(tmp_path / "w")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
