@@ -25,7 +25,9 @@ Where each file sits in the flow (one module per stage; ``app.py`` is the one pl
   (candidates and the ``current``/``previous`` links), ``hotswap.py`` (a new classifier loaded in the
   background and taken between frames on SIGHUP), ``retrain_cmd.py`` (``raccoon-watch retrain`` and
   ``models``);
-- one-shot use of the same recognition: ``detect_cmd.py``; the no-camera demo clip: ``demo.py``.
+- one-shot use of the same recognition: ``detect_cmd.py``; the no-camera demo clip: ``demo.py``;
+- a whole archive (``detect DIR --recursive``, resumable, optionally on Ray, MegaDetector's batch
+  format): ``archive/`` (walk, checkpoint, worker, clip visits, runner, megadetector, cli).
 
 Developer tools (bench, clip making and evaluation) live in ``tools/`` and training in ``train/``;
 the daemon imports neither (``raccoon-watch bench`` loads ``tools`` and ``raccoon-watch retrain``
