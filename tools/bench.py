@@ -65,6 +65,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
+from tools.bench_cameras import FAIR_DEFAULTS, CamerasPlan, cameras_targets, run_many_cameras, stage_cameras, stage_options
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 
 SCHEMA = 1
@@ -663,7 +664,8 @@ def stage_retrain(args: dict[str, Any]) -> dict[str, Any]:
 
 STAGES = {"recording": stage_recording, "review_list": stage_review_list, "http_probe": stage_http_probe,
           "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
-          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain}
+          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain, "cameras": stage_cameras,
+          "options": stage_options}
 
 
 # --- orchestration -----------------------------------------------------------------------------------
@@ -711,11 +713,14 @@ class Plan:
                                "baseline")
     no_tensorflow: bool = False
     threshold: float | None = BENCH_THRESHOLD  # None: the model card's deployed threshold
+    many: CamerasPlan = field(default_factory=CamerasPlan)  # stage "cameras" (issue 24)
 
 
 def plan_from_args(ns: argparse.Namespace) -> Plan:
     seconds = ns.seconds if ns.seconds is not None else (12.0 if ns.quick else 30.0)
     stages = ["decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline"]
+    if not ns.no_many_cameras:
+        stages.append("cameras")
     if not ns.no_baseline:
         stages.append("baseline")
         if not ns.no_retrain:
@@ -731,6 +736,10 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         model_runs=20 if ns.quick else 50, sinks=sinks, motion=not ns.no_motion,
         queue_size=max(8, 2 * ns.cameras), stages=tuple(stages), no_tensorflow=ns.no_baseline and not ns.gpu,
         threshold=None if ns.threshold < 0 else ns.threshold,
+        many=CamerasPlan(cameras=ns.many_cameras, visits=min(ns.visits, ns.many_cameras),
+                         seconds=30.0 if seconds >= 30.0 else max(20.0, seconds), detect_fps=ns.detect_fps,
+                         rounds=ns.many_cameras_rounds, options_runs=5 if ns.quick else 10,
+                         fair={"workers": ns.fair_workers, "threads": ns.fair_threads, "batch_size": ns.fair_batch}),
     )
 
 
@@ -817,6 +826,8 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
         say(f"naive baseline: TensorFlow SavedModel on every frame ({plan.baseline_s:g} s of video)")
         report["baseline"] = run_stage("baseline", {**common, "clip": str(main_clip), "saved_model": str(saved_model),
                                                     "max_frames": round(plan.baseline_s * main_spec.fps)})
+    if "cameras" in plan.stages:
+        report["many_cameras"] = run_many_cameras(plan.many, shipped, plan.threshold, out_dir, say)
     if "retrain" in plan.stages:
         say("a real daemon during a real CLI retrain (minutes)")
         report["retrain"] = run_stage("retrain", {"work": str(out_dir / "retrain_latency"), "idle_s": 20.0,
@@ -925,6 +936,9 @@ def targets(report: dict[str, Any], plan: Plan) -> dict[str, Any]:
     review["zero_dropped_frames_during_cli_retrain"] = {
         "value": during, "met": None if during is None else during == 0,
         "idle": _get(report, "retrain", "phases", "idle", "dropped_frames")}
+    many = report.get("many_cameras")
+    if many is not None:
+        review["many_cameras"] = {"scope": many.get("scenario"), **cameras_targets(many)}
     return {
         **review,
         "scope": f"{plan.cameras} x {spec.resolution} {spec.light}, {spec.seconds:g} s clips; CPU targets on the {still} scene",
@@ -981,6 +995,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sinks", dest="sinks", action="store_false")
     parser.add_argument("--no-retrain", action="store_true",
                         help="skip the retrain stage (a daemon's dropped frames during a CLI retrain, ~3 min)")
+    parser.add_argument("--no-many-cameras", action="store_true",
+                        help="skip the many-cameras stage (8 x 720p all detecting, today's path vs the fair one, ~3 min)")
+    parser.add_argument("--many-cameras", type=int, default=8, help="cameras of the many-cameras stage (default 8)")
+    parser.add_argument("--visits", type=int, default=2, help="of them, cameras a raccoon visits at once (default 2)")
+    parser.add_argument("--many-cameras-rounds", type=int, default=1,
+                        help="rounds of (today, fair), alternating (default 1)")
+    parser.add_argument("--fair-workers", type=int, default=FAIR_DEFAULTS["workers"], help="fair arm: detector workers")
+    parser.add_argument("--fair-threads", type=int, default=FAIR_DEFAULTS["threads"], help="fair arm: TFLite threads")
+    parser.add_argument("--fair-batch", type=int, default=FAIR_DEFAULTS["batch_size"], help="fair arm: batch size")
     parser.add_argument("--gpu", action="store_true", help="also run the batched TensorFlow GPU stage")
     parser.add_argument("--quick", action="store_true", help="short run: 12 s clip, 2 s baseline, fewer model runs, no sinks")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
