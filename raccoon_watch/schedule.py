@@ -96,7 +96,8 @@ def service_order(state: QueueState) -> list[str]:
     """The cameras that may be served now, first first: open visits, then the others; the one served
     longest ago first; ties by the oldest waiting frame."""
     ready = [c for c, lane in state.lanes.items() if lane]
-    return sorted(ready, key=lambda c: (c not in state.visiting, state.last_served.get(c, NEVER), state.lanes[c][0].order))
+    return sorted(ready, key=lambda c: (c not in state.visiting, state.last_served.get(c, NEVER),
+                                        state.lanes[c][0].order))
 
 
 def pick(state: QueueState, max_n: int) -> tuple[Waiting, ...]:

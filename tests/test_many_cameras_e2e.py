@@ -1,9 +1,10 @@
 """Many cameras, one overloaded detector (issue 24): the real daemon, real clips, the real models.
 
-Eight file cameras in real time, each asking for every frame (15 fps), so 120 frames/s go to one
-detector worker with one thread: more than any CPU here runs, whatever else the machine does. One
-camera (porch) shows a raccoon walking across; the seven others an empty scene. What must hold,
-read from the daemon's own /metrics and log (no timing asserts):
+Eight file cameras in real time. Seven show an empty scene and ask for every frame (15 fps each), so
+more than 100 frames/s go to one detector worker with one thread: more than any CPU here runs. The
+eighth (porch) shows a raccoon walking across and asks for 5 frames/s, which the worker keeps up with
+even on a loaded machine once it serves porch first. What must hold, read from the daemon's own
+/metrics and log (no timing asserts):
 
 * the porch visit raises its event;
 * no porch frame is dropped while its visit is open (``camera_visit_frames_evicted_total`` 0), although
@@ -51,12 +52,11 @@ def _per_camera(samples: dict[str, float], name: str) -> dict[str, float]:
 def test_an_overloaded_daemon_keeps_the_visit_s_frames_and_serves_every_camera(
         tmp_path, raccoon_clip_mp4, empty_clip, coco_model):
     port = free_port()
-    cameras = {"porch": {"source": str(raccoon_clip_mp4.path)}}
-    cameras |= {f"yard{i}": {"source": str(empty_clip)} for i in range(EMPTY_CAMERAS)}
+    cameras = {"porch": {"source": str(raccoon_clip_mp4.path), "detect_fps": 5}}
+    cameras |= {f"yard{i}": {"source": str(empty_clip), "detect_fps": CLIP_FPS} for i in range(EMPTY_CAMERAS)}
     detector = {**detector_section(coco_model), "workers": 1, "num_threads": 1, "queue_size": 16}
     cfg = write_config(tmp_path / "config.yaml", {
-        "cameras": {name: {**spec, "detect_fps": CLIP_FPS, "realtime": True, "loop": False,
-                           "motion": {"enabled": False}}
+        "cameras": {name: {**spec, "realtime": True, "loop": False, "motion": {"enabled": False}}
                     for name, spec in cameras.items()},
         "detector": detector,
         "events": {"min_frames": 3, "window": 5, "end_after": 2.0, "cooldown": 60},

@@ -65,7 +65,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
-from tools.bench_cameras import FAIR_DEFAULTS, CamerasPlan, cameras_targets, run_many_cameras, stage_cameras, stage_options
+from tools.bench_cameras import (FAIR_DEFAULTS, CamerasPlan, cameras_targets, run_many_cameras, stage_cameras,
+                                 stage_options)
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 
 SCHEMA = 1
@@ -739,6 +740,7 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         many=CamerasPlan(cameras=ns.many_cameras, visits=min(ns.visits, ns.many_cameras),
                          seconds=30.0 if seconds >= 30.0 else max(20.0, seconds), detect_fps=ns.detect_fps,
                          rounds=ns.many_cameras_rounds, options_runs=5 if ns.quick else 10,
+                         sweep=ns.many_cameras_sweep,
                          fair={"workers": ns.fair_workers, "threads": ns.fair_threads, "batch_size": ns.fair_batch}),
     )
 
@@ -996,11 +998,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-retrain", action="store_true",
                         help="skip the retrain stage (a daemon's dropped frames during a CLI retrain, ~3 min)")
     parser.add_argument("--no-many-cameras", action="store_true",
-                        help="skip the many-cameras stage (8 x 720p all detecting, today's path vs the fair one, ~3 min)")
+                        help="skip the many-cameras stage (8 x 720p all detecting: today's path, then the fair one)")
     parser.add_argument("--many-cameras", type=int, default=8, help="cameras of the many-cameras stage (default 8)")
     parser.add_argument("--visits", type=int, default=2, help="of them, cameras a raccoon visits at once (default 2)")
     parser.add_argument("--many-cameras-rounds", type=int, default=1,
                         help="rounds of (today, fair), alternating (default 1)")
+    parser.add_argument("--many-cameras-sweep", action="store_true",
+                        help="also run the fair arm with 2x1 and 1x2 workers x threads and batches of 4 and 8")
     parser.add_argument("--fair-workers", type=int, default=FAIR_DEFAULTS["workers"], help="fair arm: detector workers")
     parser.add_argument("--fair-threads", type=int, default=FAIR_DEFAULTS["threads"], help="fair arm: TFLite threads")
     parser.add_argument("--fair-batch", type=int, default=FAIR_DEFAULTS["batch_size"], help="fair arm: batch size")

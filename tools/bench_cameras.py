@@ -7,8 +7,10 @@ twice in the same bench invocation, one arm after the other, each in its own pro
 * ``today``: the one-frame path as it was before issue 24: one drop-oldest FIFO for all cameras
   (``OneFrameQueue``, the old ``FrameQueue``), 2 workers x 2 threads, one frame per invoke;
 * ``fair``: the daemon as shipped now: ``FrameQueue`` with ``raccoon_watch.schedule``'s rules
-  (round robin, newest frame per camera, open visits first) and batches of the newest frame of each
-  camera (``detector.batch_size``), with the workers and threads chosen by the ``options`` stage.
+  (round robin, newest frame per camera, open visits first), with its default workers, threads and
+  batch size (``FAIR_DEFAULTS``: 2 x 2, one frame per invoke, what measured best: docs/performance.md);
+* with ``sweep``, more fair arms: fewer workers with more threads, and batches of the newest frame of
+  each camera (``detector.batch_size`` 4 and 8), each a name like ``fair_w1_t2_b8``.
 
 The first ``visits`` cameras play the raccoon clip (a raccoon walks in at 6 s and stays until 14 s),
 the others the empty clip. Per arm, from the router's callbacks and every ``put`` on the queue:
@@ -45,7 +47,13 @@ import numpy as np
 
 from raccoon_watch.types import Frame, QueueSnapshot
 
-FAIR_DEFAULTS = {"workers": 2, "threads": 1, "batch_size": 4}  # chosen by the options and sweep runs
+FAIR_DEFAULTS = {"workers": 2, "threads": 2, "batch_size": 1}  # the daemon's defaults: what measured best
+SWEEP = (  # --many-cameras-sweep: the other ways to spend the same CPU, each its own arm
+    {"workers": 2, "threads": 1, "batch_size": 1},
+    {"workers": 1, "threads": 2, "batch_size": 1},
+    {"workers": 2, "threads": 2, "batch_size": 4},
+    {"workers": 1, "threads": 2, "batch_size": 8},
+)
 
 
 class OneFrameQueue:
@@ -117,12 +125,14 @@ class CamerasProbe:
 
     sent: list[tuple[str, int, float]] = field(default_factory=list)  # (camera, seq, capture ts)
     done: dict[tuple[str, int], float] = field(default_factory=dict)  # (camera, seq) -> lag s
+    busy_ms: float = 0.0  # sum of the results' share of their detect() call: worker time spent detecting
     starts: list[dict[str, Any]] = field(default_factory=list)
     ends: dict[str, float] = field(default_factory=dict)  # event id -> wall time the END was handed on
 
     def on_result(self, result: Any, hits: tuple[Any, ...]) -> None:
         frame = result.frame
         self.done[(frame.camera, frame.seq)] = max(0.0, time.monotonic() - frame.mono)
+        self.busy_ms += result.inference_ms
 
     def on_event(self, event: Any) -> None:
         now = time.time()
@@ -253,6 +263,7 @@ def _run_arm(args: dict[str, Any], workdir: Path) -> dict[str, Any]:
         "needed_per_s": round(len(args["clips"]) * args["detect_fps"], 1),
         "detector_calls": calls,
         "frames_per_call": round(processed / calls, 2) if calls else None,
+        "workers_busy_pct": round(100.0 * probe.busy_ms / 1000.0 / (wall * args["workers"]), 1) if wall > 0 else None,
         "lag_ms": percentiles(lags),
         "events_started": len(probe.starts),
         "alerts": len(from_confirm),
@@ -282,8 +293,6 @@ def _inside(ts: float, windows: list[tuple[float, float]]) -> bool:
 
 
 def stage_options(args: dict[str, Any]) -> dict[str, Any]:
-    import cv2
-
     from raccoon_watch.config import DetectorConfig
     from raccoon_watch.detectors import create_recognizer
     from raccoon_watch.recognition import classifier_crop
@@ -309,7 +318,8 @@ def stage_options(args: dict[str, Any]) -> dict[str, Any]:
             size = one.classifier.input_size if one.classifier is not None else None
             if size is not None:
                 variants["classifier_on_motion_region_1t"] = (
-                    lambda ims, r=one, s=size: [r.classifier.classify([classifier_crop(im, box, 0.2, s)]) for im in ims])
+                    lambda ims, r=one, s=size: [r.classifier.classify([classifier_crop(im, box, 0.2, s)])
+                                                for im in ims])
     for fn in variants.values():  # warm up
         fn(frames[:batch])
     wall: dict[str, list[float]] = {k: [] for k in variants}
@@ -371,6 +381,7 @@ class CamerasPlan:
     rounds: int = 1
     fair: dict[str, int] = field(default_factory=lambda: dict(FAIR_DEFAULTS))
     options_runs: int = 10
+    sweep: bool = False
 
 
 def run_many_cameras(plan: CamerasPlan, model: Path | None, threshold: float | None, out_dir: Path,
@@ -402,13 +413,18 @@ def run_many_cameras(plan: CamerasPlan, model: Path | None, threshold: float | N
               "model": str(model), "threshold": threshold, "queue_size": max(16, 2 * plan.cameras)}
     arms = {"today": {**common, "arm": "today", "workers": 2, "threads": 2, "batch_size": 1},
             "fair": {**common, "arm": "fair", "frames_per_camera": 1, **plan.fair}}
-    runs: dict[str, list[dict[str, Any]]] = {"today": [], "fair": []}
+    for variant in SWEEP if plan.sweep else ():
+        name = f"fair_w{variant['workers']}_t{variant['threads']}_b{variant['batch_size']}"
+        if variant != plan.fair:
+            arms[name] = {**common, "arm": "fair", "frames_per_camera": 1, **variant}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
     for i in range(plan.rounds):
         for name, args in arms.items():
             say(f"many cameras: round {i + 1}/{plan.rounds}, {name} ({plan.cameras} cameras in real time)")
             runs[name].append(run_stage("cameras", args))
     report["runs"] = runs
-    report["today"], report["fair"] = (summary(runs[name]) for name in ("today", "fair"))
+    for name in arms:
+        report[name] = summary(runs[name])
     report["ratios"] = cameras_ratios(report["today"], report["fair"])
     return report
 
@@ -439,6 +455,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "inferences_per_s": median("inferences_per_s"),
         "needed_per_s": ok[0]["needed_per_s"],
         "frames_per_call": median("frames_per_call"),
+        "workers_busy_pct": median("workers_busy_pct"),
         "lag_ms_p95": median("lag_ms", "p95"),
         "alerts": pooled("alerts"),
         "event_from_confirm_ms_p95": median("event_from_confirm_ms", "p95"),

@@ -105,7 +105,8 @@ class TFLiteDetector:
         rng = np.random.default_rng(1)
         frames = [np.full((*self.input_size, 3), 128, np.uint8),
                   rng.integers(0, 256, (*self.input_size, 3), dtype=np.uint8),
-                  np.tile(np.linspace(0, 255, self.input_size[1], dtype=np.uint8)[None, :, None], (self.input_size[0], 1, 3))]
+                  np.tile(np.linspace(0, 255, self.input_size[1], dtype=np.uint8)[None, :, None],
+                          (self.input_size[0], 1, 3))]
         single = [self._detect_one(self._interpreter(), f) for f in frames]
         batched = self._detect_batch(self._batch_interpreter(), frames)
         self._cut = None
