@@ -241,7 +241,8 @@ def test_retrain_latency_reads_the_dropped_counters_from_metrics(monkeypatch: py
 
 def _arm(**over: object) -> dict:
     arm = {"detector_frames_sent": 100, "dropped": 10, "visit_frames_sent": 20, "visit_frames_dropped": 0,
-           "raccoon_on_screen_sent": 12, "raccoon_on_screen_dropped": 1, "inferences_per_s": 30.0,
+           "queue_visit_dropped": 0, "raccoon_on_screen_sent": 12, "raccoon_on_screen_dropped": 1,
+           "inferences_per_s": 30.0,
            "needed_per_s": 40.0, "frames_per_call": 1.0, "workers_busy_pct": 97.0, "lag_ms": {"p95": 300.0},
            "alerts": 2, "event_from_confirm_ms": {"p95": 250.0}, "cameras_with_visit_without_alert": [],
            "cpu_per_video_s": 1.1, "load_avg_1m": {"before": 5.0, "after": 6.0}, "settings": {"workers": 2}}
@@ -255,12 +256,13 @@ def test_many_cameras_summary_ratios_and_targets() -> None:
                        {"error": "stage cameras failed"}])
     assert fair["rounds"] == 2 and fair["detector_frames_sent"] == 200 and fair["dropped_pct"] == 5.0
     assert fair["inferences_per_s"] == 35.0 and fair["event_from_confirm_ms_p95"] == 300.0  # medians of rounds
-    today = bc.summary([_arm(dropped=40, visit_frames_dropped=7, inferences_per_s=25.0,
+    today = bc.summary([_arm(dropped=40, visit_frames_dropped=7, queue_visit_dropped=None, inferences_per_s=25.0,
                              event_from_confirm_ms={"p95": 600.0}, cameras_with_visit_without_alert=["cam1"])])
     ratios = bc.cameras_ratios(today, fair)
     assert ratios["inferences_per_s_fair_vs_today"] == 1.4 and ratios["event_p95_fair_vs_today"] == 0.5
     t = bc.cameras_targets({"today": today, "fair": fair})
-    assert t["zero_open_visit_frames_dropped"] == {"value": 0, "met": True, "today": 7, "of": 40, "today_of": 20}
+    assert t["zero_open_visit_frames_dropped"] == {"value": 0, "met": True, "today": 7, "by_event_window": 0,
+                                                   "of": 40, "today_of": 20}
     assert t["detector_frames_dropped_le_5pct"] == {"value": 5.0, "met": True, "today": 40.0}
     assert t["event_p95_le_300ms_from_confirm"]["met"] is True
     assert t["every_visit_alerted"] == {"value": [], "met": True, "today": ["cam1"]}

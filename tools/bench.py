@@ -722,7 +722,9 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
     stages = ["decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline"]
     if not ns.no_many_cameras:
         stages.append("cameras")
-    if not ns.no_baseline:
+    if ns.only_many_cameras:
+        stages = ["cameras"]
+    elif not ns.no_baseline:
         stages.append("baseline")
         if not ns.no_retrain:
             stages.append("retrain")
@@ -730,8 +732,11 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         stages.append("gpu")
     scenes = ("empty", "raccoon") if ns.scene == "both" else (ns.scene,)
     sinks = ns.sinks if ns.sinks is not None else (not ns.quick and shutil.which("mosquitto") is not None)
+    specs = tuple(ClipSpec(ns.resolution, scene, ns.light, seconds) for scene in scenes)
+    if ns.only_many_cameras:  # the report's clip is the stage's own raccoon clip: nothing else is built
+        specs = (ClipSpec("720p", "raccoon", "day", 30.0 if seconds >= 30.0 else max(20.0, seconds)),)
     return Plan(
-        specs=tuple(ClipSpec(ns.resolution, scene, ns.light, seconds) for scene in scenes),
+        specs=specs,
         cameras=ns.cameras, workers=ns.workers, threads=ns.threads, detect_fps=ns.detect_fps,
         baseline_s=ns.baseline_seconds if ns.baseline_seconds is not None else (2.0 if ns.quick else 4.0),
         model_runs=20 if ns.quick else 50, sinks=sinks, motion=not ns.no_motion,
@@ -999,6 +1004,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the retrain stage (a daemon's dropped frames during a CLI retrain, ~3 min)")
     parser.add_argument("--no-many-cameras", action="store_true",
                         help="skip the many-cameras stage (8 x 720p all detecting: today's path, then the fair one)")
+    parser.add_argument("--only-many-cameras", action="store_true", help="run the many-cameras stage alone")
     parser.add_argument("--many-cameras", type=int, default=8, help="cameras of the many-cameras stage (default 8)")
     parser.add_argument("--visits", type=int, default=2, help="of them, cameras a raccoon visits at once (default 2)")
     parser.add_argument("--many-cameras-rounds", type=int, default=1,
