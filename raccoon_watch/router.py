@@ -95,7 +95,8 @@ class EventRouter(threading.Thread):
         self.events_emitted = 0
         self.processed: dict[str, int] = {cam: 0 for cam in self._filters}  # results folded in, per camera
         # camera -> Frame.mono of its last frame with a detection at the review threshold on its own score
-        self._candidate_mono: dict[str, float] = {}
+        # (None: none yet); keys fixed here, values replaced whole (``visit_open`` reads them unlocked)
+        self._candidate_mono: dict[str, float | None] = {cam: None for cam in self._filters}
 
     # --- thread-safe controls ------------------------------------------------------------------
     def set_detect(self, camera: str, enabled: bool) -> None:
@@ -201,7 +202,8 @@ class EventRouter(threading.Thread):
         frame = result.frame
         seen = tuple(d for d in result.detections if eligible(d, flt))  # any score
         if any(meets_review_threshold(d, flt) for d in seen):  # the frame's own score: a visit may begin
-            self._candidate_mono[cam] = max(frame.mono, self._candidate_mono.get(cam, frame.mono))
+            before = self._candidate_mono.get(cam)
+            self._candidate_mono[cam] = frame.mono if before is None else max(before, frame.mono)
         self._tracks[cam], owners = tracking.step(self._tracks[cam], seen, self._track_params, frame.mono,
                                                   frame.image, frame.motion_regions)
         live = {t.id for t in self._tracks[cam].tracks}

@@ -86,6 +86,7 @@ class TFLiteDetector:
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self._outputs, self._settled = map_outputs(interp.get_output_details(), lambda: self._probe(interp),
                                                    self.model_path)
+        # (the cut model's bytes, its post-processing) when batches run; None: one frame per invoke
         self._cut: tuple[bytes, PostProcess] | None = self._batchable() if batch_size > 1 else None
         self.max_batch = batch_size if self._cut is not None else 1
         # LiteRT has no public call that says whether XNNPACK took the graph: log what was asked for
@@ -101,15 +102,13 @@ class TFLiteDetector:
         except NotBatchable as exc:
             log.warning("detector_batch_unsupported", model=str(self.model_path), reason=str(exc))
             return None
-        self._cut = cut
         rng = np.random.default_rng(1)
-        frames = [np.full((*self.input_size, 3), 128, np.uint8),
+        frames = [np.full((*self.input_size, 3), 128, np.uint8),  # grey, noise, a horizontal ramp
                   rng.integers(0, 256, (*self.input_size, 3), dtype=np.uint8),
                   np.tile(np.linspace(0, 255, self.input_size[1], dtype=np.uint8)[None, :, None],
                           (self.input_size[0], 1, 3))]
         single = [self._detect_one(self._interpreter(), f) for f in frames]
-        batched = self._detect_batch(self._batch_interpreter(), frames)
-        self._cut = None
+        batched = self._detect_batch(self._batch_interpreter(cut[0]), cut[1], frames)
         if not all(_same(a, b) for a, b in zip(single, batched)):
             log.warning("detector_batch_unsupported", model=str(self.model_path),
                         reason="the cut model's detections differ from the post-processing op's on the probe frames")
@@ -131,12 +130,11 @@ class TFLiteDetector:
                 self._all.append(interp)
         return interp
 
-    def _batch_interpreter(self) -> Interpreter:
-        """This thread's interpreter of the cut model (``self._cut``), input batch resized per call."""
+    def _batch_interpreter(self, content: bytes) -> Interpreter:
+        """This thread's interpreter of the cut model (``content``), its input's batch resized per call."""
         interp = getattr(self._local, "batch_interp", None)
         if interp is None:
-            assert self._cut is not None
-            interp = Interpreter(model_content=self._cut[0], num_threads=self.num_threads,
+            interp = Interpreter(model_content=content, num_threads=self.num_threads,
                                  experimental_op_resolver_type=self._resolver)
             interp.allocate_tensors()
             self._local.batch_interp, self._local.batch = interp, int(interp.get_input_details()[0]["shape"][0])
@@ -161,7 +159,7 @@ class TFLiteDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         if self._cut is not None and images:
-            return self._detect_batch(self._batch_interpreter(), images)
+            return self._detect_batch(self._batch_interpreter(self._cut[0]), self._cut[1], images)
         interp = self._interpreter()
         return [self._detect_one(interp, image) for image in images]
 
@@ -178,10 +176,9 @@ class TFLiteDetector:
             out[m.scores][0, :n],
             self.labels, self.min_score)
 
-    def _detect_batch(self, interp: Interpreter, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """All images in one invoke of the cut model; the post-processing per image in numpy."""
-        assert self._cut is not None
-        post = self._cut[1]
+    def _detect_batch(self, interp: Interpreter, post: PostProcess,
+                      images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """All images in one invoke of the cut model (``interp``); ``post``, the op's work, per image."""
         rgb = np.stack([to_model_rgb(image, *self.input_size) for image in images])
         detail = interp.get_input_details()[0]
         if self._local.batch != len(images):
