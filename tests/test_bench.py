@@ -274,9 +274,9 @@ def test_many_cameras_summary_ratios_and_targets() -> None:
 @pytest.mark.parametrize("arm", ["today", "fair"])
 def test_cameras_stage_counts_every_frame_it_sent(arm: str, tmp_path: Path, raccoon_clip_mp4, shared_dir: Path) -> None:
     """One arm of the many-cameras stage on real clips and the real daemon, 6 cameras at 5 fps on one
-    single-threaded worker: each frame sent is processed or dropped, never both; the raccoon camera
-    raises its alert; on the fair path its visit loses no frame (5 frames/s, which that worker keeps
-    up with once it serves them first)."""
+    single-threaded worker: each frame sent is processed or dropped, never both. On the fair path the
+    raccoon camera raises its alert and its visit loses no frame (5 frames/s, which that worker keeps
+    up with once it serves them first); today's path may lose the frames that would have raised it."""
     from raccoon_watch.demo import empty_scene
     from tests.fixtures.media import make_clip
 
@@ -297,6 +297,6 @@ def test_cameras_stage_counts_every_frame_it_sent(arm: str, tmp_path: Path, racc
     assert all(c["processed"] + c["dropped"] == c["sent"] for c in cams.values())
     assert result["processed"] == sum(c["processed"] for c in cams.values())
     assert cams["cam0"]["raccoon_on_screen_sent"] > 0 and cams["cam1"]["raccoon_on_screen_sent"] == 0
-    assert result["alerts"] >= 1 and result["cameras_with_visit_without_alert"] == []
-    if arm == "fair":  # the queue's own count and the bench's: the visit lost nothing
+    if arm == "fair":  # the raccoon camera alerts, and its visit lost nothing (the queue's count and the bench's)
+        assert result["alerts"] >= 1 and result["cameras_with_visit_without_alert"] == []
         assert (result["queue_visit_dropped"], result["visit_frames_dropped"]) == (0, 0), result
