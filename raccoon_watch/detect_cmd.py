@@ -62,13 +62,13 @@ from typing import Any, Callable, Sequence
 import cv2
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
-from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
 from raccoon_watch.imagemode import image_mode
 from raccoon_watch.recognition import Recognizer
+from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.snapshot import draw_detections
-from raccoon_watch.types import Detection, box_to_pixels
+from raccoon_watch.types import Detection, detection_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".mjpeg", ".h264", ".ts"}
@@ -212,15 +212,6 @@ def plan_outputs(inputs: Sequence[str], out: Path | None) -> tuple[dict[str, Pat
         claimed[target] = source
         targets[source] = target
     return targets, None
-
-
-def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
-    """{"label", "score" (4 decimals), ["detector_score",] "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
-    out: dict[str, Any] = {"label": det.label, "score": round(det.score, 4)}
-    if det.detector_score is not None:
-        out["detector_score"] = round(det.detector_score, 4)
-    out["box"] = list(box_to_pixels(det.box, width, height))
-    return out
 
 
 def image_record(detector: Recognizer, source: str, keep, target: Path | None, max_pixels: int) -> dict[str, Any]:

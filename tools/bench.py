@@ -67,6 +67,7 @@ import numpy as np
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 
+PROG_ENV = "RACCOON_WATCH_BENCH_PROG"  # set by `raccoon-watch bench`, which runs this module as a child
 SCHEMA = 1
 STAGE_TIMEOUT_S = 900
 STAND_IN_LABELS = ["cat", "dog", "bear"]  # the stock COCO model sees a raccoon as one of these
@@ -1040,6 +1041,8 @@ def _stage_main(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--stage":
         sys.exit(_stage_main(sys.argv[2:]))
-    parser = argparse.ArgumentParser(prog="python -m tools.bench")
+    # `raccoon-watch bench` runs this module as a child and names itself in the usage line
+    parser = argparse.ArgumentParser(prog=os.environ.get(PROG_ENV, "python -m tools.bench"),
+                                     description="replay generated clips through the pipeline; print JSON")
     add_arguments(parser)
     sys.exit(main(parser.parse_args()))
