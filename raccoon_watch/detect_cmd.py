@@ -253,7 +253,8 @@ def _video(detector: Recognizer, source: str, keep, target: Path | None, max_fra
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and 0 < fps <= 240 else FALLBACK_FPS
     writer: cv2.VideoWriter | None = None
-    frames, with_dets, max_score, labels = 0, 0, 0.0, Counter()
+    frames, with_dets, max_score = 0, 0, 0.0
+    labels: Counter[str] = Counter()
     width = height = 0
     started = time.monotonic()
     try:

@@ -345,12 +345,12 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
     # those >= proposal_threshold are classified without hints, so detect/evaluate are unchanged
     detector = create_detector(cfg, path, min_score=min(min_score, params.proposal_threshold, HINT_MIN_DETECTOR_SCORE))
     try:
-        classifier = TFLiteClassifier(files.classifier, num_threads=cfg.num_threads)
-        _check_stages(files, card, detector, classifier)
+        stage = TFLiteClassifier(files.classifier, num_threads=cfg.num_threads)
+        _check_stages(files, card, detector, stage)
     except ModelError:
         detector.close()
         raise
-    return Recognizer(detector, classifier, params, threshold=threshold, ir_threshold=ir_threshold,
+    return Recognizer(detector, stage, params, threshold=threshold, ir_threshold=ir_threshold,
                       review_threshold=review, ir_review_threshold=ir_review)
 
 
@@ -389,7 +389,8 @@ def card_review_thresholds(card: dict[str, Any]) -> tuple[float | None, float | 
             value = float(value)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"review_thresholds.{mode} must be in 0..1, got {value}")
-            if alert[mode] is not None and value > alert[mode]:
+            limit = alert[mode]
+            if limit is not None and value > limit:
                 raise ValueError(f"review_thresholds.{mode} ({value}) is above that mode's threshold ({alert[mode]})")
         out[mode] = value
     return out[COLOR], out[IR]

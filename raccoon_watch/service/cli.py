@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import structlog
 
@@ -277,7 +277,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_signal_handlers(app) -> None:  # type: ignore[no-untyped-def]
+def _install_signal_handlers(app: Any) -> None:
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
         app.stop_event.set()
