@@ -110,7 +110,7 @@ def test_a_detection_is_stored_and_shown_but_never_pushed(tmp_path, browser, rac
 
         # the detection's page: what it is, its snapshot and clip; "Raccoon" is stored
         page.click(f'tr.event[data-id="{detection}"] a')
-        page.wait_for_url(f"**/events/{detection}")
+        page.wait_for_url(f"**/events/{detection}**")  # the link carries the list filter (?severity=...)
         assert page.inner_text("#severity").startswith("detection")
         assert page.eval_on_selector("#snapshot", "i => i.complete && i.naturalWidth") > 0
         page.wait_for_function("() => document.querySelector('#clip').readyState >= 1", timeout=15000)
