@@ -9,7 +9,9 @@ camera is not delivering frames (down and retrying), or the event store is in me
 replaced a damaged or deleted database in this run (``storage``; ``problems`` says which); else "ok". Body
 fields per camera: ``state``, ``last_frame_age_s``, ``up``; and ``detector.alive``, ``reason``,
 ``uptime_s``, ``storage``, ``sinks`` (each sink's ``health()``: a failing sink, such as MQTT with
-wrong credentials, is listed in ``problems``; status degraded) and ``notes`` (detection switched off,
+wrong credentials, is listed in ``problems``; status degraded), ``recognizer`` (which one the workers
+use and why: ``types.RecognizerSnapshot``; with ``detector.backend: remote``, running on the local
+models because the remote is down or slow is a problem: status degraded) and ``notes`` (detection switched off,
 say by a retained MQTT command).
 
 Every other path goes to ``pages`` when given (the review page, ``raccoon_watch.web.pages``), so the
@@ -80,6 +82,9 @@ def health_report(
     if storage is not None:
         problems += storage.problems()  # in memory, a damaged or deleted events.db replaced, media waiting
     problems += [f"{name} sink failing: {sink.reason}" for name, sink in sinks.items() if sink.state == SINK_FAILING]
+    recognizer = stats.recognizer
+    if recognizer is not None and recognizer.backend == "remote" and recognizer.in_use != "remote":
+        problems.append(f"recognizer: {recognizer.reason}")
     retained = {cam: sink_name for sink_name, sink in sinks.items() for cam in sink.retained_commands}
     notes = [f"detection is off for camera {name}"
              + (f" (by a retained {retained[name]} command; it applies at every start)" if name in retained else "")
@@ -101,6 +106,7 @@ def health_report(
             "inference_ms": stats.inference_ms,
             "errors": stats.detector_errors,
         },
+        "recognizer": recognizer.to_dict() if recognizer is not None else None,
         "queue_depth": stats.queue.depth,
         "events": stats.events,
         "storage": storage.to_dict() if storage is not None else None,
