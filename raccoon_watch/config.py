@@ -208,6 +208,8 @@ def _check_api_url(value: str, key: str) -> str:
         raise ValueError(f"{key} must not hold spaces, a query or a fragment, got {value!r:.80}")
     if port == 0:
         raise ValueError(f"{key} has port 0, got {value!r:.80}")
+    if parts.path in ("", "/"):
+        raise ValueError(f"{key} must name the endpoint, e.g. http://HOST:32168/v1/vision/custom/raccoon, got {value!r:.80}")
     return value
 
 

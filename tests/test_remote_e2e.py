@@ -120,6 +120,7 @@ def test_bad_remote_url_exits_2_naming_the_key(tmp_path: Path) -> None:
     ({"backend": "remote", "remote": {"url": "ftp://bigbox/x"}}, "detector.remote.url"),
     ({"backend": "remote", "remote": {"url": "http://user:secret@bigbox/x"}}, "detector.remote.url"),
     ({"backend": "remote", "remote": {"url": "http://bigbox/x?k=1"}}, "detector.remote.url"),
+    ({"backend": "remote", "remote": {"url": "http://bigbox:32168"}}, "must name the endpoint"),
     ({"backend": "remote", "remote": {"url": "http://bigbox/x", "timeout": 0}}, "detector.remote.timeout"),
     ({"backend": "remote", "remote": {"url": "http://bigbox/x", "retry_s": 10, "retry_max_s": 5}}, "detector.remote"),
     ({"backend": "tflite", "remote": {"url": "http://bigbox/x"}}, "detector.remote is set"),

@@ -173,6 +173,9 @@ class InferencePool:
 
         def once() -> None:
             self.recognizer.recognize([grey])
+            classifier = self.recognizer.classifier
+            if classifier is not None:  # a grey frame proposes nothing: its first invoke (XNNPACK packing) now
+                classifier.classify([np.full((*classifier.input_size, 3), 128, np.uint8)])
             barrier.wait(timeout=60)  # every thread holds one task: each of them warms up
 
         for future in [self._pool.submit(once) for _ in range(self.workers)]:
