@@ -68,11 +68,14 @@ def bind_listener(host: str, port: int, loopback_only: bool = False, backlog: in
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
         raise BindError(f"{section}.host {host!r} does not resolve: {exc}") from None
-    family, _, _, _, address = infos[0]
+    family, _, proto, _, address = infos[0]
     if loopback_only and not all_loopback([str(address[0])]):
         raise BindError(f"{section}.host {host!r} resolves to {address[0]}, which is not loopback, and no login is set "
                         "(http.password_hash or http.token)")
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: accepted sockets inherit it, and asyncio sets TCP_NODELAY only on sockets
+    # whose proto says TCP. Without it a kept-alive client waited its delayed ACK (40 ms) for every answer,
+    # whose head and body leave in two writes.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
