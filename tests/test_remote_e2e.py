@@ -87,6 +87,9 @@ def test_daemon_raises_its_event_through_the_service_then_goes_on_locally(tmp_pa
         assert "cannot be reached" in local["reason"] and "local models" in local["reason"], local
         assert local["failures"] >= 1 and local["retry_in_s"] is not None
         assert health["status"] == "degraded" and any(p.startswith("recognizer:") for p in health["problems"])
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10).read().decode()
+        assert "raccoon_watch_recognizer_remote 0.0" in metrics
+        assert "raccoon_watch_recognizer_local_frames_total" in metrics
         assert KEY not in "".join(daemon.raw), "the API key appeared in the daemon's log"
         assert KEY not in json.dumps(health)
     finally:
