@@ -30,7 +30,8 @@ Memory: a body is parsed as it streams by Starlette's multipart parser (python-m
 part goes to a spooled temporary file (on disk past 1 MB), and the body is counted on the way in, so
 an oversized upload stops at the limit. A refused body is read to its end and dropped (at most
 ``DRAIN_MAX`` bytes) before the answer, so the client, still sending, gets the 413 instead of a
-reset connection; past that the connection is closed. At most ``MAX_UPLOADS`` bodies are received at
+reset connection; past that, or when the client waits for ``100 Continue`` before sending it, the
+answer goes at once and the connection closes. At most ``MAX_UPLOADS`` bodies are received at
 once and at most workers + queue_size requests are admitted to inference, each holding one image.
 
 Threads: the event loop only parses and answers. Decoding and recognition run in a pool of
@@ -246,7 +247,12 @@ class DeepStackApi:
             log.error("api_handler_failed", path=clip(path, 80), error=clip(repr(exc)))
             status, answer, close = 500, protocol.error_body(500, "internal error", command), True
         if status != 200 and not body.done and not close:
-            close = not await body.drain()  # the client gets the answer, not a reset
+            headers = dict(scope["headers"])
+            declared = headers.get(b"content-length", b"")
+            if headers.get(b"expect", b"").lower() == b"100-continue" or (declared.isdigit() and int(declared) > DRAIN_MAX):
+                close = True  # it has not sent the body yet (it waits for 100 Continue), or it is too big to read
+            else:
+                close = not await body.drain()  # the client, still sending, gets the answer, not a reset
         self.answers[status] += 1
         if status >= 400:
             self._log_refusal(status, path, answer.get("error", ""), _peer(scope))
