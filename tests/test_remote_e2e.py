@@ -239,3 +239,26 @@ def test_nothing_listening_falls_back_and_comes_back(local_recognizer, raccoon_f
         assert np.allclose(dets[0].box, (0.6, 0.6, 1.0, 1.0), atol=1e-3)
     finally:
         fake.shutdown()
+
+
+def test_after_the_back_off_one_worker_tries_the_remote_and_the_others_stay_local() -> None:
+    clock = _Clock()
+    link = RemoteLink(RemoteConfig(url="http://127.0.0.1:9/v1/vision/custom/raccoon", retry_s=2, retry_max_s=8),
+                      clock=clock)
+    assert link.should_try() and link.should_try()  # in use: every worker asks it
+    link.failed("cannot be reached (connection refused)")
+    link.failed("cannot be reached (connection refused)")  # the other worker's call, in flight meanwhile
+    assert link.snapshot().retry_in_s == 2.0 and link.snapshot().failures == 2  # not doubled by the second
+    assert not link.should_try()
+    clock.now += 2.0
+    assert link.should_try() is True  # this worker tries it...
+    assert link.should_try() is False  # ...and the others stay local meanwhile
+    link.failed("gave no answer within 0.5 s (detector.remote.timeout)")
+    assert link.snapshot().retry_in_s == 4.0
+    clock.now += 4.0
+    assert link.should_try()
+    link.succeeded(42.0)
+    snap = link.snapshot()
+    assert snap.in_use == "remote" and snap.retry_in_s is None and "42 ms" in snap.reason and link.should_try()
+    link.failed("answered HTTP 500")
+    assert link.snapshot().retry_in_s == 2.0  # back in use, then down: the back-off starts over

@@ -239,8 +239,10 @@ def test_huge_upload_is_413_without_holding_it(server: Server, photos: dict[str,
 def test_overload_is_503_and_the_rest_are_answered(tmp_path: Path, shared_dir: Path) -> None:
     big = cv2.resize(cv2.imread(str(shared_dir / "data" / "raccoon_dataset" / "images" / PHOTO)), (4000, 2700))
     jpeg = cv2.imencode(".jpg", big)[1].tobytes()  # slow to decode: the one thread stays busy a while
+    # a key, but this client's address is in keyless_clients: the requests below carry none
     srv = Server.start("--port", str(free_port()), "--workers", "1",
-                       "--config", str(_write(tmp_path / "s.yaml", {"serve": {"queue_size": 1},
+                       "--config", str(_write(tmp_path / "s.yaml", {"serve": {"queue_size": 1, "api_key": KEY,
+                                                                                 "keyless_clients": ["127.0.0.1/32"]},
                                                                        "logging": {"format": "json"}})))
     try:
         codes: list[int] = []
@@ -261,7 +263,7 @@ def test_overload_is_503_and_the_rest_are_answered(tmp_path: Path, shared_dir: P
         assert sorted(set(codes)) == [200, 503], codes
         assert 1 <= codes.count(200) <= 7
         health = requests.get(srv.url + "/healthz", timeout=10).json()
-        assert health["queue"]["peak"] <= 2 and health["queue"]["capacity"] == 2
+        assert health["queue"]["peak"] <= 2 and health["queue"]["capacity"] == 2 and health["api_key"] is True
     finally:
         assert srv.terminate() == 0
 
