@@ -307,6 +307,12 @@ class App:
             log.error("classifier_reload_failed", error=repr(exc)[:300])
         return Reloaded(live_filters=router is not None, restart=tuple(restart))
 
+    def check_model(self) -> None:
+        """The start-up model check alone, exactly as ``start()`` runs it (the site's promoted
+        classifier when it loads, else the model folder's own; the thresholds of the cards), the model
+        closed again, nothing else started: for ``check-config``. ModelError when it does not load."""
+        self._load_model()
+
     def _make_detector(self) -> Recognizer:
         return create_recognizer(self.cfg.detector, self.model_path, classifier_dir=self.classifier_dir,
                                  remote=self.remote)
@@ -377,7 +383,7 @@ class App:
 
     def _open_store(self) -> None:
         s = self.cfg.storage
-        self.store = EventStore(s.path, s.snapshot_retention_days, s.snapshot_retention_mb, s.outbox_max)
+        self.store = EventStore(s.path, s.retention(), s.outbox_max)
 
     def _start_clips(self) -> None:
         assert self.store is not None

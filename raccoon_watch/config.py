@@ -8,13 +8,15 @@ print. ``load_config`` is the one entry point; it raises ``ConfigError`` (the CL
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import socket
+import types
 from pathlib import Path
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -22,6 +24,7 @@ from pydantic import (
     BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator,
 )
 
+from raccoon_watch.retention import RetentionPolicy
 from raccoon_watch.visits import VisitParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +48,9 @@ def shared_dir() -> Path:
     return shared_dir_from_env() or REPO_ROOT.parent / "shared"
 
 _VISIT = VisitParams()  # the visit-scoring defaults are defined once, in visits.py
+_RETENTION = RetentionPolicy()  # the media caps' defaults are defined once, in retention.py
+DEFAULT_BASE_CROPS_MB = 250.0
+"""storage.base_crops_mb: about 2,300 of the shipped training crops (192 x 192 RGB); a retrain uses 1,200 + 600."""
 
 Point = tuple[float, float]
 """A polygon vertex (x, y), normalised to [0, 1] of the frame width and height."""
@@ -340,10 +346,26 @@ class EventsConfig(_Strict):
 
 
 class StorageConfig(_Strict):
+    """The storage folder; what it holds and how big each part grows: README, "The storage folder"."""
+
     path: Path = Field(Path("./var"), description="Directory for the SQLite event store and snapshots.")
-    snapshot_retention_days: float = Field(14.0, ge=0, description="Delete snapshots older than this (0: keep).")
-    snapshot_retention_mb: float = Field(500.0, ge=0, description="Keep snapshots under this total size (0: no limit).")
+    snapshot_retention_days: float = Field(
+        _RETENTION.days, ge=0, description="Delete snapshots, frames and clips older than this (0: keep).")
+    snapshot_retention_mb: float = Field(
+        _RETENTION.snapshot_mb, ge=0,
+        description="Snapshots and clean frames together stay under this size, oldest deleted first, checked at "
+                    "every write (0: no limit).")
+    clip_retention_mb: float = Field(
+        _RETENTION.clip_mb, ge=0,
+        description="Event clips stay under this size, oldest deleted first, checked at every clip (0: no limit).")
+    base_crops_mb: float = Field(
+        DEFAULT_BASE_CROPS_MB, ge=50,
+        description="retrain/base_crops (the shipped training crops a retrain mixes in, built on the first "
+                    "retrain) is cut down to this size.")
     outbox_max: int = Field(10000, ge=10, description="Pending deliveries kept; beyond this the oldest are dropped (logged).")
+
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(self.snapshot_retention_days, self.snapshot_retention_mb, self.clip_retention_mb)
 
 
 class TlsConfig(_Strict):
@@ -737,11 +759,83 @@ def _explain(exc: ValidationError, lines: dict[tuple[Any, ...], int], source: st
         where = f"{_fmt(loc)}" + (f" (line {line})" if line else "")
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + did_you_mean(loc)
         elif err["type"] == "missing":
             msg = "required key is missing"
         problems.append(f"{where}: {msg}")
     return f"{source}: invalid configuration:\n  " + "\n  ".join(problems)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` -> X (a union of several types is left as it is)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else annotation
+    return annotation
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def section_at(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    """The config model (section) that holds the keys at ``loc``: ``("cameras", "porch")`` ->
+    CameraConfig, ``("mqtt", "tls")`` -> TlsConfig, ``()`` -> Config; None when ``loc`` does not
+    lead to a section (pure; walks the field annotations: a dict's key and a list's index are skipped)."""
+    annotation: Any = root or Config
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if _is_section(annotation):
+            field = annotation.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        elif get_origin(annotation) in (list, tuple):
+            annotation = get_args(annotation)[0]
+        else:
+            return None
+    annotation = _unwrap(annotation)
+    return annotation if _is_section(annotation) else None
+
+
+def _sections(annotation: Any = None, path: str = "") -> list[tuple[str, type[BaseModel]]]:
+    """Every section of the config as (its key path, written ``cameras.<name>.motion``, its model)."""
+    model = _unwrap(annotation) if annotation is not None else Config
+    if not _is_section(model):
+        return []
+    out = [(path, model)]
+    for name, field in model.model_fields.items():
+        ann = _unwrap(field.annotation)
+        if get_origin(ann) is dict:
+            out += _sections(get_args(ann)[1], f"{path}{name}.<name>.")
+        else:
+            out += _sections(ann, f"{path}{name}.")
+    return [(p.rstrip("."), m) for p, m in out]
+
+
+def did_you_mean(loc: tuple[Any, ...]) -> str:
+    """For an unknown key at ``loc``: '; did you mean `detect_fps`?' (a near miss of a key of the same
+    section, difflib), or '; `threshold` is a key of detector, cameras.<name>' (a known key in the
+    wrong section), else '' (pure)."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    key = loc[-1]
+    section = section_at(loc[:-1])
+    if section is not None:
+        fields = list(section.model_fields)
+        by_lower = {f.lower(): f for f in fields}
+        close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.75)
+        if close:
+            return f"; did you mean `{by_lower[close[0]]}`?"
+    elsewhere = [path or "the top level" for path, model in _sections() if key in model.model_fields]
+    if elsewhere:
+        return f"; `{key}` is a key of {', '.join(elsewhere)}"
+    return ""
 
 
 def _nearest_line(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:

@@ -55,6 +55,7 @@ from raccoon_watch import site_models
 from raccoon_watch.gate import (DEFAULT_EXTRA_FALSE_ALERTS, DEFAULT_RECALL_DROP, GateTolerance, decide, gate_metrics,
                                 wrong_table, wrong_visits)
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS
+from raccoon_watch.retention import MB
 from raccoon_watch.retrain_priority import (DEFAULT_PRIORITY, DEFAULT_THREADS, PRIORITIES, THREADS_ENV, apply_tf_env,
                                             default_threads, lower_priority)
 from raccoon_watch.sitefeedback import DEFAULT_HOLDOUT_SHARE, DEFAULT_MIN_VISITS, SiteSample, SiteSplit
@@ -85,7 +86,8 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="train the head only, also the last two blocks, or both and keep the better (default)")
     r.add_argument("--base-crops", type=Path, help="folder with the shipped training crops (train.npz, val.npz); "
-                   "default <storage>/retrain/base_crops, built there once from the shared data")
+                   "default <storage>/retrain/base_crops, built there once from the shared data and kept under "
+                   "storage.base_crops_mb")
     r.add_argument("--base-build-limit", type=int, help="build the base crops from N positives + N negatives "
                    "per split only (tests)")
     r.add_argument("--base-limit", type=int, default=DEFAULT_BASE_LIMIT, help="shipped training crops used per retrain")
@@ -409,7 +411,10 @@ def _fit_gate_install(cfg: Any, args: argparse.Namespace, rt: Any, inp: CheckedI
     """Fit the candidate into ``staging``, measure both, let the gate decide, install (and promote)."""
     deployed = site_models.current(root) or inp.model_dir
     work = Path(cfg.storage.path) / "retrain"
-    base = rt.ensure_base_crops(args.base_crops or work / "base_crops", inp.model_dir, inp.shared, args.base_build_limit)
+    # the default folder is the store's, under storage.base_crops_mb; a folder given with --base-crops is left as it is
+    cap = None if args.base_crops else int(cfg.storage.base_crops_mb * MB)
+    base = rt.ensure_base_crops(args.base_crops or work / "base_crops", inp.model_dir, inp.shared, args.base_build_limit,
+                                cap)
     opts = rt.RetrainOptions(deployed=deployed, model_dir=inp.model_dir, base_crops=base, out=staging, work=work,
                              steps=args.steps, mode=args.mode, base_limit=args.base_limit, threads=args.threads,
                              float_weights=args.weights, progress=not args.quiet, max_pixels=inp.max_pixels)

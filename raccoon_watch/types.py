@@ -266,6 +266,8 @@ class CaptureSnapshot:
     """One capture thread (``CaptureThread.snapshot()``); counters as in ``capture.CameraStats``.
 
     last_frame_mono: monotonic time of the last frame grabbed, 0.0 before any.
+    reason: why it is not up, in a few words without the source URL ("connection refused", "no such
+    file", "file ended (loop: false)"); empty while up or before the first open has an outcome.
     """
 
     camera: str
@@ -279,6 +281,7 @@ class CaptureSnapshot:
     reconnects: int = 0
     open_failures: int = 0
     last_frame_mono: float = 0.0
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig, shared_dir
-from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError
+from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError, ModelNotFound
 from raccoon_watch.imagemode import COLOR, IR, MODES
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
 from raccoon_watch.recognition import (DEFAULT_DETECTOR_WEIGHT, DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES,
@@ -138,7 +138,7 @@ def find_model(path: str | os.PathLike[str]) -> ModelFiles:
     """Inspect a model file or directory; ModelError when it holds no model."""
     p = Path(path)
     if not p.exists():
-        raise ModelError(f"{p}: model path not found")
+        raise ModelNotFound(f"{p}: model path not found", p)
     if p.is_file():
         return ModelFiles(p, tflite=p, labelmap=_find_labelmap(p.parent), card=_read_card(p.parent))
     if (p / "saved_model.pb").is_file():
@@ -207,6 +207,8 @@ def _read_card(directory: Path, name: str = CARD_NAME) -> dict[str, Any]:
 
 def _labels_for(files: ModelFiles, labelmap: Path | None) -> tuple[str, ...]:
     source = labelmap or files.labelmap
+    if labelmap is not None and not Path(labelmap).exists():
+        raise ModelNotFound(f"{labelmap}: label map not found", Path(labelmap))
     try:
         if source is not None:
             return load_labels(source)

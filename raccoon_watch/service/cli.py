@@ -1,8 +1,11 @@
 """raccoon-watch command line: run, serve, check-config, detect, export-feedback, retrain, models, hash-password.
 
-Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key; this
-includes an ``http.port`` that cannot be bound, found before any camera starts), or the store is in
-use by another daemon (``run``: the message names its PID); 3 model missing or not a model.
+Exit codes of ``run`` and ``check-config`` (``preflight.EXIT_CODES``, shown by ``--help``): 0 ok; 1
+unexpected error; 2 a configuration problem, the message naming the key (an unknown key, with "did
+you mean"; ``detector.model`` not found; ``http.port`` taken, found before any camera starts; the
+store in use by another daemon, naming its PID; check-config also: a file camera's source missing);
+3 the model is there but cannot be used. ``check-config`` checks what ``run`` would meet
+(``preflight``): the same model load, the same port bind, the file sources.
 """
 
 from __future__ import annotations
@@ -18,25 +21,35 @@ import structlog
 
 from raccoon_watch import __version__
 from raccoon_watch.config import Config, ConfigError, effective_config, load_config, redact_url
+from raccoon_watch.service import preflight
 from raccoon_watch.service.httpserver import bind_listener
+from raccoon_watch.service.preflight import EXIT_CODES, EXIT_CONFIG, EXIT_MODEL
 
-EXIT_CONFIG = 2
-EXIT_MODEL = 3
+__all__ = ["EXIT_CONFIG", "EXIT_MODEL", "main"]
 
 log = structlog.get_logger("raccoon_watch")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raccoon-watch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="raccoon-watch", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the daemon")
+    run = sub.add_parser("run", help="run the daemon", epilog=EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
     run.add_argument("--demo-if-no-camera", action="store_true",
                      help="when no camera opens, watch a demo clip built from ../shared instead")
 
-    check = sub.add_parser("check-config", help="validate a config and print it with secrets masked")
+    check = sub.add_parser(
+        "check-config", help="validate a config and what it names (model, file cameras, port); print it, secrets masked",
+        description="Validate the config (unknown keys get a 'did you mean'), then check what it names as run "
+                    "would meet it: the model loads (the start-up check itself, no camera opened), file cameras "
+                    "exist and read, http.port can be bound, MQTT TLS files exist. Live cameras (webcam, RTSP, "
+                    "HTTP) that do not answer are warnings: run retries them. Prints the effective config "
+                    "(secrets masked) on stdout and one line per problem, naming its key, on stderr.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("config", type=Path)
 
     export = sub.add_parser("export-feedback", help="write the events judged on the review page as training "
@@ -119,8 +132,24 @@ def _check_config(path: Path) -> int:
     cfg = _load(path)
     if cfg is None:
         return EXIT_CONFIG
-    print(json.dumps(effective_config(cfg), indent=2, default=str))
-    print(f"{path}: configuration OK ({len(cfg.cameras)} camera(s))", file=sys.stderr)
+    from raccoon_watch.service.logs import setup_logging
+
+    setup_logging("warning", cfg.logging.format)  # the model loader's warnings, on stderr; stdout is the config
+    print(json.dumps(effective_config(cfg), indent=2, default=str), flush=True)
+    found = preflight.check_world(cfg)
+    for problem in found:
+        print(f"raccoon-watch: {'warning: ' if problem.code == preflight.WARNING else ''}{problem}", file=sys.stderr)
+    code = preflight.exit_code(found)
+    if code:
+        count = sum(p.code != preflight.WARNING for p in found)
+        print(f"{path}: {count} problem(s); exit {code}", file=sys.stderr)
+        return code
+    from raccoon_watch.capture import SourceKind, classify_source
+
+    files = sum(c.enabled and classify_source(c.source) is SourceKind.FILE for c in cfg.cameras.values())
+    checked = ["model loads", *([f"{files} file camera(s) read"] if files else []),
+               *(["http.port free"] if cfg.http.enabled else [])]
+    print(f"{path}: configuration OK ({len(cfg.cameras)} camera(s); {', '.join(checked)})", file=sys.stderr)
     return 0
 
 
@@ -203,16 +232,21 @@ def _run(args: argparse.Namespace) -> int:
     from raccoon_watch.app import App
     from raccoon_watch.detectors.base import ModelError
 
-    app = App(cfg, storage_lock=lock)  # App.stop releases it
+    app = None
     try:
+        app = App(cfg, storage_lock=lock)  # App.stop releases it
         app.start()
-    except ModelError as exc:
-        log.error("model_unusable", error=str(exc))
-        print(f"raccoon-watch: cannot load the model: {exc}", file=sys.stderr)
-        app.stop()
+    except ModelError as exc:  # the check check-config runs too (preflight.check_model)
+        problem = preflight.model_problem(exc, cfg)
+        log.error("model_unusable", key=problem.key, error=str(exc), exit_code=problem.code)
+        print(f"raccoon-watch: {problem}", file=sys.stderr)
+        if app is not None:
+            app.stop()
+        else:
+            lock.release()
         if listener is not None:
             listener.close()
-        return EXIT_MODEL
+        return problem.code
     from raccoon_watch.service.notify import ServiceRuntime
 
     service = ServiceRuntime(app, args.config, listener=listener)  # sd_notify READY/STATUS/WATCHDOG/STOPPING, /healthz

@@ -598,7 +598,7 @@ class ReviewPages:
         if thread is None or tap is None:
             return CameraStatus("stopped", None, "not started")
         st = thread.stats
-        state, since, reason = st.state, st.state_since or None, st.last_error
+        state, since, reason = st.state, st.state_since or None, st.cause  # the URL-free cause, as /healthz shows it
         frame = tap.frame
         if state == "up" and frame is None:
             return CameraStatus("connecting", since, "connected, no frame decoded yet")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,10 +271,18 @@ def cut_crops(specs: list[CropSpec], size: int = INPUT_SIZE, margin: float = DEF
 
 
 def save_part(specs: list[CropSpec], crops: np.ndarray, path: Path) -> None:
+    save_arrays({"crops": crops, "labels": np.array([s.label for s in specs], np.int8),
+                 "groups": np.array([s.group for s in specs]), "sources": np.array([s.source for s in specs]),
+                 "files": np.array([str(s.path) for s in specs]), "boxes": np.array([s.box for s in specs], np.float32)},
+                path)
+
+
+def save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """One part's arrays (as ``load_part`` returns them) into ``path``: a temp file, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, crops=crops, labels=np.array([s.label for s in specs], np.int8),
-             groups=np.array([s.group for s in specs]), sources=np.array([s.source for s in specs]),
-             files=np.array([str(s.path) for s in specs]), boxes=np.array([s.box for s in specs], np.float32))
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def load_part(path: Path) -> dict[str, np.ndarray]:
