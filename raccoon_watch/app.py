@@ -20,25 +20,24 @@ from typing import Any
 
 import structlog
 
+from raccoon_watch import debounce, site_models
 from raccoon_watch.capture import CaptureThread, Clock
 from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
-from raccoon_watch import debounce
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.detectors.base import ModelError
 from raccoon_watch.detectors.factory import find_model
 from raccoon_watch.detectors.remote import RemoteLink
-from raccoon_watch.hotswap import ClassifierSwap
 from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.hotswap import ClassifierSwap
 from raccoon_watch.live import LatestFrame, live_boxes
-from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition import Recognizer
 from raccoon_watch.router import EventRouter
-from raccoon_watch import site_models
+from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
@@ -214,7 +213,7 @@ class App:
         self.model_path: Path = cfg.detector.model or resolve_default_model()
         self.stop_event = threading.Event()
         self.frames = FrameQueue(cfg.detector.queue_size)
-        self.results: "queue.Queue[FrameResult]" = queue.Queue(maxsize=256)
+        self.results: queue.Queue[FrameResult] = queue.Queue(maxsize=256)
         self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
         self.store: EventStore | None = None
         self.sinks: list[Sink] = []
@@ -449,7 +448,7 @@ class App:
             router = self.router
             # while an event is open every sampled frame goes to the detector, still or not
             self.gates[name] = MotionGate(
-                cam.motion, event_active=(lambda n=name: router.has_active_event(n)) if router else None,
+                cam.motion, event_active=(lambda n=name, r=router: r.has_active_event(n)) if router else None,
             )
             self.live[name] = LatestFrame(self.gates[name])
             thread = CaptureThread(name, cam, self.frames, self.stop_event, clock=self.capture_clock,

@@ -14,14 +14,21 @@ import os
 import re
 import socket
 import types
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
 from raccoon_watch.retention import RetentionPolicy
@@ -191,7 +198,7 @@ class CameraConfig(_Strict):
         return [_check_polygon(p) for p in value]
 
     @model_validator(mode="after")
-    def _area_range(self) -> "CameraConfig":
+    def _area_range(self) -> CameraConfig:
         if self.min_area >= self.max_area:
             raise ValueError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
         _check_review(self.threshold, self.ir_threshold, self.review_threshold, self.ir_review_threshold)
@@ -298,7 +305,7 @@ class DetectorConfig(_Strict):
     _labels = field_validator("labels")(_check_labels)
 
     @model_validator(mode="after")
-    def _review_below_alert(self) -> "DetectorConfig":
+    def _review_below_alert(self) -> DetectorConfig:
         _check_review(self.threshold, self.ir_threshold, self.review_threshold, self.ir_review_threshold)
         return self
 
@@ -335,7 +342,7 @@ class EventsConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _window(self) -> "EventsConfig":
+    def _window(self) -> EventsConfig:
         if self.min_frames > self.window:
             raise ValueError(f"min_frames ({self.min_frames}) cannot exceed window ({self.window})")
         if self.score_min_frames > self.score_window:
@@ -539,7 +546,7 @@ class HttpConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _login_off_loopback(self) -> "HttpConfig":
+    def _login_off_loopback(self) -> HttpConfig:
         if self.enabled and self.review and self.password_hash is None and self.token is None:
             if not is_loopback(self.host):
                 raise ValueError(f"host {self.host!r} is reachable from other machines (it does not resolve to "

@@ -545,3 +545,12 @@ class PipelineStats:
             "storage": self.storage.to_dict() if self.storage is not None else None,
             "sinks": {name: sink.to_dict() for name, sink in self.sinks.items()},
         }
+
+
+def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
+    """{"label", "score" (4 decimals), ["detector_score",] "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
+    out: dict[str, Any] = {"label": det.label, "score": round(det.score, 4)}
+    if det.detector_score is not None:
+        out["detector_score"] = round(det.detector_score, 4)
+    out["box"] = list(box_to_pixels(det.box, width, height))
+    return out

@@ -22,7 +22,7 @@ import yaml
 
 from raccoon_watch.config import did_you_mean, section_at
 from raccoon_watch.config import CameraConfig, Config, MotionConfig, TlsConfig
-from tests.ports import free_port
+from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

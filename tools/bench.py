@@ -52,24 +52,24 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
+from testkit.mosquitto import Broker, BrokerUnavailable
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 from tools.bench_serve import TARGET_P95_MS_MAX, TARGET_RPS_MIN, stage_serve
 
+PROG_ENV = "RACCOON_WATCH_BENCH_PROG"  # set by `raccoon-watch bench`, which runs this module as a child
 SCHEMA = 1
 STAGE_TIMEOUT_S = 900
 STAND_IN_LABELS = ["cat", "dog", "bear"]  # the stock COCO model sees a raccoon as one of these
@@ -78,8 +78,6 @@ STAND_IN_THRESHOLD = 0.4
 # The shipped model's card threshold (chosen for <= 5 % false alerts on cat/dog photos, near 0.9)
 # misses most frames of the bench clip's pasted raccoon; 0.5 is what the soak uses too.
 BENCH_THRESHOLD = 0.5
-FAKE_TOKEN = "a" * 30  # Pushover token/user format: 30 characters
-FAKE_USER = "u" * 30
 
 TARGETS = {
     "cpu_vs_decode_max": 1.5,  # pipeline CPU / decode-only CPU
@@ -423,64 +421,35 @@ class Probe:
                                 "label": event.label, "score": round(event.score, 3)})
 
 
-class _FakePushoverHandler(BaseHTTPRequestHandler):
-    received: list[float] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        at = time.time()
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        type(self).received.append(at)
-        body = json.dumps({"status": 1, "request": f"bench-{len(self.received)}"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def local_sinks(workdir: Path) -> Iterator[dict[str, Any]]:
-    """A mosquitto broker + subscriber and a fake Pushover API on 127.0.0.1, when available.
+    """A mosquitto broker + subscriber and a fake Pushover API on 127.0.0.1, when available: the
+    tests' stand-ins (``testkit``).
 
-    Yields {"mqtt": {...} | None, "pushover": {...}, "mqtt_new": [ts...], "pushover_posts": [ts...],
+    Yields {"mqtt": {...} | None, "pushover": {...}, "mqtt_new": [ts...], "pushover_fake": FakePushover,
     "unavailable": {...reasons}}."""
-    info: dict[str, Any] = {"mqtt": None, "pushover": None, "mqtt_new": [], "pushover_posts": [], "unavailable": {}}
-    handler = type("Handler", (_FakePushoverHandler,), {"received": info["pushover_posts"]})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    info["pushover"] = {"api_url": f"http://127.0.0.1:{server.server_address[1]}/1/"}
+    pushover = FakePushover()
+    pushover.start()
+    info: dict[str, Any] = {"mqtt": None, "mqtt_new": [], "unavailable": {}, "pushover_fake": pushover,
+                            "pushover": {"api_url": pushover.url, "token": VALID_TOKEN, "user": VALID_USER}}
     broker = client = None
-    mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     try:
-        if mosquitto is None:
-            info["unavailable"]["mqtt"] = "mosquitto is not installed (apt-get install mosquitto)"
+        try:
+            broker = Broker(workdir)
+        except BrokerUnavailable as exc:
+            info["unavailable"]["mqtt"] = str(exc)
         else:
-            port = _free_port()
-            conf = workdir / "mosquitto.conf"
-            conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                            + ("user root\n" if os.geteuid() == 0 else ""))
-            broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            client = _subscriber(port, info["mqtt_new"])
-            info["mqtt"] = {"host": "127.0.0.1", "port": port}
+            broker.start()
+            client = _subscriber(broker.port, info["mqtt_new"])
+            info["mqtt"] = {"host": broker.host, "port": broker.port}
         yield info
     finally:
         if client is not None:
             client.loop_stop()
             client.disconnect()
         if broker is not None:
-            broker.terminate()
-            broker.wait(timeout=5)
-        server.shutdown()
+            broker.stop()
+        pushover.stop()
 
 
 def _subscriber(port: int, arrivals: list[float]) -> Any:
@@ -532,7 +501,7 @@ def _bench_config(args: dict[str, Any], storage: Path, sinks: dict[str, Any] | N
     if sinks and sinks.get("mqtt"):
         data["mqtt"] = {**sinks["mqtt"], "discovery": False}
     if sinks and sinks.get("pushover"):
-        data["pushover"] = {"token": FAKE_TOKEN, "user": FAKE_USER, "api_url": sinks["pushover"]["api_url"]}
+        data["pushover"] = dict(sinks["pushover"])
     return Config.model_validate(data)
 
 
@@ -643,7 +612,8 @@ def _sink_latency(result: dict[str, Any], sinks: dict[str, Any]) -> dict[str, An
     """Match each START (in hand-off order) with the MQTT 'new' message / Pushover POST (in arrival order)."""
     starts = sorted(result["_starts"], key=lambda s: s["handed_ts"])
     out: dict[str, Any] = {"unavailable": sinks["unavailable"]}
-    for key, arrivals in (("mqtt_publish", sinks["mqtt_new"]), ("pushover_request", sinks["pushover_posts"])):
+    posts = [r.at for r in sinks["pushover_fake"].ok()]
+    for key, arrivals in (("mqtt_publish", sinks["mqtt_new"]), ("pushover_request", posts)):
         if key == "mqtt_publish" and sinks.get("mqtt") is None:
             continue
         arr = sorted(arrivals)
@@ -1058,6 +1028,8 @@ def _stage_main(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--stage":
         sys.exit(_stage_main(sys.argv[2:]))
-    parser = argparse.ArgumentParser(prog="python -m tools.bench")
+    # `raccoon-watch bench` runs this module as a child and names itself in the usage line
+    parser = argparse.ArgumentParser(prog=os.environ.get(PROG_ENV, "python -m tools.bench"),
+                                     description="replay generated clips through the pipeline; print JSON")
     add_arguments(parser)
     sys.exit(main(parser.parse_args()))

@@ -8,14 +8,14 @@ image passed in (see raccoon_watch.types.Box); backends convert from the model's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from raccoon_watch.types import Detection
-
 
 MAX_ERROR_CHARS = 600  # a model error is one log line and one message: what it quotes from files is cut
 

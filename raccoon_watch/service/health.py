@@ -41,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -53,7 +54,13 @@ from starlette.routing import Route, Router
 
 from raccoon_watch.service import liveness
 from raccoon_watch.service.httpserver import (
-    MAX_CONNECTIONS, ASGIApp, Receive, Scope, Send, ServerThread, bind_listener,
+    MAX_CONNECTIONS,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    ServerThread,
+    bind_listener,
 )
 from raccoon_watch.service.logs import clip
 from raccoon_watch.types import SINK_FAILING, CaptureSnapshot, PipelineStats, SinkSnapshot

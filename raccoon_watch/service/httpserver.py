@@ -227,7 +227,7 @@ class ServerThread:
     def _run(self) -> None:
         try:
             self._server.run(sockets=[self.listener])
-        except BaseException as exc:  # noqa: BLE001 (a thread's last word: log it, never a raw traceback)
+        except BaseException as exc:
             log.error("http_server_failed", error=repr(exc))
 
     def stop(self) -> None:
