@@ -252,7 +252,7 @@ class RemoteConfig(_Strict):
         return _check_api_url(value, "url")
 
     @model_validator(mode="after")
-    def _retry(self) -> "RemoteConfig":
+    def _retry(self) -> RemoteConfig:
         if self.retry_max_s < self.retry_s:
             raise ValueError(f"retry_max_s ({self.retry_max_s}) must not be below retry_s ({self.retry_s})")
         return self
@@ -310,7 +310,7 @@ class DetectorConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _remote_section(self) -> "DetectorConfig":
+    def _remote_section(self) -> DetectorConfig:
         if self.backend == "remote" and self.remote is None:
             raise ValueError("detector.remote is missing: backend remote needs remote: {url: http://HOST:PORT/v1/vision/custom/raccoon}")
         if self.backend != "remote" and self.remote is not None:
@@ -609,7 +609,7 @@ class ServeConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _key_off_loopback(self) -> "ServeConfig":
+    def _key_off_loopback(self) -> ServeConfig:
         if self.api_key is None and not is_loopback(self.host):
             raise ValueError(f"api_key is required: host {self.host!r} is reachable from other machines (it does not "
                              "resolve to loopback addresses only); set serve.api_key (or bind 127.0.0.1)")

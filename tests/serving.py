@@ -28,7 +28,7 @@ class Server:
     _reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, *args: str, env: dict[str, str] | None = None, wait: bool = True, timeout: float = 90.0) -> "Server":
+    def start(cls, *args: str, env: dict[str, str] | None = None, wait: bool = True, timeout: float = 90.0) -> Server:
         proc = subprocess.Popen([sys.executable, "-m", "raccoon_watch", "serve", *args], cwd=REPO,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -26,8 +26,8 @@ import yaml
 from raccoon_watch.config import ConfigError, DetectorConfig, RemoteConfig, parse_config
 from raccoon_watch.detectors import create_recognizer
 from raccoon_watch.detectors.remote import RemoteLink, RemoteRecognizer
+from testkit.ports import free_port
 from tests.daemon import BUNDLED_MODEL, Daemon, write_config
-from tests.ports import free_port
 from tests.serving import Server
 
 KEY = "remote-test-key-0123456789"
@@ -144,7 +144,7 @@ class _Garbage(BaseHTTPRequestHandler):
     body = b"<html>not json</html>"
     delay = 0.0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         time.sleep(self.delay)
         self.send_response(self.status)

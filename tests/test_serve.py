@@ -21,7 +21,7 @@ from raccoon_watch.api import protocol
 from raccoon_watch.config import ConfigError, DetectorConfig, ServeFileConfig, load_config
 from raccoon_watch.detectors import create_recognizer
 from raccoon_watch.types import Detection
-from tests.ports import free_port
+from testkit.ports import free_port
 from tests.serving import Server
 
 KEY = "k3y-for-tests-0123456789abcdef"  # 30 characters: serve.api_key wants at least 16

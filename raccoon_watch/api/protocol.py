@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import email.utils
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from raccoon_watch.types import Box, Detection, box_to_pixels
 

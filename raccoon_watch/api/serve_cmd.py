@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from raccoon_watch.config import (ConfigError, DetectorConfig, ServeConfig, ServeFileConfig, load_config)
+from raccoon_watch.config import ConfigError, DetectorConfig, ServeConfig, ServeFileConfig, load_config
 
 log = structlog.get_logger("raccoon_watch.serve")
 

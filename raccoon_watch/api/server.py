@@ -42,16 +42,17 @@ the daemon's workers do); the event loop never waits on them but through ``async
 from __future__ import annotations
 
 import asyncio
-import hmac
 import hashlib
+import hmac
 import ipaddress
 import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import structlog

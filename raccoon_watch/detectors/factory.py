@@ -321,7 +321,8 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
     asks ``cfg.remote.url`` first (raccoon_watch.detectors.remote); ``remote``: the link its workers
     share (the daemon makes one; without it each recognizer gets its own)."""
     if cfg.backend == "remote":
-        from raccoon_watch.detectors.remote import RemoteLink as Link, RemoteRecognizer
+        from raccoon_watch.detectors.remote import RemoteLink as Link
+        from raccoon_watch.detectors.remote import RemoteRecognizer
 
         assert cfg.remote is not None  # DetectorConfig refuses backend remote without its section
         local = create_recognizer(cfg.model_copy(update={"backend": "auto", "remote": None}), model_dir,
