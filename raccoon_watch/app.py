@@ -28,6 +28,7 @@ from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.detectors.base import ModelError
 from raccoon_watch.detectors.factory import find_model
+from raccoon_watch.detectors.remote import RemoteLink
 from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
@@ -42,7 +43,7 @@ from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
 from raccoon_watch.storelock import StorageLock
 from raccoon_watch.tracking import HintBoard
-from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, Severity
+from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, RecognizerSnapshot, Severity
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
 
@@ -230,6 +231,9 @@ class App:
         self.models_root = site_models.models_root(cfg.storage.path)  # the site's retrained classifiers
         self.classifier_dir: Path | None = None  # site_models.current() when the daemon loaded it
         self.swap: ClassifierSwap | None = None  # the classifier the workers run (hot swap)
+        # detector.backend remote: the remote recognizer's state, shared by the workers (detectors/remote.py)
+        self.remote = RemoteLink(cfg.detector.remote) if cfg.detector.backend == "remote" and cfg.detector.remote else None
+        self.recognizer_name = ""  # the local models' recognizer, once loaded
         self.thresholds = Thresholds(DEFAULT_THRESHOLD)  # daemon-wide; set by _load_model and reload
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
@@ -309,7 +313,8 @@ class App:
         self._load_model()
 
     def _make_detector(self) -> Recognizer:
-        return create_recognizer(self.cfg.detector, self.model_path, classifier_dir=self.classifier_dir)
+        return create_recognizer(self.cfg.detector, self.model_path, classifier_dir=self.classifier_dir,
+                                 remote=self.remote)
 
     def _load_model(self) -> None:
         """Load once in the main thread so a missing/corrupt model fails before anything starts."""
@@ -319,6 +324,7 @@ class App:
         self.card_review = (getattr(probe, "review_threshold", None), getattr(probe, "ir_review_threshold", None))
         self.thresholds = self.thresholds_for(self.cfg)
         t = self.thresholds
+        self.recognizer_name = self.remote.local if self.remote is not None else probe.name
         log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=t.alert,
                  ir_threshold=t.ir_alert, review_threshold=t.review, ir_review_threshold=t.ir_review,
                  classifier=probe.classifier is not None,
@@ -522,7 +528,16 @@ class App:
             storage=self.store.health() if self.store is not None else None,
             sinks={s.name: s.health() for s in self.sinks if hasattr(s, "health")},
             model_version=self.swap.active.version if self.swap is not None else None,
+            recognizer=self.recognizer_snapshot(),
         )
+
+    def recognizer_snapshot(self) -> RecognizerSnapshot:
+        """Which recognizer the workers use now and why (/healthz ``recognizer``)."""
+        if self.remote is not None:
+            return self.remote.snapshot()
+        backend = self.cfg.detector.backend
+        return RecognizerSnapshot(backend=backend, local=self.recognizer_name, in_use="local",
+                                  reason=f"detector.backend is {backend}: the local models")
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.stop_event.wait(timeout)

@@ -285,6 +285,36 @@ class CaptureSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class RecognizerSnapshot:
+    """Which recognizer the detector workers use now, and why (/healthz ``recognizer``, /metrics).
+
+    backend: ``detector.backend`` (auto, tflite, tensorflow, remote); local: the local models'
+    recognizer (e.g. ``tflite+tflite-classifier``); in_use: "remote" or "local"; reason: a sentence
+    (no URL, no key). With ``backend: remote`` also its counters: frames the remote answered, frames
+    detected locally instead, failed or slow calls, the last remote call's milliseconds, seconds until
+    the remote is tried again (None while it is in use) and seconds since ``in_use`` last changed.
+    """
+
+    backend: str
+    local: str
+    in_use: str
+    reason: str
+    remote_frames: int = 0
+    local_frames: int = 0
+    failures: int = 0
+    last_remote_ms: float | None = None
+    retry_in_s: float | None = None
+    since_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.backend, "in_use": self.in_use, "reason": self.reason, "local": self.local}
+        if self.backend == "remote":
+            out.update(remote_frames=self.remote_frames, local_frames=self.local_frames, failures=self.failures,
+                       last_remote_ms=self.last_remote_ms, retry_in_s=self.retry_in_s, since_s=self.since_s)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSnapshot:
     """One detector worker (``DetectorWorker.snapshot()``); counters as in ``workers.WorkerStats``.
 
@@ -429,6 +459,7 @@ class PipelineStats:
     storage: StorageSnapshot | None = None
     sinks: Mapping[str, SinkSnapshot] = field(default_factory=dict)
     model_version: str | None = None  # the classifier the workers run now
+    recognizer: RecognizerSnapshot | None = None  # which recognizer the workers use (backend: remote: and why)
 
     # --- derived numbers (rounded as published) -------------------------------------------------
     @property

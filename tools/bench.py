@@ -19,6 +19,8 @@ machine is, only on ratios):
   next to the decode floor, and the event list's render time with 10,000 events in the store.
 * ``http_probe`` (``tools/bench_review.py``): the page's server under issue 21's probe: RSS and argon2
   checks during 64 parallel wrong logins from one address, and 200 concurrent ``/healthz``.
+* ``serve`` (``tools/bench_serve.py``): ``raccoon-watch serve`` under 4 concurrent clients posting
+  640x480 JPEGs as Frigate's deepstack plugin does: requests/s, latency p50/p95, the server's CPU.
 * ``gpu``: batched TensorFlow inferences/s with batch 16 when TensorFlow sees a GPU, else skipped.
 * ``retrain`` (``tools/retrain_latency.py``): a real daemon (one file camera at 5 fps, every frame to
   the detector) alone, then while ``raccoon-watch retrain`` runs as typed (its defaults: idle
@@ -65,6 +67,7 @@ from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
 from testkit.mosquitto import Broker, BrokerUnavailable
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
+from tools.bench_serve import TARGET_P95_MS_MAX, TARGET_RPS_MIN, stage_serve
 
 PROG_ENV = "RACCOON_WATCH_BENCH_PROG"  # set by `raccoon-watch bench`, which runs this module as a child
 SCHEMA = 1
@@ -88,6 +91,8 @@ TARGETS = {
     "login_rss_mb_max": 400.0,  # peak RSS meanwhile, server and clients
     "healthz_within_1s_min": 200,  # of 200 concurrent /healthz
     "tracker_ms_max": 1.0,  # router's track work per frame at 8 candidates (issue 20)
+    "serve_rps_min": TARGET_RPS_MIN,  # raccoon-watch serve, 640x480 JPEGs from 4 clients (issue 24)
+    "serve_p95_ms_max": TARGET_P95_MS_MAX,
 }
 
 
@@ -633,7 +638,7 @@ def stage_retrain(args: dict[str, Any]) -> dict[str, Any]:
 
 STAGES = {"recording": stage_recording, "review_list": stage_review_list, "http_probe": stage_http_probe,
           "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
-          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain}
+          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain, "serve": stage_serve}
 
 
 # --- orchestration -----------------------------------------------------------------------------------
@@ -678,7 +683,7 @@ class Plan:
     motion: bool = True
     queue_size: int = 8
     stages: tuple[str, ...] = ("decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline",
-                               "baseline")
+                               "serve", "baseline")
     no_tensorflow: bool = False
     threshold: float | None = BENCH_THRESHOLD  # None: the model card's deployed threshold
 
@@ -686,6 +691,8 @@ class Plan:
 def plan_from_args(ns: argparse.Namespace) -> Plan:
     seconds = ns.seconds if ns.seconds is not None else (12.0 if ns.quick else 30.0)
     stages = ["decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline"]
+    if not ns.no_serve:
+        stages.append("serve")
     if not ns.no_baseline:
         stages.append("baseline")
         if not ns.no_retrain:
@@ -783,6 +790,9 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
             pipe.pop("_starts", None)
             pipe.pop("_anchor", None)
             report["pipeline"][scene] = pipe
+    if "serve" in plan.stages:
+        say("raccoon-watch serve: 640x480 JPEGs from 4 concurrent clients")
+        report["serve"] = run_stage("serve", {"clients": 4, "seconds": 10.0 if plan.model_runs < 50 else 20.0})
     if "baseline" in plan.stages and saved_model is not None:
         say(f"naive baseline: TensorFlow SavedModel on every frame ({plan.baseline_s:g} s of video)")
         report["baseline"] = run_stage("baseline", {**common, "clip": str(main_clip), "saved_model": str(saved_model),
@@ -891,6 +901,13 @@ def targets(report: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "healthz_200_concurrent_within_1s": {"value": within,
                                              "met": _met(within, TARGETS["healthz_within_1s_min"], False)},
     })
+    rps = _get(report, "serve", "frigate_style", "requests_per_s")
+    p95 = _get(report, "serve", "frigate_style", "latency_ms", "p95")
+    review.update({
+        "serve_ge_20_requests_per_s": {"value": rps, "met": _met(rps, TARGETS["serve_rps_min"], False),
+                                       "load": _get(report, "serve", "load_avg_1m")},
+        "serve_p95_le_150ms": {"value": p95, "met": _met(p95, TARGETS["serve_p95_ms_max"], True)},
+    })
     during = _get(report, "retrain", "phases", "during_cli_retrain", "dropped_frames")
     review["zero_dropped_frames_during_cli_retrain"] = {
         "value": during, "met": None if during is None else during == 0,
@@ -951,6 +968,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sinks", dest="sinks", action="store_false")
     parser.add_argument("--no-retrain", action="store_true",
                         help="skip the retrain stage (a daemon's dropped frames during a CLI retrain, ~3 min)")
+    parser.add_argument("--no-serve", action="store_true", help="skip the serve stage (the DeepStack API under 4 clients)")
     parser.add_argument("--gpu", action="store_true", help="also run the batched TensorFlow GPU stage")
     parser.add_argument("--quick", action="store_true", help="short run: 12 s clip, 2 s baseline, fewer model runs, no sinks")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")

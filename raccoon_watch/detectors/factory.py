@@ -72,6 +72,7 @@ from raccoon_watch.recognition import (
 
 if TYPE_CHECKING:  # imported when a classifier stage is built, not at start-up
     from raccoon_watch.classifier import TFLiteClassifier
+    from raccoon_watch.detectors.remote import RemoteLink
 
 log = structlog.get_logger(__name__)
 
@@ -249,7 +250,10 @@ def _gpu_visible() -> bool:
 
 
 def choose_backend(requested: str, files: ModelFiles) -> str:
-    """'tflite' or 'tensorflow' for this model; ModelError when the requested one has no model file."""
+    """'tflite' or 'tensorflow' for this model; ModelError when the requested one has no model file.
+    ``remote``'s local models are picked as ``auto``'s."""
+    if requested == "remote":
+        requested = "auto"
     if requested == "tflite" and files.tflite is None:
         raise ModelError(f"{files.path}: backend 'tflite' needs a .tflite model; found only a SavedModel")
     if requested == "tensorflow" and files.saved_model is None:
@@ -306,11 +310,26 @@ def _check_size(files: ModelFiles, model_size: tuple[int, int], model_file: Path
 
 
 def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
-                      min_score: float = DEFAULT_MIN_SCORE, classifier_dir: Path | None = None) -> Recognizer:
+                      min_score: float = DEFAULT_MIN_SCORE, classifier_dir: Path | None = None,
+                      remote: RemoteLink | None = None) -> Recognizer:
     """The detector of ``model_dir`` (default: cfg.model, else resolve_default_model()) and, when
     the folder has one and ``cfg.classifier`` is on, its classifier stage: what every caller runs.
     ``classifier_dir``: a folder holding another classifier stage (``classifier.tflite`` and its
-    card: a site's retrained one, ``raccoon_watch.site_models``), used instead of the folder's own."""
+    card: a site's retrained one, ``raccoon_watch.site_models``), used instead of the folder's own.
+
+    ``backend: remote``: those local models (picked as ``auto``) behind a ``RemoteRecognizer`` that
+    asks ``cfg.remote.url`` first (raccoon_watch.detectors.remote); ``remote``: the link its workers
+    share (the daemon makes one; without it each recognizer gets its own)."""
+    if cfg.backend == "remote":
+        from raccoon_watch.detectors.remote import RemoteLink as Link
+        from raccoon_watch.detectors.remote import RemoteRecognizer
+
+        assert cfg.remote is not None  # DetectorConfig refuses backend remote without its section
+        local = create_recognizer(cfg.model_copy(update={"backend": "auto", "remote": None}), model_dir,
+                                  min_score=min_score, classifier_dir=classifier_dir)
+        link = remote if remote is not None else Link(cfg.remote)
+        link.local = local.name
+        return RemoteRecognizer(local, link)
     path = model_dir or cfg.model or resolve_default_model()
     files = find_model(path)
     if classifier_dir is not None and cfg.classifier:

@@ -1,4 +1,4 @@
-"""raccoon-watch command line: run, check-config, detect, export-feedback, retrain, models, hash-password.
+"""raccoon-watch command line: run, serve, check-config, detect, export-feedback, retrain, models, hash-password.
 
 Exit codes of ``run`` and ``check-config`` (``preflight.EXIT_CODES``, shown by ``--help``): 0 ok; 1
 unexpected error; 2 a configuration problem, the message naming the key (an unknown key, with "did
@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     from raccoon_watch import detect_cmd
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
+    from raccoon_watch.api import serve_cmd
+
+    serve_cmd.add_arguments(sub.add_parser("serve", help="the recognizer as a DeepStack/CodeProject.AI-compatible "
+                                           "HTTP API (Frigate, Blue Iris, Agent DVR, another raccoon-watch)"))
     from raccoon_watch import retrain_cmd
 
     retrain_cmd.add_parsers(sub)  # retrain, models (the site learns its porch)
@@ -99,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from raccoon_watch import detect_cmd
 
         return detect_cmd.main(args)
+    if args.command == "serve":
+        from raccoon_watch.api import serve_cmd
+
+        return serve_cmd.main(args)
     return 1
 
 
