@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 export RACCOON_SHARED ?= $(abspath ../shared)
 
-.PHONY: venv system-deps run test test-fast bench clips eval-clips soak train install-service lint clean
+.PHONY: venv system-deps run test test-fast bench bench-archive clips eval-clips soak train install-service lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e '.[cpu,train,test]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[cpu,train,test,scale]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -24,7 +24,7 @@ run: venv
 # 3 workers on 2 cores: a third of the suite's time is daemons waiting on real clocks (clips play in
 # real time, a broker stays down for a minute). `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 3
-test: venv system-deps
+test: lint system-deps
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: venv
@@ -32,6 +32,17 @@ test-fast: venv
 
 bench: venv system-deps
 	$(BIN)/python -m tools.bench
+
+# Issue 22's disk soak: 3 looping file cameras with clips for SOAK_MINUTES under small caps, the storage
+# folder sampled every second; JSON in var/disk_soak/<time>/ (docs/soak.md). The memory soak: scripts/soak.py.
+SOAK_MINUTES ?= 30
+soak: venv
+	$(BIN)/python -m tools.disk_soak --minutes $(SOAK_MINUTES)
+
+# Issue 25's archive numbers (docs/performance.md, "A season's archive on Ray"): 2,000 photos through
+# `detect --json` in one process and `detect DIR --recursive --ray`, then killed halfway and rerun.
+bench-archive: venv
+	$(BIN)/python -m tools.bench_archive --output var/bench_archive/report.json
 
 # Event-level evaluation (train/README.md, "Clips: event-level evaluation"): validation clips built
 # from validation photos, then the real pipeline on them with $(CONFIG) and the shipped model.
@@ -46,6 +57,11 @@ eval-clips: venv
 
 train: venv
 	$(BIN)/python -m train all
+
+# ruff and mypy over the package and train/, configured in pyproject.toml; `make test` runs it first
+lint: venv
+	$(BIN)/ruff check raccoon_watch train
+	$(BIN)/mypy
 
 install-service: venv
 	scripts/install-service.sh

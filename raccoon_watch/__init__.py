@@ -10,8 +10,10 @@ Where each file sits in the flow (one module per stage; ``app.py`` is the one pl
 
 - values that travel between stages: ``types.py`` (Frame, Detection, FrameResult, Event; Box order);
 - configuration and its one set of defaults: ``config.py``; model label maps: ``labels.py``;
-  image files with limits: ``imagefile.py``; capped back-off: ``backoff.py``;
-- the service around the pipeline, in ``service/``: ``cli.py`` (commands), ``notify.py`` (sd_notify,
+  image files with limits: ``imagefile.py``; capped back-off: ``backoff.py``; why a connection
+  failed, in a few words (DNS, refused, timed out): ``netdiag.py``;
+- the service around the pipeline, in ``service/``: ``cli.py`` (commands), ``preflight.py`` (what
+  ``check-config`` checks beyond the schema; the exit codes), ``notify.py`` (sd_notify,
   SIGHUP), ``liveness.py`` (watchdog), ``health.py`` (/healthz and the page's server), ``metrics.py``
   (/metrics), ``logs.py`` (structured logs, secret redaction);
 - the review page: ``clips.py`` (ffmpeg stream-copy recorder per camera, a clip cut per event),
@@ -23,11 +25,17 @@ Where each file sits in the flow (one module per stage; ``app.py`` is the one pl
   (candidates and the ``current``/``previous`` links), ``hotswap.py`` (a new classifier loaded in the
   background and taken between frames on SIGHUP), ``retrain_cmd.py`` (``raccoon-watch retrain`` and
   ``models``);
-- one-shot use of the same recognition: ``detect_cmd.py``; the no-camera demo clip: ``demo.py``.
+- one-shot use of the same recognition: ``detect_cmd.py``; the no-camera demo clip: ``demo.py``;
+- a whole archive (``detect DIR --recursive``, resumable, optionally on Ray, MegaDetector's batch
+  format): ``archive/`` (walk, checkpoint, worker, clip visits, runner, megadetector, cli).
 
-Developer tools (bench, clip making and evaluation) live in ``tools/`` and training in ``train/``;
-the daemon imports neither (``raccoon-watch bench`` loads ``tools`` and ``raccoon-watch retrain``
-loads ``train.classifier.retrain`` only when those commands run).
+Developer tools (bench, clip making and evaluation) live in ``tools/``, training in ``train/`` and
+the stand-ins the tests and tools share in ``testkit/``; none is installed (they run from the
+checkout with ``python -m``) and the daemon imports none of them: ``raccoon-watch bench`` runs
+``python -m tools.bench`` as a child process, and ``raccoon-watch retrain`` loads
+``train.classifier.retrain`` only when it runs (tests/test_import_boundary.py keeps it so). Leaf
+modules both sides import: ``modelfiles.py`` (a model folder's file names), ``retrain_options.py``
+(the retrain's modes and defaults).
 """
 
 import os as _os

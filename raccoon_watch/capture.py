@@ -14,7 +14,10 @@ Per camera, a ``CaptureThread``:
   (offline evaluation): it waits for room before each put, so the file is read as fast as the
   detectors take frames and none is dropped;
 * on any failure (cannot open, read fails or times out, too many bad frames) marks the camera
-  'down', releases the capture and retries with capped exponential back-off until stopped.
+  'down', releases the capture and retries with capped exponential back-off until stopped; it keeps
+  why in a few words for /healthz (``CaptureSnapshot.reason``): a network source that did not open
+  gets one TCP connect to its host, so "connection refused", "dns: name not resolved" and "timed
+  out" are told apart from a server that answers but sends no stream.
 
 Time bases: ``Frame.ts`` is ``clock.time()``, ``Frame.mono`` is ``clock.monotonic()``. ``Frame.seq``
 counts every frame grabbed by this thread (0, 1, ...), so gaps in the handed-on ``seq`` are the
@@ -42,6 +45,7 @@ import structlog
 from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import CameraConfig, redact_url
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.netdiag import probe_tcp, url_endpoint
 from raccoon_watch.types import CaptureSnapshot, Frame
 
 log = structlog.get_logger(__name__)
@@ -80,7 +84,40 @@ class SourceKind(str, enum.Enum):
 
 
 class SourceOpenError(Exception):
-    """The source could not be opened (message is safe to log: URLs are redacted)."""
+    """The source could not be opened (message is safe to log: URLs are redacted). ``cause``: why,
+    in a few words and without the URL (for /healthz): ``no such file``, ``connection refused``,
+    ``dns: name not resolved (<host>)``, ``timed out``, ..."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+PROBE_TIMEOUT_S = 2.0  # the TCP probe that says why a network source did not open
+
+
+def open_failure_cause(source: str, kind: SourceKind, open_timeout_s: float) -> str:
+    """Why ``source`` did not open, as far as can be told cheaply (OpenCV says only "not opened"):
+    a file that is missing, not a file or not readable; a network source whose host does not resolve,
+    refuses or does not answer (one TCP connect, ``netdiag.probe_tcp``); else what is left."""
+    path = source.strip()
+    if kind is SourceKind.FILE:
+        if not os.path.exists(path):
+            return "no such file"
+        if not os.path.isfile(path):
+            return "not a file"
+        if not os.access(path, os.R_OK):
+            return "permission denied"
+        return "not a video OpenCV can open"
+    if kind is SourceKind.DEVICE:
+        if path.startswith("/dev/") and not os.path.exists(path):
+            return "no such device"
+        return "device did not open"
+    endpoint = url_endpoint(path)
+    if endpoint is None:
+        return "no host in the URL"
+    problem = probe_tcp(*endpoint, timeout=min(PROBE_TIMEOUT_S, open_timeout_s))
+    return problem or "the server accepts connections, but the stream did not open"
 
 
 def classify_source(source: str) -> SourceKind:
@@ -115,8 +152,8 @@ def open_source(source: str, open_timeout_s: float, read_timeout_s: float) -> cv
     if not cap.isOpened():
         cap.release()
         what = {SourceKind.DEVICE: "camera device", SourceKind.FILE: "video file"}.get(kind, f"{kind.value} stream")
-        missing = kind is SourceKind.FILE and not os.path.exists(source.strip())
-        raise SourceOpenError(f"cannot open {what} {redact_url(source)}" + (" (no such file)" if missing else ""))
+        cause = open_failure_cause(source, kind, open_timeout_s)
+        raise SourceOpenError(f"cannot open {what} {redact_url(source)} ({cause})", cause)
     return cap
 
 
@@ -194,7 +231,9 @@ class CameraStats:
     reconnects: times the source came back after being down (a looping file's restart is not one)
     open_failures: failed opens; last_open_s: seconds the last successful open took
     last_frame_mono: time.monotonic() of the last frame grabbed (0 before any)
-    width, height, fps: of the source (0 when unknown); last_error: why it last went down
+    width, height, fps: of the source (0 when unknown); last_error: why it last went down (for the
+    log: may name the source, its password redacted); cause: the same in a few words without the
+    source (for /healthz), e.g. "connection refused", "file ended (loop: false)"
     state_since: wall-clock time (``time()`` of the capture clock) the camera entered ``state`` (0: unknown)
     """
 
@@ -214,6 +253,7 @@ class CameraStats:
     height: int = 0
     fps: float = 0.0
     last_error: str = ""
+    cause: str = ""
     state_since: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -321,7 +361,7 @@ class CaptureThread(threading.Thread):
             camera=self.camera, alive=self.is_alive(), state=str(st.state), frames_read=st.frames_read,
             frames_decoded=st.frames_decoded, frames_queued=st.frames_queued, frames_dropped=st.frames_dropped,
             frames_bad=st.frames_bad, reconnects=st.reconnects, open_failures=st.open_failures,
-            last_frame_mono=st.last_frame_mono,
+            last_frame_mono=st.last_frame_mono, reason=st.cause,
         )
 
     # --- the loop ------------------------------------------------------------------------------
@@ -345,6 +385,7 @@ class CaptureThread(threading.Thread):
             except Exception as exc:  # an OpenCV surprise must not kill the camera thread
                 self._log.exception("capture_error", error=str(exc))
                 self.stats.last_error = f"capture error: {exc}"
+                self.stats.cause = f"capture error: {type(exc).__name__}"
                 end = _End.FAILED
             finally:
                 cap.release()
@@ -353,9 +394,10 @@ class CaptureThread(threading.Thread):
                     self._log.info("file_looped", frames_read=self.stats.frames_read)
                     continue
                 self._log.info("file_ended", frames_read=self.stats.frames_read)
+                self.stats.cause = "file ended (loop: false)"
                 break
             if end is _End.FAILED:
-                self._mark_down(self.stats.last_error or "stream failed")
+                self._mark_down(self.stats.last_error or "stream failed", self.stats.cause or "stream failed")
                 was_down = True
                 failures = 1
                 self._backoff(failures)
@@ -368,11 +410,11 @@ class CaptureThread(threading.Thread):
             cap = open_source(self.cfg.source, self.cfg.open_timeout_s, self.cfg.read_timeout_s)
         except SourceOpenError as exc:
             self.stats.open_failures += 1
-            self._mark_down(str(exc))
+            self._mark_down(str(exc), exc.cause)
             return None
         except cv2.error as exc:
             self.stats.open_failures += 1
-            self._mark_down(f"OpenCV error on open: {exc}")
+            self._mark_down(f"OpenCV error on open: {exc}", "OpenCV error on open")
             return None
         self._on_open(cap, self.clock.monotonic() - started)
         return cap
@@ -384,6 +426,7 @@ class CaptureThread(threading.Thread):
         self.stats.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.stats.state, self.stats.state_since = "up", self.clock.time()
         self.stats.last_error = ""
+        self.stats.cause = ""
         self.stats.last_open_s = open_s
         self._sampler.reset()
         if self.drain and self._file_t0 is None:
@@ -397,12 +440,13 @@ class CaptureThread(threading.Thread):
             reconnects=self.stats.reconnects,
         )
 
-    def _mark_down(self, why: str) -> None:
+    def _mark_down(self, why: str, cause: str) -> None:
         first = self.stats.state != "down"
         if first:
             self.stats.state_since = self.clock.time()
         self.stats.state = "down"
         self.stats.last_error = why
+        self.stats.cause = cause
         # A camera that stays missing logs at warning once, then quietly at debug on each retry.
         (self._log.warning if first else self._log.debug)("camera_down", error=why, open_failures=self.stats.open_failures)
 
@@ -429,7 +473,7 @@ class CaptureThread(threading.Thread):
             if not cap.grab():
                 if self.kind is SourceKind.FILE:
                     return _End.EOF
-                self.stats.last_error = "read failed or timed out"
+                self.stats.last_error = self.stats.cause = "read failed or timed out"
                 return _End.FAILED
             self.stats.frames_read += 1
             seq, self._seq = self._seq, self._seq + 1
@@ -443,7 +487,7 @@ class CaptureThread(threading.Thread):
             else:
                 bad_in_a_row += 1
                 if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW:
-                    self.stats.last_error = f"{bad_in_a_row} bad frames in a row"
+                    self.stats.last_error = self.stats.cause = f"{bad_in_a_row} bad frames in a row"
                     return _End.FAILED
         return _End.STOPPED
 

@@ -35,6 +35,10 @@ restarted with capped back-off and the camera's detection never notices. An even
 no segment, or whose cut fails, gets ``clip_state = missing`` and a ``clip_reason`` that says why;
 one that was being cut when the daemon died is cut (or marked missing) at the next start.
 
+Retention: before each cut the store makes room under ``storage.clip_retention_mb`` for a clip as big
+as the last one, and after it enforces the cap itself, keeping the new clip
+(``EventStore.enforce_retention``): the clips are over their cap by at most the clip being written.
+
 File cameras record nothing: the file already holds every packet. Their capture thread keeps a
 ``capture.FileClock`` (which second of the file was on screen at which wall time), and an event's
 clip is cut out of the source file itself, by the same stream-copy cut, as soon as the event ends
@@ -471,8 +475,9 @@ def cut_clip(segments: Sequence[Segment], job: ClipJob, out: Path, ffmpeg: str) 
     if note:
         log.info("clip_partial", event_id=job.event_id, camera=job.camera, note=note)
     out.parent.mkdir(parents=True, exist_ok=True)
-    joined = out.with_name(f".{out.stem}.joined.ts")
-    full = out.with_name(f".{out.stem}.full.mp4")
+    work = chosen[0].path.parent  # beside the segments: in clips/ only the clip itself is written
+    joined = work / f".{out.stem}.joined.ts"
+    full = work / f".{out.stem}.full.mp4"
     tmp = out.with_name(f".{out.stem}.tmp.mp4")
     start = max(job.start, chosen[0].start)
     try:
@@ -546,10 +551,11 @@ class ClipService:
         # file cameras: cut from the file itself; their capture threads mark these (App wires them)
         self.file_clocks = {name: FileClock() for name in clipped if name not in self.recorders}
         self.file_sources = {name: Path(cameras[name].source.strip()) for name in self.file_clocks}
-        self._jobs: "queue.Queue[tuple[float, ClipJob]]" = queue.Queue()
+        self._jobs: queue.Queue[tuple[float, ClipJob]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="clip-cutter", daemon=True)
         self.cut = 0
         self.missing = 0
+        self._last_clip_bytes = 0  # the last clip's size: the room made before the next cut
 
     def has_clip(self, camera: str) -> bool:
         """True when events of this camera get a clip (recorded; it is ready after the event ends)."""
@@ -641,6 +647,9 @@ class ClipService:
 
     def _cut(self, rec: SegmentRecorder | None, job: ClipJob) -> None:
         out = self.store.media_path(CLIP_DIR, job.camera, job.event_id)
+        # room first for a clip as big as the last one; once it is written, the cap itself: the clips
+        # are over their cap by at most this clip, and only while it is written (one cutter thread)
+        self.store.enforce_retention({CLIP_DIR: self._last_clip_bytes})
         t0 = time.monotonic()
         covered = 0.0
         try:
@@ -660,6 +669,11 @@ class ClipService:
         if why is None:
             self.cut += 1
             self.store.set_clip(job.event_id, CLIP_READY, clip=out)
+            try:
+                self._last_clip_bytes = out.stat().st_size
+            except OSError:
+                pass
+            self.store.enforce_retention(keep=(job.event_id,))
             log.info("clip_ready", event_id=job.event_id, camera=job.camera, seconds=round(covered, 1),
                      wanted_s=round(job.end - job.start, 1), cut_s=round(time.monotonic() - t0, 2),
                      source="file" if rec is None else "recording")

@@ -28,6 +28,10 @@ are sorted by score, best first, and only those with score >= threshold (and a w
 "..."}`` instead (no ``detections`` key), a message on stderr, and exit status 1 at the end; the
 other inputs are still processed. Without ``--json`` a human-readable line per image.
 
+A folder tree (``detect DIR --recursive --output FILE [--ray [ADDRESS]] [--format megadetector]``):
+every photo and clip under DIR, resumable from a checkpoint, in this process or on a Ray cluster,
+photo records exactly as above; see ``raccoon_watch/archive/cli.py``.
+
 Videos and camera sources (a video file, ``0``, ``/dev/video0``, ``rtsp://...``): every frame is
 detected; with ``--out annotated.mp4`` the frames are written with boxes and scores drawn (mp4v, the
 source's fps and size). One summary line per source (a JSON object with ``--json``: ``video``,
@@ -52,19 +56,20 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
-from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
 from raccoon_watch.imagemode import image_mode
 from raccoon_watch.recognition import Recognizer
+from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.snapshot import draw_detections
-from raccoon_watch.types import Detection, box_to_pixels
+from raccoon_watch.types import Detection, detection_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".mjpeg", ".h264", ".ts"}
@@ -88,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="stop a video/camera source after this many frames")
     parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
                         help="refuse images larger than this, before decoding them (default: %(default)g)")
+    from raccoon_watch.archive import cli as archive_cli
+
+    archive_cli.add_arguments(parser)  # DIR --recursive [--ray [ADDRESS]] --output ...
 
 
 def main(args: argparse.Namespace) -> int:
@@ -102,6 +110,11 @@ def main(args: argparse.Namespace) -> int:
     if not (math.isfinite(max_mp) and max_mp > 0):
         print(f"detect: --max-megapixels must be a positive number, got {max_mp}", file=sys.stderr)
         return EXIT_USAGE
+    if any(getattr(args, name, None) for name in ("recursive", "output", "ray", "checkpoint")) \
+            or getattr(args, "format", "jsonl") != "jsonl":
+        from raccoon_watch.archive import cli as archive_cli
+
+        return archive_cli.main(args, int(max_mp * 1e6))  # a folder tree, resumable, optionally on Ray
     targets, problem = plan_outputs(args.inputs, args.out)
     if problem is not None:
         print(f"detect: {problem}", file=sys.stderr)
@@ -114,23 +127,13 @@ def main(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(f"detect: cannot load the model: {exc}", file=sys.stderr)
         return EXIT_MODEL
-    wanted = {s.strip() for s in args.labels.split(",") if s.strip()} if args.labels else None
-
-    def threshold(mode: str | None) -> float:  # --threshold for every mode, else the cards' for this one
-        if args.threshold is not None:
-            return args.threshold
-        deployed = detector.threshold_for(mode)
-        return deployed if deployed is not None else DEFAULT_THRESHOLD
-
-    def keep(dets: list[Detection]) -> list[Detection]:
-        return [d for d in dets if d.score >= threshold(d.mode) and (wanted is None or d.label in wanted)]
-
+    keep = keep_filter(detector, args.threshold, parse_labels(args.labels))
     failed = 0
     try:
         for source in args.inputs:
             target = targets.get(source)
             if _kind(source) == "image":
-                record = _image(detector, source, keep, target, int(max_mp * 1e6))
+                record = image_record(detector, source, keep, target, int(max_mp * 1e6))
                 if record.get("error") == NOT_AN_IMAGE and Path(source).suffix.lower() not in IMAGE_SUFFIXES:
                     as_video = None if target is None else target.with_suffix(".mp4")  # a clip with an odd name?
                     if as_video is not None and as_video.exists():
@@ -146,6 +149,30 @@ def main(args: argparse.Namespace) -> int:
     finally:
         detector.close()
     return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+def parse_labels(text: str | None) -> frozenset[str] | None:
+    """``--labels a,b`` -> {"a", "b"}; None (or only commas) -> None: every label."""
+    wanted = frozenset(s.strip() for s in text.split(",") if s.strip()) if text else frozenset()
+    return wanted or None
+
+
+def keep_filter(detector: Recognizer, threshold: float | None,
+                wanted: frozenset[str] | None) -> Callable[[list[Detection]], list[Detection]]:
+    """What ``detect`` reports of an image's detections: score >= ``threshold`` (None: the cards'
+    threshold for the detection's image mode, else DEFAULT_THRESHOLD) and, with ``wanted``, a wanted label.
+    The archive runner (``raccoon_watch.archive``) builds the same filter in each of its workers."""
+
+    def threshold_for(mode: str | None) -> float:
+        if threshold is not None:
+            return threshold
+        deployed = detector.threshold_for(mode)
+        return deployed if deployed is not None else DEFAULT_THRESHOLD
+
+    def keep(dets: list[Detection]) -> list[Detection]:
+        return [d for d in dets if d.score >= threshold_for(d.mode) and (wanted is None or d.label in wanted)]
+
+    return keep
 
 
 def _kind(source: str) -> str:
@@ -188,16 +215,9 @@ def plan_outputs(inputs: Sequence[str], out: Path | None) -> tuple[dict[str, Pat
     return targets, None
 
 
-def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
-    """{"label", "score" (4 decimals), ["detector_score",] "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
-    out: dict[str, Any] = {"label": det.label, "score": round(det.score, 4)}
-    if det.detector_score is not None:
-        out["detector_score"] = round(det.detector_score, 4)
-    out["box"] = list(box_to_pixels(det.box, width, height))
-    return out
-
-
-def _image(detector: Recognizer, source: str, keep, target: Path | None, max_pixels: int) -> dict[str, Any]:
+def image_record(detector: Recognizer, source: str, keep, target: Path | None, max_pixels: int) -> dict[str, Any]:
+    """One image's record (the module docstring's format), or ``{"image", "error"}``; also what each
+    archive worker writes per photo, so the two paths give identical records."""
     path = Path(source)
     if not path.is_file():
         return {"image": source, "error": "no such file" if not path.exists() else "not a file"}
@@ -234,7 +254,8 @@ def _video(detector: Recognizer, source: str, keep, target: Path | None, max_fra
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and 0 < fps <= 240 else FALLBACK_FPS
     writer: cv2.VideoWriter | None = None
-    frames, with_dets, max_score, labels = 0, 0, 0.0, Counter()
+    frames, with_dets, max_score = 0, 0, 0.0
+    labels: Counter[str] = Counter()
     width = height = 0
     started = time.monotonic()
     try:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Callable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -41,6 +41,7 @@ from raccoon_watch.visits import VisitParams, VisitState
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.25
+DEFAULT_VISIT_PARAMS = VisitParams()
 
 
 def track_params(visit_params: VisitParams) -> TrackParams:
@@ -53,7 +54,7 @@ def track_params(visit_params: VisitParams) -> TrackParams:
 class EventRouter(threading.Thread):
     def __init__(
         self,
-        results: "queue.Queue[FrameResult]",
+        results: queue.Queue[FrameResult],
         filters: Mapping[str, DetectionFilter],
         params: DebounceParams,
         record: Callable[[Event], None],
@@ -62,7 +63,7 @@ class EventRouter(threading.Thread):
         clock: Callable[[], float] = time.monotonic,  # debounce durations; frames carry their own .mono
         on_event: Callable[[Event], None] | None = None,
         on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None,
-        visit_params: VisitParams = VisitParams(),
+        visit_params: VisitParams = DEFAULT_VISIT_PARAMS,
         states: Mapping[str, CameraState] | None = None,
         hints: HintBoard | None = None,
     ) -> None:
@@ -88,8 +89,8 @@ class EventRouter(threading.Thread):
         self._snapshots: dict[str, tuple[tuple[int, float, float], bytes | None]] = {}
         self._versions: dict[str, str | None] = {}  # event id -> the classifier version that scored its START
         self._enabled = {cam: True for cam in self._filters}
-        self._commands: "queue.SimpleQueue[tuple[str, bool]]" = queue.SimpleQueue()
-        self._reconfig: "queue.SimpleQueue[tuple[dict[str, DetectionFilter], DebounceParams, VisitParams]]" = \
+        self._commands: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
+        self._reconfig: queue.SimpleQueue[tuple[dict[str, DetectionFilter], DebounceParams, VisitParams]] = \
             queue.SimpleQueue()
         self.heartbeat = time.monotonic()
         self.events_emitted = 0

@@ -13,8 +13,15 @@ the camera records no clips) with ``clip_reason`` (why it is missing), ``frame``
 frame), ``scores`` (JSON ``[[ts, visit_score, classifier_score, detector_score(, box)], ...]`` per
 frame the router saw), ``feedback`` (``raccoon`` | ``not_raccoon`` | NULL), ``feedback_source`` and
 ``feedback_time``, ``severity`` (``alert`` | ``detection``: Frigate's review terms, ``types.Severity``;
-rows written before detections existed are alerts). The retention sweep deletes snapshots, frames and
-clips by the same rules.
+rows written before detections existed are alerts).
+
+Retention (``raccoon_watch.retention``): snapshots and frames under ``snapshot_retention_mb``, clips
+under ``clip_retention_mb``, all of them younger than ``snapshot_retention_days``, enforced oldest first
+each time a snapshot or frame is written (before the write, with room for its bytes), by the clip
+service around each cut (``enforce_retention``), and by the hourly ``sweep``. The media of an event
+still open in this run, of one whose clip is still to be cut, and of the newest event are kept. The
+rows stay: a deleted file's column is cleared (a clip is marked ``missing``, its reason saying which
+limit removed it), so the page says the media is gone instead of linking to nothing.
 
 Events table: one row per occurrence (upserted on START/UPDATE/END). The box is stored as JSON
 ``[xmin, ymin, xmax, ymax]`` normalised to the frame, as in ``raccoon_watch.types.Box``.
@@ -74,6 +81,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,15 +89,24 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.types import DeliveryCounts, Event, Severity, StorageSnapshot
+from raccoon_watch.retention import (
+    CLIP_DIR,
+    FRAME_DIR,
+    MEDIA_DIRS,
+    SNAPSHOT_DIR,
+    MediaFile,
+    RetentionPlan,
+    RetentionPolicy,
+    plan_deletions,
+    safe_name,
+    scan_media,
+)
+from raccoon_watch.types import DeliveryCounts, Event, EventKind, Severity, StorageSnapshot
 
 log = structlog.get_logger(__name__)
 
 DB_NAME = "events.db"
-SNAPSHOT_DIR = "snapshots"
-FRAME_DIR = "frames"
-CLIP_DIR = "clips"
-MEDIA_DIRS = (SNAPSHOT_DIR, FRAME_DIR, CLIP_DIR)
+MEDIA_COLUMN = {SNAPSHOT_DIR: "snapshot", FRAME_DIR: "frame", CLIP_DIR: "clip"}  # the events column naming each kind's file
 # (column, type) added to the events table after its first version; _migrate adds what is missing
 REVIEW_COLUMNS = (
     ("clip", "TEXT"), ("clip_state", "TEXT"), ("clip_reason", "TEXT"), ("frame", "TEXT"), ("scores", "TEXT"),
@@ -183,18 +200,25 @@ class EventStore:
     def __init__(
         self,
         path: Path,
-        retention_days: float = 14.0,
-        retention_mb: float = 500.0,
+        retention: RetentionPolicy | None = None,
         outbox_max: int = 10000,
         *,
         clock: Any = time.time,
     ) -> None:
         self.path = Path(path)
-        self.retention_days = retention_days
-        self.retention_mb = retention_mb
+        self.retention = retention or RetentionPolicy()
         self.outbox_max = outbox_max
         self._clock = clock
         self._lock = threading.RLock()
+        # taken before self._lock, never while holding it: scan, delete and write media one at a time;
+        # it also guards the two sets below and _media
+        self._retention_lock = threading.Lock()
+        self._open_events: set[str] = set()  # events started and not yet ended in this run: their media stay
+        self._clip_pending: set[str] = set()  # events whose clip is still to be cut: their media stay
+        self._over: dict[str, int] = {}  # cap -> bytes over it that only kept media hold (logged once)
+        # rel -> the media files on disk as the store wrote and deleted them: scanned at the first
+        # enforcement and at each sweep (None: scan again), kept up to date in between
+        self._media: dict[str, MediaFile] | None = None
         self.persistent = True
         self.recovered: dict[str, Any] | None = None  # set when a corrupt database was replaced
         self.vanished: dict[str, Any] | None = None  # set when events.db was deleted under us and re-created
@@ -209,10 +233,6 @@ class EventStore:
     @property
     def db_path(self) -> Path:
         return self.path / DB_NAME
-
-    @property
-    def snapshot_root(self) -> Path:
-        return self.path / SNAPSHOT_DIR
 
     def _connect(self) -> sqlite3.Connection:
         """Open ``events.db``, check it, create the schema. A damaged file raises DatabaseError."""
@@ -356,6 +376,7 @@ class EventStore:
         if reason is None:
             return False
         self.vanished = {"at": time.time(), "reason": reason, "restored": False}
+        self._media = None  # the media files went with the folder: scan again at the next enforcement
         log.error("store_vanished", path=str(self.db_path), reason=reason,
                   consequence="re-creating the folder and events.db from the copy the store still has open")
         try:
@@ -386,19 +407,19 @@ class EventStore:
         lost = 0
         with conn:
             for column in ("snapshot", "frame", "clip"):
-                rows = conn.execute(f"SELECT id, {column} FROM events WHERE {column} IS NOT NULL").fetchall()  # noqa: S608
+                rows = conn.execute(f"SELECT id, {column} FROM events WHERE {column} IS NOT NULL").fetchall()
                 gone = [(eid,) for eid, rel in rows if not (self.path / rel).is_file()]
                 if column == "clip":
                     conn.executemany("UPDATE events SET clip=NULL, clip_state=?, clip_reason=? WHERE id=?",
                                      [(CLIP_MISSING, "deleted with the storage folder", eid) for (eid,) in gone])
                 else:
-                    conn.executemany(f"UPDATE events SET {column}=NULL WHERE id=?", gone)  # noqa: S608
+                    conn.executemany(f"UPDATE events SET {column}=NULL WHERE id=?", gone)
                 lost += len(gone)
         return lost
 
     @staticmethod
     def _counts(conn: sqlite3.Connection) -> dict[str, int]:
-        return {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608 (fixed names)
+        return {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
                 for table in ("events", "outbox")}
 
     def maintain(self, now: float | None = None) -> None:
@@ -486,7 +507,10 @@ class EventStore:
             self._next_disk_try = min(self._next_disk_try, time.monotonic() + DISK_RETRY_S)
 
     def _write_held(self) -> int:
-        """Write the held media files and record their paths; returns how many were written."""
+        """Write the held media files and record their paths; returns how many were written. No room
+        is made for them (this runs under the store lock, which the retention lock never waits in):
+        the next write or sweep does, after a scan that finds them."""
+        self._media = None
         written = 0
         for target, item in list(self._held.items()):
             if not _atomic_write(target, item.data, quiet=True):
@@ -495,7 +519,7 @@ class EventStore:
             written += 1
             rel = str(target.relative_to(self.path))
             self._safe_write(lambda c, i=item, r=rel: c.execute(
-                f"UPDATE events SET {i.column}=? WHERE id=?", (r, i.event_id)), "event")  # noqa: S608 (fixed names)
+                f"UPDATE events SET {i.column}=? WHERE id=?", (r, i.event_id)), "event")
         return written
 
     def held_media(self) -> int:
@@ -597,47 +621,37 @@ class EventStore:
 
     def snapshot_path(self, camera: str, event_id: str) -> Path:
         """``<storage>/snapshots/<camera>/<event_id>.jpg``; ids are sanitised for the filesystem."""
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in event_id)
-        return self.snapshot_root / camera / f"{safe}.jpg"
+        return self.media_path(SNAPSHOT_DIR, camera, event_id)
 
     def record(self, event: Event) -> None:
         """Upsert the event row and write its snapshot (held in memory when it cannot be written,
         written and recorded when the disk takes it). Never raises for storage problems."""
+        with self._retention_lock:  # _enforce reads the set in other threads
+            if event.kind is EventKind.END:
+                self._open_events.discard(event.id)
+            else:
+                self._open_events.add(event.id)
         rel: str | None = None
         if event.snapshot_jpeg is not None:
-            rel = self._write_snapshot(event)
-            if rel is None:
-                self._hold(HeldMedia(event.id, "snapshot", self.snapshot_path(event.camera, event.id),
-                                     event.snapshot_jpeg))
+            rel = self._write_media(SNAPSHOT_DIR, event.camera, event.id, event.snapshot_jpeg)
         try:
             self._write(lambda c: self._upsert_event(c, event, rel), "event")
         except sqlite3.Error as exc:
             log.error("store_write_failed", what="event", event_id=event.id, reason=str(exc))
 
-    def _write_snapshot(self, event: Event) -> str | None:
-        target = self.snapshot_path(event.camera, event.id)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(event.snapshot_jpeg or b"")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            return str(target.relative_to(self.path))
-        except OSError as exc:
-            log.error(
-                "store_write_failed",
-                what="snapshot",
-                event_id=event.id,
-                path=str(target),
-                reason=exc.strerror or str(exc),
-            )
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+    def _write_media(self, kind: str, camera: str, event_id: str, data: bytes) -> str | None:
+        """Make room for ``data`` under its cap, then write it (atomic); its path relative to the
+        folder, or None when it could not be written (it is then held in memory)."""
+        target = self.media_path(kind, camera, event_id)
+        with self._retention_lock:
+            self._enforce({kind: len(data)}, (event_id,))
+            written = _atomic_write(target, data, what=MEDIA_COLUMN[kind], event_id=event_id)
+            if written:
+                self._note_media(target, kind)
+        if not written:
+            self._hold(HeldMedia(event_id, MEDIA_COLUMN[kind], target, data))
             return None
+        return str(target.relative_to(self.path))
 
     def _upsert_event(self, conn: sqlite3.Connection, event: Event, snapshot: str | None) -> None:
         conn.execute(
@@ -690,16 +704,13 @@ class EventStore:
         """``<storage>/<kind>/<camera>/<event_id>.<ext>`` for kind snapshots | frames | clips."""
         if kind not in MEDIA_DIRS:
             raise ValueError(f"unknown media kind {kind!r}, expected one of {MEDIA_DIRS}")
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in event_id)
-        return self.path / kind / camera / f"{safe}.{'mp4' if kind == CLIP_DIR else 'jpg'}"
+        return self.path / kind / camera / f"{safe_name(event_id)}.{'mp4' if kind == CLIP_DIR else 'jpg'}"
 
     def write_frame(self, camera: str, event_id: str, jpeg: bytes) -> None:
         """Store the clean best frame (no box drawn) of an event, for the feedback export."""
-        target = self.media_path(FRAME_DIR, camera, event_id)
-        if _atomic_write(target, jpeg, what="frame", event_id=event_id):
-            self._set(event_id, frame=str(target.relative_to(self.path)))
-        else:
-            self._hold(HeldMedia(event_id, "frame", target, jpeg))
+        rel = self._write_media(FRAME_DIR, camera, event_id, jpeg)
+        if rel is not None:
+            self._set(event_id, frame=rel)
 
     def set_scores(self, event_id: str, scores: list[tuple[float | None, ...]]) -> None:
         """Per-frame scores of the event: (wall ts, visit score, classifier score, detector score[, the
@@ -712,6 +723,13 @@ class EventStore:
         if state not in (CLIP_PENDING, CLIP_READY, CLIP_MISSING):
             raise ValueError(f"unknown clip state {state!r}")
         rel = str(Path(clip).relative_to(self.path)) if clip is not None else None
+        with self._retention_lock:
+            if state == CLIP_PENDING:
+                self._clip_pending.add(event_id)
+            else:
+                self._clip_pending.discard(event_id)
+            if clip is not None:
+                self._note_media(Path(clip), CLIP_DIR)
         self._set(event_id, clip_state=state, clip=rel, clip_reason=reason[:300] if reason else None)
 
     def set_feedback(self, event_id: str, label: str | None, source: str) -> bool:
@@ -727,7 +745,7 @@ class EventStore:
         names = [n for n in columns if n in {c for c, _ in REVIEW_COLUMNS}]
         if len(names) != len(columns):
             raise ValueError(f"not review columns: {sorted(set(columns) - set(names))}")
-        sql = f"UPDATE events SET {', '.join(f'{n}=?' for n in names)} WHERE id=?"  # noqa: S608 (fixed names)
+        sql = f"UPDATE events SET {', '.join(f'{n}=?' for n in names)} WHERE id=?"
         self._safe_write(lambda c: c.execute(sql, [columns[n] for n in names] + [event_id]), "event")
 
     def list_events(self, camera: str | None = None, since: float | None = None, until: float | None = None,
@@ -739,9 +757,9 @@ class EventStore:
         clause, args = _filter_clause(camera, since, until, severity, verdict)
 
         def ops(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
-            total = conn.execute(f"SELECT COUNT(*) FROM events{clause}", args).fetchone()[0]  # noqa: S608
+            total = conn.execute(f"SELECT COUNT(*) FROM events{clause}", args).fetchone()[0]
             cur = conn.execute(
-                f"SELECT * FROM events{clause} ORDER BY start_time DESC, id DESC LIMIT ? OFFSET ?",  # noqa: S608
+                f"SELECT * FROM events{clause} ORDER BY start_time DESC, id DESC LIMIT ? OFFSET ?",
                 [*args, int(limit), int(offset)],
             )
             names = [d[0] for d in cur.description]
@@ -763,10 +781,10 @@ class EventStore:
             if here is None:
                 return None, None
             newer = conn.execute(
-                f"SELECT id FROM events{clause}{glue}(start_time > ? OR (start_time = ? AND id > ?))"  # noqa: S608
+                f"SELECT id FROM events{clause}{glue}(start_time > ? OR (start_time = ? AND id > ?))"
                 " ORDER BY start_time ASC, id ASC LIMIT 1", [*args, here[0], here[0], here[1]]).fetchone()
             older = conn.execute(
-                f"SELECT id FROM events{clause}{glue}(start_time < ? OR (start_time = ? AND id < ?))"  # noqa: S608
+                f"SELECT id FROM events{clause}{glue}(start_time < ? OR (start_time = ? AND id < ?))"
                 " ORDER BY start_time DESC, id DESC LIMIT 1", [*args, here[0], here[0], here[1]]).fetchone()
             return (newer[0] if newer else None), (older[0] if older else None)
 
@@ -809,7 +827,7 @@ class EventStore:
             raise ValueError(f"unknown condition {where!r}")
 
         def ops(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            cur = conn.execute(f"SELECT * FROM events WHERE {clauses[where]} ORDER BY start_time")  # noqa: S608
+            cur = conn.execute(f"SELECT * FROM events WHERE {clauses[where]} ORDER BY start_time")
             names = [d[0] for d in cur.description]
             return [_event_row(dict(zip(names, row))) for row in cur.fetchall()]
 
@@ -967,64 +985,85 @@ class EventStore:
 
     # --- retention --------------------------------------------------------------------------
 
+    def enforce_retention(self, incoming: Mapping[str, int] | None = None, keep: Iterable[str] = ()) -> RetentionPlan:
+        """Delete the oldest media until every cap holds with ``incoming`` (kind -> bytes about to be
+        written) added, and what is older than the age limit. ``keep``: event ids whose media stay
+        (besides the open, pending and newest events). The clip service calls it around each cut."""
+        with self._retention_lock:
+            return self._enforce(incoming or {}, keep)
+
+    def _enforce(self, incoming: Mapping[str, int], keep: Iterable[str], now: float | None = None) -> RetentionPlan:
+        """``enforce_retention`` with ``_retention_lock`` held."""
+        newest = self._read(lambda c: c.execute("SELECT id FROM events ORDER BY start_time DESC LIMIT 1").fetchone(),
+                            None)
+        kept = {safe_name(i) for i in (*self._open_events, *self._clip_pending, *keep, *(newest or ()))}
+        media = self._media  # a local: another thread may drop the list meanwhile (_write_held, _check_vanished)
+        if media is None:
+            media = self._media = {m.rel: m for m in scan_media(self.path)}
+        labelled = {safe_name(r[0]) for r in self._read(
+            lambda c: c.execute("SELECT id FROM events WHERE feedback IS NOT NULL").fetchall(), [])}
+        plan = plan_deletions(media.values(), self.retention.caps(), kept, incoming=incoming,
+                              now=self._clock() if now is None else now, max_age_s=self.retention.max_age_s,
+                              labelled=labelled)
+        gone = [f for f in plan.delete if self._unlink(self.path / f.rel)]
+        for f in gone:
+            media.pop(f.rel, None)
+        if gone:
+            self._forget_removed(gone, plan.reasons)
+            log.info("retention_deleted", files=len(gone), bytes=sum(f.size for f in gone),
+                     by=dict(Counter(plan.reasons[f.rel] for f in gone)))
+        for cap, over in plan.over.items():
+            if cap not in self._over:
+                log.warning("retention_cap_exceeded", cap=cap, over_bytes=over,
+                            why="the rest is media of open, pending or the newest events, which are kept")
+        self._over = dict(plan.over)
+        return plan
+
+    def _note_media(self, target: Path, kind: str) -> None:
+        """A media file the store (or the clip service) has just written, into the list (retention lock held)."""
+        media = self._media
+        if media is None:
+            return  # the next enforcement scans, and finds it
+        try:
+            st = target.stat()
+        except OSError:
+            return
+        rel = str(target.relative_to(self.path))
+        media[rel] = MediaFile(rel, kind, st.st_size, st.st_mtime, target.stem)
+
+    def _forget_removed(self, gone: list[MediaFile], reasons: Mapping[str, str]) -> None:
+        """Clear the columns naming deleted media files; a clip is marked missing, saying which limit removed it."""
+
+        def ops(conn: sqlite3.Connection) -> None:
+            for f in gone:
+                if f.kind == CLIP_DIR:
+                    conn.execute("UPDATE events SET clip=NULL, clip_state=?, clip_reason=? WHERE clip=?",
+                                 (CLIP_MISSING, f"removed by retention: {self.retention.why(reasons[f.rel])}", f.rel))
+                else:
+                    column = MEDIA_COLUMN[f.kind]
+                    conn.execute(f"UPDATE events SET {column}=NULL WHERE {column}=?", (f.rel,))
+
+        self._safe_write(ops, "retention")
+
     def sweep(self, now: float | None = None) -> dict[str, int]:
-        """Delete snapshots, clean frames and clips older than retention_days, then the oldest until
-        all of them together are under retention_mb; prune finished outbox rows older than the
-        retention (at least a day). Call it hourly."""
+        """The retention limits once more (the age limit is the one that needs it: nothing is
+        written for days), then prune finished outbox rows older than the retention (at least a
+        day). Call it hourly."""
         now = self._clock() if now is None else now
-        files = self._snapshot_files()
-        deleted: list[Path] = []
-        freed = 0
-        if self.retention_days > 0:
-            cutoff = now - self.retention_days * 86400
-            for mtime, size, p in files:
-                if mtime < cutoff and self._unlink(p):
-                    deleted.append(p)
-                    freed += size
-        if self.retention_mb > 0:
-            budget = int(self.retention_mb * 1024 * 1024)
-            gone = set(deleted)
-            kept = [(m, s, p) for m, s, p in files if p not in gone]
-            total = sum(s for _, s, _ in kept)
-            for mtime, size, p in kept:  # oldest first
-                if total <= budget:
-                    break
-                if self._unlink(p):
-                    deleted.append(p)
-                    freed += size
-                    total -= size
-        keep_s = max(self.retention_days, 1.0) * 86400
-        rels = [str(p.relative_to(self.path)) for p in deleted]
-
-        def ops(conn: sqlite3.Connection) -> int:
-            conn.executemany("UPDATE events SET snapshot=NULL WHERE snapshot=?", [(r,) for r in rels])
-            conn.executemany("UPDATE events SET frame=NULL WHERE frame=?", [(r,) for r in rels])
-            conn.executemany("UPDATE events SET clip=NULL, clip_state=?, clip_reason=? WHERE clip=?",
-                             [(CLIP_MISSING, "deleted by the retention sweep", r) for r in rels])
-            cur = conn.execute("DELETE FROM outbox WHERE state != ? AND updated < ?", (PENDING, now - keep_s))
-            return cur.rowcount
-
+        with self._retention_lock:
+            self._media = None  # scan again: files deleted or added by hand since
+            plan = self._enforce({}, (), now=now)
+        keep_s = max(self.retention.days, 1.0) * 86400
         pruned = 0
         try:
-            pruned = self._write(ops, "sweep") or 0
+            pruned = self._write(lambda c: c.execute("DELETE FROM outbox WHERE state != ? AND updated < ?",
+                                                     (PENDING, now - keep_s)).rowcount, "sweep") or 0
         except sqlite3.Error as exc:
             log.error("store_write_failed", what="sweep", reason=str(exc))
-        result = {"snapshots_deleted": len(deleted), "bytes_freed": freed, "outbox_pruned": pruned}
+        result = {"media_deleted": len(plan.delete), "bytes_freed": sum(f.size for f in plan.delete),
+                  "outbox_pruned": pruned}
         log.info("store_swept", **result)
         return result
-
-    def _snapshot_files(self) -> list[tuple[float, int, Path]]:
-        out = []
-        found = [p for kind in MEDIA_DIRS if (self.path / kind).is_dir()
-                 for p in (self.path / kind).glob("*/*.mp4" if kind == CLIP_DIR else "*/*.jpg")]
-        for p in found:
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            out.append((st.st_mtime, st.st_size, p))
-        out.sort()
-        return out
 
     @staticmethod
     def _unlink(p: Path) -> bool:
@@ -1034,7 +1073,7 @@ class EventStore:
         except FileNotFoundError:
             return True
         except OSError as exc:
-            log.error("store_write_failed", what="sweep", path=str(p), reason=exc.strerror or str(exc))
+            log.error("store_write_failed", what="retention", path=str(p), reason=exc.strerror or str(exc))
             return False
 
 
@@ -1101,7 +1140,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     for name, kind in REVIEW_COLUMNS:
         if name not in have:
-            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")  # noqa: S608 (fixed names)
+            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
 
 
 # --- back to disk: merge a memory store that did not begin as a copy of the file ----------------------
@@ -1120,20 +1159,20 @@ def _merge_into(mem: sqlite3.Connection, disk: sqlite3.Connection) -> dict[str, 
     cur = mem.execute("SELECT * FROM events")
     names = [d[0] for d in cur.description]
     rest = [n for n in names if n != "id"]
-    sql = (f"INSERT INTO events ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"  # noqa: S608
+    sql = (f"INSERT INTO events ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
            f" ON CONFLICT(id) DO UPDATE SET {', '.join(f'{n}=COALESCE(excluded.{n}, events.{n})' for n in rest)}")
     for row in cur.fetchall():
         disk.execute(sql, row)
         counts["events"] += 1
     columns = "id, sink, key, payload, meta, state, attempts, retry_at, error, created, updated"
-    for row in mem.execute(f"SELECT {columns} FROM outbox ORDER BY id").fetchall():  # noqa: S608
+    for row in mem.execute(f"SELECT {columns} FROM outbox ORDER BY id").fetchall():
         sink, key, state = row[1], row[2], row[5]
         there = disk.execute("SELECT id, state FROM outbox WHERE sink=? AND key=?", (sink, key)).fetchone()
         if there is None:
             try:
-                disk.execute(f"INSERT INTO outbox ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)  # noqa: S608
+                disk.execute(f"INSERT INTO outbox ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
             except sqlite3.IntegrityError:  # the id is taken by another delivery: a new id
-                disk.execute(f"INSERT INTO outbox ({columns.split(', ', 1)[1]}) VALUES (?,?,?,?,?,?,?,?,?,?)", row[1:])  # noqa: S608
+                disk.execute(f"INSERT INTO outbox ({columns.split(', ', 1)[1]}) VALUES (?,?,?,?,?,?,?,?,?,?)", row[1:])
         elif there[1] in FINISHED and state == PENDING:
             continue
         else:
@@ -1195,7 +1234,7 @@ def _read_tables(conn: sqlite3.Connection) -> dict[str, tuple[list[str], list[tu
     found = {}
     for table in TABLES:
         try:
-            cur = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 (fixed names)
+            cur = conn.execute(f"SELECT * FROM {table}")
             found[table] = ([d[0] for d in cur.description], cur.fetchall())
         except sqlite3.Error:
             continue
@@ -1246,7 +1285,7 @@ def _insert_salvaged(conn: sqlite3.Connection, found: dict[str, tuple[list[str],
         wanted = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
         keep = [i for i, c in enumerate(columns) if c in wanted]
         names = ", ".join(columns[i] for i in keep)
-        sql = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' for _ in keep)})"  # noqa: S608
+        sql = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' for _ in keep)})"
         n = 0
         for row in rows:
             try:

@@ -48,6 +48,24 @@ def read_holder(lock_file: Path) -> int | None:
         return None
 
 
+def is_locked(storage: Path) -> bool:
+    """Does a live process hold ``storage``'s lock now? Creates nothing (for ``check-config``, which
+    must not take the store from a daemon, nor leave a lock file in a folder that did not have one)."""
+    try:
+        fd = os.open(Path(storage) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the shared lock, if it was taken
+    return False
+
+
 class StorageLock:
     """``acquire()`` at start-up, ``check()`` now and then, ``release()`` at stop."""
 

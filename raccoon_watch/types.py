@@ -266,6 +266,8 @@ class CaptureSnapshot:
     """One capture thread (``CaptureThread.snapshot()``); counters as in ``capture.CameraStats``.
 
     last_frame_mono: monotonic time of the last frame grabbed, 0.0 before any.
+    reason: why it is not up, in a few words without the source URL ("connection refused", "no such
+    file", "file ended (loop: false)"); empty while up or before the first open has an outcome.
     """
 
     camera: str
@@ -279,6 +281,37 @@ class CaptureSnapshot:
     reconnects: int = 0
     open_failures: int = 0
     last_frame_mono: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecognizerSnapshot:
+    """Which recognizer the detector workers use now, and why (/healthz ``recognizer``, /metrics).
+
+    backend: ``detector.backend`` (auto, tflite, tensorflow, remote); local: the local models'
+    recognizer (e.g. ``tflite+tflite-classifier``); in_use: "remote" or "local"; reason: a sentence
+    (no URL, no key). With ``backend: remote`` also its counters: frames the remote answered, frames
+    detected locally instead, failed or slow calls, the last remote call's milliseconds, seconds until
+    the remote is tried again (None while it is in use) and seconds since ``in_use`` last changed.
+    """
+
+    backend: str
+    local: str
+    in_use: str
+    reason: str
+    remote_frames: int = 0
+    local_frames: int = 0
+    failures: int = 0
+    last_remote_ms: float | None = None
+    retry_in_s: float | None = None
+    since_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.backend, "in_use": self.in_use, "reason": self.reason, "local": self.local}
+        if self.backend == "remote":
+            out.update(remote_frames=self.remote_frames, local_frames=self.local_frames, failures=self.failures,
+                       last_remote_ms=self.last_remote_ms, retry_in_s=self.retry_in_s, since_s=self.since_s)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +464,7 @@ class PipelineStats:
     storage: StorageSnapshot | None = None
     sinks: Mapping[str, SinkSnapshot] = field(default_factory=dict)
     model_version: str | None = None  # the classifier the workers run now
+    recognizer: RecognizerSnapshot | None = None  # which recognizer the workers use (backend: remote: and why)
 
     # --- derived numbers (rounded as published) -------------------------------------------------
     @property
@@ -517,3 +551,12 @@ class PipelineStats:
             "storage": self.storage.to_dict() if self.storage is not None else None,
             "sinks": {name: sink.to_dict() for name, sink in self.sinks.items()},
         }
+
+
+def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
+    """{"label", "score" (4 decimals), ["detector_score",] "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
+    out: dict[str, Any] = {"label": det.label, "score": round(det.score, 4)}
+    if det.detector_score is not None:
+        out["detector_score"] = round(det.detector_score, 4)
+    out["box"] = list(box_to_pixels(det.box, width, height))
+    return out

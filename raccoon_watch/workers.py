@@ -24,8 +24,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import structlog
 
@@ -61,7 +61,7 @@ class DetectorWorker(threading.Thread):
         index: int,
         make_detector: Callable[[], Recognizer | Detector],
         frames: FrameQueue,
-        results: "queue.Queue[FrameResult]",
+        results: queue.Queue[FrameResult],
         stop: threading.Event,
         batch_wait_s: float = 0.0,
         on_inference: Callable[[float, int], None] | None = None,

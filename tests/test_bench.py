@@ -129,6 +129,10 @@ def test_tiny_bench_run_prints_the_documented_json(tmp_path: Path, shared_dir: P
                                       "recording_le_0.05_core", "event_list_le_200ms_at_10k",
                                       "tracker_le_1ms_at_8_candidates"}
     assert report["tracker"]["candidates"] == 8 and report["tracker"]["cpu_ms"] > 0
+    serve = report["serve"]  # a real raccoon-watch serve under 4 clients (no speed asserted here)
+    assert serve["frigate_style"]["requests_ok"] > 0 and serve["frigate_style"]["answers"].keys() == {"200"}
+    assert serve["frigate_style"]["latency_ms"]["p95"] > 0 and serve["keep_alive"]["requests_ok"] > 0
+    assert {"serve_ge_20_requests_per_s", "serve_p95_le_150ms"} <= set(report["targets"])
     assert report["recording"]["segments"] >= 1 and report["recording"]["cpu_per_video_s"] >= 0
     assert report["review_list"]["events"] == 10000 and report["review_list"]["page_1"]["bytes"] > 0
     probe = report["http_probe"]

@@ -22,6 +22,7 @@ from raccoon_watch.clips import (
     select_segments,
 )
 from raccoon_watch.config import CameraConfig, ClipsConfig
+from raccoon_watch.retention import RetentionPolicy
 from raccoon_watch.store import CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
 from raccoon_watch.types import Event, EventKind
 from tests.waiting import wait_until
@@ -381,9 +382,10 @@ def test_event_messages_carry_has_clip_and_the_clip_path():
 def test_retention_sweeps_clips_and_frames_with_the_snapshots(tmp_path):
     import os
 
-    store = EventStore(tmp_path, retention_days=1.0, retention_mb=0)
+    store = EventStore(tmp_path, RetentionPolicy(days=1.0, snapshot_mb=0, clip_mb=0))
     now = time.time()
     store.record(_event(EventKind.END, "old", now - 3 * 86400, now - 3 * 86400 + 5))
+    store.record(_event(EventKind.END, "new", now - 60, now - 55))  # the newest event's media always stay
     clip = store.media_path("clips", "porch", "old")
     clip.parent.mkdir(parents=True)
     clip.write_bytes(b"\0" * 100)
@@ -391,7 +393,7 @@ def test_retention_sweeps_clips_and_frames_with_the_snapshots(tmp_path):
     store.write_frame("porch", "old", b"\xff\xd8jpeg")
     for path in (clip, store.media_path("frames", "porch", "old")):
         os.utime(path, (now - 3 * 86400, now - 3 * 86400))
-    assert store.sweep(now=now)["snapshots_deleted"] == 2  # the count covers every media file
+    assert store.sweep(now=now)["media_deleted"] == 2  # the count covers every media file
     row = store.get_event("old")
     assert row["clip"] is None and row["frame"] is None
     assert row["clip_state"] == CLIP_MISSING and "retention" in row["clip_reason"]

@@ -81,7 +81,9 @@ def test_rtsp_server_killed_and_restarted_is_survived(tmp_path, small_clip_h264,
     assert code == 0
 
 
-def test_missing_model_exits_3_with_a_clear_message(tmp_path, small_clip):
+def test_missing_model_exits_2_naming_detector_model(tmp_path, small_clip):
+    """A model path the config names that does not exist is a configuration problem (2, as
+    check-config says); 3 is for a model that is there but does not load (below)."""
     cfg = write_config(tmp_path / "c.yaml", {
         "cameras": {"porch": {"source": str(small_clip.path)}},
         "detector": {"model": str(tmp_path / "nope.tflite")},
@@ -91,8 +93,8 @@ def test_missing_model_exits_3_with_a_clear_message(tmp_path, small_clip):
     code = daemon.proc.wait(timeout=60)
     daemon._reader.join(timeout=5)
     out = "".join(daemon.raw)
-    assert code == 3
-    assert "nope.tflite" in out and "Traceback" not in out
+    assert code == 2
+    assert f"raccoon-watch: detector.model: {tmp_path / 'nope.tflite'}: not found" in out and "Traceback" not in out
 
 
 def test_corrupt_model_exits_3_with_a_clear_message(tmp_path, small_clip):

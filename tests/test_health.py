@@ -63,8 +63,8 @@ def snap(workers=None, router=RouterBeat(True, NOW - 0.2), cameras=None) -> Pipe
         (snap(router=None), False, "router thread is not running"),
         (snap(router=RouterBeat(False, NOW)), False, "router thread is not running"),
         (snap(router=RouterBeat(True, NOW - 12)), False, "router silent"),
-        (snap(cameras=[camera(alive=False)]), False, "capture thread of camera porch"),
-        (snap(cameras=[camera(progress=NOW - 16)]), False, "camera porch capture loop stalled"),
+        (snap(cameras=[camera(alive=False)]), False, "camera porch: capture thread is not running"),
+        (snap(cameras=[camera(progress=NOW - 16)]), False, "camera porch: capture loop stalled"),
         # down and retrying: progress every back-off turn, inside its (longer) grace: alive
         (snap(cameras=[camera(state="down", progress=NOW - 40, grace_s=50)]), True, "ok"),
         (snap(cameras=[camera(state="connecting", progress=NOW - 51, grace_s=50)]), False, "stalled"),
@@ -141,7 +141,8 @@ def test_health_report_storage(storage: dict, status: str, problem: str | None) 
     stats = dataclasses.replace(with_states(STATS, garden="up"), storage=StorageSnapshot(**storage))
     _, body = health_report(True, "ok", True, stats)
     expected = {"persistent": True, "recovered": None, "vanished": None, "held_media": 0, **storage}
-    assert body["status"] == status and body["storage"] == expected
+    assert body["status"] == status and {k: body["storage"][k] for k in expected} == expected
+    assert body["storage"]["status"] == status and (problem or "on disk") in body["storage"]["reason"]
     assert (problem is None and body["problems"] == []) or problem in " ".join(body["problems"])
 
 
@@ -178,11 +179,16 @@ def test_healthz_200_then_503(served) -> None:
     data = json.loads(body)
     assert data["status"] == "degraded"  # garden is down, the pipeline is alive
     assert data["cameras"]["garden"] == {"state": "down", "up": False, "last_frame_age_s": None, "reconnects": 0,
-                                         "detect_enabled": True}
-    assert data["detector"]["alive"] is True
+                                         "detect_enabled": True, "status": "degraded",
+                                         "reason": "no frames for 12 s (down)"}  # never a frame: since start
+    assert data["reason"] == "camera garden: no frames for 12 s (down)" and data["problems"] == [data["reason"]]
+    assert data["detector"]["alive"] is True and data["detector"]["status"] == "ok"
+    assert data["http"] == {"status": "ok", "reason": f"listening on 127.0.0.1:{server.port}", "review_page": False}
     state["alive"] = False
     code, _, body = _get(server.port, "/healthz")
-    assert code == 503 and json.loads(body)["status"] == "failing"
+    failing = json.loads(body)
+    assert code == 503 and failing["status"] == "failing"
+    assert failing["reason"] == "event router silent for 12s; camera garden: no frames for 12 s (down)"
     assert _get(server.port, "/nope")[0] == 404
 
 

@@ -22,7 +22,7 @@ import pytest
 from raccoon_watch.demo import empty_scene
 from tests.daemon import Daemon, detector_section, write_config
 from tests.fixtures.media import CLIP_FPS, Clip, make_clip
-from tests.ports import free_port
+from testkit.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -243,7 +243,7 @@ class _FailingRetrain:
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
-    def ensure_base_crops(self, folder, *_args):
+    def ensure_base_crops(self, folder, *_args, **_kwargs):
         return folder
 
     class RetrainOptions:

@@ -124,7 +124,7 @@ def test_detect_switch_off_ends_the_event_and_ignores_frames(rig):
     assert not router.has_active_event("cam")
     for seq in range(2, 6):
         results.put(_result(seq, (RACCOON,)))
-    time.sleep(1.0)
+    wait_drained(results, router)
     assert len(sink.events) == 2 and not router.is_enabled("cam")
 
 
@@ -136,7 +136,7 @@ def test_reconfigure_raises_the_threshold_live(rig):
     wait_applied(router)
     for seq in range(4):
         results.put(_result(seq, (RACCOON,)))  # score 0.9 < 0.95: no longer counts
-    time.sleep(1.0)
+    wait_drained(results, router)
     assert sink.events == [] and router.processed["cam"] == 4
 
 
@@ -146,6 +146,13 @@ def wait_applied(router: EventRouter) -> None:
     for _ in range(2):
         beat = router.heartbeat
         assert wait_until(lambda: router.heartbeat > beat, 5.0), "router loop not turning"
+
+
+def wait_drained(results: queue.Queue[FrameResult], router: EventRouter) -> None:
+    """Wait until the router has taken every queued result and finished the turn of the last one
+    (absence is then proven by the router's own progress, not by a sleep)."""
+    assert wait_until(results.empty, 5.0), "router not taking results"
+    wait_applied(router)
 
 
 def _scored(seq: int, score: float) -> FrameResult:
@@ -168,7 +175,7 @@ def test_the_threshold_applies_to_the_visit_score(rig, per_frame, starts):
     for seq, score in enumerate(per_frame):
         results.put(_scored(seq, score))
     assert wait_until(lambda: router.processed["cam"] == len(per_frame))
-    time.sleep(0.2)
+    wait_applied(router)  # the turn that processed the last frame has handed its events on
     assert [e.kind for e in sink.events] == ([EventKind.START] if starts else [])
     if starts:
         # starts on frame 4, the second counting one: the median of (0.45, 0.7, 0.8, 0.45), not its own 0.45
@@ -190,7 +197,7 @@ def test_switching_detection_off_forgets_the_visit(rig):
     assert wait_until(lambda: router.is_enabled("cam"))
     results.put(_scored(2, 0.9))  # a fresh candidate: visit score 0 again, so still no second hit
     assert wait_until(lambda: router.processed["cam"] == 3)
-    time.sleep(0.2)
+    wait_applied(router)
     assert sink.events == []
 
 
@@ -237,7 +244,7 @@ def test_a_still_candidate_never_starts_an_event(tracked):
         for seq in range(8):
             results.put(_result(seq, (WATERING_CAN,), moving=False))
         assert wait_until(lambda: router.processed["cam"] == 8)
-        time.sleep(0.2)
+        wait_applied(router)
     assert sink.events == [] and board.get("cam") == ()  # never alerted, never looked for
     still = [e for e in logs if e["event"] == "still_candidate_ignored"]
     assert len(still) == 1 and still[0]["camera"] == "cam" and still[0]["score"] == 0.9  # logged once

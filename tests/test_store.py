@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import structlog
 
+from raccoon_watch.retention import RetentionPolicy
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import EventKind, Severity
 from tests import corrupt_db
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_record_upserts_row_and_writes_snapshot(tmp_path: Path) -> None:
-    store = EventStore(tmp_path, retention_days=1, retention_mb=10, outbox_max=100)
+    store = EventStore(tmp_path, RetentionPolicy(days=1, snapshot_mb=10), outbox_max=100)
     start = make_event(EventKind.START, event_id="e1", score=0.7)
     store.record(start)
     end = make_event(EventKind.END, event_id="e1", start_time=start.start_time, score=0.95, snapshot=False)
@@ -168,34 +169,34 @@ def test_disk_full_mid_run_keeps_outbox_working(tmp_path: Path) -> None:
 
 
 def test_retention_by_age_and_size(tmp_path: Path) -> None:
-    store = EventStore(tmp_path, retention_days=1, retention_mb=0, outbox_max=100)
+    store = EventStore(tmp_path, RetentionPolicy(days=1, snapshot_mb=0, clip_mb=0), outbox_max=100)
     now = time.time()
-    old = make_event(event_id="old", start_time=now - 3 * 86400)
-    new = make_event(event_id="new", start_time=now)
+    old = make_event(EventKind.END, event_id="old", start_time=now - 3 * 86400)  # ended: open events keep theirs
+    new = make_event(EventKind.END, event_id="new", start_time=now)
     store.record(old)
     store.record(new)
     old_file = store.snapshot_path("front_door", "old")
     os.utime(old_file, (now - 3 * 86400, now - 3 * 86400))
     result = store.sweep(now=now)
-    assert result["snapshots_deleted"] == 1
+    assert result["media_deleted"] == 1
     assert not old_file.exists() and store.snapshot_path("front_door", "new").exists()
     assert store.get_event("old")["snapshot"] is None
     assert store.read_snapshot("new") == new.snapshot_jpeg
 
     # size budget: keep the newest files under ~1.5 KB per file allowance
-    sized = EventStore(tmp_path / "b", retention_days=0, retention_mb=0.003, outbox_max=100)
+    sized = EventStore(tmp_path / "b", RetentionPolicy(days=0, snapshot_mb=0.003), outbox_max=100)
     for i in range(5):
-        ev = make_event(event_id=f"s{i}", snapshot=b"\xff\xd8" + bytes(1022))
+        ev = make_event(EventKind.END, event_id=f"s{i}", snapshot=b"\xff\xd8" + bytes(1022))
         sized.record(ev)
         os.utime(sized.snapshot_path("front_door", f"s{i}"), (now - 100 + i, now - 100 + i))
-    sized.sweep(now=now)
     left = sorted(p.stem for p in (tmp_path / "b" / "snapshots" / "front_door").glob("*.jpg"))
-    assert left == ["s2", "s3", "s4"]
+    assert left == ["s2", "s3", "s4"]  # made room at each write, before the sweep
+    assert sized.sweep(now=now)["media_deleted"] == 0
 
 
 def test_sweep_prunes_finished_outbox_rows(tmp_path: Path) -> None:
     clock = [1_000_000.0]
-    store = EventStore(tmp_path, retention_days=1, outbox_max=100, clock=lambda: clock[0])
+    store = EventStore(tmp_path, RetentionPolicy(days=1), outbox_max=100, clock=lambda: clock[0])
     done = store.enqueue("push", "done", b"x", {})
     store.enqueue("push", "waiting", b"x", {})
     store.mark_done(done)

@@ -80,9 +80,9 @@ def has_label(example: Example, label: int) -> bool:
     return bool(np.any(example.labels == label))
 
 
-def load_crops(crop_dir: Path, max_side: int = 256) -> list[np.ndarray]:
-    """Raccoon crops (RGB uint8) for copy-paste; each whole crop is one object."""
-    return [load_image_rgb(p, max_side)[0] for p in sorted(crop_dir.glob("*.jpg"))]
+def load_crops(crop_dir: Path, max_side: int = 256, limit: int | None = None) -> list[np.ndarray]:
+    """Raccoon crops (RGB uint8) for copy-paste; each whole crop is one object. ``limit``: the first N only."""
+    return [load_image_rgb(p, max_side)[0] for p in sorted(crop_dir.glob("*.jpg"))[:limit]]
 
 
 def to_model_input(image_rgb_uint8: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
     python -m train train --config train/configs/raccoon_ssd_mobilenet_v1.yaml --work-dir train/work
 
 Custom loop with tf.GradientTape under a tf.distribute strategy (default: one machine; mirrored:
-several GPUs; multiworker: several machines with TF_CONFIG set, untested here). Validation on a
+several GPUs; multi_worker: several processes or machines with TF_CONFIG set, tested with 2 workers
+on one machine in tests/train/test_multi_worker.py; see train/README.md). Validation on a
 split carved from the training data picks the best checkpoint and the deployed threshold; the
 test split is never looked at. Writes to the work dir: checkpoints/ (resume), tensorboard/,
 best.weights.h5, training_result.json.
@@ -14,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -37,6 +40,7 @@ from train.ssd.tflite_import import import_tflite_weights
 
 log = structlog.get_logger(__name__)
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "raccoon_ssd_mobilenet_v1.yaml"
+PIPELINE_SEED_STRIDE = 1_000_003  # input pipeline i augments from seed + i * this: workers never share a stream
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -58,14 +62,82 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "final_fraction": self.final_fraction}
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker", "multiworker")  # multiworker: the old spelling
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
+    """default: this process's device; mirrored: every GPU of this machine; multi_worker: one replica
+    per process of the cluster that ``TF_CONFIG`` describes (``tf.distribute.MultiWorkerMirroredStrategy``,
+    gradients all-reduced every step; see train/README.md, "Train on more than one machine")."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
+    if name in ("multi_worker", "multiworker"):
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be default, mirrored or multiworker, got {name!r}")
+    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES[:3])}, got {name!r}")
+
+
+def check_tf_config(text: str | None) -> None:
+    """ValueError naming what is wrong with TF_CONFIG for a multi-worker run (None: unset)."""
+    where = "(train/README.md, 'Train on more than one machine')"
+    if not text:
+        raise ValueError(f"--strategy multi_worker needs TF_CONFIG: the cluster's workers and this one's index {where}")
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"TF_CONFIG is not JSON ({exc}) {where}") from None
+    workers = spec.get("cluster", {}).get("worker") if isinstance(spec, dict) and isinstance(spec.get("cluster"), dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not (isinstance(workers, list) and workers and all(isinstance(w, str) and ":" in w for w in workers)):
+        raise ValueError(f'TF_CONFIG needs "cluster": {{"worker": ["host:port", ...]}}, got {text[:200]} {where}')
+    if not (isinstance(task, dict) and task.get("type") in ("worker", "chief") and isinstance(task.get("index"), int)
+            and 0 <= task["index"] < len(workers)):
+        raise ValueError(f'TF_CONFIG needs "task": {{"type": "worker", "index": 0..{len(workers) - 1}}}, '
+                         f"got {json.dumps(task)[:200]} {where}")
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """Who this process is in a multi-worker run: the chief (worker 0, or the only process) writes the
+    work dir; any other worker runs the same steps (checkpoints, which every worker must save, and
+    validation included) and writes them into ``work_dir/worker-<index>/``, never over the chief's files."""
+
+    task_type: str | None
+    task_id: int
+    workers: int
+
+    @property
+    def is_chief(self) -> bool:
+        return self.task_type in (None, "chief") or (self.task_type == "worker" and self.task_id == 0)
+
+    def dir(self, work_dir: Path) -> Path:
+        return work_dir if self.is_chief else work_dir / f"worker-{self.task_id}"
+
+
+def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return WorkerRole(None, 0, 1)
+    spec = resolver.cluster_spec().as_dict()
+    return WorkerRole(resolver.task_type, int(resolver.task_id or 0), sum(len(v) for v in spec.values()))
+
+
+def multi_worker_dataset(strategy, generator_for, assigner: TargetAssigner, global_batch: int):
+    """Each worker's own input pipeline (``distribute_datasets_from_function``): worker ``i`` augments
+    with its own seed (``generator_for(i)``) into batches of global_batch / workers, so the workers
+    see different examples and one step trains on ``global_batch`` of them in all. Auto-sharding is
+    off: a generator has no files to split."""
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        per_replica = context.get_per_replica_batch_size(global_batch)
+        dataset = data_lib.make_train_dataset(generator_for(context.input_pipeline_id), assigner, per_replica)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def build_model(cfg: TrainConfig) -> keras.Model:
@@ -168,7 +240,7 @@ def load_data(cfg: TrainConfig, args):
     TFRecords (--train-records/--val-records, night frames named by --night-list) or straight from
     the shared data folder split by ``splits.make_plan``."""
     shared = cfg.data.shared_data_path()
-    crops = data_lib.load_crops(shared / "night" / "positives_crops")[: args.limit or None]
+    crops = data_lib.load_crops(shared / "night" / "positives_crops", limit=args.limit or None)  # tiny runs decode few
     if args.train_records:
         return (*_records_data(args), crops)
     limit = args.limit
@@ -255,7 +327,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "backgrounds; validation: their own false-alert group)")
     parser.add_argument("--limit", type=int, default=None, help="use only N positives + N negatives (smoke tests)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in work-dir")
-    parser.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="multi_worker: one process per machine, TF_CONFIG set on each (train/README.md)")
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0 = TF default)")
     parser.add_argument("--validate-config", action="store_true", help="check the YAML and exit")
 
@@ -283,7 +356,7 @@ def _setup(cfg: TrainConfig, args, strategy):
     manager = tf.train.CheckpointManager(ckpt, str(args.work_dir / "checkpoints"), max_to_keep=3)
     if args.resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
-        log.info("resumed", checkpoint=manager.latest_checkpoint, step=int(step))
+        log.info("resumed", checkpoint=manager.latest_checkpoint, step=int(step.numpy()))
     return model, optimizer, step, manager, schedule, average
 
 
@@ -294,51 +367,77 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    try:
+        strategy = make_strategy(args.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    except ValueError as exc:
+        log.error("bad_strategy", error=str(exc))
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
     keras.utils.set_random_seed(cfg.seed)
+    role = worker_role(strategy)
+    args = argparse.Namespace(**{**vars(args), "work_dir": role.dir(args.work_dir)})  # a worker's own files
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    strategy = make_strategy(args.strategy)
     anchors = generate_anchors()
     train_examples, val_examples, night, crops = load_data(cfg, args)
     val_inputs = data_lib.eval_inputs(val_examples)
     model, optimizer, step, manager, schedule, average = _setup(cfg, args, strategy)
+    current_step = lambda: int(step.numpy())
     state_path = args.work_dir / "training_result.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else {"history": []}
     aug_cfg = cfg.augment
     mix = cfg.mix
-    generator = lambda: data_lib.training_examples(train_examples, night, crops, aug_cfg, mix, cfg.seed + int(step))
-    dataset = data_lib.make_train_dataset(generator, TargetAssigner(anchors), cfg.optim.batch_size)
-    batches = iter(strategy.experimental_distribute_dataset(dataset))
+    drawn = [0]  # examples this process's input pipeline made (a multi-worker run's proof that it took part)
+
+    def generator_for(pipeline: int):
+        def generate():
+            seed = cfg.seed + PIPELINE_SEED_STRIDE * pipeline + current_step()
+            for example in data_lib.training_examples(train_examples, night, crops, aug_cfg, mix, seed):
+                drawn[0] += 1
+                yield example
+        return generate
+
+    if role.workers > 1:
+        batches = iter(multi_worker_dataset(strategy, generator_for, TargetAssigner(anchors), cfg.optim.batch_size))
+    else:
+        dataset = data_lib.make_train_dataset(generator_for(0), TargetAssigner(anchors), cfg.optim.batch_size)
+        batches = iter(strategy.experimental_distribute_dataset(dataset))
     train_step = make_train_step(model, optimizer, strategy, cfg.loss, average)
     writer = tf.summary.create_file_writer(str(args.work_dir / "tensorboard"))
     if "best" not in state:  # the COCO-initialised model is the first candidate
-        _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)
+        _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, current_step(), writer)
     from tqdm import tqdm
 
     started = time.monotonic()
-    first_step = int(step)
+    first_step = current_step()
     with tqdm(total=cfg.optim.steps, initial=first_step, desc="train", unit="step") as bar:
-        while int(step) < cfg.optim.steps:
+        while current_step() < cfg.optim.steps:
             losses = train_step(next(batches))
             step.assign_add(1)
             bar.update(1)
             bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
-            if int(step) % 10 == 0:
-                with writer.as_default(step=int(step)):
+            if current_step() % 10 == 0:
+                with writer.as_default(step=current_step()):
                     for name, value in losses.items():
                         tf.summary.scalar(f"loss/{name}", value)
                     tf.summary.scalar("learning_rate", schedule(step))
-            if int(step) % cfg.eval.every_steps == 0 or int(step) == cfg.optim.steps:
-                manager.save(checkpoint_number=int(step))
+            if current_step() % cfg.eval.every_steps == 0 or current_step() == cfg.optim.steps:
+                manager.save(checkpoint_number=current_step())
                 if average is not None:
                     average.swap()  # validate (and keep) the averaged weights
-                _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, int(step), writer)
+                # every worker validates (the same weights, so the same result) and writes its own
+                # work dir: workers that run the same steps in the same order never wait on each other
+                _evaluate_and_keep(model, val_examples, val_inputs, anchors, cfg, args, state, current_step(), writer)
                 if average is not None:
                     average.swap()
     elapsed = time.monotonic() - started
-    state["seconds_per_step"] = elapsed / max(int(step) - first_step, 1)
+    state["seconds_per_step"] = elapsed / max(current_step() - first_step, 1)
     state["config"] = cfg.model_dump()
+    state["worker"] = {"task_type": role.task_type, "task_id": role.task_id, "workers": role.workers,
+                       "replicas_in_sync": strategy.num_replicas_in_sync, "steps_run": current_step() - first_step,
+                       "examples_drawn": drawn[0]}
     state_path.write_text(json.dumps(state, indent=2))
-    log.info("training_done", best=state["best"], seconds_per_step=round(state["seconds_per_step"], 3))
+    log.info("training_done", best=state.get("best"), seconds_per_step=round(state["seconds_per_step"], 3),
+             worker=role.task_id, workers=role.workers)
     return 0
 
 

@@ -8,13 +8,14 @@ image passed in (see raccoon_watch.types.Box); backends convert from the model's
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from raccoon_watch.types import Detection
-
 
 MAX_ERROR_CHARS = 600  # a model error is one log line and one message: what it quotes from files is cut
 
@@ -27,6 +28,16 @@ class ModelError(Exception):
         if len(message) > MAX_ERROR_CHARS:
             message = f"{message[:MAX_ERROR_CHARS]}... [{len(message) - MAX_ERROR_CHARS} more characters]"
         super().__init__(message)
+
+
+class ModelNotFound(ModelError):
+    """The model (or label map) path does not exist: ``path`` is the path that was looked up. When
+    the config named it (``detector.model``, ``detector.labelmap``), that is a configuration problem
+    (the CLI exits 2 naming the key); a model that exists but does not load stays a ModelError (3)."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = Path(path)
 
 
 class Detector(Protocol):

@@ -201,7 +201,7 @@ def _constant(model: schema.ModelT, tensor: schema.TensorT, dtype: type) -> np.n
     buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
     if buffer is None or buffer.data is None or not len(buffer.data):
         return None
-    types = {np.float32: schema.TensorType.FLOAT32, np.int32: schema.TensorType.INT32,
+    types: dict[type, int] = {np.float32: schema.TensorType.FLOAT32, np.int32: schema.TensorType.INT32,
              np.uint8: schema.TensorType.UINT8, np.int8: schema.TensorType.INT8}
     if tensor.type != types[dtype]:
         return None

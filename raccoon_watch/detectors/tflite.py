@@ -28,16 +28,16 @@ probe frames; a model that cannot be cut, or whose cut version differs, runs one
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import structlog
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from raccoon_watch.detectors.base import (DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, input_tensor,
-                                          to_model_rgb)
+from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, input_tensor, to_model_rgb
 from raccoon_watch.detectors.ssd_batch import NotBatchable, PostProcess, cut_postprocess
 from raccoon_watch.types import Detection
 

@@ -1,42 +1,61 @@
-"""raccoon-watch command line: run, check-config, detect, export-feedback, retrain, models, hash-password.
+"""raccoon-watch command line: run, serve, check-config, detect, export-feedback, retrain, models, hash-password.
 
-Exit codes: 0 ok; 1 unexpected error; 2 bad configuration (the message names the key; this
-includes an ``http.port`` that cannot be bound, found before any camera starts), or the store is in
-use by another daemon (``run``: the message names its PID); 3 model missing or not a model.
+Exit codes of ``run`` and ``check-config`` (``preflight.EXIT_CODES``, shown by ``--help``): 0 ok; 1
+unexpected error; 2 a configuration problem, the message naming the key (an unknown key, with "did
+you mean"; ``detector.model`` not found; ``http.port`` taken, found before any camera starts; the
+store in use by another daemon, naming its PID; check-config also: a file camera's source missing);
+3 the model is there but cannot be used. ``check-config`` checks what ``run`` would meet
+(``preflight``): the same model load, the same port bind, the file sources.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Any
 
 import structlog
 
 from raccoon_watch import __version__
 from raccoon_watch.config import Config, ConfigError, effective_config, load_config, redact_url
+from raccoon_watch.service import preflight
 from raccoon_watch.service.httpserver import bind_listener
+from raccoon_watch.service.preflight import EXIT_CODES, EXIT_CONFIG, EXIT_MODEL
 
-EXIT_CONFIG = 2
-EXIT_MODEL = 3
+BENCH_PROG_ENV = "RACCOON_WATCH_BENCH_PROG"  # = tools.bench.PROG_ENV: the usage line names the command the user typed
+
+__all__ = ["EXIT_CONFIG", "EXIT_MODEL", "main"]
 
 log = structlog.get_logger("raccoon_watch")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raccoon-watch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="raccoon-watch", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the daemon")
+    run = sub.add_parser("run", help="run the daemon", epilog=EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
     run.add_argument("--demo-if-no-camera", action="store_true",
                      help="when no camera opens, watch a demo clip built from ../shared instead")
 
-    check = sub.add_parser("check-config", help="validate a config and print it with secrets masked")
+    check = sub.add_parser(
+        "check-config", help="validate a config and what it names (model, file cameras, port); print it, secrets masked",
+        description="Validate the config (unknown keys get a 'did you mean'), then check what it names as run "
+                    "would meet it: the model loads (the start-up check itself, no camera opened), file cameras "
+                    "exist and read, http.port can be bound, MQTT TLS files exist. Live cameras (webcam, RTSP, "
+                    "HTTP) that do not answer are warnings: run retries them. Prints the effective config "
+                    "(secrets masked) on stdout and one line per problem, naming its key, on stderr.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("config", type=Path)
 
     export = sub.add_parser("export-feedback", help="write the events judged on the review page as training "
@@ -49,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     from raccoon_watch import detect_cmd
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
+    from raccoon_watch.api import serve_cmd
+
+    serve_cmd.add_arguments(sub.add_parser("serve", help="the recognizer as a DeepStack/CodeProject.AI-compatible "
+                                           "HTTP API (Frigate, Blue Iris, Agent DVR, another raccoon-watch)"))
     from raccoon_watch import retrain_cmd
 
     retrain_cmd.add_parsers(sub)  # retrain, models (the site learns its porch)
@@ -80,23 +103,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         from raccoon_watch import detect_cmd
 
         return detect_cmd.main(args)
+    if args.command == "serve":
+        from raccoon_watch.api import serve_cmd
+
+        return serve_cmd.main(args)
     return 1
 
 
 def _bench(argv: list[str]) -> int:
-    """``raccoon-watch bench ...`` = ``python -m tools.bench ...`` from the checkout this package is in."""
+    """``raccoon-watch bench ...`` = ``python -m tools.bench ...`` from the checkout this package is in.
+
+    A child process: the daemon package never imports ``tools`` (nor puts the checkout on its own
+    ``sys.path``). The child's output is relayed through this process's ``sys.stdout``/``sys.stderr``."""
     from raccoon_watch.config import REPO_ROOT
 
     if not (REPO_ROOT / "tools" / "bench.py").is_file():
         print(f"raccoon-watch bench: needs a source checkout (no tools/bench.py under {REPO_ROOT})", file=sys.stderr)
         return 1
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from tools import bench
+    env = {**os.environ, BENCH_PROG_ENV: "raccoon-watch bench",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    child = subprocess.Popen([sys.executable, "-m", "tools.bench", *argv], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1)
+    assert child.stdout is not None and child.stderr is not None
+    relay = threading.Thread(target=_relay, args=(child.stderr, sys.stderr), name="bench-stderr", daemon=True)
+    relay.start()
+    try:
+        _relay(child.stdout, sys.stdout)
+        return child.wait()
+    except KeyboardInterrupt:  # the child got the same SIGINT (one process group): let it finish its cleanup
+        return child.wait()
+    finally:
+        relay.join(timeout=5)
 
-    parser = argparse.ArgumentParser(prog="raccoon-watch bench", description="replay generated clips through the pipeline; print JSON")
-    bench.add_arguments(parser)
-    return bench.main(parser.parse_args(argv))
+
+def _relay(source: IO[str], target: IO[str]) -> None:
+    for line in source:
+        target.write(line)
+        target.flush()
 
 
 def _load(path: Path) -> Config | None:
@@ -111,8 +154,24 @@ def _check_config(path: Path) -> int:
     cfg = _load(path)
     if cfg is None:
         return EXIT_CONFIG
-    print(json.dumps(effective_config(cfg), indent=2, default=str))
-    print(f"{path}: configuration OK ({len(cfg.cameras)} camera(s))", file=sys.stderr)
+    from raccoon_watch.service.logs import setup_logging
+
+    setup_logging("warning", cfg.logging.format)  # the model loader's warnings, on stderr; stdout is the config
+    print(json.dumps(effective_config(cfg), indent=2, default=str), flush=True)
+    found = preflight.check_world(cfg)
+    for problem in found:
+        print(f"raccoon-watch: {'warning: ' if problem.code == preflight.WARNING else ''}{problem}", file=sys.stderr)
+    code = preflight.exit_code(found)
+    if code:
+        count = sum(p.code != preflight.WARNING for p in found)
+        print(f"{path}: {count} problem(s); exit {code}", file=sys.stderr)
+        return code
+    from raccoon_watch.capture import SourceKind, classify_source
+
+    files = sum(c.enabled and classify_source(c.source) is SourceKind.FILE for c in cfg.cameras.values())
+    checked = ["model loads", *([f"{files} file camera(s) read"] if files else []),
+               *(["http.port free"] if cfg.http.enabled else [])]
+    print(f"{path}: configuration OK ({len(cfg.cameras)} camera(s); {', '.join(checked)})", file=sys.stderr)
     return 0
 
 
@@ -195,16 +254,21 @@ def _run(args: argparse.Namespace) -> int:
     from raccoon_watch.app import App
     from raccoon_watch.detectors.base import ModelError
 
-    app = App(cfg, storage_lock=lock)  # App.stop releases it
+    app = None
     try:
+        app = App(cfg, storage_lock=lock)  # App.stop releases it
         app.start()
-    except ModelError as exc:
-        log.error("model_unusable", error=str(exc))
-        print(f"raccoon-watch: cannot load the model: {exc}", file=sys.stderr)
-        app.stop()
+    except ModelError as exc:  # the check check-config runs too (preflight.check_model)
+        problem = preflight.model_problem(exc, cfg)
+        log.error("model_unusable", key=problem.key, error=str(exc), exit_code=problem.code)
+        print(f"raccoon-watch: {problem}", file=sys.stderr)
+        if app is not None:
+            app.stop()
+        else:
+            lock.release()
         if listener is not None:
             listener.close()
-        return EXIT_MODEL
+        return problem.code
     from raccoon_watch.service.notify import ServiceRuntime
 
     service = ServiceRuntime(app, args.config, listener=listener)  # sd_notify READY/STATUS/WATCHDOG/STOPPING, /healthz
@@ -221,7 +285,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_signal_handlers(app) -> None:  # type: ignore[no-untyped-def]
+def _install_signal_handlers(app: Any) -> None:
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
         app.stop_event.set()

@@ -3,14 +3,27 @@
     GET /healthz  -> 200 {"status": "ok" | "degraded", ...} or 503 {"status": "failing", ...}
     GET /metrics  -> Prometheus text format from the App's private registry
 
-``status``: "failing" when the pipeline is not alive (the same verdict that withholds the systemd
-``WATCHDOG=1``: a wedged detector, router or capture thread); "degraded" when it is alive but a
-camera is not delivering frames (down and retrying), or the event store is in memory only, or
-replaced a damaged or deleted database in this run (``storage``; ``problems`` says which); else "ok". Body
-fields per camera: ``state``, ``last_frame_age_s``, ``up``; and ``detector.alive``, ``reason``,
-``uptime_s``, ``storage``, ``sinks`` (each sink's ``health()``: a failing sink, such as MQTT with
-wrong credentials, is listed in ``problems``; status degraded) and ``notes`` (detection switched off,
-say by a retained MQTT command).
+Every component reports its own ``status`` and ``reason``: each camera (``cameras.<name>``), the
+detector workers (``detector``), the event router (``router``), the event store (``storage``), each
+sink that has a health (``sinks.mqtt``, ``sinks.pushover``), the recognizer the workers use
+(``recognizer``: ``types.RecognizerSnapshot``; with ``detector.backend: remote``, the local models
+standing in for a remote that is down or slow is degraded, and the reason says why) and the HTTP
+server (``http``). A
+component's status is "ok"; "degraded" when it is alive but not doing its job now and retrying (a
+camera down: ``no frames for 12 s (connection refused)``; MQTT: ``dns: name not resolved (<host>)``,
+``connection refused``, ``timed out``, ``auth: Not authorized``; Pushover: ``auth: application token is
+invalid (HTTP 400; not retried)``, ``server error: HTTP 500 (retrying)``; the store in memory only, or a
+damaged or deleted events.db replaced in this run); "failing" when it is dead or wedged (a detector
+worker stuck in detect(), a capture thread whose read never returns, the router silent).
+
+The top-level ``status`` is the worst component's: "failing" (HTTP 503) is the same verdict that
+withholds the systemd ``WATCHDOG=1`` (the pipeline is not alive); "degraded" (200) when detection
+goes on but a component is not ok; else "ok". The top-level ``reason`` names what is not ok, one
+``<component>: <reason>`` per component, failing ones first (``camera porch: no frames for 12 s
+(connection refused)``), and is "ok" only when every component is; ``problems`` lists the same
+sentences. ``notes``: what is worth knowing but not a fault (detection switched off, say by a
+retained MQTT command). Camera entries also carry ``state``, ``up``, ``last_frame_age_s``,
+``reconnects``, ``detect_enabled``; ``detector``: ``alive``, ``fps``, ``inference_ms``, ``errors``.
 
 Every other path goes to ``pages`` when given (the review page, ``raccoon_watch.web.pages``), so the
 page and the monitoring endpoints share one port and one server: Starlette's router on uvicorn
@@ -28,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -40,10 +54,16 @@ from starlette.routing import Route, Router
 
 from raccoon_watch.service import liveness
 from raccoon_watch.service.httpserver import (
-    MAX_CONNECTIONS, ASGIApp, Receive, Scope, Send, ServerThread, bind_listener,
+    MAX_CONNECTIONS,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    ServerThread,
+    bind_listener,
 )
 from raccoon_watch.service.logs import clip
-from raccoon_watch.types import SINK_FAILING, PipelineStats
+from raccoon_watch.types import SINK_FAILING, CaptureSnapshot, PipelineStats, SinkSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -60,27 +80,92 @@ STATUS_DEGRADED = "degraded"
 STATUS_FAILING = "failing"
 
 
+COMPONENT_OK = "ok"
+_RANK = {STATUS_OK: 0, STATUS_DEGRADED: 1, STATUS_FAILING: 2}
+
+
+def _component(status: str, reason: str) -> dict[str, str]:
+    return {"status": status, "reason": reason}
+
+
+def camera_health(stats: PipelineStats, cam: CaptureSnapshot, stalled: str | None = None) -> dict[str, str]:
+    """One camera's status and reason (pure): ok while up; failing when its capture thread is dead or
+    wedged (``stalled``: liveness's reason); degraded when down or not yet up (``no frames for 12 s
+    (connection refused)``, the time since its last frame, or since start when it never had one) or
+    stopped (a file read to its end)."""
+    if stalled:
+        return _component(STATUS_FAILING, stalled)
+    if cam.state == liveness.CAMERA_UP:
+        return _component(STATUS_OK, "up")
+    if cam.state == liveness.CAMERA_STOPPED:
+        return _component(STATUS_DEGRADED, f"stopped: {cam.reason or 'capture ended'}")
+    age = stats.last_frame_age_s(cam)
+    silent = age if age is not None else stats.uptime
+    why = cam.reason or ("connecting" if cam.state == "connecting" else cam.state)
+    return _component(STATUS_DEGRADED, f"no frames for {silent:.0f} s ({why})")
+
+
+def sink_health(sink: SinkSnapshot) -> dict[str, str]:
+    """A sink's status and reason (pure): a failing sink is degraded (detection goes on; deliveries
+    wait in the outbox), with its own reason."""
+    if sink.state == SINK_FAILING:
+        return _component(STATUS_DEGRADED, sink.reason or "failing")
+    return _component(STATUS_OK, sink.reason or sink.state)
+
+
 def health_report(
-    alive: bool, reason: str, detector_alive: bool, stats: PipelineStats,
+    alive: bool, reason: str, detector_alive: bool, stats: PipelineStats, *,
+    detector_reason: str | None = None, router: tuple[bool, str] | None = None,
+    stalled: Mapping[str, str] | None = None,
 ) -> tuple[bool, dict[str, Any]]:
-    """Build the /healthz body from a liveness verdict and the App's ``PipelineStats`` (pure)."""
-    cameras = {
-        cam.camera: {
+    """Build the /healthz body (pure) from a liveness verdict (``alive``, ``reason``: the first stuck
+    stage), the detector's (``detector_alive``, ``detector_reason``), the router's, the cameras whose
+    capture is wedged (``stalled``: camera -> reason) and the App's ``PipelineStats``. (The ``http``
+    entry is the server's own: ``HealthServer`` adds it to what it serves.)"""
+    stalled = stalled or {}
+    cameras = {}
+    for cam in stats.cameras:
+        cameras[cam.camera] = {
             "state": cam.state,
             "up": cam.state == liveness.CAMERA_UP,
             "last_frame_age_s": stats.last_frame_age_s(cam),
             "reconnects": cam.reconnects,
             "detect_enabled": stats.detect_enabled(cam.camera),
+            **camera_health(stats, cam, stalled.get(cam.camera)),
         }
-        for cam in stats.cameras
-    }
-    sinks = dict(stats.sinks)
-    problems = [f"camera {name} is {c['state']}" for name, c in cameras.items() if not c["up"]]
+    if detector_alive:
+        detector = _component(STATUS_OK, f"{len(stats.workers)} worker(s) running")
+    else:
+        detector = _component(STATUS_FAILING, detector_reason or (reason if not alive else "not alive"))
+    router_ok, router_reason = router if router is not None else (True, liveness.OK)
+    router_entry = _component(STATUS_OK, "running") if router_ok else _component(STATUS_FAILING, router_reason)
     storage = stats.storage
+    storage_entry = None
     if storage is not None:
-        problems += storage.problems()  # in memory, a damaged or deleted events.db replaced, media waiting
-    problems += [f"{name} sink failing: {sink.reason}" for name, sink in sinks.items() if sink.state == SINK_FAILING]
-    retained = {cam: sink_name for sink_name, sink in sinks.items() for cam in sink.retained_commands}
+        trouble = storage.problems()  # in memory, a damaged or deleted events.db replaced, media waiting
+        storage_entry = {**storage.to_dict(), **(_component(STATUS_DEGRADED, "; ".join(trouble)) if trouble
+                                                 else _component(STATUS_OK, "on disk"))}
+    sinks = {name: {**sink.to_dict(), **sink_health(sink)} for name, sink in stats.sinks.items()}
+    recognizer = stats.recognizer
+    recognizer_entry = None
+    if recognizer is not None:
+        standing_in = recognizer.backend == "remote" and recognizer.in_use != "remote"
+        recognizer_entry = {**recognizer.to_dict(),
+                            **_component(STATUS_DEGRADED if standing_in else STATUS_OK, recognizer.reason)}
+
+    components: list[tuple[str, Mapping[str, Any]]] = [("detector", detector), ("router", router_entry)]
+    components += [(f"camera {name}", entry) for name, entry in cameras.items()]
+    if storage_entry is not None:
+        components.append(("storage", storage_entry))
+    components += list(sinks.items())
+    if recognizer_entry is not None:
+        components.append(("recognizer", recognizer_entry))
+    bad = sorted((c for c in components if c[1]["status"] != STATUS_OK), key=lambda c: -_RANK[c[1]["status"]])
+    problems = [f"{name}: {entry['reason']}" for name, entry in bad]
+    if not alive and not any(entry["status"] == STATUS_FAILING for _, entry in bad):
+        problems.insert(0, reason)  # a stage the components do not name (a caller's own verdict)
+
+    retained = {cam: sink_name for sink_name, sink in stats.sinks.items() for cam in sink.retained_commands}
     notes = [f"detection is off for camera {name}"
              + (f" (by a retained {retained[name]} command; it applies at every start)" if name in retained else "")
              for name, c in cameras.items() if not c["detect_enabled"]]
@@ -92,7 +177,7 @@ def health_report(
         status = STATUS_OK
     body = {
         "status": status,
-        "reason": reason,
+        "reason": "; ".join(problems) if problems else COMPONENT_OK,
         "uptime_s": stats.uptime_s,
         "cameras": cameras,
         "detector": {
@@ -100,11 +185,14 @@ def health_report(
             "fps": stats.detector_fps,
             "inference_ms": stats.inference_ms,
             "errors": stats.detector_errors,
+            **detector,
         },
+        "router": router_entry,
+        "recognizer": recognizer_entry,
         "queue_depth": stats.queue.depth,
         "events": stats.events,
-        "storage": storage.to_dict() if storage is not None else None,
-        "sinks": {name: sink.to_dict() for name, sink in sinks.items()},
+        "storage": storage_entry,
+        "sinks": sinks,
         "problems": problems,
         "notes": notes,
     }
@@ -117,8 +205,10 @@ def app_health(checker: liveness.AppLiveness) -> HealthFn:
     def health() -> tuple[bool, Mapping[str, Any]]:
         stats, snap, now = checker.read()
         alive, reason = liveness.pipeline_alive(snap, now, checker.limits)
-        detector_ok, _ = liveness.detector_alive(snap, now, checker.limits)
-        return health_report(alive, reason, detector_ok, stats)
+        detector_ok, detector_reason = liveness.detector_alive(snap, now, checker.limits)
+        return health_report(alive, reason, detector_ok, stats, detector_reason=detector_reason,
+                             router=liveness.router_alive(snap, now, checker.limits),
+                             stalled=liveness.stalled_cameras(snap, now))
 
     return health
 
@@ -205,11 +295,21 @@ class HealthServer:
             open_page = self.pages is not None and not self.pages.auth.login_required
             listener = bind_listener(self.host, self.port, loopback_only=open_page)
         self._listener = None  # a listener is used once: stop() closes it
-        self._server = ServerThread(monitoring_app(self._health, self._metrics, self.pages), listener)
+        self._server = ServerThread(monitoring_app(self._health_with_http, self._metrics, self.pages), listener)
         self.port = self._server.port
         self._server.start()
         log.info("http_listening", host=self.host, port=self.port, server="uvicorn",
                  paths=["/healthz", "/metrics", *(["/ (review page)"] if self.pages is not None else [])])
+
+    def _health_with_http(self) -> tuple[bool, Mapping[str, Any]]:
+        """A ``health_report`` body with this server's own entry added (it is answering, so it is ok);
+        any other body (a test's, a caller's own) is served as it is."""
+        ok, body = self._health()
+        if "http" in body or "problems" not in body or "cameras" not in body:
+            return ok, body
+        http = {"status": STATUS_OK, "reason": f"listening on {self.host}:{self.port}",
+                "review_page": self.pages is not None}
+        return ok, {**body, "http": http}
 
     def stop(self) -> None:
         if self._server is None:

@@ -79,18 +79,29 @@ class PipelineSnapshot:
 
 def pipeline_alive(snap: PipelineSnapshot, now: float, limits: LivenessLimits = LivenessLimits()) -> tuple[bool, str]:
     """(True, "ok") if every stage makes progress, else (False, reason naming the first stuck stage)."""
-    ok, reason = detector_alive(snap, now, limits)
-    if not ok:
-        return False, reason
-    if snap.router is None or not snap.router.alive:
-        return False, "event router thread is not running"
-    if now - snap.router.heartbeat > limits.heartbeat_s:
-        return False, f"event router silent for {now - snap.router.heartbeat:.0f}s"
+    for ok, reason in (detector_alive(snap, now, limits), router_alive(snap, now, limits)):
+        if not ok:
+            return False, reason
     for cam in snap.cameras:
         reason = _capture_problem(cam, now)
         if reason:
             return False, reason
     return True, OK
+
+
+def router_alive(snap: PipelineSnapshot, now: float, limits: LivenessLimits = LivenessLimits()) -> tuple[bool, str]:
+    """The event-router part of ``pipeline_alive`` alone (for /healthz)."""
+    if snap.router is None or not snap.router.alive:
+        return False, "event router thread is not running"
+    if now - snap.router.heartbeat > limits.heartbeat_s:
+        return False, f"event router silent for {now - snap.router.heartbeat:.0f}s"
+    return True, OK
+
+
+def stalled_cameras(snap: PipelineSnapshot, now: float) -> dict[str, str]:
+    """Camera -> why its capture thread is dead or wedged (the capture part of ``pipeline_alive``,
+    every camera, not the first); cameras that are fine (up, or down and retrying) are absent."""
+    return {cam.name: reason for cam in snap.cameras if (reason := _capture_issue(cam, now))}
 
 
 def detector_alive(snap: PipelineSnapshot, now: float, limits: LivenessLimits = LivenessLimits()) -> tuple[bool, str]:
@@ -121,12 +132,18 @@ def _worker_problem(w: WorkerBeat, now: float, limits: LivenessLimits) -> str | 
 
 
 def _capture_problem(cam: CaptureBeat, now: float) -> str | None:
+    issue = _capture_issue(cam, now)
+    return f"camera {cam.name}: {issue}" if issue else None
+
+
+def _capture_issue(cam: CaptureBeat, now: float) -> str | None:
+    """Why this camera's capture thread is dead or wedged, without its name; None when it is not."""
     if cam.state == CAMERA_STOPPED:  # a file source read once has ended: done, not wedged
         return None
     if not cam.alive:
-        return f"capture thread of camera {cam.name} is not running"
+        return "capture thread is not running"
     if cam.progress is not None and now - cam.progress > cam.grace_s:
-        return f"camera {cam.name} capture loop stalled for {now - cam.progress:.0f}s (state {cam.state})"
+        return f"capture loop stalled for {now - cam.progress:.0f}s (state {cam.state})"
     return None
 
 

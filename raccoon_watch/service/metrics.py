@@ -17,7 +17,8 @@ a host or a secret.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -65,6 +66,15 @@ class StatsCollector:
         yield _counter("queue_dropped", "Oldest frames evicted because the frame queue was full.", s.queue.dropped)
         yield _gauge("uptime_seconds", "Seconds since the daemon started.", s.uptime_s)
         yield from _delivery_families(s.deliveries)
+        rec = s.recognizer
+        if rec is not None and rec.backend == "remote":  # detector.backend remote (detectors/remote.py)
+            yield _gauge("recognizer_remote", "1 while the remote recognizer is in use, 0 while the local models stand in.",
+                         1.0 if rec.in_use == "remote" else 0.0)
+            yield _counter("recognizer_remote_frames", "Frames the remote recognizer answered.", rec.remote_frames)
+            yield _counter("recognizer_local_frames", "Frames the local models detected instead of the remote.",
+                           rec.local_frames)
+            yield _counter("recognizer_remote_failures", "Remote calls that failed or were slower than the timeout.",
+                           rec.failures)
         if s.model_version:  # which classifier scores now (hot swap, roll back): raccoon_watch.site_models
             info = GaugeMetricFamily(f"{PREFIX}_classifier_info", "1 for the classifier version in use.", labels=["version"])
             info.add_metric([s.model_version], 1.0)

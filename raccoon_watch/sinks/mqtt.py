@@ -39,8 +39,12 @@ then publishes ``P/<camera>/feedback`` (JSON, through the outbox) and, for the l
 ``P/<camera>/feedback/state``. A verdict given on the page is published the same way
 (``feedback_changed``). Event payloads carry ``event_fields(event)`` (``has_clip``, ``clip_path``).
 
-Health: ``health()`` says ``ok`` (connected), ``connecting`` (not yet) or ``failing`` with the
-broker's reason (wrong credentials: "Not authorized"; unreachable). A refused or failed connect is
+Health: ``health()`` says ``ok`` (connected), ``connecting`` (not yet) or ``failing`` with a reason
+that tells the failures apart: ``dns: name not resolved (<host>)``, ``connection refused``, ``timed
+out`` (no TCP answer within paho's connect timeout), ``tls: ...``, ``auth: Not authorized`` / ``auth:
+Bad user name or password`` (the broker's CONNACK refused the credentials), ``refused by broker:
+<CONNACK reason>`` and ``disconnected: <reason>`` (``netdiag.describe_error`` words the network ones,
+from the exception paho's connect raised, which ``_Client`` keeps). A refused or failed connect is
 logged once per distinct reason; paho's retries after it are debug lines, not endless warnings.
 """
 
@@ -61,6 +65,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
 from raccoon_watch.config import MqttConfig
+from raccoon_watch.netdiag import describe_error
 from raccoon_watch.sinks.discovery import (
     FEEDBACK_NONE,
     FEEDBACK_OPTIONS,
@@ -74,8 +79,16 @@ from raccoon_watch.sinks.discovery import (
     plan_discovery,
 )
 from raccoon_watch.store import EventStore, OutboxItem
-from raccoon_watch.types import (SINK_CONNECTING, SINK_FAILING, SINK_OK, Event, EventKind, PipelineStats, Severity,
-                                 SinkSnapshot)
+from raccoon_watch.types import (
+    SINK_CONNECTING,
+    SINK_FAILING,
+    SINK_OK,
+    Event,
+    EventKind,
+    PipelineStats,
+    Severity,
+    SinkSnapshot,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +96,35 @@ DISCOVERY_KV = "mqtt_discovery_published"  # store kv: {topic: digest} of retain
 MAX_COMMAND_BYTES = 32
 MAX_FEEDBACK_BYTES = 512
 FeedbackFn = Callable[[str | None, str | None, str | None, str], str | None]
+
+
+CONNACK_WAIT_S = 10.0  # connecting this long without an error or a CONNACK: the broker does not answer
+AUTH_REASONS = ("not authorized", "bad user name or password")  # CONNACK codes 5 and 4 (MQTT 3.1.1), 135/134 (5.0)
+
+
+def connack_reason(reason_code: Any) -> str:
+    """A refused CONNACK as a health reason: ``auth: Not authorized`` for the credential refusals,
+    else ``refused by broker: <reason>`` (pure)."""
+    text = str(reason_code)
+    if text.lower() in AUTH_REASONS:
+        return f"auth: {text}"
+    return f"refused by broker: {text}"
+
+
+class _Client(mqtt.Client):
+    """paho's client, keeping what its last connect attempt raised: paho catches it in its network
+    loop and calls ``on_connect_fail`` without it, so a wrong host and a refused port looked alike."""
+
+    last_connect_error: BaseException | None = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            rc = super().reconnect()
+        except OSError as exc:
+            self.last_connect_error = exc
+            raise
+        self.last_connect_error = None
+        return rc
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +275,7 @@ class MqttSink:
         self._last_after: dict[str, dict[str, object]] = {}  # event id -> last "after" body
         self._last_snapshot: dict[str, str] = {}  # event id -> digest of the last snapshot sent
         self._last_connect_error: str | None = None  # why the broker is not reachable/accepting us
+        self._connecting_since: float | None = None  # monotonic; None while connected
         self._retained_commands: dict[str, str] = {}  # camera -> ON/OFF set by a retained command
         self._next_stats = 0.0
         self._thread: threading.Thread | None = None
@@ -244,7 +287,7 @@ class MqttSink:
     def _make_client(self, reconnect_min: float, reconnect_max: float) -> mqtt.Client:
         cfg = self.cfg
         client_id = cfg.client_id or f"raccoon_watch-{socket.gethostname()}"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
         if cfg.tls is not None:
@@ -271,10 +314,11 @@ class MqttSink:
         if self._thread is not None:
             return
         self._stopping.clear()
+        self._connecting_since = time.monotonic()
         try:
             self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
-        except (OSError, ValueError) as exc:  # e.g. an unresolvable host; the loop keeps retrying
-            log.warning("mqtt_connect_failed", host=self.cfg.host, port=self.cfg.port, reason=str(exc))
+        except (OSError, ValueError) as exc:  # the loop keeps retrying
+            self._set_connect_error(describe_error(exc, self.cfg.host) if isinstance(exc, OSError) else str(exc))
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
         self._thread.start()
@@ -336,12 +380,15 @@ class MqttSink:
 
     def health(self) -> SinkSnapshot:
         """For /healthz: ``state`` ok | connecting | failing, ``reason``, retained detect commands."""
+        since = self._connecting_since
         if self.connected:
-            state, reason = SINK_OK, None
+            state, reason = SINK_OK, "connected"
         elif self._last_connect_error:
             state, reason = SINK_FAILING, self._last_connect_error
+        elif since is not None and time.monotonic() - since > CONNACK_WAIT_S:
+            state, reason = SINK_FAILING, f"no answer from the broker for {time.monotonic() - since:.0f} s (no CONNACK)"
         else:
-            state, reason = SINK_CONNECTING, None
+            state, reason = SINK_CONNECTING, "connecting"
         return SinkSnapshot(state, reason, retained_commands=dict(self._retained_commands),
                             detail={"broker": f"{self.cfg.host}:{self.cfg.port}"})
 
@@ -372,12 +419,13 @@ class MqttSink:
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason_code: Any, _props: Any) -> None:
         if reason_code.is_failure:
-            reason = str(reason_code)
+            reason = connack_reason(reason_code)
             if reason != self._last_connect_error:
                 log.error("mqtt_connect_refused", host=self.cfg.host, port=self.cfg.port, reason=reason)
                 self._last_connect_error = reason
             return
         self._last_connect_error = None
+        self._connecting_since = None
         try:
             log.info("mqtt_connected", host=self.cfg.host, port=self.cfg.port,
                      session_present=bool(getattr(flags, "session_present", False)))
@@ -410,16 +458,21 @@ class MqttSink:
         self._connected.clear()
         if self._stopping.is_set():
             return
+        if was_connected or self._connecting_since is None:
+            self._connecting_since = time.monotonic()
         if was_connected:
             self._last_connect_error = f"disconnected: {reason_code}"
             log.warning("mqtt_disconnected", reason=str(reason_code), pending=len(self._inflight))
         else:  # the close after a refused or failed connect: already said once
             log.debug("mqtt_disconnected", reason=str(reason_code), after=self._last_connect_error)
 
-    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        reason = "unreachable"
-        if self._last_connect_error and not self._last_connect_error.startswith("disconnected"):
-            return  # e.g. refused (not authorized) and now retrying: keep the first, clearer reason
+    def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
+        """paho could not open the connection (no CONNACK involved): DNS, refused, timed out, TLS."""
+        exc = getattr(client, "last_connect_error", None)
+        self._set_connect_error(describe_error(exc, self.cfg.host) if exc is not None else "cannot connect")
+
+    def _set_connect_error(self, reason: str) -> None:
+        """Record why the broker cannot be reached; logged once per distinct reason."""
         if reason != self._last_connect_error:
             log.warning("mqtt_connect_failed", host=self.cfg.host, port=self.cfg.port, reason=reason)
             self._last_connect_error = reason
@@ -438,9 +491,9 @@ class MqttSink:
                     self._publish_discovery(force=True)
                 return
             if topic.endswith("/feedback/set"):
-                self._handle_feedback(topic, msg.payload, retained=bool(msg.retain))
+                self._handle_feedback(topic, bytes(msg.payload), retained=bool(msg.retain))
                 return
-            self._handle_command(topic, msg.payload, retained=bool(msg.retain))
+            self._handle_command(topic, bytes(msg.payload), retained=bool(msg.retain))
         except Exception:  # a malformed message never takes the network thread down
             log.exception("mqtt_message_error")
 

@@ -32,6 +32,13 @@ Outcomes (each logged as one event):
   * 429 (app over quota / rate limited)   -> ``pushover_rate_limited``; retried at
                                              ``X-Limit-App-Reset`` / ``Retry-After`` (capped).
 
+Health (``health()``, for /healthz): the outcome of the latest delivery attempt. ``ok`` after a push
+went out (or before any was tried: nothing is known to be wrong); ``failing`` with a reason that
+tells the failures apart: ``auth: <Pushover's errors>`` (a 4xx naming the token or the user key:
+never retried), ``rejected: <errors>`` (another 4xx), ``rate limited``, ``server error: HTTP 5xx``,
+``dns: name not resolved (<host>)``, ``connection refused``, ``timed out``, ``bad reply: ...``, each
+with "(retrying)" when the push stays pending. A later push that goes out clears it.
+
 Idempotency: the outbox key is the event id, so a restart re-sends exactly the pushes that were not
 acknowledged. Pushover has no idempotency key of its own, so one window remains where a push can
 arrive twice: the daemon dies after Pushover answered ``status: 1`` but before ``mark_done``
@@ -46,16 +53,17 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 import structlog
 
 from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import PushoverConfig, QuietHours
+from raccoon_watch.netdiag import describe_error
 from raccoon_watch.service.logs import clip
 from raccoon_watch.store import EventStore, OutboxItem
-from raccoon_watch.types import Event, EventKind, score_text
+from raccoon_watch.types import SINK_FAILING, SINK_OK, Event, EventKind, SinkSnapshot, score_text
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +76,17 @@ MESSAGES_ENDPOINT = "messages.json"  # POST, relative to api_url (https://pushov
 
 class _Rejected(Exception):
     """4xx with Pushover's list of ``errors``: the request itself is wrong, never retried."""
+
+    def __init__(self, status: int, errors: list[str]) -> None:
+        super().__init__(f"{status}: {': '.join(errors)}")
+        self.status = status
+        self.errors = errors
+
+    @property
+    def auth(self) -> bool:
+        """The token or the user key was refused (Pushover names them in its errors)."""
+        words = " ".join(self.errors).lower()
+        return self.status in (401, 403) or "token" in words or "user" in words
 
 
 class _ServerError(Exception):
@@ -106,7 +125,7 @@ def send_message(session: requests.Session, cfg: PushoverConfig, meta: dict[str,
     _check_reply(resp)
     body = resp.json()
     if body.get("status") != 1:
-        raise _Rejected(f"{resp.status_code}: {': '.join(body['errors'])}")
+        raise _Rejected(resp.status_code, [str(e) for e in body["errors"]])
     return body
 
 
@@ -126,6 +145,18 @@ def _check_reply(resp: requests.Response) -> None:
     if resp.status_code >= 300 and not (isinstance(body.get("errors"), list)
                                         and all(isinstance(e, str) for e in body["errors"])):
         raise _BadReply(f"HTTP {resp.status_code}: reply without a list of errors: {clip(resp.text)}")
+
+
+def failure_reason(exc: Exception, host: str | None) -> str:
+    """A retried failure as a health reason: ``server error: HTTP 500``, ``bad reply: ...``, or the
+    network's words (``netdiag.describe_error``: DNS, refused, timed out, TLS)."""
+    if isinstance(exc, _ServerError):
+        return f"server error: {str(exc).split(':', 1)[0]}"
+    if isinstance(exc, requests.exceptions.JSONDecodeError):
+        return "bad reply: not JSON"
+    if isinstance(exc, (_BadReply, ValueError)) and not isinstance(exc, requests.RequestException):
+        return f"bad reply: {clip(str(exc), 80)}"
+    return describe_error(exc, host)
 
 
 def _reset_in(resp: requests.Response) -> float | None:
@@ -228,6 +259,7 @@ class PushoverSink:
         self._session = requests.Session()
         self.sent = 0
         self.retries = 0
+        self._outcome: tuple[str, str] = (SINK_OK, "no push tried yet")  # the latest attempt's (state, reason)
 
     # --- Sink -----------------------------------------------------------------------------
 
@@ -259,6 +291,11 @@ class PushoverSink:
             self._thread.join(timeout=1.5)  # a stalled send stays pending and is re-sent next start
             self._thread = None
         self._session.close()
+
+    def health(self) -> SinkSnapshot:
+        """For /healthz: the latest delivery attempt's outcome (see the module doc)."""
+        state, reason = self._outcome
+        return SinkSnapshot(state, reason, detail={"api": urlsplit(self.cfg.api_url).netloc, "sent": self.sent})
 
     # --- sender thread ----------------------------------------------------------------------
 
@@ -310,6 +347,8 @@ class PushoverSink:
         try:
             body = send_message(self._session, self.cfg, meta, image)
         except _Rejected as exc:
+            self._outcome = (SINK_FAILING, f"{'auth' if exc.auth else 'rejected'}: {clip('; '.join(exc.errors))} "
+                                           f"(HTTP {exc.status}; not retried)")
             self._due.pop(item.id, None)
             self.store.mark_failed(item.id, f"rejected: {clip(str(exc))}", retry_at=None)
             log.error("pushover_rejected", event_id=event_id, camera=camera, errors=clip(str(exc)), retried=False)
@@ -318,9 +357,10 @@ class PushoverSink:
             delay = exc.retry_in if exc.retry_in is not None else self.backoff_max
             delay = max(min(delay, self.rate_limit_max), self.backoff_base)
             self._later(item, delay, str(exc))
+            self._outcome = (SINK_FAILING, f"rate limited (retrying in {delay:.0f} s)")
             log.warning("pushover_rate_limited", event_id=event_id, retry_in_s=round(delay, 1))
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # network errors, timeouts, 5xx, non-JSON (ValueError), and any answer that is neither a
             # success nor a rejection: none can be trusted as either, so the push is retried.
             self._retry_later(item, event_id, exc)
@@ -328,6 +368,7 @@ class PushoverSink:
         self._due.pop(item.id, None)
         self.store.mark_done(item.id)
         self.sent += 1
+        self._outcome = (SINK_OK, "the last push went out")
         log.info(
             "pushover_sent",
             event_id=event_id,
@@ -342,4 +383,5 @@ class PushoverSink:
         delay = backoff_delay(item.attempts, self.backoff_base, self.backoff_max)
         error = f"{type(exc).__name__}: {clip(str(exc))}"
         self._later(item, delay, error)
+        self._outcome = (SINK_FAILING, f"{failure_reason(exc, urlsplit(self.cfg.api_url).hostname)} (retrying)")
         log.warning("pushover_retry", event_id=event_id, attempt=item.attempts + 1, retry_in_s=delay, error=error)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,9 @@ from raccoon_watch.detectors import create_detector
 from raccoon_watch.recognition import DEFAULT_MARGIN, classifier_crop
 from raccoon_watch.types import Box, box_iou
 from train import splits
-from train.splits import NIGHT_EXTRA, NIGHT_EXTRA_VAL_SOURCES, night_extra_photos  # noqa: F401 (re-exported)
 from train.augment import is_grayish
 from train.classifier.model import INPUT_SIZE
+from train.splits import NIGHT_EXTRA, NIGHT_EXTRA_VAL_SOURCES, night_extra_photos  # noqa: F401 (re-exported)
 
 log = structlog.get_logger(__name__)
 
@@ -213,7 +214,7 @@ def pasted_night_specs(animals: list[CropSpec], backgrounds: list[Path], part: s
     return specs
 
 
-def night_extra_specs(photos: list[splits.NightExtraPhoto], planner: "CropPlanner", part: str) -> list[CropSpec]:
+def night_extra_specs(photos: list[splits.NightExtraPhoto], planner: CropPlanner, part: str) -> list[CropSpec]:
     """Crops of real night photos: as ``CropPlanner.specs_for`` cuts any split image (raccoons and
     their jitters positive; the proposer's boxes away from raccoons, COCO animals and background
     negative), plus every labelled look-alike (fox, coyote, skunk, ...) box as a negative."""
@@ -270,10 +271,18 @@ def cut_crops(specs: list[CropSpec], size: int = INPUT_SIZE, margin: float = DEF
 
 
 def save_part(specs: list[CropSpec], crops: np.ndarray, path: Path) -> None:
+    save_arrays({"crops": crops, "labels": np.array([s.label for s in specs], np.int8),
+                 "groups": np.array([s.group for s in specs]), "sources": np.array([s.source for s in specs]),
+                 "files": np.array([str(s.path) for s in specs]), "boxes": np.array([s.box for s in specs], np.float32)},
+                path)
+
+
+def save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """One part's arrays (as ``load_part`` returns them) into ``path``: a temp file, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, crops=crops, labels=np.array([s.label for s in specs], np.int8),
-             groups=np.array([s.group for s in specs]), sources=np.array([s.source for s in specs]),
-             files=np.array([str(s.path) for s in specs]), boxes=np.array([s.box for s in specs], np.float32))
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def load_part(path: Path) -> dict[str, np.ndarray]:

@@ -33,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import cv2
 import numpy as np
 import structlog
 
@@ -48,7 +49,7 @@ from raccoon_watch.filters import DetectionFilter, eligible
 from raccoon_watch.gate import DEFAULT_RECALL_DROP
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
 from raccoon_watch.recognition import classifier_crop
-from raccoon_watch.retrain_cmd import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
+from raccoon_watch.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
 from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 from raccoon_watch.sitefeedback import SiteSample
 from raccoon_watch.types import Detection, box_iou
@@ -95,7 +96,7 @@ def recover_float_weights(model: Any, tflite_path: Path) -> int:
     interp = Interpreter(model_path=str(tflite_path), experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     details = {d["index"]: d for d in interp.get_tensor_details()}
-    ops = [op for op in interp._get_ops_details() if op["op_name"] in WEIGHT_KINDS]  # noqa: SLF001 (public in tf.lite)
+    ops = [op for op in interp._get_ops_details() if op["op_name"] in WEIGHT_KINDS]
     layers = [lay for lay in model.layers
               if isinstance(lay, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))]
     if len(ops) != len(layers):
@@ -117,25 +118,95 @@ def recover_float_weights(model: Any, tflite_path: Path) -> int:
 # ---------------------------------------------------------------- data
 
 
-def ensure_base_crops(folder: Path, model_dir: Path, shared: Path, limit: int | None = None) -> Path:
+def ensure_base_crops(folder: Path, model_dir: Path, shared: Path, limit: int | None = None,
+                      max_bytes: int | None = None) -> Path:
     """The shipped classifier's crop dataset (train.npz, val.npz) in ``folder``; built once from
-    ``shared`` with the crops stage (the proposer = the model folder's detector) when missing."""
-    if (folder / "train.npz").is_file() and (folder / "val.npz").is_file():
-        return folder
-    from train.classifier import crops as crops_stage
+    ``shared`` with the crops stage (the proposer = the model folder's detector) when missing, then
+    cut down to ``max_bytes`` when given (``cap_base_crops``; storage.base_crops_mb)."""
+    if not ((folder / "train.npz").is_file() and (folder / "val.npz").is_file()):
+        from train.classifier import crops as crops_stage
 
-    log.info("retrain_building_base_crops", folder=str(folder), limit=limit,
-             note="once: the shipped training crops, cut again from the shared data (minutes)")
-    folder.mkdir(parents=True, exist_ok=True)
-    coco = shared / "pretrained" / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"
-    parser = argparse.ArgumentParser()
-    crops_stage.add_arguments(parser)  # the crop stage's own defaults (the shipped recipe), not a copy of them
-    argv = ["--shared-data", str(shared / "data"), "--proposer", str(model_dir), "--output", str(folder),
-            *(["--coco-model", str(coco)] if coco.is_file() else []), *(["--limit", str(limit)] if limit else [])]
-    code = crops_stage.main(parser.parse_args(argv))
-    if code:
-        raise RuntimeError(f"building the base crops into {folder} failed ({code})")
+        log.info("retrain_building_base_crops", folder=str(folder), limit=limit,
+                 note="once: the shipped training crops, cut again from the shared data (minutes)")
+        folder.mkdir(parents=True, exist_ok=True)
+        coco = shared / "pretrained" / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"
+        parser = argparse.ArgumentParser()
+        crops_stage.add_arguments(parser)  # the crop stage's own defaults (the shipped recipe), not a copy of them
+        argv = ["--shared-data", str(shared / "data"), "--proposer", str(model_dir), "--output", str(folder),
+                *(["--coco-model", str(coco)] if coco.is_file() else []), *(["--limit", str(limit)] if limit else [])]
+        code = crops_stage.main(parser.parse_args(argv))
+        if code:
+            raise RuntimeError(f"building the base crops into {folder} failed ({code})")
+    if max_bytes is not None:
+        cap_base_crops(folder, max_bytes)
     return folder
+
+
+# ---------------------------------------------------------------- the base crops under their cap
+
+BASE_PARTS = ("train", "val")
+SCENES = "scenes"  # the crop stage's pasted night scenes: cut into the .npz files, never read again
+
+
+def base_crop_counts(n_train: int, n_val: int, crop_bytes: float, max_bytes: int,
+                     want_val: int = DEFAULT_VAL_LIMIT) -> tuple[int, int]:
+    """How many (train, val) crops to keep so that they fit in ``max_bytes`` at ``crop_bytes`` each
+    (pure). The validation part first, up to the ``want_val`` a retrain measures on; the training
+    part the rest (a retrain samples ``--base-limit`` of it); then validation again with what is left."""
+    fit = int(max_bytes // crop_bytes)
+    if n_train + n_val <= fit:
+        return n_train, n_val
+    k_val = min(n_val, want_val, fit)
+    k_train = min(n_train, fit - k_val)
+    return k_train, min(n_val, fit - k_train)
+
+
+def stratified_keep(strata: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``k`` of the items, each stratum (e.g. label x day/night) keeping its share
+    (largest remainder), drawn at random within it."""
+    names, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    share = counts * k / len(strata)
+    quota = np.floor(share).astype(int)
+    for i in np.argsort(-(share - quota), kind="stable")[: k - int(quota.sum())]:
+        quota[i] += 1
+    keep = [rng.permutation(np.flatnonzero(inverse == i))[: quota[i]] for i in range(len(names))]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, int)
+
+
+def cap_base_crops(folder: Path, max_bytes: int, seed: int = 0) -> dict[str, Any] | None:
+    """Keep ``folder``'s base crops under ``max_bytes``: the pasted scenes go (their crops are in the
+    .npz files), and when train.npz + val.npz are still over, each part keeps a stratified sample
+    (label x group) of ``base_crop_counts`` crops, written in place (temp file, rename). Returns what
+    was kept (also added to crops.json), or None when nothing had to change."""
+    from train.classifier.crops import load_part, save_arrays
+
+    shutil.rmtree(folder / SCENES, ignore_errors=True)
+    paths = {part: folder / f"{part}.npz" for part in BASE_PARTS}
+    total = sum(p.stat().st_size for p in paths.values())
+    if total <= max_bytes:
+        return None
+    parts = {part: load_part(path) for part, path in paths.items()}
+    sizes = {part: len(data["labels"]) for part, data in parts.items()}
+    payload = sum(v.nbytes for data in parts.values() for v in data.values())  # the rest: headers, whatever the count
+    crop_bytes = payload / max(1, sum(sizes.values()))
+    kept = dict(zip(BASE_PARTS, base_crop_counts(sizes["train"], sizes["val"], crop_bytes,
+                                                 max_bytes - (total - payload))))
+    rng = np.random.default_rng(seed)
+    summary: dict[str, Any] = {"max_bytes": max_bytes, "bytes_before": total}
+    for part, data in parts.items():
+        keep = stratified_keep(np.char.add(data["labels"].astype(str), data["groups"].astype(str)), kept[part], rng)
+        save_arrays({k: v[keep] for k, v in data.items()}, paths[part])
+        summary[part] = {"crops": len(keep), "of": sizes[part], "positives": int(data["labels"][keep].sum())}
+    summary["bytes"] = sum(p.stat().st_size for p in paths.values())
+    info = folder / "crops.json"
+    try:
+        record = json.loads(info.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record["capped"] = summary
+    info.write_text(json.dumps(record, indent=1) + "\n")
+    log.info("retrain_base_crops_capped", folder=str(folder), **summary)
+    return summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +413,7 @@ def retrain(opts: RetrainOptions, train_samples: Sequence[SiteSample]) -> Retrai
     deployed_threshold = float(deployed_card.get("threshold", 0.5))
 
     def val_metrics(top: Any) -> dict[str, Any]:
-        scores = fit._sigmoid(np.asarray(top.predict(val_x, batch_size=256, verbose=0)).reshape(-1))  # noqa: SLF001
+        scores = fit._sigmoid(np.asarray(top.predict(val_x, batch_size=256, verbose=0)).reshape(-1))
         return {**fit.crop_metrics(base_val["labels"], scores, base_val["groups"]),
                 "recall_at_threshold": round(recall_at(base_val["labels"], scores, deployed_threshold), 4)}
 
@@ -427,7 +498,7 @@ class StandardSet:
     negatives: tuple[Path, ...]
 
     @classmethod
-    def from_shared(cls, shared_data: Path) -> "StandardSet":
+    def from_shared(cls, shared_data: Path) -> StandardSet:
         from train import splits
         from train.voc import read_csv
 

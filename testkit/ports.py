@@ -10,9 +10,11 @@ a block of their own per xdist worker, in turn, and are checked free before they
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
+from collections.abc import Iterator
 
 FIRST_PORT = 20000
 PORTS_PER_WORKER = 1500  # 8 workers fit below 32768
@@ -38,3 +40,28 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free TCP port in {_BLOCK}-{_BLOCK + PORTS_PER_WORKER - 1}")
+
+
+@contextlib.contextmanager
+def unanswered_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port on ``host`` where a TCP connect times out, as behind a firewall that drops packets: a
+    listener with a backlog of 0 whose accept queue is filled, after which the kernel drops new SYNs
+    (nothing is ever accepted). Closed on exit."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((host, free_port()))
+    server.listen(0)
+    port = server.getsockname()[1]
+    queued: list[socket.socket] = []
+    try:
+        for _ in range(16):
+            try:
+                queued.append(socket.create_connection((host, port), timeout=0.3))
+            except TimeoutError:
+                break
+        else:
+            raise RuntimeError("the listener's accept queue never filled")
+        yield port
+    finally:
+        for sock in queued:
+            sock.close()
+        server.close()
