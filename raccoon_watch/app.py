@@ -1,6 +1,7 @@
 """The one place that wires the stages together.
 
     cameras --CaptureThread--> FrameQueue --DetectorWorker xN--> results --EventRouter--> store + sinks
+                                   ^-- EventRouter.visit_open: who goes first --'
 
 ``start()`` reads like a table of contents and ``stop()`` undoes it in reverse order. Every thread
 watches ``self.stop_event`` and waits on queues with timeouts, so shutdown takes well under 5 s.
@@ -212,7 +213,8 @@ class App:
         self.observers: tuple[Observer, ...] = tuple(observers)  # replaced whole, never mutated
         self.model_path: Path = cfg.detector.model or resolve_default_model()
         self.stop_event = threading.Event()
-        self.frames = FrameQueue(cfg.detector.queue_size)
+        # fair across cameras (raccoon_watch/schedule.py); open visits first once the router runs
+        self.frames = FrameQueue(cfg.detector.queue_size, lane_depth=cfg.detector.frames_per_camera)
         self.results: queue.Queue[FrameResult] = queue.Queue(maxsize=256)
         self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
         self.store: EventStore | None = None
@@ -425,6 +427,7 @@ class App:
             visit_params=visit_params(self.cfg), states=self._cooldown_states(filters), hints=self.hints,
         )
         self.router.start()
+        self.frames.set_visit_open(self.router.visit_open)
 
     def _cooldown_states(self, filters: dict[str, DetectionFilter]) -> dict[str, debounce.CameraState]:
         """Each camera's debounce state seeded with the end of its last stored event per label, so

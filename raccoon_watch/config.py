@@ -297,10 +297,20 @@ class DetectorConfig(_Strict):
     )
     workers: int = Field(2, ge=1, le=32, description="Detector worker threads.")
     num_threads: int = Field(2, ge=1, le=64, description="TFLite interpreter threads per worker.")
-    batch_size: int = Field(1, ge=1, le=64, description="TensorFlow backend: frames per call across cameras.")
+    batch_size: int = Field(
+        1, ge=1, le=64,
+        description="Frames (the newest of as many cameras) one worker runs in one call. TFLite: an SSD whose "
+        "post-processing can be cut (raccoon_watch/detectors/ssd_batch.py), else 1; TensorFlow: any.")
     batch_wait_ms: float = Field(5.0, ge=0.0, le=1000.0, description="How long a worker waits to fill a batch.")
     labels: list[str] = Field(default_factory=lambda: ["raccoon"], min_length=1, description="Labels that raise events.")
-    queue_size: int = Field(8, ge=1, le=1000, description="Frame queue capacity; when full the oldest frame is dropped.")
+    queue_size: int = Field(
+        16, ge=1, le=1000,
+        description="Frames waiting for the detector, all cameras together; past it a frame of a camera without "
+        "an open visit is dropped first (raccoon_watch/schedule.py).")
+    frames_per_camera: int = Field(
+        1, ge=1, le=1000,
+        description="Frames a camera without an open visit keeps waiting: when a newer one comes, the oldest "
+        "is dropped, so the detector works on the newest. A camera with an open visit keeps every frame.")
 
     _labels = field_validator("labels")(_check_labels)
 

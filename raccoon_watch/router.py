@@ -95,6 +95,9 @@ class EventRouter(threading.Thread):
         self.heartbeat = time.monotonic()
         self.events_emitted = 0
         self.processed: dict[str, int] = {cam: 0 for cam in self._filters}  # results folded in, per camera
+        # camera -> Frame.mono of its last frame with a detection at the review threshold on its own score
+        # (None: none yet); keys fixed here, values replaced whole (``visit_open`` reads them unlocked)
+        self._candidate_mono: dict[str, float | None] = {cam: None for cam in self._filters}
 
     # --- thread-safe controls ------------------------------------------------------------------
     def set_detect(self, camera: str, enabled: bool) -> None:
@@ -113,6 +116,25 @@ class EventRouter(threading.Thread):
         are immutable and replaced whole, so a lookup sees either the old or the new one)."""
         state = self._states.get(camera)
         return state is not None and any(ls.track is not None for ls in state.labels.values())
+
+    def visit_open(self, camera: str) -> bool:
+        """True while a visit is under way on this camera: an event is open; or a frame in the debounce
+        window counted toward one; or a moving track scored enough that the workers look for it (its
+        hints); or, within ``end_after`` seconds (monotonic), a frame had a detection whose own score
+        met the camera's review threshold, moved or not yet (``_handle``). The frame queue serves such
+        a camera first and drops its frames last, so the frames that show the animal moving and then
+        confirm its event are processed even when the detector cannot keep up with every camera.
+        Read from other threads without a lock, like ``has_active_event``: every value read is
+        immutable and replaced whole."""
+        if not self._enabled.get(camera, False):
+            return False
+        state = self._states.get(camera)
+        if state is not None and any(ls.track is not None or any(ls.history) for ls in state.labels.values()):
+            return True
+        if self._hints is not None and self._hints.get(camera):
+            return True
+        seen = self._candidate_mono.get(camera)
+        return seen is not None and self._clock() - seen <= self._params.end_after
 
     def is_enabled(self, camera: str) -> bool:
         return self._enabled.get(camera, False)
@@ -180,6 +202,9 @@ class EventRouter(threading.Thread):
         self.processed[cam] += 1
         frame = result.frame
         seen = tuple(d for d in result.detections if eligible(d, flt))  # any score
+        if any(meets_review_threshold(d, flt) for d in seen):  # the frame's own score: a visit may begin
+            before = self._candidate_mono.get(cam)
+            self._candidate_mono[cam] = frame.mono if before is None else max(before, frame.mono)
         self._tracks[cam], owners = tracking.step(self._tracks[cam], seen, self._track_params, frame.mono,
                                                   frame.image, frame.motion_regions)
         live = {t.id for t in self._tracks[cam].tracks}

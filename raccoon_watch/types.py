@@ -429,11 +429,16 @@ class SinkSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class QueueSnapshot:
-    """The frame queue (``FrameQueue.snapshot()``): frames waiting, and frames evicted when full."""
+    """The frame queue (``FrameQueue.snapshot()``): frames waiting, and frames dropped before the
+    detector saw them (per camera of the dropped frame; ``visit_dropped_by_camera``: those dropped while
+    their camera had an open visit). ``lag_s_by_camera``: each camera's detector lag, seconds: capture
+    to result of its newest processed frame, or the wait of its oldest queued frame if longer."""
 
     depth: int = 0
     dropped: int = 0
     dropped_by_camera: Mapping[str, int] = field(default_factory=dict)
+    visit_dropped_by_camera: Mapping[str, int] = field(default_factory=dict)
+    lag_s_by_camera: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +529,7 @@ class PipelineStats:
             "reconnects": cam.reconnects,
             "last_frame_age_s": self.last_frame_age_s(cam),
             "detect_enabled": self.detect_enabled(cam.camera),
+            "detector_lag_s": self.queue.lag_s_by_camera.get(cam.camera),
             "motion": self.motion[cam.camera].to_dict() if cam.camera in self.motion else None,
         }
 

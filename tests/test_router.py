@@ -299,3 +299,55 @@ def test_the_end_snapshot_says_the_score_the_store_keeps(rig, monkeypatch):
     assert drawn == [(1, 0.77), (2, 0.9)]  # the START's best frame, then the END's: frame 2 at 0.9
     assert store.get_event(end.id)["top_score"] == 0.9
     assert store.read_snapshot(end.id) == end.snapshot_jpeg != start.snapshot_jpeg
+
+
+# --- open visits: what the frame queue serves first (issue 24) ------------------------------------------
+
+CAT = Detection("raccoon", 0.2, (0.1, 0.1, 0.3, 0.3))  # under the threshold: a cat the classifier doubts
+
+
+def test_a_visit_opens_at_the_first_good_frame_and_closes_after_end_after(tmp_path):
+    """visit_open: False before anything; True from the first frame with a detection at the review
+    threshold on its own score (one frame, still or not: nothing has counted yet); False again once
+    ``end_after`` seconds pass on the router's clock with no event; never for a camera switched off."""
+    results: queue.Queue[FrameResult] = queue.Queue()
+    stop = threading.Event()
+    now = [time.monotonic()]
+    router = EventRouter(
+        results, {"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
+        DebounceParams(min_frames=3, window=5, end_after=10.0, cooldown=0, update_interval=0),
+        lambda event: None, [], stop, clock=lambda: now[0],
+    )
+    router.start()
+    try:
+        assert router.visit_open("cam") is False and router.visit_open("nobody") is False
+        results.put(_result(0, (CAT,), moving=False))
+        assert wait_until(lambda: router.processed["cam"] == 1)
+        assert router.visit_open("cam") is False  # a low score opens nothing
+        frame = _result(1, (RACCOON,), moving=False)
+        now[0] = frame.frame.mono
+        results.put(frame)
+        assert wait_until(lambda: router.processed["cam"] == 2)
+        assert router.visit_open("cam") is True and not router.has_active_event("cam")
+        now[0] = frame.frame.mono + 9.9
+        assert router.visit_open("cam") is True
+        now[0] = frame.frame.mono + 10.1
+        assert router.visit_open("cam") is False
+        now[0] = frame.frame.mono
+        router.set_detect("cam", False)
+        assert wait_until(lambda: not router.is_enabled("cam"))
+        assert router.visit_open("cam") is False
+    finally:
+        stop.set()
+        router.join(timeout=5)
+
+
+def test_a_visit_stays_open_while_its_event_runs(tracked):
+    results, router, sink, _ = tracked  # end_after 60 s: the event runs until detection is switched off
+    for seq in range(2):
+        results.put(_result(seq, (RACCOON,)))
+    sink.wait([EventKind.START])
+    assert router.has_active_event("cam") and router.visit_open("cam")
+    router.set_detect("cam", False)
+    sink.wait([EventKind.START, EventKind.END])
+    assert wait_until(lambda: not router.visit_open("cam"))

@@ -66,6 +66,8 @@ import numpy as np
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
 from testkit.mosquitto import Broker, BrokerUnavailable
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
+from tools.bench_cameras import (FAIR_DEFAULTS, CamerasPlan, cameras_targets, run_many_cameras, stage_cameras,
+                                 stage_options)
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 from tools.bench_serve import TARGET_P95_MS_MAX, TARGET_RPS_MIN, stage_serve
 
@@ -638,7 +640,8 @@ def stage_retrain(args: dict[str, Any]) -> dict[str, Any]:
 
 STAGES = {"recording": stage_recording, "review_list": stage_review_list, "http_probe": stage_http_probe,
           "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
-          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain, "serve": stage_serve}
+          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain, "serve": stage_serve,
+          "cameras": stage_cameras, "options": stage_options}
 
 
 # --- orchestration -----------------------------------------------------------------------------------
@@ -686,6 +689,7 @@ class Plan:
                                "serve", "baseline")
     no_tensorflow: bool = False
     threshold: float | None = BENCH_THRESHOLD  # None: the model card's deployed threshold
+    many: CamerasPlan = field(default_factory=CamerasPlan)  # stage "cameras" (issue 24)
 
 
 def plan_from_args(ns: argparse.Namespace) -> Plan:
@@ -693,7 +697,11 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
     stages = ["decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline"]
     if not ns.no_serve:
         stages.append("serve")
-    if not ns.no_baseline:
+    if not ns.no_many_cameras:
+        stages.append("cameras")
+    if ns.only_many_cameras:
+        stages = ["cameras"]
+    elif not ns.no_baseline:
         stages.append("baseline")
         if not ns.no_retrain:
             stages.append("retrain")
@@ -701,13 +709,21 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         stages.append("gpu")
     scenes = ("empty", "raccoon") if ns.scene == "both" else (ns.scene,)
     sinks = ns.sinks if ns.sinks is not None else (not ns.quick and shutil.which("mosquitto") is not None)
+    specs = tuple(ClipSpec(ns.resolution, scene, ns.light, seconds) for scene in scenes)
+    if ns.only_many_cameras:  # the report's clip is the stage's own raccoon clip: nothing else is built
+        specs = (ClipSpec("720p", "raccoon", "day", 30.0 if seconds >= 30.0 else max(20.0, seconds)),)
     return Plan(
-        specs=tuple(ClipSpec(ns.resolution, scene, ns.light, seconds) for scene in scenes),
+        specs=specs,
         cameras=ns.cameras, workers=ns.workers, threads=ns.threads, detect_fps=ns.detect_fps,
         baseline_s=ns.baseline_seconds if ns.baseline_seconds is not None else (2.0 if ns.quick else 4.0),
         model_runs=20 if ns.quick else 50, sinks=sinks, motion=not ns.no_motion,
         queue_size=max(8, 2 * ns.cameras), stages=tuple(stages), no_tensorflow=ns.no_baseline and not ns.gpu,
         threshold=None if ns.threshold < 0 else ns.threshold,
+        many=CamerasPlan(cameras=ns.many_cameras, visits=min(ns.visits, ns.many_cameras),
+                         seconds=30.0 if seconds >= 30.0 else max(20.0, seconds), detect_fps=ns.detect_fps,
+                         rounds=ns.many_cameras_rounds, options_runs=5 if ns.quick else 10,
+                         sweep=ns.many_cameras_sweep,
+                         fair={"workers": ns.fair_workers, "threads": ns.fair_threads, "batch_size": ns.fair_batch}),
     )
 
 
@@ -797,6 +813,8 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
         say(f"naive baseline: TensorFlow SavedModel on every frame ({plan.baseline_s:g} s of video)")
         report["baseline"] = run_stage("baseline", {**common, "clip": str(main_clip), "saved_model": str(saved_model),
                                                     "max_frames": round(plan.baseline_s * main_spec.fps)})
+    if "cameras" in plan.stages:
+        report["many_cameras"] = run_many_cameras(plan.many, shipped, plan.threshold, out_dir, say)
     if "retrain" in plan.stages:
         say("a real daemon during a real CLI retrain (minutes)")
         report["retrain"] = run_stage("retrain", {"work": str(out_dir / "retrain_latency"), "idle_s": 20.0,
@@ -912,6 +930,9 @@ def targets(report: dict[str, Any], plan: Plan) -> dict[str, Any]:
     review["zero_dropped_frames_during_cli_retrain"] = {
         "value": during, "met": None if during is None else during == 0,
         "idle": _get(report, "retrain", "phases", "idle", "dropped_frames")}
+    many = report.get("many_cameras")
+    if many is not None:
+        review["many_cameras"] = {"scope": many.get("scenario"), **cameras_targets(many)}
     return {
         **review,
         "scope": f"{plan.cameras} x {spec.resolution} {spec.light}, {spec.seconds:g} s clips; CPU targets on the {still} scene",
@@ -968,6 +989,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sinks", dest="sinks", action="store_false")
     parser.add_argument("--no-retrain", action="store_true",
                         help="skip the retrain stage (a daemon's dropped frames during a CLI retrain, ~3 min)")
+    parser.add_argument("--no-many-cameras", action="store_true",
+                        help="skip the many-cameras stage (8 x 720p all detecting: today's path, then the fair one)")
+    parser.add_argument("--only-many-cameras", action="store_true", help="run the many-cameras stage alone")
+    parser.add_argument("--many-cameras", type=int, default=8, help="cameras of the many-cameras stage (default 8)")
+    parser.add_argument("--visits", type=int, default=2, help="of them, cameras a raccoon visits at once (default 2)")
+    parser.add_argument("--many-cameras-rounds", type=int, default=1,
+                        help="rounds of (today, fair), alternating (default 1)")
+    parser.add_argument("--many-cameras-sweep", action="store_true",
+                        help="also run the fair arm with 2x1 and 1x2 workers x threads and batches of 4 and 8")
+    parser.add_argument("--fair-workers", type=int, default=FAIR_DEFAULTS["workers"], help="fair arm: detector workers")
+    parser.add_argument("--fair-threads", type=int, default=FAIR_DEFAULTS["threads"], help="fair arm: TFLite threads")
+    parser.add_argument("--fair-batch", type=int, default=FAIR_DEFAULTS["batch_size"], help="fair arm: batch size")
     parser.add_argument("--no-serve", action="store_true", help="skip the serve stage (the DeepStack API under 4 clients)")
     parser.add_argument("--gpu", action="store_true", help="also run the batched TensorFlow GPU stage")
     parser.add_argument("--quick", action="store_true", help="short run: 12 s clip, 2 s baseline, fewer model runs, no sinks")

@@ -43,7 +43,7 @@ class ModelNotFound(ModelError):
 class Detector(Protocol):
     name: str  # backend name, e.g. "tflite"
     labels: tuple[str, ...]  # index i = class id i of the model's output after label-map resolution
-    max_batch: int  # frames one detect() call takes efficiently (1 for TFLite)
+    max_batch: int  # frames one detect() call takes efficiently (TFLite: 1, or detector.batch_size)
     input_size: tuple[int, int]  # (height, width) the model sees; 0 for a dimension it accepts at any size
     threshold: float | None  # deployed threshold from the model card, None when the model has no card
 

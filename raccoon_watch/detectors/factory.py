@@ -286,7 +286,8 @@ def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
 
     assert files.tflite is not None
     return _size_checked(files, files.tflite, TFLiteDetector(
-        files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score, threshold=files.threshold))
+        files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score, threshold=files.threshold,
+        batch_size=cfg.batch_size))
 
 
 def _size_checked(files: ModelFiles, model_file: Path, detector: Detector) -> Detector:
