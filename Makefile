@@ -44,7 +44,7 @@ run: venv
 # 3 workers on 2 cores: a third of the suite's time is daemons waiting on real clocks (clips play in
 # real time, a broker stays down for a minute). `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 3
-test: venv-test system-deps
+test: lint venv-test system-deps
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: venv-test
@@ -77,6 +77,11 @@ eval-clips: venv
 
 train: venv-train
 	$(BIN)/python -m train all
+
+# ruff and mypy over the package and train/, configured in pyproject.toml; `make test` runs it first
+lint: venv-test
+	$(BIN)/ruff check raccoon_watch train
+	$(BIN)/mypy
 
 install-service: venv
 	scripts/install-service.sh

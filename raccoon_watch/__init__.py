@@ -30,9 +30,13 @@ Where each file sits in the flow (one module per stage; ``app.py`` is the one pl
 - a whole archive (``detect DIR --recursive``, resumable, optionally on Ray, MegaDetector's batch
   format): ``archive/`` (walk, checkpoint, worker, clip visits, runner, megadetector, cli).
 
-Developer tools (bench, clip making and evaluation) live in ``tools/`` and training in ``train/``;
-the daemon imports neither (``raccoon-watch bench`` loads ``tools`` and ``raccoon-watch retrain``
-loads ``train.classifier.retrain`` only when those commands run).
+Developer tools (bench, clip making and evaluation) live in ``tools/``, training in ``train/`` and
+the stand-ins the tests and tools share in ``testkit/``; none is installed (they run from the
+checkout with ``python -m``) and the daemon imports none of them: ``raccoon-watch bench`` runs
+``python -m tools.bench`` as a child process, and ``raccoon-watch retrain`` loads
+``train.classifier.retrain`` only when it runs (tests/test_import_boundary.py keeps it so). Leaf
+modules both sides import: ``modelfiles.py`` (a model folder's file names), ``retrain_options.py``
+(the retrain's modes and defaults).
 """
 
 import os as _os

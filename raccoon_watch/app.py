@@ -1,6 +1,7 @@
 """The one place that wires the stages together.
 
     cameras --CaptureThread--> FrameQueue --DetectorWorker xN--> results --EventRouter--> store + sinks
+                                   ^-- EventRouter.visit_open: who goes first --'
 
 ``start()`` reads like a table of contents and ``stop()`` undoes it in reverse order. Every thread
 watches ``self.stop_event`` and waits on queues with timeouts, so shutdown takes well under 5 s.
@@ -20,30 +21,30 @@ from typing import Any
 
 import structlog
 
+from raccoon_watch import debounce, site_models
 from raccoon_watch.capture import CaptureThread, Clock
 from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
-from raccoon_watch import debounce
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.detectors.base import ModelError
 from raccoon_watch.detectors.factory import find_model
-from raccoon_watch.hotswap import ClassifierSwap
+from raccoon_watch.detectors.remote import RemoteLink
 from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.hotswap import ClassifierSwap
 from raccoon_watch.live import LatestFrame, live_boxes
-from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition import Recognizer
 from raccoon_watch.router import EventRouter
-from raccoon_watch import site_models
+from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
 from raccoon_watch.storelock import StorageLock
 from raccoon_watch.tracking import HintBoard
-from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, Severity
+from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, RecognizerSnapshot, Severity
 from raccoon_watch.visits import VisitParams
 from raccoon_watch.workers import DetectorWorker
 
@@ -212,8 +213,9 @@ class App:
         self.observers: tuple[Observer, ...] = tuple(observers)  # replaced whole, never mutated
         self.model_path: Path = cfg.detector.model or resolve_default_model()
         self.stop_event = threading.Event()
-        self.frames = FrameQueue(cfg.detector.queue_size)
-        self.results: "queue.Queue[FrameResult]" = queue.Queue(maxsize=256)
+        # fair across cameras (raccoon_watch/schedule.py); open visits first once the router runs
+        self.frames = FrameQueue(cfg.detector.queue_size, lane_depth=cfg.detector.frames_per_camera)
+        self.results: queue.Queue[FrameResult] = queue.Queue(maxsize=256)
         self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
         self.store: EventStore | None = None
         self.sinks: list[Sink] = []
@@ -231,6 +233,9 @@ class App:
         self.models_root = site_models.models_root(cfg.storage.path)  # the site's retrained classifiers
         self.classifier_dir: Path | None = None  # site_models.current() when the daemon loaded it
         self.swap: ClassifierSwap | None = None  # the classifier the workers run (hot swap)
+        # detector.backend remote: the remote recognizer's state, shared by the workers (detectors/remote.py)
+        self.remote = RemoteLink(cfg.detector.remote) if cfg.detector.backend == "remote" and cfg.detector.remote else None
+        self.recognizer_name = ""  # the local models' recognizer, once loaded
         self.thresholds = Thresholds(DEFAULT_THRESHOLD)  # daemon-wide; set by _load_model and reload
         self.started_mono = time.monotonic()
         self._last_sweep = 0.0
@@ -310,7 +315,8 @@ class App:
         self._load_model()
 
     def _make_detector(self) -> Recognizer:
-        return create_recognizer(self.cfg.detector, self.model_path, classifier_dir=self.classifier_dir)
+        return create_recognizer(self.cfg.detector, self.model_path, classifier_dir=self.classifier_dir,
+                                 remote=self.remote)
 
     def _load_model(self) -> None:
         """Load once in the main thread so a missing/corrupt model fails before anything starts."""
@@ -320,6 +326,7 @@ class App:
         self.card_review = (getattr(probe, "review_threshold", None), getattr(probe, "ir_review_threshold", None))
         self.thresholds = self.thresholds_for(self.cfg)
         t = self.thresholds
+        self.recognizer_name = self.remote.local if self.remote is not None else probe.name
         log.info("model_loaded", backend=probe.name, labels=len(probe.labels), threshold=t.alert,
                  ir_threshold=t.ir_alert, review_threshold=t.review, ir_review_threshold=t.ir_review,
                  classifier=probe.classifier is not None,
@@ -420,6 +427,7 @@ class App:
             visit_params=visit_params(self.cfg), states=self._cooldown_states(filters), hints=self.hints,
         )
         self.router.start()
+        self.frames.set_visit_open(self.router.visit_open)
 
     def _cooldown_states(self, filters: dict[str, DetectionFilter]) -> dict[str, debounce.CameraState]:
         """Each camera's debounce state seeded with the end of its last stored event per label, so
@@ -443,7 +451,7 @@ class App:
             router = self.router
             # while an event is open every sampled frame goes to the detector, still or not
             self.gates[name] = MotionGate(
-                cam.motion, event_active=(lambda n=name: router.has_active_event(n)) if router else None,
+                cam.motion, event_active=(lambda n=name, r=router: r.has_active_event(n)) if router else None,
             )
             self.live[name] = LatestFrame(self.gates[name])
             thread = CaptureThread(name, cam, self.frames, self.stop_event, clock=self.capture_clock,
@@ -523,7 +531,16 @@ class App:
             storage=self.store.health() if self.store is not None else None,
             sinks={s.name: s.health() for s in self.sinks if hasattr(s, "health")},
             model_version=self.swap.active.version if self.swap is not None else None,
+            recognizer=self.recognizer_snapshot(),
         )
+
+    def recognizer_snapshot(self) -> RecognizerSnapshot:
+        """Which recognizer the workers use now and why (/healthz ``recognizer``)."""
+        if self.remote is not None:
+            return self.remote.snapshot()
+        backend = self.cfg.detector.backend
+        return RecognizerSnapshot(backend=backend, local=self.recognizer_name, in_use="local",
+                                  reason=f"detector.backend is {backend}: the local models")
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.stop_event.wait(timeout)

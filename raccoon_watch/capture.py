@@ -553,7 +553,7 @@ class CaptureThread(threading.Thread):
         if queued is None:
             return
         if self.drain:
-            while not self.queue.wait_for_room(timeout=0.25):
+            while not self.queue.wait_for_room(timeout=0.25, camera=self.camera):
                 if self.stop_event.is_set():
                     return
         if self.queue.put(queued) is not None:

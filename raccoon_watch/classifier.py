@@ -13,8 +13,8 @@ Interpreter is not thread-safe, so each calling thread gets its own, built from 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import structlog

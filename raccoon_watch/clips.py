@@ -551,7 +551,7 @@ class ClipService:
         # file cameras: cut from the file itself; their capture threads mark these (App wires them)
         self.file_clocks = {name: FileClock() for name in clipped if name not in self.recorders}
         self.file_sources = {name: Path(cameras[name].source.strip()) for name in self.file_clocks}
-        self._jobs: "queue.Queue[tuple[float, ClipJob]]" = queue.Queue()
+        self._jobs: queue.Queue[tuple[float, ClipJob]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="clip-cutter", daemon=True)
         self.cut = 0
         self.missing = 0

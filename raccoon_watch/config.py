@@ -14,14 +14,21 @@ import os
 import re
 import socket
 import types
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
 from raccoon_watch.retention import RetentionPolicy
@@ -191,18 +198,73 @@ class CameraConfig(_Strict):
         return [_check_polygon(p) for p in value]
 
     @model_validator(mode="after")
-    def _area_range(self) -> "CameraConfig":
+    def _area_range(self) -> CameraConfig:
         if self.min_area >= self.max_area:
             raise ValueError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
         _check_review(self.threshold, self.ir_threshold, self.review_threshold, self.ir_review_threshold)
         return self
 
 
+def _check_api_url(value: str, key: str) -> str:
+    """An http(s)://host[:port]/path URL of a DeepStack-style API; ValueError saying what is wrong.
+    No user:password@ part (the key goes in ``api_key``, which is never logged), no query or fragment."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{key} {value!r:.80} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{key} must be http(s)://HOST[:PORT]/v1/vision/..., got {value!r:.80}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{key} must not hold a user or password (put the key in api_key), got {redact_url(value)!r:.80}")
+    if parts.query or parts.fragment or any(c.isspace() for c in value):
+        raise ValueError(f"{key} must not hold spaces, a query or a fragment, got {value!r:.80}")
+    if port == 0:
+        raise ValueError(f"{key} has port 0, got {value!r:.80}")
+    if parts.path in ("", "/"):
+        raise ValueError(f"{key} must name the endpoint, e.g. http://HOST:32168/v1/vision/custom/raccoon, got {value!r:.80}")
+    return value
+
+
+class RemoteConfig(_Strict):
+    """``detector.backend: remote``: a DeepStack/CodeProject.AI-compatible recognizer elsewhere
+    (``raccoon-watch serve`` on a stronger machine, or any compatible server)."""
+
+    url: str = Field(description="The API's detection endpoint, e.g. http://bigbox:32168/v1/vision/custom/raccoon.")
+    api_key: SecretStr | None = Field(None, description="Sent as the api_key form field (use ${ENV} or ${cred:NAME}).")
+    timeout: float = Field(
+        0.5, gt=0.0, le=30.0,
+        description="Seconds one call may take (connect, and each read); a slower or failed call falls back to the "
+                    "local models for that frame and the remote is left alone for retry_s (doubling up to retry_max_s).",
+    )
+    retry_s: float = Field(5.0, gt=0.0, le=3600.0, description="Back-off after the first failure before trying again.")
+    retry_max_s: float = Field(120.0, gt=0.0, le=86400.0, description="Cap of the back-off while the remote keeps failing.")
+    min_confidence: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="min_confidence sent with each call: the remote drops detections under it (the alert and review "
+                    "thresholds are still applied here, as for the local models).",
+    )
+    jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the frames sent.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_api_url(value, "url")
+
+    @model_validator(mode="after")
+    def _retry(self) -> RemoteConfig:
+        if self.retry_max_s < self.retry_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s}) must not be below retry_s ({self.retry_s})")
+        return self
+
+
 class DetectorConfig(_Strict):
     model: Path | None = Field(None, description="Model directory or file; null: the bundled raccoon model.")
-    backend: Literal["auto", "tflite", "tensorflow"] = Field(
-        "auto", description="auto: TensorFlow when a GPU is visible, else TFLite."
+    backend: Literal["auto", "tflite", "tensorflow", "remote"] = Field(
+        "auto", description="auto: TensorFlow when a GPU is visible, else TFLite. remote: the recognizer at "
+        "detector.remote.url, with the local models (as auto) whenever it is down or slow.",
     )
+    remote: RemoteConfig | None = Field(None, description="The remote recognizer (backend: remote).")
     labelmap: Path | None = Field(None, description="Label map (.pbtxt or one label per line); default: beside the model.")
     threshold: float | None = Field(
         None, ge=0.0, le=1.0,
@@ -235,16 +297,35 @@ class DetectorConfig(_Strict):
     )
     workers: int = Field(2, ge=1, le=32, description="Detector worker threads.")
     num_threads: int = Field(2, ge=1, le=64, description="TFLite interpreter threads per worker.")
-    batch_size: int = Field(1, ge=1, le=64, description="TensorFlow backend: frames per call across cameras.")
+    batch_size: int = Field(
+        1, ge=1, le=64,
+        description="Frames (the newest of as many cameras) one worker runs in one call. TFLite: an SSD whose "
+        "post-processing can be cut (raccoon_watch/detectors/ssd_batch.py), else 1; TensorFlow: any.")
     batch_wait_ms: float = Field(5.0, ge=0.0, le=1000.0, description="How long a worker waits to fill a batch.")
     labels: list[str] = Field(default_factory=lambda: ["raccoon"], min_length=1, description="Labels that raise events.")
-    queue_size: int = Field(8, ge=1, le=1000, description="Frame queue capacity; when full the oldest frame is dropped.")
+    queue_size: int = Field(
+        16, ge=1, le=1000,
+        description="Frames waiting for the detector, all cameras together; past it a frame of a camera without "
+        "an open visit is dropped first (raccoon_watch/schedule.py).")
+    frames_per_camera: int = Field(
+        1, ge=1, le=1000,
+        description="Frames a camera without an open visit keeps waiting: when a newer one comes, the oldest "
+        "is dropped, so the detector works on the newest. A camera with an open visit keeps every frame.")
 
     _labels = field_validator("labels")(_check_labels)
 
     @model_validator(mode="after")
-    def _review_below_alert(self) -> "DetectorConfig":
+    def _review_below_alert(self) -> DetectorConfig:
         _check_review(self.threshold, self.ir_threshold, self.review_threshold, self.ir_review_threshold)
+        return self
+
+    @model_validator(mode="after")
+    def _remote_section(self) -> DetectorConfig:
+        if self.backend == "remote" and self.remote is None:
+            raise ValueError("detector.remote is missing: backend remote needs remote: {url: http://HOST:PORT/v1/vision/custom/raccoon}")
+        if self.backend != "remote" and self.remote is not None:
+            raise ValueError(f"detector.remote is set but detector.backend is {self.backend!r}: set backend: remote to use it, "
+                             "or remove the remote section")
         return self
 
 
@@ -271,7 +352,7 @@ class EventsConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _window(self) -> "EventsConfig":
+    def _window(self) -> EventsConfig:
         if self.min_frames > self.window:
             raise ValueError(f"min_frames ({self.min_frames}) cannot exceed window ({self.window})")
         if self.score_min_frames > self.score_window:
@@ -475,7 +556,7 @@ class HttpConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _login_off_loopback(self) -> "HttpConfig":
+    def _login_off_loopback(self) -> HttpConfig:
         if self.enabled and self.review and self.password_hash is None and self.token is None:
             if not is_loopback(self.host):
                 raise ValueError(f"host {self.host!r} is reachable from other machines (it does not resolve to "
@@ -483,6 +564,65 @@ class HttpConfig(_Strict):
             if self.login_required:  # loopback, but a proxy serves it to others at public_url
                 raise ValueError(f"public_url {self.public_url!r} serves the page to other machines through a "
                                  "proxy: set http.password_hash or http.token")
+        return self
+
+
+DEFAULT_SERVE_PORT = 32168
+"""CodeProject.AI Server's port, which Blue Iris and Agent DVR fill in by default."""
+
+
+class ServeConfig(_Strict):
+    """``raccoon-watch serve``: the recognizer as a DeepStack/CodeProject.AI-compatible HTTP API
+    (raccoon_watch.api). The models are ``detector``'s: the same folder, cards and thresholds."""
+
+    host: str = Field("127.0.0.1", description="Bind address; any other than loopback needs serve.api_key.")
+    port: int = Field(DEFAULT_SERVE_PORT, ge=1, le=65535)
+    api_key: SecretStr | None = Field(
+        None, description="Required from every client (form field api_key, or Authorization: Bearer); "
+        "use ${ENV} or ${cred:NAME}. At least 16 characters.",
+    )
+    keyless_clients: list[str] = Field(
+        default_factory=list,
+        description="Client networks (CIDR, e.g. 192.168.1.20/32) allowed in without the key: an NVR that has no "
+                    "field for one. Everyone else still needs serve.api_key.",
+    )
+    max_upload_mb: float = Field(10.0, gt=0.0, le=200.0, description="Largest request body, in MB (413 beyond).")
+    max_megapixels: float = Field(50.0, gt=0.0, le=500.0, description="Largest image, read from its header before decoding.")
+    workers: int = Field(2, ge=1, le=32, description="Inference threads (each runs one request at a time).")
+    num_threads: int = Field(1, ge=1, le=64, description="TFLite threads per inference thread.")
+    queue_size: int = Field(
+        8, ge=0, le=1000,
+        description="Requests that may wait for an inference thread; beyond workers + queue_size the answer is 503.",
+    )
+    min_confidence: float = Field(0.4, ge=0.0, le=1.0, description="Default min_confidence (DeepStack's 0.4).")
+    detection_animals: bool = Field(
+        False,
+        description="/v1/vision/detection also reports the proposer's other animals without being asked (animals=1), "
+                    "for clients that cannot send the field. /v1/vision/custom/raccoon never does.",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("an API key needs at least 16 characters (e.g. openssl rand -hex 16)")
+        return value
+
+    @field_validator("keyless_clients")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"keyless_clients holds networks (192.168.1.20/32, 10.0.0.0/24), got {text!r:.60}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _key_off_loopback(self) -> ServeConfig:
+        if self.api_key is None and not is_loopback(self.host):
+            raise ValueError(f"api_key is required: host {self.host!r} is reachable from other machines (it does not "
+                             "resolve to loopback addresses only); set serve.api_key (or bind 127.0.0.1)")
         return self
 
 
@@ -500,6 +640,7 @@ class Config(_Strict):
     pushover: PushoverConfig | None = None
     http: HttpConfig = Field(default_factory=HttpConfig)
     clips: ClipsConfig = Field(default_factory=ClipsConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("cameras")
@@ -509,6 +650,13 @@ class Config(_Strict):
             if not re.fullmatch(r"[a-z0-9_]{1,64}", name):
                 raise ValueError(f"camera name {name!r} must be lowercase letters, digits and _")
         return value
+
+
+class ServeFileConfig(Config):
+    """A config for ``raccoon-watch serve`` alone: the daemon's sections, cameras optional (a machine
+    that only answers other programs has none)."""
+
+    cameras: dict[str, CameraConfig] = Field(default_factory=dict)
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -595,7 +743,7 @@ def _fmt(path: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in path) or "<root>"
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
+def parse_config(text: str, source: str = "<config>", schema: type[Config] = Config) -> Config:
     """Parse and validate YAML text; raise ConfigError naming the key and line."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -603,11 +751,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    if root is None:
+    if root is None and schema is Config:
         raise ConfigError(f"{source}: the file is empty; at least 'cameras' is required")
     lines: dict[tuple[Any, ...], int] = {}
     try:
-        data = _walk(root, (), lines)
+        data = _walk(root, (), lines) if root is not None else {}
     except yaml.YAMLError as exc:  # e.g. an unknown tag (!!python/object) met while building a value
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     except RecursionError:
@@ -615,7 +763,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
     try:
-        return Config.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, lines, source)) from None
 
@@ -714,8 +862,9 @@ def _nearest_line(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> in
     return None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, substitute secrets, validate. Relative storage/model paths stay relative to the CWD."""
+def load_config(path: str | os.PathLike[str], schema: type[Config] = Config) -> Config:
+    """Read, substitute secrets, validate. Relative storage/model paths stay relative to the CWD.
+    ``schema``: ``ServeFileConfig`` for ``raccoon-watch serve`` (cameras optional)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -723,7 +872,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{p}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config: {exc}") from None
-    return parse_config(text, str(p))
+    return parse_config(text, str(p), schema)
 
 
 # Linear time on any input (it runs on every log value): a scheme may only start where a run of

@@ -56,19 +56,20 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import cv2
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
-from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
 from raccoon_watch.imagemode import image_mode
 from raccoon_watch.recognition import Recognizer
+from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.snapshot import draw_detections
-from raccoon_watch.types import Detection, box_to_pixels
+from raccoon_watch.types import Detection, detection_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".mjpeg", ".h264", ".ts"}
@@ -214,15 +215,6 @@ def plan_outputs(inputs: Sequence[str], out: Path | None) -> tuple[dict[str, Pat
     return targets, None
 
 
-def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
-    """{"label", "score" (4 decimals), ["detector_score",] "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
-    out: dict[str, Any] = {"label": det.label, "score": round(det.score, 4)}
-    if det.detector_score is not None:
-        out["detector_score"] = round(det.detector_score, 4)
-    out["box"] = list(box_to_pixels(det.box, width, height))
-    return out
-
-
 def image_record(detector: Recognizer, source: str, keep, target: Path | None, max_pixels: int) -> dict[str, Any]:
     """One image's record (the module docstring's format), or ``{"image", "error"}``; also what each
     archive worker writes per photo, so the two paths give identical records."""
@@ -262,7 +254,8 @@ def _video(detector: Recognizer, source: str, keep, target: Path | None, max_fra
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and 0 < fps <= 240 else FALLBACK_FPS
     writer: cv2.VideoWriter | None = None
-    frames, with_dets, max_score, labels = 0, 0, 0.0, Counter()
+    frames, with_dets, max_score = 0, 0, 0.0
+    labels: Counter[str] = Counter()
     width = height = 0
     started = time.monotonic()
     try:

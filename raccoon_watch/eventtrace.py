@@ -46,7 +46,7 @@ def score_row(result: FrameResult, hits: tuple[Detection, ...], labels: frozense
     best = max(raw, key=lambda d: d.score, default=None)
     if best is None:
         return (result.frame.ts, visit, None, None)
-    return (result.frame.ts, visit, best.score, best.detector_score, *best.box)  # type: ignore[return-value]
+    return (result.frame.ts, visit, best.score, best.detector_score, *best.box)
 
 
 def event_rows(rows: Sequence[tuple[float, ScoreRow]], first: float, last: float, lookback: int) -> list[ScoreRow]:

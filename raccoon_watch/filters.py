@@ -10,8 +10,8 @@ A box is "in" a polygon when its bottom-centre point (where an animal touches th
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from raccoon_watch.imagemode import IR
 from raccoon_watch.types import Box, Detection, box_area

@@ -22,9 +22,10 @@ Pure, tested as tables.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Literal, Sequence
+from typing import Literal
 
 from raccoon_watch.replay import VisitOutcome
 

@@ -92,15 +92,27 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.nda
             data = fh.read(max_file_bytes(max_pixels) + 1)
     except OSError as exc:
         return None, f"cannot read: {exc.strerror or exc}"
+    return decode_image(data, max_pixels, "--max-megapixels")
+
+
+TOO_LARGE = "over the limit of"  # in the error of an image with too many pixels (an API answers 413 for it)
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, setting: str = "max megapixels") -> tuple[np.ndarray | None, str | None]:
+    """Decode an image file's bytes as BGR, or say why not: more pixels than ``max_pixels`` (from the
+    header, before decoding; the error holds ``TOO_LARGE`` and names ``setting``), a truncated JPEG,
+    not an image. ``read_image`` and ``raccoon-watch serve`` decode through it."""
     size = header_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
-        return None, (f"image is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.0f} MP), over the limit of "
-                      f"{max_pixels / 1e6:g} MP (--max-megapixels)")
+        return None, (f"image is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.0f} MP), {TOO_LARGE} "
+                      f"{max_pixels / 1e6:g} MP ({setting})")
+    if not data:
+        return None, "empty file"
     if data.startswith(b"\xff\xd8") and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
         return None, "truncated JPEG (the file ends before its end-of-image marker)"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None, NOT_AN_IMAGE
     if image.shape[0] * image.shape[1] > max_pixels:  # a format whose header we do not read
-        return None, f"image is {image.shape[1]}x{image.shape[0]}, over the limit of {max_pixels / 1e6:g} MP"
+        return None, f"image is {image.shape[1]}x{image.shape[0]}, {TOO_LARGE} {max_pixels / 1e6:g} MP ({setting})"
     return image, None

@@ -20,8 +20,9 @@ windows are integer pixels (x0, y0, x1, y1) of that image, ends exclusive, like 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np

@@ -42,8 +42,9 @@ Everything here is pure and tested as tables (tests/test_gate_replay.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from raccoon_watch import debounce, visits
 from raccoon_watch.debounce import CameraState, DebounceParams, Observation
@@ -110,7 +111,7 @@ def kept_visit_from_event(row: dict[str, object], sample_label: str) -> KeptVisi
     Trace rows that are not [ts, visit, score, detector] numbers are left out."""
     trace: list[TraceFrame] = []
     best_visit, kept_live = -1.0, None
-    for r in row.get("scores") or []:  # type: ignore[union-attr]
+    for r in row.get("scores") or []:  # type: ignore[attr-defined]
         if not isinstance(r, (list, tuple)) or len(r) < 3 or not _is_number(r[0]):
             continue
         score = float(r[2]) if _is_number(r[2]) else None

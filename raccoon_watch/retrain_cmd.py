@@ -38,6 +38,7 @@ SIGTERM) removes its ``candidates/.tmp-*`` folder.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import math
@@ -47,19 +48,35 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from types import ModuleType
+from typing import Any
 
 import structlog
 
 from raccoon_watch import site_models
-from raccoon_watch.gate import (DEFAULT_EXTRA_FALSE_ALERTS, DEFAULT_RECALL_DROP, GateTolerance, decide, gate_metrics,
-                                wrong_table, wrong_visits)
+from raccoon_watch.gate import (
+    DEFAULT_EXTRA_FALSE_ALERTS,
+    DEFAULT_RECALL_DROP,
+    GateTolerance,
+    decide,
+    gate_metrics,
+    wrong_table,
+    wrong_visits,
+)
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS
 from raccoon_watch.retention import MB
-from raccoon_watch.retrain_priority import (DEFAULT_PRIORITY, DEFAULT_THREADS, PRIORITIES, THREADS_ENV, apply_tf_env,
-                                            default_threads, lower_priority)
+from raccoon_watch.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES
+from raccoon_watch.retrain_priority import (
+    DEFAULT_PRIORITY,
+    DEFAULT_THREADS,
+    PRIORITIES,
+    THREADS_ENV,
+    apply_tf_env,
+    default_threads,
+    lower_priority,
+)
 from raccoon_watch.sitefeedback import DEFAULT_HOLDOUT_SHARE, DEFAULT_MIN_VISITS, SiteSample, SiteSplit
 
 log = structlog.get_logger("raccoon_watch.retrain")
@@ -68,13 +85,6 @@ COMMANDS = ("retrain", "models")
 EXIT_BAD_INPUT, EXIT_MODEL, EXIT_REFUSED, EXIT_NEED_MORE = 2, 3, 4, 5
 OUTCOME_PROMOTED, OUTCOME_PASSED, OUTCOME_REFUSED, OUTCOME_NEED_MORE = "promoted", "passed", "refused", "need_more"
 
-# The retrain's knobs a user sets, defined here once: train/classifier/retrain.py takes its defaults
-# from these (the daemon package imports nothing from train/, so the definitions live on this side).
-RetrainMode = Literal["auto", "head", "blocks"]
-MODES: tuple[RetrainMode, ...] = get_args(RetrainMode)
-DEFAULT_MODE: RetrainMode = "auto"
-DEFAULT_STEPS = 150  # optimizer steps per mode
-DEFAULT_BASE_LIMIT = 1200  # shipped training crops sampled per retrain (the trunk pass costs ~20 ms each)
 
 
 # `make run` installs the runtime only (LiteRT, no TensorFlow); retraining needs the train extra
@@ -133,6 +143,18 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("action", choices=("list", "rollback", "promote"))
     m.add_argument("name", nargs="?", help="candidate folder name (promote)")
     m.add_argument("--force", action="store_true", help="promote a candidate the gate refused (logged as forced)")
+
+
+def _import_training() -> ModuleType:
+    """``train.classifier.retrain`` from the checkout this package is in.
+
+    ``train/`` is not installed (only ``raccoon_watch`` is): this command, never the daemon, finds it
+    next to the package, as ``python -m train`` does from the repository root."""
+    from raccoon_watch.config import REPO_ROOT
+
+    if (REPO_ROOT / "train").is_dir() and str(REPO_ROOT) not in sys.path:
+        sys.path.append(str(REPO_ROOT))
+    return importlib.import_module("train.classifier.retrain")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -369,14 +391,14 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     if not split.enough:
         return _need_more(site_models.models_root(cfg.storage.path), split, len(samples), problems)
     try:
-        from train.classifier import retrain as rt  # TensorFlow from here on
+        rt = _import_training()  # TensorFlow from here on
     except ImportError as exc:
         print(f"raccoon-watch retrain: needs TensorFlow and the train extra ({TRAIN_EXTRA_HINT}): {exc}",
               file=sys.stderr)
         return EXIT_MODEL
 
     root = site_models.models_root(cfg.storage.path)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     try:
         staging = site_models.staging_dir(root, stamp)
     except OSError as exc:

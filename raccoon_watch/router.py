@@ -24,8 +24,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Callable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -41,6 +41,7 @@ from raccoon_watch.visits import VisitParams, VisitState
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.25
+DEFAULT_VISIT_PARAMS = VisitParams()
 
 
 def track_params(visit_params: VisitParams) -> TrackParams:
@@ -53,7 +54,7 @@ def track_params(visit_params: VisitParams) -> TrackParams:
 class EventRouter(threading.Thread):
     def __init__(
         self,
-        results: "queue.Queue[FrameResult]",
+        results: queue.Queue[FrameResult],
         filters: Mapping[str, DetectionFilter],
         params: DebounceParams,
         record: Callable[[Event], None],
@@ -62,7 +63,7 @@ class EventRouter(threading.Thread):
         clock: Callable[[], float] = time.monotonic,  # debounce durations; frames carry their own .mono
         on_event: Callable[[Event], None] | None = None,
         on_result: Callable[[FrameResult, tuple[Detection, ...]], None] | None = None,
-        visit_params: VisitParams = VisitParams(),
+        visit_params: VisitParams = DEFAULT_VISIT_PARAMS,
         states: Mapping[str, CameraState] | None = None,
         hints: HintBoard | None = None,
     ) -> None:
@@ -88,12 +89,15 @@ class EventRouter(threading.Thread):
         self._snapshots: dict[str, tuple[tuple[int, float, float], bytes | None]] = {}
         self._versions: dict[str, str | None] = {}  # event id -> the classifier version that scored its START
         self._enabled = {cam: True for cam in self._filters}
-        self._commands: "queue.SimpleQueue[tuple[str, bool]]" = queue.SimpleQueue()
-        self._reconfig: "queue.SimpleQueue[tuple[dict[str, DetectionFilter], DebounceParams, VisitParams]]" = \
+        self._commands: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
+        self._reconfig: queue.SimpleQueue[tuple[dict[str, DetectionFilter], DebounceParams, VisitParams]] = \
             queue.SimpleQueue()
         self.heartbeat = time.monotonic()
         self.events_emitted = 0
         self.processed: dict[str, int] = {cam: 0 for cam in self._filters}  # results folded in, per camera
+        # camera -> Frame.mono of its last frame with a detection at the review threshold on its own score
+        # (None: none yet); keys fixed here, values replaced whole (``visit_open`` reads them unlocked)
+        self._candidate_mono: dict[str, float | None] = {cam: None for cam in self._filters}
 
     # --- thread-safe controls ------------------------------------------------------------------
     def set_detect(self, camera: str, enabled: bool) -> None:
@@ -112,6 +116,25 @@ class EventRouter(threading.Thread):
         are immutable and replaced whole, so a lookup sees either the old or the new one)."""
         state = self._states.get(camera)
         return state is not None and any(ls.track is not None for ls in state.labels.values())
+
+    def visit_open(self, camera: str) -> bool:
+        """True while a visit is under way on this camera: an event is open; or a frame in the debounce
+        window counted toward one; or a moving track scored enough that the workers look for it (its
+        hints); or, within ``end_after`` seconds (monotonic), a frame had a detection whose own score
+        met the camera's review threshold, moved or not yet (``_handle``). The frame queue serves such
+        a camera first and drops its frames last, so the frames that show the animal moving and then
+        confirm its event are processed even when the detector cannot keep up with every camera.
+        Read from other threads without a lock, like ``has_active_event``: every value read is
+        immutable and replaced whole."""
+        if not self._enabled.get(camera, False):
+            return False
+        state = self._states.get(camera)
+        if state is not None and any(ls.track is not None or any(ls.history) for ls in state.labels.values()):
+            return True
+        if self._hints is not None and self._hints.get(camera):
+            return True
+        seen = self._candidate_mono.get(camera)
+        return seen is not None and self._clock() - seen <= self._params.end_after
 
     def is_enabled(self, camera: str) -> bool:
         return self._enabled.get(camera, False)
@@ -179,6 +202,9 @@ class EventRouter(threading.Thread):
         self.processed[cam] += 1
         frame = result.frame
         seen = tuple(d for d in result.detections if eligible(d, flt))  # any score
+        if any(meets_review_threshold(d, flt) for d in seen):  # the frame's own score: a visit may begin
+            before = self._candidate_mono.get(cam)
+            self._candidate_mono[cam] = frame.mono if before is None else max(before, frame.mono)
         self._tracks[cam], owners = tracking.step(self._tracks[cam], seen, self._track_params, frame.mono,
                                                   frame.image, frame.motion_regions)
         live = {t.id for t in self._tracks[cam].tracks}

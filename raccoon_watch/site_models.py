@@ -26,12 +26,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from raccoon_watch.modelfiles import CLASSIFIER_CARD, CLASSIFIER_FILE
+
 CANDIDATES = "candidates"
 CURRENT, PREVIOUS = "current", "previous"
 REFUSED_FILE = "REFUSED.txt"
 LAST_RETRAIN = "last_retrain.json"
-CLASSIFIER_FILE = "classifier.tflite"  # = raccoon_watch.detectors.factory.CLASSIFIER_FILE
-CLASSIFIER_CARD = "classifier_card.json"  # = factory.CLASSIFIER_CARD_NAME
 VERSION_DIGITS = 12
 SHIPPED = "shipped"  # the ``previous`` link's target name when the model folder's own classifier was running
 

@@ -112,7 +112,7 @@ class Mix:
     raccoon: float = 0
     not_raccoon: float = 0
 
-    def __add__(self, other: "Mix") -> "Mix":
+    def __add__(self, other: Mix) -> Mix:
         return Mix(self.raccoon + other.raccoon, self.not_raccoon + other.not_raccoon)
 
     @property
@@ -319,7 +319,7 @@ def _parse_row(row: dict[str, str | None], info: dict[str, str], name: str, exis
     if missing:
         return None, f"missing {', '.join(missing)}"
     if None in row:  # csv.DictReader puts extra fields under the key None
-        return None, f"{len(CSV_COLUMNS) + len(row[None] or [])} fields, expected {len(CSV_COLUMNS)}"  # type: ignore[arg-type]
+        return None, f"{len(CSV_COLUMNS) + len(row[None] or [])} fields, expected {len(CSV_COLUMNS)}"  # type: ignore[index]
     label = (row["class"] or "").strip()
     if label not in SITE_LABELS:
         return None, f"class {label[:40]!r} is not one of {', '.join(SITE_LABELS)}"

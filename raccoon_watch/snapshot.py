@@ -6,7 +6,7 @@ pixels of the image being drawn on with ``types.box_to_pixels``; nothing here kn
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

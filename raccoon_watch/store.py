@@ -89,8 +89,18 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.retention import (CLIP_DIR, FRAME_DIR, MEDIA_DIRS, SNAPSHOT_DIR, MediaFile, RetentionPlan,
-                                     RetentionPolicy, plan_deletions, safe_name, scan_media)
+from raccoon_watch.retention import (
+    CLIP_DIR,
+    FRAME_DIR,
+    MEDIA_DIRS,
+    SNAPSHOT_DIR,
+    MediaFile,
+    RetentionPlan,
+    RetentionPolicy,
+    plan_deletions,
+    safe_name,
+    scan_media,
+)
 from raccoon_watch.types import DeliveryCounts, Event, EventKind, Severity, StorageSnapshot
 
 log = structlog.get_logger(__name__)
@@ -397,19 +407,19 @@ class EventStore:
         lost = 0
         with conn:
             for column in ("snapshot", "frame", "clip"):
-                rows = conn.execute(f"SELECT id, {column} FROM events WHERE {column} IS NOT NULL").fetchall()  # noqa: S608
+                rows = conn.execute(f"SELECT id, {column} FROM events WHERE {column} IS NOT NULL").fetchall()
                 gone = [(eid,) for eid, rel in rows if not (self.path / rel).is_file()]
                 if column == "clip":
                     conn.executemany("UPDATE events SET clip=NULL, clip_state=?, clip_reason=? WHERE id=?",
                                      [(CLIP_MISSING, "deleted with the storage folder", eid) for (eid,) in gone])
                 else:
-                    conn.executemany(f"UPDATE events SET {column}=NULL WHERE id=?", gone)  # noqa: S608
+                    conn.executemany(f"UPDATE events SET {column}=NULL WHERE id=?", gone)
                 lost += len(gone)
         return lost
 
     @staticmethod
     def _counts(conn: sqlite3.Connection) -> dict[str, int]:
-        return {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608 (fixed names)
+        return {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
                 for table in ("events", "outbox")}
 
     def maintain(self, now: float | None = None) -> None:
@@ -509,7 +519,7 @@ class EventStore:
             written += 1
             rel = str(target.relative_to(self.path))
             self._safe_write(lambda c, i=item, r=rel: c.execute(
-                f"UPDATE events SET {i.column}=? WHERE id=?", (r, i.event_id)), "event")  # noqa: S608 (fixed names)
+                f"UPDATE events SET {i.column}=? WHERE id=?", (r, i.event_id)), "event")
         return written
 
     def held_media(self) -> int:
@@ -735,7 +745,7 @@ class EventStore:
         names = [n for n in columns if n in {c for c, _ in REVIEW_COLUMNS}]
         if len(names) != len(columns):
             raise ValueError(f"not review columns: {sorted(set(columns) - set(names))}")
-        sql = f"UPDATE events SET {', '.join(f'{n}=?' for n in names)} WHERE id=?"  # noqa: S608 (fixed names)
+        sql = f"UPDATE events SET {', '.join(f'{n}=?' for n in names)} WHERE id=?"
         self._safe_write(lambda c: c.execute(sql, [columns[n] for n in names] + [event_id]), "event")
 
     def list_events(self, camera: str | None = None, since: float | None = None, until: float | None = None,
@@ -747,9 +757,9 @@ class EventStore:
         clause, args = _filter_clause(camera, since, until, severity, verdict)
 
         def ops(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
-            total = conn.execute(f"SELECT COUNT(*) FROM events{clause}", args).fetchone()[0]  # noqa: S608
+            total = conn.execute(f"SELECT COUNT(*) FROM events{clause}", args).fetchone()[0]
             cur = conn.execute(
-                f"SELECT * FROM events{clause} ORDER BY start_time DESC, id DESC LIMIT ? OFFSET ?",  # noqa: S608
+                f"SELECT * FROM events{clause} ORDER BY start_time DESC, id DESC LIMIT ? OFFSET ?",
                 [*args, int(limit), int(offset)],
             )
             names = [d[0] for d in cur.description]
@@ -771,10 +781,10 @@ class EventStore:
             if here is None:
                 return None, None
             newer = conn.execute(
-                f"SELECT id FROM events{clause}{glue}(start_time > ? OR (start_time = ? AND id > ?))"  # noqa: S608
+                f"SELECT id FROM events{clause}{glue}(start_time > ? OR (start_time = ? AND id > ?))"
                 " ORDER BY start_time ASC, id ASC LIMIT 1", [*args, here[0], here[0], here[1]]).fetchone()
             older = conn.execute(
-                f"SELECT id FROM events{clause}{glue}(start_time < ? OR (start_time = ? AND id < ?))"  # noqa: S608
+                f"SELECT id FROM events{clause}{glue}(start_time < ? OR (start_time = ? AND id < ?))"
                 " ORDER BY start_time DESC, id DESC LIMIT 1", [*args, here[0], here[0], here[1]]).fetchone()
             return (newer[0] if newer else None), (older[0] if older else None)
 
@@ -817,7 +827,7 @@ class EventStore:
             raise ValueError(f"unknown condition {where!r}")
 
         def ops(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            cur = conn.execute(f"SELECT * FROM events WHERE {clauses[where]} ORDER BY start_time")  # noqa: S608
+            cur = conn.execute(f"SELECT * FROM events WHERE {clauses[where]} ORDER BY start_time")
             names = [d[0] for d in cur.description]
             return [_event_row(dict(zip(names, row))) for row in cur.fetchall()]
 
@@ -1031,7 +1041,7 @@ class EventStore:
                                  (CLIP_MISSING, f"removed by retention: {self.retention.why(reasons[f.rel])}", f.rel))
                 else:
                     column = MEDIA_COLUMN[f.kind]
-                    conn.execute(f"UPDATE events SET {column}=NULL WHERE {column}=?", (f.rel,))  # noqa: S608
+                    conn.execute(f"UPDATE events SET {column}=NULL WHERE {column}=?", (f.rel,))
 
         self._safe_write(ops, "retention")
 
@@ -1130,7 +1140,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     for name, kind in REVIEW_COLUMNS:
         if name not in have:
-            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")  # noqa: S608 (fixed names)
+            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
 
 
 # --- back to disk: merge a memory store that did not begin as a copy of the file ----------------------
@@ -1149,20 +1159,20 @@ def _merge_into(mem: sqlite3.Connection, disk: sqlite3.Connection) -> dict[str, 
     cur = mem.execute("SELECT * FROM events")
     names = [d[0] for d in cur.description]
     rest = [n for n in names if n != "id"]
-    sql = (f"INSERT INTO events ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"  # noqa: S608
+    sql = (f"INSERT INTO events ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
            f" ON CONFLICT(id) DO UPDATE SET {', '.join(f'{n}=COALESCE(excluded.{n}, events.{n})' for n in rest)}")
     for row in cur.fetchall():
         disk.execute(sql, row)
         counts["events"] += 1
     columns = "id, sink, key, payload, meta, state, attempts, retry_at, error, created, updated"
-    for row in mem.execute(f"SELECT {columns} FROM outbox ORDER BY id").fetchall():  # noqa: S608
+    for row in mem.execute(f"SELECT {columns} FROM outbox ORDER BY id").fetchall():
         sink, key, state = row[1], row[2], row[5]
         there = disk.execute("SELECT id, state FROM outbox WHERE sink=? AND key=?", (sink, key)).fetchone()
         if there is None:
             try:
-                disk.execute(f"INSERT INTO outbox ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)  # noqa: S608
+                disk.execute(f"INSERT INTO outbox ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
             except sqlite3.IntegrityError:  # the id is taken by another delivery: a new id
-                disk.execute(f"INSERT INTO outbox ({columns.split(', ', 1)[1]}) VALUES (?,?,?,?,?,?,?,?,?,?)", row[1:])  # noqa: S608
+                disk.execute(f"INSERT INTO outbox ({columns.split(', ', 1)[1]}) VALUES (?,?,?,?,?,?,?,?,?,?)", row[1:])
         elif there[1] in FINISHED and state == PENDING:
             continue
         else:
@@ -1224,7 +1234,7 @@ def _read_tables(conn: sqlite3.Connection) -> dict[str, tuple[list[str], list[tu
     found = {}
     for table in TABLES:
         try:
-            cur = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 (fixed names)
+            cur = conn.execute(f"SELECT * FROM {table}")
             found[table] = ([d[0] for d in cur.description], cur.fetchall())
         except sqlite3.Error:
             continue
@@ -1275,7 +1285,7 @@ def _insert_salvaged(conn: sqlite3.Connection, found: dict[str, tuple[list[str],
         wanted = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
         keep = [i for i, c in enumerate(columns) if c in wanted]
         names = ", ".join(columns[i] for i in keep)
-        sql = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' for _ in keep)})"  # noqa: S608
+        sql = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' for _ in keep)})"
         n = 0
         for row in rows:
             try:

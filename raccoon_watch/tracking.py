@@ -45,8 +45,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from raccoon_watch.types import (ORIGIN_TRACK, Box, Detection, TrackHint, box_area, box_iou, box_to_pixels,
-                                 shift_box)
+from raccoon_watch.types import ORIGIN_TRACK, Box, Detection, TrackHint, box_area, box_iou, box_to_pixels, shift_box
 
 THUMB_SIDE = 16
 """Cells per side of a track's thumbnail."""

@@ -285,6 +285,36 @@ class CaptureSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class RecognizerSnapshot:
+    """Which recognizer the detector workers use now, and why (/healthz ``recognizer``, /metrics).
+
+    backend: ``detector.backend`` (auto, tflite, tensorflow, remote); local: the local models'
+    recognizer (e.g. ``tflite+tflite-classifier``); in_use: "remote" or "local"; reason: a sentence
+    (no URL, no key). With ``backend: remote`` also its counters: frames the remote answered, frames
+    detected locally instead, failed or slow calls, the last remote call's milliseconds, seconds until
+    the remote is tried again (None while it is in use) and seconds since ``in_use`` last changed.
+    """
+
+    backend: str
+    local: str
+    in_use: str
+    reason: str
+    remote_frames: int = 0
+    local_frames: int = 0
+    failures: int = 0
+    last_remote_ms: float | None = None
+    retry_in_s: float | None = None
+    since_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.backend, "in_use": self.in_use, "reason": self.reason, "local": self.local}
+        if self.backend == "remote":
+            out.update(remote_frames=self.remote_frames, local_frames=self.local_frames, failures=self.failures,
+                       last_remote_ms=self.last_remote_ms, retry_in_s=self.retry_in_s, since_s=self.since_s)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSnapshot:
     """One detector worker (``DetectorWorker.snapshot()``); counters as in ``workers.WorkerStats``.
 
@@ -399,11 +429,16 @@ class SinkSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class QueueSnapshot:
-    """The frame queue (``FrameQueue.snapshot()``): frames waiting, and frames evicted when full."""
+    """The frame queue (``FrameQueue.snapshot()``): frames waiting, and frames dropped before the
+    detector saw them (per camera of the dropped frame; ``visit_dropped_by_camera``: those dropped while
+    their camera had an open visit). ``lag_s_by_camera``: each camera's detector lag, seconds: capture
+    to result of its newest processed frame, or the wait of its oldest queued frame if longer."""
 
     depth: int = 0
     dropped: int = 0
     dropped_by_camera: Mapping[str, int] = field(default_factory=dict)
+    visit_dropped_by_camera: Mapping[str, int] = field(default_factory=dict)
+    lag_s_by_camera: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +464,7 @@ class PipelineStats:
     storage: StorageSnapshot | None = None
     sinks: Mapping[str, SinkSnapshot] = field(default_factory=dict)
     model_version: str | None = None  # the classifier the workers run now
+    recognizer: RecognizerSnapshot | None = None  # which recognizer the workers use (backend: remote: and why)
 
     # --- derived numbers (rounded as published) -------------------------------------------------
     @property
@@ -493,6 +529,7 @@ class PipelineStats:
             "reconnects": cam.reconnects,
             "last_frame_age_s": self.last_frame_age_s(cam),
             "detect_enabled": self.detect_enabled(cam.camera),
+            "detector_lag_s": self.queue.lag_s_by_camera.get(cam.camera),
             "motion": self.motion[cam.camera].to_dict() if cam.camera in self.motion else None,
         }
 
@@ -514,3 +551,12 @@ class PipelineStats:
             "storage": self.storage.to_dict() if self.storage is not None else None,
             "sinks": {name: sink.to_dict() for name, sink in self.sinks.items()},
         }
+
+
+def detection_json(det: Detection, width: int, height: int) -> dict[str, Any]:
+    """{"label", "score" (4 decimals), ["detector_score",] "box": integer pixels [xmin, ymin, xmax, ymax] of the image}."""
+    out: dict[str, Any] = {"label": det.label, "score": round(det.score, 4)}
+    if det.detector_score is not None:
+        out["detector_score"] = round(det.detector_score, 4)
+    out["box"] = list(box_to_pixels(det.box, width, height))
+    return out

@@ -26,8 +26,8 @@ is exactly the per-frame score.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import Collection, Sequence
 
 from raccoon_watch.tracking import match as match_boxes
 from raccoon_watch.types import Box, Detection

@@ -1,8 +1,10 @@
 """Detector workers: frame queue -> detector -> result queue.
 
 Each worker owns its own Detector (a TFLite interpreter is not thread-safe), takes up to
-``detector.max_batch`` frames at a time (several cameras in one call on a GPU), and hands a
-``FrameResult`` per frame to the event router. ``heartbeat`` advances after every loop turn so the
+``detector.max_batch`` frames at a time (``FrameQueue.get_batch``: the newest frame of each camera
+that has one, open visits and the camera served longest ago first; several cameras in one call), hands
+a ``FrameResult`` per frame to the event router, in the batch's order, and then tells the queue the
+batch is ``done``. ``heartbeat`` advances after every loop turn so the
 watchdog can tell a wedged worker from an idle one.
 
 Each batch goes through ``Recognizer.recognize`` (raccoon_watch.recognition), the one inference
@@ -22,8 +24,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import structlog
 
@@ -59,7 +61,7 @@ class DetectorWorker(threading.Thread):
         index: int,
         make_detector: Callable[[], Recognizer | Detector],
         frames: FrameQueue,
-        results: "queue.Queue[FrameResult]",
+        results: queue.Queue[FrameResult],
         stop: threading.Event,
         batch_wait_s: float = 0.0,
         on_inference: Callable[[float, int], None] | None = None,
@@ -103,13 +105,16 @@ class DetectorWorker(threading.Thread):
             log.info("worker_stopped", frames=self.stats.frames, errors=self.stats.errors)
 
     def _turn(self, detector: Recognizer) -> None:
-        if detector.max_batch > 1:
-            batch = self._frames.get_batch(detector.max_batch, self._batch_wait_s, timeout=GET_TIMEOUT_S)
-        else:
-            frame = self._frames.get(timeout=GET_TIMEOUT_S)
-            batch = [frame] if frame is not None else []
+        batch = self._frames.get_batch(detector.max_batch, self._batch_wait_s if detector.max_batch > 1 else 0.0,
+                                       timeout=GET_TIMEOUT_S)
         if not batch:
             return
+        try:
+            self._run(detector, batch)
+        finally:
+            self._frames.done(batch)  # results handed on: the queue measures each camera's detector lag
+
+    def _run(self, detector: Recognizer, batch: list[Frame]) -> None:
         self._take_swap(detector)
         t0 = time.monotonic()
         self.stats.busy_since = t0

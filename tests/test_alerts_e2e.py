@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.daemon import Daemon, detector_section, write_config
-from tests.fake_pushover import VALID_TOKEN, VALID_USER
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ports import free_port
+from testkit.ports import free_port
 
 pytest.importorskip("ray", reason="Ray is the scale extra: make test installs it (pip install '.[scale]')")
 pytestmark = pytest.mark.slow

@@ -35,9 +35,9 @@ from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.types import Frame
 from raccoon_watch.workers import DetectorWorker
 from tests.daemon import REPO, Daemon, detector_section, write_config
-from tests.fake_pushover import VALID_TOKEN, VALID_USER
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER
 from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER
-from tests.ports import free_port
+from testkit.ports import free_port
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -92,7 +92,8 @@ def test_ratios_and_targets_from_a_report() -> None:
 def test_tiny_bench_run_prints_the_documented_json(tmp_path: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "result.json"
     code = cli.main(["bench", "--quick", "--seconds", "6", "--resolution", "720p", "--scene", "raccoon",
-                     "--no-baseline", "--no-sinks", "--bench-dir", str(tmp_path), "--out", str(out)])
+                     "--no-baseline", "--no-sinks", "--no-many-cameras", "--bench-dir", str(tmp_path),
+                     "--out", str(out)])
     printed = json.loads(capsys.readouterr().out)
     report = json.loads(out.read_text())
     assert printed == report
@@ -128,6 +129,10 @@ def test_tiny_bench_run_prints_the_documented_json(tmp_path: Path, shared_dir: P
                                       "recording_le_0.05_core", "event_list_le_200ms_at_10k",
                                       "tracker_le_1ms_at_8_candidates"}
     assert report["tracker"]["candidates"] == 8 and report["tracker"]["cpu_ms"] > 0
+    serve = report["serve"]  # a real raccoon-watch serve under 4 clients (no speed asserted here)
+    assert serve["frigate_style"]["requests_ok"] > 0 and serve["frigate_style"]["answers"].keys() == {"200"}
+    assert serve["frigate_style"]["latency_ms"]["p95"] > 0 and serve["keep_alive"]["requests_ok"] > 0
+    assert {"serve_ge_20_requests_per_s", "serve_p95_le_150ms"} <= set(report["targets"])
     assert report["recording"]["segments"] >= 1 and report["recording"]["cpu_per_video_s"] >= 0
     assert report["review_list"]["events"] == 10000 and report["review_list"]["page_1"]["bytes"] > 0
     probe = report["http_probe"]
@@ -233,3 +238,69 @@ def test_retrain_latency_reads_the_dropped_counters_from_metrics(monkeypatch: py
                    'raccoon_watch_camera_frames_dropped_total{camera="porch"}': 5.0,
                    'raccoon_watch_camera_frames_queued_total{camera="porch"}': 0.0,
                    'raccoon_watch_camera_frames_processed_total{camera="porch"}': 1234.0}
+
+
+# --- many cameras (issue 24) ----------------------------------------------------------------------------
+
+
+def _arm(**over: object) -> dict:
+    arm = {"detector_frames_sent": 100, "dropped": 10, "visit_frames_sent": 20, "visit_frames_dropped": 0,
+           "queue_visit_dropped": 0, "raccoon_on_screen_sent": 12, "raccoon_on_screen_dropped": 1,
+           "inferences_per_s": 30.0,
+           "needed_per_s": 40.0, "frames_per_call": 1.0, "workers_busy_pct": 97.0, "lag_ms": {"p95": 300.0},
+           "alerts": 2, "event_from_confirm_ms": {"p95": 250.0}, "cameras_with_visit_without_alert": [],
+           "cpu_per_video_s": 1.1, "load_avg_1m": {"before": 5.0, "after": 6.0}, "settings": {"workers": 2}}
+    return {**arm, **over}
+
+
+def test_many_cameras_summary_ratios_and_targets() -> None:
+    from tools import bench_cameras as bc
+
+    fair = bc.summary([_arm(), _arm(dropped=0, inferences_per_s=40.0, event_from_confirm_ms={"p95": 350.0}),
+                       {"error": "stage cameras failed"}])
+    assert fair["rounds"] == 2 and fair["detector_frames_sent"] == 200 and fair["dropped_pct"] == 5.0
+    assert fair["inferences_per_s"] == 35.0 and fair["event_from_confirm_ms_p95"] == 300.0  # medians of rounds
+    today = bc.summary([_arm(dropped=40, visit_frames_dropped=7, queue_visit_dropped=None, inferences_per_s=25.0,
+                             event_from_confirm_ms={"p95": 600.0}, cameras_with_visit_without_alert=["cam1"])])
+    ratios = bc.cameras_ratios(today, fair)
+    assert ratios["inferences_per_s_fair_vs_today"] == 1.4 and ratios["event_p95_fair_vs_today"] == 0.5
+    t = bc.cameras_targets({"today": today, "fair": fair})
+    assert t["zero_open_visit_frames_dropped"] == {"value": 0, "met": True, "today": 7, "by_event_window": 0,
+                                                   "of": 40, "today_of": 20}
+    assert t["detector_frames_dropped_le_5pct"] == {"value": 5.0, "met": True, "today": 40.0}
+    assert t["event_p95_le_300ms_from_confirm"]["met"] is True
+    assert t["every_visit_alerted"] == {"value": [], "met": True, "today": ["cam1"]}
+    assert bc.summary([{"error": "x"}]) == {"error": "every round failed", "errors": ["x"]}
+    assert "note" in bc.cameras_targets({"skipped": "no shipped model"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ["today", "fair"])
+def test_cameras_stage_counts_every_frame_it_sent(arm: str, tmp_path: Path, raccoon_clip_mp4, shared_dir: Path) -> None:
+    """One arm of the many-cameras stage on real clips and the real daemon, 6 cameras at 5 fps on one
+    single-threaded worker: each frame sent is processed or dropped, never both. On the fair path the
+    raccoon camera raises its alert and its visit loses no frame (5 frames/s, which that worker keeps
+    up with once it serves them first); today's path may lose the frames that would have raised it."""
+    from raccoon_watch.demo import empty_scene
+    from tests.fixtures.media import make_clip
+
+    empty = make_clip([empty_scene(shared_dir, (raccoon_clip_mp4.width, raccoon_clip_mp4.height))]
+                      * raccoon_clip_mp4.frames, tmp_path / "empty.mp4")
+    raccoon = raccoon_clip_mp4.raccoon_frames
+    model = bench.raccoon_model_dir()
+    if model is None:
+        pytest.skip("no shipped model")
+    result = bench.run_stage("cameras", {
+        "arm": arm, "clips": {"cam0": str(raccoon_clip_mp4.path)} | {f"cam{i}": str(empty) for i in range(1, 6)},
+        "visits": 1, "detect_fps": 5.0, "video_s": raccoon_clip_mp4.duration_s,
+        "raccoon_frames": [raccoon.start, raccoon.stop], "model": str(model), "threshold": None,
+        "workers": 1, "threads": 1, "batch_size": 1, "queue_size": 16, "frames_per_camera": 1})
+    assert "error" not in result, result
+    cams = result["per_camera"]
+    assert result["detector_frames_sent"] == sum(c["sent"] for c in cams.values()) > 0
+    assert all(c["processed"] + c["dropped"] == c["sent"] for c in cams.values())
+    assert result["processed"] == sum(c["processed"] for c in cams.values())
+    assert cams["cam0"]["raccoon_on_screen_sent"] > 0 and cams["cam1"]["raccoon_on_screen_sent"] == 0
+    if arm == "fair":  # the raccoon camera alerts, and its visit lost nothing (the queue's count and the bench's)
+        assert result["alerts"] >= 1 and result["cameras_with_visit_without_alert"] == []
+        assert (result["queue_visit_dropped"], result["visit_frames_dropped"]) == (0, 0), result

@@ -22,7 +22,7 @@ import yaml
 
 from raccoon_watch.config import did_you_mean, section_at
 from raccoon_watch.config import CameraConfig, Config, MotionConfig, TlsConfig
-from tests.ports import free_port
+from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -220,7 +220,7 @@ def test_section_at(loc: tuple[str, ...], section: type | None) -> None:
         (("events", "min_frame"), "; did you mean `min_frames`?"),
         (("pushover", "quiet_hours", "strat"), "; did you mean `start`?"),
         (("http", "passwd_hash"), "; did you mean `password_hash`?"),
-        (("cameras", "porch", "workers"), "; `workers` is a key of detector"),
+        (("cameras", "porch", "workers"), "; `workers` is a key of detector, serve"),  # serve: its inference threads
         (("cameras", "porch", "zzz"), ""),
     ],
 )

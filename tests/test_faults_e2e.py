@@ -1,7 +1,7 @@
 """Faults the daemon must survive (issue 5), each through the real `raccoon-watch run` process.
 
 Real parts: the daemon subprocess, Debian mosquitto, the GStreamer RTSP server, the real detector
-and SQLite store; the local Pushover stand-in (tests/fake_pushover.py) is the one fake.
+and SQLite store; the local Pushover stand-in (testkit/fake_pushover.py) is the one fake.
 
 - MQTT broker stopped for a minute during an event: events arrive, in order, once it is back.
 - Pushover answering 500s, stalling, refusing the token: one push, detection never waits on it,
@@ -28,8 +28,8 @@ import pytest
 
 from tests.diskfaults import fill, mount_tmpfs
 from tests.daemon import Daemon, detector_section, write_config
-from tests.fake_pushover import VALID_TOKEN, VALID_USER
-from tests.ports import free_port
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER
+from testkit.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""FrameQueue: drop-oldest, counters, batching across cameras, and threads hammering it."""
+"""FrameQueue: what it drops and hands out (the rules are raccoon_watch.schedule's, tabled in
+tests/test_schedule.py), counters, per-camera lag, and threads hammering it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from raccoon_watch.types import Frame
 _IMAGE = np.zeros((4, 4, 3), np.uint8)
 
 
-def frame(camera: str, seq: int) -> Frame:
-    return Frame(camera=camera, seq=seq, ts=0.0, mono=0.0, image=_IMAGE)
+def frame(camera: str, seq: int, mono: float = 0.0) -> Frame:
+    return Frame(camera=camera, seq=seq, ts=0.0, mono=mono, image=_IMAGE)
 
 
 def ids(frames: list[Frame | None]) -> list[str | None]:
@@ -54,6 +55,8 @@ def test_bad_sizes_are_errors():
         FrameQueue(0)
     with pytest.raises(ValueError, match="max_n"):
         FrameQueue(1).get_batch(0, 0.0)
+    with pytest.raises(ValueError, match="lane_depth"):
+        FrameQueue(4, lane_depth=0)
 
 
 def test_get_times_out_empty():
@@ -77,7 +80,8 @@ def test_get_wakes_on_put_from_another_thread():
         (["a0", "a1", "a2", "b0"], 3, ["a0", "a1", "b0"], ["a2"]),  # then oldest of the rest
         (["a0", "a1", "a2"], 2, ["a0", "a1"], ["a2"]),
         (["a0", "b0"], 4, ["a0", "b0"], []),  # short batch after wait_s
-        (["b0", "a0", "b1", "a1", "c0"], 2, ["b0", "a0"], ["b1", "a1", "c0"]),
+        # round robin: c (never served) before b and a, then b (served before a)
+        (["b0", "a0", "b1", "a1", "c0"], 2, ["b0", "a0"], ["c0", "b1", "a1"]),
     ],
 )
 def test_get_batch_prefers_different_cameras(queued, max_n, batch, left):
@@ -135,6 +139,60 @@ def test_threads_hammering_lose_nothing_unaccounted():
         seqs = [f.seq for f in consumed if f.camera == cam]
         assert len(set(seqs)) == len(seqs)
 
+
+
+def test_a_camera_without_a_visit_keeps_its_newest_frames_only():
+    q = FrameQueue(16, lane_depth=1)
+    for p in ["a0", "b0", "a1", "a2", "b1"]:
+        q.put(frame(p[0], int(p[1:])))
+    assert q.dropped_by_camera() == {"a": 2, "b": 1}
+    assert ids(q.get_batch(8, wait_s=0.0)) == ["a2", "b1"]
+
+
+def test_a_camera_with_an_open_visit_keeps_every_frame_and_goes_first():
+    visiting = {"v"}
+    q = FrameQueue(6, lane_depth=1, visit_open=lambda c: c in visiting)
+    for p in ["a0", "v0", "b0", "v1", "a1", "v2", "b1", "v3"]:
+        q.put(frame(p[0], int(p[1:])))
+    assert q.snapshot().visit_dropped_by_camera == {}
+    assert q.dropped_by_camera() == {"a": 1, "b": 1}  # superseded by their newer frames
+    assert ids(q.get_batch(3, wait_s=0.0)) == ["v0", "v1", "v2"]
+    assert ids(q.get_batch(3, wait_s=0.0)) == ["a1", "b1", "v3"]
+
+
+def test_frames_dropped_during_a_visit_are_counted_apart():
+    visiting = {"v"}
+    q = FrameQueue(2, lane_depth=1, visit_open=lambda c: c in visiting)
+    for i in range(4):
+        q.put(frame("v", i))  # the queue is too small for the visit: its oldest frames go
+    snap = q.snapshot()
+    assert snap.dropped == 2 and snap.visit_dropped_by_camera == {"v": 2}
+    visiting.clear()
+    q.put(frame("v", 4))  # the visit is over: the camera keeps its newest only
+    assert q.snapshot().visit_dropped_by_camera == {"v": 2}
+    assert ids(q.get_batch(4, wait_s=0.0)) == ["v4"]
+
+
+def test_lag_is_capture_to_done_or_the_oldest_frames_wait():
+    now = [100.0]
+    q = FrameQueue(8, lane_depth=1, clock=lambda: now[0])
+    q.put(frame("a", 0, mono=99.0))
+    batch = q.get_batch(4, wait_s=0.0)
+    now[0] = 100.5
+    q.done(batch)
+    assert q.snapshot().lag_s_by_camera == {"a": 1.5}
+    q.put(frame("a", 1, mono=100.6))
+    q.put(frame("b", 0, mono=97.5))  # waiting for 3 s
+    assert q.snapshot().lag_s_by_camera == {"a": 1.5, "b": 3.0}
+
+
+def test_wait_for_room_of_one_camera_waits_for_its_lane():
+    q = FrameQueue(8, lane_depth=1)
+    q.put(frame("a", 0))
+    assert q.wait_for_room(timeout=0, camera="b") is True
+    assert q.wait_for_room(timeout=0.05, camera="a") is False  # a put would supersede a0
+    threading.Timer(0.05, lambda: q.get(timeout=1)).start()
+    assert q.wait_for_room(timeout=5.0, camera="a") is True
 
 
 @pytest.mark.parametrize("take", ["get", "get_batch"])

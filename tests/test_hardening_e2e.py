@@ -19,8 +19,8 @@ import pytest
 
 from tests import corrupt_db
 from tests.daemon import Daemon, detector_section, write_config
-from tests.fake_pushover import VALID_TOKEN, VALID_USER
-from tests.ports import free_port
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER
+from testkit.ports import free_port
 
 pytestmark = pytest.mark.slow
 

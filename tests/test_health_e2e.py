@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, detector_section, write_config
-from tests.ports import free_port
+from testkit.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@
 MQTT against a real mosquitto (tests/fixtures/mqtt.py) and the failures a user meets: a host that
 does not resolve (a ``.invalid`` name, RFC 2606), a port nothing listens on, a host that does not
 answer (a full accept queue: SYNs dropped), and a broker with a password file refusing bad
-credentials. Pushover against the local fake (tests/fake_pushover.py): a bad token, 500s, a name that
+credentials. Pushover against the local fake (testkit/fake_pushover.py): a bad token, 500s, a name that
 does not resolve, a refused port, a server that stalls. Cameras through the real capture thread. The
 /healthz body that puts them together is checked as a table (pure) and on a real daemon in
 tests/test_health_e2e.py.
@@ -29,10 +29,10 @@ from raccoon_watch.store import EventStore
 from raccoon_watch.types import (
     CaptureSnapshot, PipelineStats, RouterSnapshot, SinkSnapshot, StorageSnapshot, WorkerSnapshot,
 )
-from tests.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
 from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER
 from tests.fixtures.pushover import make_event
-from tests.ports import free_port, unanswered_port
+from testkit.ports import free_port, unanswered_port
 from tests.waiting import wait_until
 
 UNRESOLVABLE = "broker.raccoon-watch.invalid"  # RFC 2606: .invalid never resolves

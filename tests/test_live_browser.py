@@ -33,7 +33,7 @@ import requests
 from raccoon_watch.snapshot import DEFAULT_COLOR
 from tests.browser import chromium
 from tests.daemon import Daemon, detector_section, write_config
-from tests.ports import free_port
+from testkit.ports import free_port
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow]

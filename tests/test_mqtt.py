@@ -21,7 +21,7 @@ from raccoon_watch.sinks.mqtt import MqttSink, event_messages, parse_command, pa
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import CaptureSnapshot, EventKind, PipelineStats, RouterSnapshot, WorkerSnapshot
 from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER, Broker
-from tests.ports import free_port
+from testkit.ports import free_port
 from tests.fixtures.pushover import make_event
 from tests.waiting import wait_until
 

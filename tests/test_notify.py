@@ -20,7 +20,7 @@ import pytest
 
 from raccoon_watch.service import notify
 from tests import wedged_daemon
-from tests.ports import free_port
+from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

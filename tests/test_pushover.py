@@ -1,4 +1,4 @@
-"""PushoverSink against a local server that behaves like POST /1/messages.json (tests/fake_pushover.py)."""
+"""PushoverSink against a local server that behaves like POST /1/messages.json (testkit/fake_pushover.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from raccoon_watch.config import PushoverConfig, QuietHours
 from raccoon_watch.sinks.pushover import PushoverSink, backoff_delay, build_message, in_quiet_hours, should_push
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import EventKind
-from tests.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
 from tests.fixtures.pushover import make_event
 from tests.waiting import wait_until
 
@@ -305,7 +305,7 @@ from pathlib import Path
 from raccoon_watch.config import PushoverConfig
 from raccoon_watch.sinks.pushover import PushoverSink
 from raccoon_watch.store import EventStore
-from tests.fake_pushover import VALID_TOKEN, VALID_USER
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER
 from tests.fixtures.pushover import make_event
 
 cfg = PushoverConfig(token=VALID_TOKEN, user=VALID_USER, api_url=sys.argv[2], timeout_s=0.5)

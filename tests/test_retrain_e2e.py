@@ -40,7 +40,7 @@ from raccoon_watch.site_models import (CLASSIFIER_CARD, CLASSIFIER_FILE, REFUSED
 from raccoon_watch.sitefeedback import DEFAULT_MIN_VISITS
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, write_config
 from tests.fixtures.media import make_clip
-from tests.ports import free_port
+from testkit.ports import free_port
 
 # a retrain and 12 marked visits: more than the suite's 300 s on a busy 2-core machine (the retrain's own limit is 600 s)
 pytestmark = [pytest.mark.slow, pytest.mark.shared, pytest.mark.timeout(900)]

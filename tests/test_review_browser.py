@@ -23,7 +23,7 @@ import pytest
 
 from tests.browser import chromium
 from tests.daemon import REPO, Daemon, detector_section, write_config
-from tests.ports import free_port
+from testkit.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtsp, pytest.mark.mqtt]
 

@@ -124,7 +124,7 @@ def test_detect_switch_off_ends_the_event_and_ignores_frames(rig):
     assert not router.has_active_event("cam")
     for seq in range(2, 6):
         results.put(_result(seq, (RACCOON,)))
-    time.sleep(1.0)
+    wait_drained(results, router)
     assert len(sink.events) == 2 and not router.is_enabled("cam")
 
 
@@ -136,7 +136,7 @@ def test_reconfigure_raises_the_threshold_live(rig):
     wait_applied(router)
     for seq in range(4):
         results.put(_result(seq, (RACCOON,)))  # score 0.9 < 0.95: no longer counts
-    time.sleep(1.0)
+    wait_drained(results, router)
     assert sink.events == [] and router.processed["cam"] == 4
 
 
@@ -146,6 +146,13 @@ def wait_applied(router: EventRouter) -> None:
     for _ in range(2):
         beat = router.heartbeat
         assert wait_until(lambda: router.heartbeat > beat, 5.0), "router loop not turning"
+
+
+def wait_drained(results: queue.Queue[FrameResult], router: EventRouter) -> None:
+    """Wait until the router has taken every queued result and finished the turn of the last one
+    (absence is then proven by the router's own progress, not by a sleep)."""
+    assert wait_until(results.empty, 5.0), "router not taking results"
+    wait_applied(router)
 
 
 def _scored(seq: int, score: float) -> FrameResult:
@@ -168,7 +175,7 @@ def test_the_threshold_applies_to_the_visit_score(rig, per_frame, starts):
     for seq, score in enumerate(per_frame):
         results.put(_scored(seq, score))
     assert wait_until(lambda: router.processed["cam"] == len(per_frame))
-    time.sleep(0.2)
+    wait_applied(router)  # the turn that processed the last frame has handed its events on
     assert [e.kind for e in sink.events] == ([EventKind.START] if starts else [])
     if starts:
         # starts on frame 4, the second counting one: the median of (0.45, 0.7, 0.8, 0.45), not its own 0.45
@@ -190,7 +197,7 @@ def test_switching_detection_off_forgets_the_visit(rig):
     assert wait_until(lambda: router.is_enabled("cam"))
     results.put(_scored(2, 0.9))  # a fresh candidate: visit score 0 again, so still no second hit
     assert wait_until(lambda: router.processed["cam"] == 3)
-    time.sleep(0.2)
+    wait_applied(router)
     assert sink.events == []
 
 
@@ -237,7 +244,7 @@ def test_a_still_candidate_never_starts_an_event(tracked):
         for seq in range(8):
             results.put(_result(seq, (WATERING_CAN,), moving=False))
         assert wait_until(lambda: router.processed["cam"] == 8)
-        time.sleep(0.2)
+        wait_applied(router)
     assert sink.events == [] and board.get("cam") == ()  # never alerted, never looked for
     still = [e for e in logs if e["event"] == "still_candidate_ignored"]
     assert len(still) == 1 and still[0]["camera"] == "cam" and still[0]["score"] == 0.9  # logged once
@@ -292,3 +299,55 @@ def test_the_end_snapshot_says_the_score_the_store_keeps(rig, monkeypatch):
     assert drawn == [(1, 0.77), (2, 0.9)]  # the START's best frame, then the END's: frame 2 at 0.9
     assert store.get_event(end.id)["top_score"] == 0.9
     assert store.read_snapshot(end.id) == end.snapshot_jpeg != start.snapshot_jpeg
+
+
+# --- open visits: what the frame queue serves first (issue 24) ------------------------------------------
+
+CAT = Detection("raccoon", 0.2, (0.1, 0.1, 0.3, 0.3))  # under the threshold: a cat the classifier doubts
+
+
+def test_a_visit_opens_at_the_first_good_frame_and_closes_after_end_after(tmp_path):
+    """visit_open: False before anything; True from the first frame with a detection at the review
+    threshold on its own score (one frame, still or not: nothing has counted yet); False again once
+    ``end_after`` seconds pass on the router's clock with no event; never for a camera switched off."""
+    results: queue.Queue[FrameResult] = queue.Queue()
+    stop = threading.Event()
+    now = [time.monotonic()]
+    router = EventRouter(
+        results, {"cam": DetectionFilter(frozenset({"raccoon"}), 0.5)},
+        DebounceParams(min_frames=3, window=5, end_after=10.0, cooldown=0, update_interval=0),
+        lambda event: None, [], stop, clock=lambda: now[0],
+    )
+    router.start()
+    try:
+        assert router.visit_open("cam") is False and router.visit_open("nobody") is False
+        results.put(_result(0, (CAT,), moving=False))
+        assert wait_until(lambda: router.processed["cam"] == 1)
+        assert router.visit_open("cam") is False  # a low score opens nothing
+        frame = _result(1, (RACCOON,), moving=False)
+        now[0] = frame.frame.mono
+        results.put(frame)
+        assert wait_until(lambda: router.processed["cam"] == 2)
+        assert router.visit_open("cam") is True and not router.has_active_event("cam")
+        now[0] = frame.frame.mono + 9.9
+        assert router.visit_open("cam") is True
+        now[0] = frame.frame.mono + 10.1
+        assert router.visit_open("cam") is False
+        now[0] = frame.frame.mono
+        router.set_detect("cam", False)
+        assert wait_until(lambda: not router.is_enabled("cam"))
+        assert router.visit_open("cam") is False
+    finally:
+        stop.set()
+        router.join(timeout=5)
+
+
+def test_a_visit_stays_open_while_its_event_runs(tracked):
+    results, router, sink, _ = tracked  # end_after 60 s: the event runs until detection is switched off
+    for seq in range(2):
+        results.put(_result(seq, (RACCOON,)))
+    sink.wait([EventKind.START])
+    assert router.has_active_event("cam") and router.visit_open("cam")
+    router.set_detect("cam", False)
+    sink.wait([EventKind.START, EventKind.END])
+    assert wait_until(lambda: not router.visit_open("cam"))

@@ -26,9 +26,9 @@ import pytest
 
 from tests.browser import chromium
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, detector_section, write_config
-from tests.fake_pushover import VALID_TOKEN, VALID_USER
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER
 from tests.fixtures.media import make_clip
-from tests.ports import free_port
+from testkit.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 EVENTS = {"min_frames": 3, "window": 5, "end_after": 2.0, "cooldown": 60}
@@ -110,7 +110,7 @@ def test_a_detection_is_stored_and_shown_but_never_pushed(tmp_path, browser, rac
 
         # the detection's page: what it is, its snapshot and clip; "Raccoon" is stored
         page.click(f'tr.event[data-id="{detection}"] a')
-        page.wait_for_url(f"**/events/{detection}")
+        page.wait_for_url(f"**/events/{detection}**")  # the link carries the list filter (?severity=...)
         assert page.inner_text("#severity").startswith("detection")
         assert page.eval_on_selector("#snapshot", "i => i.complete && i.naturalWidth") > 0
         page.wait_for_function("() => document.querySelector('#clip').readyState >= 1", timeout=15000)

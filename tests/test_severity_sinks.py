@@ -18,7 +18,7 @@ from raccoon_watch.sinks.mqtt import MqttSink
 from raccoon_watch.sinks.pushover import PushoverSink, should_push
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Event, EventKind, Severity
-from tests.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
 from tests.fixtures.pushover import make_event
 from tests.waiting import wait_until
 

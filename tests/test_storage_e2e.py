@@ -2,7 +2,7 @@
 
 Real parts: the daemon subprocess, the real detector on the raccoon clip (one visit of 3 s every
 8 s when it loops), the real SQLite store on a real folder (a real tmpfs for the full disk); the
-local Pushover stand-in (tests/fake_pushover.py) is the one fake.
+local Pushover stand-in (testkit/fake_pushover.py) is the one fake.
 
 - Two daemons on one store: the second exits 2 within 5 s naming the first's PID; the first goes on.
 - Cooldown across a restart: a visit soon after a pushed event, in a new process, is not pushed.
@@ -29,8 +29,8 @@ import pytest
 
 from tests.diskfaults import fill, mount_tmpfs
 from tests.daemon import REPO, Daemon, detector_section, write_config
-from tests.fake_pushover import VALID_TOKEN, VALID_USER
-from tests.ports import free_port
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER
+from testkit.ports import free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow

@@ -19,6 +19,8 @@ machine is, only on ratios):
   next to the decode floor, and the event list's render time with 10,000 events in the store.
 * ``http_probe`` (``tools/bench_review.py``): the page's server under issue 21's probe: RSS and argon2
   checks during 64 parallel wrong logins from one address, and 200 concurrent ``/healthz``.
+* ``serve`` (``tools/bench_serve.py``): ``raccoon-watch serve`` under 4 concurrent clients posting
+  640x480 JPEGs as Frigate's deepstack plugin does: requests/s, latency p50/p95, the server's CPU.
 * ``gpu``: batched TensorFlow inferences/s with batch 16 when TensorFlow sees a GPU, else skipped.
 * ``retrain`` (``tools/retrain_latency.py``): a real daemon (one file camera at 5 fps, every frame to
   the detector) alone, then while ``raccoon-watch retrain`` runs as typed (its defaults: idle
@@ -50,23 +52,26 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
+from testkit.mosquitto import Broker, BrokerUnavailable
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
+from tools.bench_cameras import (FAIR_DEFAULTS, CamerasPlan, cameras_targets, run_many_cameras, stage_cameras,
+                                 stage_options)
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
+from tools.bench_serve import TARGET_P95_MS_MAX, TARGET_RPS_MIN, stage_serve
 
+PROG_ENV = "RACCOON_WATCH_BENCH_PROG"  # set by `raccoon-watch bench`, which runs this module as a child
 SCHEMA = 1
 STAGE_TIMEOUT_S = 900
 STAND_IN_LABELS = ["cat", "dog", "bear"]  # the stock COCO model sees a raccoon as one of these
@@ -75,8 +80,6 @@ STAND_IN_THRESHOLD = 0.4
 # The shipped model's card threshold (chosen for <= 5 % false alerts on cat/dog photos, near 0.9)
 # misses most frames of the bench clip's pasted raccoon; 0.5 is what the soak uses too.
 BENCH_THRESHOLD = 0.5
-FAKE_TOKEN = "a" * 30  # Pushover token/user format: 30 characters
-FAKE_USER = "u" * 30
 
 TARGETS = {
     "cpu_vs_decode_max": 1.5,  # pipeline CPU / decode-only CPU
@@ -90,6 +93,8 @@ TARGETS = {
     "login_rss_mb_max": 400.0,  # peak RSS meanwhile, server and clients
     "healthz_within_1s_min": 200,  # of 200 concurrent /healthz
     "tracker_ms_max": 1.0,  # router's track work per frame at 8 candidates (issue 20)
+    "serve_rps_min": TARGET_RPS_MIN,  # raccoon-watch serve, 640x480 JPEGs from 4 clients (issue 24)
+    "serve_p95_ms_max": TARGET_P95_MS_MAX,
 }
 
 
@@ -418,64 +423,35 @@ class Probe:
                                 "label": event.label, "score": round(event.score, 3)})
 
 
-class _FakePushoverHandler(BaseHTTPRequestHandler):
-    received: list[float] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        at = time.time()
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        type(self).received.append(at)
-        body = json.dumps({"status": 1, "request": f"bench-{len(self.received)}"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def local_sinks(workdir: Path) -> Iterator[dict[str, Any]]:
-    """A mosquitto broker + subscriber and a fake Pushover API on 127.0.0.1, when available.
+    """A mosquitto broker + subscriber and a fake Pushover API on 127.0.0.1, when available: the
+    tests' stand-ins (``testkit``).
 
-    Yields {"mqtt": {...} | None, "pushover": {...}, "mqtt_new": [ts...], "pushover_posts": [ts...],
+    Yields {"mqtt": {...} | None, "pushover": {...}, "mqtt_new": [ts...], "pushover_fake": FakePushover,
     "unavailable": {...reasons}}."""
-    info: dict[str, Any] = {"mqtt": None, "pushover": None, "mqtt_new": [], "pushover_posts": [], "unavailable": {}}
-    handler = type("Handler", (_FakePushoverHandler,), {"received": info["pushover_posts"]})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    info["pushover"] = {"api_url": f"http://127.0.0.1:{server.server_address[1]}/1/"}
+    pushover = FakePushover()
+    pushover.start()
+    info: dict[str, Any] = {"mqtt": None, "mqtt_new": [], "unavailable": {}, "pushover_fake": pushover,
+                            "pushover": {"api_url": pushover.url, "token": VALID_TOKEN, "user": VALID_USER}}
     broker = client = None
-    mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     try:
-        if mosquitto is None:
-            info["unavailable"]["mqtt"] = "mosquitto is not installed (apt-get install mosquitto)"
+        try:
+            broker = Broker(workdir)
+        except BrokerUnavailable as exc:
+            info["unavailable"]["mqtt"] = str(exc)
         else:
-            port = _free_port()
-            conf = workdir / "mosquitto.conf"
-            conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                            + ("user root\n" if os.geteuid() == 0 else ""))
-            broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            client = _subscriber(port, info["mqtt_new"])
-            info["mqtt"] = {"host": "127.0.0.1", "port": port}
+            broker.start()
+            client = _subscriber(broker.port, info["mqtt_new"])
+            info["mqtt"] = {"host": broker.host, "port": broker.port}
         yield info
     finally:
         if client is not None:
             client.loop_stop()
             client.disconnect()
         if broker is not None:
-            broker.terminate()
-            broker.wait(timeout=5)
-        server.shutdown()
+            broker.stop()
+        pushover.stop()
 
 
 def _subscriber(port: int, arrivals: list[float]) -> Any:
@@ -527,7 +503,7 @@ def _bench_config(args: dict[str, Any], storage: Path, sinks: dict[str, Any] | N
     if sinks and sinks.get("mqtt"):
         data["mqtt"] = {**sinks["mqtt"], "discovery": False}
     if sinks and sinks.get("pushover"):
-        data["pushover"] = {"token": FAKE_TOKEN, "user": FAKE_USER, "api_url": sinks["pushover"]["api_url"]}
+        data["pushover"] = dict(sinks["pushover"])
     return Config.model_validate(data)
 
 
@@ -638,7 +614,8 @@ def _sink_latency(result: dict[str, Any], sinks: dict[str, Any]) -> dict[str, An
     """Match each START (in hand-off order) with the MQTT 'new' message / Pushover POST (in arrival order)."""
     starts = sorted(result["_starts"], key=lambda s: s["handed_ts"])
     out: dict[str, Any] = {"unavailable": sinks["unavailable"]}
-    for key, arrivals in (("mqtt_publish", sinks["mqtt_new"]), ("pushover_request", sinks["pushover_posts"])):
+    posts = [r.at for r in sinks["pushover_fake"].ok()]
+    for key, arrivals in (("mqtt_publish", sinks["mqtt_new"]), ("pushover_request", posts)):
         if key == "mqtt_publish" and sinks.get("mqtt") is None:
             continue
         arr = sorted(arrivals)
@@ -663,7 +640,8 @@ def stage_retrain(args: dict[str, Any]) -> dict[str, Any]:
 
 STAGES = {"recording": stage_recording, "review_list": stage_review_list, "http_probe": stage_http_probe,
           "decode": stage_decode, "models": stage_models, "baseline": stage_baseline, "pipeline": stage_pipeline,
-          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain}
+          "gpu": stage_gpu, "tracker": stage_tracker, "retrain": stage_retrain, "serve": stage_serve,
+          "cameras": stage_cameras, "options": stage_options}
 
 
 # --- orchestration -----------------------------------------------------------------------------------
@@ -708,15 +686,22 @@ class Plan:
     motion: bool = True
     queue_size: int = 8
     stages: tuple[str, ...] = ("decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline",
-                               "baseline")
+                               "serve", "baseline")
     no_tensorflow: bool = False
     threshold: float | None = BENCH_THRESHOLD  # None: the model card's deployed threshold
+    many: CamerasPlan = field(default_factory=CamerasPlan)  # stage "cameras" (issue 24)
 
 
 def plan_from_args(ns: argparse.Namespace) -> Plan:
     seconds = ns.seconds if ns.seconds is not None else (12.0 if ns.quick else 30.0)
     stages = ["decode", "recording", "review_list", "http_probe", "models", "tracker", "pipeline"]
-    if not ns.no_baseline:
+    if not ns.no_serve:
+        stages.append("serve")
+    if not ns.no_many_cameras:
+        stages.append("cameras")
+    if ns.only_many_cameras:
+        stages = ["cameras"]
+    elif not ns.no_baseline:
         stages.append("baseline")
         if not ns.no_retrain:
             stages.append("retrain")
@@ -724,13 +709,21 @@ def plan_from_args(ns: argparse.Namespace) -> Plan:
         stages.append("gpu")
     scenes = ("empty", "raccoon") if ns.scene == "both" else (ns.scene,)
     sinks = ns.sinks if ns.sinks is not None else (not ns.quick and shutil.which("mosquitto") is not None)
+    specs = tuple(ClipSpec(ns.resolution, scene, ns.light, seconds) for scene in scenes)
+    if ns.only_many_cameras:  # the report's clip is the stage's own raccoon clip: nothing else is built
+        specs = (ClipSpec("720p", "raccoon", "day", 30.0 if seconds >= 30.0 else max(20.0, seconds)),)
     return Plan(
-        specs=tuple(ClipSpec(ns.resolution, scene, ns.light, seconds) for scene in scenes),
+        specs=specs,
         cameras=ns.cameras, workers=ns.workers, threads=ns.threads, detect_fps=ns.detect_fps,
         baseline_s=ns.baseline_seconds if ns.baseline_seconds is not None else (2.0 if ns.quick else 4.0),
         model_runs=20 if ns.quick else 50, sinks=sinks, motion=not ns.no_motion,
         queue_size=max(8, 2 * ns.cameras), stages=tuple(stages), no_tensorflow=ns.no_baseline and not ns.gpu,
         threshold=None if ns.threshold < 0 else ns.threshold,
+        many=CamerasPlan(cameras=ns.many_cameras, visits=min(ns.visits, ns.many_cameras),
+                         seconds=30.0 if seconds >= 30.0 else max(20.0, seconds), detect_fps=ns.detect_fps,
+                         rounds=ns.many_cameras_rounds, options_runs=5 if ns.quick else 10,
+                         sweep=ns.many_cameras_sweep,
+                         fair={"workers": ns.fair_workers, "threads": ns.fair_threads, "batch_size": ns.fair_batch}),
     )
 
 
@@ -813,10 +806,15 @@ def run_bench(plan: Plan, out_dir: Path = BENCH_DIR, log: Any = None) -> dict[st
             pipe.pop("_starts", None)
             pipe.pop("_anchor", None)
             report["pipeline"][scene] = pipe
+    if "serve" in plan.stages:
+        say("raccoon-watch serve: 640x480 JPEGs from 4 concurrent clients")
+        report["serve"] = run_stage("serve", {"clients": 4, "seconds": 10.0 if plan.model_runs < 50 else 20.0})
     if "baseline" in plan.stages and saved_model is not None:
         say(f"naive baseline: TensorFlow SavedModel on every frame ({plan.baseline_s:g} s of video)")
         report["baseline"] = run_stage("baseline", {**common, "clip": str(main_clip), "saved_model": str(saved_model),
                                                     "max_frames": round(plan.baseline_s * main_spec.fps)})
+    if "cameras" in plan.stages:
+        report["many_cameras"] = run_many_cameras(plan.many, shipped, plan.threshold, out_dir, say)
     if "retrain" in plan.stages:
         say("a real daemon during a real CLI retrain (minutes)")
         report["retrain"] = run_stage("retrain", {"work": str(out_dir / "retrain_latency"), "idle_s": 20.0,
@@ -921,10 +919,20 @@ def targets(report: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "healthz_200_concurrent_within_1s": {"value": within,
                                              "met": _met(within, TARGETS["healthz_within_1s_min"], False)},
     })
+    rps = _get(report, "serve", "frigate_style", "requests_per_s")
+    p95 = _get(report, "serve", "frigate_style", "latency_ms", "p95")
+    review.update({
+        "serve_ge_20_requests_per_s": {"value": rps, "met": _met(rps, TARGETS["serve_rps_min"], False),
+                                       "load": _get(report, "serve", "load_avg_1m")},
+        "serve_p95_le_150ms": {"value": p95, "met": _met(p95, TARGETS["serve_p95_ms_max"], True)},
+    })
     during = _get(report, "retrain", "phases", "during_cli_retrain", "dropped_frames")
     review["zero_dropped_frames_during_cli_retrain"] = {
         "value": during, "met": None if during is None else during == 0,
         "idle": _get(report, "retrain", "phases", "idle", "dropped_frames")}
+    many = report.get("many_cameras")
+    if many is not None:
+        review["many_cameras"] = {"scope": many.get("scenario"), **cameras_targets(many)}
     return {
         **review,
         "scope": f"{plan.cameras} x {spec.resolution} {spec.light}, {spec.seconds:g} s clips; CPU targets on the {still} scene",
@@ -981,6 +989,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sinks", dest="sinks", action="store_false")
     parser.add_argument("--no-retrain", action="store_true",
                         help="skip the retrain stage (a daemon's dropped frames during a CLI retrain, ~3 min)")
+    parser.add_argument("--no-many-cameras", action="store_true",
+                        help="skip the many-cameras stage (8 x 720p all detecting: today's path, then the fair one)")
+    parser.add_argument("--only-many-cameras", action="store_true", help="run the many-cameras stage alone")
+    parser.add_argument("--many-cameras", type=int, default=8, help="cameras of the many-cameras stage (default 8)")
+    parser.add_argument("--visits", type=int, default=2, help="of them, cameras a raccoon visits at once (default 2)")
+    parser.add_argument("--many-cameras-rounds", type=int, default=1,
+                        help="rounds of (today, fair), alternating (default 1)")
+    parser.add_argument("--many-cameras-sweep", action="store_true",
+                        help="also run the fair arm with 2x1 and 1x2 workers x threads and batches of 4 and 8")
+    parser.add_argument("--fair-workers", type=int, default=FAIR_DEFAULTS["workers"], help="fair arm: detector workers")
+    parser.add_argument("--fair-threads", type=int, default=FAIR_DEFAULTS["threads"], help="fair arm: TFLite threads")
+    parser.add_argument("--fair-batch", type=int, default=FAIR_DEFAULTS["batch_size"], help="fair arm: batch size")
+    parser.add_argument("--no-serve", action="store_true", help="skip the serve stage (the DeepStack API under 4 clients)")
     parser.add_argument("--gpu", action="store_true", help="also run the batched TensorFlow GPU stage")
     parser.add_argument("--quick", action="store_true", help="short run: 12 s clip, 2 s baseline, fewer model runs, no sinks")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -1040,6 +1061,8 @@ def _stage_main(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--stage":
         sys.exit(_stage_main(sys.argv[2:]))
-    parser = argparse.ArgumentParser(prog="python -m tools.bench")
+    # `raccoon-watch bench` runs this module as a child and names itself in the usage line
+    parser = argparse.ArgumentParser(prog=os.environ.get(PROG_ENV, "python -m tools.bench"),
+                                     description="replay generated clips through the pipeline; print JSON")
     add_arguments(parser)
     sys.exit(main(parser.parse_args()))

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,8 @@ from typing import Any
 
 import requests
 import yaml
+
+from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CAMERA = "porch"
@@ -62,12 +63,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def scrape(url: str) -> dict[str, float]:
     """The ``METRICS`` samples of one /metrics page (absent ones: 0)."""
     values = {name: 0.0 for name in METRICS}
@@ -85,7 +80,7 @@ class DaemonRun:
         from raccoon_watch.config import shared_dir
         from raccoon_watch.demo import ensure_demo_clip
 
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = work / "daemon.yaml"
         self.config.write_text(yaml.safe_dump({

@@ -26,7 +26,6 @@ if importlib.util.find_spec("tensorflow") is None:  # `make run` installs the ru
 import structlog
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, shared_dir
-
 from train import decoys, evaluate, export, splits, tfrecord, voc
 from train import train as train_stage
 from train.classifier import crops as crops_stage

@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import structlog
@@ -33,6 +33,7 @@ import structlog
 from raccoon_watch.config import DEFAULT_THRESHOLD
 from raccoon_watch.detectors.base import ModelError
 from raccoon_watch.imagemode import IR, image_mode
+from raccoon_watch.types import detection_json
 from train import metrics
 from train.voc import BoxRow, default_images_dir, list_images, read_csv
 
@@ -159,7 +160,6 @@ def predict_with_model(
     import cv2
 
     from raccoon_watch.config import DetectorConfig
-    from raccoon_watch.detect_cmd import detection_json
     from raccoon_watch.detectors import create_recognizer
 
     cfg = DetectorConfig(model=Path(model), backend="tflite", labelmap=Path(label_map) if label_map else None,

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raccoon_watch.modelfiles import LABEL_MAP, MODEL_TFLITE, MODEL_TFLITE_FLOAT, SAVED_MODEL_DIR
 from train import model_card
 
 INPUT_SIZE = 300
@@ -44,10 +45,7 @@ IOU_THRESHOLD = 0.6  # as the stock COCO TFLite file
 MAX_DETECTIONS = 10
 MAX_CLASSES_PER_DETECTION = 1
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
-SAVED_MODEL_DIR = "saved_model"
-TFLITE_FLOAT = "model_float.tflite"
-TFLITE_INT8 = "model.tflite"
-LABEL_MAP = "labelmap.pbtxt"
+TFLITE_FLOAT, TFLITE_INT8 = MODEL_TFLITE_FLOAT, MODEL_TFLITE
 NUM_REPRESENTATIVE = 100  # calibration images for int8; more adds conversion time, not accuracy
 SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 TFLITE_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
@@ -168,7 +166,7 @@ class TFLiteModule:
         signature = _postprocess_signature(num_classes, max_detections, score_threshold, iou_threshold)
 
         @tf.function(experimental_implements=signature)
-        def postprocess_stub(box_encodings, class_predictions, anchors):  # noqa: ARG001
+        def postprocess_stub(box_encodings, class_predictions, anchors):
             # No TF equivalent; the converter replaces this call by the custom op.
             # Outputs in the op's order: boxes, classes, scores, count.
             boxes = tf.constant(0.0, tf.float32, name="boxes")

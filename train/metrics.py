@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -162,7 +162,7 @@ def _coco_datasets(gt: GroundTruth, preds: Predictions) -> tuple[dict, list[dict
     labels = gt_labels(gt)
     category = {label: i + 1 for i, label in enumerate(labels)}
     image_index = {image_id: i + 1 for i, image_id in enumerate(sorted(gt))}
-    annotations = []
+    annotations: list[dict] = []
     for image_id, boxes in gt.items():
         for g in boxes:
             x0, y0, x1, y1 = g.box

@@ -32,7 +32,9 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-CARD_NAME = "model_card.json"
+from raccoon_watch.modelfiles import MODEL_CARD
+
+CARD_NAME = MODEL_CARD
 FORMAT_VERSION = 1
 CARD_FIELDS = (
     "format_version", "labels", "input_size", "box_format", "outputs", "postprocessing", "metrics",
@@ -109,7 +111,7 @@ def build_card(*, labels: list[str], input_size: int, box_format: str, outputs: 
         "training": training or {"command": None, "config": None},
         "dataset": dataset,
         "git_revision": git_rev or git_revision(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "artifacts": artifacts,
         "latency_ms": latency_ms,
     }

@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import structlog

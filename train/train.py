@@ -381,7 +381,7 @@ def main(args: argparse.Namespace) -> int:
     train_examples, val_examples, night, crops = load_data(cfg, args)
     val_inputs = data_lib.eval_inputs(val_examples)
     model, optimizer, step, manager, schedule, average = _setup(cfg, args, strategy)
-    current_step = lambda: int(step.numpy())  # noqa: E731 (a MirroredVariable under multi_worker has no __int__)
+    current_step = lambda: int(step.numpy())
     state_path = args.work_dir / "training_result.json"
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else {"history": []}
     aug_cfg = cfg.augment

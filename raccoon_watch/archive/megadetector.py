@@ -29,7 +29,8 @@ The format (format_version 1.6, https://lila.science/megadetector-output-format)
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from raccoon_watch.recognition import DEFAULT_PROPOSAL_THRESHOLD
 

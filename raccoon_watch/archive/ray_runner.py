@@ -24,7 +24,8 @@ import json
 import logging
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from raccoon_watch.archive.runner import DEFAULT_BATCH, OnDone
 from raccoon_watch.archive.walk import ArchiveFile

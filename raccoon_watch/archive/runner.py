@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 from raccoon_watch.archive.walk import ArchiveFile
 from raccoon_watch.archive.worker import FileRecognizer, RecognitionSettings

@@ -5,8 +5,13 @@ TFLite backend never imports TensorFlow.
 """
 
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError, ModelNotFound
-from raccoon_watch.detectors.factory import (ModelFiles, create_detector, create_recognizer, find_model,
-                                             resolve_default_model)
+from raccoon_watch.detectors.factory import (
+                                             ModelFiles,
+                                             create_detector,
+                                             create_recognizer,
+                                             find_model,
+                                             resolve_default_model,
+)
 
 __all__ = ["DEFAULT_MIN_SCORE", "Detector", "ModelError", "ModelNotFound", "ModelFiles", "create_detector", "create_recognizer", "find_model",
            "resolve_default_model"]

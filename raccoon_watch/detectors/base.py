@@ -8,14 +8,14 @@ image passed in (see raccoon_watch.types.Box); backends convert from the model's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from raccoon_watch.types import Detection
-
 
 MAX_ERROR_CHARS = 600  # a model error is one log line and one message: what it quotes from files is cut
 
@@ -43,7 +43,7 @@ class ModelNotFound(ModelError):
 class Detector(Protocol):
     name: str  # backend name, e.g. "tflite"
     labels: tuple[str, ...]  # index i = class id i of the model's output after label-map resolution
-    max_batch: int  # frames one detect() call takes efficiently (1 for TFLite)
+    max_batch: int  # frames one detect() call takes efficiently (TFLite: 1, or detector.batch_size)
     input_size: tuple[int, int]  # (height, width) the model sees; 0 for a dimension it accepts at any size
     threshold: float | None  # deployed threshold from the model card, None when the model has no card
 

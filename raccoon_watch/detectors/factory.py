@@ -47,21 +47,38 @@ from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig, shared_dir
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError, ModelNotFound
 from raccoon_watch.imagemode import COLOR, IR, MODES
 from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
-from raccoon_watch.recognition import (DEFAULT_DETECTOR_WEIGHT, DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES,
-                                       DEFAULT_PROPOSAL_THRESHOLD, DEFAULT_VIEW_CONTAINMENT, DEFAULT_VIEW_IOU,
-                                       DEFAULT_VIEW_MIN_AREA, DEFAULT_VIEWS, HINT_MIN_DETECTOR_SCORE,
-                                       RecognitionParams, Recognizer)
+from raccoon_watch.modelfiles import (
+    CLASSIFIER_CARD,
+    CLASSIFIER_FILE,
+    LABELMAP_NAMES,
+    MODEL_CARD,
+    MODEL_TFLITE,
+    SAVED_MODEL_DIR,
+    SAVED_MODEL_PB,
+)
+from raccoon_watch.recognition import (
+    DEFAULT_DETECTOR_WEIGHT,
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_PROPOSAL_THRESHOLD,
+    DEFAULT_VIEW_CONTAINMENT,
+    DEFAULT_VIEW_IOU,
+    DEFAULT_VIEW_MIN_AREA,
+    DEFAULT_VIEWS,
+    HINT_MIN_DETECTOR_SCORE,
+    RecognitionParams,
+    Recognizer,
+)
 
 if TYPE_CHECKING:  # imported when a classifier stage is built, not at start-up
     from raccoon_watch.classifier import TFLiteClassifier
+    from raccoon_watch.detectors.remote import RemoteLink
 
 log = structlog.get_logger(__name__)
 
-LABELMAP_NAMES = ("labelmap.pbtxt", "label_map.pbtxt", "labels.txt", "labelmap.txt")
 LABELMAP_GLOBS = ("*.pbtxt", "*labelmap*.txt", "*label_map*.txt", "*labels*.txt")
-CARD_NAME = "model_card.json"
-CLASSIFIER_CARD_NAME = "classifier_card.json"
-CLASSIFIER_FILE = "classifier.tflite"
+CARD_NAME = MODEL_CARD
+CLASSIFIER_CARD_NAME = CLASSIFIER_CARD  # the names train/ and tests import from here
 STOCK_MODEL = Path("pretrained") / "coco_ssd_mobilenet_v1_0.75_quant_300.tflite"
 
 
@@ -140,12 +157,12 @@ def find_model(path: str | os.PathLike[str]) -> ModelFiles:
         raise ModelNotFound(f"{p}: model path not found", p)
     if p.is_file():
         return ModelFiles(p, tflite=p, labelmap=_find_labelmap(p.parent), card=_read_card(p.parent))
-    if (p / "saved_model.pb").is_file():
+    if (p / SAVED_MODEL_PB).is_file():
         home = p if _find_labelmap(p) or (p / CARD_NAME).is_file() else p.parent
         return ModelFiles(p, saved_model=p, labelmap=_find_labelmap(home), card=_read_card(home))
     card = _read_card(p)
     tflite = _find_tflite(p, card)
-    saved = p / "saved_model" if (p / "saved_model" / "saved_model.pb").is_file() else None
+    saved = p / SAVED_MODEL_DIR if (p / SAVED_MODEL_DIR / SAVED_MODEL_PB).is_file() else None
     if tflite is None and saved is None:
         raise ModelError(f"{p}: no model found (looked for model.tflite, *.tflite, saved_model/saved_model.pb)")
     classifier, classifier_card = _find_classifier(p)
@@ -173,8 +190,8 @@ def _find_tflite(directory: Path, card: dict[str, Any]) -> Path | None:
         named = inside(directory, card["tflite"], f"{directory / CARD_NAME}: tflite")
         if named.is_file():
             return named
-    if (directory / "model.tflite").is_file():
-        return directory / "model.tflite"
+    if (directory / MODEL_TFLITE).is_file():
+        return directory / MODEL_TFLITE
     candidates = [c for c in sorted(directory.glob("*.tflite")) if c.name != CLASSIFIER_FILE]
     int8 = [c for c in candidates if "int8" in c.name]
     return int8[0] if int8 else candidates[0] if len(candidates) == 1 else None
@@ -233,7 +250,10 @@ def _gpu_visible() -> bool:
 
 
 def choose_backend(requested: str, files: ModelFiles) -> str:
-    """'tflite' or 'tensorflow' for this model; ModelError when the requested one has no model file."""
+    """'tflite' or 'tensorflow' for this model; ModelError when the requested one has no model file.
+    ``remote``'s local models are picked as ``auto``'s."""
+    if requested == "remote":
+        requested = "auto"
     if requested == "tflite" and files.tflite is None:
         raise ModelError(f"{files.path}: backend 'tflite' needs a .tflite model; found only a SavedModel")
     if requested == "tensorflow" and files.saved_model is None:
@@ -266,7 +286,8 @@ def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
 
     assert files.tflite is not None
     return _size_checked(files, files.tflite, TFLiteDetector(
-        files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score, threshold=files.threshold))
+        files.tflite, labels, num_threads=cfg.num_threads, min_score=min_score, threshold=files.threshold,
+        batch_size=cfg.batch_size))
 
 
 def _size_checked(files: ModelFiles, model_file: Path, detector: Detector) -> Detector:
@@ -290,11 +311,26 @@ def _check_size(files: ModelFiles, model_size: tuple[int, int], model_file: Path
 
 
 def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
-                      min_score: float = DEFAULT_MIN_SCORE, classifier_dir: Path | None = None) -> Recognizer:
+                      min_score: float = DEFAULT_MIN_SCORE, classifier_dir: Path | None = None,
+                      remote: RemoteLink | None = None) -> Recognizer:
     """The detector of ``model_dir`` (default: cfg.model, else resolve_default_model()) and, when
     the folder has one and ``cfg.classifier`` is on, its classifier stage: what every caller runs.
     ``classifier_dir``: a folder holding another classifier stage (``classifier.tflite`` and its
-    card: a site's retrained one, ``raccoon_watch.site_models``), used instead of the folder's own."""
+    card: a site's retrained one, ``raccoon_watch.site_models``), used instead of the folder's own.
+
+    ``backend: remote``: those local models (picked as ``auto``) behind a ``RemoteRecognizer`` that
+    asks ``cfg.remote.url`` first (raccoon_watch.detectors.remote); ``remote``: the link its workers
+    share (the daemon makes one; without it each recognizer gets its own)."""
+    if cfg.backend == "remote":
+        from raccoon_watch.detectors.remote import RemoteLink as Link
+        from raccoon_watch.detectors.remote import RemoteRecognizer
+
+        assert cfg.remote is not None  # DetectorConfig refuses backend remote without its section
+        local = create_recognizer(cfg.model_copy(update={"backend": "auto", "remote": None}), model_dir,
+                                  min_score=min_score, classifier_dir=classifier_dir)
+        link = remote if remote is not None else Link(cfg.remote)
+        link.local = local.name
+        return RemoteRecognizer(local, link)
     path = model_dir or cfg.model or resolve_default_model()
     files = find_model(path)
     if classifier_dir is not None and cfg.classifier:
@@ -329,12 +365,12 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
     # those >= proposal_threshold are classified without hints, so detect/evaluate are unchanged
     detector = create_detector(cfg, path, min_score=min(min_score, params.proposal_threshold, HINT_MIN_DETECTOR_SCORE))
     try:
-        classifier = TFLiteClassifier(files.classifier, num_threads=cfg.num_threads)
-        _check_stages(files, card, detector, classifier)
+        stage = TFLiteClassifier(files.classifier, num_threads=cfg.num_threads)
+        _check_stages(files, card, detector, stage)
     except ModelError:
         detector.close()
         raise
-    return Recognizer(detector, classifier, params, threshold=threshold, ir_threshold=ir_threshold,
+    return Recognizer(detector, stage, params, threshold=threshold, ir_threshold=ir_threshold,
                       review_threshold=review, ir_review_threshold=ir_review)
 
 
@@ -373,7 +409,8 @@ def card_review_thresholds(card: dict[str, Any]) -> tuple[float | None, float | 
             value = float(value)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"review_thresholds.{mode} must be in 0..1, got {value}")
-            if alert[mode] is not None and value > alert[mode]:
+            limit = alert[mode]
+            if limit is not None and value > limit:
                 raise ValueError(f"review_thresholds.{mode} ({value}) is above that mode's threshold ({alert[mode]})")
         out[mode] = value
     return out[COLOR], out[IR]

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import structlog
 
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, to_model_rgb
+from raccoon_watch.modelfiles import SAVED_MODEL_PB
 from raccoon_watch.types import Detection
 
 log = structlog.get_logger(__name__)
@@ -93,7 +95,7 @@ class TensorFlowDetector:
         self.labels = labels
         self.min_score = min_score
         self.threshold = threshold
-        if not (self.model_dir / "saved_model.pb").is_file():
+        if not (self.model_dir / SAVED_MODEL_PB).is_file():
             what = "not found" if not self.model_dir.exists() else "is not a SavedModel directory (no saved_model.pb)"
             raise ModelError(f"{self.model_dir}: {what}")
         tf = _import_tensorflow(self.model_dir)

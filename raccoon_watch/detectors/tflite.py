@@ -15,22 +15,31 @@ Model contract (the stock COCO SSD and train/'s int8 export):
 
 XNNPACK is LiteRT's default CPU delegate (OpResolverType.AUTO); the load log reports how many graph
 nodes it took. An Interpreter is not thread-safe, so each calling thread gets its own (built from the
-same model bytes on first use): several workers may share one detector. max_batch is 1.
+same model bytes on first use): several workers may share one detector.
+
+Batches (``batch_size`` > 1, ``detector.batch_size``): the post-processing op of an SSD takes one
+image, so the model is cut before it (``ssd_batch.cut_postprocess``): one invoke runs the network on
+[N, H, W, 3] and the op's box decoding and non-max suppression run per image in numpy
+(``ssd_batch.PostProcess``). Before it is used, the cut model must give the op's detections on the
+probe frames; a model that cannot be cut, or whose cut version differs, runs one frame per invoke
+(``max_batch`` 1, logged). ``max_batch`` is what a detector worker passes to the frame queue.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import structlog
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from raccoon_watch.detectors.base import (DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, input_tensor,
-                                          to_model_rgb)
+from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, input_tensor, to_model_rgb
+from raccoon_watch.detectors.ssd_batch import NotBatchable, PostProcess, cut_postprocess
+from raccoon_watch.nativelog import routed_native_stderr
 from raccoon_watch.types import Detection
 
 log = structlog.get_logger(__name__)
@@ -48,12 +57,16 @@ class OutputMap:
     count: int
 
 
+BOX_ATOL = 1e-4  # the cut model's boxes may differ from the op's by float rounding, no more
+SCORE_ATOL = 1e-5
+
+
 class TFLiteDetector:
     name = "tflite"
-    max_batch = 1
 
     def __init__(self, model_path: Path, labels: tuple[str, ...], num_threads: int = 2,
-                 min_score: float = DEFAULT_MIN_SCORE, threshold: float | None = None, use_xnnpack: bool = True):
+                 min_score: float = DEFAULT_MIN_SCORE, threshold: float | None = None, use_xnnpack: bool = True,
+                 batch_size: int = 1):
         self.model_path = Path(model_path)
         self.labels = labels
         self.num_threads = num_threads
@@ -74,10 +87,35 @@ class TFLiteDetector:
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self._outputs, self._settled = map_outputs(interp.get_output_details(), lambda: self._probe(interp),
                                                    self.model_path)
+        # (the cut model's bytes, its post-processing) when batches run; None: one frame per invoke
+        self._cut: tuple[bytes, PostProcess] | None = self._batchable() if batch_size > 1 else None
+        self.max_batch = batch_size if self._cut is not None else 1
         # LiteRT has no public call that says whether XNNPACK took the graph: log what was asked for
         log.info("detector_loaded", backend=self.name, model=str(self.model_path), input=list(self.input_size),
                  input_dtype=self._input["dtype"].__name__, threads=num_threads,
-                 op_resolver=self._resolver.name, labels=len(labels))
+                 op_resolver=self._resolver.name, labels=len(labels), max_batch=self.max_batch)
+
+    def _batchable(self) -> tuple[bytes, PostProcess] | None:
+        """The model cut before its post-processing op, if it can be cut and the cut one gives the op's
+        detections on the probe frames; else None (one frame per invoke), logged."""
+        try:
+            cut = cut_postprocess(self._content)
+        except NotBatchable as exc:
+            log.warning("detector_batch_unsupported", model=str(self.model_path), reason=str(exc))
+            return None
+        rng = np.random.default_rng(1)
+        frames = [np.full((*self.input_size, 3), 128, np.uint8),  # grey, noise, a horizontal ramp
+                  rng.integers(0, 256, (*self.input_size, 3), dtype=np.uint8),
+                  np.tile(np.linspace(0, 255, self.input_size[1], dtype=np.uint8)[None, :, None],
+                          (self.input_size[0], 1, 3))]
+        single = [self._detect_one(self._interpreter(), f) for f in frames]
+        batched = self._detect_batch(self._batch_interpreter(cut[0]), cut[1], frames)
+        if not all(_same(a, b) for a, b in zip(single, batched)):
+            log.warning("detector_batch_unsupported", model=str(self.model_path),
+                        reason="the cut model's detections differ from the post-processing op's on the probe frames")
+            self._local.batch_interp = None
+            return None
+        return cut
 
     def _interpreter(self) -> Interpreter:
         interp = getattr(self._local, "interp", None)
@@ -87,6 +125,16 @@ class TFLiteDetector:
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"{self.model_path}: not a usable TFLite model: {str(exc).splitlines()[0]}") from None
             self._local.interp = interp
+            with self._lock:
+                self._all.append(interp)
+        return interp
+
+    def _batch_interpreter(self, content: bytes) -> Interpreter:
+        """This thread's interpreter of the cut model (``content``), its input's batch resized per call."""
+        interp = getattr(self._local, "batch_interp", None)
+        if interp is None:
+            interp = new_interpreter(content, self.num_threads, self._resolver)
+            self._local.batch_interp, self._local.batch = interp, int(interp.get_input_details()[0]["shape"][0])
             with self._lock:
                 self._all.append(interp)
         return interp
@@ -107,19 +155,40 @@ class TFLiteDetector:
         return [self._run(interp, self._prepare(f)) for f in frames]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        if self._cut is not None and images:
+            return self._detect_batch(self._batch_interpreter(self._cut[0]), self._cut[1], images)
         interp = self._interpreter()
+        return [self._detect_one(interp, image) for image in images]
+
+    def _detect_one(self, interp: Interpreter, image: np.ndarray) -> list[Detection]:
+        """One image through the whole model, post-processing op included."""
+        out = self._run(interp, self._prepare(image))
+        if not self._settled:
+            self._settle(out)
+        m = self._outputs
+        n = int(out[m.count].reshape(-1)[0])
+        return detections_from_yxyx(
+            out[m.boxes][0, :n],  # (N, 4) ymin, xmin, ymax, xmax -> converted inside
+            out[m.classes][0, :n] + CLASS_OFFSET,
+            out[m.scores][0, :n],
+            self.labels, self.min_score)
+
+    def _detect_batch(self, interp: Interpreter, post: PostProcess,
+                      images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """All images in one invoke of the cut model (``interp``); ``post``, the op's work, per image."""
+        rgb = np.stack([to_model_rgb(image, *self.input_size) for image in images])
+        detail = interp.get_input_details()[0]
+        if self._local.batch != len(images):
+            interp.resize_tensor_input(detail["index"], [len(images), *self.input_size, 3], strict=False)
+            interp.allocate_tensors()
+            self._local.batch = len(images)
+        interp.set_tensor(detail["index"], input_tensor(rgb, self._input["dtype"], self._input["quantization"]))
+        interp.invoke()
+        encodings, scores = (_dequantize(interp.get_tensor(d["index"]), d) for d in interp.get_output_details())
         results = []
-        for image in images:
-            out = self._run(interp, self._prepare(image))
-            if not self._settled:
-                self._settle(out)
-            m = self._outputs
-            n = int(out[m.count].reshape(-1)[0])
-            results.append(detections_from_yxyx(
-                out[m.boxes][0, :n],  # (N, 4) ymin, xmin, ymax, xmax -> converted inside
-                out[m.classes][0, :n] + CLASS_OFFSET,
-                out[m.scores][0, :n],
-                self.labels, self.min_score))
+        for enc, sc in zip(encodings, scores):
+            boxes, classes, best, n = post.run(enc, sc)
+            results.append(detections_from_yxyx(boxes, classes + CLASS_OFFSET, best, self.labels, self.min_score))
         return results
 
     def _settle(self, out: dict[int, np.ndarray]) -> None:
@@ -152,13 +221,18 @@ def new_interpreter(content: bytes, num_threads: int, resolver: OpResolverType) 
         interp = Interpreter(model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
         return interp
-    from raccoon_watch.nativelog import routed_native_stderr
-
     with routed_native_stderr("litert"):
         interp = Interpreter(model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver)
         interp.allocate_tensors()  # the delegate is applied (and announced) here
         _xnnpack_announced = True
     return interp
+
+
+def _same(a: list[Detection], b: list[Detection]) -> bool:
+    """The same detections, up to float rounding of boxes and scores."""
+    return len(a) == len(b) and all(
+        x.label == y.label and abs(x.score - y.score) <= SCORE_ATOL
+        and max(abs(p - q) for p, q in zip(x.box, y.box)) <= BOX_ATOL for x, y in zip(a, b))
 
 
 def read_model(path: Path) -> bytes:

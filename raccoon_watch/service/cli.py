@@ -1,4 +1,4 @@
-"""raccoon-watch command line: run, check-config, detect, export-feedback, retrain, models, hash-password.
+"""raccoon-watch command line: run, serve, check-config, detect, export-feedback, retrain, models, hash-password.
 
 Exit codes of ``run`` and ``check-config`` (``preflight.EXIT_CODES``, shown by ``--help``): 0 ok; 1
 unexpected error; 2 a configuration problem, the message naming the key (an unknown key, with "did
@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Any
 
 import structlog
 
@@ -24,6 +28,8 @@ from raccoon_watch.config import Config, ConfigError, effective_config, load_con
 from raccoon_watch.service import preflight
 from raccoon_watch.service.httpserver import bind_listener
 from raccoon_watch.service.preflight import EXIT_CODES, EXIT_CONFIG, EXIT_MODEL
+
+BENCH_PROG_ENV = "RACCOON_WATCH_BENCH_PROG"  # = tools.bench.PROG_ENV: the usage line names the command the user typed
 
 __all__ = ["EXIT_CONFIG", "EXIT_MODEL", "main"]
 
@@ -62,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     from raccoon_watch import detect_cmd
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
+    from raccoon_watch.api import serve_cmd
+
+    serve_cmd.add_arguments(sub.add_parser("serve", help="the recognizer as a DeepStack/CodeProject.AI-compatible "
+                                           "HTTP API (Frigate, Blue Iris, Agent DVR, another raccoon-watch)"))
     from raccoon_watch import retrain_cmd
 
     retrain_cmd.add_parsers(sub)  # retrain, models (the site learns its porch)
@@ -93,23 +103,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         from raccoon_watch import detect_cmd
 
         return detect_cmd.main(args)
+    if args.command == "serve":
+        from raccoon_watch.api import serve_cmd
+
+        return serve_cmd.main(args)
     return 1
 
 
 def _bench(argv: list[str]) -> int:
-    """``raccoon-watch bench ...`` = ``python -m tools.bench ...`` from the checkout this package is in."""
+    """``raccoon-watch bench ...`` = ``python -m tools.bench ...`` from the checkout this package is in.
+
+    A child process: the daemon package never imports ``tools`` (nor puts the checkout on its own
+    ``sys.path``). The child's output is relayed through this process's ``sys.stdout``/``sys.stderr``."""
     from raccoon_watch.config import REPO_ROOT
 
     if not (REPO_ROOT / "tools" / "bench.py").is_file():
         print(f"raccoon-watch bench: needs a source checkout (no tools/bench.py under {REPO_ROOT})", file=sys.stderr)
         return 1
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from tools import bench
+    env = {**os.environ, BENCH_PROG_ENV: "raccoon-watch bench",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    child = subprocess.Popen([sys.executable, "-m", "tools.bench", *argv], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1)
+    assert child.stdout is not None and child.stderr is not None
+    relay = threading.Thread(target=_relay, args=(child.stderr, sys.stderr), name="bench-stderr", daemon=True)
+    relay.start()
+    try:
+        _relay(child.stdout, sys.stdout)
+        return child.wait()
+    except KeyboardInterrupt:  # the child got the same SIGINT (one process group): let it finish its cleanup
+        return child.wait()
+    finally:
+        relay.join(timeout=5)
 
-    parser = argparse.ArgumentParser(prog="raccoon-watch bench", description="replay generated clips through the pipeline; print JSON")
-    bench.add_arguments(parser)
-    return bench.main(parser.parse_args(argv))
+
+def _relay(source: IO[str], target: IO[str]) -> None:
+    for line in source:
+        target.write(line)
+        target.flush()
 
 
 def _load(path: Path) -> Config | None:
@@ -255,7 +285,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_signal_handlers(app) -> None:  # type: ignore[no-untyped-def]
+def _install_signal_handlers(app: Any) -> None:
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
         app.stop_event.set()

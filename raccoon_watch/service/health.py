@@ -5,7 +5,10 @@
 
 Every component reports its own ``status`` and ``reason``: each camera (``cameras.<name>``), the
 detector workers (``detector``), the event router (``router``), the event store (``storage``), each
-sink that has a health (``sinks.mqtt``, ``sinks.pushover``) and the HTTP server (``http``). A
+sink that has a health (``sinks.mqtt``, ``sinks.pushover``), the recognizer the workers use
+(``recognizer``: ``types.RecognizerSnapshot``; with ``detector.backend: remote``, the local models
+standing in for a remote that is down or slow is degraded, and the reason says why) and the HTTP
+server (``http``). A
 component's status is "ok"; "degraded" when it is alive but not doing its job now and retrying (a
 camera down: ``no frames for 12 s (connection refused)``; MQTT: ``dns: name not resolved (<host>)``,
 ``connection refused``, ``timed out``, ``auth: Not authorized``; Pushover: ``auth: application token is
@@ -38,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -50,7 +54,13 @@ from starlette.routing import Route, Router
 
 from raccoon_watch.service import liveness
 from raccoon_watch.service.httpserver import (
-    MAX_CONNECTIONS, ASGIApp, Receive, Scope, Send, ServerThread, bind_listener,
+    MAX_CONNECTIONS,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    ServerThread,
+    bind_listener,
 )
 from raccoon_watch.service.logs import clip
 from raccoon_watch.types import SINK_FAILING, CaptureSnapshot, PipelineStats, SinkSnapshot
@@ -136,12 +146,20 @@ def health_report(
         storage_entry = {**storage.to_dict(), **(_component(STATUS_DEGRADED, "; ".join(trouble)) if trouble
                                                  else _component(STATUS_OK, "on disk"))}
     sinks = {name: {**sink.to_dict(), **sink_health(sink)} for name, sink in stats.sinks.items()}
+    recognizer = stats.recognizer
+    recognizer_entry = None
+    if recognizer is not None:
+        standing_in = recognizer.backend == "remote" and recognizer.in_use != "remote"
+        recognizer_entry = {**recognizer.to_dict(),
+                            **_component(STATUS_DEGRADED if standing_in else STATUS_OK, recognizer.reason)}
 
     components: list[tuple[str, Mapping[str, Any]]] = [("detector", detector), ("router", router_entry)]
     components += [(f"camera {name}", entry) for name, entry in cameras.items()]
     if storage_entry is not None:
         components.append(("storage", storage_entry))
     components += list(sinks.items())
+    if recognizer_entry is not None:
+        components.append(("recognizer", recognizer_entry))
     bad = sorted((c for c in components if c[1]["status"] != STATUS_OK), key=lambda c: -_RANK[c[1]["status"]])
     problems = [f"{name}: {entry['reason']}" for name, entry in bad]
     if not alive and not any(entry["status"] == STATUS_FAILING for _, entry in bad):
@@ -170,6 +188,7 @@ def health_report(
             **detector,
         },
         "router": router_entry,
+        "recognizer": recognizer_entry,
         "queue_depth": stats.queue.depth,
         "events": stats.events,
         "storage": storage_entry,

@@ -55,22 +55,27 @@ class BindError(OSError):
     """The configured address cannot be listened on; the message names the config keys."""
 
 
-def bind_listener(host: str, port: int, loopback_only: bool = False, backlog: int = BACKLOG) -> socket.socket:
+def bind_listener(host: str, port: int, loopback_only: bool = False, backlog: int = BACKLOG,
+                  section: str = "http") -> socket.socket:
     """A listening TCP socket on ``host``:``port`` (port 0: a free one), bound in the caller's thread.
 
     ``host`` is resolved once and the socket is bound to that numeric address, so what was checked
     is what listens. ``loopback_only`` (the page asks no login): refuse unless the address is
-    loopback, whatever the name looked like. Raises ``BindError`` naming http.host or http.port.
+    loopback, whatever the name looked like. Raises ``BindError`` naming ``section``.host or .port
+    (``serve`` for ``raccoon-watch serve``).
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
-        raise BindError(f"http.host {host!r} does not resolve: {exc}") from None
-    family, _, _, _, address = infos[0]
+        raise BindError(f"{section}.host {host!r} does not resolve: {exc}") from None
+    family, _, proto, _, address = infos[0]
     if loopback_only and not all_loopback([str(address[0])]):
-        raise BindError(f"http.host {host!r} resolves to {address[0]}, which is not loopback, and no login is set "
+        raise BindError(f"{section}.host {host!r} resolves to {address[0]}, which is not loopback, and no login is set "
                         "(http.password_hash or http.token)")
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: accepted sockets inherit it, and asyncio sets TCP_NODELAY only on sockets
+    # whose proto says TCP. Without it a kept-alive client waited its delayed ACK (40 ms) for every answer,
+    # whose head and body leave in two writes.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
@@ -79,7 +84,7 @@ def bind_listener(host: str, port: int, loopback_only: bool = False, backlog: in
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise BindError(f"http.port {port} on {host} cannot be bound: {exc.strerror or exc}") from None
+        raise BindError(f"{section}.port {port} on {host} cannot be bound: {exc.strerror or exc}") from None
     sock.set_inheritable(False)
     return sock
 
@@ -222,7 +227,7 @@ class ServerThread:
     def _run(self) -> None:
         try:
             self._server.run(sockets=[self.listener])
-        except BaseException as exc:  # noqa: BLE001 (a thread's last word: log it, never a raw traceback)
+        except BaseException as exc:
             log.error("http_server_failed", error=repr(exc))
 
     def stop(self) -> None:

@@ -2,10 +2,11 @@
 
 Two sources, no double bookkeeping:
 - ``StatsCollector`` reads ``App.stats()`` (a ``PipelineStats``) at scrape time: the same numbers
-  the MQTT stats topic publishes (per-camera frames, reconnects, up; detector frames/errors; queue depth; events;
-  outbox deliveries per sink). Counters there are owned by the threads that count them.
+  the MQTT stats topic publishes (per-camera frames, reconnects, up, detector lag and frames the
+  queue dropped; detector frames/errors; queue depth; events; outbox deliveries per sink). Counters
+  there are owned by the threads that count them.
 - Two things ``PipelineStats`` cannot hold as plain numbers are fed by callbacks from the pipeline:
-  the inference latency histogram (``DetectorWorker(on_inference=...)``) and events by
+  the inference latency and batch size histograms (``DetectorWorker(on_inference=...)``) and events by
   camera/label/kind/severity (``EventRouter(on_event=...)``). ``severity`` is ``alert`` or
   ``detection``; a detection upgraded to an alert counts one ``new`` in each, so
   ``raccoon_watch_events_total{kind="new",severity="alert"}`` is the number of alerts.
@@ -16,7 +17,8 @@ a host or a secret.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,6 +32,7 @@ PREFIX = "raccoon_watch"
 CAMERA_UP = "up"
 # Inference latency per detect() call: 5 ms (GPU batch) .. 2.5 s (a slow CPU under load).
 INFERENCE_BUCKETS_S = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)  # frames per detect() call
 
 # (per-camera counter, metric suffix, help) for the counters of each camera in PipelineStats.
 _CAMERA_COUNTERS: tuple[tuple[Callable[[PipelineStats, CaptureSnapshot], int], str, str], ...] = (
@@ -63,6 +66,15 @@ class StatsCollector:
         yield _counter("queue_dropped", "Oldest frames evicted because the frame queue was full.", s.queue.dropped)
         yield _gauge("uptime_seconds", "Seconds since the daemon started.", s.uptime_s)
         yield from _delivery_families(s.deliveries)
+        rec = s.recognizer
+        if rec is not None and rec.backend == "remote":  # detector.backend remote (detectors/remote.py)
+            yield _gauge("recognizer_remote", "1 while the remote recognizer is in use, 0 while the local models stand in.",
+                         1.0 if rec.in_use == "remote" else 0.0)
+            yield _counter("recognizer_remote_frames", "Frames the remote recognizer answered.", rec.remote_frames)
+            yield _counter("recognizer_local_frames", "Frames the local models detected instead of the remote.",
+                           rec.local_frames)
+            yield _counter("recognizer_remote_failures", "Remote calls that failed or were slower than the timeout.",
+                           rec.failures)
         if s.model_version:  # which classifier scores now (hot swap, roll back): raccoon_watch.site_models
             info = GaugeMetricFamily(f"{PREFIX}_classifier_info", "1 for the classifier version in use.", labels=["version"])
             info.add_metric([s.model_version], 1.0)
@@ -95,6 +107,21 @@ def _camera_families(s: PipelineStats) -> Iterable[Metric]:
             age.add_metric([cam.camera], last_frame_age_s)
         enabled.add_metric([cam.camera], 1.0 if s.detect_enabled(cam.camera) else 0.0)
     yield from (up, age, enabled)
+    q = s.queue
+    lag = GaugeMetricFamily(f"{PREFIX}_camera_detector_lag_seconds",
+                            "Capture to detector result of the camera's newest processed frame, or the wait of "
+                            "its oldest queued frame when that is longer.", labels=["camera"])
+    evicted = CounterMetricFamily(f"{PREFIX}_camera_frames_evicted",
+                                  "Frames of this camera dropped from the detector queue unseen (superseded by a "
+                                  "newer one, or room for another camera's).", labels=["camera"])
+    in_visit = CounterMetricFamily(f"{PREFIX}_camera_visit_frames_evicted",
+                                   "Of those, frames dropped while the camera had an open visit.", labels=["camera"])
+    for cam in s.cameras:
+        if cam.camera in q.lag_s_by_camera:
+            lag.add_metric([cam.camera], q.lag_s_by_camera[cam.camera])
+        evicted.add_metric([cam.camera], q.dropped_by_camera.get(cam.camera, 0))
+        in_visit.add_metric([cam.camera], q.visit_dropped_by_camera.get(cam.camera, 0))
+    yield from (lag, evicted, in_visit)
 
 
 def _delivery_families(deliveries: Mapping[str, DeliveryCounts]) -> Iterable[Metric]:
@@ -115,6 +142,10 @@ class Metrics:
             f"{PREFIX}_inference_seconds", "Wall time of one detect() call (a batch of frames).",
             buckets=INFERENCE_BUCKETS_S, registry=self.registry,
         )
+        self.batch_frames = Histogram(
+            f"{PREFIX}_detector_batch_frames", "Frames (of as many cameras) in one detect() call.",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )
         self.events = Counter(
             f"{PREFIX}_events", "Event messages emitted (kind: new, update, end; severity: alert, detection).",
             ["camera", "label", "kind", "severity"], registry=self.registry,
@@ -124,6 +155,7 @@ class Metrics:
     # --- pipeline callbacks (called from worker / router threads) -------------------------------
     def on_inference(self, ms: float, batch: int) -> None:
         self.inference_seconds.observe(ms / 1000.0)
+        self.batch_frames.observe(batch)
 
     def on_event(self, event: Event) -> None:
         self.events.labels(event.camera, event.label, event.kind.value, event.severity.value).inc()

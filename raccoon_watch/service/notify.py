@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -253,7 +254,6 @@ class ServiceRuntime:
             pages = None
             if http.review:
                 from raccoon_watch.web.pages import ReviewPages
-
                 from raccoon_watch.web.retrain_job import RetrainJob, retrain_command
 
                 job = RetrainJob(retrain_command(Path(self.config_path)), self.app.models_root / "retrain.log",

@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from raccoon_watch.config import Config, redact_url
@@ -183,7 +182,7 @@ def answers_healthz(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> b
     try:
         with urllib.request.urlopen(f"http://{netloc}:{port}/healthz", timeout=timeout) as resp:
             body = json.loads(resp.read(1 << 20))
-    except Exception as exc:  # noqa: BLE001 -- a 503 is an answer too
+    except Exception as exc:
         body = _http_error_body(exc)
     return isinstance(body, dict) and "status" in body and "cameras" in body
 
@@ -191,7 +190,7 @@ def answers_healthz(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> b
 def _http_error_body(exc: Exception) -> object:
     try:
         return json.loads(exc.read(1 << 20))  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 

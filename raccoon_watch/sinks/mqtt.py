@@ -79,8 +79,16 @@ from raccoon_watch.sinks.discovery import (
     plan_discovery,
 )
 from raccoon_watch.store import EventStore, OutboxItem
-from raccoon_watch.types import (SINK_CONNECTING, SINK_FAILING, SINK_OK, Event, EventKind, PipelineStats, Severity,
-                                 SinkSnapshot)
+from raccoon_watch.types import (
+    SINK_CONNECTING,
+    SINK_FAILING,
+    SINK_OK,
+    Event,
+    EventKind,
+    PipelineStats,
+    Severity,
+    SinkSnapshot,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -483,9 +491,9 @@ class MqttSink:
                     self._publish_discovery(force=True)
                 return
             if topic.endswith("/feedback/set"):
-                self._handle_feedback(topic, msg.payload, retained=bool(msg.retain))
+                self._handle_feedback(topic, bytes(msg.payload), retained=bool(msg.retain))
                 return
-            self._handle_command(topic, msg.payload, retained=bool(msg.retain))
+            self._handle_command(topic, bytes(msg.payload), retained=bool(msg.retain))
         except Exception:  # a malformed message never takes the network thread down
             log.exception("mqtt_message_error")
 

@@ -360,7 +360,7 @@ class PushoverSink:
             self._outcome = (SINK_FAILING, f"rate limited (retrying in {delay:.0f} s)")
             log.warning("pushover_rate_limited", event_id=event_id, retry_in_s=round(delay, 1))
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # network errors, timeouts, 5xx, non-JSON (ValueError), and any answer that is neither a
             # success nor a rejection: none can be trusted as either, so the push is retried.
             self._retry_later(item, event_id, exc)

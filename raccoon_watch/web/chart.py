@@ -42,7 +42,7 @@ def rows_in_span(rows: Sequence[Sequence[float | None]], span: tuple[float, floa
     """The score rows of the sighting span (all of them when ``span`` is None)."""
     if span is None:
         return list(rows)
-    return [r for r in rows if span[0] - EDGE_S <= float(r[0]) <= span[1] + EDGE_S]  # type: ignore[arg-type]
+    return [r for r in rows if span[0] - EDGE_S <= float(r[0]) <= span[1] + EDGE_S]
 
 
 def _x(ts: float, t0: float, t1: float) -> float:

@@ -464,7 +464,7 @@ class ReviewPages:
         pages = max(1, -(-total // size))
         if page > pages and total:
             raise HttpError(404, f"there are only {pages} pages")
-        link = lambda p: self.root + "/" + flt.query(page=p if p > 1 else None)  # noqa: E731
+        link = lambda p: self.root + "/" + flt.query(page=p if p > 1 else None)
         for row in rows:
             row["duration"] = _fmt_duration(row)
         here = "/" + flt.query(page=page if page > 1 else None)  # where a mark without the script comes back to
@@ -495,7 +495,7 @@ class ReviewPages:
         }
         newer, older = self.app.store.neighbours(event_id, **flt.store_args())
         query = flt.query()
-        step = lambda other: f"{self.root}/events/{quote(other, safe='')}{query}" if other else None  # noqa: E731
+        step = lambda other: f"{self.root}/events/{quote(other, safe='')}{query}" if other else None
         threshold = self.app.threshold
         return self._page(req, "event.html", e=row, has_snapshot=has_snapshot, has_clip=has_clip, summary=summary,
                           chart=Markup(score_chart_svg(row["scores"], threshold, span)), threshold=threshold,
@@ -662,7 +662,7 @@ class ReviewPages:
             why = row.get("clip_reason") if kind == CLIP_DIR else None
             raise HttpError(404, f"this event has no {what}" + (f": {why}" if why else " (deleted by retention?)"))
         try:
-            fh = open(path, "rb")  # noqa: SIM115 (_file_chunks closes it)
+            fh = open(path, "rb")
         except FileNotFoundError:  # swept between the lookup and the open
             raise HttpError(404, f"this event's {what} was just deleted") from None
         try:

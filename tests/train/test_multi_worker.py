@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.ports import free_port
+from testkit.ports import free_port
 from train.train import DEFAULT_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]

@@ -46,9 +46,9 @@ from raccoon_watch.detectors import create_detector
 from raccoon_watch.recognition import DEFAULT_MARGIN, classifier_crop
 from raccoon_watch.types import Box, box_iou
 from train import splits
-from train.splits import NIGHT_EXTRA, NIGHT_EXTRA_VAL_SOURCES, night_extra_photos  # noqa: F401 (re-exported)
 from train.augment import is_grayish
 from train.classifier.model import INPUT_SIZE
+from train.splits import NIGHT_EXTRA, NIGHT_EXTRA_VAL_SOURCES, night_extra_photos  # noqa: F401 (re-exported)
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +214,7 @@ def pasted_night_specs(animals: list[CropSpec], backgrounds: list[Path], part: s
     return specs
 
 
-def night_extra_specs(photos: list[splits.NightExtraPhoto], planner: "CropPlanner", part: str) -> list[CropSpec]:
+def night_extra_specs(photos: list[splits.NightExtraPhoto], planner: CropPlanner, part: str) -> list[CropSpec]:
     """Crops of real night photos: as ``CropPlanner.specs_for`` cuts any split image (raccoons and
     their jitters positive; the proposer's boxes away from raccoons, COCO animals and background
     negative), plus every labelled look-alike (fox, coyote, skunk, ...) box as a negative."""

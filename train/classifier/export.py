@@ -13,11 +13,12 @@ import numpy as np
 import structlog
 
 from raccoon_watch.detectors.base import normalise
+from raccoon_watch.modelfiles import CLASSIFIER_FILE
 from train.classifier.model import INPUT_SIZE, build_classifier
 
 log = structlog.get_logger(__name__)
 
-TFLITE_FILE = "classifier.tflite"
+TFLITE_FILE = CLASSIFIER_FILE
 NUM_REPRESENTATIVE = 200
 
 

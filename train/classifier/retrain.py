@@ -36,11 +36,11 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import cv2
 import numpy as np
 import structlog
 
@@ -49,7 +49,7 @@ from raccoon_watch.filters import DetectionFilter, eligible
 from raccoon_watch.gate import DEFAULT_RECALL_DROP
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
 from raccoon_watch.recognition import classifier_crop
-from raccoon_watch.retrain_cmd import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
+from raccoon_watch.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
 from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 from raccoon_watch.sitefeedback import SiteSample
 from raccoon_watch.types import Detection, box_iou
@@ -96,7 +96,7 @@ def recover_float_weights(model: Any, tflite_path: Path) -> int:
     interp = Interpreter(model_path=str(tflite_path), experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     details = {d["index"]: d for d in interp.get_tensor_details()}
-    ops = [op for op in interp._get_ops_details() if op["op_name"] in WEIGHT_KINDS]  # noqa: SLF001 (public in tf.lite)
+    ops = [op for op in interp._get_ops_details() if op["op_name"] in WEIGHT_KINDS]
     layers = [lay for lay in model.layers
               if isinstance(lay, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))]
     if len(ops) != len(layers):
@@ -413,7 +413,7 @@ def retrain(opts: RetrainOptions, train_samples: Sequence[SiteSample]) -> Retrai
     deployed_threshold = float(deployed_card.get("threshold", 0.5))
 
     def val_metrics(top: Any) -> dict[str, Any]:
-        scores = fit._sigmoid(np.asarray(top.predict(val_x, batch_size=256, verbose=0)).reshape(-1))  # noqa: SLF001
+        scores = fit._sigmoid(np.asarray(top.predict(val_x, batch_size=256, verbose=0)).reshape(-1))
         return {**fit.crop_metrics(base_val["labels"], scores, base_val["groups"]),
                 "recall_at_threshold": round(recall_at(base_val["labels"], scores, deployed_threshold), 4)}
 
@@ -498,7 +498,7 @@ class StandardSet:
     negatives: tuple[Path, ...]
 
     @classmethod
-    def from_shared(cls, shared_data: Path) -> "StandardSet":
+    def from_shared(cls, shared_data: Path) -> StandardSet:
         from train import splits
         from train.voc import read_csv
 

@@ -30,8 +30,14 @@ import structlog
 from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE, find_model
 from raccoon_watch.imagemode import COLOR, IR, MODES
 from raccoon_watch.labels import load_labels
-from raccoon_watch.recognition import (DEFAULT_MARGIN, DEFAULT_MAX_CANDIDATES, DEFAULT_VIEW_CONTAINMENT,
-                                       DEFAULT_VIEW_IOU, DEFAULT_VIEW_MIN_AREA, DEFAULT_VIEWS)
+from raccoon_watch.recognition import (
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_VIEW_CONTAINMENT,
+    DEFAULT_VIEW_IOU,
+    DEFAULT_VIEW_MIN_AREA,
+    DEFAULT_VIEWS,
+)
 from train import evaluate, metrics
 from train.classifier import export, fit
 from train.classifier.crops import NIGHT_EXTRA, SCENE_DIR, ena24_entries, load_part, night_extra_photos

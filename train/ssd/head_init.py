@@ -8,7 +8,7 @@ one COCO column, or the mean of several (mean of their logits, since the predict
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -64,4 +64,8 @@ HEAD_INITS = {  # name -> source columns for [background, raccoon]
     "dog": [[COCO_BACKGROUND], [COCO_DOG]],
     "cat_bear_mean": [[COCO_BACKGROUND], [COCO_CAT, COCO_BEAR]],
 }
-HeadInitName = Literal[tuple(HEAD_INITS)]  # type: ignore[valid-type]  # the keys above; model.head_init is typed with it
+# the keys above; model.head_init is typed with it (a Literal built at run time, which a type checker sees as str)
+if TYPE_CHECKING:
+    HeadInitName = str
+else:
+    HeadInitName = Literal[tuple(HEAD_INITS)]

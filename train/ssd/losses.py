@@ -51,8 +51,11 @@ def focal_per_anchor(class_logits, cls_targets, alpha: float, gamma: float) -> t
     return tf.reduce_sum((alpha_t * (1 - p_t) ** gamma * ce)[..., 1:], axis=-1)
 
 
+DEFAULT_LOSS = LossConfig()
+
+
 def multibox_loss(box_encodings, class_logits, reg_targets, cls_targets,
-                  cfg: LossConfig = LossConfig()) -> dict[str, tf.Tensor]:
+                  cfg: LossConfig = DEFAULT_LOSS) -> dict[str, tf.Tensor]:
     """-> {"loss", "localization", "classification", "num_positives"}, normalised by positives."""
     box_encodings = tf.cast(box_encodings, tf.float32)
     class_logits = tf.cast(class_logits, tf.float32)

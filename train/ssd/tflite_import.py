@@ -80,7 +80,7 @@ def import_tflite_weights(model: keras.Model, tflite_path: str | Path, class_hea
             kernel, bias = class_head_init(layer.name, kernel, bias, target_shape)
         layer.set_weights([kernel, bias])
         loaded.append(layer.name)
-    conv_layers = [l.name for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    conv_layers = [layer.name for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
     missing = sorted(set(conv_layers) - set(loaded))
     if missing:
         raise ValueError(f"no weights in {tflite_path} for layers {missing}")

@@ -11,7 +11,7 @@ to every request with that title (one push that keeps failing while others succe
 
 Every request is recorded (``received``): the parsed form fields, attachment bytes, its filename
 and content type, and the HTTP status answered. Run standalone for manual checks:
-``python -m tests.fake_pushover 8089``.
+``python -m testkit.fake_pushover 8089``.
 """
 
 from __future__ import annotations
