@@ -5,15 +5,35 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 export RACCOON_SHARED ?= $(abspath ../shared)
 
-.PHONY: venv system-deps run test test-fast bench bench-archive clips eval-clips soak train install-service lint clean
+.PHONY: venv venv-train venv-test system-deps run test test-fast bench bench-archive clips eval-clips soak train install-service lint clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
+# What each target installs (pip constraints: requirements.lock), one stamp per level so that no
+# target reinstalls what a bigger one already put there and none removes anything:
+#   .installed-run    the daemon: the package with LiteRT, no TensorFlow, no Playwright (340 MiB)
+#   .installed-train  + the train extra (TensorFlow, pycocotools, matplotlib): training, retrain
+#   .installed        + the test and scale extras (pytest, Playwright, Ray): everything the test suite needs
+INSTALL := $(BIN)/pip install -q -c requirements.lock
+DEPS    := setup.cfg pyproject.toml requirements.lock
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e '.[cpu,train,test,scale]'
+
+$(VENV)/.installed-run: $(DEPS) | $(BIN)/python
+	$(INSTALL) -e .
 	touch $@
 
-venv: $(VENV)/.installed
+$(VENV)/.installed-train: $(DEPS) | $(BIN)/python
+	$(INSTALL) -e '.[train]'
+	touch $@ $(VENV)/.installed-run
+
+$(VENV)/.installed: $(DEPS) | $(BIN)/python
+	$(INSTALL) -e '.[train,test,scale]'
+	touch $@ $(VENV)/.installed-train $(VENV)/.installed-run
+
+venv: $(VENV)/.installed-run
+venv-train: $(VENV)/.installed-train
+venv-test: $(VENV)/.installed
 
 system-deps:
 	@scripts/install-system-deps.sh
@@ -24,13 +44,13 @@ run: venv
 # 3 workers on 2 cores: a third of the suite's time is daemons waiting on real clocks (clips play in
 # real time, a broker stays down for a minute). `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 3
-test: lint system-deps
+test: lint venv-test system-deps
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-test-fast: venv
+test-fast: venv-test
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: venv system-deps
+bench: venv-train system-deps
 	$(BIN)/python -m tools.bench
 
 # Issue 22's disk soak: 3 looping file cameras with clips for SOAK_MINUTES under small caps, the storage
@@ -41,7 +61,7 @@ soak: venv
 
 # Issue 25's archive numbers (docs/performance.md, "A season's archive on Ray"): 2,000 photos through
 # `detect --json` in one process and `detect DIR --recursive --ray`, then killed halfway and rerun.
-bench-archive: venv
+bench-archive: venv-test
 	$(BIN)/python -m tools.bench_archive --output var/bench_archive/report.json
 
 # Event-level evaluation (train/README.md, "Clips: event-level evaluation"): validation clips built
@@ -55,11 +75,11 @@ eval-clips: venv
 	$(BIN)/python -m tools.eval_clips --clips $(CLIPS_DIR)/clips.csv --config $(CONFIG) \
 		--output $(CLIPS_DIR)/report.json
 
-train: venv
+train: venv-train
 	$(BIN)/python -m train all
 
 # ruff and mypy over the package and train/, configured in pyproject.toml; `make test` runs it first
-lint: venv
+lint: venv-test
 	$(BIN)/ruff check raccoon_watch train
 	$(BIN)/mypy
 

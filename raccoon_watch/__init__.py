@@ -11,7 +11,8 @@ Where each file sits in the flow (one module per stage; ``app.py`` is the one pl
 - values that travel between stages: ``types.py`` (Frame, Detection, FrameResult, Event; Box order);
 - configuration and its one set of defaults: ``config.py``; model label maps: ``labels.py``;
   image files with limits: ``imagefile.py``; capped back-off: ``backoff.py``; why a connection
-  failed, in a few words (DNS, refused, timed out): ``netdiag.py``;
+  failed, in a few words (DNS, refused, timed out): ``netdiag.py``; what C++ libraries (LiteRT,
+  TensorFlow) print on stderr, routed into the log: ``nativelog.py``;
 - the service around the pipeline, in ``service/``: ``cli.py`` (commands), ``preflight.py`` (what
   ``check-config`` checks beyond the schema; the exit codes), ``notify.py`` (sd_notify,
   SIGHUP), ``liveness.py`` (watchdog), ``health.py`` (/healthz and the page's server), ``metrics.py``

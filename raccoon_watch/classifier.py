@@ -21,7 +21,7 @@ import structlog
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from raccoon_watch.detectors.base import ModelError, input_tensor
-from raccoon_watch.detectors.tflite import read_model
+from raccoon_watch.detectors.tflite import new_interpreter, read_model
 
 log = structlog.get_logger(__name__)
 
@@ -59,9 +59,7 @@ class TFLiteClassifier:
         local = self._local
         if local.interp is None:
             try:
-                local.interp = Interpreter(model_content=self._content, num_threads=self.num_threads,
-                                           experimental_op_resolver_type=self._resolver)
-                local.interp.allocate_tensors()
+                local.interp = new_interpreter(self._content, self.num_threads, self._resolver)
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"{self.model_path}: not a usable TFLite model: {str(exc).splitlines()[0]}") from None
             local.batch = int(local.interp.get_input_details()[0]["shape"][0])

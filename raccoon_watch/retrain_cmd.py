@@ -27,7 +27,8 @@ exit 4 and asks for ``--force``; with it, it promotes and logs ``classifier_prom
 Exit codes: 0 promoted (or ``--no-promote`` and the gate passed); 4 the gate refused (the candidate
 is kept, with REFUSED.txt; ``models promote`` of it without ``--force``); 5 too little feedback to judge (nothing trained, nothing refused: mark
 more visits); 2 bad input (config, no usable feedback, no shared data, a feedback image
-replaced by an unreadable one during the run); 3 model unusable. Feedback images are read through
+replaced by an unreadable one during the run); 3 model unusable, or no TensorFlow in this install
+(``make run`` installs none: the message names the extra to add). Feedback images are read through
 ``imagefile.read_image``, the capped per-file reader of ``detect`` (``--max-megapixels``): a non-image,
 a truncated JPEG or an image declaring more pixels is one skipped row (``feedback_skipped``, with its
 event), never a traceback. A run that stops before its candidate is whole (an error, Ctrl-C,
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import math
 import shutil
@@ -83,6 +85,19 @@ COMMANDS = ("retrain", "models")
 EXIT_BAD_INPUT, EXIT_MODEL, EXIT_REFUSED, EXIT_NEED_MORE = 2, 3, 4, 5
 OUTCOME_PROMOTED, OUTCOME_PASSED, OUTCOME_REFUSED, OUTCOME_NEED_MORE = "promoted", "passed", "refused", "need_more"
 
+
+
+# `make run` installs the runtime only (LiteRT, no TensorFlow); retraining needs the train extra
+TRAIN_EXTRA_HINT = ".venv/bin/pip install -c requirements.lock -e '.[train]'"
+
+
+def training_missing() -> str | None:
+    """None when this Python can retrain, else why not, naming the extra to install. Cheap: it looks
+    for TensorFlow without importing it (the page asks on every load of its Classifier tab)."""
+    if importlib.util.find_spec("tensorflow") is None:
+        return (f"this install has no TensorFlow (the train extra, which `make run` leaves out): run "
+                f"{TRAIN_EXTRA_HINT} in the checkout")
+    return None
 
 
 def add_parsers(sub: Any) -> None:
@@ -318,6 +333,10 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     from raccoon_watch.sitefeedback import read_feedback, split_site
 
     started = time.monotonic()
+    missing = training_missing()
+    if missing:  # before any work: nothing here runs without TensorFlow
+        print(f"raccoon-watch retrain: {missing}", file=sys.stderr)
+        return EXIT_MODEL
     threads = int(getattr(args, "threads", DEFAULT_THREADS))
     if threads < 1:
         print(f"raccoon-watch retrain: --threads must be at least 1, got {threads}", file=sys.stderr)
@@ -374,7 +393,7 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     try:
         rt = _import_training()  # TensorFlow from here on
     except ImportError as exc:
-        print(f"raccoon-watch retrain: needs TensorFlow and the training extras (pip install -e '.[train]'): {exc}",
+        print(f"raccoon-watch retrain: needs TensorFlow and the train extra ({TRAIN_EXTRA_HINT}): {exc}",
               file=sys.stderr)
         return EXIT_MODEL
 

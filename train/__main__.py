@@ -12,11 +12,16 @@ through the export promotion gate:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
+
+if importlib.util.find_spec("tensorflow") is None:  # `make run` installs the runtime only; `make train` adds it
+    sys.exit("python -m train: the training pipeline needs TensorFlow, from the train extra: run "
+             ".venv/bin/pip install -c requirements.lock -e '.[train]' (`make train` does)")
 
 import structlog
 

@@ -244,9 +244,9 @@ def _gpu_visible() -> bool:
     imported when it is installed and a GPU driver is present, so a CPU box stays on TFLite cheaply."""
     if importlib.util.find_spec("tensorflow") is None or not any(p.exists() for p in GPU_DRIVER_PATHS):
         return False
-    import tensorflow as tf
+    from raccoon_watch.detectors.tensorflow import visible_gpus
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    return bool(visible_gpus())
 
 
 def choose_backend(requested: str, files: ModelFiles) -> str:

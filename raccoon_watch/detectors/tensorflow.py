@@ -15,6 +15,8 @@ otherwise it loops one frame at a time.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,20 +37,47 @@ CLASS_OFFSET = 0  # detection_classes are already 1-based: labels[class]
 MAX_CALL_BATCH = 64  # frames per call when the signature takes any batch (bounds GPU memory)
 
 
+# `make run` installs the runtime only (LiteRT, no TensorFlow): the extra that brings TensorFlow
+TF_EXTRA_HINT = ".venv/bin/pip install -c requirements.lock -e '.[cpu]' (or '.[gpu]' for an NVIDIA GPU)"
+
+
+def import_tensorflow() -> Any:
+    """TensorFlow, with its C++ start-up lines (absl, CUDA plugins, CPU features) routed into the
+    log (``nativelog``) and its INFO/WARNING lines off unless TF_CPP_MIN_LOG_LEVEL says otherwise.
+    ImportError when it is not installed."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read by TF's C++ when it loads
+    from raccoon_watch.nativelog import routed_native_stderr
+
+    with routed_native_stderr("tensorflow"):
+        import tensorflow as tf
+    return tf
+
+
 def _import_tensorflow(model_dir: Path):
     try:
-        import tensorflow as tf
+        return import_tensorflow()
     except ImportError:
-        raise ModelError(f"{model_dir}: the TensorFlow backend needs TensorFlow: pip install 'raccoon-watch[cpu]' "
-                         "(or [gpu]), or use a .tflite model with backend tflite") from None
-    return tf
+        raise ModelError(f"{model_dir}: the TensorFlow backend needs TensorFlow, which `make run` does not install: "
+                         f"{TF_EXTRA_HINT}; or use the .tflite model (backend tflite)") from None
+
+
+def visible_gpus() -> list[Any]:
+    """The GPUs TensorFlow sees (its PhysicalDevices). The first look loads CUDA, which says so on
+    stderr: routed into the log."""
+    from raccoon_watch.nativelog import routed_native_stderr
+
+    tf = import_tensorflow()
+    with routed_native_stderr("tensorflow"):
+        return tf.config.list_physical_devices("GPU")
 
 
 def enable_gpu_memory_growth() -> list[str]:
     """Memory growth on for every GPU TensorFlow sees; returns their names. Safe to call twice."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = visible_gpus()
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -73,7 +102,10 @@ class TensorFlowDetector:
         gpus = enable_gpu_memory_growth()
 
         try:
-            self._model = tf.saved_model.load(str(self.model_dir))
+            from raccoon_watch.nativelog import routed_native_stderr
+
+            with routed_native_stderr("tensorflow"):
+                self._model = tf.saved_model.load(str(self.model_dir))
         except Exception as exc:  # TF raises several types for a corrupt protobuf or missing variables
             raise ModelError(f"{self.model_dir}: cannot load the SavedModel: {str(exc).splitlines()[0]}") from None
         signatures = dict(getattr(self._model, "signatures", {}))

@@ -39,6 +39,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, input_tensor, to_model_rgb
 from raccoon_watch.detectors.ssd_batch import NotBatchable, PostProcess, cut_postprocess
+from raccoon_watch.nativelog import routed_native_stderr
 from raccoon_watch.types import Detection
 
 log = structlog.get_logger(__name__)
@@ -120,9 +121,7 @@ class TFLiteDetector:
         interp = getattr(self._local, "interp", None)
         if interp is None:
             try:
-                interp = Interpreter(model_content=self._content, num_threads=self.num_threads,
-                                     experimental_op_resolver_type=self._resolver)
-                interp.allocate_tensors()
+                interp = new_interpreter(self._content, self.num_threads, self._resolver)
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"{self.model_path}: not a usable TFLite model: {str(exc).splitlines()[0]}") from None
             self._local.interp = interp
@@ -134,9 +133,7 @@ class TFLiteDetector:
         """This thread's interpreter of the cut model (``content``), its input's batch resized per call."""
         interp = getattr(self._local, "batch_interp", None)
         if interp is None:
-            interp = Interpreter(model_content=content, num_threads=self.num_threads,
-                                 experimental_op_resolver_type=self._resolver)
-            interp.allocate_tensors()
+            interp = new_interpreter(content, self.num_threads, self._resolver)
             self._local.batch_interp, self._local.batch = interp, int(interp.get_input_details()[0]["shape"][0])
             with self._lock:
                 self._all.append(interp)
@@ -209,6 +206,26 @@ class TFLiteDetector:
         with self._lock:
             self._all.clear()
         self._local = threading.local()
+
+
+_xnnpack_announced = False  # LiteRT prints its XNNPACK line once per process, at the first such interpreter
+
+
+def new_interpreter(content: bytes, num_threads: int, resolver: OpResolverType) -> Interpreter:
+    """An Interpreter with its tensors allocated. The first one with the default delegates
+    (XNNPACK) in this process is built with fd 2 routed into the log (``nativelog``): LiteRT's C++
+    logger prints ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` there, once, and no
+    setting silences it. Later ones are built as they are (nothing is printed, no redirect)."""
+    global _xnnpack_announced
+    if resolver != OpResolverType.AUTO or _xnnpack_announced:
+        interp = Interpreter(model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
+        return interp
+    with routed_native_stderr("litert"):
+        interp = Interpreter(model_content=content, num_threads=num_threads, experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()  # the delegate is applied (and announced) here
+        _xnnpack_announced = True
+    return interp
 
 
 def _same(a: list[Detection], b: list[Detection]) -> bool:

@@ -572,6 +572,9 @@ class ReviewPages:
     def _start_retrain(self) -> Response:
         if self.retrain is None:
             raise HttpError(409, "this daemon was started without a config file: run raccoon-watch retrain")
+        missing = self.retrain.unavailable()
+        if missing:
+            raise HttpError(409, missing)
         if not self.retrain.start():
             raise HttpError(409, "a retrain is running already (or could not start: see the log)")
         return self._redirect("/models")

@@ -47,6 +47,7 @@ class RetrainState:
     exit_code: int | None = None
     outcome: str = "never run from the page"
     log_tail: str = ""  # the retrain's own lines (``retrain_lines``), whole lines, newest last
+    unavailable: str | None = None  # why this install cannot retrain (no TensorFlow: the train extra), else None
 
 
 def outcome_of(exit_code: int | None) -> str:
@@ -60,6 +61,12 @@ def outcome_of(exit_code: int | None) -> str:
     if exit_code == EXIT_NEED_MORE:
         return "not enough marked visits to judge a candidate yet: nothing was trained (see below)"
     return f"failed (exit {exit_code}): see the log below"
+
+
+def _training_missing() -> str | None:
+    from raccoon_watch.retrain_cmd import training_missing
+
+    return training_missing()
 
 
 def retrain_command(config_path: Path) -> list[str]:
@@ -123,14 +130,20 @@ def _readable(line: str) -> str:
 class RetrainJob:
     """Starts and watches the retrain process; ``on_promoted`` runs when it exits 0."""
 
-    def __init__(self, command: Sequence[str], log_path: Path, on_promoted: Callable[[], object]) -> None:
+    def __init__(self, command: Sequence[str], log_path: Path, on_promoted: Callable[[], object],
+                 unavailable: Callable[[], str | None] | None = None) -> None:
         self.command = list(command)
         self.log_path = log_path
         self.on_promoted = on_promoted
+        self._unavailable = unavailable or _training_missing
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._started: float | None = None
         self._exit: int | None = None
+
+    def unavailable(self) -> str | None:
+        """Why a retrain cannot run in this install (``retrain_cmd.training_missing``), else None."""
+        return self._unavailable()
 
     def start(self) -> bool:
         """Start a retrain; False when one is running already (or the process cannot start: logged)."""
@@ -171,9 +184,9 @@ class RetrainJob:
             running = self._proc is not None and self._proc.poll() is None
             started, code = self._started, self._exit
         if started is None and code is None:
-            return RetrainState()
+            return RetrainState(unavailable=self.unavailable())
         return RetrainState(running, started, None if running else code,
-                            "running" if running else outcome_of(code), self._tail())
+                            "running" if running else outcome_of(code), self._tail(), self.unavailable())
 
     def _tail(self) -> str:
         """The retrain's own lines at the end of its log (``retrain_lines``), whole lines."""
