@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -67,3 +69,37 @@ def test_raccoon_head_starts_from_coco_columns(coco_model, photo_u8):
     expected = tfl_logits[:, [17, 18, 23]].mean(axis=1)  # cat, dog, bear
     assert np.abs(logits[:, 1] - expected).mean() < MAX_MEAN_ABS_ERROR
     assert np.abs(logits[:, 0] - tfl_logits[:, 0]).mean() < MAX_MEAN_ABS_ERROR
+
+
+def _shipped_top_detection(model_path, image_u8):
+    """(score, [ymin, xmin, ymax, xmax] normalised) of the shipped detector's best box, as LiteRT
+    runs it (its own post-processing op)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image_u8[None])
+    interpreter.invoke()
+    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    boxes = next(o for o in outputs if o.ndim == 3 and o.shape[-1] == 4)[0]
+    scores = next(o for o in outputs if o.ndim == 2 and o.dtype == np.float32 and o.max() <= 1.0 and o.min() >= 0.0
+                  and not np.all(np.mod(o, 1) == 0))[0]
+    best = int(np.argmax(scores))
+    return float(scores[best]), boxes[best]
+
+
+def test_a_detector_this_pipeline_exported_loads_as_a_warm_start(photo_u8):
+    """The shipped proposer (int8, per-channel, unnamed weight tensors) loads into the Keras SSD by
+    its ops, so a new proposer can be fine-tuned from it: the Keras model finds the same raccoon
+    box with about the same score as the file does."""
+    from train.train import predict
+
+    shipped_model_dir = Path(__file__).resolve().parents[2] / "models" / "raccoon"
+    model = build_ssd(1)
+    loaded = import_tflite_weights(model, shipped_model_dir / "model.tflite")  # no head init: the shapes match
+    assert len(loaded) == 47
+    score, box = _shipped_top_detection(shipped_model_dir / "model.tflite", photo_u8)
+    found = predict(model, (photo_u8[None].astype(np.float32) - 128.0) / 128.0, generate_anchors())[0]
+    keras_score, keras_box = max(found, key=lambda d: d[0])
+    assert score > 0.5 and abs(keras_score - score) < 0.1, (keras_score, score)
+    assert float(box_iou(np.asarray([keras_box]), np.asarray([box]))[0, 0]) > 0.8
