@@ -61,3 +61,17 @@ def test_source_names() -> None:
     assert source_of_night_frame(Path("night/negatives/mct_SEQ1_0001.jpg")) == "mct_ir"
     assert source_of_night_frame(Path("night/negatives/camtrapr_mousedeer.jpg")) == "trailcam"
     assert short_repo("alnah005/raccoon_identification") == "alnah005"
+
+
+def test_sources_share_their_groups_budget_as_the_card_does() -> None:
+    """One skunk photo of a camera with 1 raccoon-free photo does not set the IR threshold on its
+    own: the real night photos are one group (1 in 20 may alert), as in the card's validation."""
+    records = [_record("a1.jpg", "ir", (0.6, BOX))] + [_record(f"c{i}.jpg", "ir", (0.1, BOX)) for i in range(19)]
+    negatives = {"a": ["a1.jpg"], "c": [f"c{i}.jpg" for i in range(19)]}
+    gt = evaluate.ground_truth([], [n for names in negatives.values() for n in names])
+    mode_of = {r["image"]: r["mode"] for r in records}
+    result = fold(records, gt, negatives, {}, mode_of, None)
+    assert result["thresholds"]["ir"] == 0.3  # the floor: a1 is the 1 in 20
+    assert result["sources"]["a"]["alerting"] == 1
+    held_c = fold(records, gt, negatives, {}, mode_of, "c")
+    assert held_c["thresholds"]["ir"] == 0.601 and held_c["sources"]["c"]["alerting"] == 0

@@ -3,8 +3,9 @@
 Issue 20, item 5. The per-mode thresholds (``train/classifier/stage.py``'s ``mode_thresholds``) are
 chosen on validation negatives, each group holding its own budget. A user's porch is a camera none of
 them came from. So for each night source S in turn (one camera-trap set, one night dataset), the
-thresholds are chosen from every OTHER group's raccoon-free photos with the same rule and budget,
-and S is then judged at them: how many of its raccoon-free photos alert, how many of its raccoons are
+thresholds are chosen without S's raccoon-free photos, by the card's rule and groups (day photos,
+night frames (the split's IR frames and ENA24), real night photos (night_extra), each at most 1 in
+20 alerting per image mode), and S is then judged at them: how many of its raccoon-free photos alert, how many of its raccoons are
 found (IoU >= 0.5). A source the thresholds transfer to badly is a camera like the user's that the
 validation set would have misjudged.
 
@@ -77,12 +78,24 @@ def collect(split: Path, shared_data: Path, night_extra: str) -> tuple[dict[str,
     return {k: v for k, v in negatives.items() if v}, rows, positive_source
 
 
+GROUP_OF_SOURCE = {"day": "day", "mct_ir": "night", "trailcam": "night", "ena24": "night"}
+"""The card's validation group of each source (``train/classifier/stage.py``); night_extra's are "night_real"."""
+
+
+def group_of(source: str) -> str:
+    return GROUP_OF_SOURCE.get(source, "night_real")
+
+
 def fold(records: list[dict], gt: dict, negatives: dict[str, list[str]], positives: dict[str, str],
          mode_of: dict[str, str], held_out: str | None) -> dict:
-    """Thresholds from every group but ``held_out``; the held-out source judged at them."""
+    """Thresholds by the card's groups with ``held_out``'s photos left out; that source judged at them
+    (every source when ``held_out`` is None: the card's own thresholds)."""
     raw = evaluate.records_to_predictions(records)
-    chosen = mode_thresholds(raw, {g: n for g, n in negatives.items() if g != held_out}, mode_of,
-                             MAX_FALSE_ALERT_RATE, MIN_THRESHOLD)
+    groups: dict[str, list[str]] = {}
+    for source, names in negatives.items():
+        if source != held_out:
+            groups.setdefault(group_of(source), []).extend(names)
+    chosen = mode_thresholds(raw, groups, mode_of, MAX_FALSE_ALERT_RATE, MIN_THRESHOLD)
     t = chosen["color"]
     preds = evaluate.records_to_predictions(evaluate.on_one_scale(records, t, chosen["ir"]))
     judged = [held_out] if held_out else sorted(set(negatives) | set(positives.values()))
