@@ -26,17 +26,17 @@ from raccoon_watch.capture import CaptureThread, Clock
 from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
 from raccoon_watch.debounce import DebounceParams
-from raccoon_watch.detectors import create_recognizer, resolve_default_model
-from raccoon_watch.detectors.base import ModelError
-from raccoon_watch.detectors.factory import find_model
-from raccoon_watch.detectors.remote import RemoteLink
 from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.hotswap import ClassifierSwap
 from raccoon_watch.live import LatestFrame, live_boxes
 from raccoon_watch.motion import MotionGate
-from raccoon_watch.recognition import Recognizer
+from raccoon_watch.recognition.detectors import create_recognizer, resolve_default_model
+from raccoon_watch.recognition.detectors.base import ModelError
+from raccoon_watch.recognition.detectors.factory import find_model
+from raccoon_watch.recognition.detectors.remote import RemoteLink
+from raccoon_watch.recognition.recognizer import Recognizer
 from raccoon_watch.router import EventRouter
 from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.sinks.base import Sink

@@ -300,7 +300,7 @@ class DetectorConfig(_Strict):
     batch_size: int = Field(
         1, ge=1, le=64,
         description="Frames (the newest of as many cameras) one worker runs in one call. TFLite: an SSD whose "
-        "post-processing can be cut (raccoon_watch/detectors/ssd_batch.py), else 1; TensorFlow: any.")
+        "post-processing can be cut (raccoon_watch/recognition/detectors/ssd_batch.py), else 1; TensorFlow: any.")
     batch_wait_ms: float = Field(5.0, ge=0.0, le=1000.0, description="How long a worker waits to fill a batch.")
     labels: list[str] = Field(default_factory=lambda: ["raccoon"], min_length=1, description="Labels that raise events.")
     queue_size: int = Field(

@@ -65,7 +65,7 @@ class ClassifierSwap:
         self.failures = 0
 
     def _make_tflite(self, path: Path) -> Any:
-        from raccoon_watch.classifier import TFLiteClassifier
+        from raccoon_watch.recognition.classifier import TFLiteClassifier
 
         return TFLiteClassifier(path, num_threads=self._num_threads)
 

@@ -259,7 +259,7 @@ def _thresholds(cfg: Any, card: dict[str, Any]) -> Any:
     """The daemon-wide ``app.Thresholds`` (alert and review, colour and infrared) as the daemon takes
     them from the config and the classifier card (``App.thresholds_for``)."""
     from raccoon_watch.app import Thresholds, deployed_thresholds, review_thresholds
-    from raccoon_watch.detectors.factory import card_ir_threshold, card_review_thresholds
+    from raccoon_watch.recognition.detectors.factory import card_ir_threshold, card_review_thresholds
 
     d = cfg.detector
     card_threshold = card.get("threshold")
@@ -328,8 +328,8 @@ def _need_more(root: Path, split: SiteSplit, usable: int, problems: list[dict[st
 
 def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     from raccoon_watch.config import shared_dir
-    from raccoon_watch.detectors import find_model, resolve_default_model
-    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.recognition.detectors import find_model, resolve_default_model
+    from raccoon_watch.recognition.detectors.base import ModelError
     from raccoon_watch.sitefeedback import read_feedback, split_site
 
     started = time.monotonic()

@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch.clips import (
+    ClipJob,
+    ClipService,
+    Segment,
+    clip_window,
+    coverage_note,
     covered_seconds,
-    ClipJob, ClipService, Segment, clip_window, coverage_note, cut_clip, parse_list_line, recording_reason,
+    cut_clip,
+    parse_list_line,
+    recording_reason,
     select_segments,
 )
 from raccoon_watch.config import CameraConfig, ClipsConfig

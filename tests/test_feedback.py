@@ -91,8 +91,7 @@ def test_pushover_links_to_the_event_page_with_a_public_url():
 
 
 def test_export_columns_are_the_ones_train_reads():
-    from train.voc import CSV_COLUMNS
-
     from raccoon_watch.export_feedback import CSV_COLUMNS as EXPORTED
+    from train.voc import CSV_COLUMNS
 
     assert EXPORTED == CSV_COLUMNS

@@ -12,8 +12,20 @@ import pytest
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.gate import gate_metrics, wrong_table, wrong_visits
-from raccoon_watch.replay import (FROM_LIVE, FROM_REPLAY, KEPT_BEST_FRAME, KEPT_TRACE, KeptVisit, ReplayRules,
-                                  VisitOutcome, judge_visit, kept_visit_from_event, replay, score_shift, shift_scores)
+from raccoon_watch.replay import (
+    FROM_LIVE,
+    FROM_REPLAY,
+    KEPT_BEST_FRAME,
+    KEPT_TRACE,
+    KeptVisit,
+    ReplayRules,
+    VisitOutcome,
+    judge_visit,
+    kept_visit_from_event,
+    replay,
+    score_shift,
+    shift_scores,
+)
 from raccoon_watch.types import Detection
 from raccoon_watch.visits import VisitParams
 

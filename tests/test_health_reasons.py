@@ -27,12 +27,17 @@ from raccoon_watch.sinks.mqtt import MqttSink
 from raccoon_watch.sinks.pushover import PushoverSink
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import (
-    CaptureSnapshot, PipelineStats, RouterSnapshot, SinkSnapshot, StorageSnapshot, WorkerSnapshot,
+    CaptureSnapshot,
+    PipelineStats,
+    RouterSnapshot,
+    SinkSnapshot,
+    StorageSnapshot,
+    WorkerSnapshot,
 )
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
+from testkit.ports import free_port, unanswered_port
 from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER
 from tests.fixtures.pushover import make_event
-from testkit.ports import free_port, unanswered_port
 from tests.waiting import wait_until
 
 UNRESOLVABLE = "broker.raccoon-watch.invalid"  # RFC 2606: .invalid never resolves

@@ -25,8 +25,8 @@ from pydantic import SecretStr
 
 from raccoon_watch.app import App
 from raccoon_watch.config import Config, ConfigError, all_loopback, is_loopback, parse_config
-from raccoon_watch.service.health import HealthServer
 from raccoon_watch.service import httpserver
+from raccoon_watch.service.health import HealthServer
 from raccoon_watch.service.httpserver import BindError, bind_listener, framing_error
 from raccoon_watch.store import CLIP_DIR
 from raccoon_watch.types import Event, EventKind

@@ -33,8 +33,8 @@ import pytest
 import requests
 import yaml
 
-from tests.daemon import BUNDLED_MODEL
 from testkit.ports import free_port
+from tests.daemon import BUNDLED_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME_LIMIT_MB = 700  # issue 22: the `make run` venv

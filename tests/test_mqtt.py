@@ -20,8 +20,8 @@ from raccoon_watch.sinks.discovery import Topics
 from raccoon_watch.sinks.mqtt import MqttSink, event_messages, parse_command, parse_command_topic
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import CaptureSnapshot, EventKind, PipelineStats, RouterSnapshot, WorkerSnapshot
-from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER, Broker
 from testkit.ports import free_port
+from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER, Broker
 from tests.fixtures.pushover import make_event
 from tests.waiting import wait_until
 

@@ -13,8 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch.retention import (AGE, CLIP_DIR, FRAME_DIR, SNAPSHOT_DIR, MediaCap, MediaFile, RetentionPolicy,
-                                     plan_deletions, safe_name, scan_media)
+from raccoon_watch.retention import (
+    AGE,
+    CLIP_DIR,
+    FRAME_DIR,
+    SNAPSHOT_DIR,
+    MediaCap,
+    MediaFile,
+    RetentionPolicy,
+    plan_deletions,
+    safe_name,
+    scan_media,
+)
 from raccoon_watch.store import CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
 from raccoon_watch.types import EventKind
 from tests.fixtures.pushover import make_event

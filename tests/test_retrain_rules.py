@@ -11,9 +11,20 @@ import pytest
 
 from raccoon_watch import site_models
 from raccoon_watch.gate import GateMetrics, GateTolerance, decide
-from raccoon_watch.sitefeedback import (SPLIT_BY_EVENT, SPLIT_BY_NIGHT, UNKNOWN_NIGHT, Mix, SiteSample,
-                                        choose_events, choose_nights, night_of, nights_needed, parse_rows,
-                                        read_feedback, split_site)
+from raccoon_watch.sitefeedback import (
+    SPLIT_BY_EVENT,
+    SPLIT_BY_NIGHT,
+    UNKNOWN_NIGHT,
+    Mix,
+    SiteSample,
+    choose_events,
+    choose_nights,
+    night_of,
+    nights_needed,
+    parse_rows,
+    read_feedback,
+    split_site,
+)
 
 UTC = timezone.utc
 

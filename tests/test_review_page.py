@@ -453,7 +453,7 @@ def test_the_classifier_page_rolls_back_and_runs_one_retrain_at_a_time(tmp_path,
     import sys
 
     from raccoon_watch import site_models
-    from raccoon_watch.detectors import find_model
+    from raccoon_watch.recognition.detectors import find_model
     from raccoon_watch.web.pages import MODELS_REFRESH_S
     from raccoon_watch.web.retrain_job import RetrainJob
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-
 from dataclasses import replace
 
 import cv2

@@ -19,7 +19,7 @@ import yaml
 
 from raccoon_watch.api import protocol
 from raccoon_watch.config import ConfigError, DetectorConfig, ServeFileConfig, load_config
-from raccoon_watch.detectors import create_recognizer
+from raccoon_watch.recognition.detectors import create_recognizer
 from raccoon_watch.types import Detection
 from testkit.ports import free_port
 from tests.serving import Server

@@ -294,8 +294,8 @@ def _inside(ts: float, windows: list[tuple[float, float]]) -> bool:
 
 def stage_options(args: dict[str, Any]) -> dict[str, Any]:
     from raccoon_watch.config import DetectorConfig
-    from raccoon_watch.detectors import create_recognizer
-    from raccoon_watch.recognition import classifier_crop
+    from raccoon_watch.recognition.detectors import create_recognizer
+    from raccoon_watch.recognition.recognizer import classifier_crop
     from tools.bench import cpu_seconds
 
     model = Path(args["model"])

@@ -167,7 +167,7 @@ def measure(work: Path, idle_s: float = 30.0, compare: str | None = None, feedba
         if say:
             say("building the base crops once")
         build = ("import sys; from pathlib import Path; from raccoon_watch.config import shared_dir; "
-                 "from raccoon_watch.detectors import resolve_default_model; "
+                 "from raccoon_watch.recognition.detectors import resolve_default_model; "
                  "from train.classifier.retrain import ensure_base_crops; "
                  "ensure_base_crops(Path(sys.argv[1]), Path(resolve_default_model()), shared_dir(), 40)")
         subprocess.run([sys.executable, "-c", build, str(base_crops)], cwd=REPO, check=True, timeout=1800,

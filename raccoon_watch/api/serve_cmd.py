@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"raccoon-watch serve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     from raccoon_watch.api.server import DeepStackApi, InferencePool, endpoints
-    from raccoon_watch.detectors import ModelError, create_recognizer, resolve_default_model
+    from raccoon_watch.recognition.detectors import ModelError, create_recognizer, resolve_default_model
 
     try:
         model = cfg.detector.model or resolve_default_model()

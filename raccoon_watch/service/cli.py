@@ -252,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = _with_demo_cameras(cfg)
 
     from raccoon_watch.app import App
-    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.recognition.detectors.base import ModelError
 
     app = None
     try:

@@ -48,7 +48,7 @@ from raccoon_watch.config import Config, redact_url
 from raccoon_watch.netdiag import probe_tcp, url_endpoint
 
 if TYPE_CHECKING:  # the checks import what they use when they run: every CLI command imports this module
-    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.recognition.detectors.base import ModelError
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -91,7 +91,7 @@ def exit_code(problems: list[Problem]) -> int:
 def model_problem(exc: ModelError, cfg: Config) -> Problem:
     """A ModelError as a Problem: a path the config names that does not exist is a configuration
     problem (2, naming ``detector.model`` or ``detector.labelmap``); anything else the model's (3)."""
-    from raccoon_watch.detectors.base import ModelNotFound
+    from raccoon_watch.recognition.detectors.base import ModelNotFound
 
     if isinstance(exc, ModelNotFound):
         for key, value in (("detector.model", cfg.detector.model), ("detector.labelmap", cfg.detector.labelmap)):
@@ -103,7 +103,7 @@ def model_problem(exc: ModelError, cfg: Config) -> Problem:
 def check_model(cfg: Config) -> list[Problem]:
     """The start-up model check (``App.check_model``), nothing else started."""
     from raccoon_watch.app import App
-    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.recognition.detectors.base import ModelError
 
     try:
         App(cfg).check_model()

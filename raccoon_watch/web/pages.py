@@ -526,7 +526,7 @@ class ReviewPages:
         try:
             if site is not None:
                 return site_models.model_version(site / site_models.CLASSIFIER_FILE)
-            from raccoon_watch.detectors import find_model
+            from raccoon_watch.recognition.detectors import find_model
 
             files = find_model(self.app.model_path)
             return site_models.model_version(files.classifier) if files.classifier is not None else None

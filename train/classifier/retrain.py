@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 import structlog
 
-from raccoon_watch.detectors.base import normalise
 from raccoon_watch.filters import DetectionFilter, eligible
 from raccoon_watch.gate import DEFAULT_RECALL_DROP
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
-from raccoon_watch.recognition import classifier_crop
+from raccoon_watch.recognition.detectors.base import normalise
+from raccoon_watch.recognition.recognizer import classifier_crop
 from raccoon_watch.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
 from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 from raccoon_watch.sitefeedback import SiteSample
@@ -223,7 +223,7 @@ def site_crops(samples: Sequence[SiteSample], model_dir: Path, card: dict[str, A
     """The site's training crops (see the module doc), cut as the daemon cuts them. Frames are read
     through ``imagefile.read_image`` (capped at ``max_pixels`` before decoding), as ``detect`` reads."""
     from raccoon_watch.config import DetectorConfig
-    from raccoon_watch.detectors import create_detector
+    from raccoon_watch.recognition.detectors import create_detector
 
     size = tuple(int(v) for v in card.get("input_size", (192, 192)))[:2]
     margin = float(card.get("margin", 0.2))

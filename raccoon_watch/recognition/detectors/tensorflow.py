@@ -3,7 +3,7 @@
 Contract (TF2 Detection Zoo models and train/'s export): ``serving_default`` takes
 ``input_tensor`` uint8 [B, H, W, 3] RGB (B, H, W may be None) and returns ``detection_boxes``
 [B, N, 4] normalised (ymin, xmin, ymax, xmax), ``detection_scores`` [B, N] best first,
-``detection_classes`` [B, N] 1-based floats (label = labels[class], see raccoon_watch.labels) and
+``detection_classes`` [B, N] 1-based floats (label = labels[class], see raccoon_watch.recognition.labels) and
 ``num_detections`` [B]. NMS is inside the model.
 
 TensorFlow is imported only when this backend is built, so the TFLite path never loads it. Every
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import structlog
 
-from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, to_model_rgb
-from raccoon_watch.modelfiles import SAVED_MODEL_PB
+from raccoon_watch.recognition.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, to_model_rgb
+from raccoon_watch.recognition.modelfiles import SAVED_MODEL_PB
 from raccoon_watch.types import Detection
 
 log = structlog.get_logger(__name__)
