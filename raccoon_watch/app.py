@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch import debounce, site_models
+from raccoon_watch import debounce
 from raccoon_watch.capture import CaptureThread, Clock
 from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
@@ -29,7 +29,8 @@ from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.hotswap import ClassifierSwap
+from raccoon_watch.learning import site_models
+from raccoon_watch.learning.hotswap import ClassifierSwap
 from raccoon_watch.live import LatestFrame, live_boxes
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition.detectors import create_recognizer, resolve_default_model

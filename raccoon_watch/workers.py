@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.hotswap import ClassifierSwap
+from raccoon_watch.learning.hotswap import ClassifierSwap
 from raccoon_watch.recognition.detectors.base import Detector
 from raccoon_watch.recognition.recognizer import CandidateHints, Recognizer
 from raccoon_watch.tracking import HintBoard

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from raccoon_watch.config import PushoverConfig
-from raccoon_watch.export_feedback import export_feedback
+from raccoon_watch.learning.export_feedback import export_feedback
 from raccoon_watch.sinks.discovery import Topics
 from raccoon_watch.sinks.mqtt import parse_feedback
 from raccoon_watch.sinks.pushover import build_message
@@ -91,7 +91,7 @@ def test_pushover_links_to_the_event_page_with_a_public_url():
 
 
 def test_export_columns_are_the_ones_train_reads():
-    from raccoon_watch.export_feedback import CSV_COLUMNS as EXPORTED
+    from raccoon_watch.learning.export_feedback import CSV_COLUMNS as EXPORTED
     from train.voc import CSV_COLUMNS
 
     assert EXPORTED == CSV_COLUMNS

@@ -11,8 +11,8 @@ import pytest
 
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.filters import DetectionFilter
-from raccoon_watch.gate import gate_metrics, wrong_table, wrong_visits
-from raccoon_watch.replay import (
+from raccoon_watch.learning.promotion import promotion_metrics, wrong_table, wrong_visits
+from raccoon_watch.learning.replay import (
     FROM_LIVE,
     FROM_REPLAY,
     KEPT_BEST_FRAME,
@@ -163,8 +163,8 @@ OUTCOMES = [
 
 
 def test_the_gate_counts_and_lists_the_visits_either_got_wrong():
-    deployed = gate_metrics(0.9, 0, 47, OUTCOMES, "deployed")
-    candidate = gate_metrics(0.9, 0, 47, OUTCOMES, "candidate")
+    deployed = promotion_metrics(0.9, 0, 47, OUTCOMES, "deployed")
+    candidate = promotion_metrics(0.9, 0, 47, OUTCOMES, "candidate")
     assert (deployed.site_errors, candidate.site_errors, deployed.site_events) == (2, 2, 4)
     assert deployed.site_not_raccoon_mean == pytest.approx(0.875)
     assert candidate.site_raccoon_mean == pytest.approx(0.64)

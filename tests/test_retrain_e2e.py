@@ -34,8 +34,8 @@ import pytest
 import requests
 
 from raccoon_watch.demo import arrive_onto, empty_scene
-from raccoon_watch.retrain_cmd import EXIT_NEED_MORE
-from raccoon_watch.site_models import (
+from raccoon_watch.learning.feedback import DEFAULT_MIN_VISITS
+from raccoon_watch.learning.site_models import (
     CLASSIFIER_CARD,
     CLASSIFIER_FILE,
     REFUSED_FILE,
@@ -45,7 +45,7 @@ from raccoon_watch.site_models import (
     model_version,
     models_root,
 )
-from raccoon_watch.sitefeedback import DEFAULT_MIN_VISITS
+from raccoon_watch.retrain_cmd import EXIT_NEED_MORE
 from testkit.ports import free_port
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, write_config
 from tests.fixtures.media import make_clip

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch.imagefile import max_file_bytes, read_image
-from raccoon_watch.sitefeedback import CSV_COLUMNS, EVENT_COLUMNS, read_feedback
+from raccoon_watch.learning.feedback import CSV_COLUMNS, EVENT_COLUMNS, read_feedback
 from raccoon_watch.store import EventStore
 from tests.daemon import REPO, write_config
 

@@ -28,7 +28,7 @@ import pytest
 
 from raccoon_watch.app import App
 from raccoon_watch.config import Config
-from raccoon_watch.export_feedback import export_feedback
+from raccoon_watch.learning.export_feedback import export_feedback
 from raccoon_watch.service.health import HealthServer
 from raccoon_watch.snapshot import draw_detections, encode_jpeg
 from raccoon_watch.store import CLIP_MISSING

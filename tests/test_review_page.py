@@ -410,8 +410,8 @@ def test_the_classifier_page_says_what_the_gate_needs_and_which_held_out_visits_
     import json
     import shutil
 
-    from raccoon_watch import site_models
-    from raccoon_watch.replay import VisitOutcome
+    from raccoon_watch.learning import site_models
+    from raccoon_watch.learning.replay import VisitOutcome
 
     app, url = page
     root = site_models.models_root(app.cfg.storage.path)
@@ -452,7 +452,7 @@ def test_the_classifier_page_rolls_back_and_runs_one_retrain_at_a_time(tmp_path,
     import shutil
     import sys
 
-    from raccoon_watch import site_models
+    from raccoon_watch.learning import site_models
     from raccoon_watch.recognition.detectors import find_model
     from raccoon_watch.web.pages import MODELS_REFRESH_S
     from raccoon_watch.web.retrain_job import RetrainJob

@@ -199,8 +199,8 @@ def test_a_detection_marked_raccoon_is_a_positive_for_retrain(tmp_path, store):
     import cv2
     import numpy as np
 
-    from raccoon_watch.export_feedback import export_feedback_report
-    from raccoon_watch.sitefeedback import read_feedback
+    from raccoon_watch.learning.export_feedback import export_feedback_report
+    from raccoon_watch.learning.feedback import read_feedback
 
     frame = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))[1].tobytes()
     for event_id, severity, verdict in (("missed", D, "raccoon"), ("false-alarm", A, "not_raccoon"),

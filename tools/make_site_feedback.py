@@ -28,8 +28,8 @@ import numpy as np
 
 from raccoon_watch.config import DetectorConfig, shared_dir
 from raccoon_watch.demo import empty_scene
+from raccoon_watch.learning.feedback import CSV_COLUMNS, EVENT_COLUMNS, EVENTS_CSV, LABELS_CSV
 from raccoon_watch.recognition.detectors import create_recognizer
-from raccoon_watch.sitefeedback import CSV_COLUMNS, EVENT_COLUMNS, EVENTS_CSV, LABELS_CSV
 from raccoon_watch.types import box_to_pixels
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ with config.example.yaml's detector (2 workers x 2 threads) and its page on a fr
 
 The retrain: ``python -m raccoon_watch retrain`` as a user types it in a shell: no ``nice``, no
 flags but the data and ``--no-promote``: its own defaults (idle CPU class, nice 19, one thread;
-``raccoon_watch.retrain_priority``) are what is measured. ``--compare normal`` adds a run with
+``raccoon_watch.learning.retrain_priority``) are what is measured. ``--compare normal`` adds a run with
 ``--priority normal --threads 2``, which is what the command did before issue 22.
 
 Each phase reads ``/metrics`` before and after: ``raccoon_watch_queue_dropped_total`` (frames the

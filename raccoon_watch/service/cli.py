@@ -179,7 +179,7 @@ def _export_feedback(config: Path, out: Path) -> int:
     cfg = _load(config)
     if cfg is None:
         return EXIT_CONFIG
-    from raccoon_watch.export_feedback import export_feedback
+    from raccoon_watch.learning.export_feedback import export_feedback
     from raccoon_watch.store import EventStore
 
     store = EventStore(cfg.storage.path)

@@ -61,8 +61,8 @@ from starlette.requests import ClientDisconnect
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response, StreamingResponse
 
-from raccoon_watch import site_models
 from raccoon_watch.config import HttpConfig
+from raccoon_watch.learning import site_models
 from raccoon_watch.live import placeholder_jpeg, placeholder_lines
 from raccoon_watch.service.httpserver import Receive, Scope, Send
 from raccoon_watch.service.logs import clip as clip_text

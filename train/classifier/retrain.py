@@ -23,8 +23,8 @@ module is imported only then (it needs TensorFlow; the daemon never imports trai
 ``measure`` runs a model folder as the daemon does (``train.evaluate.predict_with_model``) on the
 public test split and the held-out raccoon-free photos at one threshold (``StandardMeasure``), and
 on the kept frame of each held-out site visit (``KeptScore``: the final score there of the object
-the verdict is about, and the frame's image mode); ``raccoon_watch.replay`` turns those into the
-visit's outcome the way the daemon scores a visit, and ``raccoon_watch.gate`` into ``GateMetrics``.
+the verdict is about, and the frame's image mode); ``raccoon_watch.learning.replay`` turns those into the
+visit's outcome the way the daemon scores a visit, and ``raccoon_watch.learning.promotion`` into ``PromotionMetrics``.
 Boxes: site samples carry pixels (xmin, ymin, xmax, ymax) of their frame; crops use normalised ones.
 """
 
@@ -45,13 +45,13 @@ import numpy as np
 import structlog
 
 from raccoon_watch.filters import DetectionFilter, eligible
-from raccoon_watch.gate import DEFAULT_RECALL_DROP
 from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
+from raccoon_watch.learning.feedback import SiteSample
+from raccoon_watch.learning.promotion import DEFAULT_RECALL_DROP
+from raccoon_watch.learning.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
+from raccoon_watch.learning.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 from raccoon_watch.recognition.detectors.base import normalise
 from raccoon_watch.recognition.recognizer import classifier_crop
-from raccoon_watch.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
-from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
-from raccoon_watch.sitefeedback import SiteSample
 from raccoon_watch.types import Detection, box_iou
 
 log = structlog.get_logger(__name__)
@@ -369,7 +369,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 def retrain(opts: RetrainOptions, train_samples: Sequence[SiteSample]) -> RetrainResult:
     """Fit the candidate from the deployed classifier and write it to ``opts.out``; the card has
-    everything but the gate (``measure_both`` + ``raccoon_watch.gate.decide``)."""
+    everything but the gate (``measure_both`` + ``raccoon_watch.learning.promotion.judge_candidate``)."""
     import keras
     import tensorflow as tf
 

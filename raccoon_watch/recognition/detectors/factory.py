@@ -316,7 +316,7 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
     """The detector of ``model_dir`` (default: cfg.model, else resolve_default_model()) and, when
     the folder has one and ``cfg.classifier`` is on, its classifier stage: what every caller runs.
     ``classifier_dir``: a folder holding another classifier stage (``classifier.tflite`` and its
-    card: a site's retrained one, ``raccoon_watch.site_models``), used instead of the folder's own.
+    card: a site's retrained one, ``raccoon_watch.learning.site_models``), used instead of the folder's own.
 
     ``backend: remote``: those local models (picked as ``auto``) behind a ``RemoteRecognizer`` that
     asks ``cfg.remote.url`` first (raccoon_watch.recognition.detectors.remote); ``remote``: the link its workers

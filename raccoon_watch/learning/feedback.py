@@ -1,6 +1,6 @@
 """A site's feedback folder, read for retraining: what is usable, what is not and why, and the split.
 
-The folder is what ``raccoon-watch export-feedback DIR`` writes (``raccoon_watch.export_feedback``):
+The folder is what ``raccoon-watch export-feedback DIR`` writes (``raccoon_watch.learning.export_feedback``):
 
     DIR/labels.csv   filename,width,height,class,xmin,ymin,xmax,ymax   (train/'s CSV; class raccoon |
                      not_raccoon; integer pixels of the image, xmin < xmax <= width, ymin < ymax <= height)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
+from raccoon_watch.learning.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ one row per judged event: ``class`` is the verdict, ``raccoon`` or ``not_raccoon
 false alert: a hard negative for the classifier), the box is the event's best box. Beside it
 ``DIR/events.csv`` (``filename,event_id,camera,start_time``, wall-clock seconds) says which event
 each image is and when it happened, so ``raccoon-watch retrain`` can hold out whole nights
-(``raccoon_watch.sitefeedback``). Running it again rewrites the same files (no duplicates). Events
+(``raccoon_watch.learning.feedback``). Running it again rewrites the same files (no duplicates). Events
 whose frame was swept by retention are skipped, counted, and logged with their id
 (``feedback_export_skipped``). Nothing is ever deleted from DIR.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import structlog
 
-from raccoon_watch.sitefeedback import EVENT_COLUMNS, EVENTS_CSV
+from raccoon_watch.learning.feedback import EVENT_COLUMNS, EVENTS_CSV
 from raccoon_watch.store import FRAME_DIR, EventStore
 from raccoon_watch.types import box_to_pixels
 
