@@ -39,11 +39,11 @@ from raccoon_watch.recognition.detectors.factory import find_model
 from raccoon_watch.recognition.detectors.remote import RemoteLink
 from raccoon_watch.recognition.recognizer import Recognizer
 from raccoon_watch.router import EventRouter
-from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
 from raccoon_watch.storelock import StorageLock
+from raccoon_watch.support.metrics import Metrics, outbox_counts
 from raccoon_watch.tracking import HintBoard
 from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, RecognizerSnapshot, Severity
 from raccoon_watch.visits import VisitParams

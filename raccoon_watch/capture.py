@@ -42,10 +42,10 @@ import cv2
 import numpy as np
 import structlog
 
-from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import CameraConfig, redact_url
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.netdiag import probe_tcp, url_endpoint
+from raccoon_watch.support.backoff import backoff_delay
+from raccoon_watch.support.netdiag import probe_tcp, url_endpoint
 from raccoon_watch.types import CaptureSnapshot, Frame
 
 log = structlog.get_logger(__name__)

@@ -62,10 +62,10 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.capture import Clock, FileAnchor, FileClock, SourceKind, classify_source
 from raccoon_watch.config import CameraConfig, ClipsConfig, redact_url
 from raccoon_watch.store import CLIP_DIR, CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
+from raccoon_watch.support.backoff import backoff_delay
 from raccoon_watch.types import Event, EventKind
 
 log = structlog.get_logger(__name__)

@@ -63,12 +63,12 @@ from typing import Any
 import cv2
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
 from raccoon_watch.recognition.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
 from raccoon_watch.recognition.imagemode import image_mode
 from raccoon_watch.recognition.recognizer import Recognizer
-from raccoon_watch.service.logs import setup_logging
 from raccoon_watch.snapshot import draw_detections
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
+from raccoon_watch.support.logs import setup_logging
 from raccoon_watch.types import Detection, detection_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}

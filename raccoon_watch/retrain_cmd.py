@@ -55,7 +55,6 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS
 from raccoon_watch.learning import site_models
 from raccoon_watch.learning.feedback import DEFAULT_HOLDOUT_SHARE, DEFAULT_MIN_VISITS, SiteSample, SiteSplit
 from raccoon_watch.learning.promotion import (
@@ -78,6 +77,7 @@ from raccoon_watch.learning.retrain_priority import (
     lower_priority,
 )
 from raccoon_watch.retention import MB
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS
 
 log = structlog.get_logger("raccoon_watch.retrain")
 

@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from raccoon_watch import detect_cmd, imagefile
+from raccoon_watch import detect_cmd
 from raccoon_watch.config import REPO_ROOT
 from raccoon_watch.snapshot import DEFAULT_COLOR
+from raccoon_watch.support import imagefile
 
 PHOTOS = ["raccoon-57.jpg", "raccoon-146.jpg", "raccoon-197.jpg"]
 GT_57 = (82, 6, 638, 423)  # test_labels.csv, pixels (xmin, ymin, xmax, ymax) of raccoon-57.jpg (640x425)

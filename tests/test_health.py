@@ -19,8 +19,8 @@ from raccoon_watch.config import parse_config
 from raccoon_watch.service import liveness
 from raccoon_watch.service.health import MAX_CONNECTIONS, HealthServer, health_report
 from raccoon_watch.service.liveness import CaptureBeat, LivenessLimits, PipelineSnapshot, RouterBeat, WorkerBeat
-from raccoon_watch.service.metrics import Metrics
 from raccoon_watch.service.notify import status_line
+from raccoon_watch.support.metrics import Metrics
 from raccoon_watch.types import (
     CaptureSnapshot,
     DeliveryCounts,

@@ -21,11 +21,11 @@ import pytest
 from raccoon_watch.capture import CaptureThread
 from raccoon_watch.config import CameraConfig, MqttConfig, PushoverConfig
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.netdiag import describe_error, probe_tcp
 from raccoon_watch.service.health import health_report
 from raccoon_watch.sinks.mqtt import MqttSink
 from raccoon_watch.sinks.pushover import PushoverSink
 from raccoon_watch.store import EventStore
+from raccoon_watch.support.netdiag import describe_error, probe_tcp
 from raccoon_watch.types import (
     CaptureSnapshot,
     PipelineStats,

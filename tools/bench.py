@@ -533,7 +533,7 @@ def _make_bench_app(cfg: Any, probe: Probe) -> Any:
 
 
 def stage_pipeline(args: dict[str, Any]) -> dict[str, Any]:
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning", "json")
     workdir = Path(tempfile.mkdtemp(prefix="raccoon-bench-"))
@@ -1016,7 +1016,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(ns: argparse.Namespace) -> int:
     """stdout carries the JSON report only; progress and logs go to stderr."""
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning")
     return _main(ns)

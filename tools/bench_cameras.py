@@ -161,7 +161,7 @@ def _config(args: dict[str, Any], storage: Path) -> Any:
 
 def stage_cameras(args: dict[str, Any]) -> dict[str, Any]:
     """One arm (``args["arm"]``: today | fair) of the many-cameras run; see the module text."""
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning", "json")
     workdir = Path(tempfile.mkdtemp(prefix="raccoon-cameras-"))

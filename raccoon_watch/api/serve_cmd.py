@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"raccoon-watch serve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)
     from raccoon_watch.service.httpserver import BindError, bind_listener

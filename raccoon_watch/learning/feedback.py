@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS, read_image
 
 LABELS_CSV = "labels.csv"
 EVENTS_CSV = "events.csv"

@@ -154,7 +154,7 @@ def _check_config(path: Path) -> int:
     cfg = _load(path)
     if cfg is None:
         return EXIT_CONFIG
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning", cfg.logging.format)  # the model loader's warnings, on stderr; stdout is the config
     print(json.dumps(effective_config(cfg), indent=2, default=str), flush=True)
@@ -225,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)  # (OpenCV's own log level: raccoon_watch/__init__.py)
     from raccoon_watch.storelock import StorageLock, StorageLocked

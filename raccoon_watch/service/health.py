@@ -62,7 +62,7 @@ from raccoon_watch.service.httpserver import (
     ServerThread,
     bind_listener,
 )
-from raccoon_watch.service.logs import clip
+from raccoon_watch.support.logs import clip
 from raccoon_watch.types import SINK_FAILING, CaptureSnapshot, PipelineStats, SinkSnapshot
 
 log = structlog.get_logger(__name__)

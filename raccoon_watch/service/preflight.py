@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raccoon_watch.config import Config, redact_url
-from raccoon_watch.netdiag import probe_tcp, url_endpoint
+from raccoon_watch.support.netdiag import probe_tcp, url_endpoint
 
 if TYPE_CHECKING:  # the checks import what they use when they run: every CLI command imports this module
     from raccoon_watch.recognition.detectors.base import ModelError

@@ -65,7 +65,6 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
 from raccoon_watch.config import MqttConfig
-from raccoon_watch.netdiag import describe_error
 from raccoon_watch.sinks.discovery import (
     FEEDBACK_NONE,
     FEEDBACK_OPTIONS,
@@ -79,6 +78,7 @@ from raccoon_watch.sinks.discovery import (
     plan_discovery,
 )
 from raccoon_watch.store import EventStore, OutboxItem
+from raccoon_watch.support.netdiag import describe_error
 from raccoon_watch.types import (
     SINK_CONNECTING,
     SINK_FAILING,

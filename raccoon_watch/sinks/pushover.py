@@ -58,11 +58,11 @@ from urllib.parse import quote, urlsplit
 import requests
 import structlog
 
-from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import PushoverConfig, QuietHours
-from raccoon_watch.netdiag import describe_error
-from raccoon_watch.service.logs import clip
 from raccoon_watch.store import EventStore, OutboxItem
+from raccoon_watch.support.backoff import backoff_delay
+from raccoon_watch.support.logs import clip
+from raccoon_watch.support.netdiag import describe_error
 from raccoon_watch.types import SINK_FAILING, SINK_OK, Event, EventKind, SinkSnapshot, score_text
 
 log = structlog.get_logger(__name__)

@@ -65,8 +65,8 @@ from raccoon_watch.config import HttpConfig
 from raccoon_watch.learning import site_models
 from raccoon_watch.live import placeholder_jpeg, placeholder_lines
 from raccoon_watch.service.httpserver import Receive, Scope, Send
-from raccoon_watch.service.logs import clip as clip_text
 from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SEVERITIES, SNAPSHOT_DIR, UNREVIEWED
+from raccoon_watch.support.logs import clip as clip_text
 from raccoon_watch.types import score_text
 from raccoon_watch.web.auth import COOKIE, Auth, Bearer, Session, client_address, csrf_ok
 from raccoon_watch.web.chart import duration_text, event_span, rows_in_span, score_chart_svg

@@ -45,13 +45,13 @@ import numpy as np
 import structlog
 
 from raccoon_watch.filters import DetectionFilter, eligible
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
 from raccoon_watch.learning.feedback import SiteSample
 from raccoon_watch.learning.promotion import DEFAULT_RECALL_DROP
 from raccoon_watch.learning.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
 from raccoon_watch.learning.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 from raccoon_watch.recognition.detectors.base import normalise
 from raccoon_watch.recognition.recognizer import classifier_crop
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS, read_image
 from raccoon_watch.types import Detection, box_iou
 
 log = structlog.get_logger(__name__)

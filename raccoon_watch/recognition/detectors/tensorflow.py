@@ -48,7 +48,7 @@ def import_tensorflow() -> Any:
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read by TF's C++ when it loads
-    from raccoon_watch.nativelog import routed_native_stderr
+    from raccoon_watch.support.nativelog import routed_native_stderr
 
     with routed_native_stderr("tensorflow"):
         import tensorflow as tf
@@ -66,7 +66,7 @@ def _import_tensorflow(model_dir: Path):
 def visible_gpus() -> list[Any]:
     """The GPUs TensorFlow sees (its PhysicalDevices). The first look loads CUDA, which says so on
     stderr: routed into the log."""
-    from raccoon_watch.nativelog import routed_native_stderr
+    from raccoon_watch.support.nativelog import routed_native_stderr
 
     tf = import_tensorflow()
     with routed_native_stderr("tensorflow"):
@@ -102,7 +102,7 @@ class TensorFlowDetector:
         gpus = enable_gpu_memory_growth()
 
         try:
-            from raccoon_watch.nativelog import routed_native_stderr
+            from raccoon_watch.support.nativelog import routed_native_stderr
 
             with routed_native_stderr("tensorflow"):
                 self._model = tf.saved_model.load(str(self.model_dir))

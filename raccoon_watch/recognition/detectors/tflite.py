@@ -37,7 +37,6 @@ import numpy as np
 import structlog
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from raccoon_watch.nativelog import routed_native_stderr
 from raccoon_watch.recognition.detectors.base import (
     DEFAULT_MIN_SCORE,
     ModelError,
@@ -46,6 +45,7 @@ from raccoon_watch.recognition.detectors.base import (
     to_model_rgb,
 )
 from raccoon_watch.recognition.detectors.ssd_batch import NotBatchable, PostProcess, cut_postprocess
+from raccoon_watch.support.nativelog import routed_native_stderr
 from raccoon_watch.types import Detection
 
 log = structlog.get_logger(__name__)
