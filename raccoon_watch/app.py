@@ -23,26 +23,26 @@ import structlog
 
 from raccoon_watch import debounce
 from raccoon_watch.capture import CaptureThread, Clock
-from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
 from raccoon_watch.debounce import DebounceParams
-from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.learning import site_models
 from raccoon_watch.learning.hotswap import ClassifierSwap
-from raccoon_watch.live import LatestFrame, live_boxes
 from raccoon_watch.motion import MotionGate
 from raccoon_watch.recognition.detectors import create_recognizer, resolve_default_model
 from raccoon_watch.recognition.detectors.base import ModelError
 from raccoon_watch.recognition.detectors.factory import find_model
 from raccoon_watch.recognition.detectors.remote import RemoteLink
 from raccoon_watch.recognition.recognizer import Recognizer
+from raccoon_watch.review.clips import ClipService
+from raccoon_watch.review.eventtrace import EventTrace
+from raccoon_watch.review.live import LatestFrame, live_boxes
 from raccoon_watch.router import EventRouter
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
-from raccoon_watch.storelock import StorageLock
+from raccoon_watch.store.lock import StorageLock
 from raccoon_watch.support.metrics import Metrics, outbox_counts
 from raccoon_watch.tracking import HintBoard
 from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, RecognizerSnapshot, Severity

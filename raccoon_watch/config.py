@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from raccoon_watch.retention import RetentionPolicy
+from raccoon_watch.store.retention import RetentionPolicy
 from raccoon_watch.visits import VisitParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -49,8 +49,8 @@ def test_feedback_is_stored_and_cleared(tmp_path):
     store.record(_event("e1", 1000.0))
     assert store.set_feedback("e1", "not_raccoon", "page")
     row = store.get_event("e1")
-    assert (row["feedback"], row["feedback_source"]) == ("not_raccoon", "page")
-    assert store.set_feedback("e1", None, "mqtt") and store.get_event("e1")["feedback"] is None
+    assert (row.feedback, row.feedback_source) == ("not_raccoon", "page")
+    assert store.set_feedback("e1", None, "mqtt") and store.get_event("e1").feedback is None
     assert not store.set_feedback("nope", "raccoon", "page")
     with pytest.raises(ValueError):
         store.set_feedback("e1", "cat", "page")

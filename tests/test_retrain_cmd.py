@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from raccoon_watch.learning import site_models
-from raccoon_watch.retrain_cmd import EXIT_NEED_MORE
+from raccoon_watch.service.retrain_cmd import EXIT_NEED_MORE
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Event, EventKind
 from tests.daemon import REPO, write_config
@@ -132,7 +132,7 @@ def test_the_page_and_the_cli_share_the_retrain_defaults():
     import argparse
 
     from raccoon_watch.learning.retrain_priority import DEFAULT_PRIORITY, DEFAULT_THREADS, default_threads, tf_env
-    from raccoon_watch.retrain_cmd import add_parsers
+    from raccoon_watch.service.retrain_cmd import add_parsers
     from raccoon_watch.web.retrain_job import retrain_command
 
     parser = argparse.ArgumentParser()

@@ -45,7 +45,7 @@ from raccoon_watch.learning.site_models import (
     model_version,
     models_root,
 )
-from raccoon_watch.retrain_cmd import EXIT_NEED_MORE
+from raccoon_watch.service.retrain_cmd import EXIT_NEED_MORE
 from testkit.ports import free_port
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, write_config
 from tests.fixtures.media import make_clip

@@ -265,7 +265,7 @@ def test_every_way_out_of_a_retrain_removes_its_unfinished_candidate(tmp_path, s
     import argparse
 
     import train.classifier
-    from raccoon_watch import retrain_cmd
+    from raccoon_watch.service import retrain_cmd
 
     fake = _FailingRetrain(error)
     monkeypatch.setitem(sys.modules, "train.classifier.retrain", fake)

@@ -358,7 +358,7 @@ def test_accepted_connections_have_tcp_nodelay() -> None:
     import asyncio
     import socket
 
-    from raccoon_watch.service.httpserver import bind_listener
+    from raccoon_watch.web.httpserver import bind_listener
 
     listener = bind_listener("127.0.0.1", 0)
     assert listener.proto == socket.IPPROTO_TCP

@@ -35,7 +35,7 @@ def _children_cpu() -> float:
 
 
 def stage_recording(args: dict[str, Any]) -> dict[str, Any]:
-    from raccoon_watch.clips import record_command
+    from raccoon_watch.review.clips import record_command
 
     clip, fps, seconds = args["clip"], float(args["fps"]), float(args["seconds"])
     with tempfile.TemporaryDirectory(prefix="raccoon-rec-") as tmp:

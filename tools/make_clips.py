@@ -42,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from raccoon_watch.demo import cover, raccoon_boxes
+from raccoon_watch.demo import cover
 from tools.video import write_clip
 
 DEFAULT_OUTPUT = Path("var/clips/val")

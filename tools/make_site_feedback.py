@@ -38,7 +38,7 @@ FIRST_NIGHT = datetime(2026, 11, 2, 22, 0, 0)
 
 
 CAT = "kdvc_cat.473.jpg"
-JPEG_QUALITY = 92  # = raccoon_watch.eventtrace's clean frame
+JPEG_QUALITY = 92  # = raccoon_watch.review.eventtrace's clean frame
 
 
 def place(background: np.ndarray, photo: np.ndarray, rng: np.random.Generator, light: float) -> np.ndarray:

@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
     from raccoon_watch.support.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)
-    from raccoon_watch.service.httpserver import BindError, bind_listener
+    from raccoon_watch.web.httpserver import BindError, bind_listener
 
     try:  # bound before the model loads: a taken port is a config error at once
         listener = bind_listener(serve.host, serve.port, section="serve")
@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
                          label=cfg.detector.labels[0])
     pool.warm_up()
     api = DeepStackApi(pool, serve, model=str(model))
-    from raccoon_watch.service.httpserver import ServerThread
+    from raccoon_watch.web.httpserver import ServerThread
 
     stop = threading.Event()
 

@@ -26,8 +26,8 @@ import structlog
 from raccoon_watch import __version__
 from raccoon_watch.config import Config, ConfigError, effective_config, load_config, redact_url
 from raccoon_watch.service import preflight
-from raccoon_watch.service.httpserver import bind_listener
 from raccoon_watch.service.preflight import EXIT_CODES, EXIT_CONFIG, EXIT_MODEL
+from raccoon_watch.web.httpserver import bind_listener
 
 BENCH_PROG_ENV = "RACCOON_WATCH_BENCH_PROG"  # = tools.bench.PROG_ENV: the usage line names the command the user typed
 
@@ -65,14 +65,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("hash-password", help="read a password on stdin, print its argon2 hash for http.password_hash")
 
-    from raccoon_watch import detect_cmd
+    from raccoon_watch.service import detect_cmd
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
     from raccoon_watch.api import serve_cmd
 
     serve_cmd.add_arguments(sub.add_parser("serve", help="the recognizer as a DeepStack/CodeProject.AI-compatible "
                                            "HTTP API (Frigate, Blue Iris, Agent DVR, another raccoon-watch)"))
-    from raccoon_watch import retrain_cmd
+    from raccoon_watch.service import retrain_cmd
 
     retrain_cmd.add_parsers(sub)  # retrain, models (the site learns its porch)
 
@@ -96,11 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "hash-password":
         return _hash_password()
     if args.command in ("retrain", "models"):
-        from raccoon_watch import retrain_cmd
+        from raccoon_watch.service import retrain_cmd
 
         return retrain_cmd.main(args)
     if args.command == "detect":
-        from raccoon_watch import detect_cmd
+        from raccoon_watch.service import detect_cmd
 
         return detect_cmd.main(args)
     if args.command == "serve":
@@ -228,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
     from raccoon_watch.support.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)  # (OpenCV's own log level: raccoon_watch/__init__.py)
-    from raccoon_watch.storelock import StorageLock, StorageLocked
+    from raccoon_watch.store.lock import StorageLock, StorageLocked
 
     lock = StorageLock(cfg.storage.path)  # first, before the heavy imports: a second daemon leaves at once
     try:

@@ -155,8 +155,8 @@ def check_port(cfg: Config) -> list[Problem]:
     http = cfg.http
     if not http.enabled:
         return []
-    from raccoon_watch.service.httpserver import bind_listener
-    from raccoon_watch.storelock import LOCK_NAME, is_locked, read_holder
+    from raccoon_watch.store.lock import LOCK_NAME, is_locked, read_holder
+    from raccoon_watch.web.httpserver import bind_listener
 
     try:
         sock = bind_listener(http.host, http.port, loopback_only=http.review and not http.login_required)

@@ -77,7 +77,8 @@ from raccoon_watch.sinks.discovery import (
     discovery_payloads,
     plan_discovery,
 )
-from raccoon_watch.store import EventStore, OutboxItem
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.outbox import OutboxRow
 from raccoon_watch.support.netdiag import describe_error
 from raccoon_watch.types import (
     SINK_CONNECTING,
@@ -269,7 +270,7 @@ class MqttSink:
         self._wake = threading.Event()
         self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
         self._inflight: dict[int, int] = {}  # outbox row id -> mid (sender thread only)
-        self._by_mid: dict[int, OutboxItem] = {}  # mid -> row (sender thread only)
+        self._by_mid: dict[int, OutboxRow] = {}  # mid -> row (sender thread only)
         self._lock = threading.Lock()  # guards the caches below (network + sender + router threads)
         self._retained: dict[str, bytes] = {}  # topic -> last acknowledged retained event payload
         self._last_after: dict[str, dict[str, object]] = {}  # event id -> last "after" body
@@ -535,9 +536,9 @@ class MqttSink:
         (through the outbox, like event messages), and the retained select state follows it when the
         event is its camera's latest alert. A detection's verdict is not published: MQTT never saw it."""
         row = self.store.get_event(event_id)
-        if row is None or row.get("severity") != Severity.ALERT.value:
+        if row is None or row.severity != Severity.ALERT.value:
             return
-        camera = row["camera"]
+        camera = row.camera
         body = json.dumps({"id": event_id, "camera": camera, "label": label, "source": source}).encode()
         self.store.enqueue(self.name, f"{event_id}:feedback:{time.time():.6f}", body,
                            {"topic": self.topics.feedback(camera), "retain": False})

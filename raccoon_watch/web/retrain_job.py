@@ -29,7 +29,7 @@ from raccoon_watch.learning.retrain_priority import default_threads, tf_env
 
 log = structlog.get_logger(__name__)
 
-EXIT_PROMOTED, EXIT_REFUSED, EXIT_NEED_MORE = 0, 4, 5  # = raccoon_watch.retrain_cmd's
+EXIT_PROMOTED, EXIT_REFUSED, EXIT_NEED_MORE = 0, 4, 5  # = raccoon_watch.service.retrain_cmd's
 LOG_READ_BYTES = 256 * 1024  # the end of retrain.log that is read for the page
 LOG_LINES = 40  # of the retrain's own lines, the last this many are shown
 LOG_LINE_CHARS = 1500
@@ -64,7 +64,7 @@ def outcome_of(exit_code: int | None) -> str:
 
 
 def _training_missing() -> str | None:
-    from raccoon_watch.retrain_cmd import training_missing
+    from raccoon_watch.service.retrain_cmd import training_missing
 
     return training_missing()
 

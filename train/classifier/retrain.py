@@ -1,6 +1,6 @@
 """Retrain the raccoon classifier on a site's feedback, starting from the DEPLOYED classifier; measure it.
 
-``raccoon-watch retrain`` (raccoon_watch/retrain_cmd.py) calls ``retrain`` and ``measure_both``; this
+``raccoon-watch retrain`` (raccoon_watch/service/retrain_cmd.py) calls ``retrain`` and ``measure_both``; this
 module is imported only then (it needs TensorFlow; the daemon never imports train/).
 
 1. Start: a float Keras classifier (``train.classifier.model.build_classifier``) with the weights

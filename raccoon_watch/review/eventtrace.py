@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from raccoon_watch.clips import sighting_span
+from raccoon_watch.review.clips import sighting_span
 from raccoon_watch.snapshot import encode_jpeg
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult

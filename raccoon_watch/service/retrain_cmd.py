@@ -76,7 +76,7 @@ from raccoon_watch.learning.retrain_priority import (
     default_threads,
     lower_priority,
 )
-from raccoon_watch.retention import MB
+from raccoon_watch.store.retention import MB
 from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS
 
 log = structlog.get_logger("raccoon_watch.retrain")
@@ -287,9 +287,11 @@ def _kept_visits(cfg: Any, holdout: tuple[SiteSample, ...]) -> dict[str, Any]:
     """event id -> ``replay.KeptVisit``: the store's record of each held-out event (what the daemon
     did, its per-frame scores), or only the verdict for an event this store does not have."""
     from raccoon_watch.learning.replay import KeptVisit, kept_visit_from_event
-    from raccoon_watch.store import DB_NAME, EventStore
+    from raccoon_watch.store import EventStore
+    from raccoon_watch.store.events import EventRow
+    from raccoon_watch.store.schema import DB_NAME
 
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, EventRow] = {}
     if (Path(cfg.storage.path) / DB_NAME).is_file():  # never create a store just to look
         store = EventStore(cfg.storage.path)
         try:

@@ -64,7 +64,9 @@ import structlog
 
 from raccoon_watch.capture import Clock, FileAnchor, FileClock, SourceKind, classify_source
 from raccoon_watch.config import CameraConfig, ClipsConfig, redact_url
-from raccoon_watch.store import CLIP_DIR, CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.retention import CLIP_DIR
+from raccoon_watch.store.schema import CLIP_MISSING, CLIP_PENDING, CLIP_READY
 from raccoon_watch.support.backoff import backoff_delay
 from raccoon_watch.types import Event, EventKind
 
@@ -613,19 +615,19 @@ class ClipService:
     def _recover(self) -> None:
         """Events left ``pending`` by a daemon that died: cut them now from what is on disk."""
         for row in self.store.events_with("clip_pending"):
-            rec = self.recorders.get(row["camera"])
+            rec = self.recorders.get(row.camera)
             if rec is None:
                 reason = ("the daemon stopped before the clip was cut, and where the file camera was in its file "
-                          "then is not kept" if row["camera"] in self.file_clocks else "the camera no longer records clips")
-                self.store.set_clip(row["id"], CLIP_MISSING, reason=reason)
+                          "then is not kept" if row.camera in self.file_clocks else "the camera no longer records clips")
+                self.store.set_clip(row.id, CLIP_MISSING, reason=reason)
                 continue
             offset = wall_offset()  # the row's times are wall-clock: on this process's monotonic clock
-            first = row["start_time"] - offset
-            last = (row["end_time"] or row["updated"]) - offset
+            first = row.start_time - offset
+            last = (row.end_time or row.updated) - offset
             start, end = clip_window(first, last, self.clips)
-            rec.hold(row["id"], start)
-            self._jobs.put((time.monotonic() + 3 * self.clips.segment_s + 5.0, ClipJob(row["id"], row["camera"], start, end)))
-            log.info("clip_recovering", event_id=row["id"], camera=row["camera"])
+            rec.hold(row.id, start)
+            self._jobs.put((time.monotonic() + 3 * self.clips.segment_s + 5.0, ClipJob(row.id, row.camera, start, end)))
+            log.info("clip_recovering", event_id=row.id, camera=row.camera)
 
     # --- cutter thread -------------------------------------------------------------------------
     def _run(self) -> None:
