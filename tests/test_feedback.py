@@ -11,7 +11,7 @@ import pytest
 from raccoon_watch.config import PushoverConfig
 from raccoon_watch.learning.export_feedback import export_feedback
 from raccoon_watch.sinks.discovery import Topics
-from raccoon_watch.sinks.mqtt import parse_feedback
+from raccoon_watch.sinks.mqtt_control import parse_feedback
 from raccoon_watch.sinks.pushover import build_message
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Event, EventKind
