@@ -1,4 +1,4 @@
-"""The service around the pipeline: commands (``cli``), sd_notify and SIGHUP (``notify``), the
-watchdog (``liveness``), /healthz and the review page's server (``health``), /metrics (``metrics``)
-and structured logs with secret redaction (``logs``). The pipeline stages never import this package
-except ``logs`` (secret registration and clipping of untrusted text)."""
+"""The service around the pipeline: the commands (``cli``, ``detect_cmd``, ``retrain_cmd``), what
+``check-config`` checks (``preflight``), sd_notify and SIGHUP (``notify``), the watchdog
+(``liveness``), /healthz and the review page's server (``health``). The top of the import graph:
+nothing below imports this package (logs and metrics live in ``support/``)."""
