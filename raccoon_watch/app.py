@@ -217,7 +217,7 @@ class App:
         # fair across cameras (raccoon_watch/schedule.py); open visits first once the router runs
         self.frames = FrameQueue(cfg.detector.queue_size, lane_depth=cfg.detector.frames_per_camera)
         self.results: queue.Queue[FrameResult] = queue.Queue(maxsize=256)
-        self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
+        self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (store/lock.py)
         self.store: EventStore | None = None
         self.sinks: list[Sink] = []
         self.workers: list[DetectorWorker] = []

@@ -55,7 +55,7 @@ def shared_dir() -> Path:
     return shared_dir_from_env() or REPO_ROOT.parent / "shared"
 
 _VISIT = VisitParams()  # the visit-scoring defaults are defined once, in visits.py
-_RETENTION = RetentionPolicy()  # the media caps' defaults are defined once, in retention.py
+_RETENTION = RetentionPolicy()  # the media caps' defaults are defined once, in store/retention.py
 DEFAULT_BASE_CROPS_MB = 250.0
 """storage.base_crops_mb: about 2,300 of the shipped training crops (192 x 192 RGB); a retrain uses 1,200 + 600."""
 
@@ -454,7 +454,7 @@ class PushoverConfig(_Strict):
 
 
 class ClipsConfig(_Strict):
-    """Event clips (clips.py): a rolling buffer of stream-copied segments per RTSP/HTTP camera, cut per
+    """Event clips (review/clips.py): a rolling buffer of stream-copied segments per RTSP/HTTP camera, cut per
     event; a file camera's clips are cut from its file."""
 
     enabled: bool = Field(True, description="Clips for RTSP/HTTP cameras (recorded) and file cameras (cut from the "

@@ -1,6 +1,6 @@
 """Replay a held-out visit the way the daemon scored it live, so the gate's "wrong" means what happened.
 
-What is kept of a visit (``store.py``, ``eventtrace.py``):
+What is kept of a visit (``store/``, ``review/eventtrace.py``):
 
 - the event row: it exists because the visit reached the alert threshold (an ``alert``; a row whose
   ``severity`` says ``detection`` did not alert), its best visit score (``top_score``) and the
