@@ -17,16 +17,14 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch.config import CameraConfig, ClipsConfig
-from raccoon_watch.review.clips import (
+from raccoon_watch.review.clips import ClipService, cut_clip, recording_reason
+from raccoon_watch.review.clipwindow import (
     ClipJob,
-    ClipService,
     Segment,
     clip_window,
     coverage_note,
     covered_seconds,
-    cut_clip,
     parse_list_line,
-    recording_reason,
     select_segments,
 )
 from raccoon_watch.store import EventStore
@@ -343,7 +341,8 @@ def test_segment_times_are_monotonic_whatever_the_wall_clock_does(tmp_path, step
     (monotonic) selects them all (issue 21: stepped clocks lost clips)."""
     import os
 
-    from raccoon_watch.review.clips import SegmentRecorder, select_segments
+    from raccoon_watch.review.clips import SegmentRecorder
+    from raccoon_watch.review.clipwindow import select_segments
 
     clock = ManualClock()
     rec = SegmentRecorder("porch", "rtsp://x", tmp_path, ClipsConfig(segment_s=2.0), threading.Event(), clock=clock)

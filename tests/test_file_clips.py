@@ -1,7 +1,7 @@
 """Event clips of file cameras: cut out of the camera's own file by stream copy.
 
 The capture thread marks which second of the file was on screen when (``capture.FileClock``, on the
-monotonic clock); the pure ``clips.file_span`` maps an event's range to seconds of the pass through the file
+monotonic clock); the pure ``clipwindow.file_span`` maps an event's range to seconds of the pass through the file
 that showed its first sighting. Tables for both, then a real capture thread playing a real H.264
 file in a loop and a real ffmpeg cut: the clip's packets are the file's own, byte for byte in size,
 it starts on the frame the window asks for, and it is ready as soon as the event ends.
@@ -21,7 +21,8 @@ import pytest
 from raccoon_watch.capture import CaptureThread, FileAnchor, FileClock
 from raccoon_watch.config import CameraConfig, ClipsConfig
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.review.clips import ClipJob, ClipService, cut_file_clip, file_span
+from raccoon_watch.review.clips import ClipService, cut_file_clip
+from raccoon_watch.review.clipwindow import ClipJob, file_span
 from raccoon_watch.store import EventStore
 from raccoon_watch.store.schema import CLIP_MISSING, CLIP_PENDING, CLIP_READY
 from raccoon_watch.types import Event, EventKind

@@ -4,7 +4,7 @@
     raccoon-watch models --config my.yaml list | rollback | promote NAME [--force]
 
 ``retrain``: exports the feedback from the event store into ``<storage>/feedback`` (or reads the
-folder given with ``--feedback``), reports and skips every unusable row (``sitefeedback``), holds out
+folder given with ``--feedback``), reports and skips every unusable row (``learning.feedback``), holds out
 whole nights for the gate with raccoon and raccoon-free visits on both sides (``split_site``). With
 fewer than ``--min-visits`` of each kind on either side it stops there: it says how many more marked
 visits (and nights) it needs, trains nothing and promotes nothing (exit 5). Otherwise it fine-tunes
