@@ -23,8 +23,8 @@ Every cluster that is not a stage has its own folder (imports point down this li
 - ``api/``: ``raccoon-watch serve``, a DeepStack/CodeProject.AI-compatible recognizer API
   (``protocol.py`` is also what the remote detector backend speaks);
 - ``review/``: what the page shows of an event: ``clips.py`` (ffmpeg recorder per camera, a clip cut
-  per event; ``clipwindow.py`` its pure window maths, ``ffmpeg.py`` its commands), ``eventtrace.py`` (per-frame scores and the clean best frame), ``live.py`` (newest
-  frame per camera);
+  per event; ``clipwindow.py`` its pure window maths, ``ffmpeg.py`` its commands), ``eventtrace.py``
+  (per-frame scores and the clean best frame), ``live.py`` (newest frame per camera);
 - ``learning/``: feedback in, a better classifier out: ``feedback.py``, ``export_feedback.py``,
   ``replay.py``, ``promotion.py`` (the promotion gate), ``site_models.py``, ``hotswap.py``,
   ``retrain_options.py``, ``retrain_priority.py``;
