@@ -1,42 +1,53 @@
 """raccoon_watch: a real-time doorbell-camera raccoon detector.
 
-Where each file sits in the flow (one module per stage; ``app.py`` is the one place that wires them):
+The top level is the flow, one module per stage; ``app.py`` is the one place that wires them:
 
-    camera ─► capture.py ─► motion.py ─► framequeue.py ─► workers.py ─► recognition.py ─► router.py ─► store.py ─► sinks/
-              (decode,       (gate,       (drop-oldest)    (threads)     detectors/ propose   filters.py      (SQLite,     log, mqtt +
-               reconnect)     crops)                                      classifier.py decides visits.py     outbox)      discovery,
-                                                                                                debounce.py                pushover
-                                                                                                snapshot.py
+    camera ─► capture.py ─► motion.py ─► framequeue.py ─► workers.py ─► router.py ─► store/ ─► sinks/
+              (decode,       (gate,       (fair, newest    (threads:     tracking.py     (SQLite,   log, mqtt +
+               reconnect)     crops)       frame first)     recognition/) filters.py      outbox,    control,
+                                                                          visits.py       media)     discovery,
+                                                                          debounce.py                pushover
+                                                                          snapshot.py
 
 - values that travel between stages: ``types.py`` (Frame, Detection, FrameResult, Event; Box order);
-- configuration and its one set of defaults: ``config.py``; model label maps: ``labels.py``;
-  image files with limits: ``imagefile.py``; capped back-off: ``backoff.py``; why a connection
-  failed, in a few words (DNS, refused, timed out): ``netdiag.py``; what C++ libraries (LiteRT,
-  TensorFlow) print on stderr, routed into the log: ``nativelog.py``;
-- the service around the pipeline, in ``service/``: ``cli.py`` (commands), ``preflight.py`` (what
-  ``check-config`` checks beyond the schema; the exit codes), ``notify.py`` (sd_notify,
-  SIGHUP), ``liveness.py`` (watchdog), ``health.py`` (/healthz and the page's server), ``metrics.py``
-  (/metrics), ``logs.py`` (structured logs, secret redaction);
-- the review page: ``clips.py`` (ffmpeg stream-copy recorder per camera, a clip cut per event),
-  ``eventtrace.py`` (per-frame scores and the clean best frame of each event), ``live.py`` (newest
-  frame per camera for the live view), ``web/`` (pages, auth, score chart, templates) served by
-  ``service/health.py``'s server, ``export_feedback.py`` (verdicts as train/ CSV);
-- learning from feedback: ``sitefeedback.py`` (a feedback folder read with every bad row named, the
-  split by night and whole event), ``gate.py`` (the promotion gate, pure), ``site_models.py``
-  (candidates and the ``current``/``previous`` links), ``hotswap.py`` (a new classifier loaded in the
-  background and taken between frames on SIGHUP), ``retrain_cmd.py`` (``raccoon-watch retrain`` and
-  ``models``);
-- one-shot use of the same recognition: ``detect_cmd.py``; the no-camera demo clip: ``demo.py``;
-- a whole archive (``detect DIR --recursive``, resumable, optionally on Ray, MegaDetector's batch
-  format): ``archive/`` (walk, checkpoint, worker, clip visits, runner, megadetector, cli).
+  configuration and its one set of defaults: ``config.py``; detection hours: ``schedule.py``; the
+  no-camera demo clip: ``demo.py``.
+
+Every cluster that is not a stage has its own folder (imports point down this list, never up):
+
+- ``service/``: the commands (``cli.py``, ``detect_cmd.py``, ``retrain_cmd.py``), ``preflight.py``
+  (what ``check-config`` checks beyond the schema; the exit codes), ``notify.py`` (sd_notify,
+  SIGHUP), ``liveness.py`` (watchdog), ``health.py`` (/healthz and the page's server);
+- ``web/``: the review page: the HTTP layer (``httpserver.py``: uvicorn in a thread on a bound
+  socket), ``pages.py``, ``auth.py``, ``chart.py``, ``retrain_job.py`` ("Retrain now"), templates;
+- ``api/``: ``raccoon-watch serve``, a DeepStack/CodeProject.AI-compatible recognizer API
+  (``protocol.py`` is also what the remote detector backend speaks);
+- ``review/``: what the page shows of an event: ``clips.py`` (ffmpeg recorder per camera, a clip cut
+  per event; ``clipwindow.py`` its pure window maths, ``ffmpeg.py`` its commands), ``eventtrace.py``
+  (per-frame scores and the clean best frame), ``live.py`` (newest frame per camera);
+- ``learning/``: feedback in, a better classifier out: ``feedback.py``, ``export_feedback.py``,
+  ``replay.py``, ``promotion.py`` (the promotion gate), ``site_models.py``, ``hotswap.py``,
+  ``retrain_options.py``, ``retrain_priority.py``;
+- ``sinks/``: where alerts go: ``log.py``, ``pushover.py``, ``mqtt.py`` (outbox sender),
+  ``mqtt_control.py`` (commands and verdicts), ``discovery.py`` (Home Assistant);
+- ``store/``: ``EventStore`` built from ``db.py`` (resilient connection), ``schema.py``,
+  ``salvage.py``, ``events.py`` (``EventRow``), ``outbox.py`` (``OutboxRow``), ``media.py`` and
+  ``retention.py``, ``lock.py`` (one daemon per folder);
+- ``recognition/``: ``recognizer.py`` (the one inference path), ``detectors/`` (backends),
+  ``classifier.py``, ``imagemode.py``, ``labels.py``, ``modelfiles.py`` (a model folder's names);
+- ``support/``: ``logs.py``, ``metrics.py``, ``nativelog.py``, ``backoff.py``, ``netdiag.py``,
+  ``imagefile.py``;
+- ``archive/``: a whole archive (``detect DIR --recursive``, resumable, optionally on Ray,
+  MegaDetector's batch format).
 
 Developer tools (bench, clip making and evaluation) live in ``tools/``, training in ``train/`` and
 the stand-ins the tests and tools share in ``testkit/``; none is installed (they run from the
 checkout with ``python -m``) and the daemon imports none of them: ``raccoon-watch bench`` runs
 ``python -m tools.bench`` as a child process, and ``raccoon-watch retrain`` loads
-``train.classifier.retrain`` only when it runs (tests/test_import_boundary.py keeps it so). Leaf
-modules both sides import: ``modelfiles.py`` (a model folder's file names), ``retrain_options.py``
-(the retrain's modes and defaults).
+``train.classifier.retrain`` only when it runs (tests/test_import_boundary.py keeps it so, and keeps
+the top level to the flow and these folders). Leaf modules both sides import:
+``recognition/modelfiles.py`` (a model folder's file names), ``learning/retrain_options.py`` (the
+retrain's modes and defaults).
 """
 
 import os as _os

@@ -21,28 +21,29 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch import debounce, site_models
+from raccoon_watch import debounce
 from raccoon_watch.capture import CaptureThread, Clock
-from raccoon_watch.clips import ClipService
 from raccoon_watch.config import DEFAULT_THRESHOLD, CameraConfig, Config
 from raccoon_watch.debounce import DebounceParams
-from raccoon_watch.detectors import create_recognizer, resolve_default_model
-from raccoon_watch.detectors.base import ModelError
-from raccoon_watch.detectors.factory import find_model
-from raccoon_watch.detectors.remote import RemoteLink
-from raccoon_watch.eventtrace import EventTrace
 from raccoon_watch.filters import DetectionFilter
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.hotswap import ClassifierSwap
-from raccoon_watch.live import LatestFrame, live_boxes
+from raccoon_watch.learning import site_models
+from raccoon_watch.learning.hotswap import ClassifierSwap
 from raccoon_watch.motion import MotionGate
-from raccoon_watch.recognition import Recognizer
+from raccoon_watch.recognition.detectors import create_recognizer, resolve_default_model
+from raccoon_watch.recognition.detectors.base import ModelError
+from raccoon_watch.recognition.detectors.factory import find_model
+from raccoon_watch.recognition.detectors.remote import RemoteLink
+from raccoon_watch.recognition.recognizer import Recognizer
+from raccoon_watch.review.clips import ClipService
+from raccoon_watch.review.eventtrace import EventTrace
+from raccoon_watch.review.live import LatestFrame, live_boxes
 from raccoon_watch.router import EventRouter
-from raccoon_watch.service.metrics import Metrics, outbox_counts
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.factory import build_sinks
 from raccoon_watch.store import EventStore
-from raccoon_watch.storelock import StorageLock
+from raccoon_watch.store.lock import StorageLock
+from raccoon_watch.support.metrics import Metrics, outbox_counts
 from raccoon_watch.tracking import HintBoard
 from raccoon_watch.types import Detection, Event, FrameResult, PipelineStats, RecognizerSnapshot, Severity
 from raccoon_watch.visits import VisitParams
@@ -216,7 +217,7 @@ class App:
         # fair across cameras (raccoon_watch/schedule.py); open visits first once the router runs
         self.frames = FrameQueue(cfg.detector.queue_size, lane_depth=cfg.detector.frames_per_camera)
         self.results: queue.Queue[FrameResult] = queue.Queue(maxsize=256)
-        self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (storelock.py)
+        self.storage_lock = storage_lock or StorageLock(cfg.storage.path)  # one daemon per store (store/lock.py)
         self.store: EventStore | None = None
         self.sinks: list[Sink] = []
         self.workers: list[DetectorWorker] = []

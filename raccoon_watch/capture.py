@@ -42,10 +42,10 @@ import cv2
 import numpy as np
 import structlog
 
-from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import CameraConfig, redact_url
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.netdiag import probe_tcp, url_endpoint
+from raccoon_watch.support.backoff import backoff_delay
+from raccoon_watch.support.netdiag import probe_tcp, url_endpoint
 from raccoon_watch.types import CaptureSnapshot, Frame
 
 log = structlog.get_logger(__name__)
@@ -281,7 +281,7 @@ class FileAnchor:
 class FileClock:
     """Which second of a file camera's file was on screen at a monotonic time: written by the
     camera's capture thread (``mark`` on every decoded frame), read by the clip cutter (``anchors``),
-    which cuts an event's clip out of the file itself by stream copy (clips.file_span). Monotonic,
+    which cuts an event's clip out of the file itself by stream copy (review/clipwindow.file_span). Monotonic,
     not wall-clock: a step of the wall clock during an event must not move its clip.
 
     Between anchors stream time advances 1:1 with monotonic time, as a paced file plays; a new anchor
@@ -521,7 +521,7 @@ class CaptureThread(threading.Thread):
         if self._file_t0 is not None:  # drain: file time
             ts, mono = self._file_t0[0] + seq / fps, self._file_t0[1] + seq / fps
         if self.file_clock is not None:
-            self.file_clock.mark(mono, stream_t)  # the clip cutter maps monotonic ranges (clips.file_span)
+            self.file_clock.mark(mono, stream_t)  # the clip cutter maps monotonic ranges (review/clipwindow.file_span)
         self.handle_frame(Frame(camera=self.camera, seq=seq, ts=ts, mono=mono, image=image))
         return True
 

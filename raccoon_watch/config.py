@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from raccoon_watch.retention import RetentionPolicy
+from raccoon_watch.store.retention import RetentionPolicy
 from raccoon_watch.visits import VisitParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def shared_dir() -> Path:
     return shared_dir_from_env() or REPO_ROOT.parent / "shared"
 
 _VISIT = VisitParams()  # the visit-scoring defaults are defined once, in visits.py
-_RETENTION = RetentionPolicy()  # the media caps' defaults are defined once, in retention.py
+_RETENTION = RetentionPolicy()  # the media caps' defaults are defined once, in store/retention.py
 DEFAULT_BASE_CROPS_MB = 250.0
 """storage.base_crops_mb: about 2,300 of the shipped training crops (192 x 192 RGB); a retrain uses 1,200 + 600."""
 
@@ -300,7 +300,7 @@ class DetectorConfig(_Strict):
     batch_size: int = Field(
         1, ge=1, le=64,
         description="Frames (the newest of as many cameras) one worker runs in one call. TFLite: an SSD whose "
-        "post-processing can be cut (raccoon_watch/detectors/ssd_batch.py), else 1; TensorFlow: any.")
+        "post-processing can be cut (raccoon_watch/recognition/detectors/ssd_batch.py), else 1; TensorFlow: any.")
     batch_wait_ms: float = Field(5.0, ge=0.0, le=1000.0, description="How long a worker waits to fill a batch.")
     labels: list[str] = Field(default_factory=lambda: ["raccoon"], min_length=1, description="Labels that raise events.")
     queue_size: int = Field(
@@ -454,7 +454,7 @@ class PushoverConfig(_Strict):
 
 
 class ClipsConfig(_Strict):
-    """Event clips (clips.py): a rolling buffer of stream-copied segments per RTSP/HTTP camera, cut per
+    """Event clips (review/clips.py): a rolling buffer of stream-copied segments per RTSP/HTTP camera, cut per
     event; a file camera's clips are cut from its file."""
 
     enabled: bool = Field(True, description="Clips for RTSP/HTTP cameras (recorded) and file cameras (cut from the "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from raccoon_watch.imagemode import IR
+from raccoon_watch.recognition.imagemode import IR
 from raccoon_watch.types import Box, Detection, box_area
 
 Polygon = Sequence[tuple[float, float]]

@@ -7,7 +7,7 @@ a ``FrameResult`` per frame to the event router, in the batch's order, and then 
 batch is ``done``. ``heartbeat`` advances after every loop turn so the
 watchdog can tell a wedged worker from an idle one.
 
-Each batch goes through ``Recognizer.recognize`` (raccoon_watch.recognition), the one inference
+Each batch goes through ``Recognizer.recognize`` (raccoon_watch.recognition.recognizer), the one inference
 path: a frame with ``Frame.crop`` set (by the motion gate, around a small motion region) is
 detected on that crop only, its boxes come back as normalised (xmin, ymin, xmax, ymax) of the FULL
 frame, and the classifier stage (when the model has one) crops its candidates from the full frame.
@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from raccoon_watch.detectors.base import Detector
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.hotswap import ClassifierSwap
-from raccoon_watch.recognition import CandidateHints, Recognizer
+from raccoon_watch.learning.hotswap import ClassifierSwap
+from raccoon_watch.recognition.detectors.base import Detector
+from raccoon_watch.recognition.recognizer import CandidateHints, Recognizer
 from raccoon_watch.tracking import HintBoard
 from raccoon_watch.types import Frame, FrameResult, WorkerSnapshot
 

@@ -6,7 +6,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from raccoon_watch.store import DB_NAME, EventStore
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.schema import DB_NAME
 from tests.fixtures.pushover import make_event
 
 PENDING_KEY = "salvaged-push"

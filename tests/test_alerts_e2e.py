@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.daemon import Daemon, detector_section, write_config
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER
+from tests.daemon import Daemon, detector_section, write_config
 
 pytestmark = pytest.mark.slow
 

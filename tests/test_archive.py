@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch import detect_cmd
 from raccoon_watch.archive.checkpoint import CheckpointError, open_checkpoint
 from raccoon_watch.archive.clip import sampled
 from raccoon_watch.archive.walk import find_files
-from raccoon_watch.imagefile import NOT_AN_IMAGE
+from raccoon_watch.service import detect_cmd
+from raccoon_watch.support.imagefile import NOT_AN_IMAGE
 from tests.test_megadetector_format import spec_problems
 
 

@@ -30,14 +30,14 @@ from hypothesis import strategies as st
 
 from raccoon_watch.capture import check_image
 from raccoon_watch.config import ConfigError, DetectorConfig, parse_config
-from raccoon_watch.detectors import create_detector
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.recognition.detectors import create_detector
 from raccoon_watch.types import Frame
 from raccoon_watch.workers import DetectorWorker
-from tests.daemon import REPO, Daemon, detector_section, write_config
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER
-from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER
 from testkit.ports import free_port
+from tests.daemon import REPO, Daemon, detector_section, write_config
+from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,8 +17,13 @@ import pytest
 pytest.importorskip("keras")  # train.classifier imports the model's module
 
 from train.classifier.crops import load_part, save_arrays  # noqa: E402
-from train.classifier.retrain import (DEFAULT_VAL_LIMIT, base_crop_counts, cap_base_crops,  # noqa: E402
-                                      ensure_base_crops, stratified_keep)
+from train.classifier.retrain import (  # noqa: E402
+    DEFAULT_VAL_LIMIT,
+    base_crop_counts,
+    cap_base_crops,
+    ensure_base_crops,
+    stratified_keep,
+)
 
 
 @pytest.mark.parametrize("n_train, n_val, max_bytes, expected", [

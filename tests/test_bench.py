@@ -187,8 +187,8 @@ def test_batched_tensorflow_on_gpu(tmp_path: Path, shared_dir: Path) -> None:
         pytest.skip("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)")
     import cv2
 
-    from raccoon_watch.detectors.factory import _labels_for, find_model
-    from raccoon_watch.detectors.tensorflow import TensorFlowDetector
+    from raccoon_watch.recognition.detectors.factory import _labels_for, find_model
+    from raccoon_watch.recognition.detectors.tensorflow import TensorFlowDetector
 
     saved, _why = bench._baseline_model(bench.raccoon_model_dir(), tmp_path)
     assert saved is not None, _why

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from raccoon_watch.config import did_you_mean, section_at
-from raccoon_watch.config import CameraConfig, Config, MotionConfig, TlsConfig
+from raccoon_watch.config import CameraConfig, Config, MotionConfig, TlsConfig, did_you_mean, section_at
 from testkit.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,14 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch.clips import (
+from raccoon_watch.config import CameraConfig, ClipsConfig
+from raccoon_watch.review.clips import ClipService, cut_clip, recording_reason
+from raccoon_watch.review.clipwindow import (
+    ClipJob,
+    Segment,
+    clip_window,
+    coverage_note,
     covered_seconds,
-    ClipJob, ClipService, Segment, clip_window, coverage_note, cut_clip, parse_list_line, recording_reason,
+    parse_list_line,
     select_segments,
 )
-from raccoon_watch.config import CameraConfig, ClipsConfig
-from raccoon_watch.retention import RetentionPolicy
-from raccoon_watch.store import CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.retention import RetentionPolicy
+from raccoon_watch.store.schema import CLIP_MISSING, CLIP_PENDING, CLIP_READY
 from raccoon_watch.types import Event, EventKind
 from tests.waiting import wait_until
 
@@ -190,7 +196,7 @@ def test_an_event_gets_its_clip_from_the_rtsp_recording(tmp_path, rtsp_server, s
         start = _event(EventKind.START, "e1", first_seen, None)
         store.record(start)
         service.on_event(start)
-        assert store.get_event("e1")["clip_state"] == CLIP_PENDING
+        assert store.get_event("e1").clip_state == CLIP_PENDING
         assert service.event_fields(start) == {"has_clip": True, "clip_path": "/events/e1/clip.mp4"}
         time.sleep(3.0)
         last_seen = time.time()
@@ -198,10 +204,10 @@ def test_an_event_gets_its_clip_from_the_rtsp_recording(tmp_path, rtsp_server, s
         store.record(end)
         ended_mono = time.monotonic()
         service.on_event(end)
-        assert wait_until(lambda: store.get_event("e1")["clip_state"] != CLIP_PENDING, timeout=20)
+        assert wait_until(lambda: store.get_event("e1").clip_state != CLIP_PENDING, timeout=20)
         ready_after_end_s = time.monotonic() - ended_mono
         row = store.get_event("e1")
-        assert row["clip_state"] == CLIP_READY, row["clip_reason"]
+        assert row.clip_state == CLIP_READY, row.clip_reason
         path = store.media_file("e1", "clips")
         assert path is not None and path.suffix == ".mp4"
         wanted = (last_seen + clips.post_roll) - (first_seen - clips.pre_roll)
@@ -225,7 +231,7 @@ def test_an_event_gets_its_clip_from_the_rtsp_recording(tmp_path, rtsp_server, s
         store.record(other)
         service.on_event(other)
         row = store.get_event("e2")
-        assert row["clip_state"] == CLIP_MISSING and "device camera records no clips" in row["clip_reason"]
+        assert row.clip_state == CLIP_MISSING and "device camera records no clips" in row.clip_reason
     finally:
         frame_clock.close()
         stop.set()
@@ -248,8 +254,8 @@ def test_a_dead_recorder_leaves_a_reason_and_keeps_retrying(tmp_path, ffmpeg_bin
         store.record(_event(EventKind.START, "e1", t, None))
         service.on_event(_event(EventKind.START, "e1", t, None))
         service.on_event(_event(EventKind.END, "e1", t, t + 0.1))
-        assert wait_until(lambda: store.get_event("e1")["clip_state"] == CLIP_MISSING, timeout=20)
-        assert "no recorded segment" in store.get_event("e1")["clip_reason"]
+        assert wait_until(lambda: store.get_event("e1").clip_state == CLIP_MISSING, timeout=20)
+        assert "no recorded segment" in store.get_event("e1").clip_reason
     finally:
         stop.set()
         service.stop()
@@ -279,10 +285,10 @@ def test_a_clip_left_pending_by_a_crash_is_cut_or_marked_missing_at_restart(tmp_
     service.start()
     try:
         assert wait_until(lambda: not store.events_with("clip_pending"), timeout=30)
-        assert store.get_event("kept")["clip_state"] == CLIP_READY
+        assert store.get_event("kept").clip_state == CLIP_READY
         assert 2.0 <= _ffprobe_duration(store.media_file("kept", "clips")) <= 4.0  # 1.5 s + the rolls
-        assert store.get_event("gone")["clip_state"] == CLIP_MISSING
-        assert "no recorded segment" in store.get_event("gone")["clip_reason"]
+        assert store.get_event("gone").clip_state == CLIP_MISSING
+        assert "no recorded segment" in store.get_event("gone").clip_reason
     finally:
         stop.set()
         service.stop()
@@ -335,7 +341,8 @@ def test_segment_times_are_monotonic_whatever_the_wall_clock_does(tmp_path, step
     (monotonic) selects them all (issue 21: stepped clocks lost clips)."""
     import os
 
-    from raccoon_watch.clips import SegmentRecorder, select_segments
+    from raccoon_watch.review.clips import SegmentRecorder
+    from raccoon_watch.review.clipwindow import select_segments
 
     clock = ManualClock()
     rec = SegmentRecorder("porch", "rtsp://x", tmp_path, ClipsConfig(segment_s=2.0), threading.Event(), clock=clock)
@@ -395,6 +402,6 @@ def test_retention_sweeps_clips_and_frames_with_the_snapshots(tmp_path):
         os.utime(path, (now - 3 * 86400, now - 3 * 86400))
     assert store.sweep(now=now)["media_deleted"] == 2  # the count covers every media file
     row = store.get_event("old")
-    assert row["clip"] is None and row["frame"] is None
-    assert row["clip_state"] == CLIP_MISSING and "retention" in row["clip_reason"]
+    assert row.clip is None and row.frame is None
+    assert row.clip_state == CLIP_MISSING and "retention" in row.clip_reason
     assert store.media_file("old", "clips") is None

@@ -17,7 +17,7 @@ import pytest
 
 from raccoon_watch.app import App
 from raccoon_watch.config import Config
-from raccoon_watch.store import CLIP_PENDING, CLIP_READY
+from raccoon_watch.store.schema import CLIP_PENDING, CLIP_READY
 from raccoon_watch.types import Event, EventKind
 from tests.daemon import detector_section
 from tests.waiting import wait_until
@@ -81,19 +81,19 @@ def test_a_wall_clock_step_mid_event_keeps_its_duration_and_its_clip(tmp_path, r
         end = next(e for e in events if e.kind is EventKind.END)
         store = app.store
         assert store is not None
-        assert wait_until(lambda: store.get_event(end.id)["clip_state"] != CLIP_PENDING, timeout=30)
+        assert wait_until(lambda: store.get_event(end.id).clip_state != CLIP_PENDING, timeout=30)
         row = store.get_event(end.id)
     finally:
         app.stop()
     shown_s = len(raccoon_clip_h264.raccoon_frames) / raccoon_clip_h264.fps  # 3 s of raccoon
     duration = end.end_time - end.start_time
     seen_s = end.last_seen_mono - end.first_seen_mono
-    print(f"step {jump:+.0f} s: duration {duration:.2f} s, sighted for {seen_s:.2f} s, clip {row['clip_state']}")
+    print(f"step {jump:+.0f} s: duration {duration:.2f} s, sighted for {seen_s:.2f} s, clip {row.clip_state}")
     assert 0.5 * shown_s <= duration <= shown_s + 0.5, duration  # START (3rd frame) .. last sighting
-    assert row["end_time"] - row["start_time"] == pytest.approx(duration)
-    assert row["clip_state"] == CLIP_READY, row["clip_reason"]
-    clip = tmp_path / "var" / row["clip"]
+    assert row.end_time - row.start_time == pytest.approx(duration)
+    assert row.clip_state == CLIP_READY, row.clip_reason
+    clip = tmp_path / "var" / row.clip
     wanted = seen_s + cfg.clips.pre_roll + cfg.clips.post_roll
     assert wanted - 0.6 <= _duration(clip) <= wanted + 1.1, (_duration(clip), wanted)
-    scores = row["scores"]  # the per-frame scores of the event: none lost to the step
+    scores = row.scores  # the per-frame scores of the event: none lost to the step
     assert len(scores) >= 0.8 * seen_s * 5, len(scores)

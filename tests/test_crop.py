@@ -22,8 +22,8 @@ import pytest
 from raccoon_watch.config import MotionConfig
 from raccoon_watch.demo import empty_scene
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.labels import load_labels
 from raccoon_watch.motion import MotionGate
+from raccoon_watch.recognition.labels import load_labels
 from raccoon_watch.types import Box, Detection, Frame, FrameResult
 from raccoon_watch.workers import DetectorWorker
 
@@ -146,7 +146,7 @@ def best_animal(result: FrameResult, truth: Box) -> tuple[float, float]:
 
 @pytest.mark.parametrize("photo", PHOTOS)
 def test_crop_finds_a_small_raccoon_the_whole_frame_misses(coco_model: Path, shared_dir: Path, photo: str) -> None:
-    from raccoon_watch.detectors.tflite import TFLiteDetector
+    from raccoon_watch.recognition.detectors.tflite import TFLiteDetector
 
     background, scene, truth = small_raccoon_scene(shared_dir, photo)
     gate = MotionGate(MotionConfig())  # the daemon's defaults: crop on, crop_max_fraction 0.5

@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from raccoon_watch import detect_cmd, imagefile
 from raccoon_watch.config import REPO_ROOT
+from raccoon_watch.service import detect_cmd
 from raccoon_watch.snapshot import DEFAULT_COLOR
+from raccoon_watch.support import imagefile
 
 PHOTOS = ["raccoon-57.jpg", "raccoon-146.jpg", "raccoon-197.jpg"]
 GT_57 = (82, 6, 638, 423)  # test_labels.csv, pixels (xmin, ymin, xmax, ymax) of raccoon-57.jpg (640x425)
@@ -105,7 +106,7 @@ def test_out_dir_writes_annotated_images(capsys: pytest.CaptureFixture[str], coc
 
 
 def test_standalone_module_entry_point(coco_model: Path, photos: list[str]) -> None:
-    out = subprocess.run([sys.executable, "-m", "raccoon_watch.detect_cmd", "--model", str(coco_model), "--json", photos[1]],
+    out = subprocess.run([sys.executable, "-m", "raccoon_watch.service.detect_cmd", "--model", str(coco_model), "--json", photos[1]],
                          capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     [line] = out.stdout.splitlines()  # logs went to stderr

@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 
 from raccoon_watch.config import REPO_ROOT, DetectorConfig
-from raccoon_watch.detectors import ModelError, create_detector, find_model, resolve_default_model
-from raccoon_watch.detectors import factory
-from raccoon_watch.detectors.base import detections_from_yxyx
-from raccoon_watch.detectors.tflite import TFLiteDetector, map_outputs
-from raccoon_watch.labels import load_labels
+from raccoon_watch.recognition.detectors import ModelError, create_detector, factory, find_model, resolve_default_model
+from raccoon_watch.recognition.detectors.base import detections_from_yxyx
+from raccoon_watch.recognition.detectors.tflite import TFLiteDetector, map_outputs
+from raccoon_watch.recognition.labels import load_labels
 from raccoon_watch.types import Box
 
 # Test-split photos, one raccoon each, checked by hand: the stock model finds them as cat/dog/bear.
@@ -135,7 +134,7 @@ def test_tflite_path_does_not_import_tensorflow(coco_model: Path, tmp_path: Path
     code = (
         "import sys; from pathlib import Path; import numpy as np\n"
         "from raccoon_watch.config import DetectorConfig\n"
-        "from raccoon_watch.detectors import create_detector\n"
+        "from raccoon_watch.recognition.detectors import create_detector\n"
         f"d = create_detector(DetectorConfig(backend='auto'), Path({str(model)!r}))\n"
         "d.detect([np.zeros((240, 320, 3), np.uint8)])\n"
         "print(d.name, 'tensorflow' in sys.modules)\n"

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from tests.diskfaults import fill, mount_tmpfs
-from tests.daemon import Daemon, detector_section, write_config
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER
 from testkit.ports import free_port
+from tests.daemon import Daemon, detector_section, write_config
+from tests.diskfaults import fill, mount_tmpfs
 
 pytestmark = pytest.mark.slow
 

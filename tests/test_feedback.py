@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from raccoon_watch.config import PushoverConfig
-from raccoon_watch.export_feedback import export_feedback
+from raccoon_watch.learning.export_feedback import export_feedback
 from raccoon_watch.sinks.discovery import Topics
-from raccoon_watch.sinks.mqtt import parse_feedback
+from raccoon_watch.sinks.mqtt_control import parse_feedback
 from raccoon_watch.sinks.pushover import build_message
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Event, EventKind
@@ -49,8 +49,8 @@ def test_feedback_is_stored_and_cleared(tmp_path):
     store.record(_event("e1", 1000.0))
     assert store.set_feedback("e1", "not_raccoon", "page")
     row = store.get_event("e1")
-    assert (row["feedback"], row["feedback_source"]) == ("not_raccoon", "page")
-    assert store.set_feedback("e1", None, "mqtt") and store.get_event("e1")["feedback"] is None
+    assert (row.feedback, row.feedback_source) == ("not_raccoon", "page")
+    assert store.set_feedback("e1", None, "mqtt") and store.get_event("e1").feedback is None
     assert not store.set_feedback("nope", "raccoon", "page")
     with pytest.raises(ValueError):
         store.set_feedback("e1", "cat", "page")
@@ -91,8 +91,7 @@ def test_pushover_links_to_the_event_page_with_a_public_url():
 
 
 def test_export_columns_are_the_ones_train_reads():
+    from raccoon_watch.learning.export_feedback import CSV_COLUMNS as EXPORTED
     from train.voc import CSV_COLUMNS
-
-    from raccoon_watch.export_feedback import CSV_COLUMNS as EXPORTED
 
     assert EXPORTED == CSV_COLUMNS

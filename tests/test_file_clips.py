@@ -1,7 +1,7 @@
 """Event clips of file cameras: cut out of the camera's own file by stream copy.
 
 The capture thread marks which second of the file was on screen when (``capture.FileClock``, on the
-monotonic clock); the pure ``clips.file_span`` maps an event's range to seconds of the pass through the file
+monotonic clock); the pure ``clipwindow.file_span`` maps an event's range to seconds of the pass through the file
 that showed its first sighting. Tables for both, then a real capture thread playing a real H.264
 file in a loop and a real ffmpeg cut: the clip's packets are the file's own, byte for byte in size,
 it starts on the frame the window asks for, and it is ready as soon as the event ends.
@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch.capture import CaptureThread, FileAnchor, FileClock
-from raccoon_watch.clips import ClipJob, ClipService, cut_file_clip, file_span
 from raccoon_watch.config import CameraConfig, ClipsConfig
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.store import CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
+from raccoon_watch.review.clips import ClipService, cut_file_clip
+from raccoon_watch.review.clipwindow import ClipJob, file_span
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.schema import CLIP_MISSING, CLIP_PENDING, CLIP_READY
 from raccoon_watch.types import Event, EventKind
 from tests.waiting import wait_until
 
@@ -149,16 +151,16 @@ def test_a_file_camera_event_gets_its_clip_cut_from_the_file(tmp_path, small_cli
         start = _event(EventKind.START, first_seen, None, mono=True)
         store.record(start)
         service.on_event(start)
-        assert store.get_event("e1")["clip_state"] == CLIP_PENDING
+        assert store.get_event("e1").clip_state == CLIP_PENDING
         assert service.event_fields(start)["has_clip"] is True
         end = _event(EventKind.END, first_seen, last_seen, mono=True)
         store.record(end)
         ended = time.monotonic()
         service.on_event(end)
-        assert wait_until(lambda: store.get_event("e1")["clip_state"] != CLIP_PENDING, timeout=20)
+        assert wait_until(lambda: store.get_event("e1").clip_state != CLIP_PENDING, timeout=20)
         ready_s = time.monotonic() - ended
         row = store.get_event("e1")
-        assert row["clip_state"] == CLIP_READY, row["clip_reason"]
+        assert row.clip_state == CLIP_READY, row.clip_reason
         path = store.media_file("e1", "clips")
         assert path is not None
     finally:
@@ -195,7 +197,7 @@ def test_a_file_camera_clip_left_pending_by_a_crash_is_marked_missing_at_restart
     service.start()
     try:
         row = store.get_event("e1")
-        assert row["clip_state"] == CLIP_MISSING and "file camera" in row["clip_reason"]
+        assert row.clip_state == CLIP_MISSING and "file camera" in row.clip_reason
     finally:
         stop.set()
         service.stop()

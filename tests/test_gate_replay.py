@@ -11,9 +11,22 @@ import pytest
 
 from raccoon_watch.debounce import DebounceParams
 from raccoon_watch.filters import DetectionFilter
-from raccoon_watch.gate import gate_metrics, wrong_table, wrong_visits
-from raccoon_watch.replay import (FROM_LIVE, FROM_REPLAY, KEPT_BEST_FRAME, KEPT_TRACE, KeptVisit, ReplayRules,
-                                  VisitOutcome, judge_visit, kept_visit_from_event, replay, score_shift, shift_scores)
+from raccoon_watch.learning.promotion import promotion_metrics, wrong_table, wrong_visits
+from raccoon_watch.learning.replay import (
+    FROM_LIVE,
+    FROM_REPLAY,
+    KEPT_BEST_FRAME,
+    KEPT_TRACE,
+    KeptVisit,
+    ReplayRules,
+    VisitOutcome,
+    judge_visit,
+    kept_visit_from_event,
+    replay,
+    score_shift,
+    shift_scores,
+)
+from raccoon_watch.store.events import EventRow
 from raccoon_watch.types import Detection
 from raccoon_watch.visits import VisitParams
 
@@ -131,7 +144,9 @@ def test_judge_visit(visit, kept_deployed, kept_candidate, expect):
      dict(trace=((2.0, None, None),), live_alerted=True)),
 ])
 def test_kept_visit_from_a_store_row(row, expect):
-    visit = kept_visit_from_event(row, "raccoon")
+    stored = {"label": "raccoon", "end_time": 6.0, "box": (0.1, 0.1, 0.5, 0.5), "in_cooldown": False, "snapshot": None,
+              "updated": 6.0, **row}
+    visit = kept_visit_from_event(EventRow(**stored), "raccoon")
     for key, value in expect.items():
         assert getattr(visit, key) == value, key
 
@@ -151,8 +166,8 @@ OUTCOMES = [
 
 
 def test_the_gate_counts_and_lists_the_visits_either_got_wrong():
-    deployed = gate_metrics(0.9, 0, 47, OUTCOMES, "deployed")
-    candidate = gate_metrics(0.9, 0, 47, OUTCOMES, "candidate")
+    deployed = promotion_metrics(0.9, 0, 47, OUTCOMES, "deployed")
+    candidate = promotion_metrics(0.9, 0, 47, OUTCOMES, "candidate")
     assert (deployed.site_errors, candidate.site_errors, deployed.site_events) == (2, 2, 4)
     assert deployed.site_not_raccoon_mean == pytest.approx(0.875)
     assert candidate.site_raccoon_mean == pytest.approx(0.64)
@@ -178,7 +193,7 @@ def _rows(*ts: float) -> list[tuple[float, tuple[float, float, float | None, flo
     (_rows(1.0, 2.0), 10.0, 11.0, 10, []),  # nothing of the event left (the deque rolled over)
 ])
 def test_an_event_keeps_the_frames_its_first_visit_score_looked_back_at(rows, first, last, lookback, kept):
-    from raccoon_watch.eventtrace import event_rows
+    from raccoon_watch.review.eventtrace import event_rows
 
     assert [r[0] for r in event_rows(rows, first, last, lookback)] == kept
 
@@ -191,7 +206,7 @@ def test_an_event_keeps_the_frames_its_first_visit_score_looked_back_at(rows, fi
 def test_a_trace_row_keeps_the_best_candidates_box(detections, row):
     import numpy as np
 
-    from raccoon_watch.eventtrace import score_row
+    from raccoon_watch.review.eventtrace import score_row
     from raccoon_watch.types import Frame, FrameResult
 
     result = FrameResult(Frame("porch", 0, 5.0, 1.0, np.zeros((4, 4, 3), np.uint8)), detections, 1.0)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import corrupt_db
-from tests.daemon import Daemon, detector_section, write_config
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER
 from testkit.ports import free_port
+from tests import corrupt_db
+from tests.daemon import Daemon, detector_section, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -14,16 +14,24 @@ from types import SimpleNamespace
 
 import pytest
 
-from raccoon_watch.service import liveness
+from raccoon_watch.app import plan_reload
 from raccoon_watch.config import parse_config
+from raccoon_watch.service import liveness
 from raccoon_watch.service.health import MAX_CONNECTIONS, HealthServer, health_report
 from raccoon_watch.service.liveness import CaptureBeat, LivenessLimits, PipelineSnapshot, RouterBeat, WorkerBeat
-from raccoon_watch.service.metrics import Metrics
-from raccoon_watch.app import plan_reload
 from raccoon_watch.service.notify import status_line
+from raccoon_watch.support.metrics import Metrics
 from raccoon_watch.types import (
-    CaptureSnapshot, DeliveryCounts, Event, EventKind, PipelineStats, QueueSnapshot, RouterSnapshot, Severity,
-    StorageSnapshot, WorkerSnapshot,
+    CaptureSnapshot,
+    DeliveryCounts,
+    Event,
+    EventKind,
+    PipelineStats,
+    QueueSnapshot,
+    RouterSnapshot,
+    Severity,
+    StorageSnapshot,
+    WorkerSnapshot,
 )
 
 NOW = 1000.0

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import BUNDLED_MODEL, REPO, Daemon, detector_section, write_config
 from testkit.ports import free_port
+from tests.daemon import BUNDLED_MODEL, REPO, Daemon, detector_section, write_config
 
 pytestmark = pytest.mark.slow
 

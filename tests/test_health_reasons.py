@@ -21,18 +21,23 @@ import pytest
 from raccoon_watch.capture import CaptureThread
 from raccoon_watch.config import CameraConfig, MqttConfig, PushoverConfig
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.netdiag import describe_error, probe_tcp
 from raccoon_watch.service.health import health_report
 from raccoon_watch.sinks.mqtt import MqttSink
 from raccoon_watch.sinks.pushover import PushoverSink
 from raccoon_watch.store import EventStore
+from raccoon_watch.support.netdiag import describe_error, probe_tcp
 from raccoon_watch.types import (
-    CaptureSnapshot, PipelineStats, RouterSnapshot, SinkSnapshot, StorageSnapshot, WorkerSnapshot,
+    CaptureSnapshot,
+    PipelineStats,
+    RouterSnapshot,
+    SinkSnapshot,
+    StorageSnapshot,
+    WorkerSnapshot,
 )
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
+from testkit.ports import free_port, unanswered_port
 from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER
 from tests.fixtures.pushover import make_event
-from testkit.ports import free_port, unanswered_port
 from tests.waiting import wait_until
 
 UNRESOLVABLE = "broker.raccoon-watch.invalid"  # RFC 2606: .invalid never resolves

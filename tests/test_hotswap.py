@@ -15,10 +15,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from raccoon_watch.config import DetectorConfig
-from raccoon_watch.detectors import create_recognizer
 from raccoon_watch.framequeue import FrameQueue
-from raccoon_watch.hotswap import ClassifierSwap, check_card
-from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
+from raccoon_watch.learning.hotswap import ClassifierSwap, check_card
+from raccoon_watch.learning.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
+from raccoon_watch.recognition.detectors import create_recognizer
 from raccoon_watch.types import Frame, FrameResult
 from raccoon_watch.workers import DetectorWorker
 

@@ -26,11 +26,11 @@ from pydantic import SecretStr
 from raccoon_watch.app import App
 from raccoon_watch.config import Config, ConfigError, all_loopback, is_loopback, parse_config
 from raccoon_watch.service.health import HealthServer
-from raccoon_watch.service import httpserver
-from raccoon_watch.service.httpserver import BindError, bind_listener, framing_error
-from raccoon_watch.store import CLIP_DIR
+from raccoon_watch.store.retention import CLIP_DIR
 from raccoon_watch.types import Event, EventKind
+from raccoon_watch.web import httpserver
 from raccoon_watch.web.auth import LOGIN_MAX_FAILURES, MAX_PARALLEL_VERIFIES, Auth
+from raccoon_watch.web.httpserver import BindError, bind_listener, framing_error
 from raccoon_watch.web.pages import MAX_LIVE_VIEWERS, HttpError, ReviewPages, parse_page, parse_range, safe_next
 from tests.daemon import Daemon, write_config
 from tests.waiting import wait_until

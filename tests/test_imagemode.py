@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from raccoon_watch.filters import DetectionFilter, meets_threshold
-from raccoon_watch.imagemode import IR_MAX_SPREAD, channel_spread, image_mode, mode_of_spread
+from raccoon_watch.recognition.imagemode import IR_MAX_SPREAD, channel_spread, image_mode, mode_of_spread
 from raccoon_watch.types import Detection
 
 SHARED = Path(os.environ.get("RACCOON_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))

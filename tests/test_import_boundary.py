@@ -49,3 +49,21 @@ def test_the_daemon_loads_nothing_from_train_tools_or_tensorflow(tmp_path: Path)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["codes"] == {"check-config": 0, "bench": 0, "retrain": 0, "detect": 0}, result
     assert result["loaded"] == [], f"the daemon package loaded {result['loaded']}"
+
+
+# The top of the package is the flow, in its order, and one folder per cluster that is not a stage
+# (raccoon_watch/__init__.py maps them). A new module goes into its room, not beside the stages.
+FLOW = {"capture", "motion", "framequeue", "schedule", "workers", "router", "tracking", "filters", "visits",
+        "debounce", "snapshot", "app", "types", "config", "demo", "__init__", "__main__"}
+ROOMS = {"recognition", "learning", "store", "review", "web", "api", "service", "support", "sinks", "archive"}
+
+
+def test_the_top_level_holds_only_the_flow_and_its_rooms() -> None:
+    top = REPO / "raccoon_watch"
+    modules = {p.stem for p in top.glob("*.py")}
+    packages = {p.name for p in top.iterdir() if (p / "__init__.py").is_file()}
+    strays = sorted(p.name for p in top.iterdir()
+                    if p.name != "__pycache__" and p.stem not in modules | packages)
+    assert modules == FLOW, f"modules beside the stages: {sorted(modules - FLOW)}; missing: {sorted(FLOW - modules)}"
+    assert packages == ROOMS, f"new packages: {sorted(packages - ROOMS)}; missing: {sorted(ROOMS - packages)}"
+    assert strays == [], f"neither a module nor a package: {strays}"

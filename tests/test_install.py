@@ -33,8 +33,8 @@ import pytest
 import requests
 import yaml
 
-from tests.daemon import BUNDLED_MODEL
 from testkit.ports import free_port
+from tests.daemon import BUNDLED_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME_LIMIT_MB = 700  # issue 22: the `make run` venv
@@ -239,8 +239,8 @@ def test_the_classifier_tab_without_tensorflow_says_which_extra(tmp_path: Path, 
     """In-process (no venv): a RetrainJob that finds no TensorFlow greys out the button, says why, and
     refuses a retrain with the same words; the real check (``training_missing``) finds TensorFlow
     exactly when it is installed."""
-    from raccoon_watch.retrain_cmd import training_missing
     from raccoon_watch.service.health import HealthServer
+    from raccoon_watch.service.retrain_cmd import training_missing
     from raccoon_watch.web.pages import ReviewPages
     from raccoon_watch.web.retrain_job import RetrainJob
     from tests.test_review_page import _csrf, _message, _serve

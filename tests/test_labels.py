@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch.labels import BACKGROUND, LabelMapError, load_labels
+from raccoon_watch.recognition.labels import BACKGROUND, LabelMapError, load_labels
 
 PBTXT_WITH_GAPS = """
 # written by train/ (ids from 1)

@@ -31,9 +31,9 @@ import pytest
 import requests
 
 from raccoon_watch.snapshot import DEFAULT_COLOR
+from testkit.ports import free_port
 from tests.browser import chromium
 from tests.daemon import Daemon, detector_section, write_config
-from testkit.ports import free_port
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow]
@@ -141,9 +141,9 @@ def test_live_finishes_loading_with_a_dead_camera_and_boxes_the_raccoon(tmp_path
 
 
 def test_the_classifier_tab_wraps_its_log_and_fits_a_phone(tmp_path, browser, small_clip):
-    from raccoon_watch import site_models
-    from raccoon_watch.detectors import find_model
-    from raccoon_watch.replay import VisitOutcome
+    from raccoon_watch.learning import site_models
+    from raccoon_watch.learning.replay import VisitOutcome
+    from raccoon_watch.recognition.detectors import find_model
     from raccoon_watch.service.health import HealthServer
     from raccoon_watch.web.pages import ReviewPages
     from raccoon_watch.web.retrain_job import RetrainJob

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from raccoon_watch.filters import DetectionFilter
-from raccoon_watch.live import BOX_HOLD_S, LatestFrame, live_boxes, placeholder_jpeg, placeholder_lines
+from raccoon_watch.review.live import BOX_HOLD_S, LatestFrame, live_boxes, placeholder_jpeg, placeholder_lines
 from raccoon_watch.snapshot import DEFAULT_COLOR
 from raccoon_watch.types import Detection, Frame
 from raccoon_watch.web.retrain_job import retrain_lines

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     import structlog
-    from raccoon_watch.service.logs import register_secret, setup_logging
+    from raccoon_watch.support.logs import register_secret, setup_logging
 
     setup_logging("info", sys.argv[1])
     register_secret(sys.argv[2])

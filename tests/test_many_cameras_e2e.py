@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch.demo import empty_scene
+from testkit.ports import free_port
 from tests.daemon import Daemon, detector_section, write_config
 from tests.fixtures.media import CLIP_FPS, Clip, make_clip
-from testkit.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from raccoon_watch.config import MqttConfig
 from raccoon_watch.service.health import health_report
 from raccoon_watch.sinks.discovery import Topics
-from raccoon_watch.sinks.mqtt import MqttSink, event_messages, parse_command, parse_command_topic
+from raccoon_watch.sinks.mqtt import MqttSink, event_messages
+from raccoon_watch.sinks.mqtt_control import parse_command, parse_command_topic
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import CaptureSnapshot, EventKind, PipelineStats, RouterSnapshot, WorkerSnapshot
-from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER, Broker
 from testkit.ports import free_port
+from tests.fixtures.mqtt import BROKER_PASSWORD, BROKER_USER, Broker
 from tests.fixtures.pushover import make_event
 from tests.waiting import wait_until
 
@@ -134,14 +135,14 @@ def test_command_handler_fuzz_never_crashes_or_changes_state_wrongly(tmp_path: P
     def check(topic: str, payload: bytes) -> None:
         calls.clear()
         fake.published.clear()
-        before = dict(sink._detect)
-        sink._handle_command(topic, payload)
+        before = dict(sink.control.detect)
+        sink.control.handle_command(topic, payload)
         camera = parse_command_topic(topic, TOPICS, CAMS)
         wanted = parse_command(payload) if camera else None
         if wanted is None:
-            assert calls == [] and fake.published == [] and sink._detect == before
+            assert calls == [] and fake.published == [] and sink.control.detect == before
         else:
-            assert calls == [(camera, wanted)] and sink._detect[camera] is wanted
+            assert calls == [(camera, wanted)] and sink.control.detect[camera] is wanted
             assert fake.published == [(TOPICS.detect_state(camera), "ON" if wanted else "OFF")]
 
     check()

@@ -1,6 +1,6 @@
 """No line that is not JSON in the JSON log: what C++ libraries print on fd 2 (LiteRT's
 ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.``, TensorFlow/absl start-up lines) is
-routed into the structured log (raccoon_watch/nativelog.py), checked on the real commands.
+routed into the structured log (raccoon_watch/support/nativelog.py), checked on the real commands.
 
 Each case that sets up logging runs in a fresh interpreter: structlog's configuration and fd 2 are
 process-wide.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch.nativelog import parse_native_line, replay
+from raccoon_watch.support.nativelog import parse_native_line, replay
 from tests.daemon import BUNDLED_MODEL, Daemon, detector_section, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,8 +76,8 @@ ROUTE_SCRIPT = textwrap.dedent(
     """
     import os, sys, threading
     import structlog
-    from raccoon_watch.nativelog import routed_native_stderr
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.nativelog import routed_native_stderr
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging(sys.argv[1], "json")
     log = structlog.get_logger("t")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from raccoon_watch.service import notify
-from tests import wedged_daemon
 from testkit.ports import free_port
+from tests import wedged_daemon
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -293,6 +293,7 @@ class _RecordingRouter:
 
 def test_sighup_reload_hands_the_router_its_visit_scoring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
+
     from raccoon_watch.app import App
     from raccoon_watch.config import parse_config
     from raccoon_watch.visits import VisitParams

@@ -15,17 +15,33 @@ import numpy as np
 import pytest
 
 from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig
-from raccoon_watch.detectors import ModelError, create_recognizer
-from raccoon_watch.detectors.base import input_tensor
-from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE
-from raccoon_watch.detectors.factory import create_detector
-from raccoon_watch.imagemode import COLOR, IR, image_mode
-from raccoon_watch.recognition import (CandidateHints, RecognitionParams, Recognizer, classifier_crop, crop_window,
-                                       extra_candidates, final_score, group_views)
 from raccoon_watch.framequeue import FrameQueue
+from raccoon_watch.recognition.detectors import ModelError, create_recognizer
+from raccoon_watch.recognition.detectors.base import input_tensor
+from raccoon_watch.recognition.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE, create_detector
+from raccoon_watch.recognition.imagemode import COLOR, IR, image_mode
+from raccoon_watch.recognition.recognizer import (
+    CandidateHints,
+    RecognitionParams,
+    Recognizer,
+    classifier_crop,
+    crop_window,
+    extra_candidates,
+    final_score,
+    group_views,
+)
 from raccoon_watch.tracking import HintBoard
-from raccoon_watch.types import (ORIGIN_DETECTOR, ORIGIN_MOTION, ORIGIN_TRACK, Box, Detection, Frame, TrackHint,
-                                 box_iou, shift_box)
+from raccoon_watch.types import (
+    ORIGIN_DETECTOR,
+    ORIGIN_MOTION,
+    ORIGIN_TRACK,
+    Box,
+    Detection,
+    Frame,
+    TrackHint,
+    box_iou,
+    shift_box,
+)
 from raccoon_watch.workers import DetectorWorker
 
 

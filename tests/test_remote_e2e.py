@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from raccoon_watch.config import ConfigError, DetectorConfig, RemoteConfig, parse_config
-from raccoon_watch.detectors import create_recognizer
-from raccoon_watch.detectors.remote import RemoteLink, RemoteRecognizer
+from raccoon_watch.recognition.detectors import create_recognizer
+from raccoon_watch.recognition.detectors.remote import RemoteLink, RemoteRecognizer
 from testkit.ports import free_port
 from tests.daemon import BUNDLED_MODEL, Daemon, write_config
 from tests.serving import Server

@@ -13,9 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch.retention import (AGE, CLIP_DIR, FRAME_DIR, SNAPSHOT_DIR, MediaCap, MediaFile, RetentionPolicy,
-                                     plan_deletions, safe_name, scan_media)
-from raccoon_watch.store import CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.retention import (
+    AGE,
+    CLIP_DIR,
+    FRAME_DIR,
+    SNAPSHOT_DIR,
+    MediaCap,
+    MediaFile,
+    RetentionPolicy,
+    plan_deletions,
+    safe_name,
+    scan_media,
+)
+from raccoon_watch.store.schema import CLIP_MISSING, CLIP_PENDING, CLIP_READY
 from raccoon_watch.types import EventKind
 from tests.fixtures.pushover import make_event
 
@@ -118,10 +129,10 @@ def test_snapshots_and_frames_stay_under_their_cap_at_every_write(tmp_path: Path
     # 5 pictures fit; the oldest file went first (e09's snapshot was written before its frame)
     assert left == ["frames/front_door/e09.jpg", "frames/front_door/e10.jpg", "frames/front_door/e11.jpg",
                     "snapshots/front_door/e10.jpg", "snapshots/front_door/e11.jpg"]
-    rows = {r["id"]: r for r in store.list_events(limit=100)[0]}
+    rows = {r.id: r for r in store.list_events(limit=100)[0]}
     assert len(rows) == 12  # the rows stay
-    assert rows["e00"]["snapshot"] is None and rows["e00"]["frame"] is None
-    assert rows["e09"]["snapshot"] is None and rows["e09"]["frame"] == "frames/front_door/e09.jpg"
+    assert rows["e00"].snapshot is None and rows["e00"].frame is None
+    assert rows["e09"].snapshot is None and rows["e09"].frame == "frames/front_door/e09.jpg"
     assert store.media_file("e00", SNAPSHOT_DIR) is None and store.read_snapshot("e11") == JPEG
 
 
@@ -154,9 +165,9 @@ def test_a_clip_removed_by_retention_says_so_on_its_row(tmp_path: Path):
         store.set_clip(eid, CLIP_READY, clip=clip)
         store.enforce_retention(keep=(eid,))  # ... and after it
     row = store.get_event("a")
-    assert row["clip"] is None and row["clip_state"] == CLIP_MISSING
-    assert row["clip_reason"] == "removed by retention: clips over storage.clip_retention_mb (0.00238419 MB)"
-    assert store.get_event("b")["clip_state"] == CLIP_READY and store.media_file("c", CLIP_DIR) is not None
+    assert row.clip is None and row.clip_state == CLIP_MISSING
+    assert row.clip_reason == "removed by retention: clips over storage.clip_retention_mb (0.00238419 MB)"
+    assert store.get_event("b").clip_state == CLIP_READY and store.media_file("c", CLIP_DIR) is not None
 
 
 def test_event_ids_map_to_their_file_names():

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from raccoon_watch import site_models
-from raccoon_watch.retrain_cmd import EXIT_NEED_MORE
+from raccoon_watch.learning import site_models
+from raccoon_watch.service.retrain_cmd import EXIT_NEED_MORE
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Event, EventKind
 from tests.daemon import REPO, write_config
@@ -131,8 +131,8 @@ def test_a_cli_retrain_runs_at_idle_priority_with_one_thread_unless_told(cfg, sh
 def test_the_page_and_the_cli_share_the_retrain_defaults():
     import argparse
 
-    from raccoon_watch.retrain_cmd import add_parsers
-    from raccoon_watch.retrain_priority import DEFAULT_PRIORITY, DEFAULT_THREADS, default_threads, tf_env
+    from raccoon_watch.learning.retrain_priority import DEFAULT_PRIORITY, DEFAULT_THREADS, default_threads, tf_env
+    from raccoon_watch.service.retrain_cmd import add_parsers
     from raccoon_watch.web.retrain_job import retrain_command
 
     parser = argparse.ArgumentParser()

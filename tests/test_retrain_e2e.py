@@ -34,13 +34,21 @@ import pytest
 import requests
 
 from raccoon_watch.demo import arrive_onto, empty_scene
-from raccoon_watch.retrain_cmd import EXIT_NEED_MORE
-from raccoon_watch.site_models import (CLASSIFIER_CARD, CLASSIFIER_FILE, REFUSED_FILE, current, last_retrain,
-                                       list_candidates, model_version, models_root)
-from raccoon_watch.sitefeedback import DEFAULT_MIN_VISITS
+from raccoon_watch.learning.feedback import DEFAULT_MIN_VISITS
+from raccoon_watch.learning.site_models import (
+    CLASSIFIER_CARD,
+    CLASSIFIER_FILE,
+    REFUSED_FILE,
+    current,
+    last_retrain,
+    list_candidates,
+    model_version,
+    models_root,
+)
+from raccoon_watch.service.retrain_cmd import EXIT_NEED_MORE
+from testkit.ports import free_port
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, write_config
 from tests.fixtures.media import make_clip
-from testkit.ports import free_port
 
 # a retrain and 12 marked visits: more than the suite's 300 s on a busy 2-core machine (the retrain's own limit is 600 s)
 pytestmark = [pytest.mark.slow, pytest.mark.shared, pytest.mark.timeout(900)]

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch.imagefile import max_file_bytes, read_image
-from raccoon_watch.sitefeedback import CSV_COLUMNS, EVENT_COLUMNS, read_feedback
+from raccoon_watch.learning.feedback import CSV_COLUMNS, EVENT_COLUMNS, read_feedback
 from raccoon_watch.store import EventStore
+from raccoon_watch.support.imagefile import max_file_bytes, read_image
 from tests.daemon import REPO, write_config
 
 PEAK_RSS_LIMIT = 1.5e9  # issue 21: "peak RSS within 1.5 GB"
@@ -265,8 +265,7 @@ def test_every_way_out_of_a_retrain_removes_its_unfinished_candidate(tmp_path, s
     import argparse
 
     import train.classifier
-
-    from raccoon_watch import retrain_cmd
+    from raccoon_watch.service import retrain_cmd
 
     fake = _FailingRetrain(error)
     monkeypatch.setitem(sys.modules, "train.classifier.retrain", fake)

@@ -9,11 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from raccoon_watch import site_models
-from raccoon_watch.gate import GateMetrics, GateTolerance, decide
-from raccoon_watch.sitefeedback import (SPLIT_BY_EVENT, SPLIT_BY_NIGHT, UNKNOWN_NIGHT, Mix, SiteSample,
-                                        choose_events, choose_nights, night_of, nights_needed, parse_rows,
-                                        read_feedback, split_site)
+from raccoon_watch.learning import site_models
+from raccoon_watch.learning.feedback import (
+    SPLIT_BY_EVENT,
+    SPLIT_BY_NIGHT,
+    UNKNOWN_NIGHT,
+    Mix,
+    SiteSample,
+    choose_events,
+    choose_nights,
+    night_of,
+    nights_needed,
+    parse_rows,
+    read_feedback,
+    split_site,
+)
+from raccoon_watch.learning.promotion import PromotionMetrics, PromotionTolerance, judge_candidate
 
 UTC = timezone.utc
 
@@ -210,8 +221,8 @@ def test_no_folder_says_how_to_make_one(tmp_path):
         read_feedback(tmp_path / "nowhere")
 
 
-def _m(recall=0.9, false_alerts=1, site_errors=3, negatives=41, site_events=3, nr=0.8, r=None) -> GateMetrics:
-    return GateMetrics(recall, false_alerts, negatives, site_errors, site_events, nr, r)
+def _m(recall=0.9, false_alerts=1, site_errors=3, negatives=41, site_events=3, nr=0.8, r=None) -> PromotionMetrics:
+    return PromotionMetrics(recall, false_alerts, negatives, site_errors, site_events, nr, r)
 
 
 @pytest.mark.parametrize("deployed, candidate, promote, why", [
@@ -231,18 +242,18 @@ def _m(recall=0.9, false_alerts=1, site_errors=3, negatives=41, site_events=3, n
     (_m(), _m(negatives=40, site_errors=0), False, "different sets"),
 ])
 def test_gate(deployed, candidate, promote, why):
-    decision = decide(deployed, candidate)
+    decision = judge_candidate(deployed, candidate)
     assert decision.promote is promote
     assert (decision.reasons == ()) is promote
     assert all(why in r for r in decision.reasons[:1]) if why else True
 
 
 def test_gate_names_every_failed_check_and_honours_its_tolerance():
-    decision = decide(_m(), _m(recall=0.5, false_alerts=9, site_errors=5))
+    decision = judge_candidate(_m(), _m(recall=0.5, false_alerts=9, site_errors=5))
     assert len(decision.reasons) == 3
-    assert decide(_m(), _m(false_alerts=2, site_errors=0), GateTolerance(extra_false_alerts=1)).promote
+    assert judge_candidate(_m(), _m(false_alerts=2, site_errors=0), PromotionTolerance(extra_false_alerts=1)).promote
     with pytest.raises(ValueError, match="recall_drop"):
-        GateTolerance(recall_drop=-0.1)
+        PromotionTolerance(recall_drop=-0.1)
 
 
 def _candidate(root: Path, name: str, payload: bytes) -> Path:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from testkit.ports import free_port
 from tests.browser import chromium
 from tests.daemon import REPO, Daemon, detector_section, write_config
-from testkit.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtsp, pytest.mark.mqtt]
 

@@ -28,10 +28,10 @@ import pytest
 
 from raccoon_watch.app import App
 from raccoon_watch.config import Config
-from raccoon_watch.export_feedback import export_feedback
+from raccoon_watch.learning.export_feedback import export_feedback
 from raccoon_watch.service.health import HealthServer
 from raccoon_watch.snapshot import draw_detections, encode_jpeg
-from raccoon_watch.store import CLIP_MISSING
+from raccoon_watch.store.schema import CLIP_MISSING
 from raccoon_watch.types import Detection, Event, EventKind, Severity
 from raccoon_watch.web.pages import ReviewPages
 from tests.browser import chromium
@@ -199,7 +199,7 @@ def test_ten_key_presses_mark_ten_events_from_the_list_without_a_page_load(site,
         wanted = {eid: ("raccoon" if k == "r" else "not_raccoon") for eid, k in zip(ids, keys)}
         shown = {r.get_attribute("data-id"): r.get_attribute("data-feedback") for r in page.locator("tr.event").all()}
         assert {eid: shown[eid] for eid in wanted} == wanted
-        got = {eid: (app.store.get_event(eid)["feedback"], app.store.get_event(eid)["feedback_source"]) for eid in ids}
+        got = {eid: (app.store.get_event(eid).feedback, app.store.get_event(eid).feedback_source) for eid in ids}
         assert got == {eid: (wanted.get(eid), "page" if eid in wanted else "test") for eid in ids}
 
         # what retrain reads: the export of every judged event, with its verdict as the class
@@ -212,7 +212,7 @@ def test_ten_key_presses_mark_ten_events_from_the_list_without_a_page_load(site,
         page.keyboard.press("k")
         page.keyboard.press("u")
         page.wait_for_function("() => !document.querySelector('tr.event[data-saving]')")
-        assert app.store.get_event(ids[9])["feedback"] is None and loads == []
+        assert app.store.get_event(ids[9]).feedback is None and loads == []
         page.goto(url + "/?verdict=unreviewed")
         assert [r.get_attribute("data-id") for r in page.locator("tr.event").all()] == [ids[9], *ids[10:]]
     finally:
@@ -227,14 +227,14 @@ def test_an_event_page_marks_with_keys_and_steps_through_the_filter(site, browse
     page = context.new_page()
     try:
         page.goto(url + f"/events/{ids[2]}?verdict=unreviewed")
-        assert page.inner_text("#title-text") == f"Raccoon (unreviewed) at {app.store.get_event(ids[2])['camera']}"
+        assert page.inner_text("#title-text") == f"Raccoon (unreviewed) at {app.store.get_event(ids[2]).camera}"
         page.evaluate("window.__still_this_page = true")
         loads = _loads(page)
         page.keyboard.press("n")
         page.wait_for_selector("#feedback.not_raccoon")
         assert page.inner_text("#title-text").startswith("Not a raccoon at ")
         assert page.title().startswith("Not a raccoon at ")
-        assert app.store.get_event(ids[2])["feedback"] == "not_raccoon"
+        assert app.store.get_event(ids[2]).feedback == "not_raccoon"
         assert loads == [] and page.evaluate("window.__still_this_page") is True
         page.keyboard.press("r")
         page.wait_for_selector("#feedback.raccoon")
@@ -252,7 +252,7 @@ def test_an_event_page_marks_with_keys_and_steps_through_the_filter(site, browse
         assert page.text_content("svg.chart text.axis-end") == duration
         # one score, written one way: the event page, the title line, the list, the store
         score = page.inner_text("#score").split(" ")[0]
-        assert score == f"{app.store.get_event(ids[0])['top_score']:.2f}" and f"score {score}" in page.inner_text("h1")
+        assert score == f"{app.store.get_event(ids[0]).top_score:.2f}" and f"score {score}" in page.inner_text("h1")
         page.goto(url + "/")
         assert page.inner_text(f'tr.event[data-id="{ids[0]}"] td.score') == score
     finally:
@@ -269,12 +269,12 @@ def test_without_javascript_the_buttons_are_forms_that_work(site, browser):
         with page.expect_navigation():
             page.locator(f'tr.event[data-id="{ids[0]}"] button.no').click()
         assert page.url.endswith("/?verdict=unreviewed")  # back to the same list, where it has left
-        assert app.store.get_event(ids[0])["feedback"] == "not_raccoon"
+        assert app.store.get_event(ids[0]).feedback == "not_raccoon"
         assert page.locator(f'tr.event[data-id="{ids[0]}"]').count() == 0
         page.goto(url + f"/events/{ids[1]}")
         with page.expect_navigation():
             page.click("#btn-not-raccoon")
         assert page.inner_text("#title-text").startswith("Not a raccoon at ")
-        assert app.store.get_event(ids[1])["feedback"] == "not_raccoon"
+        assert app.store.get_event(ids[1]).feedback == "not_raccoon"
     finally:
         context.close()

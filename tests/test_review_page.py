@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,8 @@ from pydantic import SecretStr
 from raccoon_watch.app import App
 from raccoon_watch.config import Config, ConfigError, parse_config
 from raccoon_watch.service.health import HealthServer
-from raccoon_watch.store import CLIP_MISSING
+from raccoon_watch.store.events import EventRow
+from raccoon_watch.store.schema import CLIP_MISSING
 from raccoon_watch.types import Event, EventKind
 from raccoon_watch.web.auth import Auth, client_address, login_allowed
 from raccoon_watch.web.chart import duration_text, event_span, score_chart_svg
@@ -97,7 +99,7 @@ def test_the_event_page_shows_scores_and_takes_feedback(page):
     assert "<svg" in html and "threshold" in html and 'id="snapshot"' in html
     resp = s.post(url + "/events/e0/feedback", data={"label": "not_raccoon", "csrf": _csrf(html)})
     assert resp.status_code == 200 and resp.url.endswith("/events/e0")  # 303 back to the event
-    assert app.store.get_event("e0")["feedback"] == "not_raccoon"
+    assert app.store.get_event("e0").feedback == "not_raccoon"
     assert 'class="feedback not_raccoon"' in resp.text
 
 
@@ -123,7 +125,7 @@ def test_the_title_follows_the_verdict_and_a_mark_goes_back_where_it_came_from(p
     assert got.status_code == 200 and got.json() == {"id": "e5", "feedback": "not_raccoon", "verdict": "not a raccoon",
                                                      "title": "Not a raccoon at porch"}
     row = app.store.get_event("e5")
-    assert (row["feedback"], row["feedback_source"]) == ("not_raccoon", "page")
+    assert (row.feedback, row.feedback_source) == ("not_raccoon", "page")
     app.store.set_feedback("e5", None, "test")
 
 
@@ -375,13 +377,14 @@ def test_the_chart_spans_the_event_as_its_duration_says():
     """The store keeps rows around the sighting (the visit window, a second either side) for the
     retrain's replay; the chart's axis is first to last sighting, the same span as Duration."""
     rows = [(100.0 + 0.2 * k, 0.7 if 0 <= k <= 5 else 0.0, 0.8, 0.5) for k in range(-10, 11)]
-    row = {"start_time": 100.4, "first_seen": 100.0, "end_time": 101.0}
+    row = EventRow("e1", "porch", "raccoon", start_time=100.4, end_time=101.0, top_score=0.7, first_seen=100.0,
+                   box=(0.1, 0.1, 0.5, 0.5), in_cooldown=False, snapshot=None, updated=101.0)
     span = event_span(row)
     assert span == (100.0, 101.0) and duration_text(span[1] - span[0]) == "1.0 s"
     svg = score_chart_svg(rows, 0.6, span)
     assert svg.count('class="clf"') == 6 and '<text class="axis-end" x="616" y="154" text-anchor="end">1.0 s</text>' in svg
-    assert event_span({"start_time": 100.4, "first_seen": None, "end_time": 101.0}) == (100.4, 101.0)  # older rows
-    assert event_span({"start_time": 100.4, "end_time": None}) is None  # still going
+    assert event_span(replace(row, first_seen=None)) == (100.4, 101.0)  # older rows
+    assert event_span(replace(row, end_time=None)) is None  # still going
 
 
 @pytest.mark.parametrize("seconds, text", [(0.0, "0.0 s"), (1.04, "1.0 s"), (9.96, "10 s"), (12.4, "12 s"),
@@ -410,8 +413,8 @@ def test_the_classifier_page_says_what_the_gate_needs_and_which_held_out_visits_
     import json
     import shutil
 
-    from raccoon_watch import site_models
-    from raccoon_watch.replay import VisitOutcome
+    from raccoon_watch.learning import site_models
+    from raccoon_watch.learning.replay import VisitOutcome
 
     app, url = page
     root = site_models.models_root(app.cfg.storage.path)
@@ -452,8 +455,8 @@ def test_the_classifier_page_rolls_back_and_runs_one_retrain_at_a_time(tmp_path,
     import shutil
     import sys
 
-    from raccoon_watch import site_models
-    from raccoon_watch.detectors import find_model
+    from raccoon_watch.learning import site_models
+    from raccoon_watch.recognition.detectors import find_model
     from raccoon_watch.web.pages import MODELS_REFRESH_S
     from raccoon_watch.web.retrain_job import RetrainJob
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-
 from dataclasses import replace
 
 import cv2
@@ -211,7 +210,7 @@ def test_events_carry_the_classifier_version_that_scored_their_start(rig):
     start, end = sink.wait([EventKind.START, EventKind.END])
     assert start.model_version == end.model_version == "a1b2c3d4e5f6"
     assert start.to_dict()["model_version"] == "a1b2c3d4e5f6"
-    assert store.get_event(start.id)["model_version"] == "a1b2c3d4e5f6"
+    assert store.get_event(start.id).model_version == "a1b2c3d4e5f6"
 
 
 # --- tracks: still candidates never alert; moving ones are hinted to the workers ----------------------
@@ -297,7 +296,7 @@ def test_the_end_snapshot_says_the_score_the_store_keeps(rig, monkeypatch):
     start, end = sink.wait([EventKind.START, EventKind.END])
     assert (start.top_score, end.top_score) == (0.77, 0.9)
     assert drawn == [(1, 0.77), (2, 0.9)]  # the START's best frame, then the END's: frame 2 at 0.9
-    assert store.get_event(end.id)["top_score"] == 0.9
+    assert store.get_event(end.id).top_score == 0.9
     assert store.read_snapshot(end.id) == end.snapshot_jpeg != start.snapshot_jpeg
 
 

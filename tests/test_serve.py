@@ -19,7 +19,7 @@ import yaml
 
 from raccoon_watch.api import protocol
 from raccoon_watch.config import ConfigError, DetectorConfig, ServeFileConfig, load_config
-from raccoon_watch.detectors import create_recognizer
+from raccoon_watch.recognition.detectors import create_recognizer
 from raccoon_watch.types import Detection
 from testkit.ports import free_port
 from tests.serving import Server
@@ -358,7 +358,7 @@ def test_accepted_connections_have_tcp_nodelay() -> None:
     import asyncio
     import socket
 
-    from raccoon_watch.service.httpserver import bind_listener
+    from raccoon_watch.web.httpserver import bind_listener
 
     listener = bind_listener("127.0.0.1", 0)
     assert listener.proto == socket.IPPROTO_TCP

@@ -13,7 +13,7 @@ import pytest
 from raccoon_watch import debounce
 from raccoon_watch.debounce import CameraState, DebounceParams, Observation
 from raccoon_watch.filters import DetectionFilter, meets_review_threshold, meets_threshold
-from raccoon_watch.imagemode import COLOR, IR
+from raccoon_watch.recognition.imagemode import COLOR, IR
 from raccoon_watch.types import Detection, EventKind, Severity
 
 BOX = (0.1, 0.1, 0.4, 0.5)
@@ -162,7 +162,7 @@ def test_review_threshold_per_image_mode(flt, mode, alert_at, review_at):
 
 from raccoon_watch.app import App, Thresholds, camera_filter, review_thresholds  # noqa: E402
 from raccoon_watch.config import ConfigError, parse_config  # noqa: E402
-from raccoon_watch.detectors.factory import card_review_thresholds  # noqa: E402
+from raccoon_watch.recognition.detectors.factory import card_review_thresholds  # noqa: E402
 
 CARD_REVIEW = (0.45, 0.3)  # a card's review_thresholds: colour, ir
 
@@ -290,8 +290,8 @@ def test_the_shipped_folder_with_review_thresholds_in_its_card(tmp_path):
     import shutil
 
     from raccoon_watch.config import DetectorConfig
-    from raccoon_watch.detectors import create_recognizer
-    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.recognition.detectors import create_recognizer
+    from raccoon_watch.recognition.detectors.base import ModelError
     from tests.daemon import BUNDLED_MODEL
 
     if not (BUNDLED_MODEL / "classifier_card.json").is_file():

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from testkit.fake_pushover import VALID_TOKEN, VALID_USER
+from testkit.ports import free_port
 from tests.browser import chromium
 from tests.daemon import BUNDLED_MODEL, REPO, Daemon, detector_section, write_config
-from testkit.fake_pushover import VALID_TOKEN, VALID_USER
 from tests.fixtures.media import make_clip
-from testkit.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 EVENTS = {"min_frames": 3, "window": 5, "end_after": 2.0, "cooldown": 60}

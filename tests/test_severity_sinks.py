@@ -153,17 +153,17 @@ def test_an_older_database_gets_the_column_and_its_events_are_alerts(tmp_path, s
     store = EventStore(var)
     try:
         row = store.get_event("old-1")
-        assert row is not None and row["severity"] == "alert" and row["top_score"] == 0.9
+        assert row is not None and row.severity == "alert" and row.top_score == 0.9
         if schema is BEFORE_SEVERITY:
-            assert (row["feedback"], row["model_version"]) == ("not_raccoon", "abcdef012345")  # kept
+            assert (row.feedback, row.model_version) == ("not_raccoon", "abcdef012345")  # kept
         store.record(ev(S, "new-1", D, start=200.0))
-        assert [r["id"] for r in store.list_events(severity="detection")[0]] == ["new-1"]
-        assert [r["id"] for r in store.list_events(severity="alert")[0]] == ["old-1"]
+        assert [r.id for r in store.list_events(severity="detection")[0]] == ["new-1"]
+        assert [r.id for r in store.list_events(severity="alert")[0]] == ["old-1"]
     finally:
         store.close()
     store = EventStore(var)  # opening it again changes nothing
     try:
-        assert store.list_events()[1] == 2 and store.get_event("new-1")["severity"] == "detection"
+        assert store.list_events()[1] == 2 and store.get_event("new-1").severity == "detection"
     finally:
         store.close()
 
@@ -174,17 +174,17 @@ def test_listing_by_severity_and_an_upgrade_in_the_store(store):
     for event in visit("u1", upgraded=True)[:2]:
         store.record(replace(event, start_time=20.0, camera="porch"))
     store.record(replace(make_event(S, event_id="a1", start_time=30.0, camera="porch")))
-    assert store.get_event("u1")["severity"] == "detection"
+    assert store.get_event("u1").severity == "detection"
     assert store.latest_event_id("porch") == "a1"
     for event in visit("u1", upgraded=True)[2:]:
         store.record(replace(event, start_time=20.0, camera="porch"))
-    assert store.get_event("u1")["severity"] == "alert"
+    assert store.get_event("u1").severity == "alert"
     store.record(replace(ev(U, "u1", D), start_time=20.0, camera="porch"))  # a late stale message never downgrades
-    assert store.get_event("u1")["severity"] == "alert"
+    assert store.get_event("u1").severity == "alert"
     rows, total = store.list_events(severity="alert")
-    assert [r["id"] for r in rows] == ["a1", "u1"] and total == 2
+    assert [r.id for r in rows] == ["a1", "u1"] and total == 2
     rows, total = store.list_events(severity="detection", camera="porch")
-    assert [r["id"] for r in rows] == ["d1"] and total == 1
+    assert [r.id for r in rows] == ["d1"] and total == 1
     assert store.list_events()[1] == 3
     store.record(replace(ev(S, "d2", D), start_time=40.0, camera="porch"))
     assert store.latest_event_id("porch") == "d2"
@@ -199,8 +199,8 @@ def test_a_detection_marked_raccoon_is_a_positive_for_retrain(tmp_path, store):
     import cv2
     import numpy as np
 
-    from raccoon_watch.export_feedback import export_feedback_report
-    from raccoon_watch.sitefeedback import read_feedback
+    from raccoon_watch.learning.export_feedback import export_feedback_report
+    from raccoon_watch.learning.feedback import read_feedback
 
     frame = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))[1].tobytes()
     for event_id, severity, verdict in (("missed", D, "raccoon"), ("false-alarm", A, "not_raccoon"),

@@ -1,4 +1,4 @@
-"""TFLite SSDs in batches (raccoon_watch/detectors/ssd_batch.py) on real models and real photos: the cut
+"""TFLite SSDs in batches (raccoon_watch/recognition/detectors/ssd_batch.py) on real models and real photos: the cut
 model with the post-processing in numpy gives what the model's own op gives, one frame at a time."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from raccoon_watch.config import REPO_ROOT, DetectorConfig
-from raccoon_watch.detectors import create_recognizer
-from raccoon_watch.detectors.ssd_batch import NotBatchable, cut_postprocess, select
-from raccoon_watch.detectors.tflite import TFLiteDetector, _same
-from raccoon_watch.labels import load_labels
+from raccoon_watch.recognition.detectors import create_recognizer
+from raccoon_watch.recognition.detectors.ssd_batch import NotBatchable, cut_postprocess, select
+from raccoon_watch.recognition.detectors.tflite import TFLiteDetector, _same
+from raccoon_watch.recognition.labels import load_labels
 
 SHIPPED = REPO_ROOT / "models" / "raccoon"
 

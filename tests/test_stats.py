@@ -9,8 +9,15 @@ import pytest
 from raccoon_watch.framequeue import FrameQueue
 from raccoon_watch.sinks.discovery import DIAGNOSTICS
 from raccoon_watch.types import (
-    CaptureSnapshot, DeliveryCounts, MotionSnapshot, PipelineStats, QueueSnapshot, RouterSnapshot, SinkSnapshot,
-    StorageSnapshot, WorkerSnapshot,
+    CaptureSnapshot,
+    DeliveryCounts,
+    MotionSnapshot,
+    PipelineStats,
+    QueueSnapshot,
+    RouterSnapshot,
+    SinkSnapshot,
+    StorageSnapshot,
+    WorkerSnapshot,
 )
 
 NOW = 1000.0

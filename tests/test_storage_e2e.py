@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from tests.diskfaults import fill, mount_tmpfs
-from tests.daemon import REPO, Daemon, detector_section, write_config
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER
 from testkit.ports import free_port
+from tests.daemon import REPO, Daemon, detector_section, write_config
+from tests.diskfaults import fill, mount_tmpfs
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow

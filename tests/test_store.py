@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import structlog
 
-from raccoon_watch.retention import RetentionPolicy
 from raccoon_watch.store import EventStore
+from raccoon_watch.store.retention import RetentionPolicy
 from raccoon_watch.types import EventKind, Severity
 from tests import corrupt_db
 from tests.fixtures.pushover import make_event
@@ -33,13 +33,13 @@ def test_record_upserts_row_and_writes_snapshot(tmp_path: Path) -> None:
 
     row = store.get_event("e1")
     assert row is not None
-    assert row["camera"] == "front_door" and row["label"] == "raccoon"
-    assert row["top_score"] == pytest.approx(0.95)
-    assert row["end_time"] == pytest.approx(end.end_time)
-    assert row["box"] == (0.25, 0.25, 0.75, 0.75)
+    assert row.camera == "front_door" and row.label == "raccoon"
+    assert row.top_score == pytest.approx(0.95)
+    assert row.end_time == pytest.approx(end.end_time)
+    assert row.box == (0.25, 0.25, 0.75, 0.75)
     # the END carried no snapshot: the START's file is kept
     snap = tmp_path / "snapshots" / "front_door" / "e1.jpg"
-    assert row["snapshot"] == "snapshots/front_door/e1.jpg" and snap.is_file()
+    assert row.snapshot == "snapshots/front_door/e1.jpg" and snap.is_file()
     img = cv2.imdecode(np.frombuffer(snap.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.shape == (48, 64, 3)
     assert not list(snap.parent.glob(".*.tmp"))
@@ -180,7 +180,7 @@ def test_retention_by_age_and_size(tmp_path: Path) -> None:
     result = store.sweep(now=now)
     assert result["media_deleted"] == 1
     assert not old_file.exists() and store.snapshot_path("front_door", "new").exists()
-    assert store.get_event("old")["snapshot"] is None
+    assert store.get_event("old").snapshot is None
     assert store.read_snapshot("new") == new.snapshot_jpeg
 
     # size budget: keep the newest files under ~1.5 KB per file allowance
@@ -314,7 +314,7 @@ def test_neighbours_within_the_filter(tmp_path: Path, verdict, event_id, expecte
     store.set_feedback("b2", "raccoon", "page")
     assert store.neighbours(event_id, verdict=verdict) == expected
     rows, total = store.list_events(verdict=verdict)
-    order = [r["id"] for r in rows]
+    order = [r.id for r in rows]
     assert total == len(order) and order == [e for e in ("c", "b2", "b", "a") if e in order]
     store.close()
 
@@ -326,5 +326,5 @@ def test_first_seen_is_kept_from_the_first_message(tmp_path: Path) -> None:
     store.record(start)
     store.record(dataclasses.replace(start, kind=EventKind.END, end_time=101.5, first_seen_ts=0.0))
     row = store.get_event("x")
-    assert (row["first_seen"], row["end_time"]) == (99.2, 101.5)
+    assert (row.first_seen, row.end_time) == (99.2, 101.5)
     store.close()

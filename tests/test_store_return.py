@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from raccoon_watch.store import DONE, PARTIAL_ID_BASE, PENDING, EventStore, _merge_into
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.salvage import merge_into
+from raccoon_watch.store.schema import DONE, PARTIAL_ID_BASE, PENDING
 from raccoon_watch.types import EventKind
 from tests.fixtures.pushover import make_event
 
@@ -183,7 +185,7 @@ def test_merge_into_a_file_the_memory_store_did_not_copy() -> None:
     mem.execute("INSERT INTO outbox (sink, key, payload, meta, state, attempts, created, updated)"
                 " VALUES ('pushover', 'new', 'x', '{}', 'pending', 0, 0, 0)")
     with disk:
-        counts = _merge_into(mem, disk)
+        counts = merge_into(mem, disk)
     events, outbox = _store_rows(disk)
     assert events == [("only_in_memory", 5.0, 0.7, None, None),
                       ("started_on_disk", 9.0, 0.9, "snapshots/porch/a.jpg", "raccoon")]

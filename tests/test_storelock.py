@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from raccoon_watch.storelock import LOCK_NAME, StorageLock, StorageLocked, read_holder
+from raccoon_watch.store.lock import LOCK_NAME, StorageLock, StorageLocked, read_holder
 
 
 def test_a_second_lock_on_the_same_store_is_refused_and_names_the_holder(tmp_path: Path) -> None:

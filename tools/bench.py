@@ -65,9 +65,15 @@ import numpy as np
 
 from testkit.fake_pushover import VALID_TOKEN, VALID_USER, FakePushover
 from testkit.mosquitto import Broker, BrokerUnavailable
+from tools.bench_cameras import (
+    FAIR_DEFAULTS,
+    CamerasPlan,
+    cameras_targets,
+    run_many_cameras,
+    stage_cameras,
+    stage_options,
+)
 from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
-from tools.bench_cameras import (FAIR_DEFAULTS, CamerasPlan, cameras_targets, run_many_cameras, stage_cameras,
-                                 stage_options)
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 from tools.bench_serve import TARGET_P95_MS_MAX, TARGET_RPS_MIN, stage_serve
 
@@ -128,7 +134,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 def raccoon_model_dir() -> Path | None:
     """models/raccoon when it holds a model (the shipped one), else None."""
     from raccoon_watch.config import DEFAULT_MODEL_DIR
-    from raccoon_watch.detectors import ModelError, find_model
+    from raccoon_watch.recognition.detectors import ModelError, find_model
 
     try:
         find_model(DEFAULT_MODEL_DIR)
@@ -139,7 +145,7 @@ def raccoon_model_dir() -> Path | None:
 
 def stock_model() -> Path:
     from raccoon_watch.config import shared_dir
-    from raccoon_watch.detectors.factory import STOCK_MODEL
+    from raccoon_watch.recognition.detectors.factory import STOCK_MODEL
 
     return shared_dir() / STOCK_MODEL
 
@@ -192,9 +198,9 @@ def sample_frame(clip: str, index: int) -> np.ndarray:
 
 def _build_detectors(args: dict[str, Any]) -> dict[str, Any]:
     """{key: detector} for every TFLite model x thread count, plus the SavedModel when given."""
-    from raccoon_watch.detectors import find_model
-    from raccoon_watch.detectors.factory import _labels_for
-    from raccoon_watch.detectors.tflite import TFLiteDetector
+    from raccoon_watch.recognition.detectors import find_model
+    from raccoon_watch.recognition.detectors.factory import _labels_for
+    from raccoon_watch.recognition.detectors.tflite import TFLiteDetector
 
     detectors: dict[str, Any] = {}
     for key, path in args["models"].items():
@@ -204,7 +210,7 @@ def _build_detectors(args: dict[str, Any]) -> dict[str, Any]:
         for threads in args["threads"]:
             detectors[f"{key}_{threads}t"] = TFLiteDetector(files.tflite, _labels_for(files, None), num_threads=threads)
     if args.get("saved_model"):
-        from raccoon_watch.detectors.tensorflow import TensorFlowDetector
+        from raccoon_watch.recognition.detectors.tensorflow import TensorFlowDetector
 
         files = find_model(args["saved_model"])
         assert files.saved_model is not None
@@ -328,8 +334,8 @@ def ensure_coco_saved_model(out_dir: Path) -> Path:
 def stage_baseline(args: dict[str, Any]) -> dict[str, Any]:
     import cv2
 
-    from raccoon_watch.detectors.factory import _labels_for, find_model
-    from raccoon_watch.detectors.tensorflow import TensorFlowDetector
+    from raccoon_watch.recognition.detectors.factory import _labels_for, find_model
+    from raccoon_watch.recognition.detectors.tensorflow import TensorFlowDetector
 
     files = find_model(args["saved_model"])
     assert files.saved_model is not None
@@ -374,8 +380,8 @@ def stage_gpu(args: dict[str, Any]) -> dict[str, Any]:
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return {"skipped": "no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)"}
-    from raccoon_watch.detectors.factory import _labels_for, find_model
-    from raccoon_watch.detectors.tensorflow import TensorFlowDetector
+    from raccoon_watch.recognition.detectors.factory import _labels_for, find_model
+    from raccoon_watch.recognition.detectors.tensorflow import TensorFlowDetector
 
     files = find_model(args["saved_model"])
     batch = int(args["batch"])
@@ -527,7 +533,7 @@ def _make_bench_app(cfg: Any, probe: Probe) -> Any:
 
 
 def stage_pipeline(args: dict[str, Any]) -> dict[str, Any]:
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning", "json")
     workdir = Path(tempfile.mkdtemp(prefix="raccoon-bench-"))
@@ -1010,7 +1016,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(ns: argparse.Namespace) -> int:
     """stdout carries the JSON report only; progress and logs go to stderr."""
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning")
     return _main(ns)

@@ -161,7 +161,7 @@ def _config(args: dict[str, Any], storage: Path) -> Any:
 
 def stage_cameras(args: dict[str, Any]) -> dict[str, Any]:
     """One arm (``args["arm"]``: today | fair) of the many-cameras run; see the module text."""
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning", "json")
     workdir = Path(tempfile.mkdtemp(prefix="raccoon-cameras-"))
@@ -294,8 +294,8 @@ def _inside(ts: float, windows: list[tuple[float, float]]) -> bool:
 
 def stage_options(args: dict[str, Any]) -> dict[str, Any]:
     from raccoon_watch.config import DetectorConfig
-    from raccoon_watch.detectors import create_recognizer
-    from raccoon_watch.recognition import classifier_crop
+    from raccoon_watch.recognition.detectors import create_recognizer
+    from raccoon_watch.recognition.recognizer import classifier_crop
     from tools.bench import cpu_seconds
 
     model = Path(args["model"])

@@ -1,6 +1,6 @@
 """Bench stages for the review page (issue 13), run by ``tools.bench`` in their own subprocesses.
 
-* ``recording``: the clip recorder (``clips.record_command``: ``-c copy`` into MPEG-TS segments) on the
+* ``recording``: the clip recorder (``ffmpeg.record_command``: ``-c copy`` into MPEG-TS segments) on the
   bench clip read at its native rate (``-re``, a live camera's pace), for ``seconds`` of video; CPU is
   the ffmpeg child's own (user + system, ``RUSAGE_CHILDREN``), per video second = cores per camera.
   Compare with ``decode.<scene>.read_all.cpu_per_video_s``, the floor of decoding the same clip.
@@ -35,7 +35,7 @@ def _children_cpu() -> float:
 
 
 def stage_recording(args: dict[str, Any]) -> dict[str, Any]:
-    from raccoon_watch.clips import record_command
+    from raccoon_watch.review.ffmpeg import record_command
 
     clip, fps, seconds = args["clip"], float(args["fps"]), float(args["seconds"])
     with tempfile.TemporaryDirectory(prefix="raccoon-rec-") as tmp:

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from raccoon_watch.config import DEFAULT_MODEL_DIR, shared_dir
-from raccoon_watch.retention import CLIP_DIR, FRAME_DIR, MB, SNAPSHOT_DIR
+from raccoon_watch.store.retention import CLIP_DIR, FRAME_DIR, MB, SNAPSHOT_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 PICTURE_DIRS = (SNAPSHOT_DIR, FRAME_DIR)

@@ -404,7 +404,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning", "json")  # the process's logging is the command line's business, not main()'s
     sys.exit(main(get_args_parser().parse_args()))

@@ -42,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from raccoon_watch.demo import cover, raccoon_boxes
+from raccoon_watch.demo import cover
 from tools.video import write_clip
 
 DEFAULT_OUTPUT = Path("var/clips/val")
@@ -160,7 +160,7 @@ def holdout_crops(crop_dir: Path) -> list[Path]:
 def find_cats(photos: Sequence[Path], coco_model: Path) -> list[tuple[Path, BoxPx]]:
     """Each photo with its best COCO 'cat' box (pixels), when the stock SSD finds one >= CAT_MIN_SCORE."""
     from raccoon_watch.config import DetectorConfig
-    from raccoon_watch.detectors import create_detector
+    from raccoon_watch.recognition.detectors import create_detector
     from raccoon_watch.types import box_to_pixels
 
     detector = create_detector(DetectorConfig(backend="tflite", num_threads=2), coco_model)

@@ -28,8 +28,8 @@ import numpy as np
 
 from raccoon_watch.config import DetectorConfig, shared_dir
 from raccoon_watch.demo import empty_scene
-from raccoon_watch.detectors import create_recognizer
-from raccoon_watch.sitefeedback import CSV_COLUMNS, EVENT_COLUMNS, EVENTS_CSV, LABELS_CSV
+from raccoon_watch.learning.feedback import CSV_COLUMNS, EVENT_COLUMNS, EVENTS_CSV, LABELS_CSV
+from raccoon_watch.recognition.detectors import create_recognizer
 from raccoon_watch.types import box_to_pixels
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ FIRST_NIGHT = datetime(2026, 11, 2, 22, 0, 0)
 
 
 CAT = "kdvc_cat.473.jpg"
-JPEG_QUALITY = 92  # = raccoon_watch.eventtrace's clean frame
+JPEG_QUALITY = 92  # = raccoon_watch.review.eventtrace's clean frame
 
 
 def place(background: np.ndarray, photo: np.ndarray, rng: np.random.Generator, light: float) -> np.ndarray:

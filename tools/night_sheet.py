@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from raccoon_watch.config import DetectorConfig
-from raccoon_watch.detectors import create_recognizer
-from raccoon_watch.detectors.factory import find_model
-from raccoon_watch.imagemode import image_mode
+from raccoon_watch.recognition.detectors import create_recognizer
+from raccoon_watch.recognition.detectors.factory import find_model
+from raccoon_watch.recognition.imagemode import image_mode
 from raccoon_watch.snapshot import draw_detections
 
 TILE = (480, 320)  # (width, height) of one tile

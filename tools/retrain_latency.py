@@ -11,7 +11,7 @@ with config.example.yaml's detector (2 workers x 2 threads) and its page on a fr
 
 The retrain: ``python -m raccoon_watch retrain`` as a user types it in a shell: no ``nice``, no
 flags but the data and ``--no-promote``: its own defaults (idle CPU class, nice 19, one thread;
-``raccoon_watch.retrain_priority``) are what is measured. ``--compare normal`` adds a run with
+``raccoon_watch.learning.retrain_priority``) are what is measured. ``--compare normal`` adds a run with
 ``--priority normal --threads 2``, which is what the command did before issue 22.
 
 Each phase reads ``/metrics`` before and after: ``raccoon_watch_queue_dropped_total`` (frames the
@@ -167,7 +167,7 @@ def measure(work: Path, idle_s: float = 30.0, compare: str | None = None, feedba
         if say:
             say("building the base crops once")
         build = ("import sys; from pathlib import Path; from raccoon_watch.config import shared_dir; "
-                 "from raccoon_watch.detectors import resolve_default_model; "
+                 "from raccoon_watch.recognition.detectors import resolve_default_model; "
                  "from train.classifier.retrain import ensure_base_crops; "
                  "ensure_base_crops(Path(sys.argv[1]), Path(resolve_default_model()), shared_dir(), 40)")
         subprocess.run([sys.executable, "-c", build, str(base_crops)], cwd=REPO, check=True, timeout=1800,

@@ -118,7 +118,7 @@ def run_all(args: argparse.Namespace) -> int:
 
 def _deployed_threshold(model_dir: Path, extra: list[str]) -> float:
     """The threshold the daemon would use: the classifier card's, or the detector card's alone."""
-    from raccoon_watch.detectors import find_model
+    from raccoon_watch.recognition.detectors import find_model
 
     files = find_model(model_dir)
     card = files.classifier_card if files.classifier is not None and not extra else files.card
@@ -127,8 +127,8 @@ def _deployed_threshold(model_dir: Path, extra: list[str]) -> float:
 
 def _ir_threshold_flag(model_dir: Path, extra: list[str]) -> list[str]:
     """``--ir-threshold T`` when the classifier card has a threshold of its own for infrared frames."""
-    from raccoon_watch.detectors import find_model
-    from raccoon_watch.detectors.factory import card_ir_threshold
+    from raccoon_watch.recognition.detectors import find_model
+    from raccoon_watch.recognition.detectors.factory import card_ir_threshold
 
     files = find_model(model_dir)
     value = card_ir_threshold(files.classifier_card) if files.classifier is not None and not extra else None
@@ -139,7 +139,7 @@ def _copy_detector(source: Path, candidate: Path) -> None:
     """The detector files of a model folder (not its classifier stage) into a fresh candidate."""
     import shutil
 
-    from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE
+    from raccoon_watch.recognition.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE
 
     if candidate.exists():
         shutil.rmtree(candidate)

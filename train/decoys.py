@@ -60,7 +60,7 @@ def rows_from_records(records: Iterable[dict], classes: Sequence[str], min_score
 def label_decoys(model: Path, label_map: Path, images: Sequence[Path], classes: Sequence[str],
                  min_score: float = DEFAULT_MIN_SCORE, threads: int = 2) -> tuple[list[BoxRow], list[str]]:
     """Run the teacher on the images -> (decoy rows with absolute filenames, images left plain)."""
-    from raccoon_watch.labels import load_labels
+    from raccoon_watch.recognition.labels import load_labels
     from train.evaluate import predict_with_model
 
     labels = load_labels(label_map)

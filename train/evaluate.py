@@ -31,8 +31,8 @@ import numpy as np
 import structlog
 
 from raccoon_watch.config import DEFAULT_THRESHOLD
-from raccoon_watch.detectors.base import ModelError
-from raccoon_watch.imagemode import IR, image_mode
+from raccoon_watch.recognition.detectors.base import ModelError
+from raccoon_watch.recognition.imagemode import IR, image_mode
 from raccoon_watch.types import detection_json
 from train import metrics
 from train.voc import BoxRow, default_images_dir, list_images, read_csv
@@ -151,7 +151,7 @@ def predict_with_model(
     read: Callable[[Path], np.ndarray] | None = None,
 ) -> Iterator[Record]:
     """Run a model folder (detector, and its classifier stage when it has one) or a detector
-    ``.tflite`` on image files with the daemon's own code (``raccoon_watch.recognition.Recognizer``
+    ``.tflite`` on image files with the daemon's own code (``raccoon_watch.recognition.recognizer.Recognizer``
     built by ``create_recognizer``: the same preprocessing, output mapping, crops and scores);
     yields ``detect --json`` records (pixel xmin, ymin, xmax, ymax; ``score`` the final score).
     ``read``: path -> BGR image, raising for one it cannot read (default: cv2.imread, ValueError);
@@ -160,7 +160,7 @@ def predict_with_model(
     import cv2
 
     from raccoon_watch.config import DetectorConfig
-    from raccoon_watch.detectors import create_recognizer
+    from raccoon_watch.recognition.detectors import create_recognizer
 
     cfg = DetectorConfig(model=Path(model), backend="tflite", labelmap=Path(label_map) if label_map else None,
                          num_threads=num_threads, classifier=classifier)

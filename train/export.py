@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raccoon_watch.modelfiles import LABEL_MAP, MODEL_TFLITE, MODEL_TFLITE_FLOAT, SAVED_MODEL_DIR
+from raccoon_watch.recognition.modelfiles import LABEL_MAP, MODEL_TFLITE, MODEL_TFLITE_FLOAT, SAVED_MODEL_DIR
 from train import model_card
 
 INPUT_SIZE = 300
@@ -466,7 +466,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 def _labels(spec: str) -> list[str]:
     if Path(spec).is_file():
-        from raccoon_watch.labels import load_labels
+        from raccoon_watch.recognition.labels import load_labels
 
         return list(load_labels(spec)[1:])
     return [label.strip() for label in spec.split(",") if label.strip()]

@@ -32,7 +32,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from raccoon_watch.modelfiles import MODEL_CARD
+from raccoon_watch.recognition.modelfiles import MODEL_CARD
 
 CARD_NAME = MODEL_CARD
 FORMAT_VERSION = 1

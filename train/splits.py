@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 
 from raccoon_watch.config import shared_dir
-from raccoon_watch.imagemode import IR, image_mode
+from raccoon_watch.recognition.imagemode import IR, image_mode
 from train.voc import BoxRow, read_csv, write_csv
 
 HOLDOUT_MODULO = 5  # one negative in five is held out for the false-alert test

@@ -29,7 +29,7 @@ import structlog
 import tensorflow as tf
 from PIL import Image
 
-from raccoon_watch.labels import is_pbtxt, parse_lines, pbtxt_items, read_label_text
+from raccoon_watch.recognition.labels import is_pbtxt, parse_lines, pbtxt_items, read_label_text
 from train.voc import BoxRow, default_images_dir, list_images, read_csv
 
 log = structlog.get_logger(__name__)
@@ -220,7 +220,7 @@ def write_label_map(labels: Sequence[str], path: str | Path) -> None:
 def read_label_map(path: str | Path) -> list[str]:
     """Labels in id order: element k is id k + 1, i.e. the 0-based class k of a TFLite SSD's output.
 
-    Parsed by the daemon's reader, ``raccoon_watch.labels`` (``.pbtxt`` and one-label-per-line lists,
+    Parsed by the daemon's reader, ``raccoon_watch.recognition.labels`` (``.pbtxt`` and one-label-per-line lists,
     a first line '???' or 'background' being the background), whose tuples start with the background
     at index 0: dropped here. A ``.pbtxt`` written for training must also number its ids 1..n.
     """

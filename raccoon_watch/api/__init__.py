@@ -4,5 +4,5 @@
 - ``server``: ``raccoon-watch serve``'s ASGI app (Starlette requests on uvicorn, the models in a
   bounded pool of inference threads);
 - ``serve_cmd``: the command line;
-- the daemon's client is ``raccoon_watch.detectors.remote`` (``detector.backend: remote``).
+- the daemon's client is ``raccoon_watch.recognition.detectors.remote`` (``detector.backend: remote``).
 """

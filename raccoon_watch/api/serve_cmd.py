@@ -87,10 +87,10 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"raccoon-watch serve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)
-    from raccoon_watch.service.httpserver import BindError, bind_listener
+    from raccoon_watch.web.httpserver import BindError, bind_listener
 
     try:  # bound before the model loads: a taken port is a config error at once
         listener = bind_listener(serve.host, serve.port, section="serve")
@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"raccoon-watch serve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     from raccoon_watch.api.server import DeepStackApi, InferencePool, endpoints
-    from raccoon_watch.detectors import ModelError, create_recognizer, resolve_default_model
+    from raccoon_watch.recognition.detectors import ModelError, create_recognizer, resolve_default_model
 
     try:
         model = cfg.detector.model or resolve_default_model()
@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
                          label=cfg.detector.labels[0])
     pool.warm_up()
     api = DeepStackApi(pool, serve, model=str(model))
-    from raccoon_watch.service.httpserver import ServerThread
+    from raccoon_watch.web.httpserver import ServerThread
 
     stop = threading.Event()
 

@@ -64,10 +64,10 @@ from starlette.requests import Request as StarletteRequest
 
 from raccoon_watch.api import protocol
 from raccoon_watch.config import ServeConfig
-from raccoon_watch.imagefile import TOO_LARGE, decode_image
-from raccoon_watch.recognition import Recognizer
-from raccoon_watch.service.httpserver import Message, Receive, Scope, Send
-from raccoon_watch.service.logs import clip
+from raccoon_watch.recognition.recognizer import Recognizer
+from raccoon_watch.support.imagefile import TOO_LARGE, decode_image
+from raccoon_watch.support.logs import clip
+from raccoon_watch.web.httpserver import Message, Receive, Scope, Send
 
 log = structlog.get_logger(__name__)
 

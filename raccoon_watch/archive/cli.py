@@ -37,7 +37,7 @@ from raccoon_watch.archive.megadetector import batch_results
 from raccoon_watch.archive.runner import DEFAULT_BATCH, Finished, Progress, run_local
 from raccoon_watch.archive.walk import ArchiveFile, find_files
 from raccoon_watch.archive.worker import RecognitionSettings
-from raccoon_watch.detectors import ModelError
+from raccoon_watch.recognition.detectors import ModelError
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FORMATS = ("jsonl", "megadetector")
@@ -83,7 +83,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
 
 
 def settings_from(args: argparse.Namespace, max_pixels: int) -> RecognitionSettings:
-    from raccoon_watch.detect_cmd import parse_labels
+    from raccoon_watch.service.detect_cmd import parse_labels
 
     labels = parse_labels(args.labels)
     return RecognitionSettings(
@@ -182,7 +182,7 @@ def write_results(output: Path, records: list[tuple[str, dict[str, Any]]], fmt: 
 
 def _model_names(settings: RecognitionSettings) -> tuple[str, str | None]:
     """(detector file name, classifier file name or None) for MegaDetector's info block."""
-    from raccoon_watch.detectors.factory import find_model, resolve_default_model
+    from raccoon_watch.recognition.detectors.factory import find_model, resolve_default_model
 
     files = find_model(settings.model or resolve_default_model())
     detector = f"raccoon-watch {files.path.name}/{(files.tflite or files.saved_model or files.path).name}"

@@ -42,7 +42,7 @@ from typing import Any
 import cv2
 
 from raccoon_watch import tracking, visits
-from raccoon_watch.recognition import CandidateHints, Recognizer
+from raccoon_watch.recognition.recognizer import CandidateHints, Recognizer
 from raccoon_watch.router import track_params
 from raccoon_watch.types import Detection, box_to_pixels
 from raccoon_watch.visits import VisitParams

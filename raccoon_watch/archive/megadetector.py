@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from raccoon_watch.recognition import DEFAULT_PROPOSAL_THRESHOLD
+from raccoon_watch.recognition.recognizer import DEFAULT_PROPOSAL_THRESHOLD
 
 FORMAT_VERSION = "1.6"
 ANIMAL = "1"

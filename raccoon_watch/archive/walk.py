@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from raccoon_watch.detect_cmd import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from raccoon_watch.service.detect_cmd import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 IMAGE, VIDEO = "image", "video"
 

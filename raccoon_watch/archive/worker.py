@@ -21,10 +21,10 @@ import structlog
 from raccoon_watch.archive.clip import DEFAULT_VIDEO_FPS, video_record
 from raccoon_watch.archive.walk import IMAGE, VIDEO
 from raccoon_watch.config import DetectorConfig
-from raccoon_watch.detect_cmd import image_record, keep_filter
-from raccoon_watch.detectors import DEFAULT_MIN_SCORE, create_recognizer
-from raccoon_watch.detectors.factory import find_model, resolve_default_model
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS
+from raccoon_watch.recognition.detectors import DEFAULT_MIN_SCORE, create_recognizer
+from raccoon_watch.recognition.detectors.factory import find_model, resolve_default_model
+from raccoon_watch.service.detect_cmd import image_record, keep_filter
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS
 
 log = structlog.get_logger(__name__)
 

@@ -26,8 +26,8 @@ import structlog
 from raccoon_watch import __version__
 from raccoon_watch.config import Config, ConfigError, effective_config, load_config, redact_url
 from raccoon_watch.service import preflight
-from raccoon_watch.service.httpserver import bind_listener
 from raccoon_watch.service.preflight import EXIT_CODES, EXIT_CONFIG, EXIT_MODEL
+from raccoon_watch.web.httpserver import bind_listener
 
 BENCH_PROG_ENV = "RACCOON_WATCH_BENCH_PROG"  # = tools.bench.PROG_ENV: the usage line names the command the user typed
 
@@ -65,14 +65,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("hash-password", help="read a password on stdin, print its argon2 hash for http.password_hash")
 
-    from raccoon_watch import detect_cmd
+    from raccoon_watch.service import detect_cmd
 
     detect_cmd.add_arguments(sub.add_parser("detect", help="one-shot detection on images or a video"))
     from raccoon_watch.api import serve_cmd
 
     serve_cmd.add_arguments(sub.add_parser("serve", help="the recognizer as a DeepStack/CodeProject.AI-compatible "
                                            "HTTP API (Frigate, Blue Iris, Agent DVR, another raccoon-watch)"))
-    from raccoon_watch import retrain_cmd
+    from raccoon_watch.service import retrain_cmd
 
     retrain_cmd.add_parsers(sub)  # retrain, models (the site learns its porch)
 
@@ -96,11 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "hash-password":
         return _hash_password()
     if args.command in ("retrain", "models"):
-        from raccoon_watch import retrain_cmd
+        from raccoon_watch.service import retrain_cmd
 
         return retrain_cmd.main(args)
     if args.command == "detect":
-        from raccoon_watch import detect_cmd
+        from raccoon_watch.service import detect_cmd
 
         return detect_cmd.main(args)
     if args.command == "serve":
@@ -154,7 +154,7 @@ def _check_config(path: Path) -> int:
     cfg = _load(path)
     if cfg is None:
         return EXIT_CONFIG
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging("warning", cfg.logging.format)  # the model loader's warnings, on stderr; stdout is the config
     print(json.dumps(effective_config(cfg), indent=2, default=str), flush=True)
@@ -179,7 +179,7 @@ def _export_feedback(config: Path, out: Path) -> int:
     cfg = _load(config)
     if cfg is None:
         return EXIT_CONFIG
-    from raccoon_watch.export_feedback import export_feedback
+    from raccoon_watch.learning.export_feedback import export_feedback
     from raccoon_watch.store import EventStore
 
     store = EventStore(cfg.storage.path)
@@ -225,10 +225,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
-    from raccoon_watch.service.logs import setup_logging
+    from raccoon_watch.support.logs import setup_logging
 
     setup_logging(cfg.logging.level, cfg.logging.format)  # (OpenCV's own log level: raccoon_watch/__init__.py)
-    from raccoon_watch.storelock import StorageLock, StorageLocked
+    from raccoon_watch.store.lock import StorageLock, StorageLocked
 
     lock = StorageLock(cfg.storage.path)  # first, before the heavy imports: a second daemon leaves at once
     try:
@@ -252,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = _with_demo_cameras(cfg)
 
     from raccoon_watch.app import App
-    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.recognition.detectors.base import ModelError
 
     app = None
     try:

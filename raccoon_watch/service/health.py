@@ -27,7 +27,7 @@ retained MQTT command). Camera entries also carry ``state``, ``up``, ``last_fram
 
 Every other path goes to ``pages`` when given (the review page, ``raccoon_watch.web.pages``), so the
 page and the monitoring endpoints share one port and one server: Starlette's router on uvicorn
-(``raccoon_watch.service.httpserver``: h11, a bounded request head, a 2048 backlog, a deadline per
+(``raccoon_watch.web.httpserver``: h11, a bounded request head, a 2048 backlog, a deadline per
 request head, a cap on open connections; none of it costs a thread per connection).
 
 /healthz and /metrics never wait behind the page: their reports are computed in worker threads of
@@ -53,7 +53,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, Router
 
 from raccoon_watch.service import liveness
-from raccoon_watch.service.httpserver import (
+from raccoon_watch.support.logs import clip
+from raccoon_watch.types import SINK_FAILING, CaptureSnapshot, PipelineStats, SinkSnapshot
+from raccoon_watch.web.httpserver import (
     MAX_CONNECTIONS,
     ASGIApp,
     Receive,
@@ -62,8 +64,6 @@ from raccoon_watch.service.httpserver import (
     ServerThread,
     bind_listener,
 )
-from raccoon_watch.service.logs import clip
-from raccoon_watch.types import SINK_FAILING, CaptureSnapshot, PipelineStats, SinkSnapshot
 
 log = structlog.get_logger(__name__)
 

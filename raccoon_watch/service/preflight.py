@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raccoon_watch.config import Config, redact_url
-from raccoon_watch.netdiag import probe_tcp, url_endpoint
+from raccoon_watch.support.netdiag import probe_tcp, url_endpoint
 
 if TYPE_CHECKING:  # the checks import what they use when they run: every CLI command imports this module
-    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.recognition.detectors.base import ModelError
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -91,7 +91,7 @@ def exit_code(problems: list[Problem]) -> int:
 def model_problem(exc: ModelError, cfg: Config) -> Problem:
     """A ModelError as a Problem: a path the config names that does not exist is a configuration
     problem (2, naming ``detector.model`` or ``detector.labelmap``); anything else the model's (3)."""
-    from raccoon_watch.detectors.base import ModelNotFound
+    from raccoon_watch.recognition.detectors.base import ModelNotFound
 
     if isinstance(exc, ModelNotFound):
         for key, value in (("detector.model", cfg.detector.model), ("detector.labelmap", cfg.detector.labelmap)):
@@ -103,7 +103,7 @@ def model_problem(exc: ModelError, cfg: Config) -> Problem:
 def check_model(cfg: Config) -> list[Problem]:
     """The start-up model check (``App.check_model``), nothing else started."""
     from raccoon_watch.app import App
-    from raccoon_watch.detectors.base import ModelError
+    from raccoon_watch.recognition.detectors.base import ModelError
 
     try:
         App(cfg).check_model()
@@ -155,8 +155,8 @@ def check_port(cfg: Config) -> list[Problem]:
     http = cfg.http
     if not http.enabled:
         return []
-    from raccoon_watch.service.httpserver import bind_listener
-    from raccoon_watch.storelock import LOCK_NAME, is_locked, read_holder
+    from raccoon_watch.store.lock import LOCK_NAME, is_locked, read_holder
+    from raccoon_watch.web.httpserver import bind_listener
 
     try:
         sock = bind_listener(http.host, http.port, loopback_only=http.review and not http.login_required)

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from raccoon_watch.config import Config
-from raccoon_watch.service.logs import register_secret
 from raccoon_watch.sinks.base import Sink
 from raccoon_watch.sinks.log import LogSink
+from raccoon_watch.sinks.mqtt_control import FeedbackFn
 from raccoon_watch.store import EventStore
+from raccoon_watch.support.logs import register_secret
 from raccoon_watch.types import Event, PipelineStats
-
-FeedbackFn = Callable[[str | None, str | None, str | None, str], str | None]
 
 
 def watched_labels(cfg: Config) -> list[str]:

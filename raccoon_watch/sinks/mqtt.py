@@ -23,21 +23,11 @@ Direct publishes (not through the outbox), re-sent on every (re)connect instead:
   current state rather than a history, are idempotent, and must reappear whenever a broker without
   persistence comes back; queueing old copies of them would only replay stale state.
 
-Commands: ``P/<camera>/detect/set`` with ON/OFF (case-insensitive, surrounding whitespace ignored);
-anything else is logged as ``mqtt_command_ignored`` and changes nothing (``parse_command``). A
-*retained* command (delivered on every connect, so it switches detection at every start) is
-obeyed but logged as a warning, ``mqtt_retained_command``, with the command that clears it, and
-shown in ``health()`` (and so /healthz).
-
 Detections (``Event.severity``) are not published at all: ``publish`` ignores them, and an upgraded
 one is published from its upgrade's START on, as a new event.
 
-Feedback: ``P/<camera>/feedback/set`` (the HA select) with ``raccoon``, ``not_raccoon`` or ``none``
-sets the verdict on the camera's latest alert, a JSON ``{"id": ..., "label": ...}`` on any event
-(``parse_feedback``); the sink calls ``feedback(event_id, camera, label, source)`` (the App stores it),
-then publishes ``P/<camera>/feedback`` (JSON, through the outbox) and, for the latest event,
-``P/<camera>/feedback/state``. A verdict given on the page is published the same way
-(``feedback_changed``). Event payloads carry ``event_fields(event)`` (``has_clip``, ``clip_path``).
+Commands and verdicts coming in (``detect/set``, ``feedback/set``) and the retained states that
+answer them: ``mqtt_control.ControlPlane``.
 
 Health: ``health()`` says ``ok`` (connected), ``connecting`` (not yet) or ``failing`` with a reason
 that tells the failures apart: ``dns: name not resolved (<host>)``, ``connection refused``, ``timed
@@ -56,7 +46,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +55,8 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
 from raccoon_watch.config import MqttConfig
-from raccoon_watch.netdiag import describe_error
 from raccoon_watch.sinks.discovery import (
     FEEDBACK_NONE,
-    FEEDBACK_OPTIONS,
     OFF,
     OFFLINE,
     ON,
@@ -78,7 +66,10 @@ from raccoon_watch.sinks.discovery import (
     discovery_payloads,
     plan_discovery,
 )
-from raccoon_watch.store import EventStore, OutboxItem
+from raccoon_watch.sinks.mqtt_control import ControlPlane, FeedbackFn
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.outbox import OutboxRow
+from raccoon_watch.support.netdiag import describe_error
 from raccoon_watch.types import (
     SINK_CONNECTING,
     SINK_FAILING,
@@ -86,16 +77,12 @@ from raccoon_watch.types import (
     Event,
     EventKind,
     PipelineStats,
-    Severity,
     SinkSnapshot,
 )
 
 log = structlog.get_logger(__name__)
 
 DISCOVERY_KV = "mqtt_discovery_published"  # store kv: {topic: digest} of retained discovery configs
-MAX_COMMAND_BYTES = 32
-MAX_FEEDBACK_BYTES = 512
-FeedbackFn = Callable[[str | None, str | None, str | None, str], str | None]
 
 
 CONNACK_WAIT_S = 10.0  # connecting this long without an error or a CONNACK: the broker does not answer
@@ -137,62 +124,7 @@ class Message:
     retain: bool
 
 
-def parse_command(payload: bytes | str) -> bool | None:
-    """``ON``/``OFF`` (any case, surrounding whitespace ignored) -> True/False; anything else None."""
-    if isinstance(payload, str):
-        text = payload
-    else:
-        if len(payload) > MAX_COMMAND_BYTES:
-            return None
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    word = text.strip().upper()
-    if word == ON:
-        return True
-    if word == OFF:
-        return False
-    return None
 
-
-def parse_command_topic(topic: str, topics: Topics, cameras: Iterable[str]) -> str | None:
-    """``P/<camera>/detect/set`` -> camera if it is a configured camera, else None."""
-    head = f"{topics.prefix}/"
-    tail = "/detect/set"
-    if not (topic.startswith(head) and topic.endswith(tail)):
-        return None
-    camera = topic[len(head):-len(tail)]
-    return camera if camera in set(cameras) else None
-
-
-def parse_feedback(topic: str, payload: bytes, topics: Topics, cameras: Iterable[str]
-                   ) -> tuple[str, str | None, str | None] | None:
-    """``P/<camera>/feedback/set`` -> (camera, event id or None for the latest, label or None to clear);
-    None for an unknown camera or payload (pure)."""
-    head, tail = f"{topics.prefix}/", "/feedback/set"
-    if not (topic.startswith(head) and topic.endswith(tail)) or len(payload) > MAX_FEEDBACK_BYTES:
-        return None
-    camera = topic[len(head):-len(tail)]
-    if camera not in set(cameras):
-        return None
-    try:
-        text = payload.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return None
-    event_id = None
-    if text.startswith("{"):
-        try:
-            body = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not isinstance(body.get("label"), str):
-            return None
-        event_id, text = body["id"], body["label"]
-    word = text.lower()
-    if word not in FEEDBACK_OPTIONS:
-        return None
-    return camera, event_id, None if word == FEEDBACK_NONE else word
 
 
 def event_messages(event: Event, before: Mapping[str, object] | None, topics: Topics,
@@ -256,30 +188,27 @@ class MqttSink:
         self.labels = list(labels)
         self.store = store
         self.topics = Topics(cfg.topic_prefix, cfg.discovery_prefix)
-        self._commands = commands
         self._stats = stats
         self._event_fields = event_fields
-        self._feedback = feedback
-        self._feedback_state: dict[str, str] = {}  # camera -> last published verdict of its latest event
         self._window = window
         self._poll_s = poll_s
-        self._detect = {cam: bool((detect_enabled or {}).get(cam, True)) for cam in self.cameras}
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._acks: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()
         self._inflight: dict[int, int] = {}  # outbox row id -> mid (sender thread only)
-        self._by_mid: dict[int, OutboxItem] = {}  # mid -> row (sender thread only)
+        self._by_mid: dict[int, OutboxRow] = {}  # mid -> row (sender thread only)
         self._lock = threading.Lock()  # guards the caches below (network + sender + router threads)
         self._retained: dict[str, bytes] = {}  # topic -> last acknowledged retained event payload
         self._last_after: dict[str, dict[str, object]] = {}  # event id -> last "after" body
         self._last_snapshot: dict[str, str] = {}  # event id -> digest of the last snapshot sent
         self._last_connect_error: str | None = None  # why the broker is not reachable/accepting us
         self._connecting_since: float | None = None  # monotonic; None while connected
-        self._retained_commands: dict[str, str] = {}  # camera -> ON/OFF set by a retained command
         self._next_stats = 0.0
         self._thread: threading.Thread | None = None
         self.acked = 0
+        self.control = ControlPlane(self.name, self.topics, lambda: self.cameras, store, self._direct, self._wake.set,
+                                    commands=commands, feedback=feedback, detect_enabled=detect_enabled)
         self.client = self._make_client(reconnect_min, reconnect_max)
 
     # --- client set-up ----------------------------------------------------------------------
@@ -343,7 +272,7 @@ class MqttSink:
         extra = self._event_fields(event) if self._event_fields is not None else None
         messages = event_messages(event, before, self.topics, send_snapshot, extra)
         if event.kind is EventKind.START:  # a new latest event has no verdict yet
-            self._set_feedback_state(event.camera, FEEDBACK_NONE)
+            self.control.set_feedback_state(event.camera, FEEDBACK_NONE)
         # Outbox keys: the same event message replayed (e.g. after a restart) maps to the same
         # keys and is a no-op; two different UPDATEs differ in frame_ts or content.
         stamp = f"{event.frame_ts:.6f}:{digest(json.dumps(event.to_dict(), sort_keys=True).encode())[:8]}"
@@ -389,7 +318,7 @@ class MqttSink:
             state, reason = SINK_FAILING, f"no answer from the broker for {time.monotonic() - since:.0f} s (no CONNACK)"
         else:
             state, reason = SINK_CONNECTING, "connecting"
-        return SinkSnapshot(state, reason, retained_commands=dict(self._retained_commands),
+        return SinkSnapshot(state, reason, retained_commands=self.control.retained_commands(),
                             detail={"broker": f"{self.cfg.host}:{self.cfg.port}"})
 
     def metrics(self) -> dict[str, int]:
@@ -402,16 +331,12 @@ class MqttSink:
 
     def set_detect_state(self, camera: str, enabled: bool) -> None:
         """Report a detection on/off change made elsewhere (e.g. config reload) on detect/state."""
-        with self._lock:
-            self._detect[camera] = enabled
-        self._direct(self.topics.detect_state(camera), ON if enabled else OFF, retain=True)
+        self.control.set_detect_state(camera, enabled)
 
     def update_discovery(self, cameras: list[str], labels: list[str]) -> None:
         """After a config reload: publish only the discovery configs that changed (and removals)."""
         self.cameras, self.labels = list(cameras), list(labels)
-        with self._lock:
-            for cam in self.cameras:
-                self._detect.setdefault(cam, True)
+        self.control.cameras_changed()
         if self.connected:
             self._publish_discovery(force=False)
 
@@ -438,13 +363,9 @@ class MqttSink:
             if self.cfg.discovery:
                 self._publish_discovery(force=True)
             with self._lock:
-                detect = dict(self._detect)
                 retained = dict(self._retained)
-                feedback = dict(self._feedback_state)
-            for cam, enabled in detect.items():
-                client.publish(self.topics.detect_state(cam), ON if enabled else OFF, qos=q, retain=True)
-            for cam, verdict in feedback.items():
-                client.publish(self.topics.feedback_state(cam), verdict, qos=q, retain=True)
+            for state_topic, state in self.control.states():  # detect/state and feedback/state
+                client.publish(state_topic, state, qos=q, retain=True)
             for topic, payload in retained.items():  # last acknowledged state, for brokers that forgot it
                 client.publish(topic, payload, qos=q, retain=True)
         except Exception:
@@ -490,65 +411,13 @@ class MqttSink:
                     log.info("mqtt_ha_online", action="republish_discovery")
                     self._publish_discovery(force=True)
                 return
-            if topic.endswith("/feedback/set"):
-                self._handle_feedback(topic, bytes(msg.payload), retained=bool(msg.retain))
-                return
-            self._handle_command(topic, bytes(msg.payload), retained=bool(msg.retain))
+            self.control.handle(topic, bytes(msg.payload), retained=bool(msg.retain))
         except Exception:  # a malformed message never takes the network thread down
             log.exception("mqtt_message_error")
 
-    def _handle_command(self, topic: str, payload: bytes, retained: bool = False) -> None:
-        camera = parse_command_topic(topic, self.topics, self.cameras)
-        enabled = parse_command(payload) if camera is not None else None
-        if camera is None or enabled is None:
-            log.warning("mqtt_command_ignored", topic=topic[:200], payload=repr(payload[:MAX_COMMAND_BYTES]))
-            return
-        if self._commands is not None:
-            try:
-                self._commands(camera, enabled)
-            except Exception:
-                log.exception("mqtt_command_failed", camera=camera, enabled=enabled)
-                return
-        if retained:
-            self._retained_commands[camera] = ON if enabled else OFF
-            log.warning("mqtt_retained_command", camera=camera, detect=enabled, topic=topic,
-                        consequence="a retained command applies again at every start",
-                        clear_with=f"mosquitto_pub -r -n -t {topic}")
-        else:
-            self._retained_commands.pop(camera, None)
-            log.info("mqtt_command", camera=camera, detect=enabled)
-        self.set_detect_state(camera, enabled)
-
-    def _handle_feedback(self, topic: str, payload: bytes, retained: bool) -> None:
-        parsed = parse_feedback(topic, payload, self.topics, self.cameras)
-        if parsed is None or retained:  # a retained verdict would land on whichever event is latest
-            log.warning("mqtt_feedback_ignored", topic=topic[:200], payload=repr(payload[:64]),
-                        why="retained" if parsed is not None else "not raccoon | not_raccoon | none | JSON")
-            return
-        camera, event_id, label = parsed
-        stored = self._feedback(event_id, camera, label, "mqtt") if self._feedback is not None else None
-        if stored is None:
-            log.warning("mqtt_feedback_no_event", camera=camera, event_id=(event_id or "")[:80])
-
     def feedback_changed(self, event_id: str, label: str | None, source: str = "") -> None:
-        """A verdict was stored (from any source): ``P/<camera>/feedback`` says so for every alert
-        (through the outbox, like event messages), and the retained select state follows it when the
-        event is its camera's latest alert. A detection's verdict is not published: MQTT never saw it."""
-        row = self.store.get_event(event_id)
-        if row is None or row.get("severity") != Severity.ALERT.value:
-            return
-        camera = row["camera"]
-        body = json.dumps({"id": event_id, "camera": camera, "label": label, "source": source}).encode()
-        self.store.enqueue(self.name, f"{event_id}:feedback:{time.time():.6f}", body,
-                           {"topic": self.topics.feedback(camera), "retain": False})
-        self._wake.set()
-        if self.store.latest_event_id(camera, Severity.ALERT.value) == event_id:
-            self._set_feedback_state(camera, label or FEEDBACK_NONE)
-
-    def _set_feedback_state(self, camera: str, verdict: str) -> None:
-        with self._lock:
-            self._feedback_state[camera] = verdict
-        self._direct(self.topics.feedback_state(camera), verdict, retain=True)
+        """A verdict was stored (from any source): published as ``ControlPlane.feedback_changed`` says."""
+        self.control.feedback_changed(event_id, label, source)
 
     # --- direct (retained state) publishes -------------------------------------------------
 

@@ -58,11 +58,12 @@ from urllib.parse import quote, urlsplit
 import requests
 import structlog
 
-from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import PushoverConfig, QuietHours
-from raccoon_watch.netdiag import describe_error
-from raccoon_watch.service.logs import clip
-from raccoon_watch.store import EventStore, OutboxItem
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.outbox import OutboxRow
+from raccoon_watch.support.backoff import backoff_delay
+from raccoon_watch.support.logs import clip
+from raccoon_watch.support.netdiag import describe_error
 from raccoon_watch.types import SINK_FAILING, SINK_OK, Event, EventKind, SinkSnapshot, score_text
 
 log = structlog.get_logger(__name__)
@@ -328,13 +329,13 @@ class PushoverSink:
                 break
         return wait
 
-    def _later(self, item: OutboxItem, delay: float, error: str) -> None:
+    def _later(self, item: OutboxRow, delay: float, error: str) -> None:
         """Keep the row pending and try it again in ``delay`` seconds (monotonic)."""
         self._due[item.id] = self._mono() + delay
         self.store.mark_failed(item.id, error, retry_at=self._clock() + delay)
         self.retries += 1
 
-    def _deliver(self, item: OutboxItem) -> None:
+    def _deliver(self, item: OutboxRow) -> None:
         meta = dict(item.meta)
         event_id = meta.pop("event_id", item.key)
         camera = meta.pop("camera", None)
@@ -379,7 +380,7 @@ class PushoverSink:
             delay_s=round(self._clock() - float(meta.get("timestamp", self._clock())), 1),
         )
 
-    def _retry_later(self, item: OutboxItem, event_id: str, exc: Exception) -> None:
+    def _retry_later(self, item: OutboxRow, event_id: str, exc: Exception) -> None:
         delay = backoff_delay(item.attempts, self.backoff_base, self.backoff_max)
         error = f"{type(exc).__name__}: {clip(str(exc))}"
         self._later(item, delay, error)

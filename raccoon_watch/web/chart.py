@@ -11,8 +11,9 @@ threshold a dashed line. Only numbers reach the markup.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+
+from raccoon_watch.store.events import EventRow
 
 WIDTH, HEIGHT, PAD = 640, 160, 24
 # a row's wall ts and the span's ends may differ a little: the store rounds ts to 0.1 ms, and the
@@ -29,13 +30,13 @@ def duration_text(seconds: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def event_span(row: Mapping[str, Any]) -> tuple[float, float] | None:
+def event_span(row: EventRow) -> tuple[float, float] | None:
     """(first sighting, last sighting) of a stored event in wall seconds; None while it is open.
     A row from before ``first_seen`` was stored starts at its ``start_time`` (the START)."""
-    if row.get("end_time") is None:
+    if row.end_time is None:
         return None
-    first = row.get("first_seen") or row["start_time"]
-    return min(first, row["end_time"]), row["end_time"]
+    first = row.first_seen or row.start_time
+    return min(first, row.end_time), row.end_time
 
 
 def rows_in_span(rows: Sequence[Sequence[float | None]], span: tuple[float, float] | None) -> list[Sequence[float | None]]:

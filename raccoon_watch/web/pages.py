@@ -61,15 +61,17 @@ from starlette.requests import ClientDisconnect
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response, StreamingResponse
 
-from raccoon_watch import site_models
 from raccoon_watch.config import HttpConfig
-from raccoon_watch.live import placeholder_jpeg, placeholder_lines
-from raccoon_watch.service.httpserver import Receive, Scope, Send
-from raccoon_watch.service.logs import clip as clip_text
-from raccoon_watch.store import CLIP_DIR, FEEDBACK_LABELS, SEVERITIES, SNAPSHOT_DIR, UNREVIEWED
+from raccoon_watch.learning import site_models
+from raccoon_watch.review.live import placeholder_jpeg, placeholder_lines
+from raccoon_watch.store.events import UNREVIEWED, EventRow
+from raccoon_watch.store.retention import CLIP_DIR, SNAPSHOT_DIR
+from raccoon_watch.store.schema import FEEDBACK_LABELS, SEVERITIES
+from raccoon_watch.support.logs import clip as clip_text
 from raccoon_watch.types import score_text
 from raccoon_watch.web.auth import COOKIE, Auth, Bearer, Session, client_address, csrf_ok
 from raccoon_watch.web.chart import duration_text, event_span, rows_in_span, score_chart_svg
+from raccoon_watch.web.httpserver import Receive, Scope, Send
 from raccoon_watch.web.retrain_job import RetrainJob
 
 log = structlog.get_logger(__name__)
@@ -204,7 +206,7 @@ def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "–"
 
 
-def _fmt_duration(row: Mapping[str, Any]) -> str:
+def _fmt_duration(row: EventRow) -> str:
     """First to last sighting (``chart.event_span``): what the chart's time axis spans too."""
     span = event_span(row)
     return "ongoing" if span is None else duration_text(span[1] - span[0])
@@ -465,16 +467,14 @@ class ReviewPages:
         if page > pages and total:
             raise HttpError(404, f"there are only {pages} pages")
         link = lambda p: self.root + "/" + flt.query(page=p if p > 1 else None)
-        for row in rows:
-            row["duration"] = _fmt_duration(row)
         here = "/" + flt.query(page=page if page > 1 else None)  # where a mark without the script comes back to
-        return self._page(req, "list.html", events=rows, total=total, page=page, pages=pages, camera=flt.camera,
+        return self._page(req, "list.html", events=rows, durations={r.id: _fmt_duration(r) for r in rows}, total=total, page=page, pages=pages, camera=flt.camera,
                           day=flt.day, severity=flt.severity, verdict=flt.verdict, filter_query=flt.query(),
                           here=here, unreviewed_link=self.root + "/" + replace(flt, verdict=UNREVIEWED).query(),
                           cameras=self._cameras(), prev=link(page - 1) if page > 1 else None,
                           next=link(page + 1) if page < pages else None)
 
-    def _get_event(self, event_id: str) -> dict[str, Any]:
+    def _get_event(self, event_id: str) -> EventRow:
         row = self.app.store.get_event(event_id) if EVENT_ID.fullmatch(event_id) else None
         if row is None:
             raise HttpError(404, f"no event {clip_text(event_id, 100)!r} (deleted, or never was)")
@@ -483,9 +483,8 @@ class ReviewPages:
     def _event(self, req: PageRequest, event_id: str) -> Response:
         row = self._get_event(event_id)
         flt = self._filter(req)
-        row["duration"] = _fmt_duration(row)
         span = event_span(row)
-        in_span = rows_in_span(row["scores"], span)
+        in_span = rows_in_span(row.scores, span)
         has_snapshot = self.app.store.media_file(event_id, SNAPSHOT_DIR) is not None
         has_clip = self.app.store.media_file(event_id, CLIP_DIR) is not None
         summary = {
@@ -497,9 +496,9 @@ class ReviewPages:
         query = flt.query()
         step = lambda other: f"{self.root}/events/{quote(other, safe='')}{query}" if other else None
         threshold = self.app.threshold
-        return self._page(req, "event.html", e=row, has_snapshot=has_snapshot, has_clip=has_clip, summary=summary,
-                          chart=Markup(score_chart_svg(row["scores"], threshold, span)), threshold=threshold,
-                          labels=FEEDBACK_LABELS, title=verdict_title(row["label"], row["feedback"]),
+        return self._page(req, "event.html", e=row, duration=_fmt_duration(row), has_snapshot=has_snapshot, has_clip=has_clip, summary=summary,
+                          chart=Markup(score_chart_svg(row.scores, threshold, span)), threshold=threshold,
+                          labels=FEEDBACK_LABELS, title=verdict_title(row.label, row.feedback),
                           newer=step(newer), older=step(older), list_url=self.root + "/" + query,
                           here=f"/events/{quote(event_id, safe='')}{query}", filter_query=query,
                           verdict=flt.verdict)
@@ -513,8 +512,8 @@ class ReviewPages:
         self.app.set_feedback(event_id, None, verdict, "page")
         if "application/json" in req.accept:  # the page's script: no page load
             row = self._get_event(event_id)
-            body = {"id": event_id, "feedback": row["feedback"], "verdict": FEEDBACK_NAMES[row["feedback"]],
-                    "title": f"{verdict_title(row['label'], row['feedback'])} at {row['camera']}"}
+            body = {"id": event_id, "feedback": row.feedback, "verdict": FEEDBACK_NAMES[row.feedback],
+                    "title": f"{verdict_title(row.label, row.feedback)} at {row.camera}"}
             return Response(json.dumps(body).encode(), 200, media_type="application/json")
         back = req.arg("back")
         return self._redirect(safe_next(back) if back else f"/events/{quote(event_id, safe='')}")
@@ -526,7 +525,7 @@ class ReviewPages:
         try:
             if site is not None:
                 return site_models.model_version(site / site_models.CLASSIFIER_FILE)
-            from raccoon_watch.detectors import find_model
+            from raccoon_watch.recognition.detectors import find_model
 
             files = find_model(self.app.model_path)
             return site_models.model_version(files.classifier) if files.classifier is not None else None
@@ -658,8 +657,8 @@ class ReviewPages:
         path = self.app.store.media_file(event_id, kind)
         what = "snapshot" if kind == SNAPSHOT_DIR else "clip"
         if path is None:
-            row = self.app.store.get_event(event_id) or {}
-            why = row.get("clip_reason") if kind == CLIP_DIR else None
+            row = self.app.store.get_event(event_id)
+            why = row.clip_reason if kind == CLIP_DIR and row is not None else None
             raise HttpError(404, f"this event has no {what}" + (f": {why}" if why else " (deleted by retention?)"))
         try:
             fh = open(path, "rb")

@@ -1,7 +1,7 @@
 """The review page's "Retrain now": one ``raccoon-watch retrain`` at a time, as its own process.
 
 The process lowers its own priority to the idle CPU class and nice 19 and trains with one thread, as
-every ``raccoon-watch retrain`` does by default (``raccoon_watch.retrain_priority``, the one definition
+every ``raccoon-watch retrain`` does by default (``raccoon_watch.learning.retrain_priority``, the one definition
 of those defaults); its output goes to ``<storage>/models/retrain.log``, and the page shows only the
 retrain's own lines of it (``retrain_lines``: its log lines and its messages, never TensorFlow's), and when it exits 0 (the gate promoted the candidate) the
 daemon loads the new classifier in the background (``App.reload_classifier``), as after SIGHUP.
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import structlog
 
-from raccoon_watch.retrain_priority import default_threads, tf_env
+from raccoon_watch.learning.retrain_priority import default_threads, tf_env
 
 log = structlog.get_logger(__name__)
 
-EXIT_PROMOTED, EXIT_REFUSED, EXIT_NEED_MORE = 0, 4, 5  # = raccoon_watch.retrain_cmd's
+EXIT_PROMOTED, EXIT_REFUSED, EXIT_NEED_MORE = 0, 4, 5  # = raccoon_watch.service.retrain_cmd's
 LOG_READ_BYTES = 256 * 1024  # the end of retrain.log that is read for the page
 LOG_LINES = 40  # of the retrain's own lines, the last this many are shown
 LOG_LINE_CHARS = 1500
@@ -64,7 +64,7 @@ def outcome_of(exit_code: int | None) -> str:
 
 
 def _training_missing() -> str | None:
-    from raccoon_watch.retrain_cmd import training_missing
+    from raccoon_watch.service.retrain_cmd import training_missing
 
     return training_missing()
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from raccoon_watch.labels import load_labels
+from raccoon_watch.recognition.labels import load_labels
 from train import export, model_card
 
 pytestmark = pytest.mark.shared

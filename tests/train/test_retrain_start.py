@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from raccoon_watch.classifier import TFLiteClassifier
-from raccoon_watch.detectors.base import normalise
+from raccoon_watch.recognition.classifier import TFLiteClassifier
+from raccoon_watch.recognition.detectors.base import normalise
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSIFIER = REPO / "models" / "raccoon" / "classifier.tflite"

@@ -23,7 +23,7 @@ The split (``train.splits.make_plan``) decides which images train and which vali
 crops and the ENA24 camera-trap frames are split here by SOURCE (a camera or a site is entirely
 in one part), never by frame. Groups "day" / "night" follow the source folder (night/, ENA24 IR).
 
-Crops are cut by ``raccoon_watch.recognition.classifier_crop``, the function the daemon uses, at
+Crops are cut by ``raccoon_watch.recognition.recognizer.classifier_crop``, the function the daemon uses, at
 the classifier's input size, and stored as uint8 RGB in one ``.npz`` per part.
 Boxes here are normalised (xmin, ymin, xmax, ymax) of the image (``raccoon_watch.types.Box``).
 """
@@ -42,8 +42,8 @@ import numpy as np
 import structlog
 
 from raccoon_watch.config import DetectorConfig
-from raccoon_watch.detectors import create_detector
-from raccoon_watch.recognition import DEFAULT_MARGIN, classifier_crop
+from raccoon_watch.recognition.detectors import create_detector
+from raccoon_watch.recognition.recognizer import DEFAULT_MARGIN, classifier_crop
 from raccoon_watch.types import Box, box_iou
 from train import splits
 from train.augment import is_grayish

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from raccoon_watch.detectors.base import normalise
-from raccoon_watch.modelfiles import CLASSIFIER_FILE
+from raccoon_watch.recognition.detectors.base import normalise
+from raccoon_watch.recognition.modelfiles import CLASSIFIER_FILE
 from train.classifier.model import INPUT_SIZE, build_classifier
 
 log = structlog.get_logger(__name__)

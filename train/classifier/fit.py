@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import structlog
 
-from raccoon_watch.detectors.base import normalise
+from raccoon_watch.recognition.detectors.base import normalise
 from train import augment
 from train.classifier.crops import load_part
 from train.classifier.model import EMBEDDING, HEAD, build_classifier, import_imagenet_weights

@@ -1,6 +1,6 @@
 """Retrain the raccoon classifier on a site's feedback, starting from the DEPLOYED classifier; measure it.
 
-``raccoon-watch retrain`` (raccoon_watch/retrain_cmd.py) calls ``retrain`` and ``measure_both``; this
+``raccoon-watch retrain`` (raccoon_watch/service/retrain_cmd.py) calls ``retrain`` and ``measure_both``; this
 module is imported only then (it needs TensorFlow; the daemon never imports train/).
 
 1. Start: a float Keras classifier (``train.classifier.model.build_classifier``) with the weights
@@ -23,8 +23,8 @@ module is imported only then (it needs TensorFlow; the daemon never imports trai
 ``measure`` runs a model folder as the daemon does (``train.evaluate.predict_with_model``) on the
 public test split and the held-out raccoon-free photos at one threshold (``StandardMeasure``), and
 on the kept frame of each held-out site visit (``KeptScore``: the final score there of the object
-the verdict is about, and the frame's image mode); ``raccoon_watch.replay`` turns those into the
-visit's outcome the way the daemon scores a visit, and ``raccoon_watch.gate`` into ``GateMetrics``.
+the verdict is about, and the frame's image mode); ``raccoon_watch.learning.replay`` turns those into the
+visit's outcome the way the daemon scores a visit, and ``raccoon_watch.learning.promotion`` into ``PromotionMetrics``.
 Boxes: site samples carry pixels (xmin, ymin, xmax, ymax) of their frame; crops use normalised ones.
 """
 
@@ -44,14 +44,14 @@ from typing import Any
 import numpy as np
 import structlog
 
-from raccoon_watch.detectors.base import normalise
 from raccoon_watch.filters import DetectionFilter, eligible
-from raccoon_watch.gate import DEFAULT_RECALL_DROP
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
-from raccoon_watch.recognition import classifier_crop
-from raccoon_watch.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
-from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
-from raccoon_watch.sitefeedback import SiteSample
+from raccoon_watch.learning.feedback import SiteSample
+from raccoon_watch.learning.promotion import DEFAULT_RECALL_DROP
+from raccoon_watch.learning.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES, RetrainMode
+from raccoon_watch.learning.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
+from raccoon_watch.recognition.detectors.base import normalise
+from raccoon_watch.recognition.recognizer import classifier_crop
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS, read_image
 from raccoon_watch.types import Detection, box_iou
 
 log = structlog.get_logger(__name__)
@@ -223,7 +223,7 @@ def site_crops(samples: Sequence[SiteSample], model_dir: Path, card: dict[str, A
     """The site's training crops (see the module doc), cut as the daemon cuts them. Frames are read
     through ``imagefile.read_image`` (capped at ``max_pixels`` before decoding), as ``detect`` reads."""
     from raccoon_watch.config import DetectorConfig
-    from raccoon_watch.detectors import create_detector
+    from raccoon_watch.recognition.detectors import create_detector
 
     size = tuple(int(v) for v in card.get("input_size", (192, 192)))[:2]
     margin = float(card.get("margin", 0.2))
@@ -369,7 +369,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 def retrain(opts: RetrainOptions, train_samples: Sequence[SiteSample]) -> RetrainResult:
     """Fit the candidate from the deployed classifier and write it to ``opts.out``; the card has
-    everything but the gate (``measure_both`` + ``raccoon_watch.gate.decide``)."""
+    everything but the gate (``measure_both`` + ``raccoon_watch.learning.promotion.judge_candidate``)."""
     import keras
     import tensorflow as tf
 

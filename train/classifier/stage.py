@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from raccoon_watch.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE, find_model
-from raccoon_watch.imagemode import COLOR, IR, MODES
-from raccoon_watch.labels import load_labels
-from raccoon_watch.recognition import (
+from raccoon_watch.recognition.detectors.factory import CLASSIFIER_CARD_NAME, CLASSIFIER_FILE, find_model
+from raccoon_watch.recognition.imagemode import COLOR, IR, MODES
+from raccoon_watch.recognition.labels import load_labels
+from raccoon_watch.recognition.recognizer import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_CANDIDATES,
     DEFAULT_VIEW_CONTAINMENT,
@@ -179,7 +179,7 @@ def system_validation(model_dir: Path, rows, positives, groups, max_false_alert_
     """Run the model folder on the validation photos; a threshold per image mode (colour, infrared)
     from that mode's own raccoon-free photos, and the operating point per group.
 
-    Each group's negatives are split by image mode (``raccoon_watch.imagemode``, in the records) and
+    Each group's negatives are split by image mode (``raccoon_watch.recognition.imagemode``, in the records) and
     each mode's threshold holds every real group's budget for that mode (``PASTED_GROUPS`` are
     reported only). Metrics are then computed with
     each IR image's scores put on the colour scale (``evaluate.on_one_scale``): exactly the daemon's
@@ -265,9 +265,9 @@ def main(args: argparse.Namespace) -> int:
         "output": "float32 [N, 1] P(raccoon)",
         "final_score": "proposals grouped into animals (IoU >= view_iou or view_containment inside a better-proposed "
                        "box; views under view_min_area of its box absorbed without a vote); per animal mean P(raccoon) of its best `views` crops * its box's detector_score ** "
-                       "detector_weight (raccoon_watch.recognition.group_views)",
+                       "detector_weight (raccoon_watch.recognition.recognizer.group_views)",
         "crop": "square around the box centre, side (1 + 2 * margin) * the box's longer side, moved inside the "
-                "frame, cut from the FULL-resolution frame (raccoon_watch.recognition.crop_window)",
+                "frame, cut from the FULL-resolution frame (raccoon_watch.recognition.recognizer.crop_window)",
         "backbone": f"MobileNetV1 {DEPTH_MULTIPLIER} at {INPUT_SIZE}, ImageNet weights recovered from {IMAGENET_FILE}",
     }
     card_path.write_text(json.dumps(card, indent=1) + "\n")  # threshold None: choose_threshold decides next

@@ -28,12 +28,12 @@ import cv2
 import numpy as np
 import structlog
 
-from raccoon_watch.imagemode import IR, image_mode
 from raccoon_watch.motion import Crop, boxes_from_crop
+from raccoon_watch.recognition.imagemode import IR, image_mode
 from raccoon_watch.types import ORIGIN_MOTION, ORIGIN_TRACK, Box, Detection, box_area, box_iou
 
 if TYPE_CHECKING:  # detectors/ imports this module (the factory builds Recognizers)
-    from raccoon_watch.detectors.base import Detector
+    from raccoon_watch.recognition.detectors.base import Detector
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ the rows from 1 s before the first sighting to 1 s after the end, and the ``look
 those (``event_rows``), with ``store.set_scores``, and the frame (``store.write_frame``). The lookback
 is the visit-scoring window: the visit score at the first sighting is the median of that many
 frames, so with them the retrain gate can replay the visit as the daemon scored it
-(``raccoon_watch.replay``) even when frames came slower than 1 s can hold. Rows are picked by the
+(``raccoon_watch.learning.replay``) even when frames came slower than 1 s can hold. Rows are picked by the
 frames' monotonic times (the event's ``first_seen_mono`` .. ``last_seen_mono``), so a step of the
 wall clock during the event loses none; the wall ts they carry is what people read.
 A frame with no candidate counts as scores (0, None, None): the chart shows the gaps too.
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from raccoon_watch.clips import sighting_span
+from raccoon_watch.review.clips import sighting_span
 from raccoon_watch.snapshot import encode_jpeg
 from raccoon_watch.store import EventStore
 from raccoon_watch.types import Detection, Event, EventKind, Frame, FrameResult
@@ -35,7 +35,7 @@ MAX_FRAMES = 3000  # per camera: 10 minutes at 5 fps
 ScoreRow = tuple[float, ...]
 """(wall ts, visit score, classifier score | None, detector score | None[, xmin, ymin, xmax, ymax]): the
 best candidate's box (normalised, ``types.Box``) follows when there is one, so a replay can tell the
-animal from a still thing that was the best candidate before it came (``raccoon_watch.replay``)."""
+animal from a still thing that was the best candidate before it came (``raccoon_watch.learning.replay``)."""
 
 
 def score_row(result: FrameResult, hits: tuple[Detection, ...], labels: frozenset[str]) -> ScoreRow:

@@ -55,17 +55,31 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.capture import Clock, FileAnchor, FileClock, SourceKind, classify_source
 from raccoon_watch.config import CameraConfig, ClipsConfig, redact_url
-from raccoon_watch.store import CLIP_DIR, CLIP_MISSING, CLIP_PENDING, CLIP_READY, EventStore
+from raccoon_watch.review.clipwindow import (
+    ClipJob,
+    Segment,
+    clip_window,
+    coverage_note,
+    covered_seconds,
+    file_span,
+    parse_list_line,
+    select_segments,
+    sighting_span,
+    wall_offset,
+)
+from raccoon_watch.review.ffmpeg import cut_command, record_command, remux_command
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.retention import CLIP_DIR
+from raccoon_watch.store.schema import CLIP_MISSING, CLIP_PENDING, CLIP_READY
+from raccoon_watch.support.backoff import backoff_delay
 from raccoon_watch.types import Event, EventKind
 
 log = structlog.get_logger(__name__)
@@ -80,32 +94,10 @@ CLIPPED_KINDS = (*RECORDED_KINDS, SourceKind.FILE)  # files: cut from the file i
 CLIP_URL = "/events/{id}/clip.mp4"
 
 
-def wall_offset(clock: Clock = time) -> float:
-    """wall - monotonic now: ``mono + wall_offset()`` is the wall time of a monotonic one, as the
-    wall clock reads now (for records that outlive the process and for messages people read)."""
-    return clock.time() - clock.monotonic()
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One closed segment file; ``start``/``end`` on the monotonic clock (time.monotonic())."""
-
-    path: Path
-    start: float
-    end: float
 
 
-@dataclass(frozen=True, slots=True)
-class ClipJob:
-    """A clip to cut: the event and the range [start, end] it should cover on the monotonic clock;
-    ``seen``: its first sighting (monotonic), which picks a file camera's pass through its file
-    (None: ``start``)."""
-
-    event_id: str
-    camera: str
-    start: float
-    end: float
-    seen: float | None = None
 
 
 def recording_reason(cam: CameraConfig, clips: ClipsConfig) -> str | None:
@@ -118,114 +110,24 @@ def recording_reason(cam: CameraConfig, clips: ClipsConfig) -> str | None:
     return None
 
 
-def clip_window(first_seen: float, last_seen: float, clips: ClipsConfig) -> tuple[float, float]:
-    """The range a clip covers: first sighting - pre_roll .. last sighting + post_roll (one clock)."""
-    return first_seen - clips.pre_roll, last_seen + clips.post_roll
 
 
-def select_segments(segments: Iterable[Segment], start: float, end: float) -> list[Segment]:
-    """Segments overlapping [start, end], oldest first (pure)."""
-    return sorted((s for s in segments if s.end > start and s.start < end), key=lambda s: s.start)
 
 
-def covered_seconds(chosen: Sequence[Segment], start: float, end: float) -> float:
-    """Seconds of [start, end] a clip cut from ``chosen`` (oldest first) spans: from the later of
-    ``start`` and the first segment's start to the earlier of ``end`` and the last segment's end (pure)."""
-    if not chosen:
-        return 0.0
-    return max(0.0, min(end, chosen[-1].end) - max(start, chosen[0].start))
 
 
-def coverage_note(chosen: Sequence[Segment], start: float, end: float, slack: float = 1.0) -> str | None:
-    """None when the chosen segments cover [start, end] (give or take ``slack`` s), else what is
-    missing (the clip is still cut from what there is, and the note is logged)."""
-    if not chosen:
-        return f"no recorded segment between {_hms(start)} and {_hms(end)} (was the recorder down?)"
-    notes = []
-    if chosen[0].start > start + slack:
-        notes.append(f"the recording starts {chosen[0].start - start:.1f} s late")
-    if chosen[-1].end < end - slack:
-        notes.append(f"the recording ends {end - chosen[-1].end:.1f} s early")
-    notes += [f"a {b.start - a.end:.1f} s gap at {_hms(a.end)}"
-              for a, b in zip(chosen, chosen[1:]) if b.start - a.end > slack]
-    return "; ".join(notes) or None
 
 
-def file_span(anchors: Sequence[FileAnchor], start: float, end: float, seen: float) -> tuple[float, float] | None:
-    """(offset, duration) in seconds of a file camera's file for the monotonic range [start, end],
-    read in the pass through the file that was on screen at monotonic time ``seen`` (the first
-    sighting), or None when no frame was marked by then or the range maps to nothing (pure).
-
-    ``anchors``: a FileClock's, oldest first. The offset is clamped to the file's start; an end past
-    the pass's last frame (the file looped or ended) is left to the cut, which stops at the file's end."""
-    before = [a for a in anchors if a.mono <= seen]
-    if not before:
-        return None
-    run = [a for a in anchors if a.run == before[-1].run]
-
-    def stream_at(mono: float) -> float:
-        prior = [a for a in run if a.mono <= mono]
-        a = prior[-1] if prior else run[0]
-        return a.stream + (mono - a.mono)
-
-    offset = max(0.0, stream_at(start))
-    duration = stream_at(end) - offset
-    return (offset, duration) if duration > 0 else None
 
 
-def sighting_span(event: Event) -> tuple[float, float]:
-    """First and last sighting of an event on the monotonic clock: the event's own when it has them
-    (the debounce sets them), else its wall times converted at the current offset; an open event's
-    last sighting is its first."""
-    if event.first_seen_mono is not None:
-        first = event.first_seen_mono
-        return first, event.last_seen_mono if event.last_seen_mono is not None else first
-    offset = wall_offset()
-    first = (event.first_seen_ts or event.start_time) - offset
-    return first, (event.end_time - offset) if event.end_time is not None else first
 
 
-def parse_list_line(line: str) -> tuple[str, float, float] | None:
-    """One line of ffmpeg's CSV segment list, ``name,start,end`` (stream seconds); None if malformed."""
-    parts = line.strip().rsplit(",", 2)
-    if len(parts) != 3 or not parts[0]:
-        return None
-    try:
-        return parts[0].strip('"'), float(parts[1]), float(parts[2])
-    except ValueError:
-        return None
 
 
-def _hms(mono: float) -> str:
-    """A monotonic time as the wall clock's HH:MM:SS (for messages people read)."""
-    return time.strftime("%H:%M:%S", time.localtime(mono + wall_offset()))
 
 
-def record_command(ffmpeg: str, source: str, out_dir: Path, run: str, segment_s: float) -> list[str]:
-    """The recorder's ffmpeg command: stream copy of the first video stream into MPEG-TS segments."""
-    src = ["-rtsp_transport", "tcp", "-timeout", "5000000"] if source.lower().startswith("rtsp") else []
-    return [
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", *src, "-i", source,
-        "-map", "0:v:0", "-c", "copy", "-f", "segment", "-segment_time", f"{segment_s:g}",
-        "-segment_format", "mpegts", "-reset_timestamps", "0",
-        "-segment_list", str(out_dir / f"{run}.csv"), "-segment_list_type", "csv",
-        str(out_dir / f"{run}-%06d.ts"),
-    ]
 
 
-def remux_command(ffmpeg: str, joined: Path, out: Path) -> list[str]:
-    """Joined MPEG-TS segments -> one MP4 (stream copy), so the cut can seek by its index."""
-    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(joined),
-            "-map", "0:v:0", "-c", "copy", "-f", "mp4", str(out)]
-
-
-def cut_command(ffmpeg: str, full: Path, offset: float, duration: float, out: Path) -> list[str]:
-    """[offset, offset + duration] of ``full`` (an MP4) by stream copy into a faststart MP4."""
-    return [
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-ss", f"{max(offset, 0.0):.3f}",
-        "-i", str(full), "-t", f"{duration:.3f}", "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart",
-        "-f", "mp4", str(out),
-    ]
 
 
 class SegmentRecorder(threading.Thread):
@@ -613,19 +515,19 @@ class ClipService:
     def _recover(self) -> None:
         """Events left ``pending`` by a daemon that died: cut them now from what is on disk."""
         for row in self.store.events_with("clip_pending"):
-            rec = self.recorders.get(row["camera"])
+            rec = self.recorders.get(row.camera)
             if rec is None:
                 reason = ("the daemon stopped before the clip was cut, and where the file camera was in its file "
-                          "then is not kept" if row["camera"] in self.file_clocks else "the camera no longer records clips")
-                self.store.set_clip(row["id"], CLIP_MISSING, reason=reason)
+                          "then is not kept" if row.camera in self.file_clocks else "the camera no longer records clips")
+                self.store.set_clip(row.id, CLIP_MISSING, reason=reason)
                 continue
             offset = wall_offset()  # the row's times are wall-clock: on this process's monotonic clock
-            first = row["start_time"] - offset
-            last = (row["end_time"] or row["updated"]) - offset
+            first = row.start_time - offset
+            last = (row.end_time or row.updated) - offset
             start, end = clip_window(first, last, self.clips)
-            rec.hold(row["id"], start)
-            self._jobs.put((time.monotonic() + 3 * self.clips.segment_s + 5.0, ClipJob(row["id"], row["camera"], start, end)))
-            log.info("clip_recovering", event_id=row["id"], camera=row["camera"])
+            rec.hold(row.id, start)
+            self._jobs.put((time.monotonic() + 3 * self.clips.segment_s + 5.0, ClipJob(row.id, row.camera, start, end)))
+            log.info("clip_recovering", event_id=row.id, camera=row.camera)
 
     # --- cutter thread -------------------------------------------------------------------------
     def _run(self) -> None:

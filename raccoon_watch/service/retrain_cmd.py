@@ -4,15 +4,15 @@
     raccoon-watch models --config my.yaml list | rollback | promote NAME [--force]
 
 ``retrain``: exports the feedback from the event store into ``<storage>/feedback`` (or reads the
-folder given with ``--feedback``), reports and skips every unusable row (``sitefeedback``), holds out
+folder given with ``--feedback``), reports and skips every unusable row (``learning.feedback``), holds out
 whole nights for the gate with raccoon and raccoon-free visits on both sides (``split_site``). With
 fewer than ``--min-visits`` of each kind on either side it stops there: it says how many more marked
 visits (and nights) it needs, trains nothing and promotes nothing (exit 5). Otherwise it fine-tunes
 the classifier that runs now (the site's promoted one, or the model folder's) on the shipped
 training crops plus the site's crops (train/classifier/retrain.py, imported only here: TensorFlow is
 loaded by this command, never by the daemon), measures deployed and candidate the same way, judges
-each held-out visit as the daemon did live (``raccoon_watch.replay``) and lets
-``raccoon_watch.gate.decide`` promote it or not. The candidate folder stays under
+each held-out visit as the daemon did live (``raccoon_watch.learning.replay``) and lets
+``raccoon_watch.learning.promotion.judge_candidate`` promote it or not. The candidate folder stays under
 ``<storage>/models/candidates/`` either way; its card says what data, how many site crops, both
 measurements, every held-out visit's outcome, which ones either classifier got wrong, and the gate's
 reasons. Promotion moves the ``current`` link (``site_models``); the daemon takes the new classifier
@@ -55,20 +55,19 @@ from typing import Any
 
 import structlog
 
-from raccoon_watch import site_models
-from raccoon_watch.gate import (
+from raccoon_watch.learning import site_models
+from raccoon_watch.learning.feedback import DEFAULT_HOLDOUT_SHARE, DEFAULT_MIN_VISITS, SiteSample, SiteSplit
+from raccoon_watch.learning.promotion import (
     DEFAULT_EXTRA_FALSE_ALERTS,
     DEFAULT_RECALL_DROP,
-    GateTolerance,
-    decide,
-    gate_metrics,
+    PromotionTolerance,
+    judge_candidate,
+    promotion_metrics,
     wrong_table,
     wrong_visits,
 )
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS
-from raccoon_watch.retention import MB
-from raccoon_watch.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES
-from raccoon_watch.retrain_priority import (
+from raccoon_watch.learning.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES
+from raccoon_watch.learning.retrain_priority import (
     DEFAULT_PRIORITY,
     DEFAULT_THREADS,
     PRIORITIES,
@@ -77,7 +76,8 @@ from raccoon_watch.retrain_priority import (
     default_threads,
     lower_priority,
 )
-from raccoon_watch.sitefeedback import DEFAULT_HOLDOUT_SHARE, DEFAULT_MIN_VISITS, SiteSample, SiteSplit
+from raccoon_watch.store.retention import MB
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS
 
 log = structlog.get_logger("raccoon_watch.retrain")
 
@@ -243,7 +243,7 @@ def _feedback_folder(cfg: Any, args: argparse.Namespace) -> tuple[Path, list[dic
     """The folder to read, and the events the export skipped (with why)."""
     if args.feedback is not None:
         return args.feedback, []
-    from raccoon_watch.export_feedback import export_feedback_report
+    from raccoon_watch.learning.export_feedback import export_feedback_report
     from raccoon_watch.store import EventStore
 
     folder = Path(cfg.storage.path) / "feedback"
@@ -259,7 +259,7 @@ def _thresholds(cfg: Any, card: dict[str, Any]) -> Any:
     """The daemon-wide ``app.Thresholds`` (alert and review, colour and infrared) as the daemon takes
     them from the config and the classifier card (``App.thresholds_for``)."""
     from raccoon_watch.app import Thresholds, deployed_thresholds, review_thresholds
-    from raccoon_watch.detectors.factory import card_ir_threshold, card_review_thresholds
+    from raccoon_watch.recognition.detectors.factory import card_ir_threshold, card_review_thresholds
 
     d = cfg.detector
     card_threshold = card.get("threshold")
@@ -286,10 +286,12 @@ def _filter_for(cfg: Any, thresholds: Any) -> Any:
 def _kept_visits(cfg: Any, holdout: tuple[SiteSample, ...]) -> dict[str, Any]:
     """event id -> ``replay.KeptVisit``: the store's record of each held-out event (what the daemon
     did, its per-frame scores), or only the verdict for an event this store does not have."""
-    from raccoon_watch.replay import KeptVisit, kept_visit_from_event
-    from raccoon_watch.store import DB_NAME, EventStore
+    from raccoon_watch.learning.replay import KeptVisit, kept_visit_from_event
+    from raccoon_watch.store import EventStore
+    from raccoon_watch.store.events import EventRow
+    from raccoon_watch.store.schema import DB_NAME
 
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, EventRow] = {}
     if (Path(cfg.storage.path) / DB_NAME).is_file():  # never create a store just to look
         store = EventStore(cfg.storage.path)
         try:
@@ -328,9 +330,9 @@ def _need_more(root: Path, split: SiteSplit, usable: int, problems: list[dict[st
 
 def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     from raccoon_watch.config import shared_dir
-    from raccoon_watch.detectors import find_model, resolve_default_model
-    from raccoon_watch.detectors.base import ModelError
-    from raccoon_watch.sitefeedback import read_feedback, split_site
+    from raccoon_watch.learning.feedback import read_feedback, split_site
+    from raccoon_watch.recognition.detectors import find_model, resolve_default_model
+    from raccoon_watch.recognition.detectors.base import ModelError
 
     started = time.monotonic()
     missing = training_missing()
@@ -350,7 +352,7 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     max_pixels = int(max_mp * 1e6)
     try:
-        tolerance = GateTolerance(args.recall_drop, args.extra_false_alerts)
+        tolerance = PromotionTolerance(args.recall_drop, args.extra_false_alerts)
         if args.min_visits < 0:
             raise ValueError(f"--min-visits must be >= 0, got {args.min_visits}")
         if not 0.0 < args.holdout_share < 1.0:
@@ -442,7 +444,7 @@ class CheckedInput:
     usable: int  # feedback rows read and kept
     problems: list[dict[str, str]]  # rows skipped, with the event and why
     folder: Path
-    tolerance: GateTolerance
+    tolerance: PromotionTolerance
     started: float  # monotonic
     max_pixels: int
 
@@ -471,11 +473,11 @@ def _fit_gate_install(cfg: Any, args: argparse.Namespace, rt: Any, inp: CheckedI
         measured[name] = rt.measure(folder_for, threshold, standard, split.holdout, filter_for, threads=args.threads,
                                     max_pixels=inp.max_pixels)
     outcomes = _judge(cfg, split, measured, filter_for, site_models.model_version(deployed / site_models.CLASSIFIER_FILE))
-    metrics = {name: gate_metrics(m[0].recall, m[0].false_alerts, m[0].negatives, outcomes, name)  # type: ignore[arg-type]
+    metrics = {name: promotion_metrics(m[0].recall, m[0].false_alerts, m[0].negatives, outcomes, name)  # type: ignore[arg-type]
                for name, m in measured.items()}
     for name, m in metrics.items():
         log.info("retrain_measured", model=name, **m.to_dict())
-    decision = decide(metrics["deployed"], metrics["candidate"], inp.tolerance)
+    decision = judge_candidate(metrics["deployed"], metrics["candidate"], inp.tolerance)
     wrong = wrong_visits(outcomes)
     card = result.card
     card["retrain"]["data"].update({"feedback_folder": str(inp.folder), "feedback_usable": inp.usable,
@@ -521,7 +523,7 @@ def _fit_gate_install(cfg: Any, args: argparse.Namespace, rt: Any, inp: CheckedI
 def _judge(cfg: Any, split: SiteSplit, measured: dict[str, Any], filter_for: Any, deployed_version: str) -> list[Any]:
     """Each held-out visit's outcome for both classifiers, judged as the daemon judges a visit."""
     from raccoon_watch.app import debounce_params, visit_params
-    from raccoon_watch.replay import ReplayRules, judge_visit
+    from raccoon_watch.learning.replay import ReplayRules, judge_visit
 
     visits = _kept_visits(cfg, split.holdout)
     outcomes = []

@@ -6,14 +6,14 @@ operating point (the deployed threshold):
 
 - the standard set: the public raccoon test split (recall of its boxes, IoU 0.5) and the held-out
   raccoon-free photos (how many alert); never trained on, never used for a choice;
-- the held-out part of the site's own feedback (``raccoon_watch.sitefeedback.split_site``: whole
+- the held-out part of the site's own feedback (``raccoon_watch.learning.feedback.split_site``: whole
   nights, both kinds on both sides), each visit judged the way the daemon judged it live
-  (``raccoon_watch.replay``: the deployed classifier's outcome is what the daemon did, the candidate
+  (``raccoon_watch.learning.replay``: the deployed classifier's outcome is what the daemon did, the candidate
   replays the same visit through visit scoring, threshold and debounce): a "not a raccoon" visit
   that alerts, or a "raccoon" visit that does not, is one site error; and the mean visit score of
   each kind of held-out visit.
 
-``decide`` promotes only when recall on the test split is no more than ``recall_drop`` below the
+``judge_candidate`` promotes only when recall on the test split is no more than ``recall_drop`` below the
 deployed model's, at most ``extra_false_alerts`` more held-out photos alert, and the site errors on
 the held-out feedback are strictly fewer. ``wrong_visits`` / ``wrong_table`` name the held-out
 visits either classifier got wrong, for the card, ``REFUSED.txt``, ``models list`` and the page.
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
 
-from raccoon_watch.replay import VisitOutcome
+from raccoon_watch.learning.replay import VisitOutcome
 
 DEFAULT_RECALL_DROP = 0.03  # about one raccoon box of the 40-photo test split's 45 (train/README.md)
 DEFAULT_EXTRA_FALSE_ALERTS = 0  # not one more alerting held-out raccoon-free photo
@@ -35,7 +35,7 @@ SITE_SCORE_MARGIN = 0.05  # mean final score, on the 0..1 scale the threshold us
 
 
 @dataclass(frozen=True, slots=True)
-class GateMetrics:
+class PromotionMetrics:
     """One classifier's measurements (see the module doc)."""
 
     recall: float  # test split boxes found at the operating point, 0..1
@@ -50,13 +50,13 @@ class GateMetrics:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def gate_metrics(recall: float, false_alerts: int, negatives: int, outcomes: Sequence[VisitOutcome],
-                 which: Literal["deployed", "candidate"]) -> GateMetrics:
-    """One classifier's ``GateMetrics`` from the standard set's numbers and the judged held-out visits."""
+def promotion_metrics(recall: float, false_alerts: int, negatives: int, outcomes: Sequence[VisitOutcome],
+                 which: Literal["deployed", "candidate"]) -> PromotionMetrics:
+    """One classifier's ``PromotionMetrics`` from the standard set's numbers and the judged held-out visits."""
     scores = {label: [o.deployed_score if which == "deployed" else o.candidate_score
                       for o in outcomes if o.label == label] for label in ("not_raccoon", "raccoon")}
     mean = {k: (sum(v) / len(v) if v else None) for k, v in scores.items()}
-    return GateMetrics(recall, false_alerts, negatives, sum(o.wrong(which) for o in outcomes), len(outcomes),
+    return PromotionMetrics(recall, false_alerts, negatives, sum(o.wrong(which) for o in outcomes), len(outcomes),
                        mean["not_raccoon"], mean["raccoon"])
 
 
@@ -89,7 +89,7 @@ def wrong_table(outcomes: Sequence[VisitOutcome]) -> str:
     return "\n".join(lines) + "\n(X: wrong; scores are visit scores, the threshold compares them)\n"
 
 
-def site_better(deployed: GateMetrics, candidate: GateMetrics) -> bool:
+def site_better(deployed: PromotionMetrics, candidate: PromotionMetrics) -> bool:
     """Fewer held-out site errors, or as many with clearly lower scores on the not-raccoon frames
     and no clearly lower ones on the raccoon frames (see the module doc)."""
     if candidate.site_errors != deployed.site_errors:
@@ -102,7 +102,7 @@ def site_better(deployed: GateMetrics, candidate: GateMetrics) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class GateTolerance:
+class PromotionTolerance:
     recall_drop: float = DEFAULT_RECALL_DROP
     extra_false_alerts: int = DEFAULT_EXTRA_FALSE_ALERTS
 
@@ -114,12 +114,13 @@ class GateTolerance:
 
 
 @dataclass(frozen=True, slots=True)
-class GateDecision:
+class PromotionDecision:
     promote: bool
     reasons: tuple[str, ...]  # why not (empty when promoted)
 
 
-def decide(deployed: GateMetrics, candidate: GateMetrics, tolerance: GateTolerance = GateTolerance()) -> GateDecision:
+def judge_candidate(deployed: PromotionMetrics, candidate: PromotionMetrics,
+                    tolerance: PromotionTolerance = PromotionTolerance()) -> PromotionDecision:
     """Promote the candidate or not, and why not (every failed check is named)."""
     reasons = []
     if deployed.negatives != candidate.negatives or deployed.site_events != candidate.site_events:
@@ -137,7 +138,7 @@ def decide(deployed: GateMetrics, candidate: GateMetrics, tolerance: GateToleran
                        f"{candidate.site_events} events wrong, deployed {deployed.site_errors}; mean scores "
                        f"not-raccoon {_f(candidate.site_not_raccoon_mean)} vs {_f(deployed.site_not_raccoon_mean)}, "
                        f"raccoon {_f(candidate.site_raccoon_mean)} vs {_f(deployed.site_raccoon_mean)}")
-    return GateDecision(not reasons, tuple(reasons))
+    return PromotionDecision(not reasons, tuple(reasons))
 
 
 def _f(value: float | None) -> str:

@@ -1,6 +1,6 @@
 """Replay a held-out visit the way the daemon scored it live, so the gate's "wrong" means what happened.
 
-What is kept of a visit (``store.py``, ``eventtrace.py``):
+What is kept of a visit (``store/``, ``review/eventtrace.py``):
 
 - the event row: it exists because the visit reached the alert threshold (an ``alert``; a row whose
   ``severity`` says ``detection`` did not alert), its best visit score (``top_score``) and the
@@ -49,6 +49,7 @@ from typing import Literal
 from raccoon_watch import debounce, visits
 from raccoon_watch.debounce import CameraState, DebounceParams, Observation
 from raccoon_watch.filters import DetectionFilter, meets_review_threshold, meets_threshold
+from raccoon_watch.store.events import EventRow
 from raccoon_watch.types import Box, Detection, EventKind, Severity
 from raccoon_watch.visits import VisitParams, VisitState
 
@@ -105,13 +106,13 @@ class ReplayRules:
         return self.filter.threshold_for(self.mode)
 
 
-def kept_visit_from_event(row: dict[str, object], sample_label: str) -> KeptVisit:
-    """A ``store.get_event`` row (scores decoded) and the verdict -> ``KeptVisit`` (pure).
+def kept_visit_from_event(row: EventRow, sample_label: str) -> KeptVisit:
+    """A ``store.get_event`` row and the verdict -> ``KeptVisit`` (pure).
 
     Trace rows that are not [ts, visit, score, detector] numbers are left out."""
     trace: list[TraceFrame] = []
     best_visit, kept_live = -1.0, None
-    for r in row.get("scores") or []:  # type: ignore[attr-defined]
+    for r in row.scores:
         if not isinstance(r, (list, tuple)) or len(r) < 3 or not _is_number(r[0]):
             continue
         score = float(r[2]) if _is_number(r[2]) else None
@@ -120,10 +121,8 @@ def kept_visit_from_event(row: dict[str, object], sample_label: str) -> KeptVisi
         visit = float(r[1]) if _is_number(r[1]) else 0.0
         if visit > best_visit:  # the first frame of the best visit score: the one eventtrace kept
             best_visit, kept_live = visit, score
-    severity = row.get("severity")
-    return KeptVisit(str(row["id"]), str(row.get("camera") or ""), _float(row.get("start_time")), sample_label,
-                     tuple(trace), kept_live, severity != DETECTION, _float(row.get("top_score")),
-                     str(row["model_version"]) if row.get("model_version") else None)
+    return KeptVisit(row.id, row.camera, _float(row.start_time), sample_label, tuple(trace), kept_live,
+                     row.severity != DETECTION, _float(row.top_score), row.model_version or None)
 
 
 def _is_number(value: object) -> bool:

@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from raccoon_watch.config import DEFAULT_MODEL_DIR, DetectorConfig, shared_dir
-from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError, ModelNotFound
-from raccoon_watch.imagemode import COLOR, IR, MODES
-from raccoon_watch.labels import LabelMapError, load_labels, parse_lines
-from raccoon_watch.modelfiles import (
+from raccoon_watch.recognition.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError, ModelNotFound
+from raccoon_watch.recognition.imagemode import COLOR, IR, MODES
+from raccoon_watch.recognition.labels import LabelMapError, load_labels, parse_lines
+from raccoon_watch.recognition.modelfiles import (
     CLASSIFIER_CARD,
     CLASSIFIER_FILE,
     LABELMAP_NAMES,
@@ -56,7 +56,7 @@ from raccoon_watch.modelfiles import (
     SAVED_MODEL_DIR,
     SAVED_MODEL_PB,
 )
-from raccoon_watch.recognition import (
+from raccoon_watch.recognition.recognizer import (
     DEFAULT_DETECTOR_WEIGHT,
     DEFAULT_MARGIN,
     DEFAULT_MAX_CANDIDATES,
@@ -71,8 +71,8 @@ from raccoon_watch.recognition import (
 )
 
 if TYPE_CHECKING:  # imported when a classifier stage is built, not at start-up
-    from raccoon_watch.classifier import TFLiteClassifier
-    from raccoon_watch.detectors.remote import RemoteLink
+    from raccoon_watch.recognition.classifier import TFLiteClassifier
+    from raccoon_watch.recognition.detectors.remote import RemoteLink
 
 log = structlog.get_logger(__name__)
 
@@ -244,7 +244,7 @@ def _gpu_visible() -> bool:
     imported when it is installed and a GPU driver is present, so a CPU box stays on TFLite cheaply."""
     if importlib.util.find_spec("tensorflow") is None or not any(p.exists() for p in GPU_DRIVER_PATHS):
         return False
-    from raccoon_watch.detectors.tensorflow import visible_gpus
+    from raccoon_watch.recognition.detectors.tensorflow import visible_gpus
 
     return bool(visible_gpus())
 
@@ -271,18 +271,18 @@ def create_detector(cfg: DetectorConfig, model_dir: Path | None = None, *,
     files = find_model(model_dir or cfg.model or resolve_default_model())
     backend = choose_backend(cfg.backend, files)
     if backend == "tflite" and files.tflite is not None:  # "not a model" before "no label map"
-        from raccoon_watch.detectors.tflite import read_model
+        from raccoon_watch.recognition.detectors.tflite import read_model
 
         read_model(files.tflite)
     labels = _labels_for(files, cfg.labelmap)
     if backend == "tensorflow":
-        from raccoon_watch.detectors.tensorflow import TensorFlowDetector
+        from raccoon_watch.recognition.detectors.tensorflow import TensorFlowDetector
 
         assert files.saved_model is not None
         return _size_checked(files, files.saved_model, TensorFlowDetector(
             files.saved_model, labels, min_score=min_score, threshold=files.threshold,
             batch_size=cfg.batch_size, input_size=files.input_size))
-    from raccoon_watch.detectors.tflite import TFLiteDetector
+    from raccoon_watch.recognition.detectors.tflite import TFLiteDetector
 
     assert files.tflite is not None
     return _size_checked(files, files.tflite, TFLiteDetector(
@@ -316,14 +316,14 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
     """The detector of ``model_dir`` (default: cfg.model, else resolve_default_model()) and, when
     the folder has one and ``cfg.classifier`` is on, its classifier stage: what every caller runs.
     ``classifier_dir``: a folder holding another classifier stage (``classifier.tflite`` and its
-    card: a site's retrained one, ``raccoon_watch.site_models``), used instead of the folder's own.
+    card: a site's retrained one, ``raccoon_watch.learning.site_models``), used instead of the folder's own.
 
     ``backend: remote``: those local models (picked as ``auto``) behind a ``RemoteRecognizer`` that
-    asks ``cfg.remote.url`` first (raccoon_watch.detectors.remote); ``remote``: the link its workers
+    asks ``cfg.remote.url`` first (raccoon_watch.recognition.detectors.remote); ``remote``: the link its workers
     share (the daemon makes one; without it each recognizer gets its own)."""
     if cfg.backend == "remote":
-        from raccoon_watch.detectors.remote import RemoteLink as Link
-        from raccoon_watch.detectors.remote import RemoteRecognizer
+        from raccoon_watch.recognition.detectors.remote import RemoteLink as Link
+        from raccoon_watch.recognition.detectors.remote import RemoteRecognizer
 
         assert cfg.remote is not None  # DetectorConfig refuses backend remote without its section
         local = create_recognizer(cfg.model_copy(update={"backend": "auto", "remote": None}), model_dir,
@@ -359,7 +359,7 @@ def create_recognizer(cfg: DetectorConfig, model_dir: Path | None = None, *,
         review, ir_review = card_review_thresholds(card)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{card_path}: bad value: {str(exc)[:120]}") from None
-    from raccoon_watch.classifier import TFLiteClassifier
+    from raccoon_watch.recognition.classifier import TFLiteClassifier
 
     # proposals under the threshold too: a tracked animal's (recognition.extra_candidates); only
     # those >= proposal_threshold are classified without hints, so detect/evaluate are unchanged

@@ -6,7 +6,7 @@ Model contract (the stock COCO SSD and train/'s int8 export):
   ((x - 128) / 128, what the stock quantized SSD's input scale 1/128 and zero point 128 decode to,
   and what train/'s float export was trained with);
 - four outputs: boxes [1, N, 4] normalised (ymin, xmin, ymax, xmax), classes [1, N] 0-based with the
-  background excluded (label = labels[class + 1], see raccoon_watch.labels), scores [1, N] sorted
+  background excluded (label = labels[class + 1], see raccoon_watch.recognition.labels), scores [1, N] sorted
   descending, count [1]. Their order differs between converters, and so does the meaning of the
   names: the stock file's ``TFLite_Detection_PostProcess:1`` is classes, but in a model converted
   by the TF2 converter (train/'s export) the tensor of that name holds the scores. So boxes and count
@@ -37,9 +37,15 @@ import numpy as np
 import structlog
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, input_tensor, to_model_rgb
-from raccoon_watch.detectors.ssd_batch import NotBatchable, PostProcess, cut_postprocess
-from raccoon_watch.nativelog import routed_native_stderr
+from raccoon_watch.recognition.detectors.base import (
+    DEFAULT_MIN_SCORE,
+    ModelError,
+    detections_from_yxyx,
+    input_tensor,
+    to_model_rgb,
+)
+from raccoon_watch.recognition.detectors.ssd_batch import NotBatchable, PostProcess, cut_postprocess
+from raccoon_watch.support.nativelog import routed_native_stderr
 from raccoon_watch.types import Detection
 
 log = structlog.get_logger(__name__)

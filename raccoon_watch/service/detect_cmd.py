@@ -4,7 +4,7 @@
                          [--no-classifier] [--proposal-threshold P]
                          [--labels a,b] [--json] [--out OUT] [--threads N] [--max-frames N] INPUT...
 
-It runs exactly what the daemon runs (``raccoon_watch.recognition.Recognizer``): with the bundled
+It runs exactly what the daemon runs (``raccoon_watch.recognition.recognizer.Recognizer``): with the bundled
 two-stage model, the detector proposes and the raccoon classifier scores each candidate on a crop of
 the full-resolution image.
 
@@ -15,7 +15,7 @@ the evaluation tooling reads it)::
      "detections": [{"label": "raccoon", "score": 0.93, "detector_score": 0.41,
                      "box": [xmin, ymin, xmax, ymax]}]}
 
-``mode`` is the image's mode (``raccoon_watch.imagemode``: ``color``, or ``ir`` for an infrared or
+``mode`` is the image's mode (``raccoon_watch.recognition.imagemode``: ``color``, or ``ir`` for an infrared or
 monochrome picture); the default threshold is the cards' threshold for that mode.
 
 ``score`` is the final score (the classifier's P(raccoon) with a two-stage model; what
@@ -63,12 +63,12 @@ from typing import Any
 import cv2
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
-from raccoon_watch.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
-from raccoon_watch.imagemode import image_mode
-from raccoon_watch.recognition import Recognizer
-from raccoon_watch.service.logs import setup_logging
+from raccoon_watch.recognition.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
+from raccoon_watch.recognition.imagemode import image_mode
+from raccoon_watch.recognition.recognizer import Recognizer
 from raccoon_watch.snapshot import draw_detections
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
+from raccoon_watch.support.logs import setup_logging
 from raccoon_watch.types import Detection, detection_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}

@@ -1,6 +1,6 @@
 """A site's feedback folder, read for retraining: what is usable, what is not and why, and the split.
 
-The folder is what ``raccoon-watch export-feedback DIR`` writes (``raccoon_watch.export_feedback``):
+The folder is what ``raccoon-watch export-feedback DIR`` writes (``raccoon_watch.learning.export_feedback``):
 
     DIR/labels.csv   filename,width,height,class,xmin,ymin,xmax,ymax   (train/'s CSV; class raccoon |
                      not_raccoon; integer pixels of the image, xmin < xmax <= width, ymin < ymax <= height)
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
-from raccoon_watch.imagefile import DEFAULT_MAX_PIXELS, read_image
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS, read_image
 
 LABELS_CSV = "labels.csv"
 EVENTS_CSV = "events.csv"

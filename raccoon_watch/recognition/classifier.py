@@ -20,8 +20,8 @@ import numpy as np
 import structlog
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from raccoon_watch.detectors.base import ModelError, input_tensor
-from raccoon_watch.detectors.tflite import new_interpreter, read_model
+from raccoon_watch.recognition.detectors.base import ModelError, input_tensor
+from raccoon_watch.recognition.detectors.tflite import new_interpreter, read_model
 
 log = structlog.get_logger(__name__)
 

@@ -4,8 +4,8 @@ Backends live one per file (tflite.py, tensorflow.py) and are imported only when
 TFLite backend never imports TensorFlow.
 """
 
-from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError, ModelNotFound
-from raccoon_watch.detectors.factory import (
+from raccoon_watch.recognition.detectors.base import DEFAULT_MIN_SCORE, Detector, ModelError, ModelNotFound
+from raccoon_watch.recognition.detectors.factory import (
                                              ModelFiles,
                                              create_detector,
                                              create_recognizer,

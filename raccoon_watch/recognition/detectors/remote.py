@@ -34,11 +34,11 @@ import requests
 import structlog
 
 from raccoon_watch.api.protocol import ProtocolError, parse_answer
-from raccoon_watch.backoff import backoff_delay
 from raccoon_watch.config import RemoteConfig
-from raccoon_watch.imagemode import image_mode
 from raccoon_watch.motion import Crop, boxes_from_crop
-from raccoon_watch.recognition import CandidateHints, PixelWindow, Recognizer
+from raccoon_watch.recognition.imagemode import image_mode
+from raccoon_watch.recognition.recognizer import CandidateHints, PixelWindow, Recognizer
+from raccoon_watch.support.backoff import backoff_delay
 from raccoon_watch.types import Detection, RecognizerSnapshot
 
 log = structlog.get_logger(__name__)

@@ -7,7 +7,7 @@ one row per judged event: ``class`` is the verdict, ``raccoon`` or ``not_raccoon
 false alert: a hard negative for the classifier), the box is the event's best box. Beside it
 ``DIR/events.csv`` (``filename,event_id,camera,start_time``, wall-clock seconds) says which event
 each image is and when it happened, so ``raccoon-watch retrain`` can hold out whole nights
-(``raccoon_watch.sitefeedback``). Running it again rewrites the same files (no duplicates). Events
+(``raccoon_watch.learning.feedback``). Running it again rewrites the same files (no duplicates). Events
 whose frame was swept by retention are skipped, counted, and logged with their id
 (``feedback_export_skipped``). Nothing is ever deleted from DIR.
 """
@@ -22,8 +22,9 @@ from pathlib import Path
 import cv2
 import structlog
 
-from raccoon_watch.sitefeedback import EVENT_COLUMNS, EVENTS_CSV
-from raccoon_watch.store import FRAME_DIR, EventStore
+from raccoon_watch.learning.feedback import EVENT_COLUMNS, EVENTS_CSV
+from raccoon_watch.store import EventStore
+from raccoon_watch.store.retention import FRAME_DIR
 from raccoon_watch.types import box_to_pixels
 
 log = structlog.get_logger(__name__)
@@ -51,19 +52,19 @@ def export_feedback_report(store: EventStore, out: Path) -> ExportReport:
     images.mkdir(parents=True, exist_ok=True)
     rows, events, skipped = [], [], []
     for event in store.events_with("feedback"):
-        frame = store.media_file(event["id"], FRAME_DIR)
+        frame = store.media_file(event.id, FRAME_DIR)
         image = cv2.imread(str(frame)) if frame is not None else None
         if image is None:
             why = "its frame is gone (swept by retention)" if frame is None else "its frame does not decode"
-            skipped.append((event["id"], why))
-            log.warning("feedback_export_skipped", event_id=event["id"], reason=why)
+            skipped.append((event.id, why))
+            log.warning("feedback_export_skipped", event_id=event.id, reason=why)
             continue
         height, width = image.shape[:2]
-        name = f"{event['camera']}_{frame.stem}.jpg"
+        name = f"{event.camera}_{frame.stem}.jpg"
         shutil.copyfile(frame, images / name)
-        xmin, ymin, xmax, ymax = box_to_pixels(event["box"], width, height)
-        rows.append((name, width, height, event["feedback"], xmin, ymin, xmax, ymax))
-        events.append((name, event["id"], event["camera"], repr(float(event["start_time"]))))
+        xmin, ymin, xmax, ymax = box_to_pixels(event.box, width, height)
+        rows.append((name, width, height, event.feedback, xmin, ymin, xmax, ymax))
+        events.append((name, event.id, event.camera, repr(float(event.start_time))))
     for path, header, body in ((out / "labels.csv", CSV_COLUMNS, rows), (out / EVENTS_CSV, EVENT_COLUMNS, events)):
         with open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")

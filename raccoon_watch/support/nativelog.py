@@ -5,7 +5,7 @@ fd 2 the first time a process builds an XNNPACK interpreter; TensorFlow and absl
 ``I0000 00:00:… file.cc:123] …`` lines when TensorFlow loads. Neither goes through Python's
 logging, so in a JSON log they are lines that are not JSON. Neither library has a switch that
 silences them: ``TF_CPP_MIN_LOG_LEVEL`` quiets TensorFlow's INFO and WARNING lines (set before it is
-imported, ``service/logs.py``), not LiteRT's minimal logger.
+imported, ``support/logs.py``), not LiteRT's minimal logger.
 
 ``routed_native_stderr`` points fd 2 at a temporary file while such a library loads (milliseconds
 for LiteRT's first interpreter, seconds for ``import tensorflow``), then logs each line it recognises through the stdlib logger ``raccoon_watch.native`` (INFO

@@ -68,7 +68,7 @@ def detections_from_yxyx(
     """The one place the TF OD API box order is converted.
 
     boxes_yxyx: (N, 4) normalised (ymin, xmin, ymax, xmax), as every TF OD API model outputs them.
-    class_ids: (N,) indices into ``labels`` (already shifted by the backend: see raccoon_watch.labels).
+    class_ids: (N,) indices into ``labels`` (already shifted by the backend: see raccoon_watch.recognition.labels).
     scores: (N,) in [0, 1]. Returns Detections with normalised (xmin, ymin, xmax, ymax) boxes clipped
     to [0, 1], score >= min_score, empty boxes dropped, best first.
     """

@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from raccoon_watch.modelfiles import CLASSIFIER_CARD, CLASSIFIER_FILE
+from raccoon_watch.recognition.modelfiles import CLASSIFIER_CARD, CLASSIFIER_FILE
 
 CANDIDATES = "candidates"
 CURRENT, PREVIOUS = "current", "previous"

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from raccoon_watch.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
+from raccoon_watch.learning.site_models import CLASSIFIER_CARD, CLASSIFIER_FILE, model_version
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +65,7 @@ class ClassifierSwap:
         self.failures = 0
 
     def _make_tflite(self, path: Path) -> Any:
-        from raccoon_watch.classifier import TFLiteClassifier
+        from raccoon_watch.recognition.classifier import TFLiteClassifier
 
         return TFLiteClassifier(path, num_threads=self._num_threads)
 

@@ -75,7 +75,7 @@ class StatsCollector:
                            rec.local_frames)
             yield _counter("recognizer_remote_failures", "Remote calls that failed or were slower than the timeout.",
                            rec.failures)
-        if s.model_version:  # which classifier scores now (hot swap, roll back): raccoon_watch.site_models
+        if s.model_version:  # which classifier scores now (hot swap, roll back): raccoon_watch.learning.site_models
             info = GaugeMetricFamily(f"{PREFIX}_classifier_info", "1 for the classifier version in use.", labels=["version"])
             info.add_metric([s.model_version], 1.0)
             yield info

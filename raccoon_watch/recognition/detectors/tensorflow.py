@@ -3,7 +3,7 @@
 Contract (TF2 Detection Zoo models and train/'s export): ``serving_default`` takes
 ``input_tensor`` uint8 [B, H, W, 3] RGB (B, H, W may be None) and returns ``detection_boxes``
 [B, N, 4] normalised (ymin, xmin, ymax, xmax), ``detection_scores`` [B, N] best first,
-``detection_classes`` [B, N] 1-based floats (label = labels[class], see raccoon_watch.labels) and
+``detection_classes`` [B, N] 1-based floats (label = labels[class], see raccoon_watch.recognition.labels) and
 ``num_detections`` [B]. NMS is inside the model.
 
 TensorFlow is imported only when this backend is built, so the TFLite path never loads it. Every
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import structlog
 
-from raccoon_watch.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, to_model_rgb
-from raccoon_watch.modelfiles import SAVED_MODEL_PB
+from raccoon_watch.recognition.detectors.base import DEFAULT_MIN_SCORE, ModelError, detections_from_yxyx, to_model_rgb
+from raccoon_watch.recognition.modelfiles import SAVED_MODEL_PB
 from raccoon_watch.types import Detection
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ def import_tensorflow() -> Any:
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read by TF's C++ when it loads
-    from raccoon_watch.nativelog import routed_native_stderr
+    from raccoon_watch.support.nativelog import routed_native_stderr
 
     with routed_native_stderr("tensorflow"):
         import tensorflow as tf
@@ -66,7 +66,7 @@ def _import_tensorflow(model_dir: Path):
 def visible_gpus() -> list[Any]:
     """The GPUs TensorFlow sees (its PhysicalDevices). The first look loads CUDA, which says so on
     stderr: routed into the log."""
-    from raccoon_watch.nativelog import routed_native_stderr
+    from raccoon_watch.support.nativelog import routed_native_stderr
 
     tf = import_tensorflow()
     with routed_native_stderr("tensorflow"):
@@ -102,7 +102,7 @@ class TensorFlowDetector:
         gpus = enable_gpu_memory_growth()
 
         try:
-            from raccoon_watch.nativelog import routed_native_stderr
+            from raccoon_watch.support.nativelog import routed_native_stderr
 
             with routed_native_stderr("tensorflow"):
                 self._model = tf.saved_model.load(str(self.model_dir))
