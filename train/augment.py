@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from raccoon_watch.recognition.imagemode import channel_spread
+
 IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)  # zoom-out canvas fill
 CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9)  # SSD paper p. 6; None = any crop
 CROP_MIN_SCALE = 0.3  # crop side as a share of the image side
@@ -325,10 +327,10 @@ MAX_PASTE_WIDTH = 0.9  # share of the frame width
 
 
 def is_grayish(image: np.ndarray) -> bool:
-    """True when the RGB channels are nearly equal (IR night frame)."""
-    pixels = image.astype(np.int16)
-    spread = np.abs(pixels[..., 0] - pixels[..., 1]).mean() + np.abs(pixels[..., 1] - pixels[..., 2]).mean()
-    return bool(spread < GRAYISH_CHANNEL_SPREAD)
+    """True when the RGB channels are nearly equal (IR night frame): the daemon's own measure
+    (``imagemode.channel_spread``, every pixel) with training's looser line (8 grey levels, so that
+    washed-out near-grey backgrounds also take pasted crops grey)."""
+    return channel_spread(image, step=1) < GRAYISH_CHANNEL_SPREAD
 
 
 def _paste_size(background: np.ndarray, crop: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
