@@ -131,3 +131,14 @@ def test_a_bad_tf_config_is_named_before_any_work(monkeypatch, capsys, tmp_path,
     assert train_cli(["train", "--strategy", "multi_worker", "--work-dir", str(tmp_path / "w")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_the_training_pipeline_leaves_no_autotune_thread_to_wait_for_at_exit():
+    """Deleting a tf.data iterator waits for its autotune thread, which held multi-worker runs 10-40 s
+    after their last step; the training pipeline's parallelism is fixed, so autotune stays off."""
+    from train.data import make_train_dataset
+    from train.ssd.anchors import generate_anchors
+    from train.ssd.targets import TargetAssigner
+
+    dataset = make_train_dataset(lambda: iter(()), TargetAssigner(generate_anchors()), batch_size=2)
+    assert dataset.options().autotune.enabled is False
