@@ -136,7 +136,12 @@ def make_train_dataset(generator_fn, assigner: TargetAssigner, batch_size: int) 
         return image, cls_targets, reg_targets
 
     dataset = dataset.map(with_targets, num_parallel_calls=1)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+    # Fixed parallelism and buffer, so nothing to autotune. Autotune's model thread also held the
+    # end of every multi-worker run 10-40 s, idle: deleting the iterator waits for that thread,
+    # which sat in its timed wait (Model::OptimizeLoop).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(2).with_options(options)
 
 
 def eval_inputs(examples: list[Example]) -> np.ndarray:
