@@ -13,15 +13,18 @@ The top level is the flow, one module per stage; ``app.py`` is the one place tha
   configuration and its one set of defaults: ``config.py``; detection hours: ``schedule.py``; the
   no-camera demo clip: ``demo.py``.
 
-Every cluster that is not a stage has its own folder (imports point down this list, never up):
+Every cluster that is not a stage has its own folder, in layer order (imports point down this list,
+never up; tests/test_import_boundary.py checks it):
 
 - ``service/``: the commands (``cli.py``, ``detect_cmd.py``, ``retrain_cmd.py``), ``preflight.py``
   (what ``check-config`` checks beyond the schema; the exit codes), ``notify.py`` (sd_notify,
   SIGHUP), ``liveness.py`` (watchdog), ``health.py`` (/healthz and the page's server);
+- ``api/``: ``raccoon-watch serve``, a DeepStack/CodeProject.AI-compatible recognizer API
+  (its wire format, ``recognition/deepstack.py``, is also what the remote detector backend speaks);
+- ``archive/``: a whole archive (``detect DIR --recursive``, resumable, optionally on Ray,
+  MegaDetector's batch format);
 - ``web/``: the review page: the HTTP layer (``httpserver.py``: uvicorn in a thread on a bound
   socket), ``pages.py``, ``auth.py``, ``chart.py``, ``retrain_job.py`` ("Retrain now"), templates;
-- ``api/``: ``raccoon-watch serve``, a DeepStack/CodeProject.AI-compatible recognizer API
-  (``protocol.py`` is also what the remote detector backend speaks);
 - ``review/``: what the page shows of an event: ``clips.py`` (ffmpeg recorder per camera, a clip cut
   per event; ``clipwindow.py`` its pure window maths, ``ffmpeg.py`` its commands), ``eventtrace.py``
   (per-frame scores and the clean best frame), ``live.py`` (newest frame per camera);
@@ -34,11 +37,10 @@ Every cluster that is not a stage has its own folder (imports point down this li
   ``salvage.py``, ``events.py`` (``EventRow``), ``outbox.py`` (``OutboxRow``), ``media.py`` and
   ``retention.py``, ``lock.py`` (one daemon per folder);
 - ``recognition/``: ``recognizer.py`` (the one inference path), ``detectors/`` (backends),
-  ``classifier.py``, ``imagemode.py``, ``labels.py``, ``modelfiles.py`` (a model folder's names);
+  ``classifier.py``, ``imagemode.py``, ``labels.py``, ``modelfiles.py`` (a model folder's names),
+  ``records.py`` (a photo's ``detect --json`` record), ``deepstack.py`` (the DeepStack wire format);
 - ``support/``: ``logs.py``, ``metrics.py``, ``nativelog.py``, ``backoff.py``, ``netdiag.py``,
-  ``imagefile.py``;
-- ``archive/``: a whole archive (``detect DIR --recursive``, resumable, optionally on Ray,
-  MegaDetector's batch format).
+  ``imagefile.py``.
 
 Developer tools (bench, clip making and evaluation) live in ``tools/``, training in ``train/`` and
 the stand-ins the tests and tools share in ``testkit/``; none is installed (they run from the

@@ -8,6 +8,7 @@ holds. ``bench`` runs ``tools.bench`` in a child process, so its imports stay ou
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -67,3 +68,52 @@ def test_the_top_level_holds_only_the_flow_and_its_rooms() -> None:
     assert modules == FLOW, f"modules beside the stages: {sorted(modules - FLOW)}; missing: {sorted(FLOW - modules)}"
     assert packages == ROOMS, f"new packages: {sorted(packages - ROOMS)}; missing: {sorted(ROOMS - packages)}"
     assert strays == [], f"neither a module nor a package: {strays}"
+
+
+# The rooms in layer order, top first (raccoon_watch/__init__.py lists them so): a module imports from
+# its own room, from rooms below it and from the flat modules, never from a room above it; and only
+# service/ (the commands) imports the wiring in app.py. Type-only imports count too: an arrow is an arrow.
+LAYERS = ("service", "api", "archive", "web", "review", "learning", "sinks", "store", "recognition", "support")
+
+
+def upward_imports(root: Path) -> list[str]:
+    """``file: module`` for every import in a room of ``root`` that points at a higher room or at app."""
+    rank = {room: i for i, room in enumerate(LAYERS)}
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        room = path.relative_to(root).parts[0]
+        if room not in rank:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != root.name or len(parts) < 2:
+                    continue
+                target = parts[1]
+                if (target in rank and rank[target] < rank[room]) or (target == "app" and room != "service"):
+                    found.append(f"{path.relative_to(root.parent)}: {name}")
+                    break
+    return found
+
+
+def test_every_room_imports_only_downwards() -> None:
+    assert set(LAYERS) == ROOMS
+    assert upward_imports(REPO / "raccoon_watch") == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
+    """The check fails on a type-only import of a higher room (as support/metrics.py once had)."""
+    pkg = tmp_path / "raccoon_watch"
+    for room in ("support", "store"):
+        (pkg / room).mkdir(parents=True)
+        (pkg / room / "__init__.py").write_text("")
+    (pkg / "support" / "metrics.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from raccoon_watch.store import EventStore\n")
+    (pkg / "store" / "db.py").write_text("from raccoon_watch.support import metrics\n")
+    assert upward_imports(pkg) == ["raccoon_watch/support/metrics.py: raccoon_watch.store"]

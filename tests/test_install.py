@@ -240,7 +240,7 @@ def test_the_classifier_tab_without_tensorflow_says_which_extra(tmp_path: Path, 
     refuses a retrain with the same words; the real check (``training_missing``) finds TensorFlow
     exactly when it is installed."""
     from raccoon_watch.service.health import HealthServer
-    from raccoon_watch.service.retrain_cmd import training_missing
+    from raccoon_watch.learning.retrain_options import training_missing
     from raccoon_watch.web.pages import ReviewPages
     from raccoon_watch.web.retrain_job import RetrainJob
     from tests.test_review_page import _csrf, _message, _serve

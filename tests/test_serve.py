@@ -2,7 +2,7 @@
 a real server process, real multipart requests from ``requests`` (as Frigate's ``deepstack`` plugin
 writes them), real photos from shared/.
 
-Also: the wire format's pure functions (raccoon_watch.api.protocol) and the serve settings.
+Also: the wire format's pure functions (raccoon_watch.recognition.deepstack) and the serve settings.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from raccoon_watch.api import protocol
+from raccoon_watch.recognition import deepstack as protocol
 from raccoon_watch.config import ConfigError, DetectorConfig, ServeFileConfig, load_config
 from raccoon_watch.recognition.detectors import create_recognizer
 from raccoon_watch.types import Detection

@@ -62,8 +62,8 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as StarletteRequest
 
-from raccoon_watch.api import protocol
 from raccoon_watch.config import ServeConfig
+from raccoon_watch.recognition import deepstack as protocol
 from raccoon_watch.recognition.recognizer import Recognizer
 from raccoon_watch.support.imagefile import TOO_LARGE, decode_image
 from raccoon_watch.support.logs import clip

@@ -83,7 +83,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
 
 
 def settings_from(args: argparse.Namespace, max_pixels: int) -> RecognitionSettings:
-    from raccoon_watch.service.detect_cmd import parse_labels
+    from raccoon_watch.recognition.records import parse_labels
 
     labels = parse_labels(args.labels)
     return RecognitionSettings(

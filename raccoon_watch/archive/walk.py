@@ -1,6 +1,6 @@
 """The files of an archive folder: what ``detect DIR --recursive`` recognizes, in the order it reports them.
 
-Files are chosen by suffix (``detect_cmd.IMAGE_SUFFIXES`` photos, ``VIDEO_SUFFIXES`` clips, any case);
+Files are chosen by suffix (``recognition.records.IMAGE_SUFFIXES`` photos, ``VIDEO_SUFFIXES`` clips, any case);
 everything else (sidecar XMP, CSV, hidden files) is left alone. Directories are walked without
 following directory symlinks (a link back up the tree would never end); file symlinks are files.
 Hidden files and folders (a name starting with ".": ``.thumbnails``, macOS ``._IMG_0001.JPG``) are skipped.
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from raccoon_watch.service.detect_cmd import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from raccoon_watch.recognition.records import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 IMAGE, VIDEO = "image", "video"
 

@@ -2,7 +2,7 @@
 
 A ``RecognitionSettings`` is a plain frozen value, so it travels to Ray actors on other machines;
 each worker builds its own recognizer from it (``FileRecognizer``) with exactly the calls ``detect``
-makes (``create_recognizer``, ``detect_cmd.keep_filter``, ``detect_cmd.image_record``), so a photo's
+makes (``create_recognizer``, ``records.keep_filter``, ``records.image_record``), so a photo's
 record is the same byte for byte whichever path made it. Videos get ``clip.video_record``.
 
 A file never stops the run: whatever goes wrong with it (unreadable, truncated, not decodable, a
@@ -23,7 +23,7 @@ from raccoon_watch.archive.walk import IMAGE, VIDEO
 from raccoon_watch.config import DetectorConfig
 from raccoon_watch.recognition.detectors import DEFAULT_MIN_SCORE, create_recognizer
 from raccoon_watch.recognition.detectors.factory import find_model, resolve_default_model
-from raccoon_watch.service.detect_cmd import image_record, keep_filter
+from raccoon_watch.recognition.records import image_record, keep_filter
 from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS
 
 log = structlog.get_logger(__name__)

@@ -56,7 +56,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +64,12 @@ import cv2
 
 from raccoon_watch.config import DEFAULT_THRESHOLD, DetectorConfig
 from raccoon_watch.recognition.detectors import DEFAULT_MIN_SCORE, ModelError, create_recognizer
-from raccoon_watch.recognition.imagemode import image_mode
 from raccoon_watch.recognition.recognizer import Recognizer
+from raccoon_watch.recognition.records import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_record, keep_filter, parse_labels
 from raccoon_watch.snapshot import draw_detections
-from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE, read_image
+from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS, NOT_AN_IMAGE
 from raccoon_watch.support.logs import setup_logging
-from raccoon_watch.types import Detection, detection_json
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".mjpeg", ".h264", ".ts"}
 FALLBACK_FPS = 15.0  # when a source does not report its frame rate
 OPEN_TIMEOUT_MS = 5000
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3  # as raccoon_watch.service.cli
@@ -151,30 +148,6 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
-def parse_labels(text: str | None) -> frozenset[str] | None:
-    """``--labels a,b`` -> {"a", "b"}; None (or only commas) -> None: every label."""
-    wanted = frozenset(s.strip() for s in text.split(",") if s.strip()) if text else frozenset()
-    return wanted or None
-
-
-def keep_filter(detector: Recognizer, threshold: float | None,
-                wanted: frozenset[str] | None) -> Callable[[list[Detection]], list[Detection]]:
-    """What ``detect`` reports of an image's detections: score >= ``threshold`` (None: the cards'
-    threshold for the detection's image mode, else DEFAULT_THRESHOLD) and, with ``wanted``, a wanted label.
-    The archive runner (``raccoon_watch.archive``) builds the same filter in each of its workers."""
-
-    def threshold_for(mode: str | None) -> float:
-        if threshold is not None:
-            return threshold
-        deployed = detector.threshold_for(mode)
-        return deployed if deployed is not None else DEFAULT_THRESHOLD
-
-    def keep(dets: list[Detection]) -> list[Detection]:
-        return [d for d in dets if d.score >= threshold_for(d.mode) and (wanted is None or d.label in wanted)]
-
-    return keep
-
-
 def _kind(source: str) -> str:
     """'image' or 'video' (files by suffix; digits, devices and URLs are camera sources)."""
     suffix = Path(source).suffix.lower()
@@ -213,30 +186,6 @@ def plan_outputs(inputs: Sequence[str], out: Path | None) -> tuple[dict[str, Pat
         claimed[target] = source
         targets[source] = target
     return targets, None
-
-
-def image_record(detector: Recognizer, source: str, keep, target: Path | None, max_pixels: int) -> dict[str, Any]:
-    """One image's record (the module docstring's format), or ``{"image", "error"}``; also what each
-    archive worker writes per photo, so the two paths give identical records."""
-    path = Path(source)
-    if not path.is_file():
-        return {"image": source, "error": "no such file" if not path.exists() else "not a file"}
-    image, problem = read_image(path, max_pixels)
-    if image is None:
-        return {"image": source, "error": problem}
-    height, width = image.shape[:2]
-    dets = keep(detector.detect([image])[0])
-    record = {"image": source, "width": width, "height": height, "mode": image_mode(image),
-              "detections": [detection_json(d, width, height) for d in dets]}
-    if target is not None:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written = cv2.imwrite(str(target), draw_detections(image, dets))
-        except (OSError, cv2.error):
-            written = False
-        if not written:
-            return {"image": source, "error": f"cannot write {target}"}
-    return record
 
 
 def _open(source: str) -> cv2.VideoCapture:

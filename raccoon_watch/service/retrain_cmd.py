@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import math
 import shutil
@@ -66,7 +65,14 @@ from raccoon_watch.learning.promotion import (
     wrong_table,
     wrong_visits,
 )
-from raccoon_watch.learning.retrain_options import DEFAULT_BASE_LIMIT, DEFAULT_MODE, DEFAULT_STEPS, MODES
+from raccoon_watch.learning.retrain_options import (
+    DEFAULT_BASE_LIMIT,
+    DEFAULT_MODE,
+    DEFAULT_STEPS,
+    MODES,
+    TRAIN_EXTRA_HINT,
+    training_missing,
+)
 from raccoon_watch.learning.retrain_priority import (
     DEFAULT_PRIORITY,
     DEFAULT_THREADS,
@@ -88,18 +94,6 @@ OUTCOME_PROMOTED, OUTCOME_PASSED, OUTCOME_REFUSED, OUTCOME_NEED_MORE = "promoted
 
 
 # `make run` installs the runtime only (LiteRT, no TensorFlow); retraining needs the train extra
-TRAIN_EXTRA_HINT = ".venv/bin/pip install -c requirements.lock -e '.[train]'"
-
-
-def training_missing() -> str | None:
-    """None when this Python can retrain, else why not, naming the extra to install. Cheap: it looks
-    for TensorFlow without importing it (the page asks on every load of its Classifier tab)."""
-    if importlib.util.find_spec("tensorflow") is None:
-        return (f"this install has no TensorFlow (the train extra, which `make run` leaves out): run "
-                f"{TRAIN_EXTRA_HINT} in the checkout")
-    return None
-
-
 def add_parsers(sub: Any) -> None:
     """The ``retrain`` and ``models`` subcommands of ``raccoon-watch``."""
     r = sub.add_parser("retrain", help="fine-tune the raccoon classifier on this site's feedback; promote it "

@@ -18,15 +18,18 @@ a host or a secret.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from raccoon_watch.types import CaptureSnapshot, DeliveryCounts, Event, PipelineStats
 
-if TYPE_CHECKING:
-    from raccoon_watch.store import EventStore
+
+class DeliveryCounter(Protocol):
+    """What /metrics reads of the store (``store.EventStore``): support/ sits below store/."""
+
+    def delivery_counts(self, sink: str) -> DeliveryCounts: ...
 
 PREFIX = "raccoon_watch"
 CAMERA_UP = "up"
@@ -165,7 +168,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def outbox_counts(store: EventStore | None, sink_names: Iterable[str]) -> dict[str, DeliveryCounts]:
+def outbox_counts(store: DeliveryCounter | None, sink_names: Iterable[str]) -> dict[str, DeliveryCounts]:
     """sink -> its ``DeliveryCounts`` in ``store``'s outbox; {} without a store."""
     if store is None:
         return {}

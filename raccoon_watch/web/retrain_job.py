@@ -25,6 +25,7 @@ from pathlib import Path
 
 import structlog
 
+from raccoon_watch.learning.retrain_options import training_missing
 from raccoon_watch.learning.retrain_priority import default_threads, tf_env
 
 log = structlog.get_logger(__name__)
@@ -61,12 +62,6 @@ def outcome_of(exit_code: int | None) -> str:
     if exit_code == EXIT_NEED_MORE:
         return "not enough marked visits to judge a candidate yet: nothing was trained (see below)"
     return f"failed (exit {exit_code}): see the log below"
-
-
-def _training_missing() -> str | None:
-    from raccoon_watch.service.retrain_cmd import training_missing
-
-    return training_missing()
 
 
 def retrain_command(config_path: Path) -> list[str]:
@@ -135,14 +130,14 @@ class RetrainJob:
         self.command = list(command)
         self.log_path = log_path
         self.on_promoted = on_promoted
-        self._unavailable = unavailable or _training_missing
+        self._unavailable = unavailable or training_missing
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._started: float | None = None
         self._exit: int | None = None
 
     def unavailable(self) -> str | None:
-        """Why a retrain cannot run in this install (``retrain_cmd.training_missing``), else None."""
+        """Why a retrain cannot run in this install (``retrain_options.training_missing``), else None."""
         return self._unavailable()
 
     def start(self) -> bool:

@@ -2,7 +2,7 @@
 raccoon-watch's ``serve``, or any compatible server), and to the local models whenever it is down or slow.
 
     worker --recognize--> RemoteRecognizer --POST image (JPEG), min_confidence, api_key--> remote API
-                                 |  error, timeout, slow, refused          (raccoon_watch.api.protocol)
+                                 |  error, timeout, slow, refused          (raccoon_watch.recognition.deepstack)
                                  +-----------> the local models (Recognizer.recognize, as backend auto)
 
 Each frame is one call: the JPEG of the frame, or of its motion crop when it has one (boxes are
@@ -33,9 +33,9 @@ import numpy as np
 import requests
 import structlog
 
-from raccoon_watch.api.protocol import ProtocolError, parse_answer
 from raccoon_watch.config import RemoteConfig
 from raccoon_watch.motion import Crop, boxes_from_crop
+from raccoon_watch.recognition.deepstack import ProtocolError, parse_answer
 from raccoon_watch.recognition.imagemode import image_mode
 from raccoon_watch.recognition.recognizer import CandidateHints, PixelWindow, Recognizer
 from raccoon_watch.support.backoff import backoff_delay
