@@ -38,25 +38,18 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
 
 
 @dataclass
-class Daemon:
-    """A running `python -m raccoon_watch run`; collects its JSON log lines in a thread."""
+class LoggedProcess:
+    """A child process whose stdout+stderr (JSON log lines) a thread collects: ``lines`` parsed,
+    ``raw`` as printed. The daemon (``Daemon``) and ``raccoon-watch serve`` (tests/serving.py) are both."""
 
     proc: subprocess.Popen
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
     _reader: threading.Thread | None = None
 
-    @classmethod
-    def start(cls, config: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> "Daemon":
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "raccoon_watch", "run", "--config", str(config), *extra_args],
-            cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        daemon = cls(proc)
-        daemon._reader = threading.Thread(target=daemon._read, daemon=True)
-        daemon._reader.start()
-        return daemon
+    def _follow(self) -> None:
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -78,8 +71,24 @@ class Daemon:
                 return found
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise AssertionError(f"no {count}x {name!r} within {timeout}s; log tail:\n{''.join(self.raw[-40:])}")
+
+
+@dataclass
+class Daemon(LoggedProcess):
+    """A running `python -m raccoon_watch run`; collects its JSON log lines in a thread."""
+
+    @classmethod
+    def start(cls, config: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> Daemon:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "raccoon_watch", "run", "--config", str(config), *extra_args],
+            cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        daemon = cls(proc)
+        daemon._follow()
+        return daemon
 
     def terminate(self, timeout: float = 10.0) -> tuple[int, float]:
         """SIGTERM; return (exit code, seconds it took to exit)."""

@@ -5,27 +5,23 @@ Logs go to stderr (JSON when it is not a terminal), so both streams are read tog
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from tests.daemon import LoggedProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
-class Server:
-    proc: subprocess.Popen
-    lines: list[dict[str, Any]] = field(default_factory=list)
-    raw: list[str] = field(default_factory=list)
+class Server(LoggedProcess):
+    """A running ``raccoon-watch serve``; ``port`` from its ``serve_listening`` line."""
+
     port: int = 0
-    _reader: threading.Thread | None = None
 
     @classmethod
     def start(cls, *args: str, env: dict[str, str] | None = None, wait: bool = True, timeout: float = 90.0) -> Server:
@@ -33,8 +29,7 @@ class Server:
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         server = cls(proc)
-        server._reader = threading.Thread(target=server._read, daemon=True)
-        server._reader.start()
+        server._follow()
         if wait:
             server.port = int(server.wait_for("serve_listening", timeout=timeout)[0]["port"])
         return server
@@ -42,29 +37,6 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.raw.append(line)
-            try:
-                self.lines.append(json.loads(line))
-            except ValueError:
-                pass
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [rec for rec in list(self.lines) if rec.get("event") == name]
-
-    def wait_for(self, name: str, count: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.events(name)
-            if len(found) >= count:
-                return found
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {count}x {name!r} within {timeout}s; log tail:\n{''.join(self.raw[-30:])}")
 
     def peak_rss_mb(self) -> float:
         """VmHWM of the server process (its peak resident memory so far), MB."""
