@@ -249,8 +249,12 @@ def _outbox(db: Path, sink: str) -> list[tuple[str, str]]:
 
 def test_sigterm_under_load_keeps_the_outbox(tmp_path, raccoon_clip_mp4, small_clip, coco_model, fake_pushover):
     fake_pushover.mode, fake_pushover.stall_s = "stall", 30.0  # every push hangs: rows stay pending
-    busy = {"source": str(raccoon_clip_mp4.path), "loop": True, "realtime": False, "detect_fps": 30}
-    cameras = {f"cam{i}": busy for i in range(3)}
+    # Paced like real cameras (15 fps each, every frame asked for): 4 x 15 = 60 detector frames/s, more
+    # than this machine gives, so the daemon is busy. An unpaced file (`realtime: false`) floods the fair
+    # queue instead: it keeps each lane's newest frames, the detector sees frames seconds of clip apart,
+    # no track sees the raccoon move and no event starts (found 2026-12-08; see issue 24's note).
+    busy = {"source": str(raccoon_clip_mp4.path), "loop": True, "detect_fps": 30}
+    cameras = {f"cam{i}": busy for i in range(4)}
     cfg = _config(tmp_path, cameras, coco_model, pushover_url=fake_pushover.url)
     daemon = Daemon.start(cfg)
     try:
