@@ -73,7 +73,7 @@ from tools.bench_cameras import (
     stage_cameras,
     stage_options,
 )
-from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip
+from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip, play_to_the_end
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 from tools.bench_serve import TARGET_P95_MS_MAX, TARGET_RPS_MIN, stage_serve
 
@@ -553,12 +553,7 @@ def _run_pipeline(args: dict[str, Any], workdir: Path, sinks: dict[str, Any] | N
     probe = Probe(fps=args["fps"], anchor_before=max(1, args["timeline"]["appear"]))
     app = _make_bench_app(_bench_config(args, workdir / "store", sinks), probe)
     app.start()
-    deadline = time.monotonic() + args["video_s"] * 3 + 60
-    while any(t.is_alive() for t in app.cameras.values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    while (app.frames.qsize() or app.results.qsize()) and time.monotonic() < deadline:  # drain
-        time.sleep(0.05)
-    time.sleep(0.3)
+    play_to_the_end(app, args["video_s"])
     cpu, wall = cpu_seconds() - app.cpu_at_cameras, time.monotonic() - app.mono_at_cameras
     stats = app.stats()
     calls = sum(w.calls for w in stats.workers)

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from raccoon_watch.types import Frame, QueueSnapshot
+from tools.bench_clips import play_to_the_end
 
 FAIR_DEFAULTS = {"workers": 2, "threads": 2, "batch_size": 1}  # the daemon's defaults: what measured best
 SWEEP = (  # --many-cameras-sweep: the other ways to spend the same CPU, each its own arm
@@ -206,12 +207,7 @@ def _run_arm(args: dict[str, Any], workdir: Path) -> dict[str, Any]:
                                                                        on_event=probe.on_event)])
     app.start()
     video_s = args["video_s"]
-    deadline = time.monotonic() + video_s * 3 + 60
-    while any(t.is_alive() for t in app.cameras.values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    while (app.frames.qsize() or app.results.qsize()) and time.monotonic() < deadline:  # drain
-        time.sleep(0.05)
-    time.sleep(0.3)
+    play_to_the_end(app, video_s)
     cpu, wall = cpu_seconds() - app.cpu_at_cameras, time.monotonic() - app.mono_at_cameras
     stats = app.stats()
     app.stop()  # ends the open events: their END reaches the probe

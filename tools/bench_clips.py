@@ -21,9 +21,11 @@ Frame indices count from 0 and equal ``Frame.seq`` of a file source read once.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -180,3 +182,14 @@ def ensure_clip(spec: ClipSpec, shared_dir: Path, out_dir: Path = BENCH_DIR) -> 
 
 
 __all__ = ["BENCH_DIR", "ClipSpec", "RESOLUTIONS", "Timeline", "clip_timeline", "ensure_clip", "render"]
+
+
+def play_to_the_end(app: Any, video_s: float) -> None:
+    """Wait until every camera of a started app (file cameras, each ``video_s`` long) has played its
+    clip and the frame and result queues are drained; at most 3x the clip plus 60 s, monotonic."""
+    deadline = time.monotonic() + video_s * 3 + 60
+    while any(t.is_alive() for t in app.cameras.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    while (app.frames.qsize() or app.results.qsize()) and time.monotonic() < deadline:  # drain
+        time.sleep(0.05)
+    time.sleep(0.3)
