@@ -81,6 +81,7 @@ from raccoon_watch.learning.retrain_priority import (
     apply_tf_env,
     default_threads,
     lower_priority,
+    release_heap_early,
 )
 from raccoon_watch.store.retention import MB
 from raccoon_watch.support.imagefile import DEFAULT_MAX_PIXELS
@@ -340,6 +341,7 @@ def _retrain(cfg: Any, args: argparse.Namespace) -> int:
     # before any thread starts (LiteRT's, TensorFlow's): new threads inherit nice and the CPU class
     log.info("retrain_priority", threads=threads, **lower_priority(getattr(args, "priority", DEFAULT_PRIORITY)))
     apply_tf_env(threads)
+    release_heap_early()  # before TensorFlow allocates: its freed buffers go back to the system
     max_mp = float(getattr(args, "max_megapixels", DEFAULT_MAX_PIXELS / 1e6))
     if not (math.isfinite(max_mp) and max_mp > 0):
         print(f"raccoon-watch retrain: --max-megapixels must be a positive number, got {max_mp}", file=sys.stderr)
