@@ -73,7 +73,7 @@ from tools.bench_cameras import (
     stage_cameras,
     stage_options,
 )
-from tools.bench_clips import BENCH_DIR, ClipSpec, ensure_clip, play_to_the_end
+from tools.bench_clips import BENCH_DIR, ClipSpec, CpuMarkAtCameras, cpu_seconds, ensure_clip, play_to_the_end
 from tools.bench_review import stage_http_probe, stage_recording, stage_review_list
 from tools.bench_serve import TARGET_P95_MS_MAX, TARGET_RPS_MIN, stage_serve
 
@@ -105,12 +105,6 @@ TARGETS = {
 
 
 # --- small helpers -----------------------------------------------------------------------------------
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process, all threads (getrusage: microsecond resolution)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def peak_rss_mb() -> float:
@@ -516,18 +510,8 @@ def _bench_config(args: dict[str, Any], storage: Path, sinks: dict[str, Any] | N
 def _make_bench_app(cfg: Any, probe: Probe) -> Any:
     from raccoon_watch.app import App, Observer
 
-    class BenchApp(App):
+    class BenchApp(CpuMarkAtCameras, App):
         """The daemon's App, with a CPU mark at camera start (the probe is an observer)."""
-
-        cpu_at_cameras = 0.0
-        mono_at_cameras = 0.0
-
-        def _start_cameras(self) -> None:
-            deadline = time.monotonic() + 60.0  # workers load their interpreters first: not per-frame work
-            while any(w.detector is None for w in self.workers) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self.cpu_at_cameras, self.mono_at_cameras = cpu_seconds(), time.monotonic()
-            super()._start_cameras()
 
     return BenchApp(cfg, observers=[Observer(on_result=probe.on_result, on_event=probe.on_event)])
 

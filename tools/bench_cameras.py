@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from raccoon_watch.types import Frame, QueueSnapshot
-from tools.bench_clips import play_to_the_end
+from tools.bench_clips import CpuMarkAtCameras, cpu_seconds, play_to_the_end
 
 FAIR_DEFAULTS = {"workers": 2, "threads": 2, "batch_size": 1}  # the daemon's defaults: what measured best
 SWEEP = (  # --many-cameras-sweep: the other ways to spend the same CPU, each its own arm
@@ -174,15 +174,12 @@ def stage_cameras(args: dict[str, Any]) -> dict[str, Any]:
 
 def _run_arm(args: dict[str, Any], workdir: Path) -> dict[str, Any]:
     from raccoon_watch.app import App, Observer
-    from tools.bench import cpu_seconds, percentiles
+    from tools.bench import percentiles
 
     probe = CamerasProbe()
     legacy = args["arm"] == "today"
 
-    class ArmApp(App):
-        cpu_at_cameras = 0.0
-        mono_at_cameras = 0.0
-
+    class ArmApp(CpuMarkAtCameras, App):
         def __init__(self, cfg: Any, **kw: Any) -> None:
             super().__init__(cfg, **kw)
             if legacy:
@@ -194,13 +191,6 @@ def _run_arm(args: dict[str, Any], workdir: Path) -> dict[str, Any]:
                 return put(frame)
 
             self.frames.put = counted_put  # type: ignore[method-assign]
-
-        def _start_cameras(self) -> None:
-            deadline = time.monotonic() + 60.0  # workers load their interpreters first: not per-frame work
-            while any(w.detector is None for w in self.workers) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self.cpu_at_cameras, self.mono_at_cameras = cpu_seconds(), time.monotonic()
-            super()._start_cameras()
 
     load_before = os.getloadavg()
     app = ArmApp(_config(args, workdir / "store"), observers=[Observer(on_result=probe.on_result,
@@ -292,7 +282,6 @@ def stage_options(args: dict[str, Any]) -> dict[str, Any]:
     from raccoon_watch.config import DetectorConfig
     from raccoon_watch.recognition.detectors import create_recognizer
     from raccoon_watch.recognition.recognizer import classifier_crop
-    from tools.bench import cpu_seconds
 
     model = Path(args["model"])
     frames = _clip_frames(args["clip"], args["frames"], args["fps"], args["detect_fps"])

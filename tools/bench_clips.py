@@ -20,6 +20,7 @@ Frame indices count from 0 and equal ``Frame.seq`` of a file source read once.
 
 from __future__ import annotations
 
+import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -193,3 +194,26 @@ def play_to_the_end(app: Any, video_s: float) -> None:
     while (app.frames.qsize() or app.results.qsize()) and time.monotonic() < deadline:  # drain
         time.sleep(0.05)
     time.sleep(0.3)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all threads (getrusage: microsecond resolution)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMarkAtCameras:
+    """Mixin for the daemon's ``App`` in a bench (``class BenchApp(CpuMarkAtCameras, App)``): the cameras
+    start once every worker has its interpreter (loading is not per-frame work), and the CPU and
+    monotonic clocks are marked right then (``cpu_at_cameras``, ``mono_at_cameras``)."""
+
+    cpu_at_cameras = 0.0
+    mono_at_cameras = 0.0
+    workers: Any
+
+    def _start_cameras(self) -> None:
+        deadline = time.monotonic() + 60.0
+        while any(w.detector is None for w in self.workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.cpu_at_cameras, self.mono_at_cameras = cpu_seconds(), time.monotonic()
+        super()._start_cameras()  # type: ignore[misc]
